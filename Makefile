@@ -1,0 +1,33 @@
+# The README's two commands are `make figures` and `make test`; everything else is a helper.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.install-stamp
+PROFILE ?= tiny
+
+.PHONY: install figures test lab clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when the dependency lists change; an up-to-date environment costs nothing.
+$(STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(PY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') else f'torch {v} installed, 2.13.0 required')"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+figures: $(STAMP)
+	$(PY) -m chexreason_utils run --profile $(PROFILE)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --no-browser notebooks/
+
+clean:
+	rm -rf runs

@@ -1,0 +1,52 @@
+"""Command line: ``python -m chexreason_utils run --profile tiny`` and friends."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import ConfigError, parse_override
+from .paths import NOTEBOOK_DIR
+from .runner import RunnerError, RunOptions, StageFailed, run
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m chexreason_utils", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="execute the numbered notebooks with papermill")
+    r.add_argument("--profile", default="tiny", help="smoke | tiny | paper, or a YAML path (default: tiny)")
+    r.add_argument("--only", default="", help="comma-separated stages to run, e.g. 00,01")
+    r.add_argument("--from", dest="start", default=None, help="start at this stage, e.g. 03")
+    r.add_argument("--force", action="store_true", help="recompute even when nothing changed")
+    r.add_argument("--run-dir", default=None, help="run directory (default: runs/<profile>)")
+    r.add_argument("--figure-dir", default=None, help="figure directory (default: figures/<profile>)")
+    r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a profile value, e.g. -p sft.max_steps=20 (repeatable)")
+    r.add_argument("--notebooks", default=str(NOTEBOOK_DIR), help="notebook directory")
+    r.add_argument("-k", "--kernel", default="python3", help="Jupyter kernel (default: python3 of this env)")
+    r.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
+    sub.add_parser("readme-table", help="print the README's figure table from the registry")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "readme-table":
+        from .figure_registry import markdown_table
+
+        print(markdown_table())
+        return 0
+    try:
+        opts = RunOptions(profile=args.profile, run_dir=args.run_dir, figure_dir=args.figure_dir,
+                          only=[s for s in args.only.split(",") if s], start=args.start, force=args.force,
+                          overrides=dict(parse_override(p) for p in args.param),
+                          notebook_dir=Path(args.notebooks), kernel=args.kernel, log_output=args.log_output)
+        run(opts)
+    except (ConfigError, RunnerError, StageFailed) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, StageFailed) else 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

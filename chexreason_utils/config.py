@@ -1,0 +1,331 @@
+"""Profiles (smoke | tiny | paper) and their typed parameters.
+
+One YAML file per profile in ``chexreason_utils/profiles/``. Each top-level key is a section below; an
+unknown or misspelt key, or a value of the wrong type, is a ``ConfigError`` naming the key and the file.
+Any value can be overridden with a dotted key (``sft.learning_rate=1e-4``), from the command line
+(``-p``) or from a notebook's ``overrides`` parameter.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+
+
+class ConfigError(ValueError):
+    """A profile or override that cannot be turned into a valid configuration."""
+
+
+@dataclass
+class WorldConfig:
+    """The procedurally generated phantom world (tiny/smoke only; ``enabled: false`` in the paper profile)."""
+
+    enabled: bool = True
+    seed: int = 7
+    image_size: int = 128
+    n_mimic_studies: int = 1200          # MIMIC-like training site; each study has 1-2 frontal and 0-1 lateral
+    n_chexpert_test_studies: int = 200   # CheXpert-like test site (frontal + some lateral views)
+    n_nih_images: int = 800              # NIH-like site
+    n_pretrain: int = 400                # per tiny base model, for its short domain pretraining
+
+
+@dataclass
+class DataConfig:
+    """Where the three datasets live, in their official layouts. Relative paths are under the run dir."""
+
+    mimic_root: str = "world/mimic-cxr-jpg/2.0.0"
+    chexpert_root: str = "world/CheXpert-v1.0"
+    chexpert_test_csv: str = "test_labels.csv"
+    nih_root: str = "world/ChestX-ray14"
+    uncertainty_policy: str = "positive_only"   # positive_only | uncertain_as_positive | ignore_uncertain
+    check_images: bool = True
+
+
+@dataclass
+class SamplingConfig:
+    """Penalty-based greedy sampler and the disjoint SFT / RL / validation split (PAPER.md, Data)."""
+
+    seed: int = 13
+    n_sft: int = 2000
+    n_rl: int = 1000
+    n_val: int = 500
+    min_fraction: float = 0.05          # stated: every label in at least 5% of the selection
+    max_fraction: float = 0.30          # open: above this a label counts as over-represented
+    overrep_penalty: float = 4.0        # open: weight of the penalty for adding an over-represented label
+    pool_splits: list = field(default_factory=lambda: ["train", "validate"])
+    patient_disjoint: bool = True       # open: no patient in two of SFT / RL / validation
+    nih_test_size: int = 488
+    nih_selection: str = "greedy_balanced"   # greedy_balanced | random  (open; see sampling.select_nih_test)
+    nih_splits: list = field(default_factory=lambda: ["test"])
+
+
+@dataclass
+class ModelsConfig:
+    """Which base models play the paper's 'medical' and 'general' roles."""
+
+    medical: str = "google/medgemma-4b-it"
+    general: str = "Qwen/Qwen2.5-VL-3B-Instruct"
+    build_tiny: bool = False            # build tiny models of the same classes offline (tiny/smoke)
+    tiny_hidden: int = 128
+    tiny_layers: int = 2
+    tiny_image_size: int = 112
+    tiny_vocab: int = 1200
+    pretrain_steps: int = 300           # domain pretraining of the tiny base models
+    pretrain_lr: float = 1e-3
+    dtype: str = "auto"                 # auto: bf16 on GPU, fp32 on CPU
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning (PAPER.md, Hyperparameters: SFT)."""
+
+    formats: list = field(default_factory=lambda: ["only_label", "free_reasoning", "reasoning_narrative", "reasoning_a"])
+    general_model_too: bool = True      # also fine-tune the general model (for notebook 05)
+    teacher: str = "template"           # template | http
+    teacher_model: str = "gemini-2.5-pro"
+    teacher_base_url: str = "https://generativelanguage.googleapis.com/v1beta/openai"
+    teacher_api_key_env: str = "TEACHER_API_KEY"
+    teacher_concurrency: int = 4
+    use_lora: bool = True               # paper: LoRA; tiny random-init models need full fine-tuning
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    learning_rate: float = 5e-5
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.01
+    max_grad_norm: float = 5.0
+    epochs: float = 6.0
+    max_steps: int = -1                 # > 0 caps training (tiny/smoke)
+    batch_size: int = 1
+    grad_accum: int = 8
+    early_stopping_patience: int = 2
+    val_fraction: float = 0.10
+    eval_steps: int = 0                 # 0: evaluate once per epoch
+    max_length: int = 2048
+    gradient_checkpointing: bool = True
+    logging_steps: int = 5
+
+
+@dataclass
+class HardRewardConfig:
+    """Hard reward (PAPER.md, Rewards): J - lambda_len if valid and short, J if valid, 0 if invalid."""
+
+    lambda_len: float = 0.1             # open
+    length_threshold: int = 250         # stated
+    length_unit: str = "tokens"         # open: tokens | chars
+    empty_jaccard: float = 1.0          # open: J(empty, empty); NV-Reason-CXR uses 1
+
+
+@dataclass
+class NuancedRewardConfig:
+    """Nuanced reward (PAPER.md, Rewards); every amount below is stated unless marked open."""
+
+    exact_match: float = 100.0
+    recall_weight: float = 30.0
+    precision_weight: float = 20.0
+    fp_base: float = 10.0               # open: per-FP penalty is fp_base * sqrt(prevalence / mean prevalence)
+    invalid_label: float = 100.0
+    duplicate_label: float = 25.0
+    extra_text: float = 10.0            # open
+    missing_tags: float = 100.0         # open: output breaks the <think>/<solution> contract
+    window: int = 100
+    dominance: float = 0.70
+    excess_repetition: float = 30.0
+    collapse: float = 50.0
+    min_window: int = 20                # open: the guard is silent until this many predictions are seen
+
+
+@dataclass
+class GRPOConfig:
+    """GRPO from the Free-Reasoning SFT checkpoint (PAPER.md, Hyperparameters: GRPO)."""
+
+    rewards: list = field(default_factory=lambda: ["hard", "nuanced"])
+    start_format: str = "free_reasoning"
+    learning_rate: float = 1e-6          # open
+    max_steps: int = 500                 # open
+    prompts_per_step: int = 2            # open
+    num_generations: int = 4
+    temperature: float = 0.8
+    top_p: float = 0.95
+    beta: float = 0.15
+    loss_type: str = "dr_grpo"
+    epsilon: float = 0.15
+    epsilon_high: float = 0.22
+    importance_sampling_level: str = "token"
+    max_completion_length: int = 512     # open
+    save_steps: int = 50
+    seed: int = 21
+    hard: HardRewardConfig = field(default_factory=HardRewardConfig)
+    nuanced: NuancedRewardConfig = field(default_factory=NuancedRewardConfig)
+
+
+@dataclass
+class EvaluationConfig:
+    """Batched greedy evaluation and metrics."""
+
+    batch_size: int = 16
+    max_new_tokens: int = 512
+    prompt_variant: str = ""            # empty: the prompt matching the model's SFT format
+    invalid_policy: str = "empty"       # empty: invalid output = empty prediction and a failure | salvage
+    nih_label_set: str = "paper9"       # paper9 | with_effusion
+    n_bootstrap: int = 1000
+    bootstrap_seed: int = 2026
+    score_grpo_checkpoints: bool = True
+
+
+@dataclass
+class CrossModelConfig:
+    """Notebook 05: zero-shot prompt variants and SFT formats on the medical and general model."""
+
+    prompt_variants: list = field(default_factory=lambda: [
+        "reasoning_narrative", "self_check", "hypothesis", "reasoning_a", "reasoning_b",
+        "reasoning_c", "reasoning_d", "reasoning_e", "reasoning_f"])
+    general_zero_shot: bool = True
+
+
+@dataclass
+class DiagnosticsConfig:
+    """Notebook 06: entropy / mode-collapse measures and the unstable-recipe ablation."""
+
+    window: int = 100
+    dominance_threshold: float = 0.70
+    episode_min_steps: int = 3
+    run_ablation: bool = True
+    ablation_reward: str = "hard"
+    ablation_beta: float = 0.0
+    ablation_epsilon: float = 0.2
+    ablation_epsilon_high: float = 0.2
+    ablation_loss_type: str = "grpo"    # per-sequence length normalisation switched back on
+
+
+@dataclass
+class Config:
+    """A whole profile."""
+
+    profile: str = "paper"
+    seed: int = 0
+    device: str = "auto"                # auto | cpu | cuda
+    world: WorldConfig = field(default_factory=WorldConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    cross_model: CrossModelConfig = field(default_factory=CrossModelConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """One top-level value or section as plain data (used for stage fingerprints)."""
+        value = getattr(self, name)
+        return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def load_profile(profile: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Load a profile by name (or a YAML path) and apply dotted-key overrides."""
+    path = Path(profile)
+    if path.suffix not in (".yaml", ".yml"):
+        path = PROFILE_DIR / f"{profile}.yaml"
+        if not path.is_file():
+            raise ConfigError(
+                f"unknown profile {str(profile)!r}: choose one of {', '.join(available_profiles())} "
+                f"(or give the path of a YAML file)")
+    if not path.is_file():
+        raise ConfigError(f"profile file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    raw.setdefault("profile", path.stem)
+    cfg = _build(Config, raw, where=str(path), prefix="")
+    for key, value in (overrides or {}).items():
+        set_value(cfg, key, value, where="override")
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``'sft.max_steps=20'`` -> ``('sft.max_steps', 20)``; the value is read as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} is not of the form section.key=value")
+    return key.strip(), yaml.safe_load(value) if value.strip() else ""
+
+
+def set_value(cfg: Config, dotted: str, value: Any, where: str = "override") -> None:
+    """Set one dotted key on a config, with the same type checks as the YAML loader."""
+    *parents, leaf = dotted.split(".")
+    target: Any = cfg
+    for i, part in enumerate(parents):
+        if not dataclasses.is_dataclass(target) or part not in _field_types(type(target)):
+            raise ConfigError(f"{where}: unknown key {'.'.join(parents[:i + 1])!r}")
+        target = getattr(target, part)
+    types_ = _field_types(type(target))
+    if leaf not in types_:
+        raise ConfigError(f"{where}: unknown key {dotted!r}; known keys here: {', '.join(sorted(types_))}")
+    setattr(target, leaf, _coerce(value, types_[leaf], f"{where}: {dotted}"))
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _build(cls: type, raw: dict, where: str, prefix: str):
+    types_ = _field_types(cls)
+    unknown = sorted(set(raw) - set(types_))
+    if unknown:
+        names = ", ".join(repr(prefix + k) for k in unknown)
+        raise ConfigError(f"{where}: unknown key {names}; known keys: {', '.join(sorted(types_))}")
+    obj = cls()
+    for key, value in raw.items():
+        setattr(obj, key, _coerce(value, types_[key], f"{where}: {prefix}{key}", where))
+    return obj
+
+
+def _coerce(value: Any, annotation: Any, what: str, where: str = "override"):
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{what} must be a mapping, got {value!r}")
+        prefix = what.split(": ", 1)[1] + "." if ": " in what else ""
+        return _build(annotation, value, where, prefix)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return None if value is None else _coerce(value, options[0], what, where)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    elif annotation is list or origin is list:
+        if isinstance(value, list):
+            return value
+    elif annotation is dict or origin is dict:
+        if isinstance(value, dict):
+            return value
+    name = getattr(annotation, "__name__", str(annotation))
+    raise ConfigError(f"{what} must be {name}, got {value!r} ({type(value).__name__})")

@@ -1,0 +1,96 @@
+"""NIH ChestX-ray14 in its official layout.
+
+    <root>/Data_Entry_2017_v2020.csv (or Data_Entry_2017.csv)
+        Image Index, Finding Labels (pipe-separated), Follow-up #, Patient ID, Patient Age, Patient Gender,
+        View Position, OriginalImage[Width, Height], OriginalImagePixelSpacing[x, y]   (the bracketed
+        headers contain commas, so pandas sees 'OriginalImage[Width' and 'Height]' as two columns; the 2017
+        file also ends its header with a comma)
+    <root>/train_val_list.txt, <root>/test_list.txt
+    <root>/images/*.png  or  <root>/images_NNN/images/*.png
+
+Labels are mapped to the CheXpert vector with ``labels.NIH_TO_CHEXPERT``; the NIH names are kept in
+``source_labels``. All NIH images are frontal (PA or AP).
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..labels import NIH_LABELS, NIH_NO_FINDING, names_to_vector, nih_to_chexpert
+from .records import DataLayoutError, LoadResult, check_image_files, drop_rows, require_columns, to_result
+
+ENTRY_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
+REQUIRED = ("Image Index", "Finding Labels", "Patient ID", "Patient Age", "Patient Gender", "View Position")
+SPLIT_LISTS = {"train_val": "train_val_list.txt", "test": "test_list.txt"}
+
+
+def parse_age(value) -> float:
+    """NIH ages are integers in v2020 and strings like '058Y' / '011M' in some 2017 copies."""
+    if pd.isna(value):
+        return np.nan
+    text = str(value).strip()
+    match = re.fullmatch(r"(\d+)\s*([YMD]?)", text, flags=re.I)
+    if not match:
+        return np.nan
+    n, unit = int(match.group(1)), match.group(2).upper()
+    return float(n if unit in ("", "Y") else n / 12 if unit == "M" else n / 365)
+
+
+def index_images(root: Path) -> dict[str, Path]:
+    """Image name -> path, over images/ and images_NNN/images/."""
+    found: dict[str, Path] = {}
+    for folder in [root / "images", *sorted(root.glob("images_*/images"))]:
+        if folder.is_dir():
+            for p in folder.iterdir():
+                found.setdefault(p.name, p)
+    return found
+
+
+def load_nih(root: str | Path, splits: list[str] | None = None, check_images: bool = True) -> LoadResult:
+    """Records of NIH ChestX-ray14; ``splits`` picks from train_val / test (the official lists)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataLayoutError(f"NIH ChestX-ray14 root not found: {root} (expected {ENTRY_FILES[0]} or "
+                                f"{ENTRY_FILES[1]}, the split lists and images/)")
+    entry = next((root / f for f in ENTRY_FILES if (root / f).is_file()), None)
+    if entry is None:
+        raise DataLayoutError(f"NIH label file: expected {root / ENTRY_FILES[0]} or {root / ENTRY_FILES[1]} (not found)")
+    frame = pd.read_csv(entry, dtype={"Image Index": str})
+    frame = frame.loc[:, [c for c in frame.columns if not c.startswith("Unnamed")]]
+    require_columns(frame, REQUIRED, entry)
+    total = len(frame)
+    dropped: Counter = Counter()
+
+    membership = {}
+    for split, name in SPLIT_LISTS.items():
+        path = root / name
+        if path.is_file():
+            membership.update({line.strip(): split for line in path.read_text().splitlines() if line.strip()})
+    frame = frame.assign(split=frame["Image Index"].map(membership).fillna("unlisted"))
+    if splits:
+        frame = drop_rows(frame, ~frame["split"].isin(splits).to_numpy(), "other official split", dropped)
+
+    names = frame["Finding Labels"].fillna("").astype(str).str.split("|")
+    unknown = names.map(lambda ns: any(n not in NIH_LABELS and n != NIH_NO_FINDING for n in ns))
+    frame = drop_rows(frame.assign(nih_names=names), unknown.to_numpy(), "unknown NIH label", dropped)
+    chex = frame["nih_names"].map(nih_to_chexpert)
+    frame = frame.assign(labels=[names_to_vector(c) for c in chex])
+    frame = drop_rows(frame, np.array([v.sum() == 0 for v in frame["labels"]], dtype=bool),
+                      "no label mappable to CheXpert", dropped)
+
+    images = index_images(root)
+    frame = frame.assign(
+        image_path=[str(images.get(i, root / "images" / i)) for i in frame["Image Index"]],
+        dataset="nih", image_id=frame["Image Index"], patient_id=frame["Patient ID"].astype(str),
+        study_id=frame["Patient ID"].astype(str) + "/" + frame.get("Follow-up #", pd.Series(0, index=frame.index)).astype(str),
+        view=frame["View Position"].fillna("unknown").astype(str), sex=frame["Patient Gender"],
+        age=frame["Patient Age"].map(parse_age),
+        source_labels=[json.dumps({"Finding Labels": "|".join(n)}) for n in frame["nih_names"]])
+    if check_images:
+        frame = check_image_files(frame, dropped)
+    return to_result("NIH ChestX-ray14", frame, dropped, total)

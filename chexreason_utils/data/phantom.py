@@ -1,0 +1,322 @@
+"""The embedded phantom world: three sites written in the official dataset layouts.
+
+- ``mimic-cxr-jpg/2.0.0``: MIMIC-like training site (AP/PA and lateral views, CheXpert-labeller values with
+  uncertain -1 and blanks), study-level labels, official csv.gz files and ``files/pNN/...`` tree.
+- ``CheXpert-v1.0``: CheXpert-like test site (binary radiologist labels, ``test_labels.csv``).
+- ``ChestX-ray14``: NIH-like site labelled in the NIH ontology (Mass vs Nodule by size, Infiltration,
+  Emphysema, Fibrosis, Hernia), with NLP-labeller noise, sex and age, PNG images in ``images_NNN/images``.
+
+Labels come from a Gaussian copula: a few clinical factors (cardiac, infection, ICU, lesion, chronic) load
+on the findings, thresholds are set so each label's marginal matches the target prevalence (sources in
+``PREVALENCE_SOURCES``), and "No Finding" is positive exactly when nothing but Support Devices is. The
+findings are rendered by ``phantom_render``. ``world_card.json`` records every knob and the realised
+prevalences; ``phantom_findings.jsonl`` records what was drawn in each image. Same seed, same bytes.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from scipy.stats import norm
+from tqdm.auto import tqdm
+
+from ..config import WorldConfig
+from ..labels import CHEXPERT_CSV_ORDER, CHEXPERT_LABELS, NIH_LABELS, NIH_NO_FINDING
+from .phantom_render import SiteStyle, render
+
+FINDINGS = tuple(label for label in CHEXPERT_LABELS if label != "No Finding")
+
+PREVALENCE_SOURCES = {
+    "mimic": "MIMIC-CXR-JPG v2.0.0 paper (Johnson et al. 2019), positive CheXpert-labeller mentions per study, rounded",
+    "chexpert_test": "CheXpert test set (Irvin et al. 2019; Saporta et al. 2022), radiologist consensus; approximate, rounded",
+    "nih": "ChestX-ray14 (Wang et al. 2017), image-level label counts over 112,120 images, rounded",
+}
+MIMIC_PREVALENCE = {
+    "Atelectasis": 0.20, "Cardiomegaly": 0.20, "Consolidation": 0.047, "Edema": 0.12,
+    "Enlarged Cardiomediastinum": 0.031, "Fracture": 0.019, "Lung Lesion": 0.028, "Lung Opacity": 0.226,
+    "Pleural Effusion": 0.238, "Pleural Other": 0.009, "Pneumonia": 0.073, "Pneumothorax": 0.045,
+    "Support Devices": 0.292,
+}
+CHEXPERT_TEST_PREVALENCE = {
+    "Atelectasis": 0.30, "Cardiomegaly": 0.30, "Consolidation": 0.06, "Edema": 0.16,
+    "Enlarged Cardiomediastinum": 0.40, "Fracture": 0.01, "Lung Lesion": 0.03, "Lung Opacity": 0.50,
+    "Pleural Effusion": 0.25, "Pleural Other": 0.01, "Pneumonia": 0.03, "Pneumothorax": 0.02,
+    "Support Devices": 0.50,
+}
+NIH_PREVALENCE = {
+    "Atelectasis": 0.103, "Cardiomegaly": 0.025, "Effusion": 0.119, "Infiltration": 0.177, "Mass": 0.052,
+    "Nodule": 0.056, "Pneumonia": 0.013, "Pneumothorax": 0.047, "Consolidation": 0.042, "Edema": 0.021,
+    "Emphysema": 0.022, "Fibrosis": 0.015, "Pleural_Thickening": 0.030, "Hernia": 0.002,
+}
+CHEXPERT_LOADINGS = {
+    "cardiac": {"Cardiomegaly": 0.6, "Edema": 0.5, "Pleural Effusion": 0.45, "Enlarged Cardiomediastinum": 0.45},
+    "infection": {"Pneumonia": 0.6, "Consolidation": 0.6, "Lung Opacity": 0.5, "Atelectasis": 0.3},
+    "icu": {"Support Devices": 0.55, "Atelectasis": 0.4, "Pleural Effusion": 0.35, "Pneumothorax": 0.3, "Edema": 0.3},
+    "lesion": {"Lung Lesion": 0.5, "Lung Opacity": 0.3},
+}
+NIH_LOADINGS = {
+    "cardiac": {"Cardiomegaly": 0.6, "Effusion": 0.45, "Edema": 0.5},
+    "infection": {"Pneumonia": 0.6, "Consolidation": 0.55, "Infiltration": 0.5, "Atelectasis": 0.3},
+    "icu": {"Atelectasis": 0.4, "Effusion": 0.35, "Pneumothorax": 0.3},
+    "lesion": {"Mass": 0.5, "Nodule": 0.5},
+    "chronic": {"Emphysema": 0.5, "Fibrosis": 0.45, "Pleural_Thickening": 0.45, "Pneumothorax": 0.2},
+}
+SITES = {
+    "mimic": SiteStyle("mimic", gamma=1.0, contrast=1.0, brightness=0.0, noise=0.03, magnification=1.0,
+                       blur=0, border=0, marker="top-right"),
+    "chexpert": SiteStyle("chexpert", gamma=0.9, contrast=1.1, brightness=0.0, noise=0.02, magnification=0.97,
+                          blur=1, border=4, marker="top-left"),
+    "nih": SiteStyle("nih", gamma=1.15, contrast=0.85, brightness=0.05, noise=0.045, magnification=0.93,
+                     blur=0, border=0, marker="bottom-left"),
+}
+# CheXpert-labeller value model (MIMIC-like site): P(value | truth).
+MIMIC_LABELLER = {"positive": {"1": 0.85, "-1": 0.15}, "absent": {"blank": 0.85, "0": 0.12, "-1": 0.03}}
+NIH_LABELLER = {"miss_true_finding": 0.10, "spurious_finding_per_label": 0.004}
+AGE_EFFECT_ON_CARDIAC = 0.4   # cardiac factor mean shift per SD of age (NIH site)
+
+
+def copula_labels(rng: np.random.Generator, n: int, prevalence: dict[str, float],
+                  loadings: dict[str, dict[str, float]], factor_shift: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """Binary findings with the target marginals and factor-induced co-occurrence."""
+    names = list(prevalence)
+    factors = {f: rng.standard_normal(n) + (factor_shift or {}).get(f, 0.0) for f in loadings}
+    out = {}
+    for name in names:
+        load = {f: loadings[f][name] for f in loadings if name in loadings[f]}
+        z = sum(a * factors[f] for f, a in load.items()) if load else np.zeros(n)
+        z = z + np.sqrt(1 - sum(a * a for a in load.values())) * rng.standard_normal(n)
+        out[name] = (z > norm.ppf(1 - prevalence[name])).astype(np.int8)
+    return pd.DataFrame(out)
+
+
+def _hexid(rng: np.random.Generator) -> str:
+    return "-".join(f"{int(v):08x}" for v in rng.integers(0, 2 ** 32, 5))
+
+
+def _save(pixels: np.ndarray, path: Path, fmt: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(pixels, mode="L")
+    if fmt == "JPEG":
+        im.save(path, format="JPEG", quality=95)
+    else:
+        im.save(path, format="PNG", optimize=False)
+
+
+def _write_csv_gz(frame: pd.DataFrame, path: Path) -> None:
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False)
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
+        gz.write(buf.getvalue().encode())
+
+
+def _findings_of(row: pd.Series) -> list[str]:
+    return [k for k, v in row.items() if v]
+
+
+def write_mimic(root: Path, cfg: WorldConfig, rng: np.random.Generator, records: list) -> dict:
+    base = root / "mimic-cxr-jpg" / "2.0.0"
+    n = cfg.n_mimic_studies
+    truth = copula_labels(rng, n, MIMIC_PREVALENCE, CHEXPERT_LOADINGS)
+    subjects = 10000000 + rng.choice(9_000_000, size=max(1, int(n / 1.6)), replace=False)
+    subject_of = np.sort(rng.choice(subjects, size=n))
+    study_ids = 50000000 + rng.choice(9_000_000, size=n, replace=False)
+    split_of = {s: ("test" if u < 0.02 else "validate" if u < 0.04 else "train")
+                for s, u in zip(subjects, rng.random(len(subjects)))}
+    label_rows, meta_rows, split_rows = [], [], []
+    for i in tqdm(range(n), desc="MIMIC-like site", leave=False):
+        t = truth.iloc[i]
+        findings = _findings_of(t)
+        values = {}
+        for name in FINDINGS:
+            table = MIMIC_LABELLER["positive" if t[name] else "absent"]
+            values[name] = rng.choice(list(table), p=list(table.values()))
+        values = {k: (np.nan if v == "blank" else float(v)) for k, v in values.items()}
+        values["No Finding"] = 1.0 if not [f for f in findings if f != "Support Devices"] else np.nan
+        label_rows.append({"subject_id": int(subject_of[i]), "study_id": int(study_ids[i]),
+                           **{k: values[k] for k in CHEXPERT_CSV_ORDER}})
+        icu = bool(t["Support Devices"])
+        views = [("AP" if rng.random() < (0.85 if icu else 0.4) else "PA")]
+        if rng.random() < 0.25:
+            views.append(views[0])
+        if rng.random() < 0.5:
+            views.append("LATERAL")
+        for view in views:
+            dicom = _hexid(rng)
+            pixels, drawn = render(findings, SITES["mimic"], cfg.image_size, rng, view=view)
+            s = str(subject_of[i])
+            rel = Path("files") / f"p{s[:2]}" / f"p{s}" / f"s{study_ids[i]}" / f"{dicom}.jpg"
+            _save(pixels, base / rel, "JPEG")
+            meta_rows.append({"dicom_id": dicom, "subject_id": int(subject_of[i]), "study_id": int(study_ids[i]),
+                              "PerformedProcedureStepDescription": "CHEST (PORTABLE AP)" if view == "AP" else "CHEST (PA AND LAT)",
+                              "ViewPosition": view, "Rows": cfg.image_size, "Columns": cfg.image_size,
+                              "StudyDate": 21000101 + int(rng.integers(0, 28)), "StudyTime": 120000.0,
+                              "ProcedureCodeSequence_CodeMeaning": "CHEST (PORTABLE AP)" if view == "AP" else "CHEST (PA AND LAT)",
+                              "ViewCodeSequence_CodeMeaning": {"AP": "antero-posterior", "PA": "postero-anterior"}.get(view, "lateral"),
+                              "PatientOrientationCodeSequence_CodeMeaning": "Erect"})
+            split_rows.append({"dicom_id": dicom, "study_id": int(study_ids[i]), "subject_id": int(subject_of[i]),
+                               "split": split_of[subject_of[i]]})
+            records.append({"site": "mimic", "image_id": dicom, "path": str((base / rel).relative_to(root)),
+                            "view": view, "truth": findings, "findings": drawn})
+    _write_csv_gz(pd.DataFrame(label_rows), base / "mimic-cxr-2.0.0-chexpert.csv.gz")
+    _write_csv_gz(pd.DataFrame(meta_rows), base / "mimic-cxr-2.0.0-metadata.csv.gz")
+    _write_csv_gz(pd.DataFrame(split_rows), base / "mimic-cxr-2.0.0-split.csv.gz")
+    return {"studies": n, "images": len(meta_rows), "truth": truth}
+
+
+def write_chexpert(root: Path, cfg: WorldConfig, rng: np.random.Generator, records: list) -> dict:
+    base = root / "CheXpert-v1.0"
+    n = cfg.n_chexpert_test_studies
+    truth = copula_labels(rng, n, CHEXPERT_TEST_PREVALENCE, CHEXPERT_LOADINGS)
+    rows = []
+    for i in tqdm(range(n), desc="CheXpert-like site", leave=False):
+        t = truth.iloc[i]
+        findings = _findings_of(t)
+        values = {k: float(t[k]) for k in FINDINGS}
+        values["No Finding"] = 0.0 if [f for f in findings if f != "Support Devices"] else 1.0
+        views = ["frontal"] + (["lateral"] if rng.random() < 0.3 else [])
+        for j, view in enumerate(views, start=1):
+            rel = f"test/patient{64541 + i}/study1/view{j}_{view}.jpg"
+            pixels, drawn = render(findings, SITES["chexpert"], cfg.image_size, rng,
+                                   view="LATERAL" if view == "lateral" else ("AP" if t["Support Devices"] else "PA"))
+            _save(pixels, base / rel, "JPEG")
+            rows.append({"Path": rel, **{k: values[k] for k in CHEXPERT_CSV_ORDER}})
+            records.append({"site": "chexpert", "image_id": rel, "path": str((base / rel).relative_to(root)),
+                            "view": view, "truth": findings, "findings": drawn})
+    pd.DataFrame(rows).to_csv(base / "test_labels.csv", index=False)
+    return {"studies": n, "images": len(rows), "truth": truth}
+
+
+def write_nih(root: Path, cfg: WorldConfig, rng: np.random.Generator, records: list) -> dict:
+    base = root / "ChestX-ray14"
+    n = cfg.n_nih_images
+    age = np.clip(rng.normal(47, 17, n), 1, 95).round()
+    sex = np.where(rng.random(n) < 0.565, "M", "F")
+    truth = copula_labels(rng, n, NIH_PREVALENCE, NIH_LOADINGS,
+                          factor_shift={"cardiac": AGE_EFFECT_ON_CARDIAC * (age - 47) / 17})
+    patient = np.sort(rng.integers(1, max(2, n // 2), n))
+    followup = np.zeros(n, dtype=int)
+    for i in range(1, n):
+        followup[i] = followup[i - 1] + 1 if patient[i] == patient[i - 1] else 0
+    test_patients = set(np.unique(patient)[rng.random(len(np.unique(patient))) < 0.25].tolist())
+    rows, train_val, test = [], [], []
+    for i in tqdm(range(n), desc="NIH-like site", leave=False):
+        observed = truth.iloc[i].copy()
+        for name in NIH_LABELS:
+            if observed[name] and rng.random() < NIH_LABELLER["miss_true_finding"]:
+                observed[name] = 0
+            elif not observed[name] and rng.random() < NIH_LABELLER["spurious_finding_per_label"]:
+                observed[name] = 1
+        names = _findings_of(observed) or [NIH_NO_FINDING]
+        image = f"{patient[i]:08d}_{followup[i]:03d}.png"
+        view = "AP" if rng.random() < 0.4 else "PA"
+        pixels, drawn = render(_findings_of(truth.iloc[i]), SITES["nih"], cfg.image_size, rng, view=view)
+        rel = Path(f"images_{i // 500 + 1:03d}") / "images" / image
+        _save(pixels, base / rel, "PNG")
+        rows.append({"Image Index": image, "Finding Labels": "|".join(names), "Follow-up #": int(followup[i]),
+                     "Patient ID": int(patient[i]), "Patient Age": int(age[i]), "Patient Gender": sex[i],
+                     "View Position": view, "OriginalImage[Width": cfg.image_size, "Height]": cfg.image_size,
+                     "OriginalImagePixelSpacing[x": 0.143, "y]": 0.143})
+        (test if patient[i] in test_patients else train_val).append(image)
+        records.append({"site": "nih", "image_id": image, "path": str((base / rel).relative_to(root)),
+                        "view": view, "truth": _findings_of(truth.iloc[i]), "findings": drawn})
+    frame = pd.DataFrame(rows)
+    text = frame.to_csv(index=False).replace("OriginalImage[Width,Height]", "OriginalImage[Width,Height]")
+    (base / "Data_Entry_2017_v2020.csv").write_text(text)
+    (base / "train_val_list.txt").write_text("\n".join(train_val) + "\n")
+    (base / "test_list.txt").write_text("\n".join(test) + "\n")
+    return {"images": n, "truth": truth}
+
+
+def write_pretraining(root: Path, cfg: WorldConfig, rng: np.random.Generator) -> dict:
+    """Two disjoint pools: phantom radiographs with short reports, and non-radiograph scenes with captions."""
+    med = root / "pretrain" / "medical"
+    truth = copula_labels(rng, cfg.n_pretrain, MIMIC_PREVALENCE, CHEXPERT_LOADINGS)
+    rows = []
+    for i in range(cfg.n_pretrain):
+        findings = _findings_of(truth.iloc[i])
+        pixels, drawn = render(findings, SITES["mimic"], cfg.image_size, rng, view="PA")
+        _save(pixels, med / "images" / f"med_{i:05d}.png", "PNG")
+        report = "; ".join(drawn.values()) if drawn else "clear lungs, normal heart size, no acute abnormality"
+        rows.append({"image": f"images/med_{i:05d}.png", "text": f"Chest radiograph. Findings: {report}."})
+    (med / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    gen = root / "pretrain" / "general"
+    colours = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40),
+               "purple": (150, 60, 190), "orange": (240, 140, 30)}
+    shapes = ("circle", "square", "stripe")
+    rows = []
+    y, x = np.mgrid[0:cfg.image_size, 0:cfg.image_size] / cfg.image_size
+    for i in range(cfg.n_pretrain):
+        bg = np.array(colours[rng.choice(list(colours))]) * 0.35
+        img = np.ones((cfg.image_size, cfg.image_size, 3)) * bg
+        parts = []
+        for _ in range(int(rng.integers(1, 4))):
+            cname, shape = rng.choice(list(colours)), rng.choice(shapes)
+            cx, cy, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.08, 0.2)
+            mask = {"circle": (x - cx) ** 2 + (y - cy) ** 2 < r * r,
+                    "square": (np.abs(x - cx) < r) & (np.abs(y - cy) < r),
+                    "stripe": np.abs(y - cy) < r / 3}[shape]
+            img[mask] = colours[cname]
+            parts.append(f"a {cname} {shape} {'at the top' if cy < 0.4 else 'at the bottom' if cy > 0.6 else 'in the middle'}")
+        img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+        path = gen / "images" / f"gen_{i:05d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img, mode="RGB").save(path, format="PNG")
+        rows.append({"image": f"images/gen_{i:05d}.png", "text": "A picture of " + ", ".join(parts) + "."})
+    (gen / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"medical": cfg.n_pretrain, "general": cfg.n_pretrain}
+
+
+def knobs(cfg: WorldConfig) -> dict:
+    return {"config": asdict(cfg), "sites": {k: asdict(v) for k, v in SITES.items()},
+            "prevalence_targets": {"mimic": MIMIC_PREVALENCE, "chexpert_test": CHEXPERT_TEST_PREVALENCE,
+                                   "nih": NIH_PREVALENCE},
+            "prevalence_sources": PREVALENCE_SOURCES,
+            "factor_loadings": {"chexpert_ontology": CHEXPERT_LOADINGS, "nih_ontology": NIH_LOADINGS},
+            "mimic_labeller": MIMIC_LABELLER, "nih_labeller": NIH_LABELLER,
+            "nih_age_effect_on_cardiac_factor": AGE_EFFECT_ON_CARDIAC,
+            "no_finding_rule": "positive exactly when no finding other than Support Devices is present"}
+
+
+def knobs_hash(cfg: WorldConfig) -> str:
+    return hashlib.sha256(json.dumps(knobs(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def generate_world(root: str | Path, cfg: WorldConfig, force: bool = False) -> dict:
+    """Write the whole world under ``root`` (skipped when the world card shows the same knobs)."""
+    root = Path(root)
+    card_path = root / "world_card.json"
+    if card_path.exists() and not force:
+        card = json.loads(card_path.read_text())
+        if card.get("knobs_hash") == knobs_hash(cfg):
+            return card
+    rng = np.random.default_rng(cfg.seed)
+    records: list[dict] = []
+    mimic = write_mimic(root, cfg, np.random.default_rng(rng.integers(2 ** 63)), records)
+    chex = write_chexpert(root, cfg, np.random.default_rng(rng.integers(2 ** 63)), records)
+    nih = write_nih(root, cfg, np.random.default_rng(rng.integers(2 ** 63)), records)
+    pre = write_pretraining(root, cfg, np.random.default_rng(rng.integers(2 ** 63)))
+    (root / "phantom_findings.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    card = {"knobs_hash": knobs_hash(cfg), **knobs(cfg),
+            "realised_prevalence": {"mimic_studies": mimic["truth"].mean().round(4).to_dict(),
+                                    "chexpert_test_studies": chex["truth"].mean().round(4).to_dict(),
+                                    "nih_images": nih["truth"].mean().round(4).to_dict()},
+            "counts": {"mimic_studies": mimic["studies"], "mimic_images": mimic["images"],
+                       "chexpert_test_studies": chex["studies"], "chexpert_test_images": chex["images"],
+                       "nih_images": nih["images"], "pretrain": pre},
+            "layouts": {"mimic": "mimic-cxr-jpg/2.0.0", "chexpert": "CheXpert-v1.0", "nih": "ChestX-ray14",
+                        "pretrain": "pretrain/{medical,general}/captions.jsonl"}}
+    card_path.write_text(json.dumps(card, indent=2, sort_keys=True))
+    return card
+
+
+def load_findings(root: str | Path) -> dict[str, dict]:
+    """Relative image path -> what was rendered in it (for the template teacher)."""
+    path = Path(root) / "phantom_findings.jsonl"
+    return {r["path"]: r for r in map(json.loads, path.read_text().splitlines())} if path.exists() else {}

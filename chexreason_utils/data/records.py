@@ -1,0 +1,106 @@
+"""The one record schema every loader returns, drop accounting and layout errors."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import datasets
+import numpy as np
+import pandas as pd
+from PIL import Image as PILImage
+
+from ..labels import CHEXPERT_LABELS
+
+COLUMNS = ("image", "image_path", "dataset", "image_id", "patient_id", "study_id", "view", "sex", "age",
+           "split", "labels", "source_labels")
+FRONTAL_VIEWS = ("AP", "PA", "Frontal")
+
+
+class DataLayoutError(FileNotFoundError):
+    """A dataset folder that does not match its official layout; the message says what was expected where."""
+
+
+def require_file(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise DataLayoutError(f"{what}: expected {path} (not found)")
+    return path
+
+
+def require_columns(frame: pd.DataFrame, columns: Sequence[str], source: Path) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataLayoutError(f"{source}: missing column(s) {', '.join(map(repr, missing))}; "
+                              f"found {', '.join(map(repr, frame.columns))}")
+
+
+@dataclass
+class LoadResult:
+    """Records as a ``datasets.Dataset`` (lazily decoded ``image``) plus what was dropped and why."""
+
+    source: str
+    dataset: datasets.Dataset
+    dropped: Counter = field(default_factory=Counter)
+    total_rows: int = 0
+
+    def labels(self) -> np.ndarray:
+        """The (n, 14) CheXpert label matrix."""
+        if len(self.dataset) == 0:
+            return np.zeros((0, len(CHEXPERT_LABELS)), dtype=np.int8)
+        return np.asarray(self.dataset.with_format("numpy")["labels"], dtype=np.int8)
+
+    def report(self) -> pd.DataFrame:
+        rows = [{"reason": "kept", "rows": len(self.dataset)}]
+        rows += [{"reason": reason, "rows": n} for reason, n in sorted(self.dropped.items())]
+        return pd.DataFrame(rows).assign(source=self.source)[["source", "reason", "rows"]]
+
+    def __str__(self) -> str:
+        drops = ", ".join(f"{n} {r}" for r, n in sorted(self.dropped.items())) or "none"
+        return f"{self.source}: {self.total_rows} rows read, {len(self.dataset)} kept; dropped: {drops}"
+
+
+def drop_rows(frame: pd.DataFrame, mask: np.ndarray, reason: str, dropped: Counter) -> pd.DataFrame:
+    n = int(np.asarray(mask).sum())
+    if n:
+        dropped[reason] += n
+    return frame.loc[~np.asarray(mask)]
+
+
+def check_image_files(frame: pd.DataFrame, dropped: Counter) -> pd.DataFrame:
+    """Drop rows whose image is missing or whose header cannot be read, counting each reason."""
+    exists = np.array([Path(p).is_file() for p in frame["image_path"]], dtype=bool)
+    frame = drop_rows(frame, ~exists, "missing image", dropped)
+    readable = np.ones(len(frame), dtype=bool)
+    for i, p in enumerate(frame["image_path"]):
+        try:
+            with PILImage.open(p) as im:
+                im.size  # noqa: B018  (header read only)
+        except (OSError, ValueError):
+            readable[i] = False
+    return drop_rows(frame, ~readable, "unreadable image", dropped)
+
+
+def to_result(source: str, frame: pd.DataFrame, dropped: Counter, total_rows: int) -> LoadResult:
+    """Build the Dataset in the shared schema from a frame holding the COLUMNS (minus ``image``)."""
+    frame = frame.reset_index(drop=True)
+    data = {c: frame[c].tolist() for c in COLUMNS if c not in ("image", "labels")}
+    data["labels"] = [list(map(int, v)) for v in frame["labels"]]
+    data["age"] = [None if pd.isna(a) else float(a) for a in frame["age"]]
+    data["sex"] = [None if pd.isna(s) else str(s) for s in frame["sex"]]
+    data["image"] = frame["image_path"].tolist()
+    features = datasets.Features({
+        "image": datasets.Image(), "image_path": datasets.Value("string"), "dataset": datasets.Value("string"),
+        "image_id": datasets.Value("string"), "patient_id": datasets.Value("string"),
+        "study_id": datasets.Value("string"), "view": datasets.Value("string"), "sex": datasets.Value("string"),
+        "age": datasets.Value("float32"), "split": datasets.Value("string"),
+        "labels": datasets.Sequence(datasets.Value("int8"), length=len(CHEXPERT_LABELS)),
+        "source_labels": datasets.Value("string"),
+    })
+    ds = datasets.Dataset.from_dict({c: data[c] for c in COLUMNS}, features=features)
+    return LoadResult(source=source, dataset=ds, dropped=dropped, total_rows=total_rows)
+
+
+def source_json(row_values: dict) -> str:
+    return json.dumps({k: (None if pd.isna(v) else v) for k, v in row_values.items()}, sort_keys=True)

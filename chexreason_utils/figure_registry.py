@@ -1,0 +1,68 @@
+"""Every figure and table the companion makes: id -> notebook -> data file -> output files.
+
+The README's figure table is rendered from this list (``python -m chexreason_utils readme-table``) and a
+test checks that the README matches it, so a figure cannot exist without being documented.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Artifact:
+    id: str
+    kind: str          # figure | table
+    notebook: str
+    paper_ref: str     # what it corresponds to in the paper ("new" if the paper has no such figure)
+    title: str
+
+    def files(self) -> list[str]:
+        if self.kind == "figure":
+            return [f"{self.id}.png", f"{self.id}.pdf", f"{self.id}.csv"]
+        return [f"{self.id}.csv", f"{self.id}.md", f"{self.id}.tex"]
+
+
+ARTIFACTS: tuple[Artifact, ...] = (
+    Artifact("world_examples", "figure", "00_setup", "new", "Phantom radiographs, one per finding and site"),
+    Artifact("label_prevalence", "figure", "01_sampling", "Sec. data", "Label prevalence: pool vs SFT vs RL vs validation"),
+    Artifact("label_cooccurrence", "figure", "01_sampling", "new", "Label co-occurrence in the SFT selection"),
+    Artifact("fig1_sft_dynamics", "figure", "02_sft", "Fig. 1", "SFT token accuracy and training loss by format"),
+    Artifact("sft_final_values", "table", "02_sft", "Fig. 1", "Final SFT loss, token accuracy and validity by format"),
+    Artifact("fig2_grpo_nuanced", "figure", "03_grpo", "Fig. 2", "GRPO with the nuanced reward: reward, components, length"),
+    Artifact("fig3_grpo_hard", "figure", "03_grpo", "Fig. 3", "GRPO with the hard reward: reward, components, length"),
+    Artifact("grpo_val_f1", "figure", "03_grpo", "new", "Validation F1 at every GRPO checkpoint"),
+    Artifact("table1_prompts", "table", "04_evaluation", "Table 1", "Zero-shot prompt variants, medical model, validation"),
+    Artifact("table2_sft_medical", "table", "04_evaluation", "Table 2", "SFT formats, medical model, validation"),
+    Artifact("table3_sft_general", "table", "04_evaluation", "Table 3", "SFT formats, general model, validation"),
+    Artifact("table4_grpo", "table", "04_evaluation", "Table 4", "GRPO best-F1 and final checkpoints, validation"),
+    Artifact("table5_chexpert", "table", "04_evaluation", "Table 5", "CheXpert test, per-label F1"),
+    Artifact("table6_nih", "table", "04_evaluation", "Table 6", "NIH ChestX-ray14, per-label F1 (9 labels)"),
+    Artifact("headline", "figure", "04_evaluation", "Tables 5-6", "Benchmark success, clinical failure: macro-F1 with 95% CIs"),
+    Artifact("per_label_heatmap", "figure", "04_evaluation", "Tables 5-6", "Per-label F1 heatmaps, CheXpert and NIH"),
+    Artifact("generalisation_gap", "figure", "04_evaluation", "new", "CheXpert and NIH macro-F1 at every GRPO checkpoint"),
+    Artifact("nih_subgroups", "figure", "04_evaluation", "new", "NIH macro-F1 by sex and age band"),
+    Artifact("paired_differences", "table", "04_evaluation", "Sec. results", "Paired bootstrap: SFT->GRPO and the CheXpert->NIH gap"),
+    Artifact("scaffold_reversal", "figure", "05_cross_model_scaffold", "Tables 2-3", "Macro-F1 by SFT format, medical vs general model"),
+    Artifact("prompt_variants", "figure", "05_cross_model_scaffold", "Table 1", "Zero-shot micro-F1 and fail rate by prompt variant, both models"),
+    Artifact("entropy_collapse", "figure", "06_entropy_mode_collapse", "new", "Entropy, KL, clip ratio, zero-std groups, length vs step"),
+    Artifact("label_dominance", "figure", "06_entropy_mode_collapse", "new", "Distinct completions / label sets and label dominance vs step"),
+    Artifact("collapse_episodes", "table", "06_entropy_mode_collapse", "new", "Detected collapse episodes per run"),
+)
+
+BY_ID = {a.id: a for a in ARTIFACTS}
+
+
+def get(artifact_id: str) -> Artifact:
+    try:
+        return BY_ID[artifact_id]
+    except KeyError:
+        raise KeyError(f"{artifact_id!r} is not in chexreason_utils.figure_registry.ARTIFACTS; register it first") from None
+
+
+def markdown_table(profile: str = "tiny") -> str:
+    """The README's figure table."""
+    lines = ["| id | what | paper | notebook | files (under `figures/<profile>/`) |",
+             "|---|---|---|---|---|"]
+    for a in ARTIFACTS:
+        lines.append(f"| `{a.id}` | {a.title} | {a.paper_ref} | `{a.notebook}` | {', '.join(a.files())} |")
+    return "\n".join(lines)

@@ -1,0 +1,83 @@
+"""The run-directory layout: the only module that knows where artifacts live.
+
+Paths are anchored at the repository (or an explicit run root), never at the caller's working directory,
+because papermill runs notebooks in the caller's cwd while JupyterLab and nbmake use the notebook's folder.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(os.environ.get("CHEXREASON_ROOT", Path(__file__).resolve().parents[1]))
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+FIGURE_ROOT = REPO_ROOT / "figures"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Every artifact location of one run (``runs/<profile>/`` unless a run root is given)."""
+
+    root: Path
+    figures: Path
+
+    @classmethod
+    def for_profile(cls, profile: str, run_dir: str | Path | None = None,
+                    figure_dir: str | Path | None = None) -> "RunPaths":
+        root = Path(run_dir).resolve() if run_dir else REPO_ROOT / "runs" / profile
+        figures = Path(figure_dir).resolve() if figure_dir else FIGURE_ROOT / profile
+        return cls(root=root, figures=figures)
+
+    def resolve(self, path: str | Path) -> Path:
+        """A configured data path: absolute as given, relative ones under the run root."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+    def stage(self, name: str) -> Path:
+        return self.root / name
+
+    @property
+    def world(self) -> Path:
+        return self.root / "world"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def sampling(self) -> Path:
+        return self.root / "01_sampling"
+
+    @property
+    def sft(self) -> Path:
+        return self.root / "02_sft"
+
+    @property
+    def grpo(self) -> Path:
+        return self.root / "03_grpo"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.root / "04_evaluation"
+
+    @property
+    def cross_model(self) -> Path:
+        return self.root / "05_cross_model_scaffold"
+
+    @property
+    def diagnostics(self) -> Path:
+        return self.root / "06_entropy_mode_collapse"
+
+    @property
+    def executed_notebooks(self) -> Path:
+        return self.root / "notebooks"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    def sft_model(self, role: str, fmt: str) -> Path:
+        return self.sft / role / fmt
+
+    def grpo_run(self, name: str) -> Path:
+        return self.grpo / name

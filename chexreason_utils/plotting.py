@@ -1,0 +1,61 @@
+"""One plot style, deterministic figure and table files, each registered in ``figure_registry``.
+
+``save_figure`` writes PNG + PDF with no timestamps or version strings (two saves of the same figure are
+byte-identical) and the CSV of the numbers plotted beside them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from . import figure_registry  # noqa: E402
+
+_PNG_METADATA = {"Software": None}
+_PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None, "ModDate": None}
+
+PALETTE = {"base": "#7f7f7f", "sft": "#1f77b4", "grpo": "#d62728", "hard": "#d62728", "nuanced": "#9467bd",
+           "ablation": "#ff7f0e", "medical": "#2ca02c", "general": "#8c564b", "reported": "#444444"}
+
+
+def set_style() -> None:
+    """The companion's plot style (seaborn whitegrid, fixed sizes and fonts, fixed hash salt)."""
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "figure.figsize": (8, 4.5),
+                         "svg.hashsalt": "chexreason", "pdf.compression": 6, "axes.titlesize": 11})
+
+
+def save_figure(fig: plt.Figure, artifact_id: str, data: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Write ``<id>.png``, ``<id>.pdf`` and ``<id>.csv`` (the plotted numbers) deterministically."""
+    art = figure_registry.get(artifact_id)
+    if art.kind != "figure":
+        raise ValueError(f"{artifact_id!r} is registered as a {art.kind}; use save_table")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png, pdf, csv = (out_dir / name for name in art.files())
+    fig.savefig(png, metadata=_PNG_METADATA, bbox_inches="tight")
+    fig.savefig(pdf, metadata=_PDF_METADATA, bbox_inches="tight")
+    data.to_csv(csv, index=False, float_format="%.6g")
+    return [png, pdf, csv]
+
+
+def save_table(table: pd.DataFrame, artifact_id: str, out_dir: Path, caption: str = "") -> list[Path]:
+    """Write ``<id>.csv``, ``<id>.md`` and ``<id>.tex`` for a registered table."""
+    art = figure_registry.get(artifact_id)
+    if art.kind != "table":
+        raise ValueError(f"{artifact_id!r} is registered as a {art.kind}; use save_figure")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv, md, tex = (out_dir / name for name in art.files())
+    table.to_csv(csv, index=False, float_format="%.6g")
+    md.write_text(f"**{art.title}**{(' — ' + caption) if caption else ''}\n\n"
+                  + table.to_markdown(index=False, floatfmt=".3f") + "\n")
+    tex.write_text(table.to_latex(index=False, float_format="%.3f", caption=caption or art.title,
+                                  label=f"tab:{artifact_id}", escape=True))
+    return [csv, md, tex]
