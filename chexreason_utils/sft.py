@@ -1,0 +1,132 @@
+"""A thin wrapper over ``trl.SFTTrainer`` with the paper's recipe (PAPER.md, Hyperparameters: SFT).
+
+Data is prompt/completion with one image per example, so the loss falls on the assistant tokens only
+(trl's ``completion_only_loss``). Real models get LoRA on the language model's attention and MLP projections
+(vision tower frozen); tiny random-init models are fully fine-tuned, because LoRA cannot sharpen a random
+model's output distribution (ENGINEERING_NOTES). Every run writes a complete folder that GRPO and the
+evaluation load from, its log history as CSV, and ``run_info.json``; a folder whose ``run_info.json``
+matches the requested run is reused, not retrained.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import datasets
+import pandas as pd
+
+from .config import SFTConfig
+from .models import device_and_dtype, is_adapter, load_model, load_processor, lora_config
+from .prompts import user_message
+
+
+@dataclass
+class SFTResult:
+    out_dir: Path
+    log: pd.DataFrame
+    reused: bool
+
+
+def make_dataset(prompts: list[str], targets: list[str], image_paths: list[str]) -> datasets.Dataset:
+    """Prompt/completion rows with one lazily decoded RGB image each."""
+    if not (len(prompts) == len(targets) == len(image_paths)):
+        raise ValueError("prompts, targets and image_paths must have the same length")
+    ds = datasets.Dataset.from_dict({
+        "prompt": [user_message(p) for p in prompts],
+        "completion": [[{"role": "assistant", "content": [{"type": "text", "text": t}]}] for t in targets],
+        "images": [[p] for p in image_paths]})
+    return ds.cast_column("images", datasets.Sequence(datasets.Image(mode="RGB")))
+
+
+def content_hash(ds: datasets.Dataset | None) -> str | None:
+    """A hash of prompts, completions and image paths (Dataset fingerprints are random per process)."""
+    if ds is None:
+        return None
+    paths = ds.cast_column("images", datasets.Sequence(datasets.Image(decode=False)))["images"]
+    payload = json.dumps([list(ds["prompt"]), list(ds["completion"]), [[i["path"] for i in row] for row in paths]],
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _run_id(base: str, train: datasets.Dataset, evalset: datasets.Dataset | None, cfg: SFTConfig,
+            full_finetune: bool, seed: int) -> str:
+    payload = {"base": str(base), "cfg": asdict(cfg), "full": full_finetune, "seed": seed,
+               "train": content_hash(train), "eval": content_hash(evalset)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Dataset | None, out_dir: Path,
+              cfg: SFTConfig, full_finetune: bool = False, seed: int = 0, device: str = "auto") -> SFTResult:
+    """Fine-tune ``base`` (folder or hub id) and save the result in ``out_dir``."""
+    from transformers import EarlyStoppingCallback
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    out_dir = Path(out_dir)
+    run_id = _run_id(str(base), train, evalset, cfg, full_finetune, seed)
+    info_path = out_dir / "run_info.json"
+    if info_path.exists() and json.loads(info_path.read_text()).get("run_id") == run_id:
+        return SFTResult(out_dir, pd.read_csv(out_dir / "log_history.csv"), reused=True)
+
+    dev, dtype = device_and_dtype(device)
+    model = load_model(base, device=dev)
+    processor = load_processor(base)
+    steps_per_epoch = math.ceil(len(train) / (cfg.batch_size * cfg.grad_accum))
+    eval_every = cfg.eval_steps or steps_per_epoch
+    args = TRLSFTConfig(
+        output_dir=str(out_dir / "trainer"), per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=max(cfg.batch_size, 8), gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps, logging_steps=cfg.logging_steps, seed=seed, data_seed=seed,
+        eval_strategy="steps" if evalset is not None else "no", eval_steps=eval_every,
+        save_strategy="steps" if evalset is not None else "no", save_steps=eval_every, save_total_limit=2,
+        load_best_model_at_end=evalset is not None, metric_for_best_model="eval_loss", greater_is_better=False,
+        bf16=dtype.is_floating_point and dev == "cuda", gradient_checkpointing=cfg.gradient_checkpointing and dev == "cuda",
+        max_length=cfg.max_length, completion_only_loss=True, report_to="none", disable_tqdm=True,
+        use_cpu=dev == "cpu", dataloader_num_workers=0)
+    callbacks = [EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)] if evalset is not None else []
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=evalset,
+                         processing_class=processor, peft_config=None if full_finetune or is_adapter(base) else
+                         lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout), callbacks=callbacks)
+    import transformers
+
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()   # see _save_best: the trainer's own best-model reload is noisy
+    try:
+        trainer.train()
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _save_best(trainer, out_dir, full_finetune or is_adapter(base), dev)
+    processor.save_pretrained(str(out_dir))
+    log = pd.DataFrame(trainer.state.log_history)
+    log.to_csv(out_dir / "log_history.csv", index=False)
+    info_path.write_text(json.dumps({"run_id": run_id, "base": str(base), "full_finetune": full_finetune,
+                                     "train_examples": len(train), "eval_examples": len(evalset) if evalset else 0,
+                                     "best_checkpoint": trainer.state.best_model_checkpoint,
+                                     "global_step": trainer.state.global_step}, indent=2))
+    _remove_trainer_checkpoints(out_dir / "trainer")
+    return SFTResult(out_dir, log, reused=False)
+
+
+def _save_best(trainer, out_dir: Path, full_model: bool, device: str) -> None:
+    """Save the best checkpoint. For full models, Trainer's ``load_best_model_at_end`` loads the raw state
+    dict, which misses Gemma3's renamed keys (transformers 5.23) and leaves the final weights in memory, so
+    the best checkpoint is reloaded through ``from_pretrained``, which applies the key mapping."""
+    best = trainer.state.best_model_checkpoint
+    if full_model and best and Path(best).is_dir() and not is_adapter(best):
+        load_model(best, device=device).save_pretrained(str(out_dir), safe_serialization=True)
+    else:
+        trainer.save_model(str(out_dir))
+
+
+def _remove_trainer_checkpoints(folder: Path) -> None:
+    """Intermediate SFT checkpoints are not needed once the best model is saved beside them."""
+    import shutil
+
+    if folder.is_dir():
+        shutil.rmtree(folder)
