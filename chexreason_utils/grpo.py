@@ -1,0 +1,132 @@
+"""A thin wrapper over ``trl.GRPOTrainer`` with the paper's settings (PAPER.md, Hyperparameters: GRPO).
+
+4 completions per prompt, temperature 0.8, top-p 0.95, beta 0.15 to the SFT checkpoint, ``dr_grpo`` loss,
+epsilon 0.15 / 0.22, token-level importance ratio; learning rate, steps, batch and completion length are
+profile parameters (the paper does not state them).
+
+The reference policy is the SFT checkpoint in both worlds:
+- LoRA (real models): the SFT adapter is loaded trainable and trl keeps a frozen copy as the reference.
+- Full fine-tuning (tiny models): the policy is loaded *from the saved SFT folder*, because with beta > 0
+  and no PEFT trl reloads the reference from ``model.config._name_or_path``.
+Checkpoints every ``save_steps`` hold the model, optimizer, RNG and the collapse-guard window
+(``reward_state.json``); rerunning an interrupted run resumes from the last one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import datasets
+import pandas as pd
+from transformers import TrainerCallback
+
+from .config import GRPOConfig
+from .models import device_and_dtype, is_adapter, load_model, load_processor
+from .prompts import requires_think, user_message
+from .rewards import CollapseGuard, hard_reward_functions, nuanced_reward_functions
+
+REWARD_STATE = "reward_state.json"
+
+
+@dataclass
+class GRPORun:
+    name: str
+    out_dir: Path
+    log: pd.DataFrame
+    checkpoints: list[Path]
+    resumed_from: str | None
+    reused: bool
+
+
+def make_dataset(instruction: str, image_paths: list[str], truths: list[list[str]]) -> datasets.Dataset:
+    ds = datasets.Dataset.from_dict({"prompt": [user_message(instruction)] * len(image_paths),
+                                     "image": list(image_paths), "truth": [list(t) for t in truths]})
+    return ds.cast_column("image", datasets.Image(mode="RGB"))
+
+
+def checkpoints(out_dir: Path) -> list[Path]:
+    found = [p for p in Path(out_dir).glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+class SaveRewardState(TrainerCallback):
+    """Writes the collapse-guard window and the processor into every checkpoint folder."""
+
+    def __init__(self, guard: CollapseGuard | None, processor):
+        self.guard, self.processor = guard, processor
+
+    def on_save(self, args, state, control, **kwargs):
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if ckpt.is_dir():
+            if self.guard is not None:
+                self.guard.save(ckpt / REWARD_STATE)
+            self.processor.save_pretrained(str(ckpt))
+
+
+def _run_id(sft_dir: Path, ds_paths: list[str], cfg: GRPOConfig, reward: str, prevalence: dict) -> str:
+    payload = {"sft": str(sft_dir), "images": ds_paths, "cfg": asdict(cfg), "reward": reward, "prev": prevalence}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOConfig, reward: str,
+               prevalence: dict[str, float], device: str = "auto", fmt: str = "free_reasoning") -> GRPORun:
+    """GRPO from an SFT folder (full model or LoRA adapter) with the ``hard`` or ``nuanced`` reward."""
+    from trl import GRPOConfig as TRLGRPOConfig
+    from trl import GRPOTrainer
+
+    out_dir = Path(out_dir)
+    paths = [i["path"] for i in train.cast_column("image", datasets.Image(decode=False))["image"]]
+    run_id = _run_id(sft_dir, paths, cfg, reward, prevalence)
+    info_path = out_dir / "run_info.json"
+    if info_path.exists() and json.loads(info_path.read_text()).get("run_id") == run_id:
+        info = json.loads(info_path.read_text())
+        return GRPORun(reward, out_dir, pd.read_csv(out_dir / "log_history.csv"), checkpoints(out_dir),
+                       info.get("resumed_from"), reused=True)
+
+    think = requires_think(fmt)
+    guard = None
+    if reward == "hard":
+        funcs = hard_reward_functions(cfg.hard, think)
+    elif reward == "nuanced":
+        n = cfg.nuanced
+        guard = CollapseGuard(n.window, n.dominance, n.excess_repetition, n.collapse, n.min_window)
+        funcs = nuanced_reward_functions(n, prevalence, guard, think)
+    else:
+        raise ValueError(f"unknown reward {reward!r}; choose hard or nuanced")
+
+    dev, dtype = device_and_dtype(device)
+    policy = load_model(sft_dir, device=dev, trainable_adapter=True)
+    processor = load_processor(sft_dir)
+    args = TRLGRPOConfig(
+        output_dir=str(out_dir), learning_rate=cfg.learning_rate, max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations, gradient_accumulation_steps=1,
+        num_generations=cfg.num_generations, temperature=cfg.temperature, top_p=cfg.top_p, beta=cfg.beta,
+        loss_type=cfg.loss_type, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high,
+        importance_sampling_level=cfg.importance_sampling_level, max_completion_length=cfg.max_completion_length,
+        save_strategy="steps", save_steps=cfg.save_steps, logging_steps=1, log_completions=True,
+        num_completions_to_print=0, seed=cfg.seed, data_seed=cfg.seed, report_to="none", disable_tqdm=True,
+        bf16=dev == "cuda", use_cpu=dev == "cpu", dataloader_num_workers=0, warmup_steps=0.0)
+    trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=args, train_dataset=train,
+                          processing_class=processor, callbacks=[SaveRewardState(guard, processor)])
+    existing = checkpoints(out_dir)
+    resume = str(existing[-1]) if existing else None
+    if resume and guard is not None and (Path(resume) / REWARD_STATE).exists():
+        guard.load(Path(resume) / REWARD_STATE)
+    trainer.train(resume_from_checkpoint=resume)
+    log = pd.DataFrame(trainer.state.log_history)   # restored from the checkpoint on resume, so complete
+    log.to_csv(out_dir / "log_history.csv", index=False)
+    info_path.write_text(json.dumps({"run_id": run_id, "reward": reward, "sft_dir": str(sft_dir),
+                                     "reference": "frozen SFT adapter" if is_adapter(sft_dir) else str(sft_dir),
+                                     "resumed_from": resume, "global_step": trainer.state.global_step}, indent=2))
+    return GRPORun(reward, out_dir, log, checkpoints(out_dir), resume, reused=False)
+
+
+def completions_table(out_dir: Path) -> pd.DataFrame:
+    """All completions trl logged for a run (``completions/*.parquet``), one row per completion."""
+    files = sorted(Path(out_dir).glob("completions/*.parquet"))
+    if not files:
+        return pd.DataFrame()
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)

@@ -1,0 +1,174 @@
+"""The paper's hard and nuanced GRPO rewards as pure functions, plus trl-signature wrappers.
+
+Each reward is split into components that trl registers as separate reward functions (weights 1), so the
+total is their sum and every component is logged as ``rewards/<name>/mean`` for the figures.
+
+Hard (PAPER.md):   r = J(Y, Yhat) - lambda_len   if valid and |t| < threshold
+                   r = J(Y, Yhat)                if valid and |t| >= threshold
+                   r = 0                         if invalid
+  components: ``hard_jaccard`` (J when valid, else 0) and ``hard_length`` (-lambda_len when valid and short).
+
+Nuanced (PAPER.md):  r = r_match + r_partial - r_FP - r_collapse - r_format
+  r_match   = +100 if Yhat == Y
+  r_partial = 30 * recall + 20 * precision
+  r_FP      = sum over false positives k of fp_base * sqrt(p_k / mean(p))   (p: training-pool prevalence;
+              common labels such as No Finding and Support Devices cost more; the formula is ours)
+  r_collapse: over a sliding window of the last 100 predictions, -30 for each predicted label whose share of
+              the window exceeds 70% (an excess repetition) and -50 when the whole predicted set is itself
+              above 70% of the window (collapse). Our reading of the paper's one-line description.
+  r_format  = 100 per invalid label + 25 per duplicate + extra_text if text outside the blocks
+              + missing_tags if the <think>/<solution> contract is broken (the last two amounts are ours).
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter, deque
+from pathlib import Path
+from typing import Callable
+
+from .config import HardRewardConfig, NuancedRewardConfig
+from .prompts import Parsed, parse_output
+
+
+def completion_text(completion) -> str:
+    """trl passes plain strings or conversational ``[{'role': 'assistant', 'content': ...}]``."""
+    if isinstance(completion, str):
+        return completion
+    content = completion[-1]["content"] if completion else ""
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content)
+    return content
+
+
+def jaccard(truth: set[str], pred: set[str], empty: float = 1.0) -> float:
+    if not truth and not pred:
+        return empty
+    return len(truth & pred) / len(truth | pred)
+
+
+def hard_components(parsed: Parsed, length: int, truth: set[str], cfg: HardRewardConfig) -> dict[str, float]:
+    if not parsed.valid:
+        return {"hard_jaccard": 0.0, "hard_length": 0.0}
+    short = length < cfg.length_threshold
+    return {"hard_jaccard": jaccard(truth, set(parsed.labels), cfg.empty_jaccard),
+            "hard_length": -cfg.lambda_len if short else 0.0}
+
+
+def fp_weights(prevalence: dict[str, float], fp_base: float) -> dict[str, float]:
+    """Per-label false-positive cost: fp_base * sqrt(p_k / mean p) (common labels cost more)."""
+    mean = sum(prevalence.values()) / len(prevalence)
+    return {k: fp_base * math.sqrt(max(p, 1e-6) / mean) for k, p in prevalence.items()}
+
+
+def nuanced_components(parsed: Parsed, truth: set[str], cfg: NuancedRewardConfig, weights: dict[str, float],
+                       collapse_penalty: float = 0.0) -> dict[str, float]:
+    pred = set(parsed.labels)
+    hit = len(truth & pred)
+    recall = hit / len(truth) if truth else float(not pred)
+    precision = hit / len(pred) if pred else float(not truth)
+    fmt = (cfg.invalid_label * len(parsed.invalid_labels) + cfg.duplicate_label * len(parsed.duplicate_labels)
+           + (cfg.extra_text if parsed.extra_text else 0.0) + (0.0 if parsed.tags_ok else cfg.missing_tags))
+    return {"nuanced_match": cfg.exact_match if pred == truth else 0.0,
+            "nuanced_partial": cfg.recall_weight * recall + cfg.precision_weight * precision,
+            "nuanced_fp": -sum(weights.get(k, max(weights.values())) for k in pred - truth),
+            "nuanced_collapse": -collapse_penalty,
+            "nuanced_format": -fmt}
+
+
+class CollapseGuard:
+    """Sliding window of the last predictions; penalises labels (and sets) that dominate it.
+
+    The window is training state: ``state_dict`` / ``load_state_dict`` let it be saved with a checkpoint and
+    restored on resume.
+    """
+
+    def __init__(self, window: int = 100, dominance: float = 0.70, excess_repetition: float = 30.0,
+                 collapse: float = 50.0, min_window: int = 20):
+        self.window, self.dominance = window, dominance
+        self.excess_repetition, self.collapse, self.min_window = excess_repetition, collapse, min_window
+        self.history: deque[tuple[str, ...]] = deque(maxlen=window)
+
+    def shares(self) -> tuple[Counter, Counter]:
+        labels = Counter(label for pred in self.history for label in pred)
+        sets = Counter(self.history)
+        return labels, sets
+
+    def penalty(self, pred: tuple[str, ...]) -> float:
+        """Penalty for this prediction given the window so far (0 until min_window predictions are seen)."""
+        n = len(self.history)
+        if n < self.min_window:
+            return 0.0
+        labels, sets = self.shares()
+        excess = sum(1 for label in pred if labels[label] / n > self.dominance)
+        collapsed = sets[pred] / n > self.dominance
+        return self.excess_repetition * excess + (self.collapse if collapsed else 0.0)
+
+    def observe(self, pred: tuple[str, ...]) -> float:
+        """Penalty for ``pred``, then add it to the window."""
+        p = self.penalty(pred)
+        self.history.append(tuple(pred))
+        return p
+
+    def dominance_index(self) -> float:
+        """Share of the most frequent label in the window (the paper's 70% line applies to it)."""
+        if not self.history:
+            return 0.0
+        labels, _ = self.shares()
+        return max(labels.values(), default=0) / len(self.history)
+
+    def state_dict(self) -> dict:
+        return {"window": self.window, "history": [list(p) for p in self.history]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = deque((tuple(p) for p in state["history"]), maxlen=self.window)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.state_dict()))
+
+    def load(self, path: Path) -> None:
+        self.load_state_dict(json.loads(Path(path).read_text()))
+
+
+def _named(fn: Callable, name: str) -> Callable:
+    fn.__name__ = name
+    return fn
+
+
+def hard_reward_functions(cfg: HardRewardConfig, think: bool = True) -> list[Callable]:
+    """trl reward functions whose sum is the hard reward (dataset column ``truth``: list of labels)."""
+    def compute(completions, completion_ids, truth):
+        out = []
+        for c, ids, t in zip(completions, completion_ids, truth):
+            text = completion_text(c)
+            length = len(ids) if cfg.length_unit == "tokens" else len(text)
+            out.append(hard_components(parse_output(text, think), length, set(t), cfg))
+        return out
+
+    def component(name: str) -> Callable:
+        def fn(prompts=None, completions=None, completion_ids=None, truth=None, **_):
+            return [row[name] for row in compute(completions, completion_ids, truth)]
+        return _named(fn, name)
+
+    return [component("hard_jaccard"), component("hard_length")]
+
+
+def nuanced_reward_functions(cfg: NuancedRewardConfig, prevalence: dict[str, float], guard: CollapseGuard,
+                             think: bool = True) -> list[Callable]:
+    """trl reward functions whose sum is the nuanced reward; the collapse guard advances once per batch."""
+    weights = fp_weights(prevalence, cfg.fp_base)
+    latest: list[dict] = []
+
+    def component(name: str, first: bool) -> Callable:
+        # trl calls the components in list order with the same batch: the first one scores the batch and
+        # advances the collapse window once; the others read its result.
+        def fn(prompts=None, completions=None, truth=None, **_):
+            if first:
+                latest[:] = [nuanced_components(p, set(t), cfg, weights, guard.observe(p.labels))
+                             for p, t in ((parse_output(completion_text(c), think), t)
+                                          for c, t in zip(completions, truth))]
+            return [row[name] for row in latest]
+        return _named(fn, name)
+
+    names = ("nuanced_match", "nuanced_partial", "nuanced_fp", "nuanced_collapse", "nuanced_format")
+    return [component(n, i == 0) for i, n in enumerate(names)]
