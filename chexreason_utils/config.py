@@ -179,6 +179,9 @@ class EvaluationConfig:
     n_bootstrap: int = 1000
     bootstrap_seed: int = 2026
     score_grpo_checkpoints: bool = True
+    test_grpo_reward: str = "hard"      # open: which GRPO run plays "ChexReason" on the test sets
+    test_grpo_checkpoint: str = "final" # final | best_f1
+    sample_validity_n: int = 64         # sampled completions (T=0.8, top-p 0.95) checked after SFT
 
 
 @dataclass

@@ -69,6 +69,11 @@ class RunPaths:
         return self.root / "06_entropy_mode_collapse"
 
     @property
+    def predictions(self) -> Path:
+        """Prediction cache shared by stages 03-06, keyed by model fingerprint and prompt."""
+        return self.root / "predictions"
+
+    @property
     def executed_notebooks(self) -> Path:
         return self.root / "notebooks"
 

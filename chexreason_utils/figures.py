@@ -1,0 +1,230 @@
+"""Figure makers: each returns ``(figure, data)`` where ``data`` is exactly what is plotted (saved as CSV)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from PIL import Image
+
+from .labels import CHEXPERT_LABELS
+from .plotting import PALETTE
+
+
+def world_examples(world_root: Path, per_site: int = 6) -> tuple[plt.Figure, pd.DataFrame]:
+    """One phantom image per finding (MIMIC-like site), and a normal image of each site."""
+    records = [json.loads(line) for line in (world_root / "phantom_findings.jsonl").read_text().splitlines()]
+    picks, seen = [], set()
+    for r in records:
+        if r["view"] in ("AP", "PA", "frontal") and len(r["findings"]) == 1:
+            f = next(iter(r["findings"]))
+            if f not in seen and r["site"] == "mimic":
+                seen.add(f)
+                picks.append((f, r))
+    for site in ("mimic", "chexpert", "nih"):
+        normal = next((r for r in records if r["site"] == site and not r["truth"] and r["view"] != "LATERAL"
+                       and r["view"] != "lateral"), None)
+        if normal:
+            picks.append((f"normal ({site})", normal))
+    picks = picks[:18]
+    cols = 6
+    fig, axes = plt.subplots(int(np.ceil(len(picks) / cols)), cols, figsize=(cols * 1.8, 2.0 * np.ceil(len(picks) / cols)))
+    for ax in np.ravel(axes):
+        ax.axis("off")
+    for ax, (title, r) in zip(np.ravel(axes), picks):
+        ax.imshow(Image.open(world_root / r["path"]), cmap="gray", vmin=0, vmax=255)
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return fig, pd.DataFrame([{"title": t, "site": r["site"], "path": r["path"]} for t, r in picks])
+
+
+def label_prevalence(tables: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    sns.barplot(data=tables, x="label", y="fraction", hue="subset", ax=ax)
+    ax.axhline(0.05, color="k", ls="--", lw=1, label="5% minimum")
+    ax.set_xlabel("")
+    ax.set_ylabel("fraction of images")
+    ax.tick_params(axis="x", rotation=60)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig, tables
+
+
+def label_cooccurrence(labels: np.ndarray) -> tuple[plt.Figure, pd.DataFrame]:
+    labels = np.asarray(labels, dtype=float)
+    counts = labels.T @ labels
+    frame = pd.DataFrame(counts, index=list(CHEXPERT_LABELS), columns=list(CHEXPERT_LABELS))
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    sns.heatmap(frame, annot=True, fmt=".0f", cmap="Blues", ax=ax, cbar=False, annot_kws={"size": 7})
+    ax.set_title("label co-occurrence (images), SFT selection")
+    fig.tight_layout()
+    long = frame.reset_index(names="label_a").melt(id_vars="label_a", var_name="label_b", value_name="images")
+    return fig, long
+
+
+def sft_dynamics(curves: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
+    """Fig. 1: mean token accuracy and training loss vs step, one line per format."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    sns.lineplot(data=curves, x="step", y="mean_token_accuracy", hue="format", ax=a)
+    sns.lineplot(data=curves, x="step", y="loss", hue="format", ax=b, legend=False)
+    a.set_title("mean token accuracy")
+    b.set_title("training loss")
+    fig.tight_layout()
+    return fig, curves
+
+
+def ema(values: pd.Series, alpha: float = 0.95) -> pd.Series:
+    """Exponential moving average with smoothing 0.95 (as in the paper's reward plots)."""
+    return values.ewm(alpha=1 - alpha, adjust=False).mean()
+
+
+def grpo_training(log: pd.DataFrame, reward: str) -> tuple[plt.Figure, pd.DataFrame]:
+    """Figs. 2/3: total reward (raw and EMA 0.95), each component, mean completion length vs step."""
+    rows = log.loc[log["reward"].notna()].copy() if "reward" in log else log.iloc[0:0]
+    comps = [c for c in rows.columns if c.startswith(f"rewards/{reward}_") and c.endswith("/mean")]
+    data = rows[["step", "reward", *comps, "completions/mean_length"]].copy()
+    data["reward_ema"] = ema(data["reward"])
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    axes[0].plot(data["step"], data["reward"], color=PALETTE[reward], alpha=0.35, label="raw")
+    axes[0].plot(data["step"], data["reward_ema"], color=PALETTE[reward], label="EMA 0.95")
+    axes[0].set_title(f"total reward ({reward})")
+    axes[0].legend(fontsize=8)
+    for c in comps:
+        axes[1].plot(data["step"], ema(data[c]), label=c.split("/")[1].replace(f"{reward}_", ""))
+    axes[1].set_title("reward components (EMA 0.95)")
+    axes[1].legend(fontsize=7)
+    axes[2].plot(data["step"], data["completions/mean_length"], color="k")
+    axes[2].set_title("mean completion length (tokens)")
+    for ax in axes:
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    return fig, data
+
+
+def checkpoint_f1(tables: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for reward, t in tables.groupby("reward"):
+        ax.plot(t["step"], t["macro_f1"], marker="o", color=PALETTE.get(reward), label=f"{reward} macro-F1")
+        ax.plot(t["step"], t["micro_f1"], marker=".", ls="--", color=PALETTE.get(reward), label=f"{reward} micro-F1")
+    ax.set_xlabel("GRPO step (0 = SFT start)")
+    ax.set_ylabel("validation F1")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig, tables
+
+
+def headline(summary: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
+    """Macro-F1 with 95% CIs per model on CheXpert and NIH (columns model, dataset, macro_f1, lo, hi)."""
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    models = list(dict.fromkeys(summary["model"]))
+    width = 0.8 / len(models)
+    for i, m in enumerate(models):
+        t = summary.loc[summary["model"] == m].set_index("dataset").loc[["CheXpert", "NIH"]]
+        x = np.arange(2) + i * width
+        ax.bar(x, t["macro_f1"], width, label=m, color=PALETTE.get(m.split()[0].lower(), None))
+        ax.errorbar(x, t["macro_f1"], yerr=[t["macro_f1"] - t["lo"], t["hi"] - t["macro_f1"]], fmt="none", ecolor="k", capsize=3)
+    ax.set_xticks(np.arange(2) + width * (len(models) - 1) / 2, ["CheXpert (in-ontology)", "NIH (cross-dataset)"])
+    ax.set_ylabel("macro-F1 (95% bootstrap CI)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig, summary
+
+
+def per_label_heatmaps(cx: pd.DataFrame, nih: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
+    """Rows = labels, columns = models, values = F1."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5), gridspec_kw={"width_ratios": [1, 1]})
+    for ax, (name, t) in zip(axes, (("CheXpert", cx), ("NIH", nih))):
+        sns.heatmap(t, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", ax=ax, cbar=False, annot_kws={"size": 7})
+        ax.set_title(f"{name}: per-label F1")
+    fig.tight_layout()
+    data = pd.concat([cx.assign(dataset="CheXpert"), nih.assign(dataset="NIH")]).reset_index(names="label")
+    return fig, data
+
+
+def generalisation_gap(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
+    """CheXpert and NIH macro-F1 at every GRPO checkpoint (columns reward, step, dataset, macro_f1)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    for (reward, dataset), t in table.groupby(["reward", "dataset"]):
+        ax.plot(t["step"], t["macro_f1"], marker="o", ls="-" if dataset == "CheXpert" else "--",
+                color=PALETTE.get(reward), label=f"{reward} / {dataset}")
+    ax.set_xlabel("GRPO step (0 = SFT)")
+    ax.set_ylabel("macro-F1")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig, table
+
+
+def subgroups(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
+    """NIH macro-F1 per subgroup (columns model, group, value, macro_f1, n)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for ax, group in zip(axes, ("sex", "age band")):
+        t = table.loc[table["group"] == group]
+        sns.barplot(data=t, x="value", y="macro_f1", hue="model", ax=ax)
+        ax.set_title(f"NIH macro-F1 by {group}")
+        ax.set_xlabel("")
+    fig.tight_layout()
+    return fig, table
+
+
+def scaffold_reversal(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
+    """Macro-F1 (with CIs) by SFT format for each model (columns model, format, macro_f1, lo, hi)."""
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    formats = list(dict.fromkeys(table["format"]))
+    for i, (model, t) in enumerate(table.groupby("model", sort=False)):
+        t = t.set_index("format").loc[formats]
+        x = np.arange(len(formats)) + (i - 0.5) * 0.35
+        ax.bar(x, t["macro_f1"], 0.35, label=model, color=PALETTE.get(model))
+        ax.errorbar(x, t["macro_f1"], yerr=[t["macro_f1"] - t["lo"], t["hi"] - t["macro_f1"]], fmt="none", ecolor="k", capsize=3)
+    ax.set_xticks(np.arange(len(formats)), formats)
+    ax.set_ylabel("validation macro-F1 (95% CI)")
+    ax.legend()
+    fig.tight_layout()
+    return fig, table
+
+
+def prompt_variants(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
+    """Zero-shot micro-F1 and fail rate per prompt variant, both models (columns model, variant, ...)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    sns.barplot(data=table, x="variant", y="micro_f1", hue="model", ax=axes[0])
+    sns.barplot(data=table, x="variant", y="fail_rate", hue="model", ax=axes[1])
+    for ax in axes:
+        ax.tick_params(axis="x", rotation=45)
+        ax.set_xlabel("")
+    fig.tight_layout()
+    return fig, table
+
+
+def collapse_curves(per_step: pd.DataFrame, episodes: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
+    """Entropy, KL, clip ratio, zero-std fraction and length vs step for every run; episodes shaded."""
+    panels = [("entropy", "token entropy"), ("kl", "KL to reference"), ("clip_ratio", "clip ratio"),
+              ("frac_zero_std", "zero-std groups"), ("mean_length", "completion length")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(18, 3.6))
+    for ax, (col, title) in zip(axes, panels):
+        for run, t in per_step.groupby("run", sort=False):
+            ax.plot(t["step"], t[col], label=run, color=PALETTE.get(run.split("-")[0]))
+            for _, e in episodes.loc[episodes["run"] == run].iterrows():
+                ax.axvspan(e["start"], e["end"], color=PALETTE.get(run.split("-")[0]), alpha=0.12)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig, per_step
+
+
+def dominance_curves(per_step: pd.DataFrame, threshold: float) -> tuple[plt.Figure, pd.DataFrame]:
+    cols = [("distinct_completions", "distinct completions / group"), ("distinct_label_sets", "distinct label sets / group"),
+            ("dominance", "label-dominance index")]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for ax, (col, title) in zip(axes, cols):
+        for run, t in per_step.groupby("run", sort=False):
+            ax.plot(t["step"], t[col], marker=".", label=run, color=PALETTE.get(run.split("-")[0]))
+        ax.set_title(title)
+        ax.set_xlabel("step")
+    axes[2].axhline(threshold, color="k", ls="--", lw=1, label=f"{threshold:.0%} line")
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    data = per_step[["run", "step", "distinct_completions", "distinct_label_sets", "dominance", "dominant_label"]]
+    return fig, data
