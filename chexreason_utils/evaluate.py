@@ -76,3 +76,27 @@ def predict(model_dir: str | Path, images: pd.DataFrame, prompt_name: str, out_p
     rows = [r for r in jsonl_store.read_rows(out_path)[0] if mine(r)]
     frame = pd.DataFrame(rows).drop_duplicates("image_id", keep="last")
     return images[["image_id"]].merge(frame, on="image_id", how="left")
+
+
+def sample_validity(model_dir: str | Path, images: pd.DataFrame, prompt_name: str, n: int = 64,
+                    temperature: float = 0.8, top_p: float = 0.95, max_new_tokens: int = 256,
+                    device: str = "auto", seed: int = 0) -> dict:
+    """Share of *sampled* completions (T=0.8, top-p 0.95, as in GRPO) that satisfy the output contract."""
+    dev, _ = device_and_dtype(device)
+    model = load_model(model_dir, device=dev).eval()
+    processor = load_processor(model_dir)
+    instruction, think = prompt_for(prompt_name), requires_think(prompt_name)
+    text = processor.apply_chat_template([user_message(instruction)], add_generation_prompt=True, tokenize=False)[0]
+    chunk = images.iloc[:n]
+    torch.manual_seed(seed)
+    pics = [[Image.open(p).convert("RGB")] for p in chunk["image_path"]]
+    inputs = processor(text=[text] * len(chunk), images=pics, return_tensors="pt", padding=True).to(dev)
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
+                             top_p=top_p)
+    decoded = processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    parsed = [parse_output(t, think) for t in decoded]
+    reasons = pd.Series([p.reason for p in parsed if not p.valid], dtype=str).value_counts().to_dict()
+    return {"model": str(model_dir), "prompt": prompt_name, "n": len(parsed),
+            "valid_fraction": sum(p.valid for p in parsed) / max(1, len(parsed)), "invalid_reasons": reasons,
+            "example": decoded[0] if decoded else ""}

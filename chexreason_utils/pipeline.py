@@ -143,7 +143,7 @@ def load_manifest(paths: RunPaths, name: str) -> pd.DataFrame:
         raise FileNotFoundError(f"manifest {path} not found: run 01_sampling first")
     frame = pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "study_id": str})
     frame["truth"] = [split_label_list(str(v).replace("|", ",")) if isinstance(v, str) else [] for v in frame["labels"]]
-    return frame
+    return frame.drop(columns="labels")   # predictions carry their own "labels"
 
 
 def label_matrix(frame: pd.DataFrame, labels=CHEXPERT_LABELS) -> np.ndarray:
@@ -254,3 +254,102 @@ def grpo_checkpoint(paths: RunPaths, reward: str, which: str) -> Path:
     table = pd.read_csv(paths.grpo_run(reward) / "checkpoint_scores.csv")
     row = table.loc[table["is_best_f1" if which == "best_f1" else "is_final"]].iloc[0]
     return paths.grpo_run(reward) / row["checkpoint"]
+
+
+def prevalence_tables(paths: RunPaths) -> pd.DataFrame:
+    """Label prevalence of the pool and of each training subset (long form, for the 01 figure)."""
+    pool = pd.read_csv(paths.sampling / "pool_prevalence.csv")
+    subsets = [label_table(label_matrix(load_manifest(paths, n)), n) for n in ("sft", "rl", "val")]
+    return pd.concat([pool, *subsets], ignore_index=True)
+
+
+def example_targets(cfg: Config, paths: RunPaths, index: int = 0) -> pd.DataFrame:
+    """The SFT target of one image in every format (what each format teaches)."""
+    manifest = load_manifest(paths, "sft").iloc[[index]]
+    rows = []
+    for fmt in cfg.sft.formats:
+        rationale = traces_for(cfg, paths, manifest, fmt)[0] if prompts.requires_think(fmt) else ""
+        rows.append({"format": fmt, "target": prompts.format_target(fmt, manifest["truth"].iloc[0], rationale)})
+    return pd.DataFrame(rows)
+
+
+def sft_final_values(results: dict[str, dict[str, sft.SFTResult]]) -> pd.DataFrame:
+    """Last logged training loss / token accuracy / entropy and best held-out loss per role and format."""
+    rows = []
+    for role, by_fmt in results.items():
+        for fmt, res in by_fmt.items():
+            train = res.log.loc[res.log["loss"].notna()] if "loss" in res.log else res.log.iloc[0:0]
+            ev = res.log["eval_loss"].dropna() if "eval_loss" in res.log else pd.Series(dtype=float)
+            last = train.iloc[-1] if len(train) else {}
+            rows.append({"model": role, "format": fmt, "steps": int(last.get("step", 0)),
+                         "train_loss": last.get("loss", np.nan),
+                         "token_accuracy": last.get("mean_token_accuracy", np.nan),
+                         "entropy": last.get("entropy", np.nan), "best_eval_loss": ev.min() if len(ev) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def reward_trend(log: pd.DataFrame) -> dict:
+    """Mean reward over the first and last quarter of a GRPO run's steps."""
+    r = log.loc[log["reward"].notna(), ["step", "reward"]] if "reward" in log else pd.DataFrame(columns=["step", "reward"])
+    q = max(1, len(r) // 4)
+    first, last = float(r["reward"].iloc[:q].mean()), float(r["reward"].iloc[-q:].mean())
+    return {"steps": len(r), "first_quarter_mean": first, "last_quarter_mean": last, "rose": last > first}
+
+
+def eval_labels(cfg: Config, dataset: str) -> tuple[str, ...]:
+    return CHEXPERT_LABELS if dataset == "CheXpert" else NIH_LABEL_SETS[cfg.evaluation.nih_label_set]
+
+
+def matrices(frame: pd.DataFrame, cfg: Config, labels) -> tuple[np.ndarray, np.ndarray]:
+    return label_matrix(frame, labels), metrics.prediction_matrix(frame, labels, cfg.evaluation.invalid_policy)
+
+
+def zero_shot_prompt(cfg: Config) -> str:
+    return cfg.evaluation.prompt_variant or cfg.grpo.start_format
+
+
+def test_models(cfg: Config, paths: RunPaths) -> dict[str, tuple[str, Path | str, str]]:
+    """The paper's test-table columns we can reproduce -> (cache tag, model, prompt)."""
+    fmt, zs = cfg.grpo.start_format, zero_shot_prompt(cfg)
+    ckpt = grpo_checkpoint(paths, cfg.evaluation.test_grpo_reward, cfg.evaluation.test_grpo_checkpoint)
+    return {"MedGemma base": ("base-medical", base_model(cfg, paths, "medical"), zs),
+            "Qwen2.5-VL": ("base-general", base_model(cfg, paths, "general"), zs),
+            "MedGemma SFT": (f"sft-medical-{fmt}", paths.sft_model("medical", fmt), fmt),
+            "ChexReason": (f"grpo-{cfg.evaluation.test_grpo_reward}-{ckpt.name}", ckpt, fmt)}
+
+
+def test_predictions(cfg: Config, paths: RunPaths) -> dict[str, dict[str, pd.DataFrame]]:
+    out = {}
+    for dataset, manifest in (("CheXpert", "chexpert_test"), ("NIH", "nih_test")):
+        out[dataset] = {col: predictions(cfg, paths, model, manifest, prompt, tag)
+                        for col, (tag, model, prompt) in test_models(cfg, paths).items()}
+    return out
+
+
+def checkpoint_test_curve(cfg: Config, paths: RunPaths) -> pd.DataFrame:
+    """CheXpert and NIH macro-F1 of the SFT start and every GRPO checkpoint of every reward run."""
+    fmt, rows = cfg.grpo.start_format, []
+    for reward in cfg.grpo.rewards:
+        models_ = [(0, f"sft-medical-{fmt}", paths.sft_model("medical", fmt))]
+        models_ += [(int(c.name.split("-")[1]), f"grpo-{reward}-{c.name}", c) for c in grpo.checkpoints(paths.grpo_run(reward))]
+        for step, tag, model in models_:
+            for dataset, manifest in (("CheXpert", "chexpert_test"), ("NIH", "nih_test")):
+                frame = predictions(cfg, paths, model, manifest, fmt, tag)
+                rows.append({"reward": reward, "step": step, "dataset": dataset,
+                             **scores(frame, cfg, eval_labels(cfg, dataset))})
+    return pd.DataFrame(rows)
+
+
+def validation_table(cfg: Config, paths: RunPaths, role: str, names: list[str], kind: str) -> pd.DataFrame:
+    """Validation scores of a model per prompt variant (kind='zero_shot') or per SFT format (kind='sft')."""
+    rows = []
+    for name in names:
+        if kind == "zero_shot":
+            frame = predictions(cfg, paths, base_model(cfg, paths, role), "val", name, f"base-{role}")
+        else:
+            frame = predictions(cfg, paths, paths.sft_model(role, name), "val", name, f"sft-{role}-{name}")
+        y_true, y_pred = matrices(frame, cfg, CHEXPERT_LABELS)
+        point, lo, hi = metrics.bootstrap_macro_f1(y_true, y_pred, cfg.evaluation.n_bootstrap, cfg.evaluation.bootstrap_seed)
+        rows.append({"model": role, "variant" if kind == "zero_shot" else "format": name,
+                     **scores(frame, cfg), "lo": lo, "hi": hi})
+    return pd.DataFrame(rows)

@@ -7,13 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from . import figure_registry  # noqa: E402
+from . import figure_registry
 
 _PNG_METADATA = {"Software": None}
 _PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None, "ModDate": None}
@@ -42,6 +39,7 @@ def save_figure(fig: plt.Figure, artifact_id: str, data: pd.DataFrame, out_dir: 
     fig.savefig(png, metadata=_PNG_METADATA, bbox_inches="tight")
     fig.savefig(pdf, metadata=_PDF_METADATA, bbox_inches="tight")
     data.to_csv(csv, index=False, float_format="%.6g")
+    plt.close(fig)   # shown once, by the notebook cell that returns it, not again by the inline backend
     return [png, pdf, csv]
 
 

@@ -1,0 +1,88 @@
+"""Tables 1-6 in the paper's layout, reported (paper) beside reproduced (this run, profile named), plus the
+bootstrap summaries the evaluation figures use."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import metrics, reference
+from .labels import CHEXPERT_LABELS
+
+SUMMARY_COLUMNS = ["micro_p", "micro_r", "micro_f1", "macro_p", "macro_r", "macro_f1", "fail_rate"]
+
+
+def beside(reproduced: pd.DataFrame, reported: pd.DataFrame, key: str, profile: str,
+           columns: list[str]) -> pd.DataFrame:
+    """One row per key, each metric as 'reported (paper)' and 'reproduced (<profile>)' columns."""
+    left = reported.set_index(key)[columns].add_suffix(" | reported (paper)")
+    right = reproduced.set_index(key)[columns].add_suffix(f" | reproduced ({profile})")
+    out = left.join(right, how="outer")
+    order = [c for m in columns for c in (f"{m} | reported (paper)", f"{m} | reproduced ({profile})")]
+    return out[order].reset_index()
+
+
+def table4(checkpoint_scores: pd.DataFrame) -> pd.DataFrame:
+    """Best-F1 and final GRPO checkpoints per reward, in Table 4's layout."""
+    rows = []
+    for reward, t in checkpoint_scores.loc[checkpoint_scores["step"] > 0].groupby("reward"):
+        for which, flag in (("best_f1", "is_best_f1"), ("final", "is_final")):
+            r = t.loc[t[flag]].iloc[0]
+            rows.append({"reward": reward, "checkpoint": which, "step": int(r["step"]), **{c: r[c] for c in SUMMARY_COLUMNS}})
+    out = pd.DataFrame(rows)
+    out["key"] = out["reward"] + " / " + out["checkpoint"]
+    return out
+
+
+def per_label_f1(frames: dict[str, tuple[np.ndarray, np.ndarray]], labels) -> pd.DataFrame:
+    """Rows = labels, columns = models: per-label F1 from (y_true, y_pred) pairs."""
+    return pd.DataFrame({name: metrics.per_label(t, p, labels)["f1"].to_numpy() for name, (t, p) in frames.items()},
+                        index=list(labels))
+
+
+def test_table(reproduced: pd.DataFrame, which: int, profile: str) -> pd.DataFrame:
+    """Table 5/6 layout: per-label F1 and the macro row, reported columns beside reproduced ones."""
+    rep = reference.per_label_table(which)
+    rep.loc["Macro"] = pd.Series(reference.reported_macro(which))
+    repro = reproduced.copy()
+    repro.loc["Macro"] = reproduced.mean()
+    left = rep.add_suffix(" | reported (paper)")
+    right = repro.add_suffix(f" | reproduced ({profile})")
+    return left.join(right, how="outer").loc[list(rep.index)].reset_index(names="label")
+
+
+def ci_summary(frames: dict[str, tuple[np.ndarray, np.ndarray]], dataset: str, n_boot: int, seed: int) -> pd.DataFrame:
+    rows = []
+    for name, (t, p) in frames.items():
+        point, lo, hi = metrics.bootstrap_macro_f1(t, p, n_boot, seed)
+        rows.append({"model": name, "dataset": dataset, "macro_f1": point, "lo": lo, "hi": hi, "n": len(t)})
+    return pd.DataFrame(rows)
+
+
+def age_band(age: float) -> str:
+    if pd.isna(age):
+        return "unknown"
+    return "<40" if age < 40 else "40-59" if age < 60 else "60+"
+
+
+def subgroup_scores(frame: pd.DataFrame, y_true: np.ndarray, preds: dict[str, np.ndarray], labels) -> pd.DataFrame:
+    """Macro-F1 per sex and age band for each model (frame holds sex and age aligned with y_true)."""
+    rows = []
+    groups = {"sex": frame["sex"].fillna("unknown").astype(str), "age band": frame["age"].map(age_band)}
+    for group, values in groups.items():
+        for value in sorted(values.unique()):
+            mask = (values == value).to_numpy()
+            for model, y_pred in preds.items():
+                table = metrics.per_label(y_true[mask], y_pred[mask], labels)
+                rows.append({"model": model, "group": group, "value": value, "macro_f1": table["f1"].mean(),
+                             "n": int(mask.sum())})
+    return pd.DataFrame(rows)
+
+
+def format_ranking(table: pd.DataFrame) -> pd.DataFrame:
+    """Rank of each SFT format by macro-F1 within each model (1 = best), side by side."""
+    ranks = table.pivot(index="format", columns="model", values="macro_f1").rank(ascending=False, method="min")
+    return ranks.astype(int).reset_index()
+
+
+def label_order() -> list[str]:
+    return list(CHEXPERT_LABELS)
