@@ -159,7 +159,7 @@ def _execute(nb: Path, out: Path, params: dict, opts: RunOptions) -> None:
         papermill.execute_notebook(str(nb), str(out), parameters=params, kernel_name=opts.kernel,
                                    cwd=str(nb.parent), progress_bar=False, log_output=opts.log_output)
     except PapermillExecutionError as exc:
-        raise StageFailed(nb.stem, f"cell {exc.cell_index} (execution {exc.exec_count}): {exc.ename}: "
+        raise StageFailed(nb.stem, f"cell {exc.cell_index} of the executed notebook (In [{exc.exec_count}]): {exc.ename}: "
                                    f"{exc.evalue}  [full traceback in {out}]") from None
 
 

@@ -1,0 +1,82 @@
+"""Notebook hygiene, environment drift, figure determinism and the README's figure table."""
+import ast
+import hashlib
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import yaml
+
+from chexreason_utils import figure_registry, plotting
+from chexreason_utils.paths import NOTEBOOK_DIR, REPO_ROOT
+
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_the_seven_numbered_notebooks_exist():
+    assert [nb.stem[:2] for nb in NOTEBOOKS] == ["00", "01", "02", "03", "04", "05", "06"]
+
+
+def test_notebooks_are_stripped_parameterised_and_thin():
+    for nb in NOTEBOOKS:
+        book = json.loads(nb.read_text())
+        code = [c for c in book["cells"] if c["cell_type"] == "code"]
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), f"{nb.name} has outputs"
+        tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, f"{nb.name}: exactly one cell tagged parameters"
+        assert book["metadata"]["kernelspec"]["name"] == "python3"
+        assert book["cells"][0]["cell_type"] == "markdown" and "Reproduces" in "".join(book["cells"][0]["source"])
+        assert "Time:" in "".join(book["cells"][0]["source"])
+        source = "\n".join("".join(c["source"]) for c in code)
+        assert "chexreason_utils" in source
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                length = node.end_lineno - node.lineno + 1
+                assert length <= 4, f"{nb.name}: {node.name} is {length} lines; move logic into chexreason_utils"
+
+
+def test_environment_yml_mirrors_pyproject():
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["test"])
+    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert set(pip) - {"-e ."} == wanted
+    assert "python=3.11" in env["dependencies"]
+    assert "torch==2.13.0" in wanted and not any(d.startswith("torchvision") for d in wanted)
+
+
+def _figure():
+    plotting.set_style()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1, 2], [0.2, 0.5, 0.4], label="macro-F1")
+    ax.legend()
+    return fig
+
+
+def test_saving_the_same_figure_twice_gives_identical_bytes(tmp_path):
+    data = pd.DataFrame({"x": [0, 1, 2], "y": [0.2, 0.5, 0.4]})
+    digests = []
+    for out in (tmp_path / "a", tmp_path / "b"):
+        files = plotting.save_figure(_figure(), "headline", data, out)
+        digests.append([hashlib.sha256(f.read_bytes()).hexdigest() for f in files])
+    assert digests[0] == digests[1]
+    assert [f.name for f in files] == ["headline.png", "headline.pdf", "headline.csv"]
+
+
+def test_readme_figure_table_matches_the_registry():
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert figure_registry.markdown_table() in readme
+    notebooks = {nb.stem for nb in NOTEBOOKS}
+    for art in figure_registry.ARTIFACTS:
+        assert art.notebook in notebooks
+        assert f'"{art.id}"' in (NOTEBOOK_DIR / f"{art.notebook}.ipynb").read_text(), f"{art.id} not made by {art.notebook}"
+
+
+def test_readme_opens_with_the_two_commands():
+    head = (REPO_ROOT / "README.md").read_text()[:1500]
+    assert "make figures" in head and "make test" in head
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^make test$", ci, flags=re.M)
