@@ -74,9 +74,6 @@ def _run_id(sft_dir: Path, ds_paths: list[str], cfg: GRPOConfig, reward: str, pr
 def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOConfig, reward: str,
                prevalence: dict[str, float], device: str = "auto", fmt: str = "free_reasoning") -> GRPORun:
     """GRPO from an SFT folder (full model or LoRA adapter) with the ``hard`` or ``nuanced`` reward."""
-    from trl import GRPOConfig as TRLGRPOConfig
-    from trl import GRPOTrainer
-
     out_dir = Path(out_dir)
     paths = [i["path"] for i in train.cast_column("image", datasets.Image(decode=False))["image"]]
     run_id = _run_id(sft_dir, paths, cfg, reward, prevalence)
@@ -85,6 +82,26 @@ def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOC
         info = json.loads(info_path.read_text())
         return GRPORun(reward, out_dir, pd.read_csv(out_dir / "log_history.csv"), checkpoints(out_dir),
                        info.get("resumed_from"), reused=True)
+
+    trainer, guard = build_trainer(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt)
+    existing = checkpoints(out_dir)
+    resume = str(existing[-1]) if existing else None
+    if resume and guard is not None and (Path(resume) / REWARD_STATE).exists():
+        guard.load(Path(resume) / REWARD_STATE)
+    trainer.train(resume_from_checkpoint=resume)
+    log = pd.DataFrame(trainer.state.log_history)   # restored from the checkpoint on resume, so complete
+    log.to_csv(out_dir / "log_history.csv", index=False)
+    info_path.write_text(json.dumps({"run_id": run_id, "reward": reward, "sft_dir": str(sft_dir),
+                                     "reference": "frozen SFT adapter" if is_adapter(sft_dir) else str(sft_dir),
+                                     "resumed_from": resume, "global_step": trainer.state.global_step}, indent=2))
+    return GRPORun(reward, out_dir, log, checkpoints(out_dir), resume, reused=False)
+
+
+def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOConfig, reward: str,
+                  prevalence: dict[str, float], device: str = "auto", fmt: str = "free_reasoning"):
+    """The configured ``GRPOTrainer`` (policy and reference = the SFT checkpoint) and its collapse guard."""
+    from trl import GRPOConfig as TRLGRPOConfig
+    from trl import GRPOTrainer
 
     think = requires_think(fmt)
     guard = None
@@ -97,7 +114,7 @@ def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOC
     else:
         raise ValueError(f"unknown reward {reward!r}; choose hard or nuanced")
 
-    dev, dtype = device_and_dtype(device)
+    dev, _ = device_and_dtype(device)
     policy = load_model(sft_dir, device=dev, trainable_adapter=True)
     processor = load_processor(sft_dir)
     args = TRLGRPOConfig(
@@ -111,17 +128,7 @@ def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOC
         bf16=dev == "cuda", use_cpu=dev == "cpu", dataloader_num_workers=0, warmup_steps=0.0)
     trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=args, train_dataset=train,
                           processing_class=processor, callbacks=[SaveRewardState(guard, processor)])
-    existing = checkpoints(out_dir)
-    resume = str(existing[-1]) if existing else None
-    if resume and guard is not None and (Path(resume) / REWARD_STATE).exists():
-        guard.load(Path(resume) / REWARD_STATE)
-    trainer.train(resume_from_checkpoint=resume)
-    log = pd.DataFrame(trainer.state.log_history)   # restored from the checkpoint on resume, so complete
-    log.to_csv(out_dir / "log_history.csv", index=False)
-    info_path.write_text(json.dumps({"run_id": run_id, "reward": reward, "sft_dir": str(sft_dir),
-                                     "reference": "frozen SFT adapter" if is_adapter(sft_dir) else str(sft_dir),
-                                     "resumed_from": resume, "global_step": trainer.state.global_step}, indent=2))
-    return GRPORun(reward, out_dir, log, checkpoints(out_dir), resume, reused=False)
+    return trainer, guard
 
 
 def completions_table(out_dir: Path) -> pd.DataFrame:

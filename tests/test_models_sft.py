@@ -1,0 +1,77 @@
+"""Both tiny model classes: build, save, reload, chat template with an image, batched generate, SFT."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from chexreason_utils import models, sft
+from chexreason_utils.config import SFTConfig
+from chexreason_utils.prompts import PROMPT_VARIANTS, user_message
+
+CORPUS = list(PROMPT_VARIANTS.values()) + ["<think>Analysis: enlarged heart.</think><solution>Cardiomegaly</solution>"] * 30
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {kind: build(CORPUS, root / kind, hidden=64, vocab=500) for kind, build in models.TINY_BUILDERS.items()}
+
+
+@pytest.mark.parametrize("kind, cls, proc_cls", [
+    ("gemma3", "Gemma3ForConditionalGeneration", "Gemma3Processor"),
+    ("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLImageOnlyProcessor"),
+])
+def test_build_reload_template_and_batched_generate(tiny_models, kind, cls, proc_cls):
+    model = models.load_model(tiny_models[kind], device="cpu")
+    processor = models.load_processor(tiny_models[kind])
+    assert type(model).__name__ == cls and type(processor).__name__ == proc_cls
+    assert model.dtype == torch.float32
+    text = processor.apply_chat_template([user_message("Which findings?")], add_generation_prompt=True, tokenize=False)[0]
+    assert "Which findings?" in text
+    img = Image.fromarray((np.random.default_rng(0).random((128, 128)) * 255).astype("uint8")).convert("RGB")
+    inputs = processor(text=[text] * 3, images=[[img]] * 3, return_tensors="pt", padding=True)
+    assert (inputs["input_ids"][:, -1] == inputs["input_ids"][0, -1]).all()           # left padding
+    out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    assert out.shape == (3, inputs["input_ids"].shape[1] + 5) or out.shape[1] <= inputs["input_ids"].shape[1] + 5
+
+
+def test_gemma3_projector_is_not_zero(tiny_models):
+    model = models.load_model(tiny_models["gemma3"], device="cpu")
+    assert model.model.multi_modal_projector.mm_input_projection_weight.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", ["gemma3", "qwen2_5_vl"])
+def test_lora_targets_leave_the_vision_tower_untouched(tiny_models, kind):
+    from peft import get_peft_model
+
+    peft_model = get_peft_model(models.load_model(tiny_models[kind], device="cpu"), models.lora_config())
+    adapted = [n for n, _ in peft_model.named_modules() if n.endswith("lora_A")]
+    assert len(adapted) == 7 * 2                                   # 7 projections x 2 language layers
+    assert all("language_model" in n for n in adapted)
+    assert not any(("vision" in n or "visual" in n) for n in adapted)
+
+
+@pytest.mark.parametrize("kind", ["gemma3", "qwen2_5_vl"])
+def test_sft_run_and_reuse(tiny_models, tmp_path, kind):
+    img = tmp_path / "img.png"
+    Image.fromarray((np.random.default_rng(1).random((128, 128)) * 255).astype("uint8")).save(img)
+    data = sft.make_dataset(["Which findings?"] * 8, ["<solution>Cardiomegaly</solution>"] * 8, [str(img)] * 8)
+    cfg = SFTConfig(learning_rate=1e-3, max_steps=3, batch_size=4, grad_accum=1, logging_steps=1, eval_steps=2,
+                    gradient_checkpointing=False, max_length=512)
+    first = sft.train_sft(tiny_models[kind], data, data.select(range(2)), tmp_path / "out", cfg, full_finetune=True)
+    assert not first.reused and {"loss", "mean_token_accuracy", "entropy"} <= set(first.log.columns)
+    assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "out" / "processor_config.json").exists()
+    again = sft.train_sft(tiny_models[kind], data, data.select(range(2)), tmp_path / "out", cfg, full_finetune=True)
+    assert again.reused
+    models.load_model(tmp_path / "out", device="cpu")
+
+
+def test_lora_sft_on_a_trained_tiny_checkpoint_saves_an_adapter(tiny_models, tmp_path):
+    img = tmp_path / "img.png"
+    Image.fromarray(np.zeros((128, 128), dtype=np.uint8)).save(img)
+    data = sft.make_dataset(["x"] * 4, ["<solution>Edema</solution>"] * 4, [str(img)] * 4)
+    cfg = SFTConfig(max_steps=2, batch_size=2, grad_accum=1, logging_steps=1, gradient_checkpointing=False, max_length=512)
+    sft.train_sft(tiny_models["gemma3"], data, None, tmp_path / "lora", cfg, full_finetune=False)
+    assert models.is_adapter(tmp_path / "lora")
+    reloaded = models.load_model(tmp_path / "lora", device="cpu")
+    assert type(reloaded).__name__ == "PeftModel"

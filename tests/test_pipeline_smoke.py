@@ -1,0 +1,111 @@
+"""The whole smoke profile through the runner, then GRPO reference / resume and evaluation behaviour on it."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+import torch
+
+from chexreason_utils import evaluate, figure_registry, grpo, jsonl_store, models, pipeline
+from chexreason_utils.config import load_profile
+from chexreason_utils.runner import run
+
+pytestmark = pytest.mark.pipeline
+
+
+def test_every_registered_figure_and_table_is_made(smoke_run):
+    paths, results, _ = smoke_run
+    assert [r.status for r in results] == ["ran"] * 7
+    for art in figure_registry.ARTIFACTS:
+        for name in art.files():
+            assert (paths.figures / name).stat().st_size > 0, name
+    table5 = pd.read_csv(paths.figures / "table5_chexpert.csv")
+    assert any("reported (paper)" in c for c in table5.columns) and any("reproduced (smoke)" in c for c in table5.columns)
+    assert len(table5) == 15
+
+
+def test_a_second_run_recomputes_nothing(smoke_run):
+    _, _, opts = smoke_run
+    t0 = time.perf_counter()
+    again = run(opts)
+    assert [r.status for r in again] == ["skipped"] * 7
+    assert time.perf_counter() - t0 < 30
+
+
+def test_grpo_reference_is_the_sft_model_not_the_base(smoke_run, tmp_path):
+    paths, _, _ = smoke_run
+    cfg = load_profile("smoke")
+    sft_dir = paths.sft_model("medical", "free_reasoning")
+    manifest = pipeline.load_manifest(paths, "rl")
+    data = grpo.make_dataset("x", list(manifest["image_path"][:4]), list(manifest["truth"][:4]))
+    trainer, _ = grpo.build_trainer(sft_dir, data, tmp_path, cfg.grpo, "hard", {}, "cpu")
+    ref = trainer.ref_model
+    assert ref.config._name_or_path == str(sft_dir)
+    sft_model = models.load_model(sft_dir, device="cpu")
+    base = models.load_model(pipeline.base_model(cfg, paths, "medical"), device="cpu")
+    name = "model.language_model.layers.0.self_attn.q_proj.weight"
+    ref_w, sft_w, base_w = (dict(m.named_parameters())[name] for m in (ref, sft_model, base))
+    assert torch.equal(ref_w, sft_w) and not torch.equal(ref_w, base_w)
+
+
+RESUME_SCRIPT = """
+import sys
+from dataclasses import replace
+from pathlib import Path
+from chexreason_utils import pipeline
+from chexreason_utils.config import load_profile
+from chexreason_utils.paths import RunPaths
+cfg = load_profile("smoke")
+paths = RunPaths.for_profile("smoke", sys.argv[1], sys.argv[1] + "/figures")
+pipeline.run_grpo(cfg, paths, "nuanced", out_dir=Path(sys.argv[2]),
+                  grpo_cfg=replace(cfg.grpo, max_steps=6, save_steps=2, nuanced=replace(cfg.grpo.nuanced, min_window=1)))
+"""
+
+
+def test_killed_grpo_run_resumes_from_its_last_checkpoint(smoke_run, tmp_path):
+    paths, _, _ = smoke_run
+    out = tmp_path / "grpo"
+    proc = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(paths.root), str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not (out / "checkpoint-2" / "reward_state.json").exists():
+        assert proc.poll() is None and time.time() < deadline, "the GRPO run ended before its first checkpoint"
+        time.sleep(0.2)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "run_info.json").exists()
+    window_at_2 = json.loads((out / "checkpoint-2" / "reward_state.json").read_text())["history"]
+    cfg = load_profile("smoke")
+    done = [c.name for c in grpo.checkpoints(out)]
+    run_ = pipeline.run_grpo(cfg, paths, "nuanced", out_dir=out, grpo_cfg=replace(
+        cfg.grpo, max_steps=6, save_steps=2, nuanced=replace(cfg.grpo.nuanced, min_window=1)))
+    assert run_.resumed_from.endswith(done[-1])
+    assert [c.name for c in run_.checkpoints] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    steps = run_.log.loc[run_.log["reward"].notna(), "step"].tolist()
+    assert steps == [1, 2, 3, 4, 5, 6]
+    window_at_6 = json.loads((out / "checkpoint-6" / "reward_state.json").read_text())["history"]
+    assert len(window_at_6) > len(window_at_2) and window_at_6[:len(window_at_2)] == window_at_2
+
+
+def test_evaluation_resumes_redoes_a_truncated_row_and_batches_match(smoke_run, tmp_path):
+    paths, _, _ = smoke_run
+    model = paths.sft_model("medical", "free_reasoning")
+    images = pipeline.load_manifest(paths, "val")[["image_id", "image_path"]].iloc[:6]
+    out = tmp_path / "pred.jsonl"
+    first = evaluate.predict(model, images, "free_reasoning", out, batch_size=6, max_new_tokens=48, device="cpu")
+    text = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(text[:-1]) + text[-1][: len(text[-1]) // 2])      # crash while writing the last row
+    again = evaluate.predict(model, images, "free_reasoning", out, batch_size=6, max_new_tokens=48, device="cpu")
+    rows, broken = jsonl_store.read_rows(out)
+    assert broken == 0 and len(rows) == 6
+    assert again["raw"].tolist() == first["raw"].tolist()
+    single = evaluate.predict(model, images, "free_reasoning", tmp_path / "single.jsonl", batch_size=1,
+                              max_new_tokens=48, device="cpu")
+    assert single["labels"].tolist() == first["labels"].tolist()
+    assert {"image_id", "raw", "labels", "valid", "reason"} <= set(first.columns)

@@ -1,0 +1,150 @@
+"""Teachers (template and HTTP against a local server), the JSONL store, diagnostics on constructed data."""
+import json
+import math
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from chexreason_utils import diagnostics, jsonl_store
+from chexreason_utils.teacher import HTTPTeacher, TeacherError, TemplateTeacher, TraceRequest, generate_traces
+
+
+@pytest.fixture
+def image(tmp_path):
+    path = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def test_template_teacher_uses_rendered_findings(image):
+    r = TraceRequest("x", image, ("Cardiomegaly",), "free_reasoning", (("Cardiomegaly", "cardiothoracic ratio about 0.64"),))
+    text = TemplateTeacher().trace(r)
+    assert "cardiothoracic ratio about 0.64" in text and text == TemplateTeacher().trace(r)
+    steps = TemplateTeacher().trace(TraceRequest("x", image, ("Fracture",), "reasoning_a"))
+    assert steps.startswith("1. image quality") and "12. summary: fracture" in steps
+
+
+class Server:
+    """An OpenAI-compatible chat-completions stub on 127.0.0.1 that replays scripted replies."""
+
+    def __init__(self, script):
+        self.script, self.requests = list(script), []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append((self.headers.get("Authorization"), body))
+                status, payload = outer.script.pop(0) if outer.script else (200, "default")
+                if status == "sleep":
+                    import time
+                    time.sleep(payload)
+                    status, payload = 200, "late"
+                data = (json.dumps({"choices": [{"message": {"content": payload}}]}) if status == 200 and payload != "BROKEN"
+                        else "{not json" if payload == "BROKEN" else "{}").encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+def test_http_teacher_success_retries_malformed_and_timeout(image, monkeypatch):
+    monkeypatch.setenv("TEST_TEACHER_KEY", "sk-test")
+    server = Server([(429, None), (500, None), (200, "BROKEN"), (200, "The heart is enlarged."), ("sleep", 1.5)])
+    try:
+        teacher = HTTPTeacher(server.url, "gemini-2.5-pro", "TEST_TEACHER_KEY", timeout=0.5, max_retries=3, backoff=0.01)
+        r = TraceRequest("x", image, ("Cardiomegaly",), "free_reasoning")
+        assert teacher.trace(r) == "The heart is enlarged."
+        assert len(server.requests) == 4                      # 429, 500, malformed, success
+        auth, body = server.requests[-1]
+        assert auth == "Bearer sk-test" and body["model"] == "gemini-2.5-pro"
+        parts = body["messages"][0]["content"]
+        assert "Cardiomegaly" in parts[0]["text"] and parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
+        slow = HTTPTeacher(server.url, "m", "TEST_TEACHER_KEY", timeout=0.3, max_retries=0)
+        with pytest.raises(TeacherError, match="gave up after 1 attempts.*network"):
+            slow.trace(r)
+        server.script = [(400, None)]
+        with pytest.raises(TeacherError, match="HTTP 400 .not retried"):
+            teacher.trace(r)
+    finally:
+        server.close()
+    monkeypatch.delenv("TEST_TEACHER_KEY")
+    with pytest.raises(TeacherError, match="environment variable TEST_TEACHER_KEY"):
+        HTTPTeacher("http://127.0.0.1:9", "m", "TEST_TEACHER_KEY").trace(r)
+
+
+def test_interrupted_trace_generation_resumes_without_duplicates(image, tmp_path, monkeypatch):
+    monkeypatch.setenv("K", "k")
+    server = Server([(200, f"trace {i}") for i in range(10)])
+    try:
+        teacher = HTTPTeacher(server.url, "m", "K", max_retries=0)
+        reqs = [TraceRequest(f"img{i}", image, ("Edema",), "free_reasoning") for i in range(5)]
+        cache = tmp_path / "traces.jsonl"
+        generate_traces(teacher, reqs[:3], cache, concurrency=2, progress=False)
+        with cache.open("a") as fh:
+            fh.write('{"key": "half-writ')                     # a crash mid-line
+        done = generate_traces(teacher, reqs, cache, concurrency=2, progress=False)
+        assert len(server.requests) == 5                      # 3 + only the 2 missing ones
+        rows, broken = jsonl_store.read_rows(cache)
+        assert broken == 0 and len(rows) == 5 and len({r["key"] for r in rows}) == 5
+        assert set(done) == {r.key() for r in reqs}
+    finally:
+        server.close()
+
+
+def test_jsonl_store_truncated_last_line_is_never_a_row(tmp_path):
+    path = tmp_path / "p.jsonl"
+    jsonl_store.append_rows(path, [{"a": 1}, {"a": 2}])
+    path.write_text(path.read_text() + '{"a": 3')
+    assert jsonl_store.read_rows(path) == ([{"a": 1}, {"a": 2}], 1)
+    path.write_text(path.read_text() + "}")                  # complete object but no newline: still suspect
+    assert jsonl_store.read_rows(path)[1] == 1
+    assert jsonl_store.repair(path) == 1 and jsonl_store.read_rows(path) == ([{"a": 1}, {"a": 2}], 0)
+
+
+def _completions(groups):
+    rows = []
+    for step, group_list in groups.items():
+        for group in group_list:
+            rows += [{"step": step, "completion": [{"role": "assistant", "content": c}]} for c in group]
+    return pd.DataFrame(rows)
+
+
+def sol(*labels):
+    return "<think>x</think><solution>" + ", ".join(labels) + "</solution>"
+
+
+def test_diagnostics_on_constructed_completions():
+    comps = _completions({
+        1: [[sol("Edema"), sol("Edema") + " ", sol("Cardiomegaly"), sol("No Finding")]],
+        2: [[sol("No Finding")] * 4],
+        3: [[sol("No Finding")] * 4],
+        4: [[sol("No Finding")] * 4],
+    })
+    div = diagnostics.group_diversity(comps, num_generations=4)
+    assert div["distinct_completions"].tolist() == [4, 1, 1, 1]
+    assert div["distinct_label_sets"].tolist() == [3, 1, 1, 1]
+    assert div["label_set_entropy"].iloc[0] == pytest.approx(-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25)))
+    dom = diagnostics.dominance_curve(comps, window=8)
+    assert dom["dominance"].tolist() == [0.5, 5 / 8, 1.0, 1.0] and dom["dominant_label"].iloc[-1] == "No Finding"
+    log = pd.DataFrame({"step": [1, 2, 3, 4], "reward": [0.1, 0.2, 0.2, 0.2], "entropy": [1.0, 0.5, 0.1, 0.05],
+                        "kl": [0, 0.1, 0.2, 0.3], "frac_reward_zero_std": [0, 1, 1, 1]})
+    per_step, episodes = diagnostics.run_diagnostics(log, comps, 4, window=8, threshold=0.7, min_steps=2)
+    assert per_step["entropy"].tolist() == [1.0, 0.5, 0.1, 0.05] and per_step["clip_ratio"].isna().all()
+    assert episodes.to_dict("records") == [{"start": 3, "end": 4, "steps": 2}]
+    assert diagnostics.entropy_of_counts(__import__("collections").Counter({"a": 1, "b": 1})) == pytest.approx(math.log(2))
