@@ -104,16 +104,23 @@ def grpo_training(log: pd.DataFrame, reward: str) -> tuple[plt.Figure, pd.DataFr
     return fig, data
 
 
-def checkpoint_f1(tables: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for reward, t in tables.groupby("reward"):
-        ax.plot(t["step"], t["macro_f1"], marker="o", color=PALETTE.get(reward), label=f"{reward} macro-F1")
-        ax.plot(t["step"], t["micro_f1"], marker=".", ls="--", color=PALETTE.get(reward), label=f"{reward} micro-F1")
+def f1_by_step(table: pd.DataFrame, series: list[str], metrics_: list[str], ylabel: str) -> tuple[plt.Figure, pd.DataFrame]:
+    """F1 vs GRPO step (step 0 = the SFT start): one line per group of ``series`` columns and metric.
+    The first series column picks the colour (the reward); the rest and the metric pick the line style."""
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    styles = iter(["-", "--", ":", "-."] * 8)
+    style_of: dict = {}
+    for key, t in table.groupby(series):
+        key = key if isinstance(key, tuple) else (key,)
+        for metric in metrics_:
+            ls = style_of.setdefault((key[1:], metric), next(styles))
+            ax.plot(t["step"], t[metric], marker="o", ls=ls, color=PALETTE.get(key[0]),
+                    label=" / ".join(map(str, key)) + f" {metric.replace('_', '-')}")
     ax.set_xlabel("GRPO step (0 = SFT start)")
-    ax.set_ylabel("validation F1")
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return fig, tables
+    return fig, table
 
 
 def headline(summary: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
@@ -142,19 +149,6 @@ def per_label_heatmaps(cx: pd.DataFrame, nih: pd.DataFrame) -> tuple[plt.Figure,
     fig.tight_layout()
     data = pd.concat([cx.assign(dataset="CheXpert"), nih.assign(dataset="NIH")]).reset_index(names="label")
     return fig, data
-
-
-def generalisation_gap(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
-    """CheXpert and NIH macro-F1 at every GRPO checkpoint (columns reward, step, dataset, macro_f1)."""
-    fig, ax = plt.subplots(figsize=(7.5, 4))
-    for (reward, dataset), t in table.groupby(["reward", "dataset"]):
-        ax.plot(t["step"], t["macro_f1"], marker="o", ls="-" if dataset == "CheXpert" else "--",
-                color=PALETTE.get(reward), label=f"{reward} / {dataset}")
-    ax.set_xlabel("GRPO step (0 = SFT)")
-    ax.set_ylabel("macro-F1")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig, table
 
 
 def subgroups(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
