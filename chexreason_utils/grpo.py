@@ -9,13 +9,15 @@ The reference policy is the SFT checkpoint in both worlds:
 - Full fine-tuning (tiny models): the policy is loaded *from the saved SFT folder*, because with beta > 0
   and no PEFT trl reloads the reference from ``model.config._name_or_path``.
 Checkpoints every ``save_steps`` hold the model, optimizer, RNG and the collapse-guard window
-(``reward_state.json``); rerunning an interrupted run resumes from the last one.
+(``reward_state.json``); rerunning an interrupted run resumes from the last one. ``run_id.txt`` ties a folder
+to its settings: a folder left by a run with other settings is cleared rather than resumed.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -83,6 +85,12 @@ def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOC
         return GRPORun(reward, out_dir, pd.read_csv(out_dir / "log_history.csv"), checkpoints(out_dir),
                        info.get("resumed_from"), reused=True)
 
+    started = out_dir / "run_id.txt"
+    if out_dir.exists() and (not started.exists() or started.read_text() != run_id):
+        print(f"{out_dir} holds a run with other settings: starting afresh (its checkpoints are removed)")
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started.write_text(run_id)
     trainer, guard = build_trainer(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt)
     existing = checkpoints(out_dir)
     resume = str(existing[-1]) if existing else None

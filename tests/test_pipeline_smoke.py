@@ -91,6 +91,8 @@ def test_killed_grpo_run_resumes_from_its_last_checkpoint(smoke_run, tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6]
     window_at_6 = json.loads((out / "checkpoint-6" / "reward_state.json").read_text())["history"]
     assert len(window_at_6) > len(window_at_2) and window_at_6[:len(window_at_2)] == window_at_2
+    changed = pipeline.run_grpo(cfg, paths, "nuanced", out_dir=out, grpo_cfg=replace(cfg.grpo, max_steps=2, save_steps=2))
+    assert changed.resumed_from is None and [c.name for c in changed.checkpoints] == ["checkpoint-2"]
 
 
 def test_evaluation_resumes_redoes_a_truncated_row_and_batches_match(smoke_run, tmp_path):
