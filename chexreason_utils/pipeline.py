@@ -162,9 +162,10 @@ def pool_prevalence(paths: RunPaths) -> dict[str, float]:
 def traces_for(cfg: Config, paths: RunPaths, manifest: pd.DataFrame, fmt: str) -> list[str]:
     """Teacher rationales for every image of a manifest in one format (cached, resumable)."""
     findings = load_findings(paths.world) if cfg.world.enabled else {}
+    world = paths.world.resolve()
     requests = []
     for _, row in manifest.iterrows():
-        rel = str(Path(row["image_path"]).relative_to(paths.world)) if cfg.world.enabled else ""
+        rel = str(Path(row["image_path"]).resolve().relative_to(world)) if cfg.world.enabled else ""
         drawn = findings.get(rel, {}).get("findings", {})
         requests.append(TraceRequest(row["image_id"], row["image_path"], tuple(row["truth"]), fmt, tuple(drawn.items())))
     teacher = make_teacher(cfg.sft.teacher, **({} if cfg.sft.teacher == "template" else {
