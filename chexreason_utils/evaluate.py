@@ -15,23 +15,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import jsonl_store
-from .models import device_and_dtype, load_model, load_processor
+from .models import device_and_dtype, load_model, load_processor, model_fingerprint
 from .prompts import parse_output, prompt_for, requires_think, user_message
-
-WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "model.safetensors.index.json")
-
-
-def model_fingerprint(path: str | Path) -> str:
-    """Config plus size and mtime of the weight files (hashing multi-GB weights would be too slow)."""
-    path = Path(path)
-    parts = [str(path.resolve()) if path.exists() else str(path)]
-    for name in ("config.json", "adapter_config.json", *WEIGHT_FILES):
-        f = path / name
-        if f.is_file():
-            st = f.stat()
-            parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-
 
 def default_batch_size(device: str) -> int:
     return 64 if device == "cuda" else 32

@@ -26,7 +26,7 @@ import pandas as pd
 from transformers import TrainerCallback
 
 from .config import GRPOConfig
-from .models import device_and_dtype, is_adapter, load_model, load_processor
+from .models import device_and_dtype, is_adapter, load_model, load_processor, model_fingerprint
 from .prompts import requires_think, user_message
 from .rewards import CollapseGuard, hard_reward_functions, nuanced_reward_functions
 
@@ -69,7 +69,7 @@ class SaveRewardState(TrainerCallback):
 
 
 def _run_id(sft_dir: Path, ds_paths: list[str], cfg: GRPOConfig, reward: str, prevalence: dict) -> str:
-    payload = {"sft": str(sft_dir), "images": ds_paths, "cfg": asdict(cfg), "reward": reward, "prev": prevalence}
+    payload = {"sft": str(sft_dir), "sft_fp": model_fingerprint(sft_dir), "images": ds_paths, "cfg": asdict(cfg), "reward": reward, "prev": prevalence}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

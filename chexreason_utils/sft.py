@@ -19,7 +19,7 @@ import datasets
 import pandas as pd
 
 from .config import SFTConfig
-from .models import device_and_dtype, is_adapter, load_model, load_processor, lora_config
+from .models import device_and_dtype, is_adapter, load_model, load_processor, lora_config, model_fingerprint
 from .prompts import user_message
 
 
@@ -53,7 +53,7 @@ def content_hash(ds: datasets.Dataset | None) -> str | None:
 
 def _run_id(base: str, train: datasets.Dataset, evalset: datasets.Dataset | None, cfg: SFTConfig,
             full_finetune: bool, seed: int) -> str:
-    payload = {"base": str(base), "cfg": asdict(cfg), "full": full_finetune, "seed": seed,
+    payload = {"base": str(base), "base_fp": model_fingerprint(base), "cfg": asdict(cfg), "full": full_finetune, "seed": seed,
                "train": content_hash(train), "eval": content_hash(evalset)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

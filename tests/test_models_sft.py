@@ -1,4 +1,6 @@
 """Both tiny model classes: build, save, reload, chat template with an image, batched generate, SFT."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -64,6 +66,8 @@ def test_sft_run_and_reuse(tiny_models, tmp_path, kind):
     again = sft.train_sft(tiny_models[kind], data, data.select(range(2)), tmp_path / "out", cfg, full_finetune=True)
     assert again.reused
     models.load_model(tmp_path / "out", device="cpu")
+    os.utime(tiny_models[kind] / "model.safetensors", ns=(0, 10**18))   # the base model changed on disk
+    assert not sft.train_sft(tiny_models[kind], data, data.select(range(2)), tmp_path / "out", cfg, full_finetune=True).reused
 
 
 def test_lora_sft_on_a_trained_tiny_checkpoint_saves_an_adapter(tiny_models, tmp_path):
