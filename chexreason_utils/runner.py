@@ -1,7 +1,8 @@
 """Run the numbered notebooks in order with papermill, skipping stages whose inputs are unchanged.
 
 A stage's fingerprint covers its notebook's bytes, the parameters injected into it, the config sections it
-reads (``stage.STAGE_SECTIONS``) and a digest of every earlier stage's outputs as they are on disk. A stage
+reads (``stage.STAGE_SECTIONS``), the source of the ``chexreason_utils`` package it calls, and a digest of
+every earlier stage's outputs as they are on disk. A stage
 is skipped when its fingerprint and its own outputs match the last successful run recorded in
 ``manifest.json``; ``force`` recomputes. A failing stage stops the run, naming the notebook, cell and error.
 """
@@ -107,11 +108,18 @@ def output_digest(root: Path, stage: str) -> str:
     return _sha("\n".join(entries))
 
 
-def fingerprint(nb: Path, params: dict, cfg: Config, upstream: dict[str, str]) -> str:
+def code_digest() -> str:
+    """The library's source: editing chexreason_utils reruns the stages (its own caches keep that cheap)."""
+    package = Path(__file__).parent
+    return _sha(b"".join(p.relative_to(package).as_posix().encode() + p.read_bytes()
+                         for p in sorted(package.rglob("*.py"))))
+
+
+def fingerprint(nb: Path, params: dict, cfg: Config, upstream: dict[str, str], code: str = "") -> str:
     sections = STAGE_SECTIONS.get(nb.stem, tuple(cfg.to_dict()))
     relevant = {s: cfg.section(s) for s in sections}
     payload = json.dumps({"notebook": _sha(nb.read_bytes()), "params": params, "config": relevant,
-                          "upstream": upstream}, sort_keys=True, default=str)
+                          "code": code, "upstream": upstream}, sort_keys=True, default=str)
     return _sha(payload)
 
 
@@ -179,13 +187,14 @@ def run(opts: RunOptions) -> list[StageResult]:
     manifest = _load_manifest(paths.manifest)
     previous = manifest.get("stages", {})
     stages = dict(previous)
+    code = code_digest()
     results: list[StageResult] = []
     failure: StageFailed | None = None
     for nb in notebooks:
         if nb not in selected:
             continue
         upstream = {p.stem: output_digest(paths.root, p.stem) for p in notebooks if p.stem < nb.stem}
-        fp = fingerprint(nb, params, cfg, upstream)
+        fp = fingerprint(nb, params, cfg, upstream, code)
         last = previous.get(nb.stem, {})
         if failure is not None:
             results.append(StageResult(nb.stem, "not run", reason="an earlier stage failed", fingerprint=fp))
@@ -225,7 +234,7 @@ def _why(last: dict, fp: str) -> str:
     if last.get("status") not in ("ran", "skipped"):
         return f"last run {last.get('status')}"
     if last.get("fingerprint") != fp:
-        return "notebook, parameters or inputs changed"
+        return "notebook, parameters, library code or inputs changed"
     return "outputs changed since last run"
 
 

@@ -95,3 +95,12 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path, args, message):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_library_code_is_part_of_the_fingerprint(tmp_path, monkeypatch):
+    from chexreason_utils import runner
+
+    make_stages(tmp_path / "nbs")
+    run(opts(tmp_path))
+    monkeypatch.setattr(runner, "code_digest", lambda: "edited library")
+    assert [r.status for r in run(opts(tmp_path))] == ["ran", "ran"]
