@@ -7,9 +7,11 @@ The paper describes entropy collapse only in words; these measures turn it into 
   distinct completions and distinct label sets per group, and the label-dominance index (share of the most
   frequent label among the last ``window`` predictions, the quantity the nuanced reward's guard watches).
 
-Collapse episode rule (ours): a step is *collapsed* when its label-dominance index is above the threshold
-(0.70, the paper's line) and its groups hold on average at most 1.5 distinct label sets (the sampled answers
-agree); an episode is a run of at least ``min_steps`` consecutive collapsed steps.
+Collapse episode rule (ours): a step is *collapsed* when one predicted label *set* (the empty set included)
+holds more than the threshold (0.70, the paper's line) of the last ``window`` predictions and its groups hold
+on average at most 1.5 distinct label sets (the sampled answers agree); an episode is a run of at least
+``min_steps`` consecutive collapsed steps. Using the set rather than single labels also catches collapse into
+empty or label-less answers, which the label-dominance index (no labels, no dominance) cannot show.
 """
 from __future__ import annotations
 
@@ -59,7 +61,8 @@ def group_diversity(completions: pd.DataFrame, num_generations: int, think: bool
 
 
 def dominance_curve(completions: pd.DataFrame, window: int = 100, think: bool = True) -> pd.DataFrame:
-    """Label-dominance index after each step, over the last ``window`` predictions, and the dominant label."""
+    """After each step, over the last ``window`` predictions: the label-dominance index and dominant label, and
+    the share of the most frequent label set (``set_dominance``, the empty set included)."""
     history: deque = deque(maxlen=window)
     rows = []
     for step, frame in completions.groupby("step", sort=True):
@@ -67,14 +70,17 @@ def dominance_curve(completions: pd.DataFrame, window: int = 100, think: bool = 
             history.append(parse_output(completion_text(c), think).labels)
         counts = Counter(label for pred in history for label in pred)
         label, top = counts.most_common(1)[0] if counts else ("", 0)
-        rows.append({"step": step, "dominance": top / len(history) if history else 0.0, "dominant_label": label})
+        top_set, set_count = Counter(history).most_common(1)[0]
+        rows.append({"step": step, "dominance": top / len(history), "dominant_label": label,
+                     "set_dominance": set_count / len(history), "dominant_set": ", ".join(top_set) or "(empty)"})
     return pd.DataFrame(rows)
 
 
 def collapse_episodes(diag: pd.DataFrame, threshold: float = 0.70, max_distinct: float = 1.5,
                       min_steps: int = 3) -> pd.DataFrame:
-    """Episodes (start, end, length) of consecutive collapsed steps; ``diag`` has step, dominance, distinct_label_sets."""
-    collapsed = (diag["dominance"] > threshold) & (diag["distinct_label_sets"] <= max_distinct)
+    """Episodes (start, end, length) of consecutive collapsed steps; ``diag`` has step, set_dominance,
+    distinct_label_sets."""
+    collapsed = (diag["set_dominance"] > threshold) & (diag["distinct_label_sets"] <= max_distinct)
     episodes, start, prev = [], None, None
     for step, flag in zip(diag["step"], collapsed):
         if flag and start is None:
@@ -98,7 +104,7 @@ def run_diagnostics(log: pd.DataFrame, completions: pd.DataFrame, num_generation
         per_step = (per_step.merge(group_diversity(completions, num_generations), on="step", how="left")
                     .merge(dominance_curve(completions, window), on="step", how="left"))
     else:
-        for col in ("distinct_completions", "distinct_label_sets", "label_set_entropy", "dominance"):
+        for col in ("distinct_completions", "distinct_label_sets", "label_set_entropy", "dominance", "set_dominance"):
             per_step[col] = np.nan
     episodes = collapse_episodes(per_step.dropna(subset=["dominance"]), threshold, min_steps=min_steps)
     return per_step, episodes

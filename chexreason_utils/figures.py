@@ -210,15 +210,17 @@ def collapse_curves(per_step: pd.DataFrame, episodes: pd.DataFrame) -> tuple[plt
 
 def dominance_curves(per_step: pd.DataFrame, threshold: float) -> tuple[plt.Figure, pd.DataFrame]:
     cols = [("distinct_completions", "distinct completions / group"), ("distinct_label_sets", "distinct label sets / group"),
-            ("dominance", "label-dominance index")]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+            ("dominance", "label-dominance index"), ("set_dominance", "share of the commonest label set")]
+    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
     for ax, (col, title) in zip(axes, cols):
         for run, t in per_step.groupby("run", sort=False):
             ax.plot(t["step"], t[col], marker=".", label=run, color=PALETTE.get(run.split("-")[0]))
         ax.set_title(title)
         ax.set_xlabel("step")
-    axes[2].axhline(threshold, color="k", ls="--", lw=1, label=f"{threshold:.0%} line")
+    for ax in axes[2:]:
+        ax.axhline(threshold, color="k", ls="--", lw=1, label=f"{threshold:.0%} line")
     axes[2].legend(fontsize=8)
     fig.tight_layout()
-    data = per_step[["run", "step", "distinct_completions", "distinct_label_sets", "dominance", "dominant_label"]]
+    data = per_step[["run", "step", "distinct_completions", "distinct_label_sets", "dominance", "dominant_label",
+                     "set_dominance", "dominant_set"]]
     return fig, data

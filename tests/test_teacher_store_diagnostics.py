@@ -142,6 +142,10 @@ def test_diagnostics_on_constructed_completions():
     assert div["label_set_entropy"].iloc[0] == pytest.approx(-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25)))
     dom = diagnostics.dominance_curve(comps, window=8)
     assert dom["dominance"].tolist() == [0.5, 5 / 8, 1.0, 1.0] and dom["dominant_label"].iloc[-1] == "No Finding"
+    assert dom["set_dominance"].tolist() == [0.5, 5 / 8, 1.0, 1.0] and dom["dominant_set"].iloc[-1] == "No Finding"
+    empty = diagnostics.dominance_curve(_completions({1: [["<think>x</think><solution></solution>"] * 4]}), window=8)
+    assert empty["dominance"].iloc[0] == 0.0 and empty["set_dominance"].iloc[0] == 1.0
+    assert empty["dominant_set"].iloc[0] == "(empty)"
     log = pd.DataFrame({"step": [1, 2, 3, 4], "reward": [0.1, 0.2, 0.2, 0.2], "entropy": [1.0, 0.5, 0.1, 0.05],
                         "kl": [0, 0.1, 0.2, 0.3], "frac_reward_zero_std": [0, 1, 1, 1]})
     per_step, episodes = diagnostics.run_diagnostics(log, comps, 4, window=8, threshold=0.7, min_steps=2)
