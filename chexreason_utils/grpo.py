@@ -86,7 +86,8 @@ def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOC
                        info.get("resumed_from"), reused=True)
 
     started = out_dir / "run_id.txt"
-    if out_dir.exists() and (not started.exists() or started.read_text() != run_id):
+    stale = started.read_text() != run_id if started.exists() else bool(checkpoints(out_dir))
+    if stale:
         print(f"{out_dir} holds a run with other settings: starting afresh (its checkpoints are removed)")
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -29,11 +29,14 @@ class Selection:
     indices: np.ndarray
     fractions: pd.Series
     shortfalls: dict[str, float] = field(default_factory=dict)
+    rule: str = "greedy"     # greedy | random
 
     def describe(self) -> str:
         if not self.shortfalls:
             return f"{len(self.indices)} images; every label at or above the minimum fraction"
         parts = ", ".join(f"{k} {v:.1%}" for k, v in self.shortfalls.items())
+        if self.rule == "random":
+            return f"{len(self.indices)} images drawn at random (natural prevalence); below the minimum: {parts}"
         return f"{len(self.indices)} images; the pool could not bring these labels to the minimum: {parts}"
 
 
@@ -77,11 +80,11 @@ def greedy_select(labels: np.ndarray, n: int, min_fraction: float = 0.05, max_fr
 
 
 def coverage(labels: np.ndarray, indices: np.ndarray, min_fraction: float,
-             names: tuple[str, ...] = CHEXPERT_LABELS) -> Selection:
+             names: tuple[str, ...] = CHEXPERT_LABELS, rule: str = "greedy") -> Selection:
     """Label fractions of a selection and the labels below ``min_fraction``."""
     fractions = pd.Series(np.asarray(labels)[indices].mean(axis=0), index=list(names))
     short = {k: float(v) for k, v in fractions.items() if v < min_fraction}
-    return Selection(indices=np.asarray(indices), fractions=fractions, shortfalls=short)
+    return Selection(indices=np.asarray(indices), fractions=fractions, shortfalls=short, rule=rule)
 
 
 def split_train_pool(frame: pd.DataFrame, labels: np.ndarray, n_sft: int, n_rl: int, n_val: int,
@@ -107,7 +110,7 @@ def split_train_pool(frame: pd.DataFrame, labels: np.ndarray, n_sft: int, n_rl: 
     if n_val > len(free):
         raise ValueError(f"validation needs {n_val} images, only {len(free)} left after SFT and RL")
     val_idx = np.random.default_rng(seed + 2).choice(free, size=n_val, replace=False)
-    selections["val"] = coverage(labels, val_idx, min_fraction)
+    selections["val"] = coverage(labels, val_idx, min_fraction, rule="random")
     take("val", val_idx)
     chosen = split != ""
     out = frame.loc[chosen].assign(subset=split[chosen])
