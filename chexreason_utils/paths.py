@@ -57,18 +57,6 @@ class RunPaths:
         return self.root / "03_grpo"
 
     @property
-    def evaluation(self) -> Path:
-        return self.root / "04_evaluation"
-
-    @property
-    def cross_model(self) -> Path:
-        return self.root / "05_cross_model_scaffold"
-
-    @property
-    def diagnostics(self) -> Path:
-        return self.root / "06_entropy_mode_collapse"
-
-    @property
     def predictions(self) -> Path:
         """Prediction cache shared by stages 03-06, keyed by model fingerprint and prompt."""
         return self.root / "predictions"

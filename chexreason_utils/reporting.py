@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 
 from . import metrics, reference
-from .labels import CHEXPERT_LABELS
 
 SUMMARY_COLUMNS = ["micro_p", "micro_r", "micro_f1", "macro_p", "macro_r", "macro_f1", "fail_rate"]
 
@@ -83,6 +82,3 @@ def format_ranking(table: pd.DataFrame) -> pd.DataFrame:
     ranks = table.pivot(index="format", columns="model", values="macro_f1").rank(ascending=False, method="min")
     return ranks.astype(int).reset_index()
 
-
-def label_order() -> list[str]:
-    return list(CHEXPERT_LABELS)
