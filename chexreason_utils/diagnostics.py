@@ -28,9 +28,15 @@ LOG_COLUMNS = {"entropy": "entropy", "kl": "kl", "clip_ratio/region_mean": "clip
                "reward": "reward", "reward_std": "reward_std"}
 
 
+def log_rows(log: pd.DataFrame, column: str) -> pd.DataFrame:
+    """The rows of a trainer log that carry ``column`` (training rows carry ``loss`` / ``reward``; eval and
+    summary rows do not); no rows when the log never logged it."""
+    return log.loc[log[column].notna()] if column in log else log.iloc[0:0]
+
+
 def step_log(log: pd.DataFrame) -> pd.DataFrame:
     """The per-step training rows of a trl log with friendly column names (missing ones are NaN)."""
-    rows = log.loc[log.get("reward", pd.Series(dtype=float)).notna()] if "reward" in log else log.iloc[0:0]
+    rows = log_rows(log, "reward")
     out = pd.DataFrame({"step": rows["step"].to_numpy()})
     for src, dst in LOG_COLUMNS.items():
         out[dst] = rows[src].to_numpy() if src in rows else np.nan

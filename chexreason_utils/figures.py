@@ -10,6 +10,7 @@ import pandas as pd
 import seaborn as sns
 from PIL import Image
 
+from .diagnostics import log_rows
 from .labels import CHEXPERT_LABELS
 from .plotting import PALETTE
 
@@ -83,7 +84,7 @@ def ema(values: pd.Series, alpha: float = 0.95) -> pd.Series:
 
 def grpo_training(log: pd.DataFrame, reward: str) -> tuple[plt.Figure, pd.DataFrame]:
     """Figs. 2/3: total reward (raw and EMA 0.95), each component, mean completion length vs step."""
-    rows = log.loc[log["reward"].notna()].copy() if "reward" in log else log.iloc[0:0]
+    rows = log_rows(log, "reward")
     comps = [c for c in rows.columns if c.startswith(f"rewards/{reward}_") and c.endswith("/mean")]
     data = rows[["step", "reward", *comps, "completions/mean_length"]].copy()
     data["reward_ema"] = ema(data["reward"])

@@ -11,17 +11,20 @@ import numpy as np
 import pandas as pd
 
 from . import evaluate, grpo, metrics, models, prompts, sft
+from .diagnostics import log_rows
 from .config import Config
 from .data import load_chexpert, load_mimic, load_nih
 from .data.phantom import generate_world, load_findings
-from .labels import (CHEXPERT_LABELS, NIH_LABEL_SETS, format_label_list, split_label_list, vector_to_names)
+from .labels import (CHEXPERT_LABELS, NIH_LABEL_SETS, format_label_list, names_to_vector, split_label_list,
+                     vector_to_names)
 from .paths import RunPaths
 from .sampling import label_table, select_nih_test, split_train_pool
-from .teacher import TraceRequest, generate_traces, make_teacher
+from .teacher import TemplateTeacher, TraceRequest, generate_traces, make_teacher
 
 ROLES = ("medical", "general")
 TINY_CLASSES = {"tiny-gemma3": "gemma3", "tiny-qwen2_5_vl": "qwen2_5_vl"}
 MANIFESTS = ("sft", "rl", "val", "chexpert_test", "nih_test")
+TEST_SETS = (("CheXpert", "chexpert_test"), ("NIH", "nih_test"))   # dataset name -> manifest
 
 
 def base_model(cfg: Config, paths: RunPaths, role: str) -> str:
@@ -38,8 +41,6 @@ def setup_world(cfg: Config, paths: RunPaths) -> dict:
 
 def world_corpus(world_root: Path) -> list[str]:
     """Text the tiny tokenizers are trained on: prompts, labels, template traces, reports and captions."""
-    from .teacher import TemplateTeacher
-
     texts = list(prompts.PROMPT_VARIANTS.values()) + [s["prompt"] for s in prompts.SFT_FORMATS.values()]
     texts.append(", ".join(CHEXPERT_LABELS))
     teacher = TemplateTeacher()
@@ -76,7 +77,7 @@ def prepare_tiny_models(cfg: Config, paths: RunPaths) -> pd.DataFrame:
                           eval_steps=0, warmup_ratio=0.05)
         result = sft.train_sft(raw, data, None, paths.models / name, pre_cfg, full_finetune=True, seed=cfg.seed,
                                device=cfg.device)
-        train_rows = result.log.dropna(subset=["loss"]) if "loss" in result.log else result.log
+        train_rows = log_rows(result.log, "loss")
         rows.append({"role": role, "model": name, "class": TINY_CLASSES[name],
                      "parameters": models.parameter_count(models.load_model(paths.models / name, device="cpu")),
                      "pretrain_pool": pool.name, "pretrain_examples": len(caps),
@@ -147,8 +148,6 @@ def load_manifest(paths: RunPaths, name: str) -> pd.DataFrame:
 
 
 def label_matrix(frame: pd.DataFrame, labels=CHEXPERT_LABELS) -> np.ndarray:
-    from .labels import names_to_vector
-
     return np.array([names_to_vector(t, labels) for t in frame["truth"]], dtype=np.int8).reshape(len(frame), len(labels))
 
 
@@ -199,8 +198,7 @@ def sft_curves(results: dict[str, sft.SFTResult]) -> pd.DataFrame:
     """Training rows (step, loss, mean token accuracy, entropy) of every format, long form."""
     frames = []
     for fmt, res in results.items():
-        log = res.log
-        rows = log.loc[log["loss"].notna()] if "loss" in log else log.iloc[0:0]
+        rows = log_rows(res.log, "loss")
         keep = [c for c in ("step", "loss", "mean_token_accuracy", "entropy") if c in rows]
         frames.append(rows[keep].assign(format=fmt))
     return pd.concat(frames, ignore_index=True)
@@ -228,9 +226,12 @@ def predictions(cfg: Config, paths: RunPaths, model_dir: str | Path, manifest_na
 
 def scores(frame: pd.DataFrame, cfg: Config, labels=CHEXPERT_LABELS) -> dict:
     """Micro / macro P, R, F1 and fail rate of a predictions frame (with ``truth``)."""
-    y_true = label_matrix(frame, labels)
-    y_pred = metrics.prediction_matrix(frame, labels, cfg.evaluation.invalid_policy)
-    return metrics.summary(y_true, y_pred, labels, frame["valid"].fillna(False).astype(bool))
+    return metrics.summary(*matrices(frame, cfg, labels), labels, valid_mask(frame))
+
+
+def valid_mask(frame: pd.DataFrame) -> pd.Series:
+    """Which predictions satisfied the output contract (a missing prediction counts as invalid)."""
+    return frame["valid"].fillna(False).astype(bool)
 
 
 def score_checkpoints(cfg: Config, paths: RunPaths, run: grpo.GRPORun) -> pd.DataFrame:
@@ -279,7 +280,7 @@ def sft_final_values(results: dict[str, dict[str, sft.SFTResult]]) -> pd.DataFra
     rows = []
     for role, by_fmt in results.items():
         for fmt, res in by_fmt.items():
-            train = res.log.loc[res.log["loss"].notna()] if "loss" in res.log else res.log.iloc[0:0]
+            train = log_rows(res.log, "loss")
             ev = res.log["eval_loss"].dropna() if "eval_loss" in res.log else pd.Series(dtype=float)
             last = train.iloc[-1] if len(train) else {}
             rows.append({"model": role, "format": fmt, "steps": int(last.get("step", 0)),
@@ -291,9 +292,9 @@ def sft_final_values(results: dict[str, dict[str, sft.SFTResult]]) -> pd.DataFra
 
 def reward_trend(log: pd.DataFrame) -> dict:
     """Mean reward over the first and last quarter of a GRPO run's steps."""
-    r = log.loc[log["reward"].notna(), ["step", "reward"]] if "reward" in log else pd.DataFrame(columns=["step", "reward"])
+    r = log_rows(log, "reward").get("reward", pd.Series(dtype=float))
     q = max(1, len(r) // 4)
-    first, last = float(r["reward"].iloc[:q].mean()), float(r["reward"].iloc[-q:].mean())
+    first, last = float(r.iloc[:q].mean()), float(r.iloc[-q:].mean())
     return {"steps": len(r), "first_quarter_mean": first, "last_quarter_mean": last, "rose": last > first}
 
 
@@ -321,7 +322,7 @@ def test_models(cfg: Config, paths: RunPaths) -> dict[str, tuple[str, Path | str
 
 def test_predictions(cfg: Config, paths: RunPaths) -> dict[str, dict[str, pd.DataFrame]]:
     out = {}
-    for dataset, manifest in (("CheXpert", "chexpert_test"), ("NIH", "nih_test")):
+    for dataset, manifest in TEST_SETS:
         out[dataset] = {col: predictions(cfg, paths, model, manifest, prompt, tag)
                         for col, (tag, model, prompt) in test_models(cfg, paths).items()}
     return out
@@ -334,7 +335,7 @@ def checkpoint_test_curve(cfg: Config, paths: RunPaths) -> pd.DataFrame:
         models_ = [(0, f"sft-medical-{fmt}", paths.sft_model("medical", fmt))]
         models_ += [(int(c.name.split("-")[1]), f"grpo-{reward}-{c.name}", c) for c in grpo.checkpoints(paths.grpo_run(reward))]
         for step, tag, model in models_:
-            for dataset, manifest in (("CheXpert", "chexpert_test"), ("NIH", "nih_test")):
+            for dataset, manifest in TEST_SETS:
                 frame = predictions(cfg, paths, model, manifest, fmt, tag)
                 rows.append({"reward": reward, "step": step, "dataset": dataset,
                              **scores(frame, cfg, eval_labels(cfg, dataset))})
@@ -350,7 +351,7 @@ def validation_table(cfg: Config, paths: RunPaths, role: str, names: list[str], 
         else:
             frame = predictions(cfg, paths, paths.sft_model(role, name), "val", name, f"sft-{role}-{name}")
         y_true, y_pred = matrices(frame, cfg, CHEXPERT_LABELS)
-        point, lo, hi = metrics.bootstrap_macro_f1(y_true, y_pred, cfg.evaluation.n_bootstrap, cfg.evaluation.bootstrap_seed)
-        rows.append({"model": role, "variant" if kind == "zero_shot" else "format": name,
-                     **scores(frame, cfg), "lo": lo, "hi": hi})
+        _, lo, hi = metrics.bootstrap_macro_f1(y_true, y_pred, cfg.evaluation.n_bootstrap, cfg.evaluation.bootstrap_seed)
+        summary = metrics.summary(y_true, y_pred, CHEXPERT_LABELS, valid_mask(frame))
+        rows.append({"model": role, "variant" if kind == "zero_shot" else "format": name, **summary, "lo": lo, "hi": hi})
     return pd.DataFrame(rows)

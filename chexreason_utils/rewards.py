@@ -130,14 +130,28 @@ class CollapseGuard:
         self.load_state_dict(json.loads(Path(path).read_text()))
 
 
-def _named(fn: Callable, name: str) -> Callable:
-    fn.__name__ = name
-    return fn
+def component_functions(names: tuple[str, ...], score_batch: Callable[..., list[dict]]) -> list[Callable]:
+    """trl reward functions, one per component, whose sum is the reward.
+
+    trl calls them in list order with the same batch: the first scores the batch once (advancing any state,
+    such as the collapse window, exactly once) and every component reads its column of that result.
+    """
+    latest: list[dict] = []
+
+    def component(name: str, first: bool) -> Callable:
+        def fn(prompts=None, completions=None, completion_ids=None, truth=None, **_):
+            if first:
+                latest[:] = score_batch(completions, completion_ids, truth)
+            return [row[name] for row in latest]
+        fn.__name__ = name
+        return fn
+
+    return [component(n, i == 0) for i, n in enumerate(names)]
 
 
 def hard_reward_functions(cfg: HardRewardConfig, think: bool = True) -> list[Callable]:
     """trl reward functions whose sum is the hard reward (dataset column ``truth``: list of labels)."""
-    def compute(completions, completion_ids, truth):
+    def score_batch(completions, completion_ids, truth):
         out = []
         for c, ids, t in zip(completions, completion_ids, truth):
             text = completion_text(c)
@@ -145,30 +159,17 @@ def hard_reward_functions(cfg: HardRewardConfig, think: bool = True) -> list[Cal
             out.append(hard_components(parse_output(text, think), length, set(t), cfg))
         return out
 
-    def component(name: str) -> Callable:
-        def fn(prompts=None, completions=None, completion_ids=None, truth=None, **_):
-            return [row[name] for row in compute(completions, completion_ids, truth)]
-        return _named(fn, name)
-
-    return [component("hard_jaccard"), component("hard_length")]
+    return component_functions(("hard_jaccard", "hard_length"), score_batch)
 
 
 def nuanced_reward_functions(cfg: NuancedRewardConfig, prevalence: dict[str, float], guard: CollapseGuard,
                              think: bool = True) -> list[Callable]:
     """trl reward functions whose sum is the nuanced reward; the collapse guard advances once per batch."""
     weights = fp_weights(prevalence, cfg.fp_base)
-    latest: list[dict] = []
 
-    def component(name: str, first: bool) -> Callable:
-        # trl calls the components in list order with the same batch: the first one scores the batch and
-        # advances the collapse window once; the others read its result.
-        def fn(prompts=None, completions=None, truth=None, **_):
-            if first:
-                latest[:] = [nuanced_components(p, set(t), cfg, weights, guard.observe(p.labels))
-                             for p, t in ((parse_output(completion_text(c), think), t)
-                                          for c, t in zip(completions, truth))]
-            return [row[name] for row in latest]
-        return _named(fn, name)
+    def score_batch(completions, completion_ids, truth):
+        parsed = [parse_output(completion_text(c), think) for c in completions]
+        return [nuanced_components(p, set(t), cfg, weights, guard.observe(p.labels)) for p, t in zip(parsed, truth)]
 
     names = ("nuanced_match", "nuanced_partial", "nuanced_fp", "nuanced_collapse", "nuanced_format")
-    return [component(n, i == 0) for i, n in enumerate(names)]
+    return component_functions(names, score_batch)
