@@ -216,6 +216,7 @@ class Config:
     profile: str = "paper"
     seed: int = 0
     device: str = "auto"                # auto | cpu | cuda
+    workers: int = 0                    # processes for independent jobs (jobs.run_jobs); 0: one per CPU core
     world: WorldConfig = field(default_factory=WorldConfig)
     data: DataConfig = field(default_factory=DataConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
