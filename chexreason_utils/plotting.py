@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from . import figure_registry
+from . import figure_registry, reporting, tables
 
 _PNG_METADATA = {"Software": None}
 _PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None, "ModDate": None}
@@ -44,16 +44,20 @@ def save_figure(fig: plt.Figure, artifact_id: str, data: pd.DataFrame, out_dir: 
 
 
 def save_table(table: pd.DataFrame, artifact_id: str, out_dir: Path, caption: str = "") -> list[Path]:
-    """Write ``<id>.csv``, ``<id>.md`` and ``<id>.tex`` for a registered table."""
+    """Write ``<id>.csv`` (tidy), ``<id>.md`` and ``<id>.tex`` (booktabs) for a registered table.
+
+    A named row index is written as the first column; ``(source, column)`` blocks from ``reporting`` become
+    grouped LaTeX columns (see ``tables``). Metric columns carry the paper's headings in MD and LaTeX.
+    """
     art = figure_registry.get(artifact_id)
     if art.kind != "table":
         raise ValueError(f"{artifact_id!r} is registered as a {art.kind}; use save_figure")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv, md, tex = (out_dir / name for name in art.files())
-    table.to_csv(csv, index=False, float_format="%.6g")
+    tables.tidy(table).to_csv(csv, index=False, float_format="%.6g")
     md.write_text(f"**{art.title}**{(' — ' + caption) if caption else ''}\n\n"
-                  + table.to_markdown(index=False, floatfmt=".3f") + "\n")
-    tex.write_text(table.to_latex(index=False, float_format="%.3f", caption=caption or art.title,
-                                  label=f"tab:{artifact_id}", escape=True))
+                  + tables.markdown(table, reporting.PAPER_HEADINGS) + "\n")
+    tex.write_text(tables.latex(table, caption=f"{art.title}{(' (' + caption + ')') if caption else ''}",
+                                label=f"tab:{artifact_id}", headings=reporting.PAPER_HEADINGS))
     return [csv, md, tex]

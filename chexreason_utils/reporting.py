@@ -1,5 +1,11 @@
 """Tables 1-6 in the paper's layout, reported (paper) beside reproduced (this run, profile named), plus the
-bootstrap summaries the evaluation figures use."""
+bootstrap summaries the evaluation figures use.
+
+A comparison table has the paper's rows (formats, variants, checkpoints or labels) as its index and two-level
+columns ``(source, metric)``: one block of columns per source, ``reported (paper)`` first, then
+``reproduced (<profile>)``. More blocks (e.g. one per seed, or a mean over seeds) are further sources beside
+them; ``plotting.save_table`` writes any number of blocks as grouped LaTeX columns and flat Markdown/CSV.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -8,16 +14,38 @@ import pandas as pd
 from . import metrics, reference
 
 SUMMARY_COLUMNS = ["micro_p", "micro_r", "micro_f1", "macro_p", "macro_r", "macro_f1", "fail_rate"]
+REPORTED = "reported (paper)"
+# The paper's column headings, used by the LaTeX and Markdown writers for the metric level.
+PAPER_HEADINGS = {"micro_p": "Micro P", "micro_r": "Micro R", "micro_f1": "Micro F1", "macro_p": "Macro P",
+                  "macro_r": "Macro R", "macro_f1": "Macro F1", "fail_rate": "Fail"}
+
+
+def reproduced_label(profile: str) -> str:
+    """The source label of this run's numbers."""
+    return f"reproduced ({profile})"
+
+
+def blocks(parts: dict[str, pd.DataFrame], order: list, column_name: str) -> pd.DataFrame:
+    """Frames side by side as ``(source, <column_name>)`` column blocks, one block per source.
+
+    Rows follow ``order`` (the paper's), then rows only some source has, in their first appearance.
+    """
+    table = pd.concat(parts, axis=1, names=["source", column_name], sort=False)
+    extra = [k for k in table.index if k not in order]
+    return table.reindex([*order, *extra])
 
 
 def beside(reproduced: pd.DataFrame, reported: pd.DataFrame, key: str, profile: str,
            columns: list[str]) -> pd.DataFrame:
-    """One row per key, each metric as 'reported (paper)' and 'reproduced (<profile>)' columns."""
-    left = reported.set_index(key)[columns].add_suffix(" | reported (paper)")
-    right = reproduced.set_index(key)[columns].add_suffix(f" | reproduced ({profile})")
-    out = left.join(right, how="outer")
-    order = [c for m in columns for c in (f"{m} | reported (paper)", f"{m} | reproduced ({profile})")]
-    return out[order].reset_index()
+    """Rows = ``key`` values in the paper's order; a ``reported (paper)`` and a ``reproduced (<profile>)`` block."""
+    for name, frame in (("reported", reported), ("reproduced", reproduced)):
+        missing = [c for c in [key, *columns] if c not in frame.columns]
+        if missing:
+            raise KeyError(f"beside: the {name} table has no column(s) {missing}; it has {list(frame.columns)}")
+        if frame[key].duplicated().any():
+            raise ValueError(f"beside: the {name} table repeats {key} values {sorted(frame.loc[frame[key].duplicated(), key])}")
+    parts = {REPORTED: reported.set_index(key)[columns], reproduced_label(profile): reproduced.set_index(key)[columns]}
+    return blocks(parts, list(reported[key]), "metric")
 
 
 def table4(checkpoint_scores: pd.DataFrame) -> pd.DataFrame:
@@ -39,14 +67,14 @@ def per_label_f1(frames: dict[str, tuple[np.ndarray, np.ndarray]], labels) -> pd
 
 
 def test_table(reproduced: pd.DataFrame, which: int, profile: str) -> pd.DataFrame:
-    """Table 5/6 layout: per-label F1 and the macro row, reported columns beside reproduced ones."""
+    """Table 5/6 layout: label rows, then the Macro row (mean over labels, zeros included); the paper's model
+    columns as one block, this run's as the next."""
     rep = reference.per_label_table(which)
-    rep.loc["Macro"] = pd.Series(reference.reported_macro(which))
-    repro = reproduced.copy()
-    repro.loc["Macro"] = reproduced.mean()
-    left = rep.add_suffix(" | reported (paper)")
-    right = repro.add_suffix(f" | reproduced ({profile})")
-    return left.join(right, how="outer").loc[list(rep.index)].reset_index(names="label")
+    table = blocks({REPORTED: rep, reproduced_label(profile): reproduced}, list(rep.index), "model")
+    macro = pd.concat({REPORTED: pd.Series(reference.reported_macro(which)),
+                       reproduced_label(profile): reproduced.mean()})
+    table.loc["Macro"] = macro.reindex(table.columns)
+    return table.rename_axis("label")
 
 
 def ci_summary(frames: dict[str, tuple[np.ndarray, np.ndarray]], dataset: str, n_boot: int, seed: int) -> pd.DataFrame:

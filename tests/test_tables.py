@@ -1,0 +1,86 @@
+"""Tables in the paper's layouts: Markdown that renders, LaTeX ready to \\input, tidy CSV."""
+import pandas as pd
+import pytest
+from table_checks import check_latex_file, check_latex_structure, check_markdown_file, markdown_cells
+
+from chexreason_utils import plotting, reference, reporting, tables
+
+
+def _table2(profile="tiny"):
+    run = reference.TABLE2.drop(columns="table").iloc[[1, 0, 3]].copy()   # one format missing, another order
+    run["micro_p"] = [0.5, 0.25, 0.125]
+    return reporting.beside(run, reference.TABLE2, "format", profile, reporting.SUMMARY_COLUMNS)
+
+
+def _table6():
+    labels = reference.per_label_table(6).index
+    run = pd.DataFrame({"MedGemma SFT": 0.5, "ChexReason": 0.25}, index=labels)
+    run.loc["Edema", "ChexReason"] = 0.0
+    return reporting.test_table(run, 6, "smoke")
+
+
+def test_beside_keeps_the_papers_rows_in_order_as_two_column_blocks():
+    table = _table2()
+    assert list(table.index) == ["only_label", "free_reasoning", "reasoning_narrative", "reasoning_a"]
+    assert list(table.columns.get_level_values(0).unique()) == ["reported (paper)", "reproduced (tiny)"]
+    assert table.loc["free_reasoning", ("reproduced (tiny)", "micro_p")] == 0.5
+    assert table.loc["free_reasoning", ("reported (paper)", "micro_p")] == 0.480
+    assert pd.isna(table.loc["reasoning_narrative", ("reproduced (tiny)", "micro_p")])
+
+
+def test_beside_names_a_missing_column_and_a_repeated_key():
+    run = reference.TABLE2.drop(columns="micro_r")
+    with pytest.raises(KeyError, match="reproduced table has no column.*micro_r"):
+        reporting.beside(run, reference.TABLE2, "format", "tiny", reporting.SUMMARY_COLUMNS)
+    with pytest.raises(ValueError, match="repeats format"):
+        reporting.beside(pd.concat([reference.TABLE2] * 2), reference.TABLE2, "format", "tiny", ["micro_p"])
+
+
+def test_test_table_has_label_rows_a_macro_row_and_model_blocks():
+    table = _table6()
+    assert list(table.index) == [*reference.per_label_table(6).index, "Macro"]
+    assert table.loc["Macro", ("reported (paper)", "ChexReason")] == reference.TABLE6_MACRO["ChexReason"]
+    assert table.loc["Macro", ("reproduced (smoke)", "ChexReason")] == pytest.approx(0.25 * 8 / 9)
+    assert table.columns.names == ["source", "model"]
+
+
+def test_seed_blocks_sit_beside_as_more_sources():
+    table = _table2()
+    seeds = table["reproduced (tiny)"] * 2
+    wide = pd.concat([table, pd.concat({"reproduced (tiny, seed 1)": seeds}, axis=1)], axis=1)
+    tex = tables.latex(wide, "with seeds", "tab:x", reporting.PAPER_HEADINGS)
+    assert tex.count(r"\multicolumn{7}{c}") == 3
+    check_latex_structure(tex, "seeds")
+    assert set(tables.tidy(wide)["source"]) == {"reported (paper)", "reproduced (tiny)", "reproduced (tiny, seed 1)"}
+
+
+@pytest.mark.parametrize("artifact,make", [("table2_sft_medical", _table2), ("table6_nih", _table6)])
+def test_saved_comparison_tables_render_and_compile(tmp_path, artifact, make):
+    table = make()
+    csv, md, tex = plotting.save_table(table, artifact, tmp_path, caption="reproduced on profile tiny")
+    assert check_markdown_file(md) == 1
+    header = markdown_cells(md.read_text().splitlines()[2])
+    assert header[0] in ("format", "label") and not any(" | " in h for h in header)
+    assert "reported (paper): Micro P" in header or "reported (paper): ChexReason" in header
+    check_latex_file(tex, tmp_path)
+    assert r"\multicolumn" in tex.read_text() and r"\cmidrule(lr)" in tex.read_text()
+    frame = pd.read_csv(csv)
+    assert frame.columns[1] == "source" and len(frame) == 2 * len(table)
+    assert list(frame["source"].unique()) == list(table.columns.get_level_values(0).unique())
+
+
+def test_a_flat_table_with_pipes_and_gaps_still_renders(tmp_path):
+    table = pd.DataFrame({"comparison": ["a | b", "c"], "delta": [0.1234, float("nan")], "n": [3, 4]})
+    csv, md, tex = plotting.save_table(table, "paired_differences", tmp_path)
+    check_markdown_file(md)
+    assert r"a \| b" in md.read_text() and "| – |" in md.read_text()
+    check_latex_file(tex, tmp_path)
+    assert r"0.123 & 3 \\" in tex.read_text() and r"a \textbar{} b" in tex.read_text()
+    pd.testing.assert_frame_equal(pd.read_csv(csv), table, check_exact=False, atol=1e-6)
+    assert "n" in tex.read_text() and r"\multicolumn" not in tex.read_text()
+
+
+def test_the_structure_check_catches_a_short_row():
+    bad = "\\begin{tabular}{lr}\n\\toprule\na & b \\\\\n\\midrule\nx \\\\\n\\bottomrule\n\\end{tabular}\n"
+    with pytest.raises(AssertionError, match="spans 1 of 2"):
+        check_latex_structure(bad, "bad")
