@@ -26,6 +26,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("-k", "--kernel", default="python3", help="Jupyter kernel (default: python3 of this env)")
     r.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
     sub.add_parser("readme-table", help="print the README's figure table from the registry")
+    rep = sub.add_parser("report", help="write figures/<profile>/REPORT.md and .html from a run's files")
+    rep.add_argument("--profile", default="tiny", help="smoke | tiny | paper, or a YAML path (default: tiny)")
+    rep.add_argument("--run-dir", default=None, help="run directory (default: runs/<profile>)")
+    rep.add_argument("--figure-dir", default=None, help="figure directory (default: figures/<profile>)")
     return p
 
 
@@ -36,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(markdown_table())
         return 0
+    if args.command == "report":
+        return _report(args)
     try:
         opts = RunOptions(profile=args.profile, run_dir=args.run_dir, figure_dir=args.figure_dir,
                           only=[s for s in args.only.split(",") if s], start=args.start, force=args.force,
@@ -45,6 +51,22 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RunnerError, StageFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, StageFailed) else 2
+    return 0
+
+
+def _report(args) -> int:
+    from .config import load_profile
+    from .paths import RunPaths
+    from .report import write_report
+
+    try:
+        profile = load_profile(args.profile).profile
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    paths = RunPaths.for_profile(profile, args.run_dir, args.figure_dir)
+    for written in write_report(paths, profile):
+        print(written)
     return 0
 
 

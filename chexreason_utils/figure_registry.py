@@ -51,6 +51,35 @@ ARTIFACTS: tuple[Artifact, ...] = (
 
 BY_ID = {a.id: a for a in ARTIFACTS}
 
+# The package function(s) whose output each artifact shows, as ``module.function`` called in its notebook
+# (the report links each to its source line; a test checks that the notebook calls them).
+MADE_BY: dict[str, tuple[str, ...]] = {
+    "world_examples": ("figures.world_examples",),
+    "label_prevalence": ("pipeline.prevalence_tables", "figures.label_prevalence"),
+    "label_cooccurrence": ("figures.label_cooccurrence",),
+    "fig1_sft_dynamics": ("pipeline.sft_curves", "figures.sft_dynamics"),
+    "sft_final_values": ("pipeline.sft_final_values",),
+    "fig2_grpo_nuanced": ("figures.grpo_training",),
+    "fig3_grpo_hard": ("figures.grpo_training",),
+    "grpo_val_f1": ("figures.f1_by_step",),
+    "table1_prompts": ("reporting.beside",),
+    "table2_sft_medical": ("reporting.beside",),
+    "table3_sft_general": ("reporting.beside",),
+    "table4_grpo": ("reporting.table4", "reporting.beside"),
+    "table5_chexpert": ("reporting.per_label_f1", "reporting.test_table"),
+    "table6_nih": ("reporting.per_label_f1", "reporting.test_table"),
+    "headline": ("reporting.ci_summary", "figures.headline"),
+    "per_label_heatmap": ("figures.per_label_heatmaps",),
+    "generalisation_gap": ("figures.f1_by_step",),
+    "nih_subgroups": ("reporting.subgroup_scores", "figures.subgroups"),
+    "paired_differences": ("metrics.paired_bootstrap", "metrics.gap_change"),
+    "scaffold_reversal": ("figures.scaffold_reversal",),
+    "prompt_variants": ("figures.prompt_variants",),
+    "entropy_collapse": ("diagnostics.run_diagnostics", "figures.collapse_curves"),
+    "label_dominance": ("figures.dominance_curves",),
+    "collapse_episodes": ("diagnostics.run_diagnostics",),
+}
+
 
 def get(artifact_id: str) -> Artifact:
     try:

@@ -66,6 +66,16 @@ class RunPaths:
         return self.root / "notebooks"
 
     @property
+    def report(self) -> Path:
+        """The run's report page (``REPORT.md``; ``REPORT.html`` beside it), in the figure directory."""
+        return self.figures / "REPORT.md"
+
+    @property
+    def notebooks_html(self) -> Path:
+        """The executed notebooks as HTML, beside the report."""
+        return self.figures / "notebooks"
+
+    @property
     def manifest(self) -> Path:
         return self.root / "manifest.json"
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from .config import Config, load_profile
 from .paths import NOTEBOOK_DIR, REPO_ROOT, RunPaths
+from .report import write_report
 from .stage import STAGE_SECTIONS, stage_outputs
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
@@ -225,6 +226,7 @@ def run(opts: RunOptions) -> list[StageResult]:
     print(summary_table(results), flush=True)
     if failure is not None:
         raise failure
+    print(f"report: {write_report(paths, cfg.profile)[0]}", flush=True)
     return results
 
 

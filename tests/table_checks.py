@@ -97,3 +97,15 @@ def check_latex_file(path: Path, workdir: Path) -> None:
     check_latex_structure(path.read_text(), path.name)
     if shutil.which("pdflatex"):
         compile_latex(path, workdir)
+
+
+def local_links(page: Path) -> list[str]:
+    """Every link and image target of a Markdown or HTML page that is not a web address."""
+    text = page.read_text()
+    found = re.findall(r"\]\(([^)\s]+)\)", text) if page.suffix == ".md" else re.findall(r'(?:href|src)="([^"]+)"', text)
+    return [t for t in found if not re.match(r"^[a-z]+:", t)]
+
+
+def broken_links(page: Path) -> list[str]:
+    """Local link targets of a page (anchors stripped) that do not exist as files."""
+    return [t for t in local_links(page) if not (page.parent / t.split("#", 1)[0]).is_file()]

@@ -1,0 +1,169 @@
+"""One page a reader opens per run: ``figures/<profile>/REPORT.md`` and ``REPORT.html``.
+
+The claims table first (when this run wrote one), then every registered figure with its caption, the
+notebook (as executed, exported to HTML beside the report) and the package function(s) that made it, linked
+to their source lines; then every table, reported beside reproduced. The page holds no number typed by hand:
+numbers come from the run's files (tables, ``manifest.json``) and from ``reference``.
+
+``python -m chexreason_utils report --profile tiny``; the runner writes it after the last stage.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+from pathlib import Path
+
+from . import figure_registry, reference
+from .paths import REPO_ROOT, RunPaths
+
+CLAIMS_ID = "claims"
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 70rem; margin: 2rem auto; padding: 0 1rem; line-height: 1.45; }}
+table {{ border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0 1rem; display: block; overflow-x: auto; }}
+th, td {{ border: 1px solid #ccc; padding: 0.2rem 0.45rem; }}
+th {{ background: #f4f4f4; }}
+img {{ max-width: 100%; }}
+code {{ background: #f4f4f4; padding: 0 0.2rem; }}
+</style>
+</head>
+<body>
+{body}
+</body>
+</html>
+"""
+
+
+def export_notebooks(executed: Path, out_dir: Path) -> dict[str, Path]:
+    """Every executed notebook as ``<stage>.html`` (nbconvert's lab template, images inline, no network).
+
+    A notebook is exported again only when the executed copy is newer than its HTML; the export of the
+    same notebook is byte-identical (no timestamps).
+    """
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="lab", embed_images=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for nb in sorted(Path(executed).glob("[0-9][0-9]_*.ipynb")):
+        html = out_dir / f"{nb.stem}.html"
+        if not html.exists() or html.stat().st_mtime_ns < nb.stat().st_mtime_ns:
+            body, _ = exporter.from_filename(str(nb))
+            html.write_text(body, encoding="utf-8")
+        written[nb.stem] = html
+    return written
+
+
+def source_link(dotted: str, page_dir: Path) -> str:
+    """``[`module.function`](relative/path.py#L<line>)`` for a function of this package."""
+    module, name = dotted.rsplit(".", 1)
+    func = getattr(importlib.import_module(f"{__package__}.{module}"), name)
+    path = Path(inspect.getsourcefile(func)).resolve()
+    line = inspect.getsourcelines(func)[1]
+    return f"[`{dotted}`]({_relative(path, page_dir)}#L{line})"
+
+
+def _relative(path: Path, page_dir: Path) -> str:
+    return Path(os.path.relpath(path, page_dir)).as_posix()
+
+
+def _table_body(md_file: Path) -> str:
+    """A generated table's Markdown without its bold title line (the report gives the heading)."""
+    lines = md_file.read_text().splitlines()
+    return "\n".join(lines[2:] if lines and lines[0].startswith("**") else lines)
+
+
+def _provenance(art: figure_registry.Artifact, notebooks: dict[str, Path], page_dir: Path) -> str:
+    made_by = ", ".join(source_link(d, page_dir) for d in figure_registry.MADE_BY.get(art.id, ()))
+    where = (f"[`{art.notebook}`]({_relative(notebooks[art.notebook], page_dir)})" if art.notebook in notebooks
+             else f"`{art.notebook}` (no executed copy in this run)")
+    paper = "new (not in the paper)" if art.paper_ref == "new" else f"paper: {art.paper_ref}"
+    return f"*{paper}* · notebook {where} · made by {made_by or 'an unregistered function'}"
+
+
+def _files(art: figure_registry.Artifact, page_dir: Path, skip: str) -> str:
+    return " · ".join(f"[{name.rsplit('.', 1)[1]}]({name})" for name in art.files()
+                      if (page_dir / name).exists() and not name.endswith(skip))
+
+
+def _claims(page_dir: Path) -> list[str]:
+    art = figure_registry.BY_ID.get(CLAIMS_ID)
+    md = page_dir / f"{CLAIMS_ID}.md"
+    if art is None or not md.exists():
+        return ["## Claims", "",
+                f"**No claims table in this run.** The report looks for `{CLAIMS_ID}.md` (registered artifact "
+                f"`{CLAIMS_ID}`) in this folder; {'it is not registered yet' if art is None else 'this run did not write it'}.",
+                ""]
+    return ["## Claims", "", _table_body(md), "", _files(art, page_dir, ".md"), ""]
+
+
+def _stages(manifest: Path) -> list[str]:
+    if not manifest.exists():
+        return [f"No `manifest.json` in the run directory ({manifest.parent}): stages unknown.", ""]
+    data = json.loads(manifest.read_text())
+    lines = ["| stage | status | wall time (s) |", "|:---|:---|---:|"]
+    lines += [f"| {name} | {s.get('status', '')} | {s.get('wall_s', 0):.1f} |"
+              for name, s in sorted(data.get("stages", {}).items())]
+    return [f"Commit `{data.get('git_commit', 'unknown')}`; stages as recorded in the run's `manifest.json`:", "",
+            *lines, ""]
+
+
+def report_markdown(paths: RunPaths, profile: str, notebooks: dict[str, Path]) -> str:
+    page_dir = paths.figures
+    head = reference.HEADLINE
+    lines = [f"# chexreason report: profile `{profile}`", "",
+             f"Reported numbers are the paper's (arXiv 2512.23090; e.g. its headline, macro-F1 SFT → GRPO "
+             f"{head['chexpert']['sft']:.3f} → {head['chexpert']['grpo']:.3f} on CheXpert and "
+             f"{head['nih']['sft']:.3f} → {head['nih']['grpo']:.3f} on NIH). Reproduced numbers come from this "
+             f"run's files under profile `{profile}`"
+             + (" — a phantom world with tiny models, never a reproduction of the paper's numbers." if profile != "paper" else "."),
+             "", *_stages(paths.manifest), *_claims(page_dir), "## Figures", ""]
+    missing = []
+    for art in figure_registry.ARTIFACTS:
+        if art.kind != "figure" or art.id == CLAIMS_ID:
+            continue
+        png = page_dir / f"{art.id}.png"
+        if not png.exists():
+            missing.append(art)
+            continue
+        lines += [f"### {art.title}", "", f"![{art.title}]({png.name})", "", _provenance(art, notebooks, page_dir),
+                  " · " + _files(art, page_dir, ".png"), ""]
+    lines += ["## Tables", ""]
+    for art in figure_registry.ARTIFACTS:
+        if art.kind != "table" or art.id == CLAIMS_ID:
+            continue
+        md = page_dir / f"{art.id}.md"
+        if not md.exists():
+            missing.append(art)
+            continue
+        lines += [f"### {art.title}", "", _provenance(art, notebooks, page_dir), "", _table_body(md), "",
+                  _files(art, page_dir, ".md"), ""]
+    if missing:
+        lines += ["## Not generated in this run", "", *[f"- `{a.id}` ({a.notebook})" for a in missing], ""]
+    lines += ["## Executed notebooks", "",
+              *[f"- [`{stage}`]({_relative(html, page_dir)})" for stage, html in sorted(notebooks.items())], ""]
+    return "\n".join(lines)
+
+
+def to_html(markdown_text: str, title: str) -> str:
+    import mistune
+
+    render = mistune.create_markdown(plugins=["table"])
+    return _PAGE.format(title=title, body=render(markdown_text))
+
+
+def write_report(paths: RunPaths, profile: str) -> list[Path]:
+    """Export the executed notebooks and write ``REPORT.md`` and ``REPORT.html``; returns both paths."""
+    paths.figures.mkdir(parents=True, exist_ok=True)
+    notebooks = export_notebooks(paths.executed_notebooks, paths.notebooks_html)
+    text = report_markdown(paths, profile, notebooks)
+    paths.report.write_text(text, encoding="utf-8")
+    html = paths.report.with_suffix(".html")
+    html.write_text(to_html(text, f"chexreason report: {profile}"), encoding="utf-8")
+    return [paths.report, html]

@@ -1,0 +1,84 @@
+"""The run report: claims first, figures with notebook and function links, tables, notebooks as HTML."""
+import json
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from table_checks import broken_links, check_markdown_file, local_links
+
+from chexreason_utils import figure_registry, plotting, reference, report, reporting
+from chexreason_utils.paths import RunPaths
+from conftest import write_notebook
+
+
+def _fake_run(tmp_path, with_claims=False):
+    paths = RunPaths.for_profile("smoke", tmp_path / "run", tmp_path / "fig")
+    paths.executed_notebooks.mkdir(parents=True)
+    write_notebook(paths.executed_notebooks / "04_evaluation.ipynb", [("md", "# 04"), ("code", "1 + 1")])
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0.2, 0.3])
+    plotting.save_figure(fig, "headline", pd.DataFrame({"x": [0, 1]}), paths.figures)
+    run = reference.TABLE1.drop(columns="table").assign(micro_f1=0.25)
+    table = reporting.beside(run, reference.TABLE1, "variant", "smoke", ["micro_f1", "macro_f1", "fail_rate"])
+    plotting.save_table(table, "table1_prompts", paths.figures, caption="reproduced on profile smoke")
+    paths.manifest.write_text(json.dumps({"git_commit": "abc", "stages": {"04_evaluation": {"status": "ran", "wall_s": 1.5}}}))
+    if with_claims:
+        (paths.figures / "claims.md").write_text("**Claims**\n\n| claim | verdict |\n|:---|:---|\n| RL helps CheXpert | supported |\n")
+    return paths
+
+
+def test_report_links_the_figure_to_its_notebook_and_function_and_every_link_resolves(tmp_path):
+    paths = _fake_run(tmp_path)
+    md, html = report.write_report(paths, "smoke")
+    text = md.read_text()
+    assert text.index("## Claims") < text.index("## Figures") < text.index("## Tables")
+    assert "No claims table in this run" in text
+    assert "![Benchmark success, clinical failure: macro-F1 with 95% CIs](headline.png)" in text
+    assert "[`04_evaluation`](notebooks/04_evaluation.html)" in text
+    assert "[`figures.headline`](" in text and "chexreason_utils/figures.py#L" in text
+    assert "reported (paper): Micro F1" in text and "`table2_sft_medical` (04_evaluation)" in text
+    assert "| 04_evaluation | ran | 1.5 |" in text
+    assert f"{reference.HEADLINE['chexpert']['sft']:.3f}" in text
+    check_markdown_file(md)
+    for page in (md, html):
+        assert local_links(page) and broken_links(page) == [], page.name
+    line = int(text.split("chexreason_utils/figures.py#L", 1)[1].split(")", 1)[0])
+    source = (report.REPO_ROOT / "chexreason_utils" / "figures.py").read_text().splitlines()
+    assert source[line - 1].startswith("def headline(")
+
+
+def test_claims_come_first_when_the_run_wrote_them(tmp_path, monkeypatch):
+    paths = _fake_run(tmp_path, with_claims=True)
+    claims = figure_registry.Artifact("claims", "table", "04_evaluation", "new", "Claims")
+    monkeypatch.setitem(figure_registry.BY_ID, "claims", claims)
+    text = report.write_report(paths, "smoke")[0].read_text()
+    assert "| RL helps CheXpert | supported |" in text and "No claims table" not in text
+    assert text.index("RL helps CheXpert") < text.index("## Figures")
+
+
+def test_notebook_export_is_deterministic_and_skipped_when_up_to_date(tmp_path):
+    paths = _fake_run(tmp_path)
+    first = report.export_notebooks(paths.executed_notebooks, tmp_path / "a")["04_evaluation"].read_bytes()
+    second = report.export_notebooks(paths.executed_notebooks, tmp_path / "b")["04_evaluation"].read_bytes()
+    assert first == second and b"<main>" in first
+    html = tmp_path / "a" / "04_evaluation.html"
+    html.write_text("kept")
+    report.export_notebooks(paths.executed_notebooks, tmp_path / "a")
+    assert html.read_text() == "kept"
+
+
+def test_every_artifact_names_the_functions_its_notebook_calls():
+    for art in figure_registry.ARTIFACTS:
+        assert art.id in figure_registry.MADE_BY, f"add {art.id} to figure_registry.MADE_BY"
+        cells = json.loads((report.REPO_ROOT / "notebooks" / f"{art.notebook}.ipynb").read_text())["cells"]
+        source = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        for dotted in figure_registry.MADE_BY[art.id]:
+            assert f"{dotted}(" in source, f"{art.notebook} does not call {dotted}"
+            assert report.source_link(dotted, report.REPO_ROOT).startswith(f"[`{dotted}`](chexreason_utils/")
+
+
+def test_report_command_writes_both_pages(tmp_path, capsys):
+    from chexreason_utils.__main__ import main
+
+    paths = _fake_run(tmp_path)
+    assert main(["report", "--profile", "smoke", "--run-dir", str(paths.root), "--figure-dir", str(paths.figures)]) == 0
+    assert capsys.readouterr().out.split() == [str(paths.report), str(paths.report.with_suffix(".html"))]
