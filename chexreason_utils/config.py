@@ -50,7 +50,7 @@ class DataConfig:
 
 @dataclass
 class SamplingConfig:
-    """Penalty-based greedy sampler and the disjoint SFT / RL / validation split (PAPER.md, Data)."""
+    """Penalty-based greedy sampler and the disjoint SFT / RL / validation split (docs/paper.md, Data)."""
 
     seed: int = 13
     n_sft: int = 2000
@@ -84,7 +84,7 @@ class ModelsConfig:
 
 @dataclass
 class SFTConfig:
-    """Supervised fine-tuning (PAPER.md, Hyperparameters: SFT)."""
+    """Supervised fine-tuning (docs/paper.md, Hyperparameters: SFT)."""
 
     formats: list = field(default_factory=lambda: ["only_label", "free_reasoning", "reasoning_narrative", "reasoning_a"])
     general_model_too: bool = True      # also fine-tune the general model (for notebook 05)
@@ -116,7 +116,7 @@ class SFTConfig:
 
 @dataclass
 class HardRewardConfig:
-    """Hard reward (PAPER.md, Rewards): J - lambda_len if valid and short, J if valid, 0 if invalid."""
+    """Hard reward (docs/paper.md, Rewards): J - lambda_len if valid and short, J if valid, 0 if invalid."""
 
     lambda_len: float = 0.1             # open
     length_threshold: int = 250         # stated
@@ -126,7 +126,7 @@ class HardRewardConfig:
 
 @dataclass
 class NuancedRewardConfig:
-    """Nuanced reward (PAPER.md, Rewards); every amount below is stated unless marked open."""
+    """Nuanced reward (docs/paper.md, Rewards); every amount below is stated unless marked open."""
 
     exact_match: float = 100.0
     recall_weight: float = 30.0
@@ -145,7 +145,7 @@ class NuancedRewardConfig:
 
 @dataclass
 class GRPOConfig:
-    """GRPO from the Free-Reasoning SFT checkpoint (PAPER.md, Hyperparameters: GRPO)."""
+    """GRPO from the Free-Reasoning SFT checkpoint (docs/paper.md, Hyperparameters: GRPO)."""
 
     rewards: list = field(default_factory=lambda: ["hard", "nuanced"])
     start_format: str = "free_reasoning"

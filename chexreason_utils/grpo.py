@@ -1,4 +1,4 @@
-"""A thin wrapper over ``trl.GRPOTrainer`` with the paper's settings (PAPER.md, Hyperparameters: GRPO).
+"""A thin wrapper over ``trl.GRPOTrainer`` with the paper's settings (docs/paper.md, Hyperparameters: GRPO).
 
 4 completions per prompt, temperature 0.8, top-p 0.95, beta 0.15 to the SFT checkpoint, ``dr_grpo`` loss,
 epsilon 0.15 / 0.22, token-level importance ratio; learning rate, steps, batch and completion length are

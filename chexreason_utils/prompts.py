@@ -1,7 +1,7 @@
 """Zero-shot prompt variants, SFT target formats, and the output contract with its one parser.
 
 The paper (arXiv 2512.23090) released no prompt texts: every template here is written by us from the
-paper's one-line descriptions (PAPER.md, "Prompts and outputs"), and named after the paper's variants.
+paper's one-line descriptions (docs/paper.md, "Prompts and outputs"), and named after the paper's variants.
 
 The contract: exactly one ``<think>...</think>`` followed by exactly one ``<solution>...</solution>`` holding
 comma-separated CheXpert labels, and nothing else (the Only Label format has the solution block alone).

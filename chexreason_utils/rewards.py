@@ -3,12 +3,12 @@
 Each reward is split into components that trl registers as separate reward functions (weights 1), so the
 total is their sum and every component is logged as ``rewards/<name>/mean`` for the figures.
 
-Hard (PAPER.md):   r = J(Y, Yhat) - lambda_len   if valid and |t| < threshold
-                   r = J(Y, Yhat)                if valid and |t| >= threshold
-                   r = 0                         if invalid
+Hard (docs/paper.md): r = J(Y, Yhat) - lambda_len   if valid and |t| < threshold
+                      r = J(Y, Yhat)                if valid and |t| >= threshold
+                      r = 0                         if invalid
   components: ``hard_jaccard`` (J when valid, else 0) and ``hard_length`` (-lambda_len when valid and short).
 
-Nuanced (PAPER.md):  r = r_match + r_partial - r_FP - r_collapse - r_format
+Nuanced (docs/paper.md):  r = r_match + r_partial - r_FP - r_collapse - r_format
   r_match   = +100 if Yhat == Y
   r_partial = 30 * recall + 20 * precision
   r_FP      = sum over false positives k of fp_base * sqrt(p_k / mean(p))   (p: training-pool prevalence;

@@ -1,9 +1,9 @@
-"""A thin wrapper over ``trl.SFTTrainer`` with the paper's recipe (PAPER.md, Hyperparameters: SFT).
+"""A thin wrapper over ``trl.SFTTrainer`` with the paper's recipe (docs/paper.md, Hyperparameters: SFT).
 
 Data is prompt/completion with one image per example, so the loss falls on the assistant tokens only
 (trl's ``completion_only_loss``). Real models get LoRA on the language model's attention and MLP projections
 (vision tower frozen); tiny random-init models are fully fine-tuned, because LoRA cannot sharpen a random
-model's output distribution (ENGINEERING_NOTES). Every run writes a complete folder that GRPO and the
+model's output distribution (docs/engineering.md). Every run writes a complete folder that GRPO and the
 evaluation load from, its log history as CSV, and ``run_info.json``; a folder whose ``run_info.json``
 matches the requested run is reused, not retrained.
 """
