@@ -92,6 +92,15 @@ def _files(art: figure_registry.Artifact, page_dir: Path, skip: str) -> str:
                       if (page_dir / name).exists() and not name.endswith(skip))
 
 
+def _artifact(art: figure_registry.Artifact, notebooks: dict[str, Path], page_dir: Path) -> list[str]:
+    """A figure (image, provenance, other files) or a table (provenance, the table, its files)."""
+    if art.kind == "figure":
+        png = art.files()[0]
+        return [f"![{art.title}]({png})", "", _provenance(art, notebooks, page_dir) + " · " + _files(art, page_dir, ".png")]
+    return [_provenance(art, notebooks, page_dir), "", _table_body(page_dir / f"{art.id}.md"), "",
+            _files(art, page_dir, ".md")]
+
+
 def _claims(page_dir: Path) -> list[str]:
     art = figure_registry.BY_ID.get(CLAIMS_ID)
     md = page_dir / f"{CLAIMS_ID}.md"
@@ -123,27 +132,17 @@ def report_markdown(paths: RunPaths, profile: str, notebooks: dict[str, Path]) -
              f"{head['nih']['sft']:.3f} → {head['nih']['grpo']:.3f} on NIH). Reproduced numbers come from this "
              f"run's files under profile `{profile}`"
              + (" — a phantom world with tiny models, never a reproduction of the paper's numbers." if profile != "paper" else "."),
-             "", *_stages(paths.manifest), *_claims(page_dir), "## Figures", ""]
+             "", *_stages(paths.manifest), *_claims(page_dir)]
     missing = []
-    for art in figure_registry.ARTIFACTS:
-        if art.kind != "figure" or art.id == CLAIMS_ID:
-            continue
-        png = page_dir / f"{art.id}.png"
-        if not png.exists():
-            missing.append(art)
-            continue
-        lines += [f"### {art.title}", "", f"![{art.title}]({png.name})", "", _provenance(art, notebooks, page_dir),
-                  " · " + _files(art, page_dir, ".png"), ""]
-    lines += ["## Tables", ""]
-    for art in figure_registry.ARTIFACTS:
-        if art.kind != "table" or art.id == CLAIMS_ID:
-            continue
-        md = page_dir / f"{art.id}.md"
-        if not md.exists():
-            missing.append(art)
-            continue
-        lines += [f"### {art.title}", "", _provenance(art, notebooks, page_dir), "", _table_body(md), "",
-                  _files(art, page_dir, ".md"), ""]
+    for kind, heading in (("figure", "## Figures"), ("table", "## Tables")):
+        lines += [heading, ""]
+        for art in figure_registry.ARTIFACTS:
+            if art.kind != kind or art.id == CLAIMS_ID:
+                continue
+            if not all((page_dir / name).exists() for name in art.files()):
+                missing.append(art)
+            else:
+                lines += [f"### {art.title}", "", *_artifact(art, notebooks, page_dir), ""]
     if missing:
         lines += ["## Not generated in this run", "", *[f"- `{a.id}` ({a.notebook})" for a in missing], ""]
     lines += ["## Executed notebooks", "",
