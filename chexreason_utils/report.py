@@ -1,8 +1,8 @@
 """One page a reader opens per run: ``figures/<profile>/REPORT.md`` and ``REPORT.html``.
 
 The claims table first (when this run wrote one), then every registered figure with its caption, the
-notebook (as executed, exported to HTML beside the report) and the package function(s) that made it, linked
-to their source lines; then every table, reported beside reproduced. The page holds no number typed by hand:
+notebook (as executed, exported to HTML beside the report, linked to the cell that saved it) and the package
+function(s) that made it, linked to their source lines; then every table, reported beside reproduced. The page holds no number typed by hand:
 numbers come from the run's files (tables, ``manifest.json``) and from ``reference``.
 
 ``python -m chexreason_utils report --profile tiny``; the runner writes it after the last stage.
@@ -60,6 +60,15 @@ def export_notebooks(executed: Path, out_dir: Path) -> dict[str, Path]:
     return written
 
 
+def making_cell(executed_notebook: Path, artifact_id: str) -> str | None:
+    """The id of the executed notebook's code cell that names the artifact (``"<id>"``), if any."""
+    if not executed_notebook.exists():
+        return None
+    cells = json.loads(executed_notebook.read_text())["cells"]
+    return next((c.get("id") for c in cells if c["cell_type"] == "code" and f'"{artifact_id}"' in "".join(c["source"])),
+                None)
+
+
 def source_link(dotted: str, page_dir: Path) -> str:
     """``[`module.function`](relative/path.py#L<line>)`` for a function of this package."""
     module, name = dotted.rsplit(".", 1)
@@ -79,10 +88,14 @@ def _table_body(md_file: Path) -> str:
     return "\n".join(lines[2:] if lines and lines[0].startswith("**") else lines)
 
 
-def _provenance(art: figure_registry.Artifact, notebooks: dict[str, Path], page_dir: Path) -> str:
+def _provenance(art: figure_registry.Artifact, paths: RunPaths, notebooks: dict[str, Path]) -> str:
+    page_dir = paths.figures
     made_by = ", ".join(source_link(d, page_dir) for d in figure_registry.MADE_BY.get(art.id, ()))
-    where = (f"[`{art.notebook}`]({_relative(notebooks[art.notebook], page_dir)})" if art.notebook in notebooks
-             else f"`{art.notebook}` (no executed copy in this run)")
+    if art.notebook in notebooks:
+        cell = making_cell(paths.executed_notebooks / f"{art.notebook}.ipynb", art.id)
+        where = f"[`{art.notebook}`]({_relative(notebooks[art.notebook], page_dir)}{f'#cell-id={cell}' if cell else ''})"
+    else:
+        where = f"`{art.notebook}` (no executed copy in this run)"
     paper = "new (not in the paper)" if art.paper_ref == "new" else f"paper: {art.paper_ref}"
     return f"*{paper}* · notebook {where} · made by {made_by or 'an unregistered function'}"
 
@@ -92,12 +105,13 @@ def _files(art: figure_registry.Artifact, page_dir: Path, skip: str) -> str:
                       if (page_dir / name).exists() and not name.endswith(skip))
 
 
-def _artifact(art: figure_registry.Artifact, notebooks: dict[str, Path], page_dir: Path) -> list[str]:
+def _artifact(art: figure_registry.Artifact, paths: RunPaths, notebooks: dict[str, Path]) -> list[str]:
     """A figure (image, provenance, other files) or a table (provenance, the table, its files)."""
+    page_dir = paths.figures
     if art.kind == "figure":
         png = art.files()[0]
-        return [f"![{art.title}]({png})", "", _provenance(art, notebooks, page_dir) + " · " + _files(art, page_dir, ".png")]
-    return [_provenance(art, notebooks, page_dir), "", _table_body(page_dir / f"{art.id}.md"), "",
+        return [f"![{art.title}]({png})", "", _provenance(art, paths, notebooks) + " · " + _files(art, page_dir, ".png")]
+    return [_provenance(art, paths, notebooks), "", _table_body(page_dir / f"{art.id}.md"), "",
             _files(art, page_dir, ".md")]
 
 
@@ -142,7 +156,7 @@ def report_markdown(paths: RunPaths, profile: str, notebooks: dict[str, Path]) -
             if not all((page_dir / name).exists() for name in art.files()):
                 missing.append(art)
             else:
-                lines += [f"### {art.title}", "", *_artifact(art, notebooks, page_dir), ""]
+                lines += [f"### {art.title}", "", *_artifact(art, paths, notebooks), ""]
     if missing:
         lines += ["## Not generated in this run", "", *[f"- `{a.id}` ({a.notebook})" for a in missing], ""]
     lines += ["## Executed notebooks", "",

@@ -13,7 +13,8 @@ from conftest import write_notebook
 def _fake_run(tmp_path, with_claims=False):
     paths = RunPaths.for_profile("smoke", tmp_path / "run", tmp_path / "fig")
     paths.executed_notebooks.mkdir(parents=True)
-    write_notebook(paths.executed_notebooks / "04_evaluation.ipynb", [("md", "# 04"), ("code", "1 + 1")])
+    write_notebook(paths.executed_notebooks / "04_evaluation.ipynb",
+                   [("md", "# 04"), ("code", "1 + 1"), ("code", 'save_figure(fig, "headline", data, out)')])
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0.2, 0.3])
     plotting.save_figure(fig, "headline", pd.DataFrame({"x": [0, 1]}), paths.figures)
@@ -33,7 +34,9 @@ def test_report_links_the_figure_to_its_notebook_and_function_and_every_link_res
     assert text.index("## Claims") < text.index("## Figures") < text.index("## Tables")
     assert "No claims table in this run" in text
     assert "![Benchmark success, clinical failure: macro-F1 with 95% CIs](headline.png)" in text
-    assert "[`04_evaluation`](notebooks/04_evaluation.html)" in text
+    cell = report.making_cell(paths.executed_notebooks / "04_evaluation.ipynb", "headline")
+    assert f"[`04_evaluation`](notebooks/04_evaluation.html#cell-id={cell})" in text
+    assert f'id="cell-id={cell}"' in (paths.notebooks_html / "04_evaluation.html").read_text()
     assert "[`figures.headline`](" in text and "chexreason_utils/figures.py#L" in text
     assert "reported (paper): Micro F1" in text and "`table2_sft_medical` (04_evaluation)" in text
     assert "| 04_evaluation | ran | 1.5 |" in text
