@@ -107,5 +107,11 @@ def local_links(page: Path) -> list[str]:
 
 
 def broken_links(page: Path) -> list[str]:
-    """Local link targets of a page (anchors stripped) that do not exist as files."""
-    return [t for t in local_links(page) if not (page.parent / t.split("#", 1)[0]).is_file()]
+    """Local link targets of a page that do not exist as files, or whose ``#cell-id=`` anchor the target lacks."""
+    broken = []
+    for target in local_links(page):
+        file, _, anchor = target.partition("#")
+        path = page.parent / file
+        if not path.is_file() or (anchor.startswith("cell-id=") and f'id="{anchor}"' not in path.read_text()):
+            broken.append(target)
+    return broken

@@ -26,6 +26,6 @@ def test_the_report_and_its_notebooks_link_to_files_that_exist(smoke_run):
         sorted(p.stem for p in paths.executed_notebooks.glob("*.ipynb"))
     for page in (paths.report, paths.report.with_suffix(".html")):
         links = local_links(page)
-        assert any(t.startswith("notebooks/") for t in links) and any(".py#L" in t for t in links)
+        assert any(t.startswith("notebooks/") and "#cell-id=" in t for t in links) and any(".py#L" in t for t in links)
         assert broken_links(page) == [], page.name
     assert "## Not generated in this run" not in paths.report.read_text()
