@@ -9,14 +9,13 @@ numbers come from the run's files (tables, ``manifest.json``) and from ``referen
 """
 from __future__ import annotations
 
-import importlib
-import inspect
+import ast
 import json
 import os
 from pathlib import Path
 
 from . import figure_registry, reference
-from .paths import REPO_ROOT, RunPaths
+from .paths import RunPaths
 
 CLAIMS_ID = "claims"
 _PAGE = """<!DOCTYPE html>
@@ -70,11 +69,19 @@ def making_cell(executed_notebook: Path, artifact_id: str) -> str | None:
 
 
 def source_link(dotted: str, page_dir: Path) -> str:
-    """``[`module.function`](relative/path.py#L<line>)`` for a function of this package."""
+    """``[`module.function`](relative/path.py#L<line>)`` for a top-level function of this package.
+
+    The line is read from the source with ``ast``: nothing is imported (some modules pull in torch and trl).
+    """
     module, name = dotted.rsplit(".", 1)
-    func = getattr(importlib.import_module(f"{__package__}.{module}"), name)
-    path = Path(inspect.getsourcefile(func)).resolve()
-    line = inspect.getsourcelines(func)[1]
+    path = Path(__file__).resolve().parent.joinpath(*module.split(".")).with_suffix(".py")
+    if not path.exists():
+        raise ValueError(f"{dotted!r}: no module {path} in {__package__} (figure_registry.MADE_BY)")
+    tree = ast.parse(path.read_text(), filename=str(path))
+    line = next((node.lineno for node in tree.body
+                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name), None)
+    if line is None:
+        raise ValueError(f"{dotted!r}: {path.name} defines no top-level function {name} (figure_registry.MADE_BY)")
     return f"[`{dotted}`]({_relative(path, page_dir)}#L{line})"
 
 

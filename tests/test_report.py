@@ -3,10 +3,11 @@ import json
 
 import matplotlib.pyplot as plt
 import pandas as pd
+import pytest
 from table_checks import broken_links, check_markdown_file, local_links
 
 from chexreason_utils import figure_registry, plotting, reference, report, reporting
-from chexreason_utils.paths import RunPaths
+from chexreason_utils.paths import REPO_ROOT, RunPaths
 from conftest import write_notebook
 
 
@@ -45,7 +46,7 @@ def test_report_links_the_figure_to_its_notebook_and_function_and_every_link_res
     for page in (md, html):
         assert local_links(page) and broken_links(page) == [], page.name
     line = int(text.split("chexreason_utils/figures.py#L", 1)[1].split(")", 1)[0])
-    source = (report.REPO_ROOT / "chexreason_utils" / "figures.py").read_text().splitlines()
+    source = (REPO_ROOT / "chexreason_utils" / "figures.py").read_text().splitlines()
     assert source[line - 1].startswith("def headline(")
 
 
@@ -72,11 +73,11 @@ def test_notebook_export_is_deterministic_and_skipped_when_up_to_date(tmp_path):
 def test_every_artifact_names_the_functions_its_notebook_calls():
     for art in figure_registry.ARTIFACTS:
         assert art.id in figure_registry.MADE_BY, f"add {art.id} to figure_registry.MADE_BY"
-        cells = json.loads((report.REPO_ROOT / "notebooks" / f"{art.notebook}.ipynb").read_text())["cells"]
+        cells = json.loads((REPO_ROOT / "notebooks" / f"{art.notebook}.ipynb").read_text())["cells"]
         source = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
         for dotted in figure_registry.MADE_BY[art.id]:
             assert f"{dotted}(" in source, f"{art.notebook} does not call {dotted}"
-            assert report.source_link(dotted, report.REPO_ROOT).startswith(f"[`{dotted}`](chexreason_utils/")
+            assert report.source_link(dotted, REPO_ROOT).startswith(f"[`{dotted}`](chexreason_utils/")
 
 
 def test_report_command_writes_both_pages(tmp_path, capsys):
@@ -85,3 +86,10 @@ def test_report_command_writes_both_pages(tmp_path, capsys):
     paths = _fake_run(tmp_path)
     assert main(["report", "--profile", "smoke", "--run-dir", str(paths.root), "--figure-dir", str(paths.figures)]) == 0
     assert capsys.readouterr().out.split() == [str(paths.report), str(paths.report.with_suffix(".html"))]
+
+
+def test_a_made_by_entry_that_names_nothing_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="defines no top-level function nope"):
+        report.source_link("figures.nope", tmp_path)
+    with pytest.raises(ValueError, match="no module"):
+        report.source_link("nomodule.f", tmp_path)
