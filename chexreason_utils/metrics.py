@@ -55,7 +55,8 @@ def _resample_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarr
     return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
 
 
-def _boot_macro(y_true: np.ndarray, y_pred: np.ndarray, w: np.ndarray) -> np.ndarray:
+def weighted_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Macro-F1 for each row of image weights ``w`` (rows, n): a row of ones is the plain macro-F1."""
     t, p = y_true.astype(float), y_pred.astype(float)
     return _macro_f1_from_counts(w @ (t * p), w @ ((1 - t) * p), w @ (t * (1 - p)))
 
@@ -96,7 +97,7 @@ def bootstrap_macro_f1(y_true: np.ndarray, preds, n_boot: int = 1000, seed: int 
     """Macro-F1 (mean over seeds) with a two-level (seeds, then images) bootstrap CI; ``preds`` is one
     prediction matrix per seed (or a single matrix: one seed, the plain image bootstrap)."""
     preds = _per_seed(preds)
-    return two_level_bootstrap(lambda s, w: _boot_macro(y_true, preds[s], w[0]), len(preds), [len(y_true)],
+    return two_level_bootstrap(lambda s, w: weighted_macro_f1(y_true, preds[s], w[0]), len(preds), [len(y_true)],
                                n_boot, seed, alpha)
 
 
@@ -107,7 +108,7 @@ def _paired(y_true: np.ndarray, preds_a: list, preds_b: list):
         if len(side) not in (1, n):
             raise ValueError(f"paired models need the same seeds (or one fixed model), got {len(preds_a)} vs {len(preds_b)}")
     pick = lambda side, s: side[s if len(side) > 1 else 0]  # noqa: E731
-    return n, lambda s, w: _boot_macro(y_true, pick(preds_b, s), w) - _boot_macro(y_true, pick(preds_a, s), w)
+    return n, lambda s, w: weighted_macro_f1(y_true, pick(preds_b, s), w) - weighted_macro_f1(y_true, pick(preds_a, s), w)
 
 
 def paired_bootstrap(y_true: np.ndarray, preds_a, preds_b, n_boot: int = 1000, seed: int = 0,

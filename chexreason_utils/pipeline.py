@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import evaluate, grpo, metrics, models, prompts, sft
-from .diagnostics import log_rows
+from . import claims, evaluate, grpo, metrics, models, prompts, sft
+from .diagnostics import log_rows, run_diagnostics
 from .config import Config, check_seeds
 from .data import load_chexpert, load_mimic, load_nih
 from .data.phantom import generate_world, load_findings
@@ -509,3 +509,39 @@ def format_f1(cfg: Config, paths: RunPaths, roles: list[str]) -> pd.DataFrame:
             rows += [{"model": role, "format": fmt, "seed": s, "macro_f1": v}
                      for s, v in zip(by_seed, ci["per_seed"])]
     return pd.DataFrame(rows)
+
+
+# ---- claims (end of 04) ----------------------------------------------------------------------------------
+
+def run_collapse_share(cfg: Config, paths: RunPaths, name: str, seed: int) -> float:
+    """Share of a GRPO run's steps inside a collapse episode (06's detection rule and profile settings)."""
+    folder = paths.grpo_run(name, seed)
+    log = folder / "log_history.csv"
+    if not log.exists():
+        raise FileNotFoundError(f"GRPO run log {log} not found: run 03_grpo first")
+    D = cfg.diagnostics
+    per_step, episodes = run_diagnostics(pd.read_csv(log), grpo.completions_table(folder), cfg.grpo.num_generations,
+                                         D.window, D.dominance_threshold, D.episode_min_steps)
+    return claims.collapse_share(per_step, episodes)
+
+
+def claim_evidence(cfg: Config, paths: RunPaths, test_mats: dict) -> dict:
+    """What ``claims.claims_table`` measures, per training seed: test-set matrices of the base, SFT and GRPO
+    medical model (``test_matrices``), validation matrices of every SFT format of both models, and the collapse
+    share of the final recipe and of the unstable-recipe ablation (None where the profile does not make it)."""
+    seeds = training_seeds(cfg)
+    cols = {"base": "MedGemma base", "sft": "MedGemma SFT", "grpo": "ChexReason"}
+    evidence: dict = {}
+    for ds, by_col in test_mats.items():
+        y_true = by_col[cols["sft"]][seeds[0]][0]
+        evidence[ds] = (y_true, {k: [by_col[c][s][1] for s in seeds] for k, c in cols.items()})
+    if cfg.sft.general_model_too:
+        by_role = {role: validation_matrices(cfg, paths, role, cfg.sft.formats, "sft") for role in ROLES}
+        y_true = next(iter(by_role["medical"].values()))[seeds[0]][0]
+        evidence["validation formats"] = (y_true, {role: {f: [m[s][1] for s in seeds] for f, m in by_fmt.items()}
+                                                   for role, by_fmt in by_role.items()})
+    if cfg.diagnostics.run_ablation:
+        evidence["collapse"] = {
+            "final": [run_collapse_share(cfg, paths, cfg.diagnostics.ablation_reward, s) for s in seeds],
+            "unstable": [run_collapse_share(cfg, paths, ablation_name(cfg), s) for s in seeds]}
+    return evidence
