@@ -42,6 +42,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("generalisation_gap", "figure", "04_evaluation", "new", "CheXpert and NIH macro-F1 at every GRPO checkpoint"),
     Artifact("nih_subgroups", "figure", "04_evaluation", "new", "NIH macro-F1 by sex and age band"),
     Artifact("paired_differences", "table", "04_evaluation", "Sec. results", "Paired bootstrap: SFT->GRPO and the CheXpert->NIH gap"),
+    Artifact("claims", "table", "04_evaluation", "all claims", "A verdict for every claim (C1-C5): effect, CI over seeds x images"),
     Artifact("scaffold_reversal", "figure", "05_cross_model_scaffold", "Tables 2-3", "Macro-F1 by SFT format, medical vs general model"),
     Artifact("prompt_variants", "figure", "05_cross_model_scaffold", "Table 1", "Zero-shot micro-F1 and fail rate by prompt variant, both models"),
     Artifact("entropy_collapse", "figure", "06_entropy_mode_collapse", "new", "Entropy, KL, clip ratio, zero-std groups, length vs step"),

@@ -525,16 +525,42 @@ def run_collapse_share(cfg: Config, paths: RunPaths, name: str, seed: int) -> fl
     return claims.collapse_share(per_step, episodes)
 
 
+FIXED_MODELS = ("MedGemma base", "Qwen2.5-VL")   # test-table columns that do not depend on the training seed
+
+
+def test_pairs(cfg: Config, test_mats: dict) -> dict[str, tuple[np.ndarray, dict[str, list[np.ndarray]]]]:
+    """Per test set: (y_true, {"base": [matrix], "sft": [one per seed], "grpo": [one per seed]}) of the medical
+    model, seeds in profile order (the inputs of the paired comparisons and of claims C1-C3)."""
+    seeds = training_seeds(cfg)
+    cols = {"base": "MedGemma base", "sft": "MedGemma SFT", "grpo": "ChexReason"}
+    out = {}
+    for ds, by_col in test_mats.items():
+        y_true = by_col[cols["sft"]][seeds[0]][0]
+        out[ds] = (y_true, {k: [by_col[c][s][1] for s in (seeds[:1] if k == "base" else seeds)]
+                            for k, c in cols.items()})
+    return out
+
+
+def paired_differences(cfg: Config, test_mats: dict) -> pd.DataFrame:
+    """SFT -> GRPO macro-F1 on each test set and the change of the CheXpert - NIH gap: mean over training seeds,
+    paired per seed and image, two-level bootstrap 95% CI (seeds, then images)."""
+    E, pairs = cfg.evaluation, test_pairs(cfg, test_mats)
+    triple = {ds: (y, p["sft"], p["grpo"]) for ds, (y, p) in pairs.items()}
+    rows = [{"comparison": f"SFT -> GRPO on {ds}", **metrics.paired_bootstrap(*triple[ds], E.n_bootstrap, E.bootstrap_seed)}
+            for ds in ("CheXpert", "NIH")]
+    rows.append({"comparison": "change of the CheXpert - NIH gap, SFT -> GRPO",
+                 **metrics.gap_change(triple["CheXpert"], triple["NIH"], E.n_bootstrap, E.bootstrap_seed)})
+    table = pd.DataFrame(rows)
+    table["per_seed"] = [", ".join(f"{v:+.3f}" for v in r) for r in table["per_seed"]]
+    return table
+
+
 def claim_evidence(cfg: Config, paths: RunPaths, test_mats: dict) -> dict:
     """What ``claims.claims_table`` measures, per training seed: test-set matrices of the base, SFT and GRPO
     medical model (``test_matrices``), validation matrices of every SFT format of both models, and the collapse
     share of the final recipe and of the unstable-recipe ablation (None where the profile does not make it)."""
     seeds = training_seeds(cfg)
-    cols = {"base": "MedGemma base", "sft": "MedGemma SFT", "grpo": "ChexReason"}
-    evidence: dict = {}
-    for ds, by_col in test_mats.items():
-        y_true = by_col[cols["sft"]][seeds[0]][0]
-        evidence[ds] = (y_true, {k: [by_col[c][s][1] for s in seeds] for k, c in cols.items()})
+    evidence: dict = dict(test_pairs(cfg, test_mats))
     if cfg.sft.general_model_too:
         by_role = {role: validation_matrices(cfg, paths, role, cfg.sft.formats, "sft") for role in ROLES}
         y_true = next(iter(by_role["medical"].values()))[seeds[0]][0]

@@ -26,8 +26,8 @@ def beside(reproduced: pd.DataFrame, reported: pd.DataFrame, key: str, profile: 
     """One row per key, each metric as 'reported (paper)', 'reproduced (<profile>, mean of N seeds)' and one
     column per training seed."""
     wide = over_seeds(reproduced, key, columns).set_index(key)
-    n = reproduced["seed"].nunique() if "seed" in reproduced else 1
-    label = f"reproduced ({profile}, mean of {n} seed{'s' if n != 1 else ''})"
+    n = reproduced["seed"].nunique() if "seed" in reproduced else 0
+    label = f"reproduced ({profile}, mean of {n} seeds)" if n > 1 else f"reproduced ({profile})"
     left = reported.set_index(key)[columns].add_suffix(" | reported (paper)")
     right = wide[columns].add_suffix(f" | {label}")
     per_seed = wide.drop(columns=columns)
@@ -73,6 +73,16 @@ def test_table(per_seed: dict[int, pd.DataFrame], which: int, profile: str, fixe
     models = [c for c in rep.columns] + [c for c in mean.columns if c not in rep.columns]
     order = [c for m in models for c in out.columns if c.split(" | ")[0] == m]
     return out.loc[list(rep.index), order].reset_index(names="label")
+
+
+def per_label_by_seed(by_model: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]], labels,
+                      fixed: tuple[str, ...]) -> pd.DataFrame:
+    """Per-label F1, one column per model and training seed (one column for a ``fixed`` model)."""
+    frames = {}
+    for model, by_seed in by_model.items():
+        for s, pair in by_seed.items():
+            frames[model if model in fixed else f"{model} · seed {s}"] = pair
+    return per_label_f1(frames, labels)
 
 
 def ci_summary(by_model: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]], dataset: str, n_boot: int,
