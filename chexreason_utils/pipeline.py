@@ -360,12 +360,17 @@ def checkpoint_scores(cfg: Config, paths: RunPaths, names: list[str] | None = No
                      ignore_index=True)
 
 
-def grpo_checkpoint(paths: RunPaths, reward: str, which: str, seed: int) -> Path:
-    """The best-F1 or final checkpoint of one GRPO run and seed, from its checkpoint_scores.csv."""
+def read_checkpoint_scores(paths: RunPaths, reward: str, seed: int) -> pd.DataFrame:
+    """The ``checkpoint_scores.csv`` 03 wrote for one GRPO run and seed (read, never rewritten, by later stages)."""
     path = paths.grpo_run(reward, seed) / "checkpoint_scores.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run 03_grpo first (it scores every checkpoint)")
-    table = pd.read_csv(path)
+    return pd.read_csv(path)
+
+
+def grpo_checkpoint(paths: RunPaths, reward: str, which: str, seed: int) -> Path:
+    """The best-F1 or final checkpoint of one GRPO run and seed, from its checkpoint_scores.csv."""
+    table = read_checkpoint_scores(paths, reward, seed)
     row = table.loc[table["is_best_f1" if which == "best_f1" else "is_final"]].iloc[0]
     return paths.grpo_run(reward, seed) / row["checkpoint"]
 
