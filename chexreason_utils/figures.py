@@ -72,7 +72,7 @@ def sft_dynamics(curves: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
     kw = dict(data=curves, x="step", hue="format", units="seed", estimator=None, lw=1, alpha=0.7)
     sns.lineplot(y="mean_token_accuracy", ax=a, **kw)
     sns.lineplot(y="loss", ax=b, legend=False, **kw)
-    a.set_title("mean token accuracy")
+    a.set_title("mean token accuracy (one line per training seed)")
     b.set_title("training loss")
     fig.tight_layout()
     return fig, curves

@@ -11,9 +11,9 @@ SUMMARY_COLUMNS = ["micro_p", "micro_r", "micro_f1", "macro_p", "macro_r", "macr
 
 
 def over_seeds(frame: pd.DataFrame, key: str, columns: list[str]) -> pd.DataFrame:
-    """One row per key: each column's mean over training seeds, then each seed's value (``<col> | seed <s>``).
-    Rows without a seed (a fixed base model) are one value: their mean, and no per-seed columns."""
-    mean = frame.groupby(key, sort=False)[columns].mean()
+    """One row per key: each column's mean over training seeds (``<col> | mean``), then each seed's value
+    (``<col> | seed <s>``). Rows without a seed (a fixed base model) are one value: their mean, no seed columns."""
+    mean = frame.groupby(key, sort=False)[columns].mean().add_suffix(" | mean")
     seeded = frame.loc[frame["seed"].notna()] if "seed" in frame else frame.iloc[0:0]
     parts = [mean]
     for s, t in seeded.groupby("seed", sort=True):
@@ -29,8 +29,8 @@ def beside(reproduced: pd.DataFrame, reported: pd.DataFrame, key: str, profile: 
     n = reproduced["seed"].nunique() if "seed" in reproduced else 0
     label = f"reproduced ({profile}, mean of {n} seeds)" if n > 1 else f"reproduced ({profile})"
     left = reported.set_index(key)[columns].add_suffix(" | reported (paper)")
-    right = wide[columns].add_suffix(f" | {label}")
-    per_seed = wide.drop(columns=columns)
+    right = wide[[f"{c} | mean" for c in columns]].set_axis([f"{c} | {label}" for c in columns], axis=1)
+    per_seed = wide.drop(columns=[f"{c} | mean" for c in columns])
     out = left.join(right, how="outer").join(per_seed, how="left")
     order = [c for m in columns for c in (f"{m} | reported (paper)", f"{m} | {label}",
                                           *[p for p in per_seed.columns if p.startswith(f"{m} | seed ")])]
