@@ -12,7 +12,7 @@ from chexreason_utils.paths import RunPaths
 def main() -> None:
     cfg = load_profile("tiny")
     paths = RunPaths.for_profile("tiny")
-    model = paths.sft_model("medical", "free_reasoning")
+    model = paths.sft_model("medical", "free_reasoning", cfg.seeds[0])
     if not (model / "config.json").exists():
         sys.exit(f"no SFT checkpoint at {model}: run `make figures` (or stages 00-02) first")
     images = pipeline.load_manifest(paths, "val")[["image_id", "image_path"]]

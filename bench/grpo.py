@@ -14,11 +14,11 @@ from chexreason_utils.paths import RunPaths
 def main(steps: int = 8) -> None:
     cfg = load_profile("tiny")
     paths = RunPaths.for_profile("tiny")
-    if not (paths.sft_model("medical", cfg.grpo.start_format) / "config.json").exists():
+    if not (paths.sft_model("medical", cfg.grpo.start_format, cfg.seeds[0]) / "config.json").exists():
         sys.exit(f"no SFT checkpoint under {paths.sft}: run `make figures` (or stages 00-02) first")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        run = pipeline.run_grpo(cfg, paths, "hard", out_dir=Path(tmp),
+        run = pipeline.run_grpo(cfg, paths, "hard", cfg.seeds[0], out_dir=Path(tmp),
                                 grpo_cfg=replace(cfg.grpo, max_steps=steps, save_steps=steps))
         wall = time.perf_counter() - t0
     runtime = run.log["train_runtime"].dropna().iloc[-1] if "train_runtime" in run.log else wall

@@ -215,6 +215,10 @@ class Config:
 
     profile: str = "paper"
     seed: int = 0
+    # Training seeds (open: the paper reports one run). The chain that carries the paper's claims (SFT, GRPO,
+    # the 06 ablation, sampling checks, evaluation) runs once per seed; world, manifests and tiny base models
+    # stay fixed. Distinct integers, at least one.
+    seeds: list = field(default_factory=lambda: [0])
     device: str = "auto"                # auto | cpu | cuda
     workers: int = 0                    # processes for independent jobs (jobs.run_jobs); 0: one per CPU core
     world: WorldConfig = field(default_factory=WorldConfig)
@@ -261,7 +265,21 @@ def load_profile(profile: str | Path, overrides: dict[str, Any] | None = None) -
     cfg = _build(Config, raw, where=str(path), prefix="")
     for key, value in (overrides or {}).items():
         set_value(cfg, key, value, where="override")
+    check_seeds(cfg.seeds, where=str(path))
     return cfg
+
+
+def check_seeds(seeds: list, where: str = "config") -> list[int]:
+    """The training seeds: a non-empty list of distinct integers, else a ``ConfigError`` naming ``seeds``."""
+    if not isinstance(seeds, list) or not seeds:
+        raise ConfigError(f"{where}: seeds must be a non-empty list of integers, got {seeds!r}")
+    bad = [s for s in seeds if not isinstance(s, int) or isinstance(s, bool)]
+    if bad:
+        raise ConfigError(f"{where}: seeds must be integers, got {bad!r}")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ConfigError(f"{where}: seeds repeats {repeated!r}; each training seed must appear once")
+    return list(seeds)
 
 
 def parse_override(text: str) -> tuple[str, Any]:

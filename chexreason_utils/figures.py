@@ -67,11 +67,12 @@ def label_cooccurrence(labels: np.ndarray) -> tuple[plt.Figure, pd.DataFrame]:
 
 
 def sft_dynamics(curves: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
-    """Fig. 1: mean token accuracy and training loss vs step, one line per format."""
+    """Fig. 1: mean token accuracy and training loss vs step, one colour per format, one line per seed."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    sns.lineplot(data=curves, x="step", y="mean_token_accuracy", hue="format", ax=a)
-    sns.lineplot(data=curves, x="step", y="loss", hue="format", ax=b, legend=False)
-    a.set_title("mean token accuracy")
+    kw = dict(data=curves, x="step", hue="format", units="seed", estimator=None, lw=1, alpha=0.7)
+    sns.lineplot(y="mean_token_accuracy", ax=a, **kw)
+    sns.lineplot(y="loss", ax=b, legend=False, **kw)
+    a.set_title("mean token accuracy (one line per training seed)")
     b.set_title("training loss")
     fig.tight_layout()
     return fig, curves
@@ -106,8 +107,9 @@ def grpo_training(log: pd.DataFrame, reward: str) -> tuple[plt.Figure, pd.DataFr
 
 
 def f1_by_step(table: pd.DataFrame, series: list[str], metrics_: list[str], ylabel: str) -> tuple[plt.Figure, pd.DataFrame]:
-    """F1 vs GRPO step (step 0 = the SFT start): one line per group of ``series`` columns and metric.
-    The first series column picks the colour (the reward); the rest and the metric pick the line style."""
+    """F1 vs GRPO step (step 0 = the SFT start): per group of ``series`` columns and metric, each training seed
+    as a thin line and their mean as a thick one. The first series column picks the colour (the reward); the
+    rest and the metric pick the line style."""
     fig, ax = plt.subplots(figsize=(7.5, 4))
     styles = iter(["-", "--", ":", "-."] * 8)
     style_of: dict = {}
@@ -115,8 +117,12 @@ def f1_by_step(table: pd.DataFrame, series: list[str], metrics_: list[str], ylab
         key = key if isinstance(key, tuple) else (key,)
         for metric in metrics_:
             ls = style_of.setdefault((key[1:], metric), next(styles))
-            ax.plot(t["step"], t[metric], marker="o", ls=ls, color=PALETTE.get(key[0]),
-                    label=" / ".join(map(str, key)) + f" {metric.replace('_', '-')}")
+            colour = PALETTE.get(key[0])
+            for _, one in t.groupby("seed"):
+                ax.plot(one["step"], one[metric], ls=ls, color=colour, lw=0.8, alpha=0.35)
+            mean = t.groupby("step", as_index=False)[metric].mean()
+            ax.plot(mean["step"], mean[metric], marker="o", ls=ls, color=colour,
+                    label=" / ".join(map(str, key)) + f" {metric.replace('_', '-')} (mean; thin: seeds)")
     ax.set_xlabel("GRPO step (0 = SFT start)")
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
@@ -124,18 +130,29 @@ def f1_by_step(table: pd.DataFrame, series: list[str], metrics_: list[str], ylab
     return fig, table
 
 
+def _mean_and_seeds(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a table with ``seed`` = "mean" rows (carrying lo / hi) from its per-seed rows."""
+    is_mean = table["seed"].astype(str) == "mean"
+    return table.loc[is_mean], table.loc[~is_mean]
+
+
 def headline(summary: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
-    """Macro-F1 with 95% CIs per model on CheXpert and NIH (columns model, dataset, macro_f1, lo, hi)."""
+    """Macro-F1 per model on CheXpert and NIH: bars = mean over training seeds with the two-level (seeds, then
+    images) bootstrap 95% CI, dots = each seed (columns model, dataset, seed, macro_f1, lo, hi)."""
+    mean, seeds = _mean_and_seeds(summary)
     fig, ax = plt.subplots(figsize=(8, 4.2))
-    models = list(dict.fromkeys(summary["model"]))
+    models = list(dict.fromkeys(mean["model"]))
     width = 0.8 / len(models)
     for i, m in enumerate(models):
-        t = summary.loc[summary["model"] == m].set_index("dataset").loc[["CheXpert", "NIH"]]
+        t = mean.loc[mean["model"] == m].set_index("dataset").loc[["CheXpert", "NIH"]]
         x = np.arange(2) + i * width
         ax.bar(x, t["macro_f1"], width, label=m, color=PALETTE.get(m.split()[0].lower(), None))
         ax.errorbar(x, t["macro_f1"], yerr=[t["macro_f1"] - t["lo"], t["hi"] - t["macro_f1"]], fmt="none", ecolor="k", capsize=3)
+        for j, ds in enumerate(["CheXpert", "NIH"]):
+            v = seeds.loc[(seeds["model"] == m) & (seeds["dataset"] == ds), "macro_f1"]
+            ax.plot(np.full(len(v), x[j]), v, "o", color="k", ms=3, alpha=0.7)
     ax.set_xticks(np.arange(2) + width * (len(models) - 1) / 2, ["CheXpert (in-ontology)", "NIH (cross-dataset)"])
-    ax.set_ylabel("macro-F1 (95% bootstrap CI)")
+    ax.set_ylabel("macro-F1 (mean over seeds, 95% CI seeds x images; dots: seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig, summary
@@ -153,11 +170,14 @@ def per_label_heatmaps(cx: pd.DataFrame, nih: pd.DataFrame) -> tuple[plt.Figure,
 
 
 def subgroups(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
-    """NIH macro-F1 per subgroup (columns model, group, value, macro_f1, n)."""
+    """NIH macro-F1 per subgroup: bars = mean over training seeds, dots = each seed (columns model, seed, group,
+    value, macro_f1, n)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     for ax, group in zip(axes, ("sex", "age band")):
         t = table.loc[table["group"] == group]
-        sns.barplot(data=t, x="value", y="macro_f1", hue="model", ax=ax)
+        sns.barplot(data=t, x="value", y="macro_f1", hue="model", ax=ax, errorbar=None)
+        sns.stripplot(data=t, x="value", y="macro_f1", hue="model", ax=ax, dodge=True, color="k", size=3,
+                      legend=False)
         ax.set_title(f"NIH macro-F1 by {group}")
         ax.set_xlabel("")
     fig.tight_layout()
@@ -165,16 +185,21 @@ def subgroups(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
 
 
 def scaffold_reversal(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
-    """Macro-F1 (with CIs) by SFT format for each model (columns model, format, macro_f1, lo, hi)."""
+    """Macro-F1 by SFT format for each model: bars = mean over training seeds with the two-level (seeds, then
+    images) bootstrap 95% CI, dots = each seed (columns model, format, seed, macro_f1, lo, hi)."""
+    mean, seeds = _mean_and_seeds(table)
     fig, ax = plt.subplots(figsize=(8, 4.2))
-    formats = list(dict.fromkeys(table["format"]))
-    for i, (model, t) in enumerate(table.groupby("model", sort=False)):
+    formats = list(dict.fromkeys(mean["format"]))
+    for i, (model, t) in enumerate(mean.groupby("model", sort=False)):
         t = t.set_index("format").loc[formats]
         x = np.arange(len(formats)) + (i - 0.5) * 0.35
         ax.bar(x, t["macro_f1"], 0.35, label=model, color=PALETTE.get(model))
         ax.errorbar(x, t["macro_f1"], yerr=[t["macro_f1"] - t["lo"], t["hi"] - t["macro_f1"]], fmt="none", ecolor="k", capsize=3)
+        for xi, fmt in zip(x, formats):
+            v = seeds.loc[(seeds["model"] == model) & (seeds["format"] == fmt), "macro_f1"]
+            ax.plot(np.full(len(v), xi), v, "o", color="k", ms=3, alpha=0.7)
     ax.set_xticks(np.arange(len(formats)), formats)
-    ax.set_ylabel("validation macro-F1 (95% CI)")
+    ax.set_ylabel("validation macro-F1 (95% CI seeds x images; dots: seeds)")
     ax.legend()
     fig.tight_layout()
     return fig, table

@@ -6,7 +6,7 @@ labels the parser found are kept; still a failure).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -55,43 +55,77 @@ def _resample_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarr
     return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
 
 
-def _boot_macro(y_true: np.ndarray, y_pred: np.ndarray, w: np.ndarray) -> np.ndarray:
+def weighted_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Macro-F1 for each row of image weights ``w`` (rows, n): a row of ones is the plain macro-F1."""
     t, p = y_true.astype(float), y_pred.astype(float)
     return _macro_f1_from_counts(w @ (t * p), w @ ((1 - t) * p), w @ (t * (1 - p)))
 
 
-def bootstrap_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_boot: int = 1000, seed: int = 0,
-                       alpha: float = 0.05) -> tuple[float, float, float]:
-    """Point macro-F1 and a percentile bootstrap CI (images resampled with replacement)."""
-    w = _resample_weights(len(y_true), n_boot, np.random.default_rng(seed))
-    boots = _boot_macro(y_true, y_pred, w)
-    point = float(_boot_macro(y_true, y_pred, np.ones((1, len(y_true))))[0])
-    return point, float(np.quantile(boots, alpha / 2)), float(np.quantile(boots, 1 - alpha / 2))
+def _per_seed(preds) -> list[np.ndarray]:
+    """One (n, labels) prediction matrix per training seed; a single matrix is one seed."""
+    return [preds] if isinstance(preds, np.ndarray) and preds.ndim == 2 else list(preds)
 
 
-def paired_bootstrap(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_boot: int = 1000,
-                     seed: int = 0, alpha: float = 0.05) -> dict:
-    """Macro-F1(b) - macro-F1(a) on the same resamples; CI and the share of resamples where b <= a."""
-    w = _resample_weights(len(y_true), n_boot, np.random.default_rng(seed))
-    diff = _boot_macro(y_true, pred_b, w) - _boot_macro(y_true, pred_a, w)
-    ones = np.ones((1, len(y_true)))
-    point = float(_boot_macro(y_true, pred_b, ones)[0] - _boot_macro(y_true, pred_a, ones)[0])
-    return {"diff": point, "lo": float(np.quantile(diff, alpha / 2)), "hi": float(np.quantile(diff, 1 - alpha / 2)),
-            "p_not_better": float(np.mean(diff <= 0))}
+def two_level_bootstrap(effect: Callable[[int, list[np.ndarray]], np.ndarray | float], n_seeds: int,
+                        sizes: Sequence[int], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
+    """Percentile CI of a mean-over-seeds effect by a two-level bootstrap: seeds, then images.
 
-
-def gap_change(cx: tuple[np.ndarray, np.ndarray, np.ndarray], nih: tuple[np.ndarray, np.ndarray, np.ndarray],
-               n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
-    """Change of the CheXpert->NIH macro-F1 gap from model a to b: (CX_b - NIH_b) - (CX_a - NIH_a).
-
-    Each tuple is (y_true, pred_a, pred_b); resampling is paired within a dataset, independent across them.
+    Each replicate resamples the training seeds with replacement (level 1) and the images of every data set
+    with replacement (level 2, one multinomial weight row per data set, shared by all seeds because every seed
+    is scored on the same images); its value is the mean over the drawn seeds of ``effect(s, weights)``.
+    ``effect(s, weights)`` gets one (rows, n_d) weight matrix per data set of ``sizes`` and returns one value per
+    row (a scalar when the effect does not depend on images; ``sizes=()``). With one seed this is the ordinary
+    image bootstrap; with no image level it is a bootstrap over seeds. The CI thus carries training-seed
+    variance, which an image-only bootstrap leaves out.
     """
+    if n_seeds < 1:
+        raise ValueError("two_level_bootstrap needs at least one seed")
     rng = np.random.default_rng(seed)
-    w_cx, w_nih = _resample_weights(len(cx[0]), n_boot, rng), _resample_weights(len(nih[0]), n_boot, rng)
-    d_cx = _boot_macro(cx[0], cx[2], w_cx) - _boot_macro(cx[0], cx[1], w_cx)
-    d_nih = _boot_macro(nih[0], nih[2], w_nih) - _boot_macro(nih[0], nih[1], w_nih)
-    change = d_cx - d_nih
-    one_cx, one_nih = np.ones((1, len(cx[0]))), np.ones((1, len(nih[0])))
-    point = float((_boot_macro(cx[0], cx[2], one_cx) - _boot_macro(cx[0], cx[1], one_cx)
-                   - _boot_macro(nih[0], nih[2], one_nih) + _boot_macro(nih[0], nih[1], one_nih))[0])
-    return {"diff": point, "lo": float(np.quantile(change, alpha / 2)), "hi": float(np.quantile(change, 1 - alpha / 2))}
+    weights = [_resample_weights(n, n_boot, rng) for n in sizes]
+    picks = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+    boots_by_seed = np.stack([np.broadcast_to(np.asarray(effect(s, weights), float), (n_boot,))
+                              for s in range(n_seeds)])
+    boots = boots_by_seed[picks, np.arange(n_boot)[:, None]].mean(axis=1)
+    ones = [np.ones((1, n)) for n in sizes]
+    values = [float(np.ravel(effect(s, ones))[0]) for s in range(n_seeds)]
+    return {"effect": float(np.mean(values)), "lo": float(np.quantile(boots, alpha / 2)),
+            "hi": float(np.quantile(boots, 1 - alpha / 2)), "per_seed": values, "n_seeds": n_seeds,
+            "p_not_positive": float(np.mean(boots <= 0))}
+
+
+def bootstrap_macro_f1(y_true: np.ndarray, preds, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
+    """Macro-F1 (mean over seeds) with a two-level (seeds, then images) bootstrap CI; ``preds`` is one
+    prediction matrix per seed (or a single matrix: one seed, the plain image bootstrap)."""
+    preds = _per_seed(preds)
+    return two_level_bootstrap(lambda s, w: weighted_macro_f1(y_true, preds[s], w[0]), len(preds), [len(y_true)],
+                               n_boot, seed, alpha)
+
+
+def _paired(y_true: np.ndarray, preds_a: list, preds_b: list):
+    """Seed s's macro-F1(b) - macro-F1(a) on the same image weights; a one-entry side is a fixed model."""
+    n = max(len(preds_a), len(preds_b))
+    for side in (preds_a, preds_b):
+        if len(side) not in (1, n):
+            raise ValueError(f"paired models need the same seeds (or one fixed model), got {len(preds_a)} vs {len(preds_b)}")
+    pick = lambda side, s: side[s if len(side) > 1 else 0]  # noqa: E731
+    return n, lambda s, w: weighted_macro_f1(y_true, pick(preds_b, s), w) - weighted_macro_f1(y_true, pick(preds_a, s), w)
+
+
+def paired_bootstrap(y_true: np.ndarray, preds_a, preds_b, n_boot: int = 1000, seed: int = 0,
+                     alpha: float = 0.05) -> dict:
+    """Macro-F1(b) - macro-F1(a), mean over seeds, paired on seeds and images, two-level bootstrap CI (seeds,
+    then images); ``p_not_positive`` is the share of replicates where b <= a."""
+    n, diff = _paired(y_true, _per_seed(preds_a), _per_seed(preds_b))
+    return two_level_bootstrap(lambda s, w: diff(s, w[0]), n, [len(y_true)], n_boot, seed, alpha)
+
+
+def gap_change(cx: tuple, nih: tuple, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
+    """Change of the CheXpert->NIH macro-F1 gap from model a to b: (CX_b - NIH_b) - (CX_a - NIH_a), mean over
+    seeds, two-level bootstrap (seeds, then images; images resampled independently per data set).
+
+    Each tuple is (y_true, preds_a, preds_b) with one prediction matrix per seed (or a single matrix).
+    """
+    n, d_cx = _paired(cx[0], _per_seed(cx[1]), _per_seed(cx[2]))
+    _, d_nih = _paired(nih[0], _per_seed(nih[1]), _per_seed(nih[2]))
+    return two_level_bootstrap(lambda s, w: d_cx(s, w[0]) - d_nih(s, w[1]), n, [len(cx[0]), len(nih[0])],
+                               n_boot, seed, alpha)

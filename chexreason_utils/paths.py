@@ -79,8 +79,19 @@ class RunPaths:
     def manifest(self) -> Path:
         return self.root / "manifest.json"
 
-    def sft_model(self, role: str, fmt: str) -> Path:
-        return self.sft / role / fmt
+    def sft_model(self, role: str, fmt: str, seed: int) -> Path:
+        """One SFT run of one training seed: ``02_sft/seed-<s>/<role>/<format>``."""
+        return self.sft / f"seed-{seed}" / role / fmt
 
-    def grpo_run(self, name: str) -> Path:
-        return self.grpo / name
+    def grpo_run(self, name: str, seed: int) -> Path:
+        """One GRPO run (a reward, or the 06 ablation) of one training seed: ``03_grpo/seed-<s>/<name>``."""
+        return self.grpo / f"seed-{seed}" / name
+
+    def prediction_file(self, tag: str, manifest: str, prompt: str) -> Path:
+        """Cached predictions of one model (``tag``: see ``model_tag``) on one manifest with one prompt."""
+        return self.predictions / f"{tag}__{manifest}__{prompt}.jsonl"
+
+
+def model_tag(kind: str, seed: int | None = None) -> str:
+    """Prediction-cache tag: a trained model's tag carries its training seed; a fixed base model's has none."""
+    return kind if seed is None else f"seed-{seed}-{kind}"

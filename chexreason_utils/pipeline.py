@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import evaluate, grpo, metrics, models, prompts, sft
-from .diagnostics import log_rows
-from .config import Config
+from . import claims, evaluate, grpo, metrics, models, prompts, sft
+from .diagnostics import log_rows, run_diagnostics
+from .config import Config, check_seeds
 from .data import load_chexpert, load_mimic, load_nih
 from .data.phantom import generate_world, load_findings
 from .labels import (CHEXPERT_LABELS, NIH_LABEL_SETS, format_label_list, names_to_vector, split_label_list,
                      vector_to_names)
-from .paths import RunPaths
+from .jobs import run_jobs
+from .paths import RunPaths, model_tag
 from .sampling import label_table, select_nih_test, split_train_pool
 from .teacher import TemplateTeacher, TraceRequest, generate_traces, make_teacher
 
@@ -184,42 +185,126 @@ def sft_datasets(cfg: Config, paths: RunPaths, fmt: str):
     return split["train"], split["test"]
 
 
-def train_formats(cfg: Config, paths: RunPaths, role: str) -> dict[str, sft.SFTResult]:
-    """SFT of one base model in every configured format (reused when already trained)."""
-    results = {}
-    for fmt in cfg.sft.formats:
-        train, held_out = sft_datasets(cfg, paths, fmt)
-        results[fmt] = sft.train_sft(base_model(cfg, paths, role), train, held_out, paths.sft_model(role, fmt),
-                                     cfg.sft, full_finetune=not cfg.sft.use_lora, seed=cfg.seed, device=cfg.device)
+def training_seeds(cfg: Config) -> list[int]:
+    """The profile's training seeds (checked: non-empty, no repeats)."""
+    return check_seeds(cfg.seeds, where="profile")
+
+
+def _sft_job(cfg: Config, paths: RunPaths, role: str, fmt: str, seed: int) -> sft.SFTResult:
+    train, held_out = sft_datasets(cfg, paths, fmt)
+    return sft.train_sft(base_model(cfg, paths, role), train, held_out, paths.sft_model(role, fmt, seed), cfg.sft,
+                         full_finetune=not cfg.sft.use_lora, seed=seed, device=cfg.device)
+
+
+def train_formats(cfg: Config, paths: RunPaths, roles: list[str]) -> dict[str, dict[str, dict[int, sft.SFTResult]]]:
+    """SFT of each base model in every configured format and training seed, ``{role: {format: {seed: result}}}``;
+    one process per run (``jobs.run_jobs``), a run already trained with the same settings is reused."""
+    for fmt in cfg.sft.formats:   # teacher traces first, here: one cache file per format, one writer
+        sft_datasets(cfg, paths, fmt)
+    keys = [(r, f, s) for r in roles for f in cfg.sft.formats for s in training_seeds(cfg)]
+    done = run_jobs(_sft_job, [dict(cfg=cfg, paths=paths, role=r, fmt=f, seed=s) for r, f, s in keys], cfg.workers)
+    results: dict = {}
+    for (r, f, s), res in zip(keys, done):
+        results.setdefault(r, {}).setdefault(f, {})[s] = res
     return results
 
 
-def sft_curves(results: dict[str, sft.SFTResult]) -> pd.DataFrame:
-    """Training rows (step, loss, mean token accuracy, entropy) of every format, long form."""
+def sft_curves(results: dict[str, dict[int, sft.SFTResult]]) -> pd.DataFrame:
+    """Training rows (step, loss, mean token accuracy, entropy) of every format and seed, long form."""
     frames = []
-    for fmt, res in results.items():
-        rows = log_rows(res.log, "loss")
-        keep = [c for c in ("step", "loss", "mean_token_accuracy", "entropy") if c in rows]
-        frames.append(rows[keep].assign(format=fmt))
+    for fmt, by_seed in results.items():
+        for seed, res in by_seed.items():
+            rows = log_rows(res.log, "loss")
+            keep = [c for c in ("step", "loss", "mean_token_accuracy", "entropy") if c in rows]
+            frames.append(rows[keep].assign(format=fmt, seed=seed))
     return pd.concat(frames, ignore_index=True)
+
+
+def _validity_job(cfg: Config, paths: RunPaths, seed: int) -> dict:
+    fmt = cfg.grpo.start_format
+    return {"seed": seed, **evaluate.sample_validity(
+        paths.sft_model("medical", fmt, seed), load_manifest(paths, "val"), fmt, n=cfg.evaluation.sample_validity_n,
+        temperature=cfg.grpo.temperature, top_p=cfg.grpo.top_p, max_new_tokens=cfg.evaluation.max_new_tokens,
+        device=cfg.device, seed=seed)}
+
+
+def sample_validity(cfg: Config, paths: RunPaths) -> pd.DataFrame:
+    """Per training seed: share of sampled completions (GRPO's sampling settings) of the medical SFT model in
+    GRPO's start format that keep the output contract."""
+    jobs = [dict(cfg=cfg, paths=paths, seed=s) for s in training_seeds(cfg)]
+    return pd.DataFrame(run_jobs(_validity_job, jobs, cfg.workers))
 
 
 # ---- 03 GRPO ---------------------------------------------------------------------------------------------
 
-def run_grpo(cfg: Config, paths: RunPaths, reward: str, out_dir: Path | None = None, grpo_cfg=None) -> grpo.GRPORun:
+def run_grpo(cfg: Config, paths: RunPaths, reward: str, seed: int, out_dir: Path | None = None,
+             grpo_cfg=None) -> grpo.GRPORun:
+    """One GRPO run of one training seed from that seed's Free-Reasoning SFT (``grpo_cfg`` with ``seed=seed``)."""
     manifest = load_manifest(paths, "rl")
     fmt = cfg.grpo.start_format
     data = grpo.make_dataset(prompts.prompt_for(fmt), list(manifest["image_path"]), list(manifest["truth"]))
-    return grpo.train_grpo(paths.sft_model("medical", fmt), data, out_dir or paths.grpo_run(reward),
-                           grpo_cfg or cfg.grpo, reward, pool_prevalence(paths), cfg.device, fmt)
+    return grpo.train_grpo(paths.sft_model("medical", fmt, seed), data, out_dir or paths.grpo_run(reward, seed),
+                           replace(grpo_cfg or cfg.grpo, seed=seed), reward, pool_prevalence(paths), cfg.device, fmt)
+
+
+def ablation_name(cfg: Config) -> str:
+    return f"ablation-{cfg.diagnostics.ablation_reward}"
+
+
+def grpo_plan(cfg: Config) -> dict[str, tuple[str, object]]:
+    """Every GRPO run of a seed: run name -> (reward, GRPO config): each reward, and the 06 ablation (a recipe
+    of the kind the paper reports as unstable) when ``diagnostics.run_ablation``."""
+    plan = {reward: (reward, cfg.grpo) for reward in cfg.grpo.rewards}
+    D = cfg.diagnostics
+    if D.run_ablation:
+        plan[ablation_name(cfg)] = (D.ablation_reward, replace(
+            cfg.grpo, beta=D.ablation_beta, epsilon=D.ablation_epsilon, epsilon_high=D.ablation_epsilon_high,
+            loss_type=D.ablation_loss_type))
+    return plan
+
+
+def _grpo_job(cfg: Config, paths: RunPaths, name: str, seed: int) -> grpo.GRPORun:
+    reward, grpo_cfg = grpo_plan(cfg)[name]
+    return run_grpo(cfg, paths, reward, seed, out_dir=paths.grpo_run(name, seed), grpo_cfg=grpo_cfg)
+
+
+def grpo_runs(cfg: Config, paths: RunPaths) -> dict[str, dict[int, grpo.GRPORun]]:
+    """Every run of ``grpo_plan`` for every training seed, ``{name: {seed: GRPORun}}``, one process per run."""
+    keys = [(name, s) for name in grpo_plan(cfg) for s in training_seeds(cfg)]
+    done = run_jobs(_grpo_job, [dict(cfg=cfg, paths=paths, name=n, seed=s) for n, s in keys], cfg.workers)
+    runs: dict = {}
+    for (name, s), run in zip(keys, done):
+        runs.setdefault(name, {})[s] = run
+    return runs
+
+
+def _predict_job(cfg: Config, paths: RunPaths, tag: str, model_dir: str, manifest_name: str, prompt: str) -> None:
+    predictions(cfg, paths, model_dir, manifest_name, prompt, tag)
+
+
+def _cached(paths: RunPaths, tag: str, manifest_name: str, prompt: str) -> bool:
+    """A prediction file with a row per manifest image (whether the rows are this model's is checked again
+    when they are read, so a stale file is only redone in this process rather than in a job)."""
+    f = paths.prediction_file(tag, manifest_name, prompt)
+    return f.exists() and sum(1 for _ in f.open()) >= len(load_manifest(paths, manifest_name))
+
+
+def predict_many(cfg: Config, paths: RunPaths, requests: list[tuple[str, str | Path, str, str]]) -> list[pd.DataFrame]:
+    """Predictions for (tag, model, manifest, prompt) requests, merged with the truth; each distinct request is
+    one process (``jobs.run_jobs``) writing its own cache file, a cached one costs a read."""
+    unique = [r for r in dict.fromkeys((t, str(m), man, p) for t, m, man, p in requests)
+              if not _cached(paths, r[0], r[2], r[3])]
+    run_jobs(_predict_job, [dict(cfg=cfg, paths=paths, tag=t, model_dir=m, manifest_name=man, prompt=p)
+                            for t, m, man, p in unique], cfg.workers)
+    return [predictions(cfg, paths, m, man, p, t) for t, m, man, p in requests]
 
 
 def predictions(cfg: Config, paths: RunPaths, model_dir: str | Path, manifest_name: str, prompt: str,
                 tag: str) -> pd.DataFrame:
     """Cached predictions of one model on one manifest with one prompt, merged with the truth."""
     manifest = load_manifest(paths, manifest_name)
-    out = paths.predictions / f"{tag}__{manifest_name}__{prompt}.jsonl"
-    pred = evaluate.predict(model_dir, manifest[["image_id", "image_path"]], prompt, out, cfg.evaluation.batch_size,
+    pred = evaluate.predict(model_dir, manifest[["image_id", "image_path"]], prompt,
+                            paths.prediction_file(tag, manifest_name, prompt), cfg.evaluation.batch_size,
                             cfg.evaluation.max_new_tokens, cfg.device)
     return manifest.merge(pred, on="image_id", how="left")
 
@@ -234,28 +319,60 @@ def valid_mask(frame: pd.DataFrame) -> pd.Series:
     return frame["valid"].fillna(False).astype(bool)
 
 
-def score_checkpoints(cfg: Config, paths: RunPaths, run: grpo.GRPORun) -> pd.DataFrame:
-    """Validation scores of the SFT start and of every GRPO checkpoint, with best-F1 and final marked."""
+def sft_start(cfg: Config, paths: RunPaths, seed: int) -> tuple[str, Path]:
+    """(cache tag, folder) of the medical SFT model GRPO starts from, for one seed."""
     fmt = cfg.grpo.start_format
-    rows = [{"step": 0, "checkpoint": "sft", **scores(predictions(cfg, paths, paths.sft_model("medical", fmt), "val",
-                                                                 fmt, f"sft-medical-{fmt}"), cfg)}]
-    for ckpt in run.checkpoints:
-        step = int(ckpt.name.split("-")[1])
-        frame = predictions(cfg, paths, ckpt, "val", fmt, f"grpo-{run.name}-{ckpt.name}")
-        rows.append({"step": step, "checkpoint": ckpt.name, **scores(frame, cfg)})
-    table = pd.DataFrame(rows).assign(reward=run.name)
+    return model_tag(f"sft-medical-{fmt}", seed), paths.sft_model("medical", fmt, seed)
+
+
+def grpo_models(cfg: Config, paths: RunPaths, reward: str, seed: int) -> list[tuple[int, str, Path]]:
+    """(step, cache tag, folder) of the SFT start (step 0) and of every checkpoint of one GRPO run."""
+    tag, folder = sft_start(cfg, paths, seed)
+    out = [(0, tag, folder)]
+    for c in grpo.checkpoints(paths.grpo_run(reward, seed)):
+        out.append((int(c.name.split("-")[1]), model_tag(f"grpo-{reward}-{c.name}", seed), c))
+    return out
+
+
+def score_checkpoints(cfg: Config, paths: RunPaths, reward: str, seed: int) -> pd.DataFrame:
+    """Validation scores of the SFT start and of every checkpoint of one GRPO run (``reward`` is the run name)
+    and seed, best-F1 and final marked; written to the run's ``checkpoint_scores.csv``."""
+    fmt, steps = cfg.grpo.start_format, grpo_models(cfg, paths, reward, seed)
+    frames = predict_many(cfg, paths, [(tag, model, "val", fmt) for _, tag, model in steps])
+    rows = [{"step": step, "checkpoint": "sft" if step == 0 else Path(model).name, **scores(frame, cfg)}
+            for (step, _, model), frame in zip(steps, frames)]
+    table = pd.DataFrame(rows).assign(reward=reward, seed=seed)
     grpo_rows = table.loc[table["step"] > 0]
     table["is_best_f1"] = table.index == grpo_rows["macro_f1"].idxmax() if len(grpo_rows) else False
     table["is_final"] = table["step"] == table["step"].max()
-    table.to_csv(run.out_dir / "checkpoint_scores.csv", index=False)
+    table.to_csv(paths.grpo_run(reward, seed) / "checkpoint_scores.csv", index=False)
     return table
 
 
-def grpo_checkpoint(paths: RunPaths, reward: str, which: str) -> Path:
-    """The best-F1 or final checkpoint of a GRPO run, from its checkpoint_scores.csv."""
-    table = pd.read_csv(paths.grpo_run(reward) / "checkpoint_scores.csv")
+def checkpoint_scores(cfg: Config, paths: RunPaths, names: list[str] | None = None) -> pd.DataFrame:
+    """``score_checkpoints`` for every reward run (or ``names``) and training seed, one long table; the
+    predictions of all of them run first as independent processes."""
+    names = list(cfg.grpo.rewards) if names is None else names
+    fmt = cfg.grpo.start_format
+    predict_many(cfg, paths, [(tag, model, "val", fmt) for name in names for s in training_seeds(cfg)
+                              for _, tag, model in grpo_models(cfg, paths, name, s)])
+    return pd.concat([score_checkpoints(cfg, paths, name, s) for name in names for s in training_seeds(cfg)],
+                     ignore_index=True)
+
+
+def read_checkpoint_scores(paths: RunPaths, reward: str, seed: int) -> pd.DataFrame:
+    """The ``checkpoint_scores.csv`` 03 wrote for one GRPO run and seed (read, never rewritten, by later stages)."""
+    path = paths.grpo_run(reward, seed) / "checkpoint_scores.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run 03_grpo first (it scores every checkpoint)")
+    return pd.read_csv(path)
+
+
+def grpo_checkpoint(paths: RunPaths, reward: str, which: str, seed: int) -> Path:
+    """The best-F1 or final checkpoint of one GRPO run and seed, from its checkpoint_scores.csv."""
+    table = read_checkpoint_scores(paths, reward, seed)
     row = table.loc[table["is_best_f1" if which == "best_f1" else "is_final"]].iloc[0]
-    return paths.grpo_run(reward) / row["checkpoint"]
+    return paths.grpo_run(reward, seed) / row["checkpoint"]
 
 
 def prevalence_tables(paths: RunPaths) -> pd.DataFrame:
@@ -275,18 +392,20 @@ def example_targets(cfg: Config, paths: RunPaths, index: int = 0) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def sft_final_values(results: dict[str, dict[str, sft.SFTResult]]) -> pd.DataFrame:
-    """Last logged training loss / token accuracy / entropy and best held-out loss per role and format."""
+def sft_final_values(results: dict[str, dict[str, dict[int, sft.SFTResult]]]) -> pd.DataFrame:
+    """Per role, format and seed: last logged training loss / token accuracy / entropy, best held-out loss."""
     rows = []
     for role, by_fmt in results.items():
-        for fmt, res in by_fmt.items():
-            train = log_rows(res.log, "loss")
-            ev = res.log["eval_loss"].dropna() if "eval_loss" in res.log else pd.Series(dtype=float)
-            last = train.iloc[-1] if len(train) else {}
-            rows.append({"model": role, "format": fmt, "steps": int(last.get("step", 0)),
-                         "train_loss": last.get("loss", np.nan),
-                         "token_accuracy": last.get("mean_token_accuracy", np.nan),
-                         "entropy": last.get("entropy", np.nan), "best_eval_loss": ev.min() if len(ev) else np.nan})
+        for fmt, by_seed in by_fmt.items():
+            for seed, res in by_seed.items():
+                train = log_rows(res.log, "loss")
+                ev = res.log["eval_loss"].dropna() if "eval_loss" in res.log else pd.Series(dtype=float)
+                last = train.iloc[-1] if len(train) else {}
+                rows.append({"model": role, "format": fmt, "seed": seed, "steps": int(last.get("step", 0)),
+                             "train_loss": last.get("loss", np.nan),
+                             "token_accuracy": last.get("mean_token_accuracy", np.nan),
+                             "entropy": last.get("entropy", np.nan),
+                             "best_eval_loss": ev.min() if len(ev) else np.nan})
     return pd.DataFrame(rows)
 
 
@@ -310,48 +429,150 @@ def zero_shot_prompt(cfg: Config) -> str:
     return cfg.evaluation.prompt_variant or cfg.grpo.start_format
 
 
-def test_models(cfg: Config, paths: RunPaths) -> dict[str, tuple[str, Path | str, str]]:
-    """The paper's test-table columns we can reproduce -> (cache tag, model, prompt)."""
+def test_models(cfg: Config, paths: RunPaths, seed: int) -> dict[str, tuple[str, Path | str, str]]:
+    """The paper's test-table columns we can reproduce -> (cache tag, model, prompt), for one training seed
+    (the base models are fixed: the same entry for every seed)."""
     fmt, zs = cfg.grpo.start_format, zero_shot_prompt(cfg)
-    ckpt = grpo_checkpoint(paths, cfg.evaluation.test_grpo_reward, cfg.evaluation.test_grpo_checkpoint)
-    return {"MedGemma base": ("base-medical", base_model(cfg, paths, "medical"), zs),
-            "Qwen2.5-VL": ("base-general", base_model(cfg, paths, "general"), zs),
-            "MedGemma SFT": (f"sft-medical-{fmt}", paths.sft_model("medical", fmt), fmt),
-            "ChexReason": (f"grpo-{cfg.evaluation.test_grpo_reward}-{ckpt.name}", ckpt, fmt)}
+    E = cfg.evaluation
+    ckpt = grpo_checkpoint(paths, E.test_grpo_reward, E.test_grpo_checkpoint, seed)
+    return {"MedGemma base": (model_tag("base-medical"), base_model(cfg, paths, "medical"), zs),
+            "Qwen2.5-VL": (model_tag("base-general"), base_model(cfg, paths, "general"), zs),
+            "MedGemma SFT": (*sft_start(cfg, paths, seed), fmt),
+            "ChexReason": (model_tag(f"grpo-{E.test_grpo_reward}-{ckpt.name}", seed), ckpt, fmt)}
 
 
-def test_predictions(cfg: Config, paths: RunPaths) -> dict[str, dict[str, pd.DataFrame]]:
-    out = {}
-    for dataset, manifest in TEST_SETS:
-        out[dataset] = {col: predictions(cfg, paths, model, manifest, prompt, tag)
-                        for col, (tag, model, prompt) in test_models(cfg, paths).items()}
+def test_predictions(cfg: Config, paths: RunPaths) -> dict[str, dict[str, dict[int, pd.DataFrame]]]:
+    """``{dataset: {column: {seed: predictions}}}`` on both test sets (a base model's frame is the same for
+    every seed)."""
+    keys = [(ds, man, col, s, *spec) for ds, man in TEST_SETS for s in training_seeds(cfg)
+            for col, spec in test_models(cfg, paths, s).items()]
+    frames = predict_many(cfg, paths, [(tag, model, man, prompt) for _, man, _, _, tag, model, prompt in keys])
+    out: dict = {}
+    for (ds, _, col, s, *_), frame in zip(keys, frames):
+        out.setdefault(ds, {}).setdefault(col, {})[s] = frame
     return out
 
 
+def test_matrices(cfg: Config, preds: dict) -> dict[str, dict[str, dict[int, tuple[np.ndarray, np.ndarray]]]]:
+    """(y_true, y_pred) per dataset, column and seed, on each dataset's evaluation labels."""
+    return {ds: {col: {s: matrices(f, cfg, eval_labels(cfg, ds)) for s, f in by_seed.items()}
+                 for col, by_seed in by_col.items()} for ds, by_col in preds.items()}
+
+
 def checkpoint_test_curve(cfg: Config, paths: RunPaths) -> pd.DataFrame:
-    """CheXpert and NIH macro-F1 of the SFT start and every GRPO checkpoint of every reward run."""
-    fmt, rows = cfg.grpo.start_format, []
-    for reward in cfg.grpo.rewards:
-        models_ = [(0, f"sft-medical-{fmt}", paths.sft_model("medical", fmt))]
-        models_ += [(int(c.name.split("-")[1]), f"grpo-{reward}-{c.name}", c) for c in grpo.checkpoints(paths.grpo_run(reward))]
-        for step, tag, model in models_:
-            for dataset, manifest in TEST_SETS:
-                frame = predictions(cfg, paths, model, manifest, fmt, tag)
-                rows.append({"reward": reward, "step": step, "dataset": dataset,
-                             **scores(frame, cfg, eval_labels(cfg, dataset))})
-    return pd.DataFrame(rows)
+    """CheXpert and NIH macro-F1 of the SFT start and every GRPO checkpoint of every reward run and seed."""
+    fmt = cfg.grpo.start_format
+    keys = [(reward, s, step, tag, model, ds, man) for reward in cfg.grpo.rewards for s in training_seeds(cfg)
+            for step, tag, model in grpo_models(cfg, paths, reward, s) for ds, man in TEST_SETS]
+    frames = predict_many(cfg, paths, [(tag, model, man, fmt) for *_, tag, model, _, man in keys])
+    return pd.DataFrame([{"reward": reward, "seed": s, "step": step, "dataset": ds,
+                          **scores(frame, cfg, eval_labels(cfg, ds))}
+                         for (reward, s, step, _, _, ds, _), frame in zip(keys, frames)])
+
+
+def validation_models(cfg: Config, paths: RunPaths, role: str, names: list[str], kind: str) -> list[tuple]:
+    """(name, seed, tag, model, prompt) of a model per prompt variant (kind='zero_shot': the fixed base model,
+    seed None) or per SFT format and training seed (kind='sft')."""
+    if kind == "zero_shot":
+        return [(n, None, model_tag(f"base-{role}"), base_model(cfg, paths, role), n) for n in names]
+    return [(n, s, model_tag(f"sft-{role}-{n}", s), paths.sft_model(role, n, s), n)
+            for n in names for s in training_seeds(cfg)]
+
+
+def validation_matrices(cfg: Config, paths: RunPaths, role: str, names: list[str], kind: str) -> dict:
+    """``{name: {seed: (y_true, y_pred, valid)}}`` on the validation set (see ``validation_models``)."""
+    specs = validation_models(cfg, paths, role, names, kind)
+    frames = predict_many(cfg, paths, [(tag, model, "val", prompt) for _, _, tag, model, prompt in specs])
+    out: dict = {}
+    for (name, seed, *_), frame in zip(specs, frames):
+        out.setdefault(name, {})[seed] = (*matrices(frame, cfg, CHEXPERT_LABELS), valid_mask(frame))
+    return out
 
 
 def validation_table(cfg: Config, paths: RunPaths, role: str, names: list[str], kind: str) -> pd.DataFrame:
-    """Validation scores of a model per prompt variant (kind='zero_shot') or per SFT format (kind='sft')."""
+    """Validation scores of a model per prompt variant (kind='zero_shot') or per SFT format and seed
+    (kind='sft'), one row per name and seed (seed empty for the fixed base model)."""
     rows = []
-    for name in names:
-        if kind == "zero_shot":
-            frame = predictions(cfg, paths, base_model(cfg, paths, role), "val", name, f"base-{role}")
-        else:
-            frame = predictions(cfg, paths, paths.sft_model(role, name), "val", name, f"sft-{role}-{name}")
-        y_true, y_pred = matrices(frame, cfg, CHEXPERT_LABELS)
-        _, lo, hi = metrics.bootstrap_macro_f1(y_true, y_pred, cfg.evaluation.n_bootstrap, cfg.evaluation.bootstrap_seed)
-        summary = metrics.summary(y_true, y_pred, CHEXPERT_LABELS, valid_mask(frame))
-        rows.append({"model": role, "variant" if kind == "zero_shot" else "format": name, **summary, "lo": lo, "hi": hi})
+    for name, by_seed in validation_matrices(cfg, paths, role, names, kind).items():
+        for seed, (y_true, y_pred, valid) in by_seed.items():
+            rows.append({"model": role, "variant" if kind == "zero_shot" else "format": name, "seed": seed,
+                         **metrics.summary(y_true, y_pred, CHEXPERT_LABELS, valid)})
     return pd.DataFrame(rows)
+
+
+def format_f1(cfg: Config, paths: RunPaths, roles: list[str]) -> pd.DataFrame:
+    """Validation macro-F1 per model, SFT format and seed, and per model and format its mean over seeds
+    (``seed`` = "mean") with a two-level (seeds, then images) bootstrap 95% CI."""
+    E, rows = cfg.evaluation, []
+    for role in roles:
+        for fmt, by_seed in validation_matrices(cfg, paths, role, cfg.sft.formats, "sft").items():
+            y_true = next(iter(by_seed.values()))[0]
+            ci = metrics.bootstrap_macro_f1(y_true, [p for _, p, _ in by_seed.values()], E.n_bootstrap,
+                                            E.bootstrap_seed)
+            rows.append({"model": role, "format": fmt, "seed": "mean", "macro_f1": ci["effect"], "lo": ci["lo"],
+                         "hi": ci["hi"]})
+            rows += [{"model": role, "format": fmt, "seed": s, "macro_f1": v}
+                     for s, v in zip(by_seed, ci["per_seed"])]
+    return pd.DataFrame(rows)
+
+
+# ---- claims (end of 04) ----------------------------------------------------------------------------------
+
+def run_collapse_share(cfg: Config, paths: RunPaths, name: str, seed: int) -> float:
+    """Share of a GRPO run's steps inside a collapse episode (06's detection rule and profile settings)."""
+    folder = paths.grpo_run(name, seed)
+    log = folder / "log_history.csv"
+    if not log.exists():
+        raise FileNotFoundError(f"GRPO run log {log} not found: run 03_grpo first")
+    D = cfg.diagnostics
+    per_step, episodes = run_diagnostics(pd.read_csv(log), grpo.completions_table(folder), cfg.grpo.num_generations,
+                                         D.window, D.dominance_threshold, D.episode_min_steps)
+    return claims.collapse_share(per_step, episodes)
+
+
+FIXED_MODELS = ("MedGemma base", "Qwen2.5-VL")   # test-table columns that do not depend on the training seed
+
+
+def test_pairs(cfg: Config, test_mats: dict) -> dict[str, tuple[np.ndarray, dict[str, list[np.ndarray]]]]:
+    """Per test set: (y_true, {"base": [matrix], "sft": [one per seed], "grpo": [one per seed]}) of the medical
+    model, seeds in profile order (the inputs of the paired comparisons and of claims C1-C3)."""
+    seeds = training_seeds(cfg)
+    cols = {"base": "MedGemma base", "sft": "MedGemma SFT", "grpo": "ChexReason"}
+    out = {}
+    for ds, by_col in test_mats.items():
+        y_true = by_col[cols["sft"]][seeds[0]][0]
+        out[ds] = (y_true, {k: [by_col[c][s][1] for s in (seeds[:1] if k == "base" else seeds)]
+                            for k, c in cols.items()})
+    return out
+
+
+def paired_differences(cfg: Config, test_mats: dict) -> pd.DataFrame:
+    """SFT -> GRPO macro-F1 on each test set and the change of the CheXpert - NIH gap: mean over training seeds,
+    paired per seed and image, two-level bootstrap 95% CI (seeds, then images)."""
+    E, pairs = cfg.evaluation, test_pairs(cfg, test_mats)
+    triple = {ds: (y, p["sft"], p["grpo"]) for ds, (y, p) in pairs.items()}
+    rows = [{"comparison": f"SFT -> GRPO on {ds}", **metrics.paired_bootstrap(*triple[ds], E.n_bootstrap, E.bootstrap_seed)}
+            for ds in ("CheXpert", "NIH")]
+    rows.append({"comparison": "change of the CheXpert - NIH gap, SFT -> GRPO",
+                 **metrics.gap_change(triple["CheXpert"], triple["NIH"], E.n_bootstrap, E.bootstrap_seed)})
+    table = pd.DataFrame(rows)
+    table["per_seed"] = [", ".join(f"{v:+.3f}" for v in r) for r in table["per_seed"]]
+    return table
+
+
+def claim_evidence(cfg: Config, paths: RunPaths, test_mats: dict) -> dict:
+    """What ``claims.claims_table`` measures, per training seed: test-set matrices of the base, SFT and GRPO
+    medical model (``test_matrices``), validation matrices of every SFT format of both models, and the collapse
+    share of the final recipe and of the unstable-recipe ablation (None where the profile does not make it)."""
+    seeds = training_seeds(cfg)
+    evidence: dict = dict(test_pairs(cfg, test_mats))
+    if cfg.sft.general_model_too:
+        by_role = {role: validation_matrices(cfg, paths, role, cfg.sft.formats, "sft") for role in ROLES}
+        y_true = next(iter(by_role["medical"].values()))[seeds[0]][0]
+        evidence["validation formats"] = (y_true, {role: {f: [m[s][1] for s in seeds] for f, m in by_fmt.items()}
+                                                   for role, by_fmt in by_role.items()})
+    if cfg.diagnostics.run_ablation:
+        evidence["collapse"] = {
+            "final": [run_collapse_share(cfg, paths, cfg.diagnostics.ablation_reward, s) for s in seeds],
+            "unstable": [run_collapse_share(cfg, paths, ablation_name(cfg), s) for s in seeds]}
+    return evidence

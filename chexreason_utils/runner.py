@@ -244,7 +244,7 @@ def _write_manifest(paths: RunPaths, cfg: Config, opts: RunOptions, stages: dict
     manifest = {"profile": cfg.profile, "run_dir": str(paths.root), "figure_dir": str(paths.figures),
                 "overrides": opts.overrides, "parameters": cfg.to_dict(),
                 "seeds": {"global": cfg.seed, "world": cfg.world.seed, "sampling": cfg.sampling.seed,
-                          "grpo": cfg.grpo.seed, "bootstrap": cfg.evaluation.bootstrap_seed},
+                          "grpo": cfg.grpo.seed, "bootstrap": cfg.evaluation.bootstrap_seed, "training": cfg.seeds},
                 "packages": _versions(), "git_commit": _git_commit(), "stages": stages}
     tmp = paths.manifest.with_suffix(".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))

@@ -19,11 +19,12 @@ from .seeding import seed_everything
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "00_setup": ("seed", "world", "data", "models"),
     "01_sampling": ("seed", "data", "sampling"),
-    "02_sft": ("seed", "device", "models", "sft"),
-    "03_grpo": ("seed", "device", "models", "grpo", "evaluation"),
-    "04_evaluation": ("seed", "device", "data", "models", "sft", "grpo", "evaluation", "cross_model"),
-    "05_cross_model_scaffold": ("seed", "device", "sft", "evaluation", "cross_model"),
-    "06_entropy_mode_collapse": ("seed", "device", "grpo", "evaluation", "diagnostics"),
+    "02_sft": ("seed", "seeds", "device", "models", "sft", "evaluation"),
+    "03_grpo": ("seed", "seeds", "device", "models", "grpo", "evaluation", "diagnostics"),
+    "04_evaluation": ("seed", "seeds", "device", "data", "models", "sft", "grpo", "evaluation", "cross_model",
+                      "diagnostics"),
+    "05_cross_model_scaffold": ("seed", "seeds", "device", "sft", "evaluation", "cross_model"),
+    "06_entropy_mode_collapse": ("seed", "seeds", "device", "grpo", "evaluation", "diagnostics"),
 }
 
 # What each stage writes, relative to the run root (the runner digests these to detect changed inputs).

@@ -29,6 +29,17 @@ def test_every_registered_figure_and_table_is_made(smoke_run):
     assert len(table5) == 2 * 15
 
 
+def test_claims_table_has_five_verdicts_from_every_seed(smoke_run):
+    paths, _, _ = smoke_run
+    table = pd.read_csv(paths.figures / "claims.csv")
+    assert table["claim"].tolist() == ["C1", "C2", "C3", "C4", "C5"]
+    assert table[["effect", "lo", "hi", "verdict"]].notna().all().all() and (table["seeds"] == 2).all()
+    assert "in the phantom world" in (paths.figures / "claims.md").read_text()
+    for seed in (0, 1):
+        assert (paths.grpo_run("hard", seed) / "checkpoint_scores.csv").exists()
+        assert (paths.grpo_run("ablation-hard", seed) / "log_history.csv").exists()
+
+
 def test_a_second_run_recomputes_nothing(smoke_run):
     _, _, opts = smoke_run
     t0 = time.perf_counter()
@@ -40,7 +51,7 @@ def test_a_second_run_recomputes_nothing(smoke_run):
 def test_grpo_reference_is_the_sft_model_not_the_base(smoke_run, tmp_path):
     paths, _, _ = smoke_run
     cfg = load_profile("smoke")
-    sft_dir = paths.sft_model("medical", "free_reasoning")
+    sft_dir = paths.sft_model("medical", "free_reasoning", 0)
     manifest = pipeline.load_manifest(paths, "rl")
     data = grpo.make_dataset("x", list(manifest["image_path"][:4]), list(manifest["truth"][:4]))
     trainer, _ = grpo.build_trainer(sft_dir, data, tmp_path, cfg.grpo, "hard", {}, "cpu")
@@ -62,7 +73,7 @@ from chexreason_utils.config import load_profile
 from chexreason_utils.paths import RunPaths
 cfg = load_profile("smoke")
 paths = RunPaths.for_profile("smoke", sys.argv[1], sys.argv[1] + "/figures")
-pipeline.run_grpo(cfg, paths, "nuanced", out_dir=Path(sys.argv[2]),
+pipeline.run_grpo(cfg, paths, "nuanced", 0, out_dir=Path(sys.argv[2]),
                   grpo_cfg=replace(cfg.grpo, max_steps=6, save_steps=2, nuanced=replace(cfg.grpo.nuanced, min_window=1)))
 """
 
@@ -83,7 +94,7 @@ def test_killed_grpo_run_resumes_from_its_last_checkpoint(smoke_run, tmp_path):
     window_at_2 = json.loads((out / "checkpoint-2" / "reward_state.json").read_text())["history"]
     cfg = load_profile("smoke")
     done = [c.name for c in grpo.checkpoints(out)]
-    run_ = pipeline.run_grpo(cfg, paths, "nuanced", out_dir=out, grpo_cfg=replace(
+    run_ = pipeline.run_grpo(cfg, paths, "nuanced", 0, out_dir=out, grpo_cfg=replace(
         cfg.grpo, max_steps=6, save_steps=2, nuanced=replace(cfg.grpo.nuanced, min_window=1)))
     assert run_.resumed_from.endswith(done[-1])
     assert [c.name for c in run_.checkpoints] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
@@ -91,13 +102,13 @@ def test_killed_grpo_run_resumes_from_its_last_checkpoint(smoke_run, tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6]
     window_at_6 = json.loads((out / "checkpoint-6" / "reward_state.json").read_text())["history"]
     assert len(window_at_6) > len(window_at_2) and window_at_6[:len(window_at_2)] == window_at_2
-    changed = pipeline.run_grpo(cfg, paths, "nuanced", out_dir=out, grpo_cfg=replace(cfg.grpo, max_steps=2, save_steps=2))
+    changed = pipeline.run_grpo(cfg, paths, "nuanced", 0, out_dir=out, grpo_cfg=replace(cfg.grpo, max_steps=2, save_steps=2))
     assert changed.resumed_from is None and [c.name for c in changed.checkpoints] == ["checkpoint-2"]
 
 
 def test_evaluation_resumes_redoes_a_truncated_row_and_batches_match(smoke_run, tmp_path):
     paths, _, _ = smoke_run
-    model = paths.sft_model("medical", "free_reasoning")
+    model = paths.sft_model("medical", "free_reasoning", 0)
     images = pipeline.load_manifest(paths, "val")[["image_id", "image_path"]].iloc[:6]
     out = tmp_path / "pred.jsonl"
     first = evaluate.predict(model, images, "free_reasoning", out, batch_size=6, max_new_tokens=48, device="cpu")

@@ -126,14 +126,14 @@ def test_bootstrap_intervals_and_paired_differences():
     y = rng.integers(0, 2, (300, 5))
     noisy = np.where(rng.random(y.shape) < 0.2, 1 - y, y)
     worse = np.where(rng.random(y.shape) < 0.4, 1 - y, y)
-    point, lo, hi = metrics.bootstrap_macro_f1(y, noisy, 1000, seed=1)
-    assert lo < point < hi and hi - lo < 0.15
-    assert point == pytest.approx(f1_score(y, noisy, average="macro"))
-    assert metrics.bootstrap_macro_f1(y, noisy, 1000, seed=1) == (point, lo, hi)        # seeded
+    ci = metrics.bootstrap_macro_f1(y, noisy, 1000, seed=1)
+    assert ci["lo"] < ci["effect"] < ci["hi"] and ci["hi"] - ci["lo"] < 0.15
+    assert ci["effect"] == pytest.approx(f1_score(y, noisy, average="macro"))
+    assert metrics.bootstrap_macro_f1(y, noisy, 1000, seed=1) == ci        # seeded
     d = metrics.paired_bootstrap(y, worse, noisy, 1000, seed=1)
-    assert d["diff"] > 0 and d["lo"] > 0 and d["p_not_better"] < 0.01
+    assert d["effect"] > 0 and d["lo"] > 0 and d["p_not_positive"] < 0.01
     g = metrics.gap_change((y, worse, noisy), (y, worse, worse), 1000, seed=1)
-    assert g["diff"] == pytest.approx(d["diff"]) and g["lo"] > 0
+    assert g["effect"] == pytest.approx(d["effect"]) and g["lo"] > 0
 
 
 def test_paper_macro_numbers_follow_from_the_per_label_columns():

@@ -16,7 +16,7 @@ def _table6():
     labels = reference.per_label_table(6).index
     run = pd.DataFrame({"MedGemma SFT": 0.5, "ChexReason": 0.25}, index=labels)
     run.loc["Edema", "ChexReason"] = 0.0
-    return reporting.test_table(run, 6, "smoke")
+    return reporting.test_table({0: run}, 6, "smoke")
 
 
 def test_beside_keeps_the_papers_rows_in_order_as_two_column_blocks():
