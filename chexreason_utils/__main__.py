@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("-k", "--kernel", default="python3", help="Jupyter kernel (default: python3 of this env)")
     r.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
     sub.add_parser("readme-table", help="print the README's figure table from the registry")
+    pl = sub.add_parser("plan", help="print trainings, generations, GPU memory and the checkpoint-scoring plan")
+    pl.add_argument("--profile", default="paper", help="smoke | tiny | paper, or a YAML path (default: paper)")
+    pl.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a value")
     return p
 
 
@@ -35,6 +38,16 @@ def main(argv: list[str] | None = None) -> int:
         from .figure_registry import markdown_table
 
         print(markdown_table())
+        return 0
+    if args.command == "plan":
+        from .config import load_profile
+        from .plan import render
+
+        try:
+            print(render(load_profile(args.profile, dict(parse_override(p) for p in args.param))))
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
     try:
         opts = RunOptions(profile=args.profile, run_dir=args.run_dir, figure_dir=args.figure_dir,
