@@ -63,6 +63,7 @@ class SamplingConfig:
     patient_disjoint: bool = True       # open: no patient in two of SFT / RL / validation
     nih_test_size: int = 488
     nih_selection: str = "greedy_balanced"   # greedy_balanced | random  (open; see sampling.select_nih_test)
+    nih_without_scored_positive: str = "exclude"   # open: exclude | keep NIH images with no scored positive
     nih_splits: list = field(default_factory=lambda: ["test"])
 
 

@@ -122,8 +122,9 @@ def build_manifests(cfg: Config, paths: RunPaths) -> dict:
     pool_frame, pool_labels = _manifest_frame(pool.dataset), pool.labels()
     train, selections = split_train_pool(pool_frame, pool_labels, s.n_sft, s.n_rl, s.n_val, s.min_fraction,
                                          s.max_fraction, s.overrep_penalty, s.seed, s.patient_disjoint)
-    nih_frame = select_nih_test(_manifest_frame(nih.dataset), nih.labels(), s.nih_test_size,
-                                NIH_LABEL_SETS[cfg.evaluation.nih_label_set], s.nih_selection, s.seed)
+    nih_frame, selections["nih_test"] = select_nih_test(
+        _manifest_frame(nih.dataset), nih.labels(), s.nih_test_size, NIH_LABEL_SETS[cfg.evaluation.nih_label_set],
+        s.nih_selection, s.seed, s.min_fraction, s.max_fraction, s.nih_without_scored_positive)
     frames = {name: train.loc[train["subset"] == name].reset_index(drop=True) for name in ("sft", "rl", "val")}
     frames["chexpert_test"] = _manifest_frame(chex.dataset, "test")
     frames["nih_test"] = nih_frame.reset_index(drop=True)
