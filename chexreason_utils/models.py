@@ -111,7 +111,8 @@ def image_token_count(processor, image) -> int:
     text = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "x"}]}],
                                          add_generation_prompt=True, tokenize=False)
     ids = processor(text=[text], images=[[image]], return_tensors="pt")["input_ids"][0]
-    token_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    token = getattr(processor.tokenizer, "image_token", None) or processor.image_token   # Gemma3: the soft token
+    token_id = processor.tokenizer.convert_tokens_to_ids(token)
     return int((ids == token_id).sum())
 
 
