@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -127,6 +128,8 @@ def load_model(path: str | Path, device: str = "auto", dtype: str = "auto", trai
         model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable_adapter)
     else:
         model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=torch_dtype, use_safetensors=True)
+    if dev == "cuda" and "LOCAL_RANK" in os.environ:   # under accelerate launch: this process's GPU, not cuda:0
+        dev = f"cuda:{os.environ['LOCAL_RANK']}"
     return model.to(dev)
 
 

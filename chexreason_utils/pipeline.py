@@ -33,6 +33,11 @@ def base_model(cfg: Config, paths: RunPaths, role: str) -> str:
     return str(paths.models / name) if name in TINY_CLASSES else name
 
 
+def image_pixels(cfg: Config) -> tuple[int, int]:
+    """(min, max) image area for dynamic-resolution processors (Qwen2.5-VL); (0, 0): as the processor was saved."""
+    return cfg.models.image_min_pixels, cfg.models.image_max_pixels
+
+
 # ---- 00 setup ------------------------------------------------------------------------------------------
 
 def setup_world(cfg: Config, paths: RunPaths) -> dict:
@@ -191,7 +196,8 @@ def train_formats(cfg: Config, paths: RunPaths, role: str) -> dict[str, sft.SFTR
     for fmt in cfg.sft.formats:
         train, held_out = sft_datasets(cfg, paths, fmt)
         results[fmt] = sft.train_sft(base_model(cfg, paths, role), train, held_out, paths.sft_model(role, fmt),
-                                     cfg.sft, full_finetune=not cfg.sft.use_lora, seed=cfg.seed, device=cfg.device)
+                                     cfg.sft, full_finetune=not cfg.sft.use_lora, seed=cfg.seed, device=cfg.device,
+                                     image_pixels=image_pixels(cfg))
     return results
 
 
@@ -220,8 +226,9 @@ def predictions(cfg: Config, paths: RunPaths, model_dir: str | Path, manifest_na
     """Cached predictions of one model on one manifest with one prompt, merged with the truth."""
     manifest = load_manifest(paths, manifest_name)
     out = paths.predictions / f"{tag}__{manifest_name}__{prompt}.jsonl"
-    pred = evaluate.predict(model_dir, manifest[["image_id", "image_path"]], prompt, out, cfg.evaluation.batch_size,
-                            cfg.evaluation.max_new_tokens, cfg.device)
+    pred = evaluate.predict_sharded(model_dir, manifest[["image_id", "image_path"]], prompt, out,
+                                    batch_size=cfg.evaluation.batch_size, max_new_tokens=cfg.evaluation.max_new_tokens,
+                                    device=cfg.device, image_pixels=image_pixels(cfg))
     return manifest.merge(pred, on="image_id", how="left")
 
 
