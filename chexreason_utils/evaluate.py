@@ -95,7 +95,7 @@ def predict(model_dir: str | Path, images: pd.DataFrame, prompt_name: str, out_p
             bar.update(len(chunk))
         bar.close()
     rows = [r for r in jsonl_store.read_rows(out_path)[0] if mine(r)]
-    frame = pd.DataFrame(rows).drop_duplicates("image_id", keep="last")
+    frame = pd.DataFrame(rows or {"image_id": []}).drop_duplicates("image_id", keep="last")
     return images[["image_id"]].merge(frame, on="image_id", how="left")
 
 
@@ -108,7 +108,7 @@ def predict_sharded(model_dir: str | Path, images: pd.DataFrame, prompt_name: st
     """
     from accelerate import PartialState
 
-    state = PartialState()
+    state = PartialState(cpu=device_and_dtype(kwargs.get("device", "auto"))[0] == "cpu")   # gloo on CPU
     if state.num_processes == 1:
         return predict(model_dir, images, prompt_name, out_path, **kwargs)
     out_path = Path(out_path)

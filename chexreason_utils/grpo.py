@@ -88,7 +88,7 @@ def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOC
 
     started = out_dir / "run_id.txt"
     stale = started.read_text() != run_id if started.exists() else bool(checkpoints(out_dir))
-    state = PartialState()                           # one process under accelerate launch, or the only one
+    state = PartialState(cpu=device_and_dtype(device)[0] == "cpu")   # the trainer's state (gloo on CPU)
     if state.is_main_process:
         if stale:
             print(f"{out_dir} holds a run with other settings: starting afresh (its checkpoints are removed)")
