@@ -110,7 +110,7 @@ def plan_table(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
          "max new tokens": g.max_completion_length, "sequence": grpo_seq,
          "GPU GiB (MedGemma)": training_gib(med, g.prompts_per_step * g.num_generations, grpo_seq,
                                             g.max_completion_length)
-         + kv_cache_gib(med, g.prompts_per_step * g.num_generations, grpo_seq), "GPU GiB (Qwen2.5-VL)": float("nan")},
+         + kv_cache_gib(med, g.prompts_per_step * g.num_generations, grpo_seq), "GPU GiB (Qwen2.5-VL)": "-"},
         {"stage": "04 evaluation", "trainings": 0, "steps each (max)": 0,
          "generations": 4 * sum(test_sizes.values()) + len(g.rewards) * test_images,
          "max new tokens": e.max_new_tokens, "sequence": eval_seq,
