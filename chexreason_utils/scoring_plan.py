@@ -64,3 +64,9 @@ def planned_steps(max_steps: int, save_steps: int) -> list[int]:
     """The checkpoint steps trl's ``save_strategy='steps'`` writes for a run of ``max_steps``."""
     steps = list(range(save_steps, max_steps + 1, save_steps))
     return steps if steps and steps[-1] == max_steps else steps + [max_steps]
+
+
+def checkpoints_to_score(checkpoints: Iterable, plan: pd.DataFrame, evaluation_set: str) -> list:
+    """The checkpoint folders (``checkpoint-<step>``) that ``plan`` scores on ``evaluation_set``."""
+    wanted = set(plan.loc[plan["set"] == evaluation_set, "step"])
+    return [c for c in checkpoints if int(str(c).rsplit("checkpoint-", 1)[1]) in wanted]

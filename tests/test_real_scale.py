@@ -6,7 +6,7 @@ from chexreason_utils.__main__ import main
 from chexreason_utils.config import load_profile
 from chexreason_utils.models import bound_image_pixels, gemma3_processor, image_token_count, qwen25vl_processor
 from chexreason_utils.real_models import REAL_MODELS, build_on_meta, lora_summary
-from chexreason_utils.scoring_plan import planned_steps, scoring_plan
+from chexreason_utils.scoring_plan import checkpoints_to_score, planned_steps, scoring_plan
 
 MIMIC_SIZE = (3056, 2544)     # width × height of a typical MIMIC-CXR-JPG image
 TEXTS = ["Atelectasis, Cardiomegaly, Edema, No Finding <think> </think> <solution> </solution>"] * 20
@@ -49,6 +49,9 @@ def test_scoring_plan_keeps_validation_dense_and_tests_sparse():
     assert plan.loc[plan["set"] == "val", "step"].tolist() == steps
     assert sorted(plan.loc[plan["set"] == "nih_test", "step"]) == [150, 250, 500]
     assert plan.loc[(plan["set"] == "nih_test") & (plan["step"] == 500), "why"].item() == "every 5, final"
+    folders = [f"run/checkpoint-{s}" for s in steps]
+    assert checkpoints_to_score(folders, plan, "chexpert_test") == ["run/checkpoint-150", "run/checkpoint-250",
+                                                                     "run/checkpoint-500"]
     cfg.evaluation.val_checkpoint_every, cfg.evaluation.test_checkpoints = 4, ["final"]
     plan = scoring_plan(cfg.evaluation, steps)
     assert plan.loc[plan["set"] == "val", "step"].tolist() == [200, 400, 500]
