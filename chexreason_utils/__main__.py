@@ -30,6 +30,25 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--profile", default="tiny", help="smoke | tiny | paper, or a YAML path (default: tiny)")
     rep.add_argument("--run-dir", default=None, help="run directory (default: runs/<profile>)")
     rep.add_argument("--figure-dir", default=None, help="figure directory (default: figures/<profile>)")
+    for name, helptext in (("sft", "SFT of every configured format (accelerate-launchable)"),
+                           ("grpo", "GRPO of each reward (accelerate-launchable)"),
+                           ("evaluate", "predictions of one model on one manifest, sharded (accelerate-launchable)")):
+        w = sub.add_parser(name, help=helptext)
+        w.add_argument("--profile", default="tiny", help="smoke | tiny | paper, or a YAML path (default: tiny)")
+        w.add_argument("--run-dir", default=None, help="run directory (default: runs/<profile>)")
+        w.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a value")
+        if name == "sft":
+            w.add_argument("--role", action="append", choices=["medical", "general"], help="default: both/as configured")
+        if name == "grpo":
+            w.add_argument("--reward", action="append", choices=["hard", "nuanced"], help="default: grpo.rewards")
+        if name == "evaluate":
+            w.add_argument("--model", required=True, help="model folder or hub id")
+            w.add_argument("--manifest", required=True, help="sft | rl | val | chexpert_test | nih_test")
+            w.add_argument("--prompt", required=True, help="prompt name, e.g. free_reasoning")
+            w.add_argument("--tag", required=True, help="cache tag of the prediction file, e.g. sft-medical-free_reasoning")
+    pl = sub.add_parser("plan", help="print trainings, generations, GPU memory and the checkpoint-scoring plan")
+    pl.add_argument("--profile", default="paper", help="smoke | tiny | paper, or a YAML path (default: paper)")
+    pl.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a value")
     return p
 
 
@@ -42,6 +61,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "report":
         return _report(args)
+    if args.command in ("sft", "grpo", "evaluate"):
+        return _launchable(args)
+    if args.command == "plan":
+        from .config import load_profile
+        from .plan import render
+
+        try:
+            print(render(load_profile(args.profile, dict(parse_override(p) for p in args.param))))
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     try:
         opts = RunOptions(profile=args.profile, run_dir=args.run_dir, figure_dir=args.figure_dir,
                           only=[s for s in args.only.split(",") if s], start=args.start, force=args.force,
@@ -67,6 +98,26 @@ def _report(args) -> int:
     paths = RunPaths.for_profile(profile, args.run_dir, args.figure_dir)
     for written in write_report(paths, profile):
         print(written)
+    return 0
+
+
+def _launchable(args) -> int:
+    from . import launch
+    from .config import load_profile
+    from .paths import RunPaths
+
+    try:
+        cfg = load_profile(args.profile, dict(parse_override(p) for p in args.param))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    paths = RunPaths.for_profile(cfg.profile, args.run_dir)
+    if args.command == "sft":
+        launch.run_sft(cfg, paths, args.role or (["medical", "general"] if cfg.sft.general_model_too else ["medical"]))
+    elif args.command == "grpo":
+        launch.run_grpo(cfg, paths, args.reward or list(cfg.grpo.rewards))
+    else:
+        launch.run_evaluation(cfg, paths, args.model, args.manifest, args.prompt, args.tag)
     return 0
 
 

@@ -63,6 +63,7 @@ class SamplingConfig:
     patient_disjoint: bool = True       # open: no patient in two of SFT / RL / validation
     nih_test_size: int = 488
     nih_selection: str = "greedy_balanced"   # greedy_balanced | random  (open; see sampling.select_nih_test)
+    nih_without_scored_positive: str = "exclude"   # open: exclude | keep NIH images with no scored positive
     nih_splits: list = field(default_factory=lambda: ["test"])
 
 
@@ -80,6 +81,8 @@ class ModelsConfig:
     pretrain_steps: int = 300           # domain pretraining of the tiny base models
     pretrain_lr: float = 1e-3
     dtype: str = "auto"                 # auto: bf16 on GPU, fp32 on CPU
+    image_min_pixels: int = 0           # open: Qwen2.5-VL image-area bounds (0: as the processor was saved);
+    image_max_pixels: int = 0           # open: max/784 bounds its image tokens. MedGemma is fixed (896² → 256)
 
 
 @dataclass
@@ -182,6 +185,10 @@ class EvaluationConfig:
     test_grpo_reward: str = "hard"      # open: which GRPO run plays "ChexReason" on the test sets
     test_grpo_checkpoint: str = "final" # final | best_f1
     sample_validity_n: int = 64         # sampled completions (T=0.8, top-p 0.95) checked after SFT
+    val_checkpoint_every: int = 1       # open: score every k-th GRPO checkpoint on validation (final always)
+    test_checkpoints: list = field(default_factory=lambda: ["best_f1", "final"])   # open: also on the test sets
+    test_checkpoint_every: int = 1      # open: and every k-th checkpoint on the test sets (0: none)
+    relabel_csv: str = ""               # optional: Google's 2019 NIH expert relabels (data/nih_relabels.py)
 
 
 @dataclass

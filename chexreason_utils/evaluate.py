@@ -3,6 +3,11 @@
 A row holds the image id, raw output, parsed labels, validity and reason, and the model fingerprint and
 prompt hash it was made with. Rerunning skips images already predicted by the same checkpoint and prompt;
 a last line cut off by a crash is detected and redone (``jsonl_store``).
+
+Under ``accelerate launch`` (``predict_sharded``), process i of n predicts every n-th image still to do into
+its own shard file ``<name>.shard-<i>-of-<n>.jsonl``; the main process then merges the shards into the
+prediction file (one row per image, model and prompt: no duplicates) and removes them. A run cut off midway
+resumes from the prediction file and any shard files left behind, with the same or another process count.
 """
 from __future__ import annotations
 
@@ -22,23 +27,54 @@ def default_batch_size(device: str) -> int:
     return 64 if device == "cuda" else 32
 
 
-def predict(model_dir: str | Path, images: pd.DataFrame, prompt_name: str, out_path: Path, batch_size: int = 0,
-            max_new_tokens: int = 256, device: str = "auto", progress: bool = True) -> pd.DataFrame:
-    """Predictions for every row of ``images`` (columns image_id, image_path), appended to ``out_path``."""
+def shard_files(out_path: Path) -> list[Path]:
     out_path = Path(out_path)
+    return sorted(out_path.parent.glob(f"{out_path.stem}.shard-*-of-*.jsonl"))
+
+
+def merge_shards(out_path: Path) -> int:
+    """Append the shard files' rows not yet in ``out_path`` (same image, model and prompt) and remove them."""
+    out_path = Path(out_path)
+    key = lambda row: (row["image_id"], row.get("model_fp"), row.get("prompt_sha"))  # noqa: E731
+    seen = {key(r) for r in jsonl_store.read_rows(out_path)[0]}
+    added = 0
+    for shard in shard_files(out_path):
+        rows = []
+        for row in jsonl_store.read_rows(shard)[0]:   # a cut-off last line is dropped: that image is redone
+            if key(row) not in seen:
+                seen.add(key(row))
+                rows.append(row)
+        jsonl_store.append_rows(out_path, rows)
+        added += len(rows)
+        shard.unlink()
+    return added
+
+
+def predict(model_dir: str | Path, images: pd.DataFrame, prompt_name: str, out_path: Path, batch_size: int = 0,
+            max_new_tokens: int = 256, device: str = "auto", progress: bool = True,
+            image_pixels: tuple[int, int] = (0, 0), write_path: Path | None = None) -> pd.DataFrame:
+    """Predictions for every row of ``images`` (columns image_id, image_path), appended to ``out_path``.
+
+    ``image_pixels``: (min, max) image area for dynamic-resolution processors (``models.bound_image_pixels``).
+    ``write_path``: append new rows there instead (a shard file, see ``predict_sharded``).
+    """
+    out_path = Path(out_path)
+    write_path = Path(write_path or out_path)
     instruction = prompt_for(prompt_name)
     think = requires_think(prompt_name)
     fp, prompt_sha = model_fingerprint(model_dir), hashlib.sha256(instruction.encode()).hexdigest()[:16]
-    broken = jsonl_store.repair(out_path)
+    if write_path == out_path and shard_files(out_path):
+        merge_shards(out_path)                 # left behind by an interrupted multi-process run
+    broken = jsonl_store.repair(write_path)
     if broken:
-        print(f"{out_path.name}: {broken} incomplete line(s) from an interrupted run were dropped and are redone")
+        print(f"{write_path.name}: {broken} incomplete line(s) from an interrupted run were dropped and are redone")
     mine = lambda row: row.get("model_fp") == fp and row.get("prompt_sha") == prompt_sha  # noqa: E731
-    done = {row["image_id"] for row in jsonl_store.read_rows(out_path)[0] if mine(row)}
+    done = {row["image_id"] for f in {out_path, write_path} for row in jsonl_store.read_rows(f)[0] if mine(row)}
     todo = images.loc[~images["image_id"].isin(done)]
     if len(todo):
         dev, _ = device_and_dtype(device)
         model = load_model(model_dir, device=dev).eval()
-        processor = load_processor(model_dir)
+        processor = load_processor(model_dir, *image_pixels)
         bs = batch_size or default_batch_size(dev)
         text = processor.apply_chat_template([user_message(instruction)], add_generation_prompt=True, tokenize=False)[0]
         bar = tqdm(total=len(todo), desc=f"predict {Path(str(model_dir)).name} / {prompt_name}", disable=not progress)
@@ -55,12 +91,39 @@ def predict(model_dir: str | Path, images: pd.DataFrame, prompt_name: str, out_p
                 rows.append({"image_id": image_id, "raw": raw, "labels": list(parsed.labels), "valid": parsed.valid,
                              "reason": parsed.reason, "model_fp": fp, "prompt_sha": prompt_sha,
                              "model": str(model_dir), "prompt": prompt_name})
-            jsonl_store.append_rows(out_path, rows)
+            jsonl_store.append_rows(write_path, rows)
             bar.update(len(chunk))
         bar.close()
     rows = [r for r in jsonl_store.read_rows(out_path)[0] if mine(r)]
-    frame = pd.DataFrame(rows).drop_duplicates("image_id", keep="last")
+    frame = pd.DataFrame(rows or {"image_id": []}).drop_duplicates("image_id", keep="last")
     return images[["image_id"]].merge(frame, on="image_id", how="left")
+
+
+def predict_sharded(model_dir: str | Path, images: pd.DataFrame, prompt_name: str, out_path: Path,
+                    **kwargs) -> pd.DataFrame:
+    """``predict`` spread over the processes of ``accelerate launch`` (one process: the same as ``predict``).
+
+    Process i takes rows i, i+n, ... of ``images`` (fixed before anything is written), on its own device
+    (``cuda:<local rank>`` or the CPU), into its own shard file; the main process merges the shards.
+    """
+    from accelerate import PartialState
+
+    state = PartialState(cpu=device_and_dtype(kwargs.get("device", "auto"))[0] == "cpu")   # gloo on CPU
+    if state.num_processes == 1:
+        return predict(model_dir, images, prompt_name, out_path, **kwargs)
+    out_path = Path(out_path)
+    if state.is_main_process:
+        merge_shards(out_path)                 # shards of an interrupted run, whatever its process count
+    state.wait_for_everyone()
+    kwargs["device"] = "cpu" if state.device.type == "cpu" else str(state.device)
+    shard = out_path.with_name(f"{out_path.stem}.shard-{state.process_index}-of-{state.num_processes}.jsonl")
+    predict(model_dir, images.iloc[state.process_index::state.num_processes], prompt_name, out_path,
+            write_path=shard, **kwargs)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        merge_shards(out_path)
+    state.wait_for_everyone()
+    return predict(model_dir, images, prompt_name, out_path, **kwargs)   # all done: reads the merged file
 
 
 def sample_validity(model_dir: str | Path, images: pd.DataFrame, prompt_name: str, n: int = 64,

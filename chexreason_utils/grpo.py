@@ -23,6 +23,7 @@ from pathlib import Path
 
 import datasets
 import pandas as pd
+from accelerate import PartialState
 from transformers import TrainerCallback
 
 from .config import GRPOConfig
@@ -62,7 +63,7 @@ class SaveRewardState(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if ckpt.is_dir():
+        if ckpt.is_dir() and state.is_world_process_zero:   # under accelerate launch: the main process's guard
             if self.guard is not None:
                 self.guard.save(ckpt / REWARD_STATE)
             self.processor.save_pretrained(str(ckpt))
@@ -87,11 +88,14 @@ def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOC
 
     started = out_dir / "run_id.txt"
     stale = started.read_text() != run_id if started.exists() else bool(checkpoints(out_dir))
-    if stale:
-        print(f"{out_dir} holds a run with other settings: starting afresh (its checkpoints are removed)")
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started.write_text(run_id)
+    state = PartialState(cpu=device_and_dtype(device)[0] == "cpu")   # the trainer's state (gloo on CPU)
+    if state.is_main_process:
+        if stale:
+            print(f"{out_dir} holds a run with other settings: starting afresh (its checkpoints are removed)")
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        started.write_text(run_id)
+    state.wait_for_everyone()
     trainer, guard = build_trainer(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt)
     existing = checkpoints(out_dir)
     resume = str(existing[-1]) if existing else None
@@ -99,10 +103,12 @@ def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOC
         guard.load(Path(resume) / REWARD_STATE)
     trainer.train(resume_from_checkpoint=resume)
     log = pd.DataFrame(trainer.state.log_history)   # restored from the checkpoint on resume, so complete
-    log.to_csv(out_dir / "log_history.csv", index=False)
-    info_path.write_text(json.dumps({"run_id": run_id, "reward": reward, "sft_dir": str(sft_dir),
-                                     "reference": "frozen SFT adapter" if is_adapter(sft_dir) else str(sft_dir),
-                                     "resumed_from": resume, "global_step": trainer.state.global_step}, indent=2))
+    if state.is_main_process:
+        log.to_csv(out_dir / "log_history.csv", index=False)
+        info_path.write_text(json.dumps({"run_id": run_id, "reward": reward, "sft_dir": str(sft_dir),
+                                         "reference": "frozen SFT adapter" if is_adapter(sft_dir) else str(sft_dir),
+                                         "resumed_from": resume, "global_step": trainer.state.global_step}, indent=2))
+    state.wait_for_everyone()
     return GRPORun(reward, out_dir, log, checkpoints(out_dir), resume, reused=False)
 
 

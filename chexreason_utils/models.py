@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from transformers import (AutoModelForImageTextToText, AutoProcessor, Gemma3Conf
                           Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor)
 from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+from transformers.image_utils import SizeDict
 from transformers.processing_utils import ProcessorMixin
 
 # LoRA on the language model's attention and MLP projections only; the vision tower stays frozen (paper).
@@ -67,18 +69,52 @@ def model_fingerprint(path: str | Path) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def load_processor(path: str | Path):
-    """The processor saved with a model or adapter folder (or of a hub id)."""
+def load_processor(path: str | Path, min_pixels: int = 0, max_pixels: int = 0):
+    """The processor saved with a model or adapter folder (or of a hub id).
+
+    ``min_pixels`` / ``max_pixels`` (0: as saved) bound the image area of a Qwen2-VL-style processor; they are
+    ignored by fixed-size processors (Gemma3: 896² → 256 tokens). See ``bound_image_pixels``.
+    """
     path = str(path)
     cfg = Path(path) / "processor_config.json"
     if cfg.is_file() and json.loads(cfg.read_text()).get("processor_class") == Qwen2_5_VLImageOnlyProcessor.__name__:
-        return Qwen2_5_VLImageOnlyProcessor.from_pretrained(path)
+        return bound_image_pixels(Qwen2_5_VLImageOnlyProcessor.from_pretrained(path), min_pixels, max_pixels)
     try:
-        return AutoProcessor.from_pretrained(path)
+        processor = AutoProcessor.from_pretrained(path)
     except (ImportError, AttributeError, ValueError) as exc:
         if "qwen" not in path.lower() and "torchvision" not in str(exc).lower() and "video" not in str(exc).lower():
             raise
-        return Qwen2_5_VLImageOnlyProcessor.from_pretrained(path)
+        processor = Qwen2_5_VLImageOnlyProcessor.from_pretrained(path)
+    return bound_image_pixels(processor, min_pixels, max_pixels)
+
+
+def bound_image_pixels(processor, min_pixels: int = 0, max_pixels: int = 0):
+    """Set the pixel-area bounds of a dynamic-resolution (Qwen2-VL-style) image processor, in place.
+
+    Qwen2.5-VL-3B's hub processor allows up to 12,845,056 pixels: a 3056×2544 MIMIC JPG becomes ~9,900 image
+    tokens, over any sensible SFT ``max_length`` (trl would truncate ``input_ids`` and the image-token count
+    would no longer match the image features). Each 28×28 pixel block is one token after merging, so
+    ``max_pixels / 784`` bounds the image tokens. A 0 leaves that bound as saved.
+    """
+    image_processor = getattr(processor, "image_processor", None)
+    size = getattr(image_processor, "size", None)
+    if not (min_pixels or max_pixels) or getattr(size, "longest_edge", None) is None:
+        return processor
+    if min_pixels and max_pixels and min_pixels > max_pixels:
+        raise ValueError(f"min_pixels ({min_pixels}) is larger than max_pixels ({max_pixels})")
+    image_processor.size = SizeDict(shortest_edge=min_pixels or size.shortest_edge,
+                                    longest_edge=max_pixels or size.longest_edge)
+    return processor
+
+
+def image_token_count(processor, image) -> int:
+    """How many image tokens ``processor`` puts in the prompt for one PIL image."""
+    text = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "x"}]}],
+                                         add_generation_prompt=True, tokenize=False)
+    ids = processor(text=[text], images=[[image]], return_tensors="pt")["input_ids"][0]
+    token = getattr(processor.tokenizer, "image_token", None) or processor.image_token   # Gemma3: the soft token
+    token_id = processor.tokenizer.convert_tokens_to_ids(token)
+    return int((ids == token_id).sum())
 
 
 def load_model(path: str | Path, device: str = "auto", dtype: str = "auto", trainable_adapter: bool = False):
@@ -92,6 +128,8 @@ def load_model(path: str | Path, device: str = "auto", dtype: str = "auto", trai
         model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable_adapter)
     else:
         model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=torch_dtype, use_safetensors=True)
+    if dev == "cuda" and "LOCAL_RANK" in os.environ:   # under accelerate launch: this process's GPU, not cuda:0
+        dev = f"cuda:{os.environ['LOCAL_RANK']}"
     return model.to(dev)
 
 
@@ -131,20 +169,39 @@ def train_tokenizer(texts: list[str], vocab_size: int, special: list[str]) -> To
     return tok
 
 
-def build_tiny_gemma3(texts: list[str], out_dir: Path, hidden: int = 128, layers: int = 2, image_size: int = 112,
-                      vocab: int = 1200, seed: int = 0) -> Path:
-    """A tiny Gemma3ForConditionalGeneration (MedGemma's class) with tokenizer, processor and template."""
-    torch.manual_seed(seed)
+def gemma3_processor(texts: list[str], vocab: int, image_size: int, tokens_per_image: int) -> Gemma3Processor:
+    """A Gemma3 processor (MedGemma's class) over a tokenizer trained on ``texts``; fixed square images."""
     tok = PreTrainedTokenizerFast(
         tokenizer_object=train_tokenizer(texts, vocab, GEMMA_SPECIAL), bos_token="<bos>", eos_token="<end_of_turn>",
         pad_token="<pad>", padding_side="left",
         extra_special_tokens={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
                               "image_token": "<image_soft_token>"})
     tok.chat_template = GEMMA_TEMPLATE
-    tokens_per_image = 16
     image_processor = Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size}, do_pan_and_scan=False)
-    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tok, chat_template=GEMMA_TEMPLATE,
-                                image_seq_length=tokens_per_image)
+    return Gemma3Processor(image_processor=image_processor, tokenizer=tok, chat_template=GEMMA_TEMPLATE,
+                           image_seq_length=tokens_per_image)
+
+
+def qwen25vl_processor(texts: list[str], vocab: int, min_pixels: int, max_pixels: int) -> Qwen2_5_VLImageOnlyProcessor:
+    """A Qwen2.5-VL processor over a tokenizer trained on ``texts``; dynamic resolution within the pixel bounds."""
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=train_tokenizer(texts, vocab, QWEN_SPECIAL), eos_token="<|im_end|>",
+        pad_token="<|endoftext|>", padding_side="left",
+        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+                              "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"})
+    tok.chat_template = QWEN_TEMPLATE
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels, patch_size=14,
+                                               merge_size=2, temporal_patch_size=2)
+    return Qwen2_5_VLImageOnlyProcessor(image_processor=image_processor, tokenizer=tok, chat_template=QWEN_TEMPLATE)
+
+
+def build_tiny_gemma3(texts: list[str], out_dir: Path, hidden: int = 128, layers: int = 2, image_size: int = 112,
+                      vocab: int = 1200, seed: int = 0) -> Path:
+    """A tiny Gemma3ForConditionalGeneration (MedGemma's class) with tokenizer, processor and template."""
+    torch.manual_seed(seed)
+    tokens_per_image = 16
+    processor = gemma3_processor(texts, vocab, image_size, tokens_per_image)
+    tok = processor.tokenizer
     ids = tok.convert_tokens_to_ids
     config = Gemma3Config(
         text_config=dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2,
@@ -167,16 +224,9 @@ def build_tiny_qwen25vl(texts: list[str], out_dir: Path, hidden: int = 128, laye
                         vocab: int = 1200, seed: int = 0) -> Path:
     """A tiny Qwen2_5_VLForConditionalGeneration (Qwen2.5-VL-3B's class) with tokenizer, processor, template."""
     torch.manual_seed(seed)
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=train_tokenizer(texts, vocab, QWEN_SPECIAL), eos_token="<|im_end|>",
-        pad_token="<|endoftext|>", padding_side="left",
-        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
-                              "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"})
-    tok.chat_template = QWEN_TEMPLATE
     pixels = image_size * image_size
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels, patch_size=14, merge_size=2,
-                                               temporal_patch_size=2)
-    processor = Qwen2_5_VLImageOnlyProcessor(image_processor=image_processor, tokenizer=tok, chat_template=QWEN_TEMPLATE)
+    processor = qwen25vl_processor(texts, vocab, min_pixels=pixels, max_pixels=pixels)
+    tok = processor.tokenizer
     ids = tok.convert_tokens_to_ids
     head_dim = hidden // 4
     section = head_dim // 2 // 4

@@ -20,6 +20,7 @@ from .labels import (CHEXPERT_LABELS, NIH_LABEL_SETS, format_label_list, names_t
 from .jobs import run_jobs
 from .paths import RunPaths, model_tag
 from .sampling import label_table, select_nih_test, split_train_pool
+from .scoring_plan import checkpoints_to_score, scoring_plan as plan_scoring
 from .teacher import TemplateTeacher, TraceRequest, generate_traces, make_teacher
 
 ROLES = ("medical", "general")
@@ -32,6 +33,11 @@ def base_model(cfg: Config, paths: RunPaths, role: str) -> str:
     """Model registry: the profile's name for a role -> a folder (tiny) or a hub id / folder (paper)."""
     name = getattr(cfg.models, role)
     return str(paths.models / name) if name in TINY_CLASSES else name
+
+
+def image_pixels(cfg: Config) -> tuple[int, int]:
+    """(min, max) image area for dynamic-resolution processors (Qwen2.5-VL); (0, 0): as the processor was saved."""
+    return cfg.models.image_min_pixels, cfg.models.image_max_pixels
 
 
 # ---- 00 setup ------------------------------------------------------------------------------------------
@@ -123,8 +129,9 @@ def build_manifests(cfg: Config, paths: RunPaths) -> dict:
     pool_frame, pool_labels = _manifest_frame(pool.dataset), pool.labels()
     train, selections = split_train_pool(pool_frame, pool_labels, s.n_sft, s.n_rl, s.n_val, s.min_fraction,
                                          s.max_fraction, s.overrep_penalty, s.seed, s.patient_disjoint)
-    nih_frame = select_nih_test(_manifest_frame(nih.dataset), nih.labels(), s.nih_test_size,
-                                NIH_LABEL_SETS[cfg.evaluation.nih_label_set], s.nih_selection, s.seed)
+    nih_frame, selections["nih_test"] = select_nih_test(
+        _manifest_frame(nih.dataset), nih.labels(), s.nih_test_size, NIH_LABEL_SETS[cfg.evaluation.nih_label_set],
+        s.nih_selection, s.seed, s.min_fraction, s.max_fraction, s.nih_without_scored_positive)
     frames = {name: train.loc[train["subset"] == name].reset_index(drop=True) for name in ("sft", "rl", "val")}
     frames["chexpert_test"] = _manifest_frame(chex.dataset, "test")
     frames["nih_test"] = nih_frame.reset_index(drop=True)
@@ -193,7 +200,8 @@ def training_seeds(cfg: Config) -> list[int]:
 def _sft_job(cfg: Config, paths: RunPaths, role: str, fmt: str, seed: int) -> sft.SFTResult:
     train, held_out = sft_datasets(cfg, paths, fmt)
     return sft.train_sft(base_model(cfg, paths, role), train, held_out, paths.sft_model(role, fmt, seed), cfg.sft,
-                         full_finetune=not cfg.sft.use_lora, seed=seed, device=cfg.device)
+                         full_finetune=not cfg.sft.use_lora, seed=seed, device=cfg.device,
+                         image_pixels=image_pixels(cfg))
 
 
 def train_formats(cfg: Config, paths: RunPaths, roles: list[str]) -> dict[str, dict[str, dict[int, sft.SFTResult]]]:
@@ -303,9 +311,10 @@ def predictions(cfg: Config, paths: RunPaths, model_dir: str | Path, manifest_na
                 tag: str) -> pd.DataFrame:
     """Cached predictions of one model on one manifest with one prompt, merged with the truth."""
     manifest = load_manifest(paths, manifest_name)
-    pred = evaluate.predict(model_dir, manifest[["image_id", "image_path"]], prompt,
-                            paths.prediction_file(tag, manifest_name, prompt), cfg.evaluation.batch_size,
-                            cfg.evaluation.max_new_tokens, cfg.device)
+    pred = evaluate.predict_sharded(model_dir, manifest[["image_id", "image_path"]], prompt,
+                                    paths.prediction_file(tag, manifest_name, prompt),
+                                    batch_size=cfg.evaluation.batch_size, max_new_tokens=cfg.evaluation.max_new_tokens,
+                                    device=cfg.device, image_pixels=image_pixels(cfg))
     return manifest.merge(pred, on="image_id", how="left")
 
 
@@ -325,11 +334,22 @@ def sft_start(cfg: Config, paths: RunPaths, seed: int) -> tuple[str, Path]:
     return model_tag(f"sft-medical-{fmt}", seed), paths.sft_model("medical", fmt, seed)
 
 
-def grpo_models(cfg: Config, paths: RunPaths, reward: str, seed: int) -> list[tuple[int, str, Path]]:
-    """(step, cache tag, folder) of the SFT start (step 0) and of every checkpoint of one GRPO run."""
+def grpo_models(cfg: Config, paths: RunPaths, reward: str, seed: int,
+                evaluation_set: str | None = None) -> list[tuple[int, str, Path]]:
+    """(step, cache tag, folder) of the SFT start (step 0) and of the checkpoints of one GRPO run: all of them, or
+    those the profile's scoring plan (``scoring_plan``) scores on ``evaluation_set`` (val, chexpert_test, nih_test;
+    the test sets' best-F1 checkpoint is read from the run's validation scores)."""
     tag, folder = sft_start(cfg, paths, seed)
     out = [(0, tag, folder)]
-    for c in grpo.checkpoints(paths.grpo_run(reward, seed)):
+    found = grpo.checkpoints(paths.grpo_run(reward, seed))
+    if evaluation_set is not None:
+        best = None
+        if evaluation_set != "val":
+            table = read_checkpoint_scores(paths, reward, seed)
+            best = int(table.loc[table["is_best_f1"], "step"].iloc[0]) if table["is_best_f1"].any() else None
+        plan = plan_scoring(cfg.evaluation, [int(c.name.split("-")[1]) for c in found], best)
+        found = checkpoints_to_score(found, plan, evaluation_set)
+    for c in found:
         out.append((int(c.name.split("-")[1]), model_tag(f"grpo-{reward}-{c.name}", seed), c))
     return out
 
@@ -337,7 +357,7 @@ def grpo_models(cfg: Config, paths: RunPaths, reward: str, seed: int) -> list[tu
 def score_checkpoints(cfg: Config, paths: RunPaths, reward: str, seed: int) -> pd.DataFrame:
     """Validation scores of the SFT start and of every checkpoint of one GRPO run (``reward`` is the run name)
     and seed, best-F1 and final marked; written to the run's ``checkpoint_scores.csv``."""
-    fmt, steps = cfg.grpo.start_format, grpo_models(cfg, paths, reward, seed)
+    fmt, steps = cfg.grpo.start_format, grpo_models(cfg, paths, reward, seed, "val")
     frames = predict_many(cfg, paths, [(tag, model, "val", fmt) for _, tag, model in steps])
     rows = [{"step": step, "checkpoint": "sft" if step == 0 else Path(model).name, **scores(frame, cfg)}
             for (step, _, model), frame in zip(steps, frames)]
@@ -355,7 +375,7 @@ def checkpoint_scores(cfg: Config, paths: RunPaths, names: list[str] | None = No
     names = list(cfg.grpo.rewards) if names is None else names
     fmt = cfg.grpo.start_format
     predict_many(cfg, paths, [(tag, model, "val", fmt) for name in names for s in training_seeds(cfg)
-                              for _, tag, model in grpo_models(cfg, paths, name, s)])
+                              for _, tag, model in grpo_models(cfg, paths, name, s, "val")])
     return pd.concat([score_checkpoints(cfg, paths, name, s) for name in names for s in training_seeds(cfg)],
                      ignore_index=True)
 
@@ -460,10 +480,11 @@ def test_matrices(cfg: Config, preds: dict) -> dict[str, dict[str, dict[int, tup
 
 
 def checkpoint_test_curve(cfg: Config, paths: RunPaths) -> pd.DataFrame:
-    """CheXpert and NIH macro-F1 of the SFT start and every GRPO checkpoint of every reward run and seed."""
+    """CheXpert and NIH macro-F1 of the SFT start and the GRPO checkpoints the scoring plan scores on each test set,
+    for every reward run and seed."""
     fmt = cfg.grpo.start_format
     keys = [(reward, s, step, tag, model, ds, man) for reward in cfg.grpo.rewards for s in training_seeds(cfg)
-            for step, tag, model in grpo_models(cfg, paths, reward, s) for ds, man in TEST_SETS]
+            for ds, man in TEST_SETS for step, tag, model in grpo_models(cfg, paths, reward, s, man)]
     frames = predict_many(cfg, paths, [(tag, model, man, fmt) for *_, tag, model, _, man in keys])
     return pd.DataFrame([{"reward": reward, "seed": s, "step": step, "dataset": ds,
                           **scores(frame, cfg, eval_labels(cfg, ds))}

@@ -30,25 +30,40 @@ class Selection:
     fractions: pd.Series
     shortfalls: dict[str, float] = field(default_factory=dict)
     rule: str = "greedy"     # greedy | random
+    counts: pd.Series | None = None
+    over: dict[str, float] = field(default_factory=dict)    # labels above max_fraction (when one was given)
+    notes: list[str] = field(default_factory=list)          # what the rule did besides picking (exclusions)
 
     def describe(self) -> str:
         if not self.shortfalls:
-            return f"{len(self.indices)} images; every label at or above the minimum fraction"
-        parts = ", ".join(f"{k} {v:.1%}" for k, v in self.shortfalls.items())
-        if self.rule == "random":
-            return f"{len(self.indices)} images drawn at random (natural prevalence); below the minimum: {parts}"
-        return f"{len(self.indices)} images; the pool could not bring these labels to the minimum: {parts}"
+            text = f"{len(self.indices)} images; every label at or above the minimum fraction"
+        elif self.rule == "random":
+            text = (f"{len(self.indices)} images drawn at random (natural prevalence); below the minimum: "
+                    f"{_percentages(self.shortfalls)}")
+        else:
+            text = (f"{len(self.indices)} images; the pool could not bring these labels to the minimum: "
+                    f"{_percentages(self.shortfalls)}")
+        if self.over:
+            text += f"; above the maximum: {_percentages(self.over)}"
+        return "; ".join([text, *self.notes])
+
+
+def _percentages(values: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.1%}" for k, v in values.items())
 
 
 def greedy_select(labels: np.ndarray, n: int, min_fraction: float = 0.05, max_fraction: float = 0.30,
                   penalty: float = 4.0, seed: int = 0, available: np.ndarray | None = None,
-                  names: tuple[str, ...] = CHEXPERT_LABELS) -> Selection:
-    """Pick ``n`` rows of a binary label matrix with the penalty-based greedy rule (see module docstring)."""
+                  names: tuple[str, ...] = CHEXPERT_LABELS, pool_note: str = "") -> Selection:
+    """Pick ``n`` rows of a binary label matrix with the penalty-based greedy rule (see module docstring).
+
+    ``pool_note`` says why rows are unavailable; it is part of the error when the pool is too small."""
     labels = np.asarray(labels, dtype=np.int8)
     rng = np.random.default_rng(seed)
     avail = np.ones(len(labels), dtype=bool) if available is None else np.asarray(available, dtype=bool).copy()
     if n > avail.sum():
-        raise ValueError(f"asked for {n} images but only {int(avail.sum())} are available in the pool")
+        raise ValueError(f"asked for {n} images but only {int(avail.sum())} are available in the pool of "
+                         f"{len(labels)} rows{pool_note}")
     pool_prev = labels[avail].mean(axis=0)
     tau = np.clip(pool_prev, min_fraction, max_fraction)
     tau = np.where(pool_prev > 0, tau, min_fraction)
@@ -76,15 +91,20 @@ def greedy_select(labels: np.ndarray, n: int, min_fraction: float = 0.05, max_fr
         next_free[best] += 1
         remaining[best] -= 1
         counts += combos_f[best]
-    return coverage(labels, chosen, min_fraction, names)
+    return coverage(labels, chosen, min_fraction, names, max_fraction=max_fraction)
 
 
 def coverage(labels: np.ndarray, indices: np.ndarray, min_fraction: float,
-             names: tuple[str, ...] = CHEXPERT_LABELS, rule: str = "greedy") -> Selection:
-    """Label fractions of a selection and the labels below ``min_fraction``."""
-    fractions = pd.Series(np.asarray(labels)[indices].mean(axis=0), index=list(names))
+             names: tuple[str, ...] = CHEXPERT_LABELS, rule: str = "greedy",
+             max_fraction: float | None = None) -> Selection:
+    """Label counts and fractions of a selection, the labels below ``min_fraction`` (and above ``max_fraction``)."""
+    chosen = np.asarray(labels)[indices]
+    counts = pd.Series(chosen.sum(axis=0), index=list(names))
+    fractions = pd.Series(chosen.mean(axis=0) if len(chosen) else 0.0, index=list(names))
     short = {k: float(v) for k, v in fractions.items() if v < min_fraction}
-    return Selection(indices=np.asarray(indices), fractions=fractions, shortfalls=short, rule=rule)
+    over = {k: float(v) for k, v in fractions.items() if max_fraction is not None and v > max_fraction}
+    return Selection(indices=np.asarray(indices), fractions=fractions, shortfalls=short, rule=rule, counts=counts,
+                     over=over)
 
 
 def split_train_pool(frame: pd.DataFrame, labels: np.ndarray, n_sft: int, n_rl: int, n_val: int,
@@ -103,12 +123,14 @@ def split_train_pool(frame: pd.DataFrame, labels: np.ndarray, n_sft: int, n_rl: 
             available[np.isin(patients, patients[idx])] = False
 
     for name, n, s in (("sft", n_sft, seed), ("rl", n_rl, seed + 1)):
-        sel = greedy_select(labels, n, min_fraction, max_fraction, penalty, seed=s, available=available)
+        sel = greedy_select(labels, n, min_fraction, max_fraction, penalty, seed=s, available=available,
+                            pool_note=_removed_note(split, available, patient_disjoint))
         selections[name] = sel
         take(name, sel.indices)
     free = np.flatnonzero(available)
     if n_val > len(free):
-        raise ValueError(f"validation needs {n_val} images, only {len(free)} left after SFT and RL")
+        raise ValueError(f"validation needs {n_val} images, only {len(free)} of {len(frame)} are left"
+                         f"{_removed_note(split, available, patient_disjoint)}")
     val_idx = np.random.default_rng(seed + 2).choice(free, size=n_val, replace=False)
     selections["val"] = coverage(labels, val_idx, min_fraction, rule="random")
     take("val", val_idx)
@@ -117,24 +139,61 @@ def split_train_pool(frame: pd.DataFrame, labels: np.ndarray, n_sft: int, n_rl: 
     return out, selections
 
 
+def _removed_note(split: np.ndarray, available: np.ndarray, patient_disjoint: bool) -> str:
+    """Why the pool is smaller than the file: rows already selected, and rows of their patients."""
+    taken = int((split != "").sum())
+    if not taken:
+        return ""
+    blocked = int((~available).sum()) - taken
+    why = f" ({taken} already selected for {', '.join(sorted(set(split[split != ''])))}"
+    if patient_disjoint:
+        why += f"; {blocked} more removed because their patients are in those selections (sampling.patient_disjoint)"
+    return why + ")"
+
+
+NO_SCORED_POSITIVE = ("exclude", "keep")
+
+
 def select_nih_test(frame: pd.DataFrame, labels: np.ndarray, n: int, eval_labels: tuple[str, ...],
-                    rule: str, seed: int) -> pd.DataFrame:
-    """The NIH test manifest (the paper's 488-image selection rule is not stated).
+                    rule: str, seed: int, min_fraction: float = 0.05, max_fraction: float = 0.30,
+                    without_scored_positive: str = "exclude") -> tuple[pd.DataFrame, Selection]:
+    """The NIH test manifest and its label report (the paper's 488-image selection rule is not stated).
 
     - ``greedy_balanced`` (default): one image per patient (the first in file order), then the
       penalty-based greedy sampler on the evaluation labels, so rare ones (Edema, Pneumonia) are present.
     - ``random``: one image per patient, then a seeded uniform sample.
+
+    Images with no positive among the scored labels (e.g. Effusion-only when Effusion is not scored) have an
+    empty truth although they are not normal: ``without_scored_positive='exclude'`` (default, open) leaves them
+    out before selecting, ``'keep'`` lets them in. Either way the report counts them, gives per-label counts
+    and fractions and names the labels below ``min_fraction`` or above ``max_fraction``.
     """
     if rule not in ("greedy_balanced", "random"):
         raise ValueError(f"unknown NIH selection rule {rule!r}; choose greedy_balanced or random")
+    if without_scored_positive not in NO_SCORED_POSITIVE:
+        raise ValueError(f"unknown sampling.nih_without_scored_positive {without_scored_positive!r}; "
+                         f"choose one of {', '.join(NO_SCORED_POSITIVE)}")
     first = ~frame["patient_id"].duplicated().to_numpy()
     cols = [CHEXPERT_LABELS.index(lbl) for lbl in eval_labels]
+    scored = np.asarray(labels)[:, cols]
+    empty = scored.sum(axis=1) == 0
+    notes = []
+    if without_scored_positive == "exclude":
+        notes.append(f"{int((first & empty).sum())} images with no positive among the scored labels excluded "
+                     f"before selection")
+        first = first & ~empty
+    if n > first.sum():
+        notes.append(f"asked for {n}, only {int(first.sum())} first-of-patient images available")
     n = min(n, int(first.sum()))
     if rule == "random":
         idx = np.random.default_rng(seed).choice(np.flatnonzero(first), size=n, replace=False)
     else:
-        idx = greedy_select(labels[:, cols], n, seed=seed, available=first, names=eval_labels).indices
-    return frame.iloc[np.sort(idx)].assign(subset="test")
+        idx = greedy_select(scored, n, min_fraction, max_fraction, seed=seed, available=first, names=eval_labels).indices
+    idx = np.sort(idx)
+    report = coverage(scored, idx, min_fraction, eval_labels, rule="random" if rule == "random" else "greedy",
+                      max_fraction=max_fraction)
+    report.notes = notes + [f"{int(empty[idx].sum())} selected images have no scored positive"]
+    return frame.iloc[idx].assign(subset="test"), report
 
 
 def label_table(labels: np.ndarray, subset: str) -> pd.DataFrame:

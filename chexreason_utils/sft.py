@@ -52,28 +52,33 @@ def content_hash(ds: datasets.Dataset | None) -> str | None:
 
 
 def _run_id(base: str, train: datasets.Dataset, evalset: datasets.Dataset | None, cfg: SFTConfig,
-            full_finetune: bool, seed: int) -> str:
+            full_finetune: bool, seed: int, image_pixels: tuple[int, int] = (0, 0)) -> str:
     payload = {"base": str(base), "base_fp": model_fingerprint(base), "cfg": asdict(cfg), "full": full_finetune, "seed": seed,
                "train": content_hash(train), "eval": content_hash(evalset)}
+    if any(image_pixels):
+        payload["image_pixels"] = list(image_pixels)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Dataset | None, out_dir: Path,
-              cfg: SFTConfig, full_finetune: bool = False, seed: int = 0, device: str = "auto") -> SFTResult:
-    """Fine-tune ``base`` (folder or hub id) and save the result in ``out_dir``."""
+              cfg: SFTConfig, full_finetune: bool = False, seed: int = 0, device: str = "auto",
+              image_pixels: tuple[int, int] = (0, 0)) -> SFTResult:
+    """Fine-tune ``base`` (folder or hub id) and save the result in ``out_dir``.
+
+    ``image_pixels``: (min, max) image area of a dynamic-resolution processor; saved with the result."""
     from transformers import EarlyStoppingCallback
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
     out_dir = Path(out_dir)
-    run_id = _run_id(str(base), train, evalset, cfg, full_finetune, seed)
+    run_id = _run_id(str(base), train, evalset, cfg, full_finetune, seed, image_pixels)
     info_path = out_dir / "run_info.json"
     if info_path.exists() and json.loads(info_path.read_text()).get("run_id") == run_id:
         return SFTResult(out_dir, pd.read_csv(out_dir / "log_history.csv"), reused=True)
 
     dev, dtype = device_and_dtype(device)
     model = load_model(base, device=dev)
-    processor = load_processor(base)
+    processor = load_processor(base, *image_pixels)
     steps_per_epoch = math.ceil(len(train) / (cfg.batch_size * cfg.grad_accum))
     eval_every = cfg.eval_steps or steps_per_epoch
     args = TRLSFTConfig(
@@ -100,16 +105,20 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
         trainer.train()
     finally:
         transformers.logging.set_verbosity(verbosity)
+    log = pd.DataFrame(trainer.state.log_history)
+    if not trainer.accelerator.is_main_process:      # under accelerate launch: one process writes the result
+        trainer.accelerator.wait_for_everyone()
+        return SFTResult(out_dir, log, reused=False)
     out_dir.mkdir(parents=True, exist_ok=True)
     _save_best(trainer, out_dir, full_finetune or is_adapter(base), dev)
     processor.save_pretrained(str(out_dir))
-    log = pd.DataFrame(trainer.state.log_history)
     log.to_csv(out_dir / "log_history.csv", index=False)
     info_path.write_text(json.dumps({"run_id": run_id, "base": str(base), "full_finetune": full_finetune,
                                      "train_examples": len(train), "eval_examples": len(evalset) if evalset else 0,
                                      "best_checkpoint": trainer.state.best_model_checkpoint,
                                      "global_step": trainer.state.global_step}, indent=2))
     _remove_trainer_checkpoints(out_dir / "trainer")
+    trainer.accelerator.wait_for_everyone()
     return SFTResult(out_dir, log, reused=False)
 
 

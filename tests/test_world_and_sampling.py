@@ -114,8 +114,9 @@ def test_nih_test_selection_rules():
     labels[45:, CHEXPERT_LABELS.index("Edema")] = 1
     labels[45:, CHEXPERT_LABELS.index("No Finding")] = 0
     frame = pd.DataFrame({"patient_id": [str(i) for i in range(50)]})
-    picked = select_nih_test(frame, labels, 20, ("Edema", "No Finding"), "greedy_balanced", 0)
+    picked, report = select_nih_test(frame, labels, 20, ("Edema", "No Finding"), "greedy_balanced", 0)
     assert len(picked) == 20 and labels[picked.index, CHEXPERT_LABELS.index("Edema")].sum() == 5
-    assert len(select_nih_test(frame, labels, 20, ("Edema", "No Finding"), "random", 0)) == 20
+    assert report.counts.to_dict() == {"Edema": 5, "No Finding": 15}
+    assert len(select_nih_test(frame, labels, 20, ("Edema", "No Finding"), "random", 0)[0]) == 20
     with pytest.raises(ValueError, match="unknown NIH selection rule"):
         select_nih_test(frame, labels, 20, ("Edema",), "best", 0)

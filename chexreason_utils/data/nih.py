@@ -27,6 +27,7 @@ from .records import DataLayoutError, LoadResult, check_image_files, drop_rows, 
 ENTRY_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 REQUIRED = ("Image Index", "Finding Labels", "Patient ID", "Patient Age", "Patient Gender", "View Position")
 SPLIT_LISTS = {"train_val": "train_val_list.txt", "test": "test_list.txt"}
+MAX_AGE_YEARS = 120   # ages above this (e.g. the 2017 file's '412Y' entries) are data errors, dropped and counted
 
 
 def parse_age(value) -> float:
@@ -71,7 +72,12 @@ def load_nih(root: str | Path, splits: list[str] | None = None, check_images: bo
         path = root / name
         if path.is_file():
             membership.update({line.strip(): split for line in path.read_text().splitlines() if line.strip()})
-    frame = frame.assign(split=frame["Image Index"].map(membership).fillna("unlisted"))
+        elif splits and split in splits:
+            raise DataLayoutError(
+                f"NIH split list: expected {path} (not found), one image name per line (e.g. 00000003_000.png), "
+                f"as shipped with ChestX-ray14 next to {entry.name}; without it no image can be assigned to the "
+                f"{split!r} split")
+    frame = frame.assign(split=frame["Image Index"].map(membership).astype(object).fillna("unlisted"))
     if splits:
         frame = drop_rows(frame, ~frame["split"].isin(splits).to_numpy(), "other official split", dropped)
 
@@ -83,13 +89,18 @@ def load_nih(root: str | Path, splits: list[str] | None = None, check_images: bo
     frame = drop_rows(frame, np.array([v.sum() == 0 for v in frame["labels"]], dtype=bool),
                       "no label mappable to CheXpert", dropped)
 
+    ages = frame["Patient Age"].map(parse_age)
+    unreadable = (ages.isna() & frame["Patient Age"].notna()).to_numpy()
+    frame = drop_rows(frame.assign(age_years=ages), unreadable, "unreadable age", dropped)
+    frame = drop_rows(frame, (frame["age_years"] > MAX_AGE_YEARS).to_numpy(), f"age over {MAX_AGE_YEARS} years",
+                      dropped)
     images = index_images(root)
     frame = frame.assign(
         image_path=[str(images.get(i, root / "images" / i)) for i in frame["Image Index"]],
         dataset="nih", image_id=frame["Image Index"], patient_id=frame["Patient ID"].astype(str),
         study_id=frame["Patient ID"].astype(str) + "/" + frame.get("Follow-up #", pd.Series(0, index=frame.index)).astype(str),
         view=frame["View Position"].fillna("unknown").astype(str), sex=frame["Patient Gender"],
-        age=frame["Patient Age"].map(parse_age),
+        age=frame["age_years"],
         source_labels=[json.dumps({"Finding Labels": "|".join(n)}) for n in frame["nih_names"]])
     if check_images:
         frame = check_image_files(frame, dropped)

@@ -1,0 +1,62 @@
+"""Real-file edge cases: missing NIH split lists, impossible ages, the NIH selection report, pool shrinkage."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from chexreason_utils.data import DataLayoutError, load_nih
+from chexreason_utils.labels import CHEXPERT_LABELS
+from chexreason_utils.sampling import select_nih_test, split_train_pool
+
+HEADER = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position\n"
+
+
+def _nih(root, rows, lists=True):
+    root.mkdir(parents=True)
+    (root / "Data_Entry_2017_v2020.csv").write_text(HEADER + "\n".join(rows) + "\n")
+    if lists:
+        (root / "test_list.txt").write_text("\n".join(r.split(",")[0] for r in rows) + "\n")
+    return root
+
+
+def test_missing_split_list_is_an_error_naming_the_file_and_layout(tmp_path):
+    root = _nih(tmp_path / "ChestX-ray14", ["00000001_000.png,Edema,0,1,50,M,PA"], lists=False)
+    with pytest.raises(DataLayoutError, match=r"test_list.txt \(not found\), one image name per line"):
+        load_nih(root, splits=["test"], check_images=False)
+    assert len(load_nih(root, check_images=False).dataset) == 1      # no split asked: nothing to assign
+
+
+def test_impossible_and_unreadable_ages_are_counted_drops(tmp_path):
+    rows = ["00000001_000.png,Edema,0,1,412Y,M,PA", "00000002_000.png,Edema,0,2,058Y,F,PA",
+            "00000003_000.png,Edema,0,3,old,F,PA", "00000004_000.png,Edema,0,4,011M,F,AP"]
+    res = load_nih(_nih(tmp_path / "ChestX-ray14", rows), splits=["test"], check_images=False)
+    assert res.dropped == {"age over 120 years": 1, "unreadable age": 1}
+    assert sorted(res.dataset["age"]) == pytest.approx([11 / 12, 58])
+
+
+def _nih_like(n_edema=5, n_effusion_only=10, n_normal=35):
+    labels = np.zeros((n_edema + n_effusion_only + n_normal, 14), dtype=np.int8)
+    labels[:n_edema, CHEXPERT_LABELS.index("Edema")] = 1
+    labels[n_edema:n_edema + n_effusion_only, CHEXPERT_LABELS.index("Pleural Effusion")] = 1
+    labels[n_edema + n_effusion_only:, CHEXPERT_LABELS.index("No Finding")] = 1
+    return pd.DataFrame({"patient_id": [str(i) for i in range(len(labels))]}), labels
+
+
+def test_nih_selection_states_the_empty_truth_rule_and_reports_counts():
+    frame, labels = _nih_like()
+    scored = ("Edema", "No Finding")
+    picked, report = select_nih_test(frame, labels, 30, scored, "random", seed=0)
+    assert labels[picked.index][:, CHEXPERT_LABELS.index("Pleural Effusion")].sum() == 0
+    assert report.counts.sum() == 30 and "10 images with no positive among the scored labels excluded" in report.describe()
+    assert "No Finding" in report.over                             # above max_fraction 0.30, reported
+    kept, report = select_nih_test(frame, labels, 50, scored, "random", seed=0, without_scored_positive="keep")
+    assert len(kept) == 50 and "10 selected images have no scored positive" in report.describe()
+    assert report.shortfalls == {} and report.fractions["Edema"] == pytest.approx(0.10)
+
+
+def test_small_pool_error_says_sft_patients_were_removed_first():
+    labels = np.zeros((40, 14), dtype=np.int8)
+    labels[:, 0] = 1
+    frame = pd.DataFrame({"patient_id": [str(i // 4) for i in range(40)]})   # 10 patients, 4 images each
+    with pytest.raises(ValueError, match=r"only 12 are available.*already selected for sft; 15 more removed because "
+                                         r"their patients"):
+        split_train_pool(frame, labels, 13, 13, 1, 0.05, 0.3, 4.0, seed=0)
