@@ -25,6 +25,7 @@ import datasets
 import pandas as pd
 from transformers import TrainerCallback
 
+from . import progress
 from .config import GRPOConfig
 from .models import device_and_dtype, is_adapter, load_model, load_processor, model_fingerprint
 from .prompts import requires_think, user_message
@@ -123,9 +124,13 @@ def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GR
     else:
         raise ValueError(f"unknown reward {reward!r}; choose hard or nuanced")
 
+    from .trainer_progress import ProgressCallback, task_name
+
+    task = task_name("GRPO", out_dir)
     dev, _ = device_and_dtype(device)
-    policy = load_model(sft_dir, device=dev, trainable_adapter=True)
-    processor = load_processor(sft_dir)
+    with progress.timed(task, "load"):
+        policy = load_model(sft_dir, device=dev, trainable_adapter=True)
+        processor = load_processor(sft_dir)
     args = TRLGRPOConfig(
         output_dir=str(out_dir), learning_rate=cfg.learning_rate, max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations, gradient_accumulation_steps=1,
@@ -135,8 +140,12 @@ def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GR
         save_strategy="steps", save_steps=cfg.save_steps, logging_steps=1, log_completions=True,
         num_completions_to_print=0, seed=cfg.seed, data_seed=cfg.seed, report_to="none", disable_tqdm=True,
         bf16=dev == "cuda", use_cpu=dev == "cpu", dataloader_num_workers=0, warmup_steps=0.0)
-    trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=args, train_dataset=train,
-                          processing_class=processor, callbacks=[SaveRewardState(guard, processor)])
+    timer = ProgressCallback(task)
+    with progress.timed(task, "build"):   # includes loading the reference model
+        trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=args, train_dataset=train,
+                              processing_class=processor, callbacks=[SaveRewardState(guard, processor), timer])
+    timer.time_method(trainer, "_generate", "train.generate")
+    timer.time_method(trainer, "_generate_and_score_completions", "train.rollout")
     return trainer, guard
 
 
