@@ -24,7 +24,7 @@ class IPCKernelManager(AsyncKernelManager):
 
 
 class CellHookEngine(NBClientEngine):
-    """papermill's default engine, calling ``on_cell(index, count, source)`` as each cell starts."""
+    """papermill's default engine, calling ``on_cell(number, count, source)`` as each cell starts (from 1)."""
 
     @classmethod
     def execute_managed_notebook(cls, nb_man, kernel_name, on_cell: Callable | None = None, **kwargs):
@@ -32,7 +32,7 @@ class CellHookEngine(NBClientEngine):
             cell_start = nb_man.cell_start
 
             def announce(cell, cell_index=None, **kw):
-                on_cell(cell_index, len(nb_man.nb.cells), cell.source)
+                on_cell(cell_index + 1, len(nb_man.nb.cells), cell.source)
                 return cell_start(cell, cell_index, **kw)
 
             nb_man.cell_start = announce

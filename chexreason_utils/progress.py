@@ -130,9 +130,12 @@ class Watcher(threading.Thread):
         self.done = threading.Event()
         self.began = self._last_print = time.perf_counter()
 
-    def set_cell(self, index: int, count: int, source: str) -> None:
-        first = next((line.strip() for line in source.splitlines() if line.strip()), "")
-        self.cell, self.cell_started = (index, count, first[:70]), time.perf_counter()
+    def set_cell(self, number: int, count: int, source: str) -> None:
+        """Cell ``number`` (from 1) of ``count`` started; it is shown by its first line that does work."""
+        lines = [line.strip() for line in source.splitlines() if line.strip()]
+        work = [line for line in lines if not line.startswith(("import ", "from ", "#"))]
+        first = (work or lines or [""])[0]
+        self.cell, self.cell_started = (number, count, first[:70]), time.perf_counter()
 
     def _read_new(self) -> list[dict]:
         if not self.path.exists():
@@ -173,3 +176,18 @@ class Watcher(threading.Thread):
         self.done.set()
         self.join()
         self.poll()   # the last lines written before the kernel finished
+
+
+def timing_records(log_dir: Path) -> list[dict]:
+    """Every timing record of a run's ``logs/*.jsonl``, plus one ``start`` record per stage: the seconds from
+    the runner launching the stage's kernel to the kernel calling ``start_stage`` (``record_startup``)."""
+    out = []
+    for path in sorted(Path(log_dir).glob("*.jsonl")):
+        recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        began = next((r["t"] for r in recs if r["kind"] == "start"), None)
+        ready = next((r["t"] for r in recs if r["kind"] == "ready"), None)
+        if began is not None and ready is not None:
+            out.append({"stage": path.stem, "task": path.stem, "phase": "start", "seconds": ready - began})
+        out += [{"stage": r["stage"] or path.stem, "task": r["task"], "phase": r["phase"], "seconds": r["seconds"]}
+                for r in recs if r["kind"] == "time"]
+    return out

@@ -49,7 +49,7 @@ def test_watcher_prints_each_new_line_and_a_heartbeat_naming_the_cell(tmp_path):
         f.write('{"kind": "step", "task": "half a line')      # being written: read on a later poll
     watcher.poll()
     assert printed == ["[02_sft] SFT medical/free_reasoning: step 120/200, 41 s"]
-    watcher.set_cell(6, 12, "\nroles = ['medical']\nresults = {}")
+    watcher.set_cell(6, 12, "\nimport pandas as pd\nroles = ['medical']\nresults = {}")
     watcher.heartbeat_s = 0
     watcher.poll()
     assert printed[1].startswith("[02_sft] still running") and "cell 6/12" in printed[1]
@@ -98,6 +98,6 @@ def test_runner_prints_progress_of_a_cell_and_no_transport_warning(tmp_path, cap
     out = capfd.readouterr()
     assert "[00_work] SFT medical/free_reasoning: step 0/2" in out.out
     assert "[00_work] SFT medical/free_reasoning: step 2/2" in out.out
-    assert "still running" in out.out and "cell 2/3" in out.out and "time.sleep(1.5)" not in out.out
+    assert "still running" in out.out and "cell 3/3 " in out.out and "time.sleep(1.5)" not in out.out
     assert "without encryption" not in out.out + out.err
     assert not (tmp_path / "run" / "00_work").exists()   # progress stays in logs/, out of the stage's outputs
