@@ -71,7 +71,8 @@ def record_startup(stage: str) -> None:
 
 
 class Bar:
-    """A progress bar over ``total`` units: tqdm in JupyterLab, throttled progress records under the runner."""
+    """A progress bar over ``total`` units: tqdm in JupyterLab; under the runner a progress record when a task
+    finishes or stops, and at most one per ``REPORT_EVERY_S`` seconds while it runs (a short task: one line)."""
 
     def __init__(self, task: str, total: int, unit: str = "step", enabled: bool = True):
         self.task, self.total, self.unit, self.n = task, int(total), unit, 0
@@ -82,8 +83,6 @@ class Bar:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=self.total, desc=task, unit=unit)
-        elif enabled:
-            self._write()
 
     def _write(self) -> None:
         self._last = time.perf_counter()

@@ -18,12 +18,16 @@ def test_bar_writes_throttled_progress_records_under_the_runner(tmp_path, monkey
     monkeypatch.setenv(progress.STAGE_ENV, "02_sft")
     bar = progress.Bar("SFT medical/free_reasoning", 200)
     for step in range(1, 121):
-        bar.set(step)                       # fast steps: only the first line, then nothing for 10 s
+        bar.set(step)                       # fast steps: nothing within the first 10 s
     monkeypatch.setattr(progress, "REPORT_EVERY_S", 0.0)
     bar.set(121)
     bar.close()                             # stopped early at 121 of 200: the last state is written once more
+    done = progress.Bar("predict val", 32, unit="image")
+    done.update(32)                         # a short task: one line, when it finishes
+    done.close()
     rows = records(log)
-    assert [(r["step"], r["total"]) for r in rows] == [(0, 200), (121, 200), (121, 200)]
+    assert [(r["task"][:3], r["step"], r["total"]) for r in rows] == [("SFT", 121, 200), ("SFT", 121, 200),
+                                                                      ("pre", 32, 32)]
     assert {r["stage"] for r in rows} == {"02_sft"} and all(r["kind"] == "step" for r in rows)
 
 
@@ -79,7 +83,7 @@ def test_training_callback_reports_steps_and_splits_the_time(tmp_path, monkeypat
     cb.on_save(None, state, None)
     cb.on_train_end(None, state, None)
     rows = records(log)
-    assert [(r["step"], r["total"]) for r in rows if r["kind"] == "step"] == [(0, 2), (1, 2), (2, 2)]
+    assert [(r["step"], r["total"]) for r in rows if r["kind"] == "step"] == [(1, 2), (2, 2)]
     times = {r["phase"]: r["seconds"] for r in rows if r["kind"] == "time"}
     assert set(times) == {"train.steps", "train.eval", "train.checkpoint", "train.generate"}
     assert times["train.eval"] >= 0.05 and times["train.checkpoint"] >= 0.03
@@ -96,7 +100,6 @@ def test_runner_prints_progress_of_a_cell_and_no_transport_warning(tmp_path, cap
                  "time.sleep(1.5)\nbar.update(2)\nbar.close()")])
     run(RunOptions(profile="smoke", run_dir=str(tmp_path / "run"), figure_dir=str(tmp_path / "fig"), notebook_dir=nbs))
     out = capfd.readouterr()
-    assert "[00_work] SFT medical/free_reasoning: step 0/2" in out.out
     assert "[00_work] SFT medical/free_reasoning: step 2/2" in out.out
     assert "still running" in out.out and "cell 3/3 " in out.out and "time.sleep(1.5)" not in out.out
     assert "without encryption" not in out.out + out.err
