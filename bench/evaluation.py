@@ -32,13 +32,14 @@ def main() -> None:
     big = cfg.evaluation.batch_size
     timings, preds = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ[progress.PROGRESS_ENV] = str(Path(tmp) / "timing.jsonl")
+        (Path(tmp) / "logs").mkdir()
+        os.environ[progress.PROGRESS_ENV] = str(Path(tmp) / "logs" / "timing.jsonl")
         for bs in (1, big):
             t0 = time.perf_counter()
             preds[bs] = evaluate.predict(model, images, "free_reasoning", Path(tmp) / f"b{bs}.jsonl", batch_size=bs,
                                          max_new_tokens=cfg.evaluation.max_new_tokens, device="cpu", progress=False)
             timings[bs] = time.perf_counter() - t0
-        phases = {(r["task"], r["phase"]): r["seconds"] for r in progress.timing_records(Path(tmp))}
+        phases = {(r["task"], r["phase"]): r["seconds"] for r in progress.timing_records(Path(tmp) / "logs")}
     one, many = timings[1], timings[big]
     same_labels = (preds[1]["labels"].map(tuple) == preds[big]["labels"].map(tuple)).mean()
     same_raw = (preds[1]["raw"] == preds[big]["raw"]).mean()
