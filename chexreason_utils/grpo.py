@@ -30,6 +30,7 @@ from .config import GRPOConfig
 from .models import device_and_dtype, is_adapter, load_model, load_processor, model_fingerprint
 from .prompts import requires_think, user_message
 from .rewards import CollapseGuard, hard_reward_functions, nuanced_reward_functions
+from .trainer_progress import ProgressCallback, task_name
 
 REWARD_STATE = "reward_state.json"
 
@@ -123,8 +124,6 @@ def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GR
         funcs = nuanced_reward_functions(n, prevalence, guard, think)
     else:
         raise ValueError(f"unknown reward {reward!r}; choose hard or nuanced")
-
-    from .trainer_progress import ProgressCallback, task_name
 
     task = task_name("GRPO", out_dir)
     dev, _ = device_and_dtype(device)
