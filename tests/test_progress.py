@@ -1,5 +1,6 @@
 """Progress lines, heartbeats and timing records: what a headless run prints while a stage works."""
 import json
+import os
 import time
 from types import SimpleNamespace
 
@@ -104,3 +105,15 @@ def test_runner_prints_progress_of_a_cell_and_no_transport_warning(tmp_path, cap
     assert "still running" in out.out and "cell 3/3 " in out.out and "time.sleep(1.5)" not in out.out
     assert "without encryption" not in out.out + out.err
     assert not (tmp_path / "run" / "00_work").exists()   # progress stays in logs/, out of the stage's outputs
+
+
+def test_worker_processes_write_to_the_same_progress_file(tmp_path, monkeypatch):
+    from chexreason_utils.jobs import run_jobs
+
+    log = tmp_path / "stage.jsonl"
+    monkeypatch.setenv(progress.PROGRESS_ENV, str(log))   # spawned workers inherit it
+    run_jobs(progress.record_time, [{"task": f"SFT medical/free_reasoning seed {s}", "phase": "load", "seconds": 1.0}
+                                    for s in (1, 2)], workers=2)
+    rows = records(log)
+    assert sorted(r["task"][-6:] for r in rows) == ["seed 1", "seed 2"]
+    assert os.getpid() not in {r["pid"] for r in rows}         # written by the worker processes themselves
