@@ -2,6 +2,7 @@
 optimisation steps, in-training evaluation, checkpoint saving and (GRPO) generation, as timing records."""
 from __future__ import annotations
 
+import re
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -12,8 +13,11 @@ from . import progress
 
 
 def task_name(kind: str, out_dir: Path) -> str:
-    """``SFT medical/free_reasoning`` from a run folder ``.../02_sft/medical/free_reasoning``."""
-    return f"{kind} {'/'.join(Path(out_dir).parts[-2:])}"
+    """``SFT medical/free_reasoning`` from a run folder ``.../02_sft/medical/free_reasoning``: the parts below
+    the stage folder (``NN_name``), or the last two parts when there is none."""
+    parts = Path(out_dir).parts
+    stage = max((i for i, p in enumerate(parts) if re.match(r"^\d\d_", p)), default=len(parts) - 3)
+    return f"{kind} {'/'.join(parts[stage + 1:]) or parts[-1]}"
 
 
 class ProgressCallback(TrainerCallback):

@@ -69,6 +69,9 @@ def test_training_callback_reports_steps_and_splits_the_time(tmp_path, monkeypat
     monkeypatch.setattr(progress, "REPORT_EVERY_S", 0.0)
     task = task_name("SFT", tmp_path / "02_sft" / "medical" / "free_reasoning")
     assert task == "SFT medical/free_reasoning"
+    assert task_name("GRPO", tmp_path / "run" / "03_grpo" / "hard") == "GRPO hard"
+    assert task_name("SFT", tmp_path / "02_sft" / "medical" / "only_label" / "seed2") == "SFT medical/only_label/seed2"
+    assert task_name("SFT", tmp_path / "run" / "models" / "tiny-gemma3") == "SFT models/tiny-gemma3"
     cb = ProgressCallback(task)
     worker = SimpleNamespace(generate=lambda: time.sleep(0.02))
     cb.time_method(worker, "generate", "train.generate")
