@@ -12,15 +12,17 @@ resumes from the prediction file and any shard files left behind, with the same 
 from __future__ import annotations
 
 import hashlib
+import time
+from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from . import jsonl_store
 from .models import device_and_dtype, load_model, load_processor, model_fingerprint
+from .progress import Bar, record_time, timed
 from .prompts import parse_output, prompt_for, requires_think, user_message
 
 def default_batch_size(device: str) -> int:
@@ -72,19 +74,26 @@ def predict(model_dir: str | Path, images: pd.DataFrame, prompt_name: str, out_p
     done = {row["image_id"] for f in {out_path, write_path} for row in jsonl_store.read_rows(f)[0] if mine(row)}
     todo = images.loc[~images["image_id"].isin(done)]
     if len(todo):
+        task = f"predict {out_path.stem}"
         dev, _ = device_and_dtype(device)
-        model = load_model(model_dir, device=dev).eval()
-        processor = load_processor(model_dir, *image_pixels)
+        with timed(task, "load"):
+            model = load_model(model_dir, device=dev).eval()
+            processor = load_processor(model_dir, *image_pixels)
         bs = batch_size or default_batch_size(dev)
         text = processor.apply_chat_template([user_message(instruction)], add_generation_prompt=True, tokenize=False)[0]
-        bar = tqdm(total=len(todo), desc=f"predict {Path(str(model_dir)).name} / {prompt_name}", disable=not progress)
+        bar = Bar(task, len(todo), unit="image", enabled=progress)
+        seconds = defaultdict(float)
         for start in range(0, len(todo), bs):
             chunk = todo.iloc[start:start + bs]
+            t0 = time.perf_counter()
             pics = [[Image.open(p).convert("RGB")] for p in chunk["image_path"]]
             inputs = processor(text=[text] * len(chunk), images=pics, return_tensors="pt", padding=True).to(dev)
+            t1 = time.perf_counter()
             with torch.inference_mode():
                 out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
             decoded = processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            seconds["preprocess"] += t1 - t0
+            seconds["generate"] += time.perf_counter() - t1
             rows = []
             for image_id, raw in zip(chunk["image_id"], decoded):
                 parsed = parse_output(raw, think)
@@ -94,6 +103,8 @@ def predict(model_dir: str | Path, images: pd.DataFrame, prompt_name: str, out_p
             jsonl_store.append_rows(write_path, rows)
             bar.update(len(chunk))
         bar.close()
+        for phase, sec in seconds.items():
+            record_time(task, phase, sec)
     rows = [r for r in jsonl_store.read_rows(out_path)[0] if mine(r)]
     frame = pd.DataFrame(rows or {"image_id": []}).drop_duplicates("image_id", keep="last")
     return images[["image_id"]].merge(frame, on="image_id", how="left")
@@ -130,16 +141,18 @@ def sample_validity(model_dir: str | Path, images: pd.DataFrame, prompt_name: st
                     temperature: float = 0.8, top_p: float = 0.95, max_new_tokens: int = 256,
                     device: str = "auto", seed: int = 0) -> dict:
     """Share of *sampled* completions (T=0.8, top-p 0.95, as in GRPO) that satisfy the output contract."""
+    task = f"sample validity {'/'.join(Path(str(model_dir)).parts[-2:])} / {prompt_name}"
     dev, _ = device_and_dtype(device)
-    model = load_model(model_dir, device=dev).eval()
-    processor = load_processor(model_dir)
+    with timed(task, "load"):
+        model = load_model(model_dir, device=dev).eval()
+        processor = load_processor(model_dir)
     instruction, think = prompt_for(prompt_name), requires_think(prompt_name)
     text = processor.apply_chat_template([user_message(instruction)], add_generation_prompt=True, tokenize=False)[0]
     chunk = images.iloc[:n]
     torch.manual_seed(seed)
     pics = [[Image.open(p).convert("RGB")] for p in chunk["image_path"]]
     inputs = processor(text=[text] * len(chunk), images=pics, return_tensors="pt", padding=True).to(dev)
-    with torch.inference_mode():
+    with torch.inference_mode(), timed(task, "generate"):
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
                              top_p=top_p)
     decoded = processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)

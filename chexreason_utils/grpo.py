@@ -26,10 +26,12 @@ import pandas as pd
 from accelerate import PartialState
 from transformers import TrainerCallback
 
+from . import progress
 from .config import GRPOConfig
 from .models import device_and_dtype, is_adapter, load_model, load_processor, model_fingerprint
 from .prompts import requires_think, user_message
 from .rewards import CollapseGuard, hard_reward_functions, nuanced_reward_functions
+from .trainer_progress import ProgressCallback, task_name
 
 REWARD_STATE = "reward_state.json"
 
@@ -129,9 +131,11 @@ def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GR
     else:
         raise ValueError(f"unknown reward {reward!r}; choose hard or nuanced")
 
+    task = task_name("GRPO", out_dir)
     dev, _ = device_and_dtype(device)
-    policy = load_model(sft_dir, device=dev, trainable_adapter=True)
-    processor = load_processor(sft_dir)
+    with progress.timed(task, "load"):
+        policy = load_model(sft_dir, device=dev, trainable_adapter=True)
+        processor = load_processor(sft_dir)
     args = TRLGRPOConfig(
         output_dir=str(out_dir), learning_rate=cfg.learning_rate, max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations, gradient_accumulation_steps=1,
@@ -140,9 +144,14 @@ def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GR
         importance_sampling_level=cfg.importance_sampling_level, max_completion_length=cfg.max_completion_length,
         save_strategy="steps", save_steps=cfg.save_steps, logging_steps=1, log_completions=True,
         num_completions_to_print=0, seed=cfg.seed, data_seed=cfg.seed, report_to="none", disable_tqdm=True,
-        bf16=dev == "cuda", use_cpu=dev == "cpu", dataloader_num_workers=0, warmup_steps=0.0)
-    trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=args, train_dataset=train,
-                          processing_class=processor, callbacks=[SaveRewardState(guard, processor)])
+        bf16=dev == "cuda", use_cpu=dev == "cpu", dataloader_num_workers=0, warmup_steps=0.0,
+        gradient_checkpointing=dev == "cuda")   # trl's default (on) recomputes activations: memory we lack only on GPU
+    timer = ProgressCallback(task)
+    with progress.timed(task, "build"):   # includes loading the reference model
+        trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=args, train_dataset=train,
+                              processing_class=processor, callbacks=[SaveRewardState(guard, processor), timer])
+    timer.time_method(trainer, "_generate", "train.generate")
+    timer.time_method(trainer, "_generate_and_score_completions", "train.rollout")
     return trainer, guard
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import math
 from pathlib import Path
 
 import torch
@@ -260,5 +261,15 @@ def _save_tiny(model, processor, tok, out_dir: Path) -> Path:
 TINY_BUILDERS = {"gemma3": build_tiny_gemma3, "qwen2_5_vl": build_tiny_qwen25vl}
 
 
-def parameter_count(model) -> int:
-    return sum(p.numel() for p in model.parameters())
+def parameter_count(folder: str | Path) -> int:
+    """Parameters of a saved model folder, read from its safetensors headers (no model is loaded)."""
+    from safetensors import safe_open
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors weights in {folder}")
+    total = 0
+    for f in files:
+        with safe_open(str(f), framework="pt") as weights:
+            total += sum(math.prod(weights.get_slice(k).get_shape()) for k in weights.keys())
+    return total

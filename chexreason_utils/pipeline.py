@@ -86,7 +86,7 @@ def prepare_tiny_models(cfg: Config, paths: RunPaths) -> pd.DataFrame:
                                device=cfg.device)
         train_rows = log_rows(result.log, "loss")
         rows.append({"role": role, "model": name, "class": TINY_CLASSES[name],
-                     "parameters": models.parameter_count(models.load_model(paths.models / name, device="cpu")),
+                     "parameters": models.parameter_count(paths.models / name),
                      "pretrain_pool": pool.name, "pretrain_examples": len(caps),
                      "pretrain_final_loss": float(train_rows["loss"].iloc[-1]) if len(train_rows) else np.nan,
                      "path": str(paths.models / name)})

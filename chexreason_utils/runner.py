@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import re
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from . import progress
 from .config import Config, load_profile
 from .paths import NOTEBOOK_DIR, REPO_ROOT, RunPaths
 from .report import write_report
@@ -160,16 +163,46 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _execute(nb: Path, out: Path, params: dict, opts: RunOptions) -> None:
+def _execute(nb: Path, out: Path, params: dict, opts: RunOptions, progress_log: Path | None = None) -> None:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    from .execution import ENGINE
+
     try:
-        papermill.execute_notebook(str(nb), str(out), parameters=params, kernel_name=opts.kernel,
-                                   cwd=str(nb.parent), progress_bar=False, log_output=opts.log_output)
+        with watch_stage(nb.stem, progress_log) as watcher:
+            papermill.execute_notebook(str(nb), str(out), parameters=params, kernel_name=opts.kernel,
+                                       cwd=str(nb.parent), progress_bar=False, log_output=opts.log_output,
+                                       engine_name=ENGINE, on_cell=watcher.set_cell if watcher else None)
     except PapermillExecutionError as exc:
         raise StageFailed(nb.stem, f"cell {exc.cell_index} of the executed notebook (In [{exc.exec_count}]): {exc.ename}: "
                                    f"{exc.evalue}  [full traceback in {out}]") from None
+
+
+@contextmanager
+def watch_stage(stage: str, progress_log: Path | None):
+    """While a stage runs: its kernel (and worker processes) write progress and timing records to
+    ``progress_log`` (started afresh), and a watcher thread prints them with a heartbeat naming the cell."""
+    if progress_log is None:
+        yield None
+        return
+    progress_log.parent.mkdir(parents=True, exist_ok=True)
+    progress_log.write_text("")
+    saved = {k: os.environ.get(k) for k in (progress.PROGRESS_ENV, progress.STAGE_ENV)}
+    os.environ[progress.PROGRESS_ENV], os.environ[progress.STAGE_ENV] = str(progress_log), stage
+    progress.write_record({"kind": "start", "task": stage})
+    watcher = progress.Watcher(progress_log, stage, out=lambda line: print(line, flush=True))
+    watcher.start()
+    try:
+        yield watcher
+    finally:
+        watcher.stop()
+        progress.write_record({"kind": "end", "task": stage})
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def run(opts: RunOptions) -> list[StageResult]:
@@ -211,7 +244,7 @@ def run(opts: RunOptions) -> list[StageResult]:
             print(f"[{nb.stem}] running ({reason}) ...", flush=True)
             t0 = time.perf_counter()
             try:
-                _execute(nb, paths.executed_notebooks / nb.name, params, opts)
+                _execute(nb, paths.executed_notebooks / nb.name, params, opts, paths.root / "logs" / f"{nb.stem}.jsonl")
                 status = "ran"
             except StageFailed as exc:
                 failure, status, reason = exc, "failed", str(exc)

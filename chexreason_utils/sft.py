@@ -18,6 +18,7 @@ from pathlib import Path
 import datasets
 import pandas as pd
 
+from . import progress
 from .config import SFTConfig
 from .models import device_and_dtype, is_adapter, load_model, load_processor, lora_config, model_fingerprint
 from .prompts import user_message
@@ -76,9 +77,13 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
     if info_path.exists() and json.loads(info_path.read_text()).get("run_id") == run_id:
         return SFTResult(out_dir, pd.read_csv(out_dir / "log_history.csv"), reused=True)
 
+    from .trainer_progress import ProgressCallback, task_name
+
+    task = task_name("SFT", out_dir)
     dev, dtype = device_and_dtype(device)
-    model = load_model(base, device=dev)
-    processor = load_processor(base, *image_pixels)
+    with progress.timed(task, "load"):
+        model = load_model(base, device=dev)
+        processor = load_processor(base, *image_pixels)
     steps_per_epoch = math.ceil(len(train) / (cfg.batch_size * cfg.grad_accum))
     eval_every = cfg.eval_steps or steps_per_epoch
     args = TRLSFTConfig(
@@ -94,9 +99,11 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
         max_length=cfg.max_length, completion_only_loss=True, report_to="none", disable_tqdm=True,
         use_cpu=dev == "cpu", dataloader_num_workers=0)
     callbacks = [EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)] if evalset is not None else []
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=evalset,
-                         processing_class=processor, peft_config=None if full_finetune or is_adapter(base) else
-                         lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout), callbacks=callbacks)
+    callbacks.append(ProgressCallback(task))
+    with progress.timed(task, "build"):
+        trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=evalset,
+                             processing_class=processor, peft_config=None if full_finetune or is_adapter(base) else
+                             lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout), callbacks=callbacks)
     import transformers
 
     verbosity = transformers.logging.get_verbosity()
@@ -110,8 +117,9 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
         trainer.accelerator.wait_for_everyone()
         return SFTResult(out_dir, log, reused=False)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _save_best(trainer, out_dir, full_finetune or is_adapter(base), dev)
-    processor.save_pretrained(str(out_dir))
+    with progress.timed(task, "save"):
+        _save_best(trainer, out_dir, full_finetune or is_adapter(base), dev)
+        processor.save_pretrained(str(out_dir))
     log.to_csv(out_dir / "log_history.csv", index=False)
     info_path.write_text(json.dumps({"run_id": run_id, "base": str(base), "full_finetune": full_finetune,
                                      "train_examples": len(train), "eval_examples": len(evalset) if evalset else 0,

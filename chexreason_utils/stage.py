@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import progress
 from .config import Config, load_profile
 from .paths import RunPaths
 from .plotting import set_style
@@ -57,6 +58,7 @@ class Stage:
 def start_stage(name: str, profile: str, run_dir: str = "", figure_dir: str = "",
                 overrides: dict[str, Any] | None = None) -> Stage:
     """Load the profile with overrides, seed everything, set the plot style, return the stage handle."""
+    progress.record_startup(name)
     cfg = load_profile(profile, overrides)
     paths = RunPaths.for_profile(cfg.profile, run_dir or None, figure_dir or None)
     paths.root.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,43 @@
+"""How the runner executes one notebook: papermill's nbclient engine, with two changes.
+
+- A hook on every cell start, so the runner's progress watcher can say which cell is running.
+- The kernel talks to papermill over IPC sockets (files in Jupyter's runtime folder) instead of TCP
+  ports on localhost: ipykernel warns "Kernel is running over TCP without encryption" for TCP only.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from jupyter_client import AsyncKernelManager
+from papermill.engines import NBClientEngine, papermill_engines
+from traitlets import default
+
+ENGINE = "chexreason"
+
+
+class IPCKernelManager(AsyncKernelManager):
+    """A kernel manager whose kernels listen on IPC sockets."""
+
+    @default("transport")
+    def _default_transport(self) -> str:
+        return "ipc"
+
+
+class CellHookEngine(NBClientEngine):
+    """papermill's default engine, calling ``on_cell(number, count, source)`` as each cell starts (from 1)."""
+
+    @classmethod
+    def execute_managed_notebook(cls, nb_man, kernel_name, on_cell: Callable | None = None, **kwargs):
+        if on_cell is not None:
+            cell_start = nb_man.cell_start
+
+            def announce(cell, cell_index=None, **kw):
+                on_cell(cell_index + 1, len(nb_man.nb.cells), cell.source)
+                return cell_start(cell, cell_index, **kw)
+
+            nb_man.cell_start = announce
+        return super().execute_managed_notebook(nb_man, kernel_name, kernel_manager_class=IPCKernelManager,
+                                                **kwargs)
+
+
+papermill_engines.register(ENGINE, CellHookEngine)

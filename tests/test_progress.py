@@ -1,0 +1,122 @@
+"""Progress lines, heartbeats and timing records: what a headless run prints while a stage works."""
+import json
+import os
+import time
+from types import SimpleNamespace
+
+from chexreason_utils import progress
+from chexreason_utils.runner import RunOptions, run
+from conftest import write_notebook
+
+
+def records(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_bar_writes_throttled_progress_records_under_the_runner(tmp_path, monkeypatch):
+    log = tmp_path / "stage.jsonl"
+    monkeypatch.setenv(progress.PROGRESS_ENV, str(log))
+    monkeypatch.setenv(progress.STAGE_ENV, "02_sft")
+    bar = progress.Bar("SFT medical/free_reasoning", 200)
+    for step in range(1, 121):
+        bar.set(step)                       # fast steps: nothing within the first 10 s
+    monkeypatch.setattr(progress, "REPORT_EVERY_S", 0.0)
+    bar.set(121)
+    bar.close()                             # stopped early at 121 of 200: the last state is written once more
+    done = progress.Bar("predict val", 32, unit="image")
+    done.update(32)                         # a short task: one line, when it finishes
+    done.close()
+    rows = records(log)
+    assert [(r["task"][:3], r["step"], r["total"]) for r in rows] == [("SFT", 121, 200), ("SFT", 121, 200),
+                                                                      ("pre", 32, 32)]
+    assert {r["stage"] for r in rows} == {"02_sft"} and all(r["kind"] == "step" for r in rows)
+
+
+def test_interactive_bar_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.delenv(progress.PROGRESS_ENV, raising=False)
+    assert not progress.headless()
+    bar = progress.Bar("predict x", 3, enabled=False)
+    bar.update(3)
+    bar.close()
+    progress.record_time("predict x", "load", 1.0)   # no progress file: a no-op
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_watcher_prints_each_new_line_and_a_heartbeat_naming_the_cell(tmp_path):
+    log = tmp_path / "stage.jsonl"
+    printed = []
+    watcher = progress.Watcher(log, "02_sft", heartbeat_s=3600, out=printed.append)
+    watcher.poll()                          # no file yet: nothing
+    progress.write_record({"kind": "step", "task": "SFT medical/free_reasoning", "step": 120, "total": 200,
+                           "elapsed": 41.2}, log)
+    progress.write_record({"kind": "time", "task": "SFT medical/free_reasoning", "phase": "load", "seconds": 1}, log)
+    with open(log, "a") as f:
+        f.write('{"kind": "step", "task": "half a line')      # being written: read on a later poll
+    watcher.poll()
+    assert printed == ["[02_sft] SFT medical/free_reasoning: step 120/200, 41 s"]
+    watcher.set_cell(6, 12, "\nimport pandas as pd\nroles = ['medical']\nresults = {}")
+    watcher.heartbeat_s = 0
+    watcher.poll()
+    assert printed[1].startswith("[02_sft] still running") and "cell 6/12" in printed[1]
+    assert "roles = ['medical']" in printed[1] and "SFT medical/free_reasoning: step 120/200" in printed[1]
+
+
+def test_training_callback_reports_steps_and_splits_the_time(tmp_path, monkeypatch):
+    from chexreason_utils.trainer_progress import ProgressCallback, task_name
+
+    log = tmp_path / "stage.jsonl"
+    monkeypatch.setenv(progress.PROGRESS_ENV, str(log))
+    monkeypatch.setattr(progress, "REPORT_EVERY_S", 0.0)
+    task = task_name("SFT", tmp_path / "02_sft" / "medical" / "free_reasoning")
+    assert task == "SFT medical/free_reasoning"
+    assert task_name("GRPO", tmp_path / "run" / "03_grpo" / "hard") == "GRPO hard"
+    assert task_name("SFT", tmp_path / "02_sft" / "medical" / "only_label" / "seed2") == "SFT medical/only_label/seed2"
+    assert task_name("SFT", tmp_path / "run" / "models" / "tiny-gemma3") == "SFT models/tiny-gemma3"
+    cb = ProgressCallback(task)
+    worker = SimpleNamespace(generate=lambda: time.sleep(0.02))
+    cb.time_method(worker, "generate", "train.generate")
+    state = SimpleNamespace(global_step=0, max_steps=2)
+    cb.on_train_begin(None, state, None)
+    for step in (1, 2):
+        worker.generate()
+        state.global_step = step
+        cb.on_step_end(None, state, None)
+    time.sleep(0.05)
+    cb.on_evaluate(None, state, None)
+    time.sleep(0.03)
+    cb.on_save(None, state, None)
+    cb.on_train_end(None, state, None)
+    rows = records(log)
+    assert [(r["step"], r["total"]) for r in rows if r["kind"] == "step"] == [(1, 2), (2, 2)]
+    times = {r["phase"]: r["seconds"] for r in rows if r["kind"] == "time"}
+    assert set(times) == {"train.steps", "train.eval", "train.checkpoint", "train.generate"}
+    assert times["train.eval"] >= 0.05 and times["train.checkpoint"] >= 0.03
+    assert times["train.steps"] >= times["train.generate"] >= 0.04
+
+
+def test_runner_prints_progress_of_a_cell_and_no_transport_warning(tmp_path, capfd, monkeypatch):
+    monkeypatch.setattr(progress, "HEARTBEAT_S", 0.5)
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    write_notebook(nbs / "00_work.ipynb", [
+        ("params", 'profile = "smoke"\nrun_dir = ""\nfigure_dir = ""\noverrides = {}'),
+        ("code", "import time\nfrom chexreason_utils.progress import Bar\nbar = Bar('SFT medical/free_reasoning', 2)\n"
+                 "time.sleep(1.5)\nbar.update(2)\nbar.close()")])
+    run(RunOptions(profile="smoke", run_dir=str(tmp_path / "run"), figure_dir=str(tmp_path / "fig"), notebook_dir=nbs))
+    out = capfd.readouterr()
+    assert "[00_work] SFT medical/free_reasoning: step 2/2" in out.out
+    assert "still running" in out.out and "cell 3/3 " in out.out and "time.sleep(1.5)" not in out.out
+    assert "without encryption" not in out.out + out.err
+    assert not (tmp_path / "run" / "00_work").exists()   # progress stays in logs/, out of the stage's outputs
+
+
+def test_worker_processes_write_to_the_same_progress_file(tmp_path, monkeypatch):
+    from chexreason_utils.jobs import run_jobs
+
+    log = tmp_path / "stage.jsonl"
+    monkeypatch.setenv(progress.PROGRESS_ENV, str(log))   # spawned workers inherit it
+    run_jobs(progress.record_time, [{"task": f"SFT medical/free_reasoning seed {s}", "phase": "load", "seconds": 1.0}
+                                    for s in (1, 2)], workers=2)
+    rows = records(log)
+    assert sorted(r["task"][-6:] for r in rows) == ["seed 1", "seed 2"]
+    assert os.getpid() not in {r["pid"] for r in rows}         # written by the worker processes themselves
