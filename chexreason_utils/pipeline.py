@@ -211,7 +211,8 @@ def run_grpo(cfg: Config, paths: RunPaths, reward: str, out_dir: Path | None = N
     fmt = cfg.grpo.start_format
     data = grpo.make_dataset(prompts.prompt_for(fmt), list(manifest["image_path"]), list(manifest["truth"]))
     return grpo.train_grpo(paths.sft_model("medical", fmt), data, out_dir or paths.grpo_run(reward),
-                           grpo_cfg or cfg.grpo, reward, pool_prevalence(paths), cfg.device, fmt)
+                           resolve_length_threshold(cfg, paths, grpo_cfg or cfg.grpo), reward,
+                           pool_prevalence(paths), cfg.device, fmt)
 
 
 def predictions(cfg: Config, paths: RunPaths, model_dir: str | Path, manifest_name: str, prompt: str,
@@ -355,3 +356,36 @@ def validation_table(cfg: Config, paths: RunPaths, role: str, names: list[str], 
         summary = metrics.summary(y_true, y_pred, CHEXPERT_LABELS, valid_mask(frame))
         rows.append({"model": role, "variant" if kind == "zero_shot" else "format": name, **summary, "lo": lo, "hi": hi})
     return pd.DataFrame(rows)
+
+
+# ---- GRPO evidence (issue 15): length threshold, answer statistics ------------------------------------------
+
+def sft_target_lengths(cfg: Config, paths: RunPaths, fmt: str) -> np.ndarray:
+    """Token lengths (the start model's tokenizer) of the SFT targets of one format."""
+    manifest = load_manifest(paths, "sft")
+    rationales = traces_for(cfg, paths, manifest, fmt) if prompts.requires_think(fmt) else [""] * len(manifest)
+    tokenizer = models.load_processor(paths.sft_model("medical", fmt)).tokenizer
+    return np.array([len(tokenizer(prompts.format_target(fmt, t, r), add_special_tokens=False)["input_ids"])
+                     for t, r in zip(manifest["truth"], rationales)])
+
+
+def resolve_length_threshold(cfg: Config, paths: RunPaths, grpo_cfg):
+    """``grpo_cfg`` with the hard reward's length threshold set from the SFT targets when
+    ``hard.length_threshold_quantile`` > 0 (tiny profiles); unchanged otherwise (the paper's 250 tokens)."""
+    q = grpo_cfg.hard.length_threshold_quantile
+    if q <= 0:
+        return grpo_cfg
+    if not 0 < q < 1:
+        raise ValueError(f"grpo.hard.length_threshold_quantile must be in (0, 1), got {q}")
+    lengths = sft_target_lengths(cfg, paths, grpo_cfg.start_format)
+    threshold = int(np.quantile(lengths, q))
+    return replace(grpo_cfg, hard=replace(grpo_cfg.hard, length_threshold=threshold, length_threshold_quantile=0.0))
+
+
+def checkpoint_predictions(cfg: Config, paths: RunPaths, run: grpo.GRPORun) -> dict[int, pd.DataFrame]:
+    """Validation predictions (cached) of the SFT start (step 0) and every checkpoint of a GRPO run."""
+    fmt = cfg.grpo.start_format
+    out = {0: predictions(cfg, paths, paths.sft_model("medical", fmt), "val", fmt, f"sft-medical-{fmt}")}
+    for ckpt in run.checkpoints:
+        out[int(ckpt.name.split("-")[1])] = predictions(cfg, paths, ckpt, "val", fmt, f"grpo-{run.name}-{ckpt.name}")
+    return out
