@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import evaluate, grpo, metrics, models, prompts, sft
+from . import evaluate, grpo, metrics, models, prompts, reward_analysis, sft
 from .diagnostics import log_rows
 from .config import Config
 from .data import load_chexpert, load_mimic, load_nih
@@ -291,14 +291,6 @@ def sft_final_values(results: dict[str, dict[str, sft.SFTResult]]) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def reward_trend(log: pd.DataFrame) -> dict:
-    """Mean reward over the first and last quarter of a GRPO run's steps."""
-    r = log_rows(log, "reward").get("reward", pd.Series(dtype=float))
-    q = max(1, len(r) // 4)
-    first, last = float(r.iloc[:q].mean()), float(r.iloc[-q:].mean())
-    return {"steps": len(r), "first_quarter_mean": first, "last_quarter_mean": last, "rose": last > first}
-
-
 def eval_labels(cfg: Config, dataset: str) -> tuple[str, ...]:
     return CHEXPERT_LABELS if dataset == "CheXpert" else NIH_LABEL_SETS[cfg.evaluation.nih_label_set]
 
@@ -389,3 +381,22 @@ def checkpoint_predictions(cfg: Config, paths: RunPaths, run: grpo.GRPORun) -> d
     for ckpt in run.checkpoints:
         out[int(ckpt.name.split("-")[1])] = predictions(cfg, paths, ckpt, "val", fmt, f"grpo-{run.name}-{ckpt.name}")
     return out
+
+
+def reward_strategy_table(cfg: Config, paths: RunPaths) -> pd.DataFrame:
+    """``reward_analysis.strategy_rewards`` on the validation truth sets; the constant strategy answers the most
+    frequent label set of the SFT and RL selections (the training data GRPO sees)."""
+    train_truths = [list(t) for name in ("sft", "rl") for t in load_manifest(paths, name)["truth"]]
+    truths = [list(t) for t in load_manifest(paths, "val")["truth"]]
+    hard = resolve_length_threshold(cfg, paths, cfg.grpo).hard
+    return reward_analysis.strategy_rewards(truths, pool_prevalence(paths), reward_analysis.mode_label_set(train_truths),
+                                            hard, cfg.grpo.nuanced)
+
+
+def answer_statistics_table(cfg: Config, paths: RunPaths, runs_by_reward: dict[str, dict[int, grpo.GRPORun]]) -> pd.DataFrame:
+    """``reward_analysis.answer_statistics`` for every run (reward -> seed -> run), long form."""
+    prevalence = pool_prevalence(paths)
+    frames = [reward_analysis.answer_statistics(checkpoint_predictions(cfg, paths, run), prevalence)
+              .assign(reward=reward, seed=seed)
+              for reward, runs in runs_by_reward.items() for seed, run in runs.items()]
+    return pd.concat(frames, ignore_index=True)
