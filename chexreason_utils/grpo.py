@@ -173,53 +173,64 @@ def control_log(out_dir: Path) -> pd.DataFrame | None:
 
 def run_control(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOConfig, reward: str,
                 prevalence: dict[str, float], device: str = "auto", fmt: str = "free_reasoning") -> pd.DataFrame | None:
-    """The frozen SFT policy's rewards on the run's batches, per step (``cfg.frozen_control``; resumable).
+    """The frozen SFT policy's rewards on the run's batches, per generation step (``cfg.frozen_control``).
 
     Columns: step, reward, reward_std, one ``rewards/<component>/mean`` per component, image_paths (the step's
     prompts, ``|``-joined, in batch order). Completions go to ``control/completions.parquet``. The trainer is
     built with ``beta = 0`` (no reference model to load: neither generation nor reward depends on beta).
+    Resumable step by step: files are written after every step, the collapse window last, with its step; a resumed
+    control keeps the steps up to that one and redoes the rest.
     """
     if not cfg.frozen_control:
         return None
     folder = Path(out_dir) / CONTROL
     folder.mkdir(parents=True, exist_ok=True)
-    log_path, comp_path = folder / "log.csv", folder / "completions.parquet"
+    log_path, comp_path, state_path = folder / "log.csv", folder / "completions.parquet", folder / REWARD_STATE
+    every = cfg.num_iterations * cfg.steps_per_generation
+    last_step = (cfg.max_steps - 1) // every * every + 1
     rows = pd.read_csv(log_path).to_dict("records") if log_path.exists() else []
-    comps = pd.read_parquet(comp_path) if comp_path.exists() and rows else pd.DataFrame()
-    if len(rows) and int(rows[-1]["step"]) > cfg.max_steps - cfg.num_iterations * cfg.steps_per_generation:
+    if rows and int(rows[-1]["step"]) == last_step:
         return pd.DataFrame(rows)
     trainer, guard = build_trainer(sft_dir, train, folder, replace(cfg, beta=0.0), reward, prevalence, device, fmt)
-    if guard is not None and (folder / REWARD_STATE).exists():
-        guard.load(folder / REWARD_STATE)
+    if guard is not None:
+        state = json.loads(state_path.read_text()) if state_path.exists() and rows else {"step": 0, "history": []}
+        guard.load_state_dict(state)
+        rows = [r for r in rows if int(r["step"]) <= state["step"]]
     done = {int(r["step"]) for r in rows}
+    comps = pd.read_parquet(comp_path) if comp_path.exists() and rows else pd.DataFrame({"step": []})
+    comps = comps.loc[comps["step"].isin(done)]
     names = trainer.reward_func_names
-    every = cfg.num_iterations * cfg.steps_per_generation
     trainer.model.train()   # as during training (dropout, if any, as the policy had it when sampling)
-    step, batches = 0, trainer.get_train_dataloader()
-    while step < cfg.max_steps:
-        for batch in batches:
-            if step >= cfg.max_steps:
-                break
-            step += 1
-            if (step - 1) % every or step in done:
-                continue
-            torch.manual_seed(cfg.seed * 100_003 + step)
-            trainer._generate_and_score_completions(batch)   # trl's own sampling and reward path, no backward
-            logs, metrics = trainer._logs, trainer._metrics["train"]
-            paths = list(logs["extra"]["image_path"])
-            rows.append({"step": step, "reward": metrics["reward"][-1], "reward_std": metrics["reward_std"][-1],
-                         **{f"rewards/{n}/mean": metrics[f"rewards/{n}/mean"][-1] for n in names},
-                         "image_paths": "|".join(paths)})
-            batch_frame = pd.DataFrame({"step": step, "image_path": paths,
-                                        "completion": [completion_text(c) for c in logs["completion"]],
-                                        **{n: list(logs["rewards"][n]) for n in names}})
-            comps = pd.concat([comps, batch_frame], ignore_index=True)
-            metrics.clear()
-            comps.to_parquet(comp_path, index=False)
-            if guard is not None:
-                guard.save(folder / REWARD_STATE)
-            pd.DataFrame(rows).to_csv(log_path, index=False)
+    for step, batch in zip(range(1, cfg.max_steps + 1), _endless(trainer.get_train_dataloader())):
+        if (step - 1) % every or step in done:
+            continue
+        torch.manual_seed(cfg.seed * 100_003 + step)
+        trainer._generate_and_score_completions(batch)   # trl's own sampling and reward path, no backward
+        logs, metrics = trainer._logs, trainer._metrics["train"]
+        paths = list(logs["extra"]["image_path"])
+        rows.append({"step": step, "reward": metrics["reward"][-1], "reward_std": metrics["reward_std"][-1],
+                     **{f"rewards/{n}/mean": metrics[f"rewards/{n}/mean"][-1] for n in names},
+                     "image_paths": "|".join(paths)})
+        metrics.clear()
+        comps = pd.concat([comps, pd.DataFrame({"step": step, "image_path": paths,
+                                                "completion": [completion_text(c) for c in logs["completion"]],
+                                                **{n: list(logs["rewards"][n]) for n in names}})], ignore_index=True)
+        comps.to_parquet(comp_path, index=False)
+        pd.DataFrame(rows).to_csv(log_path, index=False)
+        if guard is not None:
+            state_path.write_text(json.dumps({"step": step, **guard.state_dict()}))
     return pd.DataFrame(rows)
+
+
+def _endless(loader):
+    """Batches of a dataloader epoch after epoch, as the trainer draws them (its sampler reshuffles per epoch)."""
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("the GRPO dataset yields no batch: it holds fewer prompts than one step needs")
 
 
 def policy_batches(out_dir: Path) -> pd.DataFrame:

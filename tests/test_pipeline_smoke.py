@@ -1,6 +1,7 @@
 """The whole smoke profile through the runner, then GRPO reference / resume and evaluation behaviour on it."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from chexreason_utils import evaluate, figure_registry, grpo, jsonl_store, models, pipeline
+from chexreason_utils import evaluate, figure_registry, grpo, jsonl_store, models, pipeline, prompts
 from chexreason_utils.config import load_profile
 from chexreason_utils.runner import run
 
@@ -111,3 +112,35 @@ def test_evaluation_resumes_redoes_a_truncated_row_and_batches_match(smoke_run, 
                               max_new_tokens=48, device="cpu")
     assert single["labels"].tolist() == first["labels"].tolist()
     assert {"image_id", "raw", "labels", "valid", "reason"} <= set(first.columns)
+
+
+def test_the_controls_batches_are_the_policys_batches(smoke_run):
+    """Same prompts in the same order, step by step, for the main runs and for the ablation (two iterations per
+    generated batch: the control scores the generation steps only)."""
+    paths, _, _ = smoke_run
+    cfg = load_profile("smoke")
+    folders = [paths.grpo_run(r) for r in cfg.grpo.rewards] + [paths.stage("06_entropy_mode_collapse") / "ablation"]
+    for folder in folders:
+        control, policy = grpo.control_log(folder), grpo.policy_batches(folder)
+        both = policy.merge(control[["step", "image_paths"]], on="step", suffixes=("", "_control"))
+        assert len(both) == len(control) > 0, folder
+        assert (both["image_paths"] == both["image_paths_control"]).all(), folder
+        assert both["image_paths"].str.count(r"\|").eq(cfg.grpo.prompts_per_step * cfg.grpo.num_generations - 1).all()
+    ablation = grpo.control_log(folders[-1])
+    assert ablation["step"].tolist() == list(range(1, cfg.grpo.max_steps + 1, cfg.diagnostics.ablation_num_iterations))
+
+
+def test_an_interrupted_control_resumes_to_the_same_numbers(smoke_run, tmp_path):
+    paths, _, _ = smoke_run
+    cfg = load_profile("smoke")
+    folder = tmp_path / "hard"
+    shutil.copytree(paths.grpo_run("hard"), folder)
+    whole = grpo.control_log(folder)
+    (folder / grpo.CONTROL / "log.csv").write_text("".join((folder / grpo.CONTROL / "log.csv").read_text()
+                                                           .splitlines(keepends=True)[:-1]))   # lose the last step
+    manifest = pipeline.load_manifest(paths, "rl")
+    data = grpo.make_dataset(prompts.prompt_for("free_reasoning"), list(manifest["image_path"]), list(manifest["truth"]))
+    g = pipeline.resolve_length_threshold(cfg, paths, cfg.grpo)
+    again = grpo.run_control(paths.sft_model("medical", "free_reasoning"), data, folder, g, "hard",
+                             pipeline.pool_prevalence(paths), "cpu")
+    pd.testing.assert_frame_equal(again, whole)
