@@ -400,3 +400,22 @@ def answer_statistics_table(cfg: Config, paths: RunPaths, runs_by_reward: dict[s
               .assign(reward=reward, seed=seed)
               for reward, runs in runs_by_reward.items() for seed, run in runs.items()]
     return pd.concat(frames, ignore_index=True)
+
+
+def grpo_worked_example(cfg: Config, paths: RunPaths, run: grpo.GRPORun) -> tuple[pd.DataFrame, dict]:
+    """The first group the frozen SFT policy sampled in a GRPO run's control (one image, ``num_generations``
+    completions) scored by both rewards, and that image's path and truth."""
+    path = run.out_dir / grpo.CONTROL / "completions.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: the worked example needs the run's control (grpo.frozen_control)")
+    comps = pd.read_parquet(path)
+    group = comps.loc[comps["step"] == comps["step"].min()].iloc[:cfg.grpo.num_generations]
+    manifest = load_manifest(paths, "rl").set_index("image_path")
+    truth = list(manifest.loc[group["image_path"].iloc[0], "truth"])
+    tokenizer = models.load_processor(paths.sft_model("medical", cfg.grpo.start_format)).tokenizer
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in group["completion"]]
+    g = resolve_length_threshold(cfg, paths, cfg.grpo)
+    table = reward_analysis.worked_example(list(group["completion"]), lengths, truth, pool_prevalence(paths),
+                                           g.hard, g.nuanced, prompts.requires_think(g.start_format))
+    return table, {"image_path": group["image_path"].iloc[0], "truth": truth,
+                   "length_threshold": g.hard.length_threshold}

@@ -184,3 +184,41 @@ def answer_statistics(frames: dict[int, pd.DataFrame], prevalence: dict[str, flo
                      **{k: v for k, v in metrics.summary(y_true, y_pred, labels, frame["valid"].fillna(False)).items()
                         if k in ("macro_f1", "fail_rate")}})
     return pd.DataFrame(rows)
+
+
+def group_advantages(rewards, scale: bool = True) -> np.ndarray:
+    """GRPO's group-relative advantages as trl computes them: reward minus the group mean, divided by the group's
+    (unbiased) standard deviation + 1e-4 when ``scale`` (trl's default ``scale_rewards="group"``)."""
+    r = np.asarray(rewards, dtype=float)
+    adv = r - r.mean()
+    return adv / ((r.std(ddof=1) if len(r) > 1 else 0.0) + 1e-4) if scale else adv
+
+
+def worked_example(texts: list[str], lengths: list[int], truth: list[str], prevalence: dict[str, float],
+                   hard: HardRewardConfig, nuanced: NuancedRewardConfig, think: bool = True) -> pd.DataFrame:
+    """One group of sampled completions for one image: labels, validity, every component of both rewards (the
+    nuanced collapse window starts empty, as at step 1), each total and its group-relative advantage."""
+    weights = fp_weights(prevalence, nuanced.fp_base)
+    rows = []
+    for i, (text, length) in enumerate(zip(texts, lengths)):
+        p = parse_output(text, think)
+        h = hard_components(p, length, set(truth), hard)
+        n = nuanced_components(p, set(truth), nuanced, weights)
+        rows.append({"completion": i + 1, "labels": ", ".join(p.labels) or "(none)", "valid": p.valid,
+                     "tokens": length, **h, "hard": sum(h.values()), **n, "nuanced": sum(n.values())})
+    table = pd.DataFrame(rows)
+    for reward in ("hard", "nuanced"):
+        table[f"{reward} advantage"] = group_advantages(table[reward])
+    return table
+
+
+def advantage_sentence(table: pd.DataFrame, reward: str) -> str:
+    """What the GRPO loss does with this group's advantages under ``reward``, from the numbers."""
+    adv = table[f"{reward} advantage"]
+    if np.allclose(table[reward], table[reward].iloc[0]):
+        return (f"{reward}: all {len(table)} completions get the same reward, so every advantage is 0 and this group "
+                "contributes no gradient.")
+    up = ", ".join(str(c) for c in table.loc[adv > 0, "completion"])
+    down = ", ".join(str(c) for c in table.loc[adv < 0, "completion"])
+    return (f"{reward}: the loss raises the probability of the tokens of completion(s) {up} (positive advantage) and "
+            f"lowers that of completion(s) {down} (negative advantage), in proportion to the advantage.")

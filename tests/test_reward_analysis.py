@@ -87,3 +87,23 @@ def test_answer_statistics_rare_and_common_recall():
     assert row["recall_rare"] == 0.0                              # Edema, Cardiomegaly: none found
     assert row["recall_common"] == 1.0                            # Pleural Effusion, No Finding: both found
     assert row["fail_rate"] == pytest.approx(1 / 3)
+
+
+def test_group_advantages_as_trl_computes_them():
+    adv = ra.group_advantages([1.0, 0.0, 0.0, 0.0])
+    std = pd.Series([1.0, 0.0, 0.0, 0.0]).std()                  # unbiased, 0.5
+    assert adv == pytest.approx([0.75 / (std + 1e-4), -0.25 / (std + 1e-4), -0.25 / (std + 1e-4), -0.25 / (std + 1e-4)])
+    assert ra.group_advantages([2.0, 2.0]).tolist() == [0.0, 0.0]
+
+
+def test_worked_example_scores_one_group_with_both_rewards():
+    texts = [ra.answer_text(["Edema", "Pleural Effusion"]), ra.answer_text(["Pleural Effusion"]),
+             ra.answer_text(["No Finding"]), ra.INVALID_TEXT]
+    table = ra.worked_example(texts, [300, 300, 10, 5], ["Edema", "Pleural Effusion"], PREV, HardRewardConfig(),
+                              NuancedRewardConfig())
+    assert table["hard"].tolist() == pytest.approx([1.0, 0.5, -0.1, 0.0])
+    assert table["nuanced"].tolist() == pytest.approx([150.0, 35.0, -10 * math.sqrt(1.6), -100.0])
+    assert table["hard advantage"].iloc[0] > 0 > table["hard advantage"].iloc[2]
+    assert "completion(s) 1, 2" in ra.advantage_sentence(table, "hard")
+    same = ra.worked_example([texts[0]] * 4, [300] * 4, ["Edema"], PREV, HardRewardConfig(), NuancedRewardConfig())
+    assert "no gradient" in ra.advantage_sentence(same, "nuanced")
