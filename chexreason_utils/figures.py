@@ -178,6 +178,7 @@ def collapse_curves(per_step: pd.DataFrame, episodes: pd.DataFrame) -> tuple[plt
     fig, axes = plt.subplots(1, len(panels), figsize=(18, 3.6))
     for ax, (col, title) in zip(axes, panels):
         for run, t in per_step.groupby("run", sort=False):
+            t = t.dropna(subset=[col])   # steps that reuse a generation log no reward-side measures
             ax.plot(t["step"], t[col], label=run, color=PALETTE.get(run.split("-")[0]))
             for _, e in episodes.loc[episodes["run"] == run].iterrows():
                 ax.axvspan(e["start"], e["end"], color=PALETTE.get(run.split("-")[0]), alpha=0.12)
@@ -194,6 +195,7 @@ def dominance_curves(per_step: pd.DataFrame, threshold: float) -> tuple[plt.Figu
     fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
     for ax, (col, title) in zip(axes, cols):
         for run, t in per_step.groupby("run", sort=False):
+            t = t.dropna(subset=[col])
             ax.plot(t["step"], t[col], marker=".", label=run, color=PALETTE.get(run.split("-")[0]))
         ax.set_title(title)
         ax.set_xlabel("step")
