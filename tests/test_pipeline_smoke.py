@@ -64,7 +64,7 @@ from chexreason_utils.paths import RunPaths
 cfg = load_profile("smoke")
 paths = RunPaths.for_profile("smoke", sys.argv[1], sys.argv[1] + "/figures")
 pipeline.run_grpo(cfg, paths, "nuanced", out_dir=Path(sys.argv[2]),
-                  grpo_cfg=replace(cfg.grpo, max_steps=6, save_steps=2, nuanced=replace(cfg.grpo.nuanced, min_window=1)))
+                  grpo_cfg=replace(cfg.grpo, max_steps=6, save_steps=2, frozen_control=False, nuanced=replace(cfg.grpo.nuanced, min_window=1)))
 """
 
 
@@ -85,14 +85,14 @@ def test_killed_grpo_run_resumes_from_its_last_checkpoint(smoke_run, tmp_path):
     cfg = load_profile("smoke")
     done = [c.name for c in grpo.checkpoints(out)]
     run_ = pipeline.run_grpo(cfg, paths, "nuanced", out_dir=out, grpo_cfg=replace(
-        cfg.grpo, max_steps=6, save_steps=2, nuanced=replace(cfg.grpo.nuanced, min_window=1)))
+        cfg.grpo, max_steps=6, save_steps=2, frozen_control=False, nuanced=replace(cfg.grpo.nuanced, min_window=1)))
     assert run_.resumed_from.endswith(done[-1])
     assert [c.name for c in run_.checkpoints] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
     steps = run_.log.loc[run_.log["reward"].notna(), "step"].tolist()
     assert steps == [1, 2, 3, 4, 5, 6]
     window_at_6 = json.loads((out / "checkpoint-6" / "reward_state.json").read_text())["history"]
     assert len(window_at_6) > len(window_at_2) and window_at_6[:len(window_at_2)] == window_at_2
-    changed = pipeline.run_grpo(cfg, paths, "nuanced", out_dir=out, grpo_cfg=replace(cfg.grpo, max_steps=2, save_steps=2))
+    changed = pipeline.run_grpo(cfg, paths, "nuanced", out_dir=out, grpo_cfg=replace(cfg.grpo, max_steps=2, save_steps=2, frozen_control=False))
     assert changed.resumed_from is None and [c.name for c in changed.checkpoints] == ["checkpoint-2"]
 
 
