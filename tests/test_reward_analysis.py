@@ -125,3 +125,23 @@ def test_length_threshold_is_the_papers_in_paper_and_relative_in_tiny_profiles()
         pipeline.resolve_length_threshold(load_profile("paper"), None, bad)
     assert paper.num_iterations == 1 and paper.steps_per_generation == 1 and paper.frozen_control
     assert load_profile("tiny").diagnostics.ablation_num_iterations > 1
+
+
+def test_grpo_figures_carry_raw_smoothed_control_and_seed_band():
+    from chexreason_utils import figures
+
+    def run(gains):
+        r = _run(gains)
+        r.log["rewards/hard_jaccard/mean"] = r.log["reward"]
+        r.log["completions/mean_length"] = 20.0
+        r.control["rewards/hard_jaccard/mean"] = r.control["reward"]
+        return r
+
+    runs = {1: run([0.0, 0.4, 0.4, 0.4]), 2: run([0.2] * 4)}
+    _, data = figures.grpo_training(runs, "hard", window=2)
+    seed1 = data.loc[data["seed"] == 1]
+    assert seed1["reward (moving average)"].round(6).tolist() == [0.3, 0.5, 0.7, 0.7]
+    assert seed1["control reward"].tolist() == [0.3] * 4
+    _, gain = figures.paired_gain({"hard": runs}, window=2)
+    assert gain.loc[gain["seed"] == 1, "gain_ma"].round(6).tolist() == [0.0, 0.2, 0.4, 0.4]
+    assert set(gain["seed"]) == {1, 2}
