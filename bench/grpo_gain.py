@@ -5,7 +5,7 @@ Tiny profile, from the Free-Reasoning SFT checkpoint of `make figures` (stages 0
 ``runs/tiny/bench/grpo_gain/<reward>/seed-<s>/``. The seed drives GRPO only (sampling, batch order); the SFT
 start is the profile's. Measured, never tuned: the profile's world, rewards and hyperparameters as they are.
 
-    python bench/grpo_gain.py [--seeds 21,22,23] [--workers 0]
+    python bench/grpo_gain.py [--seeds 21,22,23] [--workers 0] [--run-dir runs/tiny]
 """
 import argparse
 import sys
@@ -18,9 +18,9 @@ from chexreason_utils.config import load_profile
 from chexreason_utils.paths import RunPaths
 
 
-def one_run(reward: str, seed: int):
+def one_run(reward: str, seed: int, run_dir: str | None = None):
     cfg = load_profile("tiny")
-    paths = RunPaths.for_profile("tiny")
+    paths = RunPaths.for_profile("tiny", run_dir or None)
     return pipeline.run_grpo(cfg, paths, reward, out_dir=paths.root / "bench" / "grpo_gain" / reward / f"seed-{seed}",
                              grpo_cfg=replace(cfg.grpo, seed=seed))
 
@@ -39,12 +39,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default=",".join(str(cfg.grpo.seed + i) for i in range(3)))
     parser.add_argument("--workers", type=int, default=cfg.workers, help="processes (0: one per core)")
+    parser.add_argument("--run-dir", default="", help="run directory (default: runs/tiny)")
     args = parser.parse_args()
     seeds = parse_seeds(args.seeds)
-    paths = RunPaths.for_profile("tiny")
+    paths = RunPaths.for_profile("tiny", args.run_dir or None)
     if not (paths.sft_model("medical", cfg.grpo.start_format) / "config.json").exists():
         sys.exit(f"no SFT checkpoint under {paths.sft}: run `make figures` (or stages 00-02) first")
-    todo = [{"reward": r, "seed": s} for r in cfg.grpo.rewards for s in seeds]
+    todo = [{"reward": r, "seed": s, "run_dir": args.run_dir} for r in cfg.grpo.rewards for s in seeds]
     done = jobs.run_jobs(one_run, todo, args.workers)
     runs: dict = {}
     for job, run in zip(todo, done):
