@@ -204,7 +204,7 @@ def worked_example(texts: list[str], lengths: list[int], truth: list[str], preva
         p = parse_output(text, think)
         h = hard_components(p, length, set(truth), hard)
         n = nuanced_components(p, set(truth), nuanced, weights)
-        rows.append({"completion": i + 1, "labels": ", ".join(p.labels) or "(none)", "valid": p.valid,
+        rows.append({"completion": i + 1, "text": text, "labels": ", ".join(p.labels) or "(none)", "valid": p.valid,
                      "tokens": length, **h, "hard": sum(h.values()), **n, "nuanced": sum(n.values())})
     table = pd.DataFrame(rows)
     for reward in ("hard", "nuanced"):

@@ -78,7 +78,7 @@ def nuanced_components(parsed: Parsed, truth: set[str], cfg: NuancedRewardConfig
     return {"nuanced_match": cfg.exact_match if pred == truth else 0.0,
             "nuanced_partial": cfg.recall_weight * recall + cfg.precision_weight * precision,
             "nuanced_fp": -sum(weights.get(k, max(weights.values())) for k in pred - truth),
-            "nuanced_collapse": -collapse_penalty,
+            "nuanced_collapse": 0.0 - collapse_penalty,   # +0.0, not -0.0, when there is no penalty
             "nuanced_format": -fmt}
 
 
