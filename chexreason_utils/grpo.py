@@ -16,9 +16,10 @@ Frozen-policy control (``cfg.frozen_control``): the SFT policy, never updated, s
 in the same order with the same sampling settings (generation + reward only, no backward), so that what GRPO
 gained is measured against what the start policy gets on those batches (easy first batches make any raw curve
 misleading). It uses a second trainer built with the same seed, whose sampler yields the policy's batches; its
-reward has its own collapse-guard window. Written to ``<out_dir>/control/`` step by step and resumed from there;
-each step's sampling is seeded by (seed, step), so a resumed control equals an uninterrupted one. Every
-completion of both runs carries its ``image_path``, so the batches can be compared.
+reward has its own collapse-guard window. Written to ``<out_dir>/control/`` step by step and resumed from there.
+Each step's sampling, in the run and in the control, is seeded by (seed, step): the two draw with common random
+numbers (identical completions at step 1, less noise in the paired gain later), and a resumed control equals an
+uninterrupted one. Every completion of both runs carries its ``image_path``, so the batches can be compared.
 """
 from __future__ import annotations
 
@@ -81,8 +82,25 @@ class SaveRewardState(TrainerCallback):
             self.processor.save_pretrained(str(ckpt))
 
 
+def generation_seed(seed: int, step: int) -> int:
+    """The torch seed set before the generation of (1-based) ``step``, in the run and in its control alike."""
+    return seed * 100_003 + step
+
+
+class SeedGeneration(TrainerCallback):
+    """Seeds torch before every step, so a step's sampling depends on (seed, step) only: the control draws with
+    the same random numbers as the policy (identical completions at step 1, where both are the SFT policy)."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        torch.manual_seed(generation_seed(self.seed, state.global_step + 1))
+
+
 def _run_id(sft_dir: Path, ds_paths: list[str], cfg: GRPOConfig, reward: str, prevalence: dict) -> str:
-    payload = {"sft": str(sft_dir), "sft_fp": model_fingerprint(sft_dir), "images": ds_paths, "cfg": asdict(cfg), "reward": reward, "prev": prevalence}
+    payload = {"sft": str(sft_dir), "sft_fp": model_fingerprint(sft_dir), "images": ds_paths, "cfg": asdict(cfg), "reward": reward,
+               "prev": prevalence, "sampling": "seeded per step"}   # runs from before SeedGeneration are not reused
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -153,7 +171,7 @@ def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GR
         num_completions_to_print=0, seed=cfg.seed, data_seed=cfg.seed, report_to="none", disable_tqdm=True,
         bf16=dev == "cuda", use_cpu=dev == "cpu", dataloader_num_workers=0, warmup_steps=0.0)
     trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=args, train_dataset=train,
-                          processing_class=processor, callbacks=[SaveRewardState(guard, processor)])
+                          processing_class=processor, callbacks=[SaveRewardState(guard, processor), SeedGeneration(cfg.seed)])
     return trainer, guard
 
 
@@ -197,14 +215,14 @@ def run_control(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPO
         guard.load_state_dict(state)
         rows = [r for r in rows if int(r["step"]) <= state["step"]]
     done = {int(r["step"]) for r in rows}
-    comps = pd.read_parquet(comp_path) if comp_path.exists() and rows else pd.DataFrame({"step": []})
+    comps = pd.read_parquet(comp_path) if comp_path.exists() and rows else pd.DataFrame({"step": pd.Series(dtype=int)})
     comps = comps.loc[comps["step"].isin(done)]
     names = trainer.reward_func_names
     trainer.model.train()   # as during training (dropout, if any, as the policy had it when sampling)
     for step, batch in zip(range(1, cfg.max_steps + 1), _endless(trainer.get_train_dataloader())):
         if (step - 1) % every or step in done:
             continue
-        torch.manual_seed(cfg.seed * 100_003 + step)
+        torch.manual_seed(generation_seed(cfg.seed, step))
         trainer._generate_and_score_completions(batch)   # trl's own sampling and reward path, no backward
         logs, metrics = trainer._logs, trainer._metrics["train"]
         paths = list(logs["extra"]["image_path"])

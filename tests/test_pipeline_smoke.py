@@ -126,6 +126,10 @@ def test_the_controls_batches_are_the_policys_batches(smoke_run):
         assert len(both) == len(control) > 0, folder
         assert (both["image_paths"] == both["image_paths_control"]).all(), folder
         assert both["image_paths"].str.count(r"\|").eq(cfg.grpo.prompts_per_step * cfg.grpo.num_generations - 1).all()
+        first = grpo.completions_table(folder).query("step == 1")
+        ctrl = pd.read_parquet(folder / grpo.CONTROL / "completions.parquet").query("step == 1")
+        texts = [grpo.completion_text(c) for c in first["completion"]]
+        assert texts == ctrl["completion"].tolist(), f"{folder}: step 1 samples differ (same weights, same seed)"
     ablation = grpo.control_log(folders[-1])
     assert ablation["step"].tolist() == list(range(1, cfg.grpo.max_steps + 1, cfg.diagnostics.ablation_num_iterations))
 
