@@ -122,7 +122,10 @@ class HardRewardConfig:
     """Hard reward (docs/paper.md, Rewards): J - lambda_len if valid and short, J if valid, 0 if invalid."""
 
     lambda_len: float = 0.1             # open
-    length_threshold: int = 250         # stated
+    length_threshold: int = 250         # stated (paper profile); replaced when length_threshold_quantile > 0
+    length_threshold_quantile: float = 0.0  # open: > 0 sets the threshold to this quantile of the start-format
+    #   SFT targets' token lengths (measured from the data, so "shorter than the traces" keeps its meaning in the
+    #   tiny profiles, whose completions are capped far below 250 tokens); 0 keeps length_threshold as stated
     length_unit: str = "tokens"         # open: tokens | chars
     empty_jaccard: float = 1.0          # open: J(empty, empty); NV-Reason-CXR uses 1
 
@@ -163,9 +166,16 @@ class GRPOConfig:
     epsilon: float = 0.15
     epsilon_high: float = 0.22
     importance_sampling_level: str = "token"
+    num_iterations: int = 1              # open (trl): optimiser steps per generated batch. With 1 (and
+    #   steps_per_generation 1) the importance ratio is exactly 1, so epsilon / epsilon_high never clip: the paper
+    #   states epsilon but not this, so whether its clipping acted is an open choice
+    steps_per_generation: int = 1        # open (trl): optimiser steps that share one generation batch; > 1 also
+    #   makes the ratio differ from 1 (a larger generation batch, sliced across steps)
     max_completion_length: int = 512     # open
     save_steps: int = 50
     seed: int = 21
+    frozen_control: bool = True          # ours: also score the frozen SFT policy on the very same batches
+    #   (generation + reward, no update) into <run>/control/, the baseline for the paired gain
     hard: HardRewardConfig = field(default_factory=HardRewardConfig)
     nuanced: NuancedRewardConfig = field(default_factory=NuancedRewardConfig)
 
@@ -214,6 +224,8 @@ class DiagnosticsConfig:
     ablation_epsilon: float = 0.2
     ablation_epsilon_high: float = 0.2
     ablation_loss_type: str = "grpo"    # per-sequence length normalisation switched back on
+    ablation_num_iterations: int = 2    # ours: > 1 so that the ablated epsilon can act (clip ratio > 0 logged);
+    #   with one iteration the ratio is 1 and the epsilon part of the ablation would change nothing
 
 
 @dataclass

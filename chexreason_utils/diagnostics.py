@@ -35,8 +35,10 @@ def log_rows(log: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def step_log(log: pd.DataFrame) -> pd.DataFrame:
-    """The per-step training rows of a trl log with friendly column names (missing ones are NaN)."""
-    rows = log_rows(log, "reward")
+    """The per-step training rows of a trl log with friendly column names (missing ones are NaN). Steps that
+    reuse an earlier generation (``num_iterations`` or ``steps_per_generation`` > 1) have a loss and clip ratios
+    but no reward."""
+    rows = log_rows(log, "loss")
     out = pd.DataFrame({"step": rows["step"].to_numpy()})
     for src, dst in LOG_COLUMNS.items():
         out[dst] = rows[src].to_numpy() if src in rows else np.nan
@@ -102,10 +104,18 @@ def collapse_episodes(diag: pd.DataFrame, threshold: float = 0.70, max_distinct:
     return pd.DataFrame([e for e in out if e["steps"] >= min_steps], columns=["start", "end", "steps"])
 
 
+def generation_steps(completions: pd.DataFrame, log: pd.DataFrame) -> pd.DataFrame:
+    """Completions of the steps that generated (trl re-logs the last generation on steps that reuse it)."""
+    if not len(completions):
+        return completions
+    return completions.loc[completions["step"].isin(log_rows(log, "reward")["step"])]
+
+
 def run_diagnostics(log: pd.DataFrame, completions: pd.DataFrame, num_generations: int, window: int = 100,
                     threshold: float = 0.70, min_steps: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
     """All per-step measures of one run, and its collapse episodes."""
     per_step = step_log(log)
+    completions = generation_steps(completions, log)
     if len(completions):
         per_step = (per_step.merge(group_diversity(completions, num_generations), on="step", how="left")
                     .merge(dominance_curve(completions, window), on="step", how="left"))

@@ -48,6 +48,10 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("entropy_collapse", "figure", "06_entropy_mode_collapse", "new", "Entropy, KL, clip ratio, zero-std groups, length vs step"),
     Artifact("label_dominance", "figure", "06_entropy_mode_collapse", "new", "Distinct completions / label sets and label dominance vs step"),
     Artifact("collapse_episodes", "table", "06_entropy_mode_collapse", "new", "Detected collapse episodes per run"),
+    Artifact("grpo_paired_gain", "figure", "03_grpo", "new", "GRPO reward minus a frozen-policy control on the same batches, over seeds"),
+    Artifact("grpo_gain_by_quarter", "table", "03_grpo", "new", "Paired GRPO gain per quarter of the run, mean and range over seeds"),
+    Artifact("reward_strategies", "table", "03_grpo", "new", "What the rewards pay for: hard and nuanced reward of named answer strategies"),
+    Artifact("grpo_answer_statistics", "figure", "03_grpo", "new", "Labels per answer, distinct labels, rare vs common recall along GRPO"),
 )
 
 BY_ID = {a.id: a for a in ARTIFACTS}
@@ -80,6 +84,10 @@ MADE_BY: dict[str, tuple[str, ...]] = {
     "entropy_collapse": ("diagnostics.run_diagnostics", "figures.collapse_curves"),
     "label_dominance": ("figures.dominance_curves",),
     "collapse_episodes": ("diagnostics.run_diagnostics",),
+    "grpo_paired_gain": ("figures.paired_gain",),
+    "grpo_gain_by_quarter": ("reward_analysis.gain_by_quarter",),
+    "reward_strategies": ("pipeline.reward_strategy_table",),
+    "grpo_answer_statistics": ("pipeline.answer_statistics_table", "figures.answer_statistics"),
 }
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -10,9 +11,14 @@ import pandas as pd
 import seaborn as sns
 from PIL import Image
 
+from . import reward_analysis
 from .diagnostics import log_rows
 from .labels import CHEXPERT_LABELS
 from .plotting import PALETTE
+from .reward_analysis import moving_average
+
+if TYPE_CHECKING:
+    from .grpo import GRPORun
 
 
 def world_examples(world_root: Path, per_site: int = 6) -> tuple[plt.Figure, pd.DataFrame]:
@@ -76,34 +82,6 @@ def sft_dynamics(curves: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
     b.set_title("training loss")
     fig.tight_layout()
     return fig, curves
-
-
-def ema(values: pd.Series, alpha: float = 0.95) -> pd.Series:
-    """Exponential moving average with smoothing 0.95 (as in the paper's reward plots)."""
-    return values.ewm(alpha=1 - alpha, adjust=False).mean()
-
-
-def grpo_training(log: pd.DataFrame, reward: str) -> tuple[plt.Figure, pd.DataFrame]:
-    """Figs. 2/3: total reward (raw and EMA 0.95), each component, mean completion length vs step."""
-    rows = log_rows(log, "reward")
-    comps = [c for c in rows.columns if c.startswith(f"rewards/{reward}_") and c.endswith("/mean")]
-    data = rows[["step", "reward", *comps, "completions/mean_length"]].copy()
-    data["reward_ema"] = ema(data["reward"])
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    axes[0].plot(data["step"], data["reward"], color=PALETTE[reward], alpha=0.35, label="raw")
-    axes[0].plot(data["step"], data["reward_ema"], color=PALETTE[reward], label="EMA 0.95")
-    axes[0].set_title(f"total reward ({reward})")
-    axes[0].legend(fontsize=8)
-    for c in comps:
-        axes[1].plot(data["step"], ema(data[c]), label=c.split("/")[1].replace(f"{reward}_", ""))
-    axes[1].set_title("reward components (EMA 0.95)")
-    axes[1].legend(fontsize=7)
-    axes[2].plot(data["step"], data["completions/mean_length"], color="k")
-    axes[2].set_title("mean completion length (tokens)")
-    for ax in axes:
-        ax.set_xlabel("step")
-    fig.tight_layout()
-    return fig, data
 
 
 def f1_by_step(table: pd.DataFrame, series: list[str], metrics_: list[str], ylabel: str) -> tuple[plt.Figure, pd.DataFrame]:
@@ -219,11 +197,13 @@ def prompt_variants(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
 
 def collapse_curves(per_step: pd.DataFrame, episodes: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
     """Entropy, KL, clip ratio, zero-std fraction and length vs step for every run; episodes shaded."""
-    panels = [("entropy", "token entropy"), ("kl", "KL to reference"), ("clip_ratio", "clip ratio"),
+    panels = [("entropy", "token entropy"), ("kl", "KL to reference"),
+              ("clip_ratio", "clip ratio (stays 0 with one iteration:\nthe importance ratio is then exactly 1)"),
               ("frac_zero_std", "zero-std groups"), ("mean_length", "completion length")]
     fig, axes = plt.subplots(1, len(panels), figsize=(18, 3.6))
     for ax, (col, title) in zip(axes, panels):
         for run, t in per_step.groupby("run", sort=False):
+            t = t.dropna(subset=[col])   # steps that reuse a generation log no reward-side measures
             ax.plot(t["step"], t[col], label=run, color=PALETTE.get(run.split("-")[0]))
             for _, e in episodes.loc[episodes["run"] == run].iterrows():
                 ax.axvspan(e["start"], e["end"], color=PALETTE.get(run.split("-")[0]), alpha=0.12)
@@ -240,6 +220,7 @@ def dominance_curves(per_step: pd.DataFrame, threshold: float) -> tuple[plt.Figu
     fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
     for ax, (col, title) in zip(axes, cols):
         for run, t in per_step.groupby("run", sort=False):
+            t = t.dropna(subset=[col])
             ax.plot(t["step"], t[col], marker=".", label=run, color=PALETTE.get(run.split("-")[0]))
         ax.set_title(title)
         ax.set_xlabel("step")
@@ -250,3 +231,94 @@ def dominance_curves(per_step: pd.DataFrame, threshold: float) -> tuple[plt.Figu
     data = per_step[["run", "step", "distinct_completions", "distinct_label_sets", "dominance", "dominant_label",
                      "set_dominance", "dominant_set"]]
     return fig, data
+
+
+# ---- GRPO evidence: seeds, frozen-policy control, paired gain ------------------------------------------------
+
+def grpo_training(runs: dict[int, "GRPORun"], reward: str, window: int = 5) -> tuple[plt.Figure, pd.DataFrame]:
+    """Figs. 2/3 over seeds: total reward per step (raw, faint) and its trailing moving average (``window``
+    steps, partial at the start), the frozen-policy control on the same batches (dashed), each component (policy
+    solid, control dashed) and mean completion length. One thin line per seed."""
+    frames = []
+    for seed, run in runs.items():
+        rows = log_rows(run.log, "reward")
+        comps = [c for c in rows.columns if c.startswith(f"rewards/{reward}_") and c.endswith("/mean")]
+        data = rows[["step", "reward", *comps, "completions/mean_length"]].copy()
+        if run.control is not None:
+            ctrl = run.control[["step", "reward", *comps]].rename(columns=lambda c: c if c == "step" else f"control {c}")
+            data = data.merge(ctrl, on="step", how="left")
+        frames.append(data.assign(seed=seed))
+    data = pd.concat(frames, ignore_index=True)
+    smooth = [c for c in data.columns if c.startswith(("reward", "rewards/", "control "))]
+    for c in smooth:
+        data[f"{c} (moving average)"] = data.groupby("seed")[c].transform(lambda v: moving_average(v, window))
+    comps = [c for c in data.columns if c.startswith("rewards/") and c.endswith("/mean")]
+    colour = PALETTE[reward]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for i, (seed, t) in enumerate(data.groupby("seed")):
+        first = i == 0
+        axes[0].plot(t["step"], t["reward"], color=colour, alpha=0.25, lw=0.8, label="policy, raw" if first else None)
+        axes[0].plot(t["step"], t["reward (moving average)"], color=colour, lw=1.2,
+                     label=f"policy, {window}-step mean" if first else None)
+        if "control reward" in t:
+            axes[0].plot(t["step"], t["control reward (moving average)"], color="k", ls="--", lw=1.2,
+                         label=f"frozen SFT policy, {window}-step mean" if first else None)
+        for j, c in enumerate(comps):
+            name = c.split("/")[1].replace(f"{reward}_", "")
+            axes[1].plot(t["step"], t[f"{c} (moving average)"], color=f"C{j}", lw=1, label=name if first else None)
+            if f"control {c}" in t:
+                axes[1].plot(t["step"], t[f"control {c} (moving average)"], color=f"C{j}", ls="--", lw=1)
+        axes[2].plot(t["step"], t["completions/mean_length"], color="k", lw=1)
+    axes[0].set_title(f"total reward ({reward}), {data['seed'].nunique()} seed(s)")
+    axes[0].legend(fontsize=7)
+    axes[1].set_title(f"components ({window}-step mean; dashed: frozen policy)")
+    axes[1].legend(fontsize=7)
+    axes[2].set_title("mean completion length (tokens)")
+    for ax in axes:
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    return fig, data
+
+
+def paired_gain(runs_by_reward: dict[str, dict[int, "GRPORun"]], window: int = 5) -> tuple[plt.Figure, pd.DataFrame]:
+    """Policy minus frozen-policy reward on the same batches, per step (``window``-step trailing mean): one thin
+    line per seed, the mean over seeds, and the band between the lowest and highest seed."""
+    frames = []
+    for reward, runs in runs_by_reward.items():
+        for seed, run in runs.items():
+            g = reward_analysis.paired_gain(run.log, run.control)
+            frames.append(g.assign(reward=reward, seed=seed, gain_ma=moving_average(g["gain"], window)))
+    data = pd.concat(frames, ignore_index=True)
+    fig, axes = plt.subplots(1, len(runs_by_reward), figsize=(6 * len(runs_by_reward), 3.8), squeeze=False)
+    for ax, (reward, t) in zip(axes[0], data.groupby("reward", sort=False)):
+        colour = PALETTE.get(reward)
+        for seed, s in t.groupby("seed"):
+            ax.plot(s["step"], s["gain_ma"], color=colour, lw=0.7, alpha=0.6)
+        band = t.groupby("step")["gain_ma"].agg(["mean", "min", "max"])
+        ax.fill_between(band.index, band["min"], band["max"], color=colour, alpha=0.2,
+                        label=f"range over {t['seed'].nunique()} seed(s)")
+        ax.plot(band.index, band["mean"], color=colour, lw=2, label="mean over seeds")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_title(f"{reward}: policy - frozen policy ({window}-step mean)")
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("paired reward gain")
+    fig.tight_layout()
+    return fig, data
+
+
+def answer_statistics(stats: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
+    """Along GRPO checkpoints (step 0 = SFT), per reward: labels per answer, distinct labels predicted, recall of
+    rare vs common labels, macro-F1 (columns reward, step and those of ``reward_analysis.answer_statistics``)."""
+    panels = [("labels_per_answer", "labels per answer"), ("distinct_labels", "distinct labels predicted"),
+              ("recall_rare", "recall, rarer half of labels"), ("recall_common", "recall, commoner half of labels"),
+              ("macro_f1", "validation macro-F1")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(18, 3.6))
+    for ax, (col, title) in zip(axes, panels):
+        for (reward, seed), t in stats.groupby(["reward", "seed"], sort=False):
+            ax.plot(t["step"], t[col], marker="o", lw=1, color=PALETTE.get(reward), label=f"{reward} (seed {seed})")
+        ax.set_title(title)
+        ax.set_xlabel("GRPO step (0 = SFT)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig, stats

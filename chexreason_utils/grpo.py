@@ -11,6 +11,15 @@ The reference policy is the SFT checkpoint in both worlds:
 Checkpoints every ``save_steps`` hold the model, optimizer, RNG and the collapse-guard window
 (``reward_state.json``); rerunning an interrupted run resumes from the last one. ``run_id.txt`` ties a folder
 to its settings: a folder left by a run with other settings is cleared rather than resumed.
+
+Frozen-policy control (``cfg.frozen_control``): the SFT policy, never updated, scores the very same prompt batches
+in the same order with the same sampling settings (generation + reward only, no backward), so that what GRPO
+gained is measured against what the start policy gets on those batches (easy first batches make any raw curve
+misleading). It uses a second trainer built with the same seed, whose sampler yields the policy's batches; its
+reward has its own collapse-guard window. Written to ``<out_dir>/control/`` step by step and resumed from there.
+Each step's sampling, in the run and in the control, is seeded by (seed, step): the two draw with common random
+numbers (identical completions at step 1, less noise in the paired gain later), and a resumed control equals an
+uninterrupted one. Every completion of both runs carries its ``image_path``, so the batches can be compared.
 """
 from __future__ import annotations
 
@@ -18,11 +27,12 @@ import hashlib
 import json
 import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import datasets
 import pandas as pd
+import torch
 from accelerate import PartialState
 from transformers import TrainerCallback
 
@@ -30,10 +40,11 @@ from . import progress
 from .config import GRPOConfig
 from .models import device_and_dtype, is_adapter, load_model, load_processor, model_fingerprint
 from .prompts import requires_think, user_message
-from .rewards import CollapseGuard, hard_reward_functions, nuanced_reward_functions
+from .rewards import CollapseGuard, completion_text, hard_reward_functions, nuanced_reward_functions
 from .trainer_progress import ProgressCallback, task_name
 
 REWARD_STATE = "reward_state.json"
+CONTROL = "control"
 
 
 @dataclass
@@ -44,11 +55,14 @@ class GRPORun:
     checkpoints: list[Path]
     resumed_from: str | None
     reused: bool
+    control: pd.DataFrame | None = None   # frozen-policy control per step (see control_log); None when disabled
 
 
 def make_dataset(instruction: str, image_paths: list[str], truths: list[list[str]]) -> datasets.Dataset:
+    """GRPO prompts: the instruction with one image, its truth labels and its path (logged with each completion)."""
     ds = datasets.Dataset.from_dict({"prompt": [user_message(instruction)] * len(image_paths),
-                                     "image": list(image_paths), "truth": [list(t) for t in truths]})
+                                     "image": list(image_paths), "truth": [list(t) for t in truths],
+                                     "image_path": [str(p) for p in image_paths]})
     return ds.cast_column("image", datasets.Image(mode="RGB"))
 
 
@@ -71,8 +85,25 @@ class SaveRewardState(TrainerCallback):
             self.processor.save_pretrained(str(ckpt))
 
 
+def generation_seed(seed: int, step: int) -> int:
+    """The torch seed set before the generation of (1-based) ``step``, in the run and in its control alike."""
+    return seed * 100_003 + step
+
+
+class SeedGeneration(TrainerCallback):
+    """Seeds torch before every step, so a step's sampling depends on (seed, step) only: the control draws with
+    the same random numbers as the policy (identical completions at step 1, where both are the SFT policy)."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        torch.manual_seed(generation_seed(self.seed, state.global_step + 1))
+
+
 def _run_id(sft_dir: Path, ds_paths: list[str], cfg: GRPOConfig, reward: str, prevalence: dict) -> str:
-    payload = {"sft": str(sft_dir), "sft_fp": model_fingerprint(sft_dir), "images": ds_paths, "cfg": asdict(cfg), "reward": reward, "prev": prevalence}
+    payload = {"sft": str(sft_dir), "sft_fp": model_fingerprint(sft_dir), "images": ds_paths, "cfg": asdict(cfg), "reward": reward,
+               "prev": prevalence, "sampling": "seeded per step"}   # runs from before SeedGeneration are not reused
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -85,8 +116,9 @@ def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOC
     info_path = out_dir / "run_info.json"
     if info_path.exists() and json.loads(info_path.read_text()).get("run_id") == run_id:
         info = json.loads(info_path.read_text())
+        control = run_control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt)
         return GRPORun(reward, out_dir, pd.read_csv(out_dir / "log_history.csv"), checkpoints(out_dir),
-                       info.get("resumed_from"), reused=True)
+                       info.get("resumed_from"), reused=True, control=control)
 
     started = out_dir / "run_id.txt"
     stale = started.read_text() != run_id if started.exists() else bool(checkpoints(out_dir))
@@ -111,7 +143,9 @@ def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOC
                                          "reference": "frozen SFT adapter" if is_adapter(sft_dir) else str(sft_dir),
                                          "resumed_from": resume, "global_step": trainer.state.global_step}, indent=2))
     state.wait_for_everyone()
-    return GRPORun(reward, out_dir, log, checkpoints(out_dir), resume, reused=False)
+    del trainer
+    control = run_control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt) if state.is_main_process else None
+    return GRPORun(reward, out_dir, log, checkpoints(out_dir), resume, reused=False, control=control)
 
 
 def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOConfig, reward: str,
@@ -141,6 +175,7 @@ def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GR
         per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations, gradient_accumulation_steps=1,
         num_generations=cfg.num_generations, temperature=cfg.temperature, top_p=cfg.top_p, beta=cfg.beta,
         loss_type=cfg.loss_type, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high,
+        num_iterations=cfg.num_iterations, steps_per_generation=cfg.steps_per_generation,
         importance_sampling_level=cfg.importance_sampling_level, max_completion_length=cfg.max_completion_length,
         save_strategy="steps", save_steps=cfg.save_steps, logging_steps=1, log_completions=True,
         num_completions_to_print=0, seed=cfg.seed, data_seed=cfg.seed, report_to="none", disable_tqdm=True,
@@ -149,7 +184,8 @@ def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GR
     timer = ProgressCallback(task)
     with progress.timed(task, "build"):   # includes loading the reference model
         trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=args, train_dataset=train,
-                              processing_class=processor, callbacks=[SaveRewardState(guard, processor), timer])
+                              processing_class=processor, callbacks=[SaveRewardState(guard, processor), timer,
+                                                                                 SeedGeneration(cfg.seed)])
     timer.time_method(trainer, "_generate", "train.generate")
     timer.time_method(trainer, "_generate_and_score_completions", "train.rollout")
     return trainer, guard
@@ -161,3 +197,79 @@ def completions_table(out_dir: Path) -> pd.DataFrame:
     if not files:
         return pd.DataFrame()
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def control_log(out_dir: Path) -> pd.DataFrame | None:
+    """The frozen-policy control of a run folder, one row per generation step (None if it has none)."""
+    path = Path(out_dir) / CONTROL / "log.csv"
+    return pd.read_csv(path) if path.exists() else None
+
+
+def run_control(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOConfig, reward: str,
+                prevalence: dict[str, float], device: str = "auto", fmt: str = "free_reasoning") -> pd.DataFrame | None:
+    """The frozen SFT policy's rewards on the run's batches, per generation step (``cfg.frozen_control``).
+
+    Columns: step, reward, reward_std, one ``rewards/<component>/mean`` per component, image_paths (the step's
+    prompts, ``|``-joined, in batch order). Completions go to ``control/completions.parquet``. The trainer is
+    built with ``beta = 0`` (no reference model to load: neither generation nor reward depends on beta).
+    Resumable step by step: files are written after every step, the collapse window last, with its step; a resumed
+    control keeps the steps up to that one and redoes the rest.
+    """
+    if not cfg.frozen_control:
+        return None
+    folder = Path(out_dir) / CONTROL
+    folder.mkdir(parents=True, exist_ok=True)
+    log_path, comp_path, state_path = folder / "log.csv", folder / "completions.parquet", folder / REWARD_STATE
+    every = cfg.num_iterations * cfg.steps_per_generation
+    last_step = (cfg.max_steps - 1) // every * every + 1
+    rows = pd.read_csv(log_path).to_dict("records") if log_path.exists() else []
+    if rows and int(rows[-1]["step"]) == last_step:
+        return pd.DataFrame(rows)
+    trainer, guard = build_trainer(sft_dir, train, folder, replace(cfg, beta=0.0), reward, prevalence, device, fmt)
+    if guard is not None:
+        state = json.loads(state_path.read_text()) if state_path.exists() and rows else {"step": 0, "history": []}
+        guard.load_state_dict(state)
+        rows = [r for r in rows if int(r["step"]) <= state["step"]]
+    done = {int(r["step"]) for r in rows}
+    comps = pd.read_parquet(comp_path) if comp_path.exists() and rows else pd.DataFrame({"step": pd.Series(dtype=int)})
+    comps = comps.loc[comps["step"].isin(done)]
+    names = trainer.reward_func_names
+    trainer.model.train()   # as during training (dropout, if any, as the policy had it when sampling)
+    for step, batch in zip(range(1, cfg.max_steps + 1), _endless(trainer.get_train_dataloader())):
+        if (step - 1) % every or step in done:
+            continue
+        torch.manual_seed(generation_seed(cfg.seed, step))
+        trainer._generate_and_score_completions(batch)   # trl's own sampling and reward path, no backward
+        logs, metrics = trainer._logs, trainer._metrics["train"]
+        paths = list(logs["extra"]["image_path"])
+        rows.append({"step": step, "reward": metrics["reward"][-1], "reward_std": metrics["reward_std"][-1],
+                     **{f"rewards/{n}/mean": metrics[f"rewards/{n}/mean"][-1] for n in names},
+                     "image_paths": "|".join(paths)})
+        metrics.clear()
+        comps = pd.concat([comps, pd.DataFrame({"step": step, "image_path": paths,
+                                                "completion": [completion_text(c) for c in logs["completion"]],
+                                                **{n: list(logs["rewards"][n]) for n in names}})], ignore_index=True)
+        comps.to_parquet(comp_path, index=False)
+        pd.DataFrame(rows).to_csv(log_path, index=False)
+        if guard is not None:
+            state_path.write_text(json.dumps({"step": step, **guard.state_dict()}))
+    return pd.DataFrame(rows)
+
+
+def _endless(loader):
+    """Batches of a dataloader epoch after epoch, as the trainer draws them (its sampler reshuffles per epoch)."""
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("the GRPO dataset yields no batch: it holds fewer prompts than one step needs")
+
+
+def policy_batches(out_dir: Path) -> pd.DataFrame:
+    """The policy's prompts per logged step (step, image_paths ``|``-joined in batch order), from its completions."""
+    table = completions_table(out_dir)
+    if not len(table) or "image_path" not in table:
+        raise FileNotFoundError(f"{out_dir}/completions/*.parquet holds no image_path column: rerun the GRPO run")
+    return table.groupby("step", sort=True)["image_path"].agg("|".join).reset_index(name="image_paths")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import claims, evaluate, grpo, metrics, models, prompts, sft
+from . import claims, evaluate, grpo, metrics, models, prompts, reward_analysis, sft
 from .diagnostics import log_rows, run_diagnostics
 from .config import Config, check_seeds
 from .data import load_chexpert, load_mimic, load_nih
@@ -252,7 +252,8 @@ def run_grpo(cfg: Config, paths: RunPaths, reward: str, seed: int, out_dir: Path
     fmt = cfg.grpo.start_format
     data = grpo.make_dataset(prompts.prompt_for(fmt), list(manifest["image_path"]), list(manifest["truth"]))
     return grpo.train_grpo(paths.sft_model("medical", fmt, seed), data, out_dir or paths.grpo_run(reward, seed),
-                           replace(grpo_cfg or cfg.grpo, seed=seed), reward, pool_prevalence(paths), cfg.device, fmt)
+                           resolve_length_threshold(cfg, paths, replace(grpo_cfg or cfg.grpo, seed=seed)), reward,
+                           pool_prevalence(paths), cfg.device, fmt)
 
 
 def ablation_name(cfg: Config) -> str:
@@ -267,7 +268,7 @@ def grpo_plan(cfg: Config) -> dict[str, tuple[str, object]]:
     if D.run_ablation:
         plan[ablation_name(cfg)] = (D.ablation_reward, replace(
             cfg.grpo, beta=D.ablation_beta, epsilon=D.ablation_epsilon, epsilon_high=D.ablation_epsilon_high,
-            loss_type=D.ablation_loss_type))
+            loss_type=D.ablation_loss_type, num_iterations=D.ablation_num_iterations))
     return plan
 
 
@@ -427,14 +428,6 @@ def sft_final_values(results: dict[str, dict[str, dict[int, sft.SFTResult]]]) ->
                              "entropy": last.get("entropy", np.nan),
                              "best_eval_loss": ev.min() if len(ev) else np.nan})
     return pd.DataFrame(rows)
-
-
-def reward_trend(log: pd.DataFrame) -> dict:
-    """Mean reward over the first and last quarter of a GRPO run's steps."""
-    r = log_rows(log, "reward").get("reward", pd.Series(dtype=float))
-    q = max(1, len(r) // 4)
-    first, last = float(r.iloc[:q].mean()), float(r.iloc[-q:].mean())
-    return {"steps": len(r), "first_quarter_mean": first, "last_quarter_mean": last, "rose": last > first}
 
 
 def eval_labels(cfg: Config, dataset: str) -> tuple[str, ...]:
@@ -597,3 +590,73 @@ def claim_evidence(cfg: Config, paths: RunPaths, test_mats: dict) -> dict:
             "final": [run_collapse_share(cfg, paths, cfg.diagnostics.ablation_reward, s) for s in seeds],
             "unstable": [run_collapse_share(cfg, paths, ablation_name(cfg), s) for s in seeds]}
     return evidence
+
+
+# ---- GRPO evidence (issue 15): length threshold, answer statistics ------------------------------------------
+
+def sft_target_lengths(cfg: Config, paths: RunPaths, fmt: str) -> np.ndarray:
+    """Token lengths (the start model's tokenizer) of the SFT targets of one format."""
+    manifest = load_manifest(paths, "sft")
+    rationales = traces_for(cfg, paths, manifest, fmt) if prompts.requires_think(fmt) else [""] * len(manifest)
+    tokenizer = models.load_processor(base_model(cfg, paths, "medical")).tokenizer   # SFT keeps the base's tokenizer
+    return np.array([len(tokenizer(prompts.format_target(fmt, t, r), add_special_tokens=False)["input_ids"])
+                     for t, r in zip(manifest["truth"], rationales)])
+
+
+def resolve_length_threshold(cfg: Config, paths: RunPaths, grpo_cfg):
+    """``grpo_cfg`` with the hard reward's length threshold set from the SFT targets when
+    ``hard.length_threshold_quantile`` > 0 (tiny profiles); unchanged otherwise (the paper's 250 tokens)."""
+    q = grpo_cfg.hard.length_threshold_quantile
+    if q <= 0:
+        return grpo_cfg
+    if not 0 < q < 1:
+        raise ValueError(f"grpo.hard.length_threshold_quantile must be in (0, 1), got {q}")
+    lengths = sft_target_lengths(cfg, paths, grpo_cfg.start_format)
+    threshold = int(np.quantile(lengths, q))
+    return replace(grpo_cfg, hard=replace(grpo_cfg.hard, length_threshold=threshold, length_threshold_quantile=0.0))
+
+
+def checkpoint_predictions(cfg: Config, paths: RunPaths, name: str, seed: int) -> dict[int, pd.DataFrame]:
+    """Validation predictions (cached) of the SFT start (step 0) and every checkpoint the scoring plan scores on
+    validation, of one GRPO run and seed."""
+    fmt, steps = cfg.grpo.start_format, grpo_models(cfg, paths, name, seed, "val")
+    frames = predict_many(cfg, paths, [(tag, model, "val", fmt) for _, tag, model in steps])
+    return {step: frame for (step, _, _), frame in zip(steps, frames)}
+
+
+def reward_strategy_table(cfg: Config, paths: RunPaths) -> pd.DataFrame:
+    """``reward_analysis.strategy_rewards`` on the validation truth sets; the constant strategy answers the most
+    frequent label set of the SFT and RL selections (the training data GRPO sees)."""
+    train_truths = [list(t) for name in ("sft", "rl") for t in load_manifest(paths, name)["truth"]]
+    truths = [list(t) for t in load_manifest(paths, "val")["truth"]]
+    hard = resolve_length_threshold(cfg, paths, cfg.grpo).hard
+    return reward_analysis.strategy_rewards(truths, pool_prevalence(paths), reward_analysis.mode_label_set(train_truths),
+                                            hard, cfg.grpo.nuanced)
+
+
+def answer_statistics_table(cfg: Config, paths: RunPaths, runs_by_reward: dict[str, dict[int, grpo.GRPORun]]) -> pd.DataFrame:
+    """``reward_analysis.answer_statistics`` for every run (reward -> seed -> run), long form."""
+    prevalence = pool_prevalence(paths)
+    frames = [reward_analysis.answer_statistics(checkpoint_predictions(cfg, paths, reward, seed), prevalence)
+              .assign(reward=reward, seed=seed)
+              for reward, runs in runs_by_reward.items() for seed, run in runs.items()]
+    return pd.concat(frames, ignore_index=True)
+
+
+def grpo_worked_example(cfg: Config, paths: RunPaths, run: grpo.GRPORun) -> tuple[pd.DataFrame, dict]:
+    """The first group the frozen SFT policy sampled in a GRPO run's control (one image, ``num_generations``
+    completions) scored by both rewards, and that image's path and truth."""
+    path = run.out_dir / grpo.CONTROL / "completions.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: the worked example needs the run's control (grpo.frozen_control)")
+    comps = pd.read_parquet(path)
+    group = comps.loc[comps["step"] == comps["step"].min()].iloc[:cfg.grpo.num_generations]
+    manifest = load_manifest(paths, "rl").set_index("image_path")
+    truth = list(manifest.loc[group["image_path"].iloc[0], "truth"])
+    tokenizer = models.load_processor(base_model(cfg, paths, "medical")).tokenizer
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in group["completion"]]
+    g = resolve_length_threshold(cfg, paths, cfg.grpo)
+    table = reward_analysis.worked_example(list(group["completion"]), lengths, truth, pool_prevalence(paths),
+                                           g.hard, g.nuanced, prompts.requires_think(g.start_format))
+    return table, {"image_path": group["image_path"].iloc[0], "truth": truth,
+                   "length_threshold": g.hard.length_threshold}

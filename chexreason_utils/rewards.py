@@ -7,6 +7,12 @@ Hard (docs/paper.md): r = J(Y, Yhat) - lambda_len   if valid and |t| < threshold
                       r = J(Y, Yhat)                if valid and |t| >= threshold
                       r = 0                         if invalid
   components: ``hard_jaccard`` (J when valid, else 0) and ``hard_length`` (-lambda_len when valid and short).
+  Property of the paper's formula (kept as stated): an invalid output (0) scores above a valid, wrong, short
+  answer (-lambda_len). The threshold is the paper's 250 tokens in the paper profile; the tiny profiles cap
+  completions far below that, where 250 would make -lambda_len a flat tax on every valid answer, so they set it
+  to a quantile of the SFT traces' token lengths (``length_threshold_quantile``, an open choice; see
+  ``pipeline.resolve_length_threshold``). Both rewards pay more for one safe label than for a longer list with a
+  wrong label in it (``reward_analysis.strategy_rewards`` tabulates this).
 
 Nuanced (docs/paper.md):  r = r_match + r_partial - r_FP - r_collapse - r_format
   r_match   = +100 if Yhat == Y
@@ -72,7 +78,7 @@ def nuanced_components(parsed: Parsed, truth: set[str], cfg: NuancedRewardConfig
     return {"nuanced_match": cfg.exact_match if pred == truth else 0.0,
             "nuanced_partial": cfg.recall_weight * recall + cfg.precision_weight * precision,
             "nuanced_fp": -sum(weights.get(k, max(weights.values())) for k in pred - truth),
-            "nuanced_collapse": -collapse_penalty,
+            "nuanced_collapse": 0.0 - collapse_penalty,   # +0.0, not -0.0, when there is no penalty
             "nuanced_format": -fmt}
 
 
@@ -134,14 +140,17 @@ def component_functions(names: tuple[str, ...], score_batch: Callable[..., list[
     """trl reward functions, one per component, whose sum is the reward.
 
     trl calls them in list order with the same batch: the first scores the batch once (advancing any state,
-    such as the collapse window, exactly once) and every component reads its column of that result.
+    such as the collapse window, exactly once) and every component reads its column of that result. The first
+    also logs each completion's ``image_path`` (a dataset column) with trl's completions, so batches can be traced.
     """
     latest: list[dict] = []
 
     def component(name: str, first: bool) -> Callable:
-        def fn(prompts=None, completions=None, completion_ids=None, truth=None, **_):
+        def fn(prompts=None, completions=None, completion_ids=None, truth=None, image_path=None, log_extra=None, **_):
             if first:
                 latest[:] = score_batch(completions, completion_ids, truth)
+                if image_path is not None and log_extra is not None:
+                    log_extra("image_path", list(image_path))
             return [row[name] for row in latest]
         fn.__name__ = name
         return fn

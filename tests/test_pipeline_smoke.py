@@ -1,6 +1,7 @@
 """The whole smoke profile through the runner, then GRPO reference / resume and evaluation behaviour on it."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from chexreason_utils import evaluate, figure_registry, grpo, jsonl_store, models, pipeline
+from chexreason_utils import evaluate, figure_registry, grpo, jsonl_store, models, pipeline, prompts
 from chexreason_utils.config import load_profile
 from chexreason_utils.runner import run
 
@@ -74,7 +75,7 @@ from chexreason_utils.paths import RunPaths
 cfg = load_profile("smoke")
 paths = RunPaths.for_profile("smoke", sys.argv[1], sys.argv[1] + "/figures")
 pipeline.run_grpo(cfg, paths, "nuanced", 0, out_dir=Path(sys.argv[2]),
-                  grpo_cfg=replace(cfg.grpo, max_steps=6, save_steps=2, nuanced=replace(cfg.grpo.nuanced, min_window=1)))
+                  grpo_cfg=replace(cfg.grpo, max_steps=6, save_steps=2, frozen_control=False, nuanced=replace(cfg.grpo.nuanced, min_window=1)))
 """
 
 
@@ -95,14 +96,14 @@ def test_killed_grpo_run_resumes_from_its_last_checkpoint(smoke_run, tmp_path):
     cfg = load_profile("smoke")
     done = [c.name for c in grpo.checkpoints(out)]
     run_ = pipeline.run_grpo(cfg, paths, "nuanced", 0, out_dir=out, grpo_cfg=replace(
-        cfg.grpo, max_steps=6, save_steps=2, nuanced=replace(cfg.grpo.nuanced, min_window=1)))
+        cfg.grpo, max_steps=6, save_steps=2, frozen_control=False, nuanced=replace(cfg.grpo.nuanced, min_window=1)))
     assert run_.resumed_from.endswith(done[-1])
     assert [c.name for c in run_.checkpoints] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
     steps = run_.log.loc[run_.log["reward"].notna(), "step"].tolist()
     assert steps == [1, 2, 3, 4, 5, 6]
     window_at_6 = json.loads((out / "checkpoint-6" / "reward_state.json").read_text())["history"]
     assert len(window_at_6) > len(window_at_2) and window_at_6[:len(window_at_2)] == window_at_2
-    changed = pipeline.run_grpo(cfg, paths, "nuanced", 0, out_dir=out, grpo_cfg=replace(cfg.grpo, max_steps=2, save_steps=2))
+    changed = pipeline.run_grpo(cfg, paths, "nuanced", 0, out_dir=out, grpo_cfg=replace(cfg.grpo, max_steps=2, save_steps=2, frozen_control=False))
     assert changed.resumed_from is None and [c.name for c in changed.checkpoints] == ["checkpoint-2"]
 
 
@@ -122,3 +123,39 @@ def test_evaluation_resumes_redoes_a_truncated_row_and_batches_match(smoke_run, 
                               max_new_tokens=48, device="cpu")
     assert single["labels"].tolist() == first["labels"].tolist()
     assert {"image_id", "raw", "labels", "valid", "reason"} <= set(first.columns)
+
+
+def test_the_controls_batches_are_the_policys_batches(smoke_run):
+    """Same prompts in the same order, step by step, for the main runs and for the ablation (two iterations per
+    generated batch: the control scores the generation steps only)."""
+    paths, _, _ = smoke_run
+    cfg = load_profile("smoke")
+    folders = [paths.grpo_run(r) for r in cfg.grpo.rewards] + [paths.stage("06_entropy_mode_collapse") / "ablation"]
+    for folder in folders:
+        control, policy = grpo.control_log(folder), grpo.policy_batches(folder)
+        both = policy.merge(control[["step", "image_paths"]], on="step", suffixes=("", "_control"))
+        assert len(both) == len(control) > 0, folder
+        assert (both["image_paths"] == both["image_paths_control"]).all(), folder
+        assert both["image_paths"].str.count(r"\|").eq(cfg.grpo.prompts_per_step * cfg.grpo.num_generations - 1).all()
+        first = grpo.completions_table(folder).query("step == 1")
+        ctrl = pd.read_parquet(folder / grpo.CONTROL / "completions.parquet").query("step == 1")
+        texts = [grpo.completion_text(c) for c in first["completion"]]
+        assert texts == ctrl["completion"].tolist(), f"{folder}: step 1 samples differ (same weights, same seed)"
+    ablation = grpo.control_log(folders[-1])
+    assert ablation["step"].tolist() == list(range(1, cfg.grpo.max_steps + 1, cfg.diagnostics.ablation_num_iterations))
+
+
+def test_an_interrupted_control_resumes_to_the_same_numbers(smoke_run, tmp_path):
+    paths, _, _ = smoke_run
+    cfg = load_profile("smoke")
+    folder = tmp_path / "hard"
+    shutil.copytree(paths.grpo_run("hard"), folder)
+    whole = grpo.control_log(folder)
+    (folder / grpo.CONTROL / "log.csv").write_text("".join((folder / grpo.CONTROL / "log.csv").read_text()
+                                                           .splitlines(keepends=True)[:-1]))   # lose the last step
+    manifest = pipeline.load_manifest(paths, "rl")
+    data = grpo.make_dataset(prompts.prompt_for("free_reasoning"), list(manifest["image_path"]), list(manifest["truth"]))
+    g = pipeline.resolve_length_threshold(cfg, paths, cfg.grpo)
+    again = grpo.run_control(paths.sft_model("medical", "free_reasoning"), data, folder, g, "hard",
+                             pipeline.pool_prevalence(paths), "cpu")
+    pd.testing.assert_frame_equal(again, whole)

@@ -146,7 +146,7 @@ def test_diagnostics_on_constructed_completions():
     empty = diagnostics.dominance_curve(_completions({1: [["<think>x</think><solution></solution>"] * 4]}), window=8)
     assert empty["dominance"].iloc[0] == 0.0 and empty["set_dominance"].iloc[0] == 1.0
     assert empty["dominant_set"].iloc[0] == "(empty)"
-    log = pd.DataFrame({"step": [1, 2, 3, 4], "reward": [0.1, 0.2, 0.2, 0.2], "entropy": [1.0, 0.5, 0.1, 0.05],
+    log = pd.DataFrame({"step": [1, 2, 3, 4], "loss": [0.0] * 4, "reward": [0.1, 0.2, 0.2, 0.2], "entropy": [1.0, 0.5, 0.1, 0.05],
                         "kl": [0, 0.1, 0.2, 0.3], "frac_reward_zero_std": [0, 1, 1, 1]})
     per_step, episodes = diagnostics.run_diagnostics(log, comps, 4, window=8, threshold=0.7, min_steps=2)
     assert per_step["entropy"].tolist() == [1.0, 0.5, 0.1, 0.05] and per_step["clip_ratio"].isna().all()
