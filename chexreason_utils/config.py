@@ -79,6 +79,9 @@ class ModelsConfig:
     tiny_vocab: int = 1200
     pretrain_steps: int = 300           # domain pretraining of the tiny base models
     pretrain_lr: float = 1e-3
+    n_instruct: int = 1200              # open: instruction examples per tiny base (the "-it" analogue, ``instruct``)
+    instruct_steps: int = 150           # open: instruction-tuning steps per tiny base, after domain pretraining
+    instruct_lr: float = 1e-3           # open: its learning rate
     dtype: str = "auto"                 # auto: bf16 on GPU, fp32 on CPU
 
 
