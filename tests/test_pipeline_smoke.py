@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from chexreason_utils import evaluate, figure_registry, grpo, jsonl_store, models, pipeline
+from chexreason_utils import evaluate, figure_registry, grpo, jsonl_store, models, pipeline, prompts
 from chexreason_utils.config import load_profile
 from chexreason_utils.runner import run
 
@@ -27,6 +27,16 @@ def test_every_registered_figure_and_table_is_made(smoke_run):
     table5 = pd.read_csv(paths.figures / "table5_chexpert.csv")
     assert any("reported (paper)" in c for c in table5.columns) and any("reproduced (smoke)" in c for c in table5.columns)
     assert len(table5) == 15
+
+
+def test_instruction_tuned_bases_have_cards_and_their_zero_shot_answers_parse(smoke_run):
+    paths, _, _ = smoke_run
+    for role, name in (("medical", "tiny-gemma3"), ("general", "tiny-qwen2_5_vl")):
+        card = json.loads((paths.models / name / "model_card.json").read_text())["instruction_tuning"]
+        assert card["examples"] > 0 and card["finding_names_in_targets"] == (role == "medical")
+    rows = [r for f in sorted((paths.models / "zero_shot_demo").glob("medical__*.jsonl"))
+            for r in jsonl_store.read_rows(f)[0]]
+    assert len(rows) >= 9 and any(prompts.parse_output(r["raw"]).tags_ok for r in rows)
 
 
 def test_a_second_run_recomputes_nothing(smoke_run):
