@@ -32,7 +32,7 @@ TAG_PAIRS = (("think", "solution"), ("analysis", "answer"), ("reasoning", "label
 SEPARATORS = {", ": "comma-separated", "; ": "separated by semicolons", " | ": "separated by vertical bars",
               "\n": "one per line"}
 FORMATS = ("tagged_pair", "single_tag", "separated_list", "numbered_steps", "analysis_then_answer", "yes_no")
-FORMAT_WEIGHTS = (0.40, 0.12, 0.14, 0.12, 0.12, 0.10)
+FORMAT_WEIGHTS = (0.50, 0.10, 0.10, 0.10, 0.10, 0.10)
 
 PAIR_TEMPLATES = (
     "Write your {reason} inside <{a}></{a}>, then put {what} inside <{b}></{b}>, {sep}.",
@@ -66,7 +66,13 @@ class Domain:
             self.hints = ("Check the lungs, heart, pleura and bones in turn.", "Be careful with subtle changes.",
                           "Consider what each abnormality could be before answering.",
                           "Work through the film region by region.", "Double-check your answer before giving it.",
-                          "Compare the two sides of the chest.")
+                          "Compare the two sides of the chest.",
+                          "Look at the trachea, the heart border, both hila, the lung fields, the costophrenic "
+                          "angles and the ribs before you decide.",
+                          "Explain the evidence for each abnormality you report and say how sure you are.",
+                          "Think like a careful radiologist and do not report a finding you cannot see.",
+                          "Look again at the apices, behind the heart and at the bases after your first read.",
+                          "Weigh the likely causes of what you see and keep the best-supported one.")
             self.what = ("the findings", "the labels", "the abnormal findings")
             self.reason = ("reasoning", "analysis", "observations", "thoughts")
             self.choices = tuple(c.format(prompts.LABEL_LIST) for c in
@@ -76,7 +82,11 @@ class Domain:
             self.openings = ("Here is a picture.", "Look at this image.", "This is a synthetic scene.",
                              "The image shows some coloured shapes.")
             self.hints = ("Pay attention to every shape.", "Check the top, middle and bottom of the picture.",
-                          "Count carefully.", "Look at colours before shapes.", "Double-check before you answer.")
+                          "Count carefully.", "Look at colours before shapes.", "Double-check before you answer.",
+                          "Go over the picture from the top edge to the bottom edge and from left to right "
+                          "before you decide.", "Explain what you see for each object and say how sure you are.",
+                          "Do not name an object you cannot see.",
+                          "Look again at the corners after your first look.")
             self.what = ("the shapes", "the coloured shapes", "the objects")
             self.reason = ("reasoning", "description", "observations", "thoughts")
             self.choices = ("Colours that may appear: red, green, blue, yellow, purple, orange.",
@@ -142,7 +152,7 @@ def _example(d: Domain, row: dict, fmt: str, rng: np.random.Generator) -> dict:
     fill = dict(a=a, b=b, what=what, reason=reason, sep=SEPARATORS[sep])
     tags = f"{a}/{b}"
     if fmt == "tagged_pair":
-        numbered = rng.random() < 0.3
+        numbered = rng.random() < 0.2
         if numbered:
             fill["reason"] = _pick(rng, STEP_REASON).format(reason=reason)
         task = _pick(rng, PAIR_TEMPLATES).format(**fill)
@@ -160,9 +170,9 @@ def _example(d: Domain, row: dict, fmt: str, rng: np.random.Generator) -> dict:
         question, target = d.question(row, rng)
         task, target, tags, sep = _pick(rng, YES_NO_TEMPLATES).format(question=question, b=b), f"<{b}>{target}</{b}>", b, ""
     parts = [_pick(rng, d.openings)]
-    parts += [str(h) for h in rng.choice(d.hints, size=int(rng.integers(0, 3)), replace=False)]
+    parts += [str(h) for h in rng.choice(d.hints, size=int(rng.integers(0, 4)), replace=False)]
     parts.append(task)
-    if fmt != "yes_no" and rng.random() < 0.6:
+    if fmt != "yes_no" and rng.random() < 0.8:
         parts.append(_pick(rng, d.choices))
     if d.empty and fmt != "yes_no" and rng.random() < 0.5:
         parts.append(_pick(rng, d.empty))

@@ -63,7 +63,7 @@ def prepare_tiny_models(cfg: Config, paths: RunPaths) -> pd.DataFrame:
                     for role in ROLES}
     for examples in instructions.values():
         instruct.check_held_out(examples)
-    corpus = world_corpus(paths.world) + [t for e in instructions.values() for t in (*e["instruction"], *e["target"])]
+    corpus = world_corpus(paths.world)
     rows = []
     for role in ROLES:
         name = getattr(m, role)
