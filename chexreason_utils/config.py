@@ -82,6 +82,7 @@ class ModelsConfig:
     n_instruct: int = 1200              # open: instruction examples per tiny base (the "-it" analogue, ``instruct``)
     instruct_steps: int = 150           # open: instruction-tuning steps per tiny base, after domain pretraining
     instruct_lr: float = 1e-3           # open: its learning rate
+    instruct_batch_size: int = 8        # open: its batch size
     dtype: str = "auto"                 # auto: bf16 on GPU, fp32 on CPU
 
 

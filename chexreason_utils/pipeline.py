@@ -82,7 +82,8 @@ def prepare_tiny_models(cfg: Config, paths: RunPaths) -> pd.DataFrame:
         pre = sft.train_sft(raw, data, None, paths.models / f"{name}-pretrained", pre_cfg, full_finetune=True,
                             seed=cfg.seed, device=cfg.device)
         ex = instructions[role]
-        it_cfg = replace(pre_cfg, learning_rate=m.instruct_lr, max_steps=m.instruct_steps)
+        it_cfg = replace(pre_cfg, learning_rate=m.instruct_lr, max_steps=m.instruct_steps,
+                         batch_size=m.instruct_batch_size)
         it = sft.train_sft(pre.out_dir, sft.make_dataset(list(ex["instruction"]), list(ex["target"]), list(ex["image"])),
                            None, paths.models / name, it_cfg, full_finetune=True, seed=cfg.seed, device=cfg.device)
         model_card = {"role": role, "model": name, "class": TINY_CLASSES[name],
@@ -90,7 +91,8 @@ def prepare_tiny_models(cfg: Config, paths: RunPaths) -> pd.DataFrame:
                                       "examples": len(caps), "instruction": "Describe this image.",
                                       "steps": m.pretrain_steps, "learning_rate": m.pretrain_lr},
                       "instruction_tuning": {**instruct.card(ex, role), "steps": m.instruct_steps,
-                                             "learning_rate": m.instruct_lr, "seed": cfg.seed}}
+                                             "learning_rate": m.instruct_lr, "batch_size": m.instruct_batch_size,
+                                             "seed": cfg.seed}}
         (it.out_dir / "model_card.json").write_text(json.dumps(model_card, indent=2, sort_keys=True))
         rows.append({"role": role, "model": name, "class": TINY_CLASSES[name],
                      "parameters": models.parameter_count(models.load_model(it.out_dir, device="cpu")),
