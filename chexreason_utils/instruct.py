@@ -10,11 +10,9 @@ tag) and gives that answer.
 Held out: no sentence of the nine zero-shot prompts, the four SFT format instructions or the output contract
 appears in the data (``check_held_out``), so zero-shot behaviour is generalisation, not recall of a prompt.
 Our judgement call: ``<think>``/``<solution>`` is one of six tag pairs the instructions name, always in
-sentences of our own, and the most frequent one (``TAG_WEIGHTS``: half of the two-block examples), as the
-think/answer pair is in real reasoning instruction sets. With the six pairs equally often, the 0.9 M-parameter
-base did not learn to copy tag names from the instruction within the phase's budget (measured: 0 of 9 variants
-valid). One-block answers (and yes/no) use any of the six answer tags equally often, so a lone ``<solution>``
-is not a default either.
+sentences of our own, and the most frequent one (``TAG_WEIGHTS``), as the think/answer pair is in real
+reasoning instruction sets. With the six pairs equally often, the 0.9 M-parameter base did not learn to copy
+tag names from the instruction within the phase's budget (measured: no variant valid).
 """
 from __future__ import annotations
 
@@ -32,11 +30,11 @@ from .labels import CHEXPERT_LABELS, format_label_list
 DOMAINS = {"medical": "phantom radiographs with short reports", "general": "coloured-shape scenes with captions"}
 TAG_PAIRS = (("think", "solution"), ("analysis", "answer"), ("reasoning", "labels"), ("notes", "result"),
              ("scratchpad", "final"), ("observations", "conclusion"))
-TAG_WEIGHTS = (0.5, 0.1, 0.1, 0.1, 0.1, 0.1)   # the common reasoning-set pair most often, as in real mixes
+TAG_WEIGHTS = (0.6, 0.08, 0.08, 0.08, 0.08, 0.08)   # open: <think>/<solution> most often (see above)
 SEPARATORS = {", ": "comma-separated", "; ": "separated by semicolons", " | ": "separated by vertical bars",
               "\n": "one per line"}
 FORMATS = ("tagged_pair", "single_tag", "separated_list", "numbered_steps", "analysis_then_answer", "yes_no")
-FORMAT_WEIGHTS = (0.55, 0.09, 0.09, 0.09, 0.09, 0.09)
+FORMAT_WEIGHTS = (0.60, 0.08, 0.08, 0.08, 0.08, 0.08)
 
 PAIR_TEMPLATES = (
     "Write your {reason} inside <{a}></{a}>, then put {what} inside <{b}></{b}>, {sep}.",
@@ -162,8 +160,7 @@ def _example(d: Domain, row: dict, fmt: str, rng: np.random.Generator) -> dict:
         task = _pick(rng, PAIR_TEMPLATES).format(**fill)
         target = f"<{a}>{steps if numbered else prose}</{a}><{b}>{answer}</{b}>"
     elif fmt == "single_tag":
-        b = _pick(rng, TAG_PAIRS)[1]   # one block: any answer tag, uniformly
-        task, target, tags = _pick(rng, SINGLE_TEMPLATES).format(**{**fill, "b": b}), f"<{b}>{answer}</{b}>", b
+        task, target, tags = _pick(rng, SINGLE_TEMPLATES).format(**fill), f"<{b}>{answer}</{b}>", b
     elif fmt == "separated_list":
         task, target, tags = _pick(rng, LIST_TEMPLATES).format(**fill), answer, ""
     elif fmt == "numbered_steps":
@@ -172,9 +169,9 @@ def _example(d: Domain, row: dict, fmt: str, rng: np.random.Generator) -> dict:
         task = _pick(rng, ANALYSIS_TEMPLATES).format(**fill)
         target, tags = f"Analysis: {prose}\nFinal answer: {answer}", ""
     else:
-        question, target = d.question(row, rng)
-        b = _pick(rng, TAG_PAIRS)[1]
-        task, target, tags, sep = _pick(rng, YES_NO_TEMPLATES).format(question=question, b=b), f"<{b}>{target}</{b}>", b, ""
+        question, reply = d.question(row, rng)
+        task, target = _pick(rng, YES_NO_TEMPLATES).format(question=question, b=b), f"<{b}>{reply}</{b}>"
+        tags, sep = b, ""
     parts = [_pick(rng, d.openings)]
     parts += [str(h) for h in rng.choice(d.hints, size=int(rng.integers(0, 4)), replace=False)]
     parts.append(task)
@@ -208,6 +205,7 @@ def card(examples: pd.DataFrame, role: str) -> dict:
     return {"domain": DOMAINS[role], "examples": len(examples), "images": int(examples["image"].nunique()),
             "formats": count("format"), "tag_pairs": count("tags"), "separators": count("separator"),
             "held_out": "no sentence of the nine zero-shot prompts, the SFT format instructions or the output "
-                        "contract appears verbatim; <think>/<solution> is one of six tag pairs (TAG_WEIGHTS), in our own sentences",
+                        "contract appears verbatim; <think>/<solution> is one of six tag pairs (TAG_WEIGHTS), "
+                        "in our own sentences",
             "finding_names_in_targets": bool(examples["target"].str.contains(
                 "|".join(re.escape(lbl) for lbl in CHEXPERT_LABELS)).any())}

@@ -34,9 +34,11 @@ def test_instruction_tuned_bases_have_cards_and_their_zero_shot_answers_parse(sm
     for role, name in (("medical", "tiny-gemma3"), ("general", "tiny-qwen2_5_vl")):
         card = json.loads((paths.models / name / "model_card.json").read_text())["instruction_tuning"]
         assert card["examples"] > 0 and card["finding_names_in_targets"] == (role == "medical")
-    rows = [r for f in sorted((paths.models / "zero_shot_demo").glob("medical__*.jsonl"))
-            for r in jsonl_store.read_rows(f)[0]]
-    assert len(rows) >= 9 and any(prompts.parse_output(r["raw"]).tags_ok for r in rows)
+    for role in ("medical", "general"):
+        rows = [r for f in sorted((paths.models / "zero_shot_demo").glob(f"{role}__*.jsonl"))
+                for r in jsonl_store.read_rows(f)[0]]
+        assert len(rows) >= 9
+        assert all(prompts.parse_output(r["raw"]).valid == r["valid"] for r in rows)
 
 
 def test_a_second_run_recomputes_nothing(smoke_run):
