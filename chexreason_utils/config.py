@@ -80,6 +80,10 @@ class ModelsConfig:
     tiny_vocab: int = 1200
     pretrain_steps: int = 300           # domain pretraining of the tiny base models
     pretrain_lr: float = 1e-3
+    n_instruct: int = 1200              # open: instruction examples per tiny base (the "-it" analogue, ``instruct``)
+    instruct_steps: int = 150           # open: instruction-tuning steps per tiny base, after domain pretraining
+    instruct_lr: float = 1e-3           # open: its learning rate
+    instruct_batch_size: int = 8        # open: its batch size
     dtype: str = "auto"                 # auto: bf16 on GPU, fp32 on CPU
     image_min_pixels: int = 0           # open: Qwen2.5-VL image-area bounds (0: as the processor was saved);
     image_max_pixels: int = 0           # open: max/784 bounds its image tokens. MedGemma is fixed (896² → 256)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import claims, evaluate, grpo, metrics, models, prompts, reward_analysis, sft
+from . import claims, evaluate, grpo, instruct, metrics, models, prompts, reward_analysis, sft
 from .diagnostics import log_rows, run_diagnostics
 from .config import Config, check_seeds
 from .data import load_chexpert, load_mimic, load_nih
@@ -63,34 +63,74 @@ def world_corpus(world_root: Path) -> list[str]:
 
 
 def prepare_tiny_models(cfg: Config, paths: RunPaths) -> pd.DataFrame:
-    """Build both tiny base models and give each its short domain pretraining (captioning its pool)."""
+    """Build both tiny base models, give each its short domain pretraining (captioning its pool), then its
+    instruction tuning on the same pool (``instruct``); a ``model_card.json`` beside each says what it saw."""
+    m = cfg.models
+    instructions = {role: instruct.build_examples(paths.world / "pretrain" / role, role, m.n_instruct, cfg.seed)
+                    for role in ROLES}
+    for examples in instructions.values():
+        instruct.check_held_out(examples)
     corpus = world_corpus(paths.world)
     rows = []
     for role in ROLES:
-        name = getattr(cfg.models, role)
+        name = getattr(m, role)
         if name not in TINY_CLASSES:
             raise ValueError(f"models.{role} = {name!r} is not a tiny model ({', '.join(TINY_CLASSES)})")
         raw = paths.models / f"{name}-random"
         if not (raw / "config.json").exists():
-            models.TINY_BUILDERS[TINY_CLASSES[name]](corpus, raw, hidden=cfg.models.tiny_hidden,
-                                                      layers=cfg.models.tiny_layers,
-                                                      image_size=cfg.models.tiny_image_size,
-                                                      vocab=cfg.models.tiny_vocab, seed=cfg.seed)
+            models.TINY_BUILDERS[TINY_CLASSES[name]](corpus, raw, hidden=m.tiny_hidden, layers=m.tiny_layers,
+                                                      image_size=m.tiny_image_size, vocab=m.tiny_vocab, seed=cfg.seed)
         pool = paths.world / "pretrain" / role   # radiographs + reports (medical), scenes + captions (general)
         caps = [json.loads(line) for line in (pool / "captions.jsonl").read_text().splitlines()]
         data = sft.make_dataset(["Describe this image."] * len(caps), [c["text"] for c in caps],
                                 [str(pool / c["image"]) for c in caps])
-        pre_cfg = replace(cfg.sft, learning_rate=cfg.models.pretrain_lr, max_steps=cfg.models.pretrain_steps,
-                          eval_steps=0, warmup_ratio=0.05)
-        result = sft.train_sft(raw, data, None, paths.models / name, pre_cfg, full_finetune=True, seed=cfg.seed,
-                               device=cfg.device)
-        train_rows = log_rows(result.log, "loss")
+        pre_cfg = replace(cfg.sft, learning_rate=m.pretrain_lr, max_steps=m.pretrain_steps, eval_steps=0,
+                          warmup_ratio=0.05)
+        pre = sft.train_sft(raw, data, None, paths.models / f"{name}-pretrained", pre_cfg, full_finetune=True,
+                            seed=cfg.seed, device=cfg.device)
+        ex = instructions[role]
+        it_cfg = replace(pre_cfg, learning_rate=m.instruct_lr, max_steps=m.instruct_steps,
+                         batch_size=m.instruct_batch_size)
+        it = sft.train_sft(pre.out_dir, sft.make_dataset(list(ex["instruction"]), list(ex["target"]), list(ex["image"])),
+                           None, paths.models / name, it_cfg, full_finetune=True, seed=cfg.seed, device=cfg.device)
+        model_card = {"role": role, "model": name, "class": TINY_CLASSES[name],
+                      "pretraining": {"pool": f"pretrain/{role}", "domain": instruct.DOMAINS[role],
+                                      "examples": len(caps), "instruction": "Describe this image.",
+                                      "steps": m.pretrain_steps, "learning_rate": m.pretrain_lr},
+                      "instruction_tuning": {**instruct.card(ex, role), "steps": m.instruct_steps,
+                                             "learning_rate": m.instruct_lr, "batch_size": m.instruct_batch_size,
+                                             "seed": cfg.seed}}
+        (it.out_dir / "model_card.json").write_text(json.dumps(model_card, indent=2, sort_keys=True))
         rows.append({"role": role, "model": name, "class": TINY_CLASSES[name],
-                     "parameters": models.parameter_count(paths.models / name),
+                     "parameters": models.parameter_count(it.out_dir),
                      "pretrain_pool": pool.name, "pretrain_examples": len(caps),
-                     "pretrain_final_loss": float(train_rows["loss"].iloc[-1]) if len(train_rows) else np.nan,
-                     "path": str(paths.models / name)})
+                     "pretrain_final_loss": _final_loss(pre), "instruct_examples": len(ex),
+                     "instruct_final_loss": _final_loss(it), "path": str(it.out_dir)})
     return pd.DataFrame(rows)
+
+
+def _final_loss(result: sft.SFTResult) -> float:
+    train_rows = log_rows(result.log, "loss")
+    return float(train_rows["loss"].iloc[-1]) if len(train_rows) else np.nan
+
+
+def zero_shot_demo(cfg: Config, paths: RunPaths, n_images: int = 16) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each base, zero-shot with every prompt variant on the first ``n_images`` frontal MIMIC-like images:
+    the valid-output rate per variant, and the answer to the first image for each (role, variant)."""
+    records = sorted((r for r in load_findings(paths.world).values() if r["site"] == "mimic" and r["view"] != "LATERAL"),
+                     key=lambda r: r["path"])[:n_images]
+    images = pd.DataFrame({"image_id": [r["image_id"] for r in records],
+                           "image_path": [str(paths.world / r["path"]) for r in records]})
+    rates, answers = [], []
+    for role in ROLES:
+        for variant in cfg.cross_model.prompt_variants:
+            pred = evaluate.predict(base_model(cfg, paths, role), images, variant,
+                                    paths.models / "zero_shot_demo" / f"{role}__{variant}.jsonl",
+                                    cfg.evaluation.batch_size, cfg.evaluation.max_new_tokens, cfg.device, progress=False)
+            rates.append({"model": role, "variant": variant, "images": len(pred), "valid_rate": pred["valid"].mean()})
+            answers.append({"model": role, "variant": variant, "answer": pred["raw"].iloc[0],
+                            "valid": pred["valid"].iloc[0], "reason": pred["reason"].iloc[0]})
+    return pd.DataFrame(rates), pd.DataFrame(answers)
 
 
 def inventory(cfg: Config, paths: RunPaths) -> pd.DataFrame:

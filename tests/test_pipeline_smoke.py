@@ -41,6 +41,18 @@ def test_claims_table_has_five_verdicts_from_every_seed(smoke_run):
         assert (paths.grpo_run("ablation-hard", seed) / "log_history.csv").exists()
 
 
+def test_instruction_tuned_bases_have_cards_and_their_zero_shot_answers_parse(smoke_run):
+    paths, _, _ = smoke_run
+    for role, name in (("medical", "tiny-gemma3"), ("general", "tiny-qwen2_5_vl")):
+        card = json.loads((paths.models / name / "model_card.json").read_text())["instruction_tuning"]
+        assert card["examples"] > 0 and card["finding_names_in_targets"] == (role == "medical")
+    for role in ("medical", "general"):
+        rows = [r for f in sorted((paths.models / "zero_shot_demo").glob(f"{role}__*.jsonl"))
+                for r in jsonl_store.read_rows(f)[0]]
+        assert len(rows) >= 9
+        assert all(prompts.parse_output(r["raw"]).valid == r["valid"] for r in rows)
+
+
 def test_a_second_run_recomputes_nothing(smoke_run):
     _, _, opts = smoke_run
     t0 = time.perf_counter()

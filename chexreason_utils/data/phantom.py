@@ -235,7 +235,8 @@ def write_nih(root: Path, cfg: WorldConfig, rng: np.random.Generator, records: l
 
 
 def write_pretraining(root: Path, cfg: WorldConfig, rng: np.random.Generator) -> dict:
-    """Two disjoint pools: phantom radiographs with short reports, and non-radiograph scenes with captions."""
+    """Two disjoint pools: phantom radiographs with short reports, and non-radiograph scenes with captions.
+    Each row also holds what was drawn (``findings`` or ``objects``), for the instruction data (``instruct``)."""
     med = root / "pretrain" / "medical"
     truth = copula_labels(rng, cfg.n_pretrain, MIMIC_PREVALENCE, CHEXPERT_LOADINGS)
     rows = []
@@ -244,7 +245,8 @@ def write_pretraining(root: Path, cfg: WorldConfig, rng: np.random.Generator) ->
         pixels, drawn = render(findings, SITES["mimic"], cfg.image_size, rng, view="PA")
         _save(pixels, med / "images" / f"med_{i:05d}.png", "PNG")
         report = "; ".join(drawn.values()) if drawn else "clear lungs, normal heart size, no acute abnormality"
-        rows.append({"image": f"images/med_{i:05d}.png", "text": f"Chest radiograph. Findings: {report}."})
+        rows.append({"image": f"images/med_{i:05d}.png", "text": f"Chest radiograph. Findings: {report}.",
+                     "findings": drawn})
     (med / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     gen = root / "pretrain" / "general"
     colours = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40),
@@ -255,7 +257,7 @@ def write_pretraining(root: Path, cfg: WorldConfig, rng: np.random.Generator) ->
     for i in range(cfg.n_pretrain):
         bg = np.array(colours[rng.choice(list(colours))]) * 0.35
         img = np.ones((cfg.image_size, cfg.image_size, 3)) * bg
-        parts = []
+        parts, objects = [], []
         for _ in range(int(rng.integers(1, 4))):
             cname, shape = rng.choice(list(colours)), rng.choice(shapes)
             cx, cy, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.08, 0.2)
@@ -263,12 +265,15 @@ def write_pretraining(root: Path, cfg: WorldConfig, rng: np.random.Generator) ->
                     "square": (np.abs(x - cx) < r) & (np.abs(y - cy) < r),
                     "stripe": np.abs(y - cy) < r / 3}[shape]
             img[mask] = colours[cname]
-            parts.append(f"a {cname} {shape} {'at the top' if cy < 0.4 else 'at the bottom' if cy > 0.6 else 'in the middle'}")
+            place = "top" if cy < 0.4 else "bottom" if cy > 0.6 else "middle"
+            objects.append({"colour": str(cname), "shape": str(shape), "place": place})
+            parts.append(f"a {cname} {shape} {'in the middle' if place == 'middle' else 'at the ' + place}")
         img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
         path = gen / "images" / f"gen_{i:05d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img, mode="RGB").save(path, format="PNG")
-        rows.append({"image": f"images/gen_{i:05d}.png", "text": "A picture of " + ", ".join(parts) + "."})
+        rows.append({"image": f"images/gen_{i:05d}.png", "text": "A picture of " + ", ".join(parts) + ".",
+                     "objects": objects})
     (gen / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return {"medical": cfg.n_pretrain, "general": cfg.n_pretrain}
 
