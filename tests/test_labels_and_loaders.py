@@ -84,6 +84,25 @@ def test_mimic_records_frontal_filter_policies_and_drops(tmp_path):
     assert "5 rows read, 2 kept" in str(res)
 
 
+def test_truncated_and_unreadable_images_are_counted_and_named(tmp_path):
+    root = mimic_fixture(tmp_path / "mimic-cxr-jpg" / "2.0.0")
+    a1, c1 = (next(root.rglob(f"{name}.jpg")) for name in ("a1", "c1"))
+    Image.fromarray((np.random.default_rng(0).random((256, 256)) * 255).astype(np.uint8)).save(a1, quality=95)
+    data = a1.read_bytes()
+    a1.write_bytes(data[: len(data) // 2])       # cut in half: the header still opens
+    with Image.open(a1) as im:
+        assert im.size == (256, 256)
+    c1.write_bytes(b"not an image at all")
+    res = load_mimic(root)
+    assert res.dropped == {"lateral or other view": 1, "no usable label": 1, "missing image": 1,
+                           "truncated image": 1, "unreadable image": 1}
+    assert len(res.dataset) == 0
+    report = res.report().set_index("reason")
+    assert report.loc["truncated image", "files"] == str(a1)
+    assert report.loc["unreadable image", "files"] == str(c1)
+    assert report.loc["missing image", "files"].endswith("c2.jpg")
+
+
 def test_mimic_errors_name_what_was_expected(tmp_path):
     with pytest.raises(DataLayoutError, match="MIMIC-CXR-JPG root not found"):
         load_mimic(tmp_path / "absent")
