@@ -111,3 +111,43 @@ def test_evaluation_resumes_redoes_a_truncated_row_and_batches_match(smoke_run, 
                               max_new_tokens=48, device="cpu")
     assert single["labels"].tolist() == first["labels"].tolist()
     assert {"image_id", "raw", "labels", "valid", "reason"} <= set(first.columns)
+
+
+COMPARED = (".safetensors", ".json", ".csv", ".png", ".pdf", ".md", ".tex")
+NOT_COMPARED = {"manifest.json", "run_info.json", "trainer_state.json", "config_reads.json"}   # times, run ids
+TIMING_COLUMNS = ("runtime", "per_second")
+
+
+def _comparable(folder, root):
+    """Relative path -> bytes of every model, CSV, figure and table (run root written as <run>, timing columns
+    of trainer logs dropped); executed notebooks, the manifest and run-id files are not compared."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if not path.is_file() or path.suffix not in COMPARED or path.name in NOT_COMPARED or rel.parts[0] == "notebooks":
+            continue
+        data = path.read_bytes()
+        if path.name == "log_history.csv":
+            frame = pd.read_csv(path)
+            data = frame.drop(columns=[c for c in frame if c.endswith(TIMING_COLUMNS)]).to_csv(index=False).encode()
+        if path.suffix in (".json", ".csv", ".md", ".tex"):
+            data = data.replace(str(root).encode(), b"<run>")
+        out[str(rel)] = data
+    return out
+
+
+@pytest.mark.repro
+def test_a_second_clean_smoke_run_in_another_process_gives_identical_bytes(smoke_run, tmp_path):
+    """Same machine, profile and seeds -> the same models, CSVs, figures and tables. The fixture ran with the
+    default workers (one per core), this run with one, so it also shows the worker count changes nothing."""
+    paths, _, _ = smoke_run
+    run_dir, fig_dir = tmp_path / "run", tmp_path / "figures"
+    proc = subprocess.run([sys.executable, "-m", "chexreason_utils", "run", "--profile", "smoke", "-p", "workers=1",
+                           "--run-dir", str(run_dir), "--figure-dir", str(fig_dir)],
+                          capture_output=True, text=True, timeout=3000)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for first, second in ((_comparable(paths.root, paths.root), _comparable(run_dir, run_dir)),
+                          (_comparable(paths.figures, paths.root), _comparable(fig_dir, run_dir))):
+        assert sorted(first) == sorted(second)
+        differ = [name for name in first if first[name] != second[name]]
+        assert not differ, f"{len(differ)} of {len(first)} files differ, e.g. {differ[:10]}"

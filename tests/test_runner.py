@@ -187,3 +187,20 @@ def test_every_registered_artifact_is_an_output_of_its_notebook(tmp_path):
     for art in ARTIFACTS:
         owned = set(output_files(paths, art.notebook))
         assert {paths.figures / name for name in art.files()} <= owned, art.id
+
+
+def test_paper_profile_with_empty_data_roots_fails_in_00_naming_the_files(tmp_path):
+    roots = {key: tmp_path / key for key in ("mimic_root", "chexpert_root", "nih_root")}
+    for folder in roots.values():
+        folder.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "chexreason_utils", "run", "--profile", "paper", "--run-dir",
+                           str(tmp_path / "run"), "--figure-dir", str(tmp_path / "fig"),
+                           *[a for key, folder in roots.items() for a in ("-p", f"data.{key}={folder}")]],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    error = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and "stage 00_setup failed" in error[0] and "6 data file(s) missing" in error[0]
+    for name in ("mimic-cxr-2.0.0-chexpert.csv.gz", "mimic-cxr-2.0.0-metadata.csv.gz", "mimic-cxr-2.0.0-split.csv.gz",
+                 "test_labels.csv", "Data_Entry_2017_v2020.csv", "test_list.txt", "Expected layout"):
+        assert name in error[0]
+    assert "00_setup" in proc.stdout and "01_sampling" in proc.stdout and "not run" in proc.stdout
