@@ -232,7 +232,7 @@ def run(opts: RunOptions) -> list[StageResult]:
     for nb in notebooks:
         if nb not in selected:
             continue
-        upstream = {p.stem: output_digest(paths, p.stem, previous.get(p.stem, {}).get("shared_outputs", []))
+        upstream = {p.stem: output_digest(paths, p.stem, stages.get(p.stem, {}).get("shared_outputs", []))
                     for p in notebooks if p.stem < nb.stem}
         last = previous.get(nb.stem, {})
         reads, shared = last.get("reads", [""]), last.get("shared_outputs", [])
