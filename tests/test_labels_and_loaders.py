@@ -173,3 +173,16 @@ def test_nih_real_header_ages_splits_mapping_and_drops(tmp_path):
     (root / "Data_Entry_2017.csv").write_text("Image Index,Labels\nx.png,Mass\n")
     with pytest.raises(DataLayoutError, match="missing column.*'Finding Labels'"):
         load_nih(root)
+
+
+def test_label_lists_are_the_same_in_every_process():
+    """Names outside the table (the phantom world's NIH names) once came out in set order, which differs from
+    process to process, and so did the tiny tokenizers trained on those lists."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from chexreason_utils.labels import format_label_list as f; print(f(['Nodule', 'Effusion', 'Mass', 'Edema']))"
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in range(4)}
+    assert outs == {"Edema, Effusion, Mass, Nodule\n"}
