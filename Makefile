@@ -27,8 +27,10 @@ figures: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Loopback only, with Jupyter's login token; --allow-root only where run as root (containers, cloud notebooks).
+USER_ID ?= $(shell id -u)
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --no-browser notebooks/
+	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --no-browser $(if $(filter 0,$(USER_ID)),--allow-root) notebooks/
 
 clean:
 	rm -rf runs

@@ -257,11 +257,6 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def section(self, name: str) -> dict[str, Any]:
-        """One top-level value or section as plain data (used for stage fingerprints)."""
-        value = getattr(self, name)
-        return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
-
 
 def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))

@@ -24,6 +24,7 @@ from . import jsonl_store
 from .models import device_and_dtype, load_model, load_processor, model_fingerprint
 from .progress import Bar, record_time, timed
 from .prompts import parse_output, prompt_for, requires_think, user_message
+from .stage import count
 
 def default_batch_size(device: str) -> int:
     return 64 if device == "cuda" else 32
@@ -70,6 +71,7 @@ def predict(model_dir: str | Path, images: pd.DataFrame, prompt_name: str, out_p
     broken = jsonl_store.repair(write_path)
     if broken:
         print(f"{write_path.name}: {broken} incomplete line(s) from an interrupted run were dropped and are redone")
+        count(f"prediction lines redone ({out_path.name})", broken)
     mine = lambda row: row.get("model_fp") == fp and row.get("prompt_sha") == prompt_sha  # noqa: E731
     done = {row["image_id"] for f in {out_path, write_path} for row in jsonl_store.read_rows(f)[0] if mine(row)}
     todo = images.loc[~images["image_id"].isin(done)]

@@ -98,9 +98,10 @@ def canonical_label(text: str) -> str | None:
 
 
 def format_label_list(names: Iterable[str]) -> str:
-    """Labels in table order, comma-separated (the contract inside ``<solution>``)."""
+    """Labels in table order, comma-separated (the contract inside ``<solution>``); names outside the table
+    follow, alphabetically (never in set order, which changes from process to process)."""
     order = {name: i for i, name in enumerate(CHEXPERT_LABELS)}
-    return ", ".join(sorted(set(names), key=lambda n: order.get(n, math.inf)))
+    return ", ".join(sorted(set(names), key=lambda n: (order.get(n, math.inf), n)))
 
 
 def split_label_list(text: str) -> list[str]:

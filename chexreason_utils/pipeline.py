@@ -13,7 +13,7 @@ import pandas as pd
 from . import claims, evaluate, grpo, instruct, metrics, models, prompts, reward_analysis, sft
 from .diagnostics import log_rows, run_diagnostics
 from .config import Config, check_seeds
-from .data import load_chexpert, load_mimic, load_nih
+from .data import DataLayoutError, load_chexpert, load_mimic, load_nih
 from .data.phantom import generate_world, load_findings
 from .labels import (CHEXPERT_LABELS, NIH_LABEL_SETS, format_label_list, names_to_vector, split_label_list,
                      vector_to_names)
@@ -21,6 +21,7 @@ from .jobs import run_jobs
 from .paths import RunPaths, model_tag
 from .sampling import label_table, select_nih_test, split_train_pool
 from .scoring_plan import checkpoints_to_score, scoring_plan as plan_scoring
+from .stage import count
 from .teacher import TemplateTeacher, TraceRequest, generate_traces, make_teacher
 
 ROLES = ("medical", "general")
@@ -133,8 +134,14 @@ def zero_shot_demo(cfg: Config, paths: RunPaths, n_images: int = 16) -> tuple[pd
     return pd.DataFrame(rates), pd.DataFrame(answers)
 
 
+DATA_LAYOUT = ("MIMIC-CXR-JPG: <data.mimic_root>/mimic-cxr-2.0.0-{chexpert,metadata,split}.csv.gz + files/pNN/pSUBJECT/"
+               "sSTUDY/DICOM.jpg; CheXpert: <data.chexpert_root>/<data.chexpert_test_csv> + the test/ images it lists; "
+               "NIH ChestX-ray14: <data.nih_root>/Data_Entry_2017_v2020.csv + test_list.txt + images*/")
+
+
 def inventory(cfg: Config, paths: RunPaths) -> pd.DataFrame:
-    """Paper profile: which data files and model ids the run will use, and whether the data files exist."""
+    """Paper profile: which data files and model ids the run will use. A missing data file is a one-line
+    ``DataLayoutError`` naming every missing file and the expected layout, so the run stops here, in 00."""
     d = cfg.data
     checks = [("MIMIC-CXR-JPG labels", paths.resolve(d.mimic_root) / "mimic-cxr-2.0.0-chexpert.csv.gz"),
               ("MIMIC-CXR-JPG metadata", paths.resolve(d.mimic_root) / "mimic-cxr-2.0.0-metadata.csv.gz"),
@@ -143,6 +150,11 @@ def inventory(cfg: Config, paths: RunPaths) -> pd.DataFrame:
               ("NIH Data_Entry", paths.resolve(d.nih_root) / "Data_Entry_2017_v2020.csv"),
               ("NIH test list", paths.resolve(d.nih_root) / "test_list.txt")]
     rows = [{"item": k, "where": str(v), "present": v.exists()} for k, v in checks]
+    missing = [f"{r['item']} ({r['where']})" for r in rows if not r["present"]]
+    if missing:
+        raise DataLayoutError(f"{len(missing)} data file(s) missing: {'; '.join(missing)}. Expected layout: {DATA_LAYOUT}. "
+                              "Point data.mimic_root, data.chexpert_root and data.nih_root at your copies "
+                              "(-p data.mimic_root=/data/mimic-cxr-jpg/2.0.0 ...)")
     rows += [{"item": f"{role} model", "where": base_model(cfg, paths, role), "present": None} for role in ROLES]
     return pd.DataFrame(rows)
 
@@ -182,6 +194,8 @@ def build_manifests(cfg: Config, paths: RunPaths) -> dict:
     prevalence.to_csv(paths.sampling / "pool_prevalence.csv", index=False)
     drops = pd.concat([r.report() for r in (pool, chex, nih)], ignore_index=True)
     drops.to_csv(paths.sampling / "load_report.csv", index=False)
+    for row in drops.loc[drops["reason"] != "kept"].itertuples():
+        count(f"{row.source} dropped ({row.reason}{': ' + row.files if row.files else ''})", row.rows)
     return {"frames": frames, "selections": selections, "pool_labels": pool_labels, "loads": (pool, chex, nih),
             "drops": drops}
 

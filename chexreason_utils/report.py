@@ -133,15 +133,10 @@ def _claims(page_dir: Path) -> list[str]:
     return ["## Claims", "", _table_body(md), "", _files(art, page_dir, ".md"), ""]
 
 
-def _stages(manifest: Path) -> list[str]:
-    if not manifest.exists():
-        return [f"No `manifest.json` in the run directory ({manifest.parent}): stages unknown.", ""]
-    data = json.loads(manifest.read_text())
-    lines = ["| stage | status | wall time (s) |", "|:---|:---|---:|"]
-    lines += [f"| {name} | {s.get('status', '')} | {s.get('wall_s', 0):.1f} |"
-              for name, s in sorted(data.get("stages", {}).items())]
-    return [f"Commit `{data.get('git_commit', 'unknown')}`; stages as recorded in the run's `manifest.json`:", "",
-            *lines, ""]
+def _run_record(manifest: Path) -> list[str]:
+    """Where the run's times, versions and commit are: kept out of the page, so identical runs give the same page."""
+    return [f"Wall times, package versions, seeds and the git commit of this run are in its `{manifest.name}` "
+            f"(`{manifest}`), not on this page, so the page is byte-identical for identical runs.", ""]
 
 
 def report_markdown(paths: RunPaths, profile: str, notebooks: dict[str, Path]) -> str:
@@ -153,7 +148,7 @@ def report_markdown(paths: RunPaths, profile: str, notebooks: dict[str, Path]) -
              f"{head['nih']['sft']:.3f} → {head['nih']['grpo']:.3f} on NIH). Reproduced numbers come from this "
              f"run's files under profile `{profile}`"
              + (" — a phantom world with tiny models, never a reproduction of the paper's numbers." if profile != "paper" else "."),
-             "", *_stages(paths.manifest), *_claims(page_dir)]
+             "", *_run_record(paths.manifest), *_claims(page_dir)]
     missing = []
     for kind, heading in (("figure", "## Figures"), ("table", "## Tables")):
         lines += [heading, ""]

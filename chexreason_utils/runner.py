@@ -1,10 +1,15 @@
 """Run the numbered notebooks in order with papermill, skipping stages whose inputs are unchanged.
 
-A stage's fingerprint covers its notebook's bytes, the parameters injected into it, the config sections it
-reads (``stage.STAGE_SECTIONS``), the source of the ``chexreason_utils`` package it calls, and a digest of
-every earlier stage's outputs as they are on disk. A stage
-is skipped when its fingerprint and its own outputs match the last successful run recorded in
-``manifest.json``; ``force`` recomputes. A failing stage stops the run, naming the notebook, cell and error.
+A stage's fingerprint covers its notebook's bytes, the parameters injected into it, the current values of
+the config keys it read when it last ran (recorded at run time, ``config_reads``; a notebook that records
+nothing is fingerprinted on the whole config; ``workers`` never counts, see ``config_reads.NOT_RESULTS``),
+the source of the ``chexreason_utils`` package, and a digest of every earlier stage's outputs as they are on
+disk. A stage's outputs are its own folders, its registered figures and tables (``figure_registry``) and the
+files it wrote into shared folders (predictions, figures), found by comparing those folders before and
+after it ran. A stage is skipped when its fingerprint and its outputs match the last successful run recorded
+in ``manifest.json``, so a changed value it reads or a missing or changed output reruns it; ``force``
+recomputes. A failing stage stops the run, naming the notebook, cell and error. What a stage counted,
+dropped or redid (``stage.count``) is printed under the summary table, one line per stage.
 """
 from __future__ import annotations
 
@@ -21,11 +26,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import progress
+from . import config_reads, progress
 from .config import Config, load_profile
+from .figure_registry import ARTIFACTS
 from .paths import NOTEBOOK_DIR, REPO_ROOT, RunPaths
 from .report import write_report
-from .stage import STAGE_SECTIONS, stage_outputs
+from .stage import READS_FILE, RECORD_FILES, read_report, stage_outputs
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "papermill", "numpy",
@@ -50,6 +56,10 @@ class StageResult:
     reason: str = ""
     fingerprint: str = ""
     output_digest: str = ""
+    reads: list[str] = field(default_factory=lambda: [""])
+    config: dict[str, str] = field(default_factory=dict)
+    shared_outputs: list[str] = field(default_factory=list)
+    report: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,20 +106,40 @@ def _sha(data: bytes | str) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
-def output_digest(root: Path, stage: str) -> str:
-    """A cheap digest of a stage's outputs: relative path, size and mtime of every file."""
-    entries = []
+def _stat(path: Path) -> str:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def output_files(paths: RunPaths, stage: str, shared: list[str] = ()) -> list[Path]:
+    """Every file a stage owns: its folders' files (not the bookkeeping files), its registered figures and
+    tables, and the files it wrote into shared folders (missing ones included, so their loss is seen)."""
+    files = set(Path(p) for p in shared)
+    files |= {paths.figures / name for a in ARTIFACTS if a.notebook == stage for name in a.files()}
     for rel in stage_outputs(stage):
-        base = root / rel
-        if base.is_file():
-            st = base.stat()
-            entries.append(f"{rel}:{st.st_size}:{st.st_mtime_ns}")
-        elif base.is_dir():
-            for p in sorted(base.rglob("*")):
-                if p.is_file():
-                    st = p.stat()
-                    entries.append(f"{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}")
-    return _sha("\n".join(entries))
+        base = paths.root / rel
+        files |= {p for p in base.rglob("*") if p.is_file() and p.name not in RECORD_FILES} if base.is_dir() else {base}
+    return sorted(files)
+
+
+def output_digest(paths: RunPaths, stage: str, shared: list[str] = ()) -> str:
+    """A cheap digest of a stage's outputs: path, size and mtime of every file (or that it is missing)."""
+    return _sha("\n".join(f"{p}:{_stat(p)}" for p in output_files(paths, stage, shared)))
+
+
+def _snapshot(paths: RunPaths) -> dict[str, str]:
+    """Size and mtime of every file in the folders several stages write into."""
+    return {str(p): _stat(p) for folder in (paths.predictions, paths.figures) if folder.is_dir()
+            for p in folder.rglob("*") if p.is_file()}
+
+
+def _shared_outputs(before: dict[str, str], after: dict[str, str], previous: list[str]) -> list[str]:
+    """Shared files this run wrote, plus those an earlier run of the stage wrote that still exist (a rerun
+    that finds them cached does not touch them, yet they are still this stage's)."""
+    return sorted({p for p, st in after.items() if before.get(p) != st} | {p for p in previous if p in after})
 
 
 def code_digest() -> str:
@@ -119,12 +149,20 @@ def code_digest() -> str:
                          for p in sorted(package.rglob("*.py"))))
 
 
-def fingerprint(nb: Path, params: dict, cfg: Config, upstream: dict[str, str], code: str = "") -> str:
-    sections = STAGE_SECTIONS.get(nb.stem, tuple(cfg.to_dict()))
-    relevant = {s: cfg.section(s) for s in sections}
-    payload = json.dumps({"notebook": _sha(nb.read_bytes()), "params": params, "config": relevant,
-                          "code": code, "upstream": upstream}, sort_keys=True, default=str)
+def fingerprint(nb: Path, params: dict, config: dict[str, str], upstream: dict[str, str], code: str = "") -> str:
+    """``config``: ``config_reads.values`` of the keys the stage reads. The ``overrides`` parameter is left
+    out: what it changes is in the config values (and ``workers`` must not count)."""
+    payload = json.dumps({"notebook": _sha(nb.read_bytes()), "params": {k: v for k, v in params.items() if k != "overrides"},
+                          "config": config, "code": code, "upstream": upstream}, sort_keys=True, default=str)
     return _sha(payload)
+
+
+def recorded_reads(paths: RunPaths, stage: str) -> list[str]:
+    """The config keys a stage's last run read ('' = everything, for a notebook that records nothing)."""
+    try:
+        return config_reads.minimal(json.loads((paths.stage(stage) / READS_FILE).read_text()))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return [""]
 
 
 def check_parameters(nb: Path, params: dict) -> None:
@@ -227,21 +265,26 @@ def run(opts: RunOptions) -> list[StageResult]:
     for nb in notebooks:
         if nb not in selected:
             continue
-        upstream = {p.stem: output_digest(paths.root, p.stem) for p in notebooks if p.stem < nb.stem}
-        fp = fingerprint(nb, params, cfg, upstream, code)
+        upstream = {p.stem: output_digest(paths, p.stem, stages.get(p.stem, {}).get("shared_outputs", []))
+                    for p in notebooks if p.stem < nb.stem}
         last = previous.get(nb.stem, {})
+        reads, shared = last.get("reads", [""]), last.get("shared_outputs", [])
+        config = config_reads.values(cfg, reads)
+        fp = fingerprint(nb, params, config, upstream, code)
         if failure is not None:
             results.append(StageResult(nb.stem, "not run", reason="an earlier stage failed", fingerprint=fp))
             continue
         unchanged = (last.get("status") in ("ran", "skipped") and last.get("fingerprint") == fp
-                     and last.get("output_digest") == output_digest(paths.root, nb.stem))
+                     and last.get("output_digest") == output_digest(paths, nb.stem, shared))
         if unchanged and not opts.force:
             result = StageResult(nb.stem, "skipped", reason="notebook, parameters and inputs unchanged",
-                                 fingerprint=fp, output_digest=last["output_digest"])
+                                 fingerprint=fp, output_digest=last["output_digest"], reads=reads, config=config,
+                                 shared_outputs=shared)
             print(f"[{nb.stem}] skipped: {result.reason}", flush=True)
         else:
-            reason = "forced" if opts.force else _why(last, fp)
+            reason = "forced" if opts.force else _why(last, fp, config)
             print(f"[{nb.stem}] running ({reason}) ...", flush=True)
+            before = _snapshot(paths)
             t0 = time.perf_counter()
             try:
                 _execute(nb, paths.executed_notebooks / nb.name, params, opts, paths.root / "logs" / f"{nb.stem}.jsonl")
@@ -249,12 +292,18 @@ def run(opts: RunOptions) -> list[StageResult]:
             except StageFailed as exc:
                 failure, status, reason = exc, "failed", str(exc)
             wall = time.perf_counter() - t0
-            result = StageResult(nb.stem, status, wall, reason, fp,
-                                 output_digest(paths.root, nb.stem) if status == "ran" else "")
+            reads = recorded_reads(paths, nb.stem)
+            config = config_reads.values(cfg, reads)
+            shared = _shared_outputs(before, _snapshot(paths), shared)
+            result = StageResult(nb.stem, status, wall, reason, fingerprint(nb, params, config, upstream, code),
+                                 output_digest(paths, nb.stem, shared) if status == "ran" else "", reads, config,
+                                 shared, read_report(paths.stage(nb.stem)))
             print(f"[{nb.stem}] {status} in {wall:.1f} s", flush=True)
         results.append(result)
         stages[nb.stem] = {"status": result.status, "wall_s": round(result.wall_s, 2), "reason": result.reason,
-                           "fingerprint": result.fingerprint, "output_digest": result.output_digest}
+                           "fingerprint": result.fingerprint, "output_digest": result.output_digest,
+                           "reads": result.reads, "config": result.config, "shared_outputs": result.shared_outputs,
+                           "report": result.report}
         _write_manifest(paths, cfg, opts, stages)
     print(summary_table(results), flush=True)
     if failure is not None:
@@ -263,14 +312,16 @@ def run(opts: RunOptions) -> list[StageResult]:
     return results
 
 
-def _why(last: dict, fp: str) -> str:
+def _why(last: dict, fp: str, config: dict[str, str]) -> str:
     if not last:
         return "never run"
     if last.get("status") not in ("ran", "skipped"):
         return f"last run {last.get('status')}"
     if last.get("fingerprint") != fp:
-        return "notebook, parameters, library code or inputs changed"
-    return "outputs changed since last run"
+        changed = sorted(k for k in config if last.get("config", {}).get(k) != config[k])
+        return (f"config changed: {', '.join(changed)}" if changed
+                else "notebook, parameters, library code or inputs changed")
+    return "outputs missing or changed since last run"
 
 
 def _write_manifest(paths: RunPaths, cfg: Config, opts: RunOptions, stages: dict) -> None:
@@ -289,4 +340,5 @@ def summary_table(results: list[StageResult]) -> str:
     for r in results:
         lines.append(f"{r.name:<28} {r.status:<8} {r.wall_s:>7.1f}s  {r.reason}")
     lines.append(f"{'total':<28} {'':<8} {sum(r.wall_s for r in results):>7.1f}s")
+    lines += [f"{r.name}: " + "; ".join(f"{what} {n}" for what, n in r.report.items()) for r in results if r.report]
     return "\n".join(lines)

@@ -5,7 +5,9 @@ Data is prompt/completion with one image per example, so the loss falls on the a
 (vision tower frozen); tiny random-init models are fully fine-tuned, because LoRA cannot sharpen a random
 model's output distribution (docs/engineering.md). Every run writes a complete folder that GRPO and the
 evaluation load from, its log history as CSV, and ``run_info.json``; a folder whose ``run_info.json``
-matches the requested run is reused, not retrained.
+matches the requested run is reused, not retrained. Checkpoints go to ``trainer/`` (tied to the run by
+``trainer/run_id.txt``): an interrupted run resumes from its last one, with its log restored from it, so the
+log is complete and no step is counted twice; a folder left by a run with other settings is cleared.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from . import progress
 from .config import SFTConfig
 from .models import device_and_dtype, is_adapter, load_model, load_processor, lora_config, model_fingerprint
 from .prompts import user_message
+from .stage import count
 
 
 @dataclass
@@ -29,6 +32,7 @@ class SFTResult:
     out_dir: Path
     log: pd.DataFrame
     reused: bool
+    resumed_from: str | None = None
 
 
 def make_dataset(prompts: list[str], targets: list[str], image_paths: list[str]) -> datasets.Dataset:
@@ -75,7 +79,9 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
     run_id = _run_id(str(base), train, evalset, cfg, full_finetune, seed, image_pixels)
     info_path = out_dir / "run_info.json"
     if info_path.exists() and json.loads(info_path.read_text()).get("run_id") == run_id:
+        count("SFT runs reused")
         return SFTResult(out_dir, pd.read_csv(out_dir / "log_history.csv"), reused=True)
+    resume = _resumable_checkpoint(out_dir / "trainer", run_id)
 
     from .trainer_progress import ProgressCallback, task_name
 
@@ -93,7 +99,7 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
         weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps, logging_steps=cfg.logging_steps, seed=seed, data_seed=seed,
         eval_strategy="steps" if evalset is not None else "no", eval_steps=eval_every,
-        save_strategy="steps" if evalset is not None else "no", save_steps=eval_every, save_total_limit=2,
+        save_strategy="steps", save_steps=eval_every, save_total_limit=2,
         load_best_model_at_end=evalset is not None, metric_for_best_model="eval_loss", greater_is_better=False,
         bf16=dtype.is_floating_point and dev == "cuda", gradient_checkpointing=cfg.gradient_checkpointing and dev == "cuda",
         max_length=cfg.max_length, completion_only_loss=True, report_to="none", disable_tqdm=True,
@@ -109,7 +115,7 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()   # see _save_best: the trainer's own best-model reload is noisy
     try:
-        trainer.train()
+        trainer.train(resume_from_checkpoint=resume)
     finally:
         transformers.logging.set_verbosity(verbosity)
     log = pd.DataFrame(trainer.state.log_history)
@@ -124,10 +130,30 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
     info_path.write_text(json.dumps({"run_id": run_id, "base": str(base), "full_finetune": full_finetune,
                                      "train_examples": len(train), "eval_examples": len(evalset) if evalset else 0,
                                      "best_checkpoint": trainer.state.best_model_checkpoint,
-                                     "global_step": trainer.state.global_step}, indent=2))
+                                     "global_step": trainer.state.global_step, "resumed_from": resume}, indent=2))
     _remove_trainer_checkpoints(out_dir / "trainer")
     trainer.accelerator.wait_for_everyone()
-    return SFTResult(out_dir, log, reused=False)
+    return SFTResult(out_dir, log, reused=False, resumed_from=resume)
+
+
+def _resumable_checkpoint(folder: Path, run_id: str) -> str | None:
+    """The last checkpoint an interrupted run with these settings left (None: start afresh; a folder left by
+    other settings is cleared)."""
+    import shutil
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    started = folder / "run_id.txt"
+    if folder.is_dir() and (not started.exists() or started.read_text() != run_id):
+        print(f"{folder} holds checkpoints of a run with other settings: starting afresh (they are removed)")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    started.write_text(run_id)
+    last = get_last_checkpoint(str(folder))
+    if last:
+        count("SFT runs resumed from a checkpoint")
+        print(f"resuming SFT from {last}")
+    return last
 
 
 def _save_best(trainer, out_dir: Path, full_model: bool, device: str) -> None:

@@ -1,35 +1,31 @@
 """What every notebook does first: load its profile, fix seeds and style, and know where to write.
 
-``STAGE_SECTIONS`` says which config sections each numbered notebook reads; the runner fingerprints only
-those, so changing a GRPO value does not regenerate the phantom world. A notebook not listed here (the
-test fixtures, a reader's own) is fingerprinted on the whole config.
+While a stage runs, its config records which values it reads (``config_reads``) into ``config_reads.json``
+in the stage folder, and anything it counts, drops or redoes (``count``) goes to ``stage_report.jsonl``
+there; the runner fingerprints the recorded values and prints the counts in its terminal summary.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import progress
+from . import config_reads, progress
 from .config import Config, load_profile
 from .paths import RunPaths
 from .plotting import set_style
 from .seeding import seed_everything
 
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "00_setup": ("seed", "world", "data", "models"),
-    "01_sampling": ("seed", "data", "sampling"),
-    "02_sft": ("seed", "seeds", "device", "models", "sft", "evaluation"),
-    "03_grpo": ("seed", "seeds", "device", "models", "grpo", "evaluation", "diagnostics"),
-    "04_evaluation": ("seed", "seeds", "device", "data", "models", "sft", "grpo", "evaluation", "cross_model",
-                      "diagnostics"),
-    "05_cross_model_scaffold": ("seed", "seeds", "device", "sft", "evaluation", "cross_model"),
-    "06_entropy_mode_collapse": ("seed", "seeds", "device", "grpo", "evaluation", "diagnostics"),
-}
-
-# What each stage writes, relative to the run root (the runner digests these to detect changed inputs).
-STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {"00_setup": ("world", "models")}
+# What each stage writes, relative to the run root, besides its registered figures and tables and the files it
+# writes into shared folders (the runner digests these to detect missing or changed outputs).
+STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {"00_setup": ("world", "models", "00_setup")}
+READS_FILE = "config_reads.json"
+REPORT_FILE = "stage_report.jsonl"
+RECORD_FILES = (READS_FILE, REPORT_FILE)     # bookkeeping, not outputs
+REPORT_ENV = "CHEXREASON_STAGE_REPORT"       # inherited by worker processes, so their counts arrive too
 
 
 def stage_outputs(name: str) -> tuple[str, ...]:
@@ -54,14 +50,60 @@ class Stage:
         self.paths.figures.mkdir(parents=True, exist_ok=True)
         return self.paths.figures
 
+    def note(self, **counts: int) -> None:
+        """Count things for the runner's summary line, e.g. ``stage.note(reused_runs=2)``."""
+        for what, n in counts.items():
+            count(what.replace("_", " "), n)
+
+
+def count(what: str, n: int = 1) -> None:
+    """Add ``n`` to a count of the running stage (a no-op outside a stage run)."""
+    target = os.environ.get(REPORT_ENV)
+    if target and n:
+        with open(target, "a") as f:    # one short appended line: safe from several processes
+            f.write(json.dumps({"what": what, "n": int(n)}) + "\n")
+
+
+def read_report(folder: Path) -> dict[str, int]:
+    """The counts a stage run left in its folder, summed per item, in first-seen order."""
+    totals: dict[str, int] = {}
+    path = Path(folder) / REPORT_FILE
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        row = json.loads(line)
+        totals[row["what"]] = totals.get(row["what"], 0) + row["n"]
+    return totals
+
+
+class _ReadLog:
+    """Recorded config keys, rewritten (atomically, sorted) whenever a new one is read."""
+
+    def __init__(self, path: Path):
+        self.path, self.keys = path, set()
+        self._write()
+
+    def __call__(self, key: str) -> None:
+        if key not in self.keys:
+            self.keys.add(key)
+            self._write()
+
+    def _write(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(sorted(self.keys)))
+        tmp.replace(self.path)
+
 
 def start_stage(name: str, profile: str, run_dir: str = "", figure_dir: str = "",
                 overrides: dict[str, Any] | None = None) -> Stage:
-    """Load the profile with overrides, seed everything, set the plot style, return the stage handle."""
+    """Load the profile with overrides, start recording what the stage reads, seed everything, set the plot
+    style, return the stage handle."""
     progress.record_startup(name)
     cfg = load_profile(profile, overrides)
     paths = RunPaths.for_profile(cfg.profile, run_dir or None, figure_dir or None)
-    paths.root.mkdir(parents=True, exist_ok=True)
+    folder = paths.stage(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / REPORT_FILE).unlink(missing_ok=True)
+    os.environ[REPORT_ENV] = str(folder / REPORT_FILE)
+    config_reads.track(cfg, _ReadLog(folder / READS_FILE))
     seed_everything(cfg.seed)
     set_style()
     logging.getLogger("transformers").setLevel(logging.ERROR)

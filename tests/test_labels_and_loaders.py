@@ -84,6 +84,25 @@ def test_mimic_records_frontal_filter_policies_and_drops(tmp_path):
     assert "5 rows read, 2 kept" in str(res)
 
 
+def test_truncated_and_unreadable_images_are_counted_and_named(tmp_path):
+    root = mimic_fixture(tmp_path / "mimic-cxr-jpg" / "2.0.0")
+    a1, c1 = (next(root.rglob(f"{name}.jpg")) for name in ("a1", "c1"))
+    Image.fromarray((np.random.default_rng(0).random((256, 256)) * 255).astype(np.uint8)).save(a1, quality=95)
+    data = a1.read_bytes()
+    a1.write_bytes(data[: len(data) // 2])       # cut in half: the header still opens
+    with Image.open(a1) as im:
+        assert im.size == (256, 256)
+    c1.write_bytes(b"not an image at all")
+    res = load_mimic(root)
+    assert res.dropped == {"lateral or other view": 1, "no usable label": 1, "missing image": 1,
+                           "truncated image": 1, "unreadable image": 1}
+    assert len(res.dataset) == 0
+    report = res.report().set_index("reason")
+    assert report.loc["truncated image", "files"] == str(a1)
+    assert report.loc["unreadable image", "files"] == str(c1)
+    assert report.loc["missing image", "files"].endswith("c2.jpg")
+
+
 def test_mimic_errors_name_what_was_expected(tmp_path):
     with pytest.raises(DataLayoutError, match="MIMIC-CXR-JPG root not found"):
         load_mimic(tmp_path / "absent")
@@ -154,3 +173,16 @@ def test_nih_real_header_ages_splits_mapping_and_drops(tmp_path):
     (root / "Data_Entry_2017.csv").write_text("Image Index,Labels\nx.png,Mass\n")
     with pytest.raises(DataLayoutError, match="missing column.*'Finding Labels'"):
         load_nih(root)
+
+
+def test_label_lists_are_the_same_in_every_process():
+    """Names outside the table (the phantom world's NIH names) once came out in set order, which differs from
+    process to process, and so did the tiny tokenizers trained on those lists."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from chexreason_utils.labels import format_label_list as f; print(f(['Nodule', 'Effusion', 'Mass', 'Edema']))"
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in range(4)}
+    assert outs == {"Edema, Effusion, Mass, Nodule\n"}

@@ -81,3 +81,50 @@ def test_lora_sft_on_a_trained_tiny_checkpoint_saves_an_adapter(tiny_models, tmp
     from peft import PeftModel
 
     assert isinstance(reloaded, PeftModel)
+
+
+SFT_RESUME_SCRIPT = """
+import json, os, signal, sys
+import numpy as np
+import transformers
+from PIL import Image
+from chexreason_utils import sft
+from chexreason_utils.config import SFTConfig
+
+model, out, die = sys.argv[1], sys.argv[2], sys.argv[3] == "die"
+if die:   # killed right after logging step 5, i.e. after checkpoint-4 and before checkpoint-6
+    log = transformers.Trainer.log
+    def log_then_die(self, logs, *args, **kwargs):
+        log(self, logs, *args, **kwargs)
+        if self.state.global_step == 5 and "loss" in logs:
+            os.kill(os.getpid(), signal.SIGKILL)
+    transformers.Trainer.log = log_then_die
+img = out + ".png"
+Image.fromarray((np.random.default_rng(1).random((128, 128)) * 255).astype("uint8")).save(img)
+data = sft.make_dataset(["Which findings?"] * 8, ["<solution>Cardiomegaly</solution>"] * 8, [img] * 8)
+cfg = SFTConfig(learning_rate=1e-3, max_steps=8, batch_size=2, grad_accum=1, logging_steps=1, eval_steps=2,
+                early_stopping_patience=100, gradient_checkpointing=False, max_length=512)
+res = sft.train_sft(model, data, data.select(range(2)), out, cfg, full_finetune=True)
+train = res.log.loc[res.log["loss"].notna()]
+print(json.dumps({"resumed_from": res.resumed_from, "steps": train["step"].tolist(),
+                  "eval_steps": res.log.loc[res.log["eval_loss"].notna(), "step"].tolist()}))
+"""
+
+
+def test_killed_sft_run_resumes_from_its_last_checkpoint(tiny_models, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "sft"
+    args = [sys.executable, "-c", SFT_RESUME_SCRIPT, str(tiny_models["gemma3"]), str(out)]
+    killed = subprocess.run([*args, "die"], capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert (out / "trainer" / "checkpoint-4").is_dir() and not (out / "run_info.json").exists()
+    resumed = subprocess.run([*args, "live"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    result = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert result["resumed_from"].endswith("checkpoint-4")
+    assert result["steps"] == [1, 2, 3, 4, 5, 6, 7, 8]           # complete, strictly increasing, none twice
+    assert result["eval_steps"] == [2, 4, 6, 8]
+    assert not (out / "trainer").exists() and (out / "model.safetensors").exists()

@@ -142,7 +142,7 @@ def test_the_controls_batches_are_the_policys_batches(smoke_run):
     generated batch: the control scores the generation steps only)."""
     paths, _, _ = smoke_run
     cfg = load_profile("smoke")
-    folders = [paths.grpo_run(r) for r in cfg.grpo.rewards] + [paths.stage("06_entropy_mode_collapse") / "ablation"]
+    folders = [paths.grpo_run(name, s) for name in pipeline.grpo_plan(cfg) for s in cfg.seeds]
     for folder in folders:
         control, policy = grpo.control_log(folder), grpo.policy_batches(folder)
         both = policy.merge(control[["step", "image_paths"]], on="step", suffixes=("", "_control"))
@@ -153,7 +153,7 @@ def test_the_controls_batches_are_the_policys_batches(smoke_run):
         ctrl = pd.read_parquet(folder / grpo.CONTROL / "completions.parquet").query("step == 1")
         texts = [grpo.completion_text(c) for c in first["completion"]]
         assert texts == ctrl["completion"].tolist(), f"{folder}: step 1 samples differ (same weights, same seed)"
-    ablation = grpo.control_log(folders[-1])
+    ablation = grpo.control_log(paths.grpo_run(pipeline.ablation_name(cfg), cfg.seeds[0]))
     assert ablation["step"].tolist() == list(range(1, cfg.grpo.max_steps + 1, cfg.diagnostics.ablation_num_iterations))
 
 
@@ -161,13 +161,54 @@ def test_an_interrupted_control_resumes_to_the_same_numbers(smoke_run, tmp_path)
     paths, _, _ = smoke_run
     cfg = load_profile("smoke")
     folder = tmp_path / "hard"
-    shutil.copytree(paths.grpo_run("hard"), folder)
+    seed = cfg.seeds[0]
+    shutil.copytree(paths.grpo_run("hard", seed), folder)
     whole = grpo.control_log(folder)
     (folder / grpo.CONTROL / "log.csv").write_text("".join((folder / grpo.CONTROL / "log.csv").read_text()
                                                            .splitlines(keepends=True)[:-1]))   # lose the last step
     manifest = pipeline.load_manifest(paths, "rl")
     data = grpo.make_dataset(prompts.prompt_for("free_reasoning"), list(manifest["image_path"]), list(manifest["truth"]))
-    g = pipeline.resolve_length_threshold(cfg, paths, cfg.grpo)
-    again = grpo.run_control(paths.sft_model("medical", "free_reasoning"), data, folder, g, "hard",
+    g = pipeline.resolve_length_threshold(cfg, paths, replace(cfg.grpo, seed=seed))
+    again = grpo.run_control(paths.sft_model("medical", "free_reasoning", seed), data, folder, g, "hard",
                              pipeline.pool_prevalence(paths), "cpu")
     pd.testing.assert_frame_equal(again, whole)
+
+
+COMPARED = (".safetensors", ".json", ".csv", ".png", ".pdf", ".md", ".tex")
+NOT_COMPARED = {"manifest.json", "run_info.json", "trainer_state.json", "config_reads.json"}   # times, run ids
+TIMING_COLUMNS = ("runtime", "per_second")
+
+
+def _comparable(folder, root):
+    """Relative path -> bytes of every model, CSV, figure and table (run root written as <run>, timing columns
+    of trainer logs dropped); executed notebooks, the manifest and run-id files are not compared."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if not path.is_file() or path.suffix not in COMPARED or path.name in NOT_COMPARED or rel.parts[0] == "notebooks":
+            continue
+        data = path.read_bytes()
+        if path.name == "log_history.csv":
+            frame = pd.read_csv(path)
+            data = frame.drop(columns=[c for c in frame if c.endswith(TIMING_COLUMNS)]).to_csv(index=False).encode()
+        if path.suffix in (".json", ".csv", ".md", ".tex"):
+            data = data.replace(str(root).encode(), b"<run>")
+        out[str(rel)] = data
+    return out
+
+
+@pytest.mark.repro
+def test_a_second_clean_smoke_run_in_another_process_gives_identical_bytes(smoke_run, tmp_path):
+    """Same machine, profile and seeds -> the same models, CSVs, figures and tables. The fixture ran with the
+    default workers (one per core), this run with one, so it also shows the worker count changes nothing."""
+    paths, _, _ = smoke_run
+    run_dir, fig_dir = tmp_path / "run", tmp_path / "figures"
+    proc = subprocess.run([sys.executable, "-m", "chexreason_utils", "run", "--profile", "smoke", "-p", "workers=1",
+                           "--run-dir", str(run_dir), "--figure-dir", str(fig_dir)],
+                          capture_output=True, text=True, timeout=3000)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for first, second in ((_comparable(paths.root, paths.root), _comparable(run_dir, run_dir)),
+                          (_comparable(paths.figures, paths.root), _comparable(fig_dir, run_dir))):
+        assert sorted(first) == sorted(second)
+        differ = [name for name in first if first[name] != second[name]]
+        assert not differ, f"{len(differ)} of {len(first)} files differ, e.g. {differ[:10]}"

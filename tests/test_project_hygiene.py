@@ -8,6 +8,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
+import pytest
 import yaml
 
 from chexreason_utils import figure_registry, plotting
@@ -82,3 +83,17 @@ def test_readme_opens_with_the_two_commands():
     assert "make figures" in head and "make test" in head
     ci = (REPO_ROOT / ".ci" / "run").read_text()
     assert re.search(r"^make test$", ci, flags=re.M)
+
+
+@pytest.mark.parametrize("user_id, allow_root", [("0", True), ("1000", False)])
+def test_make_lab_allows_root_only_for_root_and_keeps_loopback_and_token(user_id, allow_root):
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    out = subprocess.run(["make", "-n", "-o", ".venv/.install-stamp", "lab", f"USER_ID={user_id}"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=60).stdout
+    command = next(line for line in out.splitlines() if "jupyter lab" in line)
+    assert "--ip 127.0.0.1" in command and "token" not in command.lower()
+    assert ("--allow-root" in command) == allow_root

@@ -21,8 +21,8 @@ def make_stages(folder, second_source="x = 2"):
     return folder
 
 
-def opts(tmp_path, **kw):
-    return RunOptions(profile="smoke", run_dir=str(tmp_path / "run"), figure_dir=str(tmp_path / "fig"),
+def opts(tmp_path, profile="smoke", **kw):
+    return RunOptions(profile=profile, run_dir=str(tmp_path / "run"), figure_dir=str(tmp_path / "fig"),
                       notebook_dir=tmp_path / "nbs", **kw)
 
 
@@ -104,3 +104,103 @@ def test_library_code_is_part_of_the_fingerprint(tmp_path, monkeypatch):
     run(opts(tmp_path))
     monkeypatch.setattr(runner, "code_digest", lambda: "edited library")
     assert [r.status for r in run(opts(tmp_path))] == ["ran", "ran"]
+
+
+START = "from chexreason_utils import start_stage\nstage = start_stage('{name}', profile, run_dir, figure_dir, overrides)\ncfg = stage.cfg"
+READS = {   # what each fixture stage reads, in the ways the real notebooks and library read config
+    "00_alpha": "from dataclasses import replace\nx = cfg.world.seed\nm = replace(cfg.models, tiny_vocab=5)",
+    "01_beta": "from dataclasses import asdict\nx = asdict(cfg.sampling), cfg.evaluation.nih_label_set, cfg.workers",
+    "02_gamma": "import pickle\nx = pickle.dumps(cfg.grpo), cfg.sft.batch_size, f'caption: profile {cfg.profile}', cfg.seeds",
+}
+# One edit per config section -> the stages that read the edited value (every stage reads seed in start_stage;
+# workers is read by 01 but can never change results, so it reruns nothing).
+EDITS = [("seed", 3, {"00_alpha", "01_beta", "02_gamma"}), ("device", "cuda", set()), ("workers", 3, set()),
+         ("world.seed", 8, {"00_alpha"}), ("world.n_pretrain", 7, set()), ("data.check_images", False, set()),
+         ("sampling.n_sft", 50, {"01_beta"}), ("models.tiny_hidden", 64, {"00_alpha"}), ("models.tiny_vocab", 333, set()),
+         ("sft.batch_size", 2, {"02_gamma"}), ("sft.learning_rate", 0.5, set()), ("grpo.hard.lambda_len", 0.3, {"02_gamma"}),
+         ("evaluation.nih_label_set", "with_effusion", {"01_beta"}), ("evaluation.batch_size", 3, set()),
+         ("cross_model.general_zero_shot", False, set()), ("diagnostics.window", 9, set()),
+         ("profile", "smoke-copy", {"02_gamma"}), ("seeds", [4, 5], {"02_gamma"})]
+
+
+def test_editing_a_config_value_reruns_exactly_the_stages_that_read_it(tmp_path):
+    import yaml
+
+    from chexreason_utils.config import PROFILE_DIR, Config
+
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    for name, source in READS.items():
+        write_notebook(nbs / f"{name}.ipynb", [("params", PARAMS), ("code", START.format(name=name)), ("code", source)])
+    profile = tmp_path / "copy.yaml"
+    raw = yaml.safe_load((PROFILE_DIR / "smoke.yaml").read_text())
+    profile.write_text(yaml.safe_dump(raw))
+    options = opts(tmp_path, profile=str(profile))
+    assert [r.status for r in run(options)] == ["ran"] * 3
+    reads = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["01_beta"]["reads"]
+    assert {"sampling.n_sft", "evaluation.nih_label_set", "workers", "seed"} <= set(reads)   # asdict: every leaf
+    assert {key.split(".")[0] for key, _, _ in EDITS} == {f.name for f in __import__("dataclasses").fields(Config)}
+    for key, new, expected in EDITS:
+        *parents, leaf = key.split(".")
+        section = raw
+        for part in parents:
+            section = section.setdefault(part, {})
+        section[leaf] = new
+        profile.write_text(yaml.safe_dump(raw))
+        results = run(options)
+        assert {r.name for r in results if r.status == "ran"} == expected, key
+        assert all(f"config changed: {key.split('.')[0]}" in r.reason for r in results if r.status == "ran"), key
+
+
+FOUR = (PARAMS + "\n", "from pathlib import Path\nimport shutil\nfrom chexreason_utils import start_stage\n"
+        "stage = start_stage('04_evaluation', profile, run_dir, figure_dir, overrides)\n"
+        "pred = Path(run_dir) / 'predictions' / 'model__val.jsonl'\npred.parent.mkdir(exist_ok=True)\n"
+        "if not pred.exists():\n    pred.write_text('{}')   # a cache: written once, reused after\n"
+        "Path(figure_dir).mkdir(exist_ok=True)\nfor name in ('headline.png', 'headline.pdf', 'headline.csv'):\n"
+        "    (Path(figure_dir) / name).write_text(name)\nstage.note(redone_lines=2)")
+
+
+def test_deleting_a_registered_or_shared_output_reruns_the_stage_that_makes_it(tmp_path, capsys):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    write_notebook(nbs / "04_evaluation.ipynb", [("params", FOUR[0]), ("code", FOUR[1])])
+    write_notebook(nbs / "05_after.ipynb", [("params", PARAMS), ("code", "x = 1")])
+    assert [r.status for r in run(opts(tmp_path))] == ["ran", "ran"]
+    assert "04_evaluation: redone lines 2" in capsys.readouterr().out      # the stage's counts, in the summary
+    assert [r.status for r in run(opts(tmp_path))] == ["skipped", "skipped"]
+    (tmp_path / "fig" / "headline.png").unlink()
+    again = run(opts(tmp_path))
+    assert again[0].status == "ran" and "outputs missing or changed" in again[0].reason
+    assert again[1].status == "ran"                                       # its input changed
+    assert (tmp_path / "fig" / "headline.png").exists()
+    (tmp_path / "run" / "predictions" / "model__val.jsonl").unlink()     # written by an earlier run of 04
+    assert [r.status for r in run(opts(tmp_path))] == ["ran", "ran"]
+    assert [r.status for r in run(opts(tmp_path))] == ["skipped", "skipped"]
+
+
+def test_every_registered_artifact_is_an_output_of_its_notebook(tmp_path):
+    from chexreason_utils.figure_registry import ARTIFACTS
+    from chexreason_utils.paths import RunPaths
+    from chexreason_utils.runner import output_files
+
+    paths = RunPaths.for_profile("smoke", tmp_path / "run", tmp_path / "fig")
+    for art in ARTIFACTS:
+        owned = set(output_files(paths, art.notebook))
+        assert {paths.figures / name for name in art.files()} <= owned, art.id
+
+
+def test_paper_profile_with_empty_data_roots_fails_in_00_naming_the_files(tmp_path):
+    roots = {key: tmp_path / key for key in ("mimic_root", "chexpert_root", "nih_root")}
+    for folder in roots.values():
+        folder.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "chexreason_utils", "run", "--profile", "paper", "--run-dir",
+                           str(tmp_path / "run"), "--figure-dir", str(tmp_path / "fig"),
+                           *[a for key, folder in roots.items() for a in ("-p", f"data.{key}={folder}")]],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    error = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and "stage 00_setup failed" in error[0] and "6 data file(s) missing" in error[0]
+    for name in ("mimic-cxr-2.0.0-chexpert.csv.gz", "mimic-cxr-2.0.0-metadata.csv.gz", "mimic-cxr-2.0.0-split.csv.gz",
+                 "test_labels.csv", "Data_Entry_2017_v2020.csv", "test_list.txt", "Expected layout"):
+        assert name in error[0]
+    assert "00_setup" in proc.stdout and "01_sampling" in proc.stdout and "not run" in proc.stdout

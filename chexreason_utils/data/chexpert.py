@@ -59,6 +59,7 @@ def load_chexpert(root: str | Path, split: str = "test", policy: str = "positive
     require_columns(frame, [path_col, *CHEXPERT_LABELS], csv)
     total = len(frame)
     dropped: Counter = Counter()
+    named: dict[str, list[str]] = {}
     paths = frame[path_col].astype(str)
     frame = frame.assign(view=_view(frame, paths), image_path=[str(resolve_path(root, p)) for p in paths])
     if frontal_only:
@@ -77,5 +78,5 @@ def load_chexpert(root: str | Path, split: str = "test", policy: str = "positive
         age=frame["Age"] if "Age" in frame.columns else np.nan,
         source_labels=[source_json(r) for r in frame[list(CHEXPERT_LABELS)].to_dict("records")])
     if check_images:
-        frame = check_image_files(frame, dropped)
-    return to_result(f"CheXpert {split}", frame, dropped, total)
+        frame = check_image_files(frame, dropped, named)
+    return to_result(f"CheXpert {split}", frame, dropped, total, named)

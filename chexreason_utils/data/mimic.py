@@ -49,6 +49,7 @@ def load_mimic(root: str | Path, policy: str = "positive_only", frontal_only: bo
     frame = meta.merge(split[["dicom_id", "split"]], on="dicom_id", how="left")
     total = len(frame)
     dropped: Counter = Counter()
+    named: dict[str, list[str]] = {}
     frame = drop_rows(frame, frame["split"].isna().to_numpy(), "not in split file", dropped)
     if splits:
         frame = drop_rows(frame, ~frame["split"].isin(splits).to_numpy(), "other official split", dropped)
@@ -70,5 +71,5 @@ def load_mimic(root: str | Path, policy: str = "positive_only", frontal_only: bo
         sex=None, age=np.nan,
         source_labels=[source_json(r) for r in frame[list(CHEXPERT_CSV_ORDER)].to_dict("records")])
     if check_images:
-        frame = check_image_files(frame, dropped)
-    return to_result("MIMIC-CXR-JPG", frame, dropped, total)
+        frame = check_image_files(frame, dropped, named)
+    return to_result("MIMIC-CXR-JPG", frame, dropped, total, named)

@@ -66,6 +66,7 @@ def load_nih(root: str | Path, splits: list[str] | None = None, check_images: bo
     require_columns(frame, REQUIRED, entry)
     total = len(frame)
     dropped: Counter = Counter()
+    named: dict[str, list[str]] = {}
 
     membership = {}
     for split, name in SPLIT_LISTS.items():
@@ -103,5 +104,5 @@ def load_nih(root: str | Path, splits: list[str] | None = None, check_images: bo
         age=frame["age_years"],
         source_labels=[json.dumps({"Finding Labels": "|".join(n)}) for n in frame["nih_names"]])
     if check_images:
-        frame = check_image_files(frame, dropped)
-    return to_result("NIH ChestX-ray14", frame, dropped, total)
+        frame = check_image_files(frame, dropped, named)
+    return to_result("NIH ChestX-ray14", frame, dropped, total, named)

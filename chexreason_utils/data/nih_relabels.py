@@ -55,7 +55,8 @@ def load_nih_relabels(csv_path: str | Path, nih_root: str | Path, check_images: 
         source_labels=[json.dumps({c: "YES" if row[c] else "NO" for c in RELABEL_TO_CHEXPERT})
                        for _, row in frame.iterrows()])
     dropped: Counter = Counter()
+    named: dict[str, list[str]] = {}
     total = len(frame)
     if check_images:
-        frame = check_image_files(frame, dropped)
-    return to_result("NIH expert relabels (Google 2019)", frame, dropped, total)
+        frame = check_image_files(frame, dropped, named)
+    return to_result("NIH expert relabels (Google 2019)", frame, dropped, total, named)

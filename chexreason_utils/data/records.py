@@ -44,6 +44,7 @@ class LoadResult:
     dataset: datasets.Dataset
     dropped: Counter = field(default_factory=Counter)
     total_rows: int = 0
+    dropped_files: dict[str, list[str]] = field(default_factory=dict)   # reason -> image files (image checks)
 
     def labels(self) -> np.ndarray:
         """The (n, 14) CheXpert label matrix."""
@@ -52,13 +53,20 @@ class LoadResult:
         return np.asarray(self.dataset.with_format("numpy")["labels"], dtype=np.int8)
 
     def report(self) -> pd.DataFrame:
-        rows = [{"reason": "kept", "rows": len(self.dataset)}]
-        rows += [{"reason": reason, "rows": n} for reason, n in sorted(self.dropped.items())]
-        return pd.DataFrame(rows).assign(source=self.source)[["source", "reason", "rows"]]
+        rows = [{"reason": "kept", "rows": len(self.dataset), "files": ""}]
+        rows += [{"reason": reason, "rows": n, "files": name_files(self.dropped_files.get(reason, []))}
+                 for reason, n in sorted(self.dropped.items())]
+        return pd.DataFrame(rows).assign(source=self.source)[["source", "reason", "rows", "files"]]
 
     def __str__(self) -> str:
         drops = ", ".join(f"{n} {r}" for r, n in sorted(self.dropped.items())) or "none"
         return f"{self.source}: {self.total_rows} rows read, {len(self.dataset)} kept; dropped: {drops}"
+
+
+def name_files(files: list[str], at_most: int = 5) -> str:
+    """The first few files of a list, and how many more there are."""
+    more = f" (+{len(files) - at_most} more)" if len(files) > at_most else ""
+    return "; ".join(files[:at_most]) + more
 
 
 def drop_rows(frame: pd.DataFrame, mask: np.ndarray, reason: str, dropped: Counter) -> pd.DataFrame:
@@ -68,21 +76,45 @@ def drop_rows(frame: pd.DataFrame, mask: np.ndarray, reason: str, dropped: Count
     return frame.loc[~np.asarray(mask)]
 
 
-def check_image_files(frame: pd.DataFrame, dropped: Counter) -> pd.DataFrame:
-    """Drop rows whose image is missing or whose header cannot be read, counting each reason."""
+def image_problem(path: str | Path) -> str | None:
+    """Why an image file cannot be used ('unreadable image', 'truncated image'), or None.
+
+    The whole file is decoded, so a file cut short behind an intact header is caught here rather than when
+    training reads it. JPEGs decode at 1/8 scale (``draft``), which still reads every byte of the stream.
+    """
+    try:
+        with PILImage.open(path) as im:
+            im.size  # noqa: B018  (header)
+    except (OSError, ValueError, SyntaxError):
+        return "unreadable image"
+    try:
+        with PILImage.open(path) as im:
+            if im.format == "JPEG":
+                im.draft(im.mode, (1, 1))
+            im.load()
+    except (OSError, ValueError, SyntaxError):
+        return "truncated image"
+    return None
+
+
+def check_image_files(frame: pd.DataFrame, dropped: Counter, named: dict[str, list[str]]) -> pd.DataFrame:
+    """Drop rows whose image is missing, unreadable or truncated, counting each reason and naming the files
+    in ``named`` (reason -> files)."""
     exists = np.array([Path(p).is_file() for p in frame["image_path"]], dtype=bool)
-    frame = drop_rows(frame, ~exists, "missing image", dropped)
-    readable = np.ones(len(frame), dtype=bool)
-    for i, p in enumerate(frame["image_path"]):
-        try:
-            with PILImage.open(p) as im:
-                im.size  # noqa: B018  (header read only)
-        except (OSError, ValueError):
-            readable[i] = False
-    return drop_rows(frame, ~readable, "unreadable image", dropped)
+    problems = np.array([None if ok else "missing image" for ok in exists], dtype=object)
+    for i in np.flatnonzero(exists):
+        problems[i] = image_problem(frame["image_path"].iloc[i])
+    for reason in ("missing image", "unreadable image", "truncated image"):
+        bad = problems == reason
+        if bad.any():
+            named[reason] = frame["image_path"][bad].tolist()
+            print(f"{reason}: {name_files(named[reason])}")
+        frame, problems = drop_rows(frame, bad, reason, dropped), problems[~bad]
+    return frame
 
 
-def to_result(source: str, frame: pd.DataFrame, dropped: Counter, total_rows: int) -> LoadResult:
+def to_result(source: str, frame: pd.DataFrame, dropped: Counter, total_rows: int,
+              dropped_files: dict[str, list[str]] | None = None) -> LoadResult:
     """Build the Dataset in the shared schema from a frame holding the COLUMNS (minus ``image``)."""
     frame = frame.reset_index(drop=True)
     data = {c: frame[c].tolist() for c in COLUMNS if c not in ("image", "labels")}
@@ -99,7 +131,8 @@ def to_result(source: str, frame: pd.DataFrame, dropped: Counter, total_rows: in
         "source_labels": datasets.Value("string"),
     })
     ds = datasets.Dataset.from_dict({c: data[c] for c in COLUMNS}, features=features)
-    return LoadResult(source=source, dataset=ds, dropped=dropped, total_rows=total_rows)
+    return LoadResult(source=source, dataset=ds, dropped=dropped, total_rows=total_rows,
+                      dropped_files=dropped_files or {})
 
 
 def source_json(row_values: dict) -> str:
