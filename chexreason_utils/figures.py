@@ -154,7 +154,7 @@ def subgroups(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
     for ax, group in zip(axes, ("sex", "age band")):
         t = table.loc[table["group"] == group]
         sns.barplot(data=t, x="value", y="macro_f1", hue="model", ax=ax, errorbar=None)
-        sns.stripplot(data=t, x="value", y="macro_f1", hue="model", ax=ax, dodge=True, color="k", size=3,
+        sns.stripplot(data=t, x="value", y="macro_f1", hue="model", ax=ax, dodge=True, palette="dark:k", size=3,
                       legend=False)
         ax.set_title(f"NIH macro-F1 by {group}")
         ax.set_xlabel("")
