@@ -47,3 +47,30 @@ def test_overrides_are_typed_and_checked():
         load_profile("smoke", {"sft.learning_rate": "fast"})
     with pytest.raises(ConfigError, match="not of the form"):
         parse_override("novalue")
+
+
+def test_config_reads_record_leaves_and_whole_sections_handed_on():
+    import copy
+    import pickle
+    from dataclasses import asdict, replace
+
+    from chexreason_utils import config_reads
+    from chexreason_utils.config import load_profile
+
+    reads = []
+    cfg = config_reads.track(load_profile("smoke"), reads.append)
+    assert cfg.sft.batch_size == 8 and reads == ["sft.batch_size"]
+    replace(cfg.models, tiny_vocab=5)                      # every field but the replaced one is read
+    assert "models.tiny_hidden" in reads and "models.tiny_vocab" not in reads
+    asdict(cfg.sampling)
+    assert "sampling.n_sft" in reads
+    restored = pickle.loads(pickle.dumps(cfg.grpo))        # handed to a worker process: the whole section
+    assert "grpo" in reads and type(restored).__name__ == "GRPOConfig" and restored.hard.lambda_len == 0.1
+    assert type(restored) is type(load_profile("smoke").grpo)     # a plain config on the other side
+    copy.deepcopy(cfg.diagnostics)
+    assert "diagnostics" in reads
+    assert config_reads.minimal(["grpo.beta", "grpo", "seed", "sft.lr", "sft.lr"]) == ["grpo", "seed", "sft.lr"]
+    values = config_reads.values(load_profile("smoke"), ["workers", "seed", ""])
+    assert set(values) == {""}                             # '' covers all; workers never counts
+    assert values == config_reads.values(load_profile("smoke", {"workers": 7}), [""])
+    assert values != config_reads.values(load_profile("smoke", {"seed": 7}), [""])
