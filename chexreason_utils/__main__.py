@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
             w.add_argument("--model", required=True, help="model folder or hub id")
             w.add_argument("--manifest", required=True, help="sft | rl | val | chexpert_test | nih_test")
             w.add_argument("--prompt", required=True, help="prompt name, e.g. free_reasoning")
-            w.add_argument("--tag", required=True, help="cache tag of the prediction file, e.g. sft-medical-free_reasoning")
+            w.add_argument("--tag", required=True, help="cache tag of the prediction file, e.g. seed-0-sft-medical-free_reasoning")
     pl = sub.add_parser("plan", help="print trainings, generations, GPU memory and the checkpoint-scoring plan")
     pl.add_argument("--profile", default="paper", help="smoke | tiny | paper, or a YAML path (default: paper)")
     pl.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a value")

@@ -116,7 +116,7 @@ def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOC
     info_path = out_dir / "run_info.json"
     if info_path.exists() and json.loads(info_path.read_text()).get("run_id") == run_id:
         info = json.loads(info_path.read_text())
-        control = run_control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt)
+        control = _control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt)
         return GRPORun(reward, out_dir, pd.read_csv(out_dir / "log_history.csv"), checkpoints(out_dir),
                        info.get("resumed_from"), reused=True, control=control)
 
@@ -144,8 +144,18 @@ def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOC
                                          "resumed_from": resume, "global_step": trainer.state.global_step}, indent=2))
     state.wait_for_everyone()
     del trainer
-    control = run_control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt) if state.is_main_process else None
+    control = _control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt)
     return GRPORun(reward, out_dir, log, checkpoints(out_dir), resume, reused=False, control=control)
+
+
+def _control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt) -> pd.DataFrame | None:
+    """The frozen-policy control, in a one-process run only: under ``accelerate launch`` a second trainer would
+    wait on collectives the other processes never reach. The control is resumable, so the notebook's
+    one-process call of the same (reused) run computes it afterwards."""
+    if PartialState().num_processes > 1:
+        print("frozen-policy control skipped under several processes; a one-process call of this run computes it")
+        return None
+    return run_control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt)
 
 
 def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOConfig, reward: str,

@@ -3,7 +3,7 @@
     accelerate launch --config_file accelerate/multi_gpu.yaml -m chexreason_utils sft --profile paper
     accelerate launch --config_file accelerate/multi_gpu.yaml -m chexreason_utils grpo --profile paper --reward hard
     accelerate launch --config_file accelerate/multi_gpu.yaml -m chexreason_utils evaluate --profile paper \\
-        --model runs/paper/02_sft/medical/free_reasoning --manifest val --prompt free_reasoning --tag sft-medical-free_reasoning
+        --model runs/paper/02_sft/seed-0/medical/free_reasoning --manifest val --prompt free_reasoning --tag seed-0-sft-medical-free_reasoning
 
 They write exactly what the notebooks write (same folders, run ids and prediction files), so a notebook run
 afterwards reuses them instead of recomputing. SFT and GRPO are data parallel through the trainers (trl uses
