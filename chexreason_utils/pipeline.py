@@ -412,10 +412,8 @@ def grpo_models(cfg: Config, paths: RunPaths, reward: str, seed: int,
 def score_checkpoints(cfg: Config, paths: RunPaths, reward: str, seed: int) -> pd.DataFrame:
     """Validation scores of the SFT start and of every checkpoint of one GRPO run (``reward`` is the run name)
     and seed, best-F1 and final marked; written to the run's ``checkpoint_scores.csv``."""
-    fmt, steps = cfg.grpo.start_format, grpo_models(cfg, paths, reward, seed, "val")
-    frames = predict_many(cfg, paths, [(tag, model, "val", fmt) for _, tag, model in steps])
-    rows = [{"step": step, "checkpoint": "sft" if step == 0 else Path(model).name, **scores(frame, cfg)}
-            for (step, _, model), frame in zip(steps, frames)]
+    rows = [{"step": step, "checkpoint": "sft" if step == 0 else f"checkpoint-{step}", **scores(frame, cfg)}
+            for step, frame in checkpoint_predictions(cfg, paths, reward, seed).items()]
     table = pd.DataFrame(rows).assign(reward=reward, seed=seed)
     grpo_rows = table.loc[table["step"] > 0]
     table["is_best_f1"] = table.index == grpo_rows["macro_f1"].idxmax() if len(grpo_rows) else False
