@@ -3,14 +3,22 @@ processes with one torch thread each.
 
 Tiny models parallelise poorly across threads, so two one-thread processes beat one two-thread process on a
 2-core machine. Results never depend on the schedule: every job seeds itself and writes its own files, and
-``run_jobs`` returns results in job order whatever order they finish in.
+``run_jobs`` returns results in job order whatever order they finish in. The worker processes are kept for
+the next call of the same process (a notebook kernel makes several), so each stage pays their start and imports
+once; they are started afresh when the environment they report through (the stage's progress and count files)
+has changed.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
+
+# Variables that workers inherit at their start and report through (progress, stage, counts).
+INHERITED_ENV = ("CHEXREASON_PROGRESS", "CHEXREASON_STAGE", "CHEXREASON_STAGE_REPORT")
+_pool: tuple[tuple, ProcessPoolExecutor] | None = None
 
 
 def resolve_workers(workers: int) -> int:
@@ -42,7 +50,29 @@ def run_jobs(fn: Callable[..., Any], jobs: list[dict], workers: int = 0) -> list
             return [fn(**job) for job in jobs]
         finally:
             torch.set_num_threads(threads)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=n, mp_context=context, initializer=_one_thread) as pool:
+    pool = _workers(n)
+    try:
         futures = [pool.submit(fn, **job) for job in jobs]
         return [f.result() for f in futures]
+    except BrokenProcessPool:
+        shutdown()
+        raise
+
+
+def _workers(n: int) -> ProcessPoolExecutor:
+    """The kept pool of ``n`` one-thread workers, started afresh when ``n`` or the inherited environment changed."""
+    global _pool
+    key = (n, *(os.environ.get(k) for k in INHERITED_ENV))
+    if _pool is None or _pool[0] != key:
+        shutdown()
+        context = multiprocessing.get_context("spawn")
+        _pool = key, ProcessPoolExecutor(max_workers=n, mp_context=context, initializer=_one_thread)
+    return _pool[1]
+
+
+def shutdown() -> None:
+    """Stop the kept worker processes (they also stop when this process exits)."""
+    global _pool
+    if _pool is not None:
+        _pool[1].shutdown(wait=True, cancel_futures=True)
+        _pool = None

@@ -120,3 +120,15 @@ def test_worker_processes_write_to_the_same_progress_file(tmp_path, monkeypatch)
     rows = records(log)
     assert sorted(r["task"][-6:] for r in rows) == ["seed 1", "seed 2"]
     assert os.getpid() not in {r["pid"] for r in rows}         # written by the worker processes themselves
+
+
+def test_workers_are_kept_between_calls_and_restarted_when_the_stage_environment_changes(tmp_path, monkeypatch):
+    from chexreason_utils import jobs
+
+    monkeypatch.setenv(progress.PROGRESS_ENV, str(tmp_path / "a.jsonl"))
+    first = set(jobs.run_jobs(os.getpid, [{}, {}, {}], workers=2))
+    again = set(jobs.run_jobs(os.getpid, [{}, {}], workers=2))
+    assert again <= first and os.getpid() not in first        # the same worker processes, not this one
+    monkeypatch.setenv(progress.PROGRESS_ENV, str(tmp_path / "b.jsonl"))
+    assert not set(jobs.run_jobs(os.getpid, [{}, {}], workers=2)) & first   # another stage: fresh workers
+    jobs.shutdown()
