@@ -26,6 +26,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("-k", "--kernel", default="python3", help="Jupyter kernel (default: python3 of this env)")
     r.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
     sub.add_parser("readme-table", help="print the README's figure table from the registry")
+    c = sub.add_parser("config", help="print every option: its value, paper tag (stated | open | embedded | run) "
+                                      "and help")
+    c.add_argument("--profile", default="tiny", help="smoke | tiny | paper, or a YAML path (default: tiny)")
+    c.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a value")
+    c.add_argument("--tag", default="", help="only the options with this tag, e.g. open")
+    c.add_argument("--update-readme", action="store_true",
+                   help="rewrite the README's 'Where the paper is open' table from the open options' help")
     rep = sub.add_parser("report", help="write figures/<profile>/REPORT.md and .html from a run's files")
     rep.add_argument("--profile", default="tiny", help="smoke | tiny | paper, or a YAML path (default: tiny)")
     rep.add_argument("--run-dir", default=None, help="run directory (default: runs/<profile>)")
@@ -59,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(markdown_table())
         return 0
+    if args.command == "config":
+        return _config(args)
     if args.command == "report":
         return _report(args)
     if args.command in ("sft", "grpo", "evaluate"):
@@ -82,6 +91,24 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RunnerError, StageFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, StageFailed) else 2
+    return 0
+
+
+def _config(args) -> int:
+    from . import config_docs
+    from .config import PAPER_TAGS, load_profile
+
+    if args.update_readme:
+        print(f"{config_docs.README}: {'updated' if config_docs.update_readme() else 'already in sync'}")
+        return 0
+    try:
+        if args.tag and args.tag not in PAPER_TAGS:
+            raise ConfigError(f"unknown tag {args.tag!r}: choose one of {', '.join(PAPER_TAGS)}")
+        cfg = load_profile(args.profile, dict(parse_override(p) for p in args.param))
+        print(config_docs.describe(cfg, args.tag))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -7,6 +7,7 @@ Any value can be overridden with a dotted key (``sft.learning_rate=1e-4``), from
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -23,236 +24,375 @@ class ConfigError(ValueError):
     """A profile or override that cannot be turned into a valid configuration."""
 
 
+# Every option says where its value comes from (``metadata["paper"]``, one of PAPER_TAGS) and what it does
+# (``metadata["help"]``); a ``stated`` one also names the docs/paper.md section that states it
+# (``metadata["cite"]``). ``python -m chexreason_utils config`` prints them; the README's "Where the paper is
+# open" table is rendered from the ``open`` ones (``config_docs.open_choices_table``) and a test keeps it in sync.
+PAPER_TAGS: dict[str, str] = {
+    "stated": "the paper states this value (docs/paper.md, the section named in `cite`)",
+    "open": "the paper is silent: the value is our choice, and the help says why",
+    "embedded": "only the phantom world and the tiny models use it (tiny / smoke); the paper profile ignores it",
+    "run": "where things are and how they run (paths, devices, processes, logging, inference batch size): "
+           "no trained weight or score depends on it",
+}
+
+
+def option(default: Any, help: str, paper: str = "open", cite: str = "") -> Any:
+    """A config field with its help text and paper tag (a list or dict default is copied for each instance)."""
+    if paper not in PAPER_TAGS:
+        raise ValueError(f"paper tag {paper!r}: choose one of {', '.join(PAPER_TAGS)}")
+    metadata = {"help": help, "paper": paper, **({"cite": cite} if cite else {})}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def section(cls: type) -> Any:
+    """A nested section: a fresh ``cls()`` per instance, its help the first line of the class docstring."""
+    return field(default_factory=cls, metadata={"help": (cls.__doc__ or "").strip().splitlines()[0]})
+
+
 @dataclass
 class WorldConfig:
     """The procedurally generated phantom world (tiny/smoke only; ``enabled: false`` in the paper profile)."""
 
-    enabled: bool = True
-    seed: int = 7
-    image_size: int = 128
-    n_mimic_studies: int = 1200          # MIMIC-like training site; each study has 1-2 frontal and 0-1 lateral
-    n_chexpert_test_studies: int = 200   # CheXpert-like test site (frontal + some lateral views)
-    n_nih_images: int = 800              # NIH-like site
-    n_pretrain: int = 400                # per tiny base model, for its short domain pretraining
+    enabled: bool = option(True, "Generate the phantom world (false in the paper profile, which reads the real "
+                                 "datasets).", "embedded")
+    seed: int = option(7, "Seed of the phantom world.", "embedded")
+    image_size: int = option(128, "Side of the phantom radiographs, in pixels.", "embedded")
+    n_mimic_studies: int = option(1200, "Studies at the MIMIC-like training site; each has 1-2 frontal and 0-1 "
+                                        "lateral images.", "embedded")
+    n_chexpert_test_studies: int = option(200, "Studies at the CheXpert-like test site (frontal and some lateral "
+                                               "views).", "embedded")
+    n_nih_images: int = option(800, "Images at the NIH-like site.", "embedded")
+    n_pretrain: int = option(400, "Images per tiny base model for its short domain pretraining.", "embedded")
 
 
 @dataclass
 class DataConfig:
     """Where the three datasets live, in their official layouts. Relative paths are under the run dir."""
 
-    mimic_root: str = "world/mimic-cxr-jpg/2.0.0"
-    chexpert_root: str = "world/CheXpert-v1.0"
-    chexpert_test_csv: str = "test_labels.csv"
-    nih_root: str = "world/ChestX-ray14"
-    uncertainty_policy: str = "positive_only"   # positive_only | uncertain_as_positive | ignore_uncertain
-    check_images: bool = True
+    mimic_root: str = option("world/mimic-cxr-jpg/2.0.0", "MIMIC-CXR-JPG folder (official layout).", "run")
+    chexpert_root: str = option("world/CheXpert-v1.0", "CheXpert folder (official layout).", "run")
+    chexpert_test_csv: str = option("test_labels.csv", "CheXpert test-label CSV, relative to chexpert_root.", "run")
+    nih_root: str = option("world/ChestX-ray14", "NIH ChestX-ray14 folder (official layout).", "run")
+    uncertainty_policy: str = option(
+        "positive_only", "How uncertain (-1) and blank CheXpert labels count: positive_only (both absent) | "
+        "uncertain_as_positive | ignore_uncertain (drop rows with any -1). The paper trains on positive labels "
+        "only and does not say how it read the others; we read both as absent.")
+    check_images: bool = option(True, "Drop, and count, rows whose image file is missing (with a complete copy "
+                                      "of the data nothing is dropped).", "run")
 
 
 @dataclass
 class SamplingConfig:
     """Penalty-based greedy sampler and the disjoint SFT / RL / validation split (docs/paper.md, Data)."""
 
-    seed: int = 13
-    n_sft: int = 2000
-    n_rl: int = 1000
-    n_val: int = 500
-    min_fraction: float = 0.05          # stated: every label in at least 5% of the selection
-    max_fraction: float = 0.30          # open: above this a label counts as over-represented
-    overrep_penalty: float = 4.0        # open: weight of the penalty for adding an over-represented label
-    pool_splits: list = field(default_factory=lambda: ["train", "validate"])
-    patient_disjoint: bool = True       # open: no patient in two of SFT / RL / validation
-    nih_test_size: int = 488
-    nih_selection: str = "greedy_balanced"   # greedy_balanced | random  (open; see sampling.select_nih_test)
-    nih_without_scored_positive: str = "exclude"   # open: exclude | keep NIH images with no scored positive
-    nih_splits: list = field(default_factory=lambda: ["test"])
+    seed: int = option(13, "Seed of the sampler's tie-breaks and image choice: the paper gives none.")
+    n_sft: int = option(2000, "Images for SFT.", "stated", "Data")
+    n_rl: int = option(1000, "Images for RL (GRPO), disjoint from SFT.", "stated", "Data")
+    n_val: int = option(500, "Random MIMIC images for validation (prompt, format and model comparisons).",
+                        "stated", "Data")
+    min_fraction: float = option(0.05, "The sampler runs until every label is in at least this fraction of the "
+                                       "selection.", "stated", "Data")
+    max_fraction: float = option(0.30, "Above this fraction a label counts as over-represented (the sampler's "
+                                       "target is clip(pool prevalence, min_fraction, max_fraction)): the paper "
+                                       "names over-represented labels but no threshold.")
+    overrep_penalty: float = option(4.0, "Weight of the penalty for adding an over-represented label, against 1 "
+                                         "for reducing a deficit: the paper says 'strongly penalises' without a "
+                                         "weight.")
+    pool_splits: list = option(["train", "validate"], "Official MIMIC-CXR-JPG splits the pool is drawn from: the "
+                                                      "paper does not say; we leave the official test split out.")
+    patient_disjoint: bool = option(True, "No patient in two of SFT / RL / validation: the paper says the sets "
+                                          "are disjoint, not whether by image or by patient; by patient avoids "
+                                          "leakage.")
+    nih_test_size: int = option(488, "NIH ChestX-ray14 test images.", "stated", "Data")
+    nih_selection: str = option(
+        "greedy_balanced", "How the NIH test images are chosen, after taking one image per patient: "
+        "greedy_balanced (the penalty-based greedy sampler on the scored labels, so rare ones are present) | "
+        "random. The paper does not say how its 488 were chosen.")
+    nih_without_scored_positive: str = option(
+        "exclude", "NIH images with no positive among the scored labels (e.g. Effusion-only) have an empty truth "
+        "although they are not normal: exclude (counted in the report) | keep. The paper does not say.")
+    nih_splits: list = option(["test"], "Official NIH split lists the test images are drawn from (test: the "
+                                        "images in test_list.txt); the paper does not say.")
 
 
 @dataclass
 class ModelsConfig:
     """Which base models play the paper's 'medical' and 'general' roles."""
 
-    medical: str = "google/medgemma-4b-it"
-    general: str = "Qwen/Qwen2.5-VL-3B-Instruct"
-    build_tiny: bool = False            # build tiny models of the same classes offline (tiny/smoke)
-    tiny_hidden: int = 128
-    tiny_layers: int = 2
-    tiny_image_size: int = 112
-    tiny_vocab: int = 1200
-    pretrain_steps: int = 300           # domain pretraining of the tiny base models
-    pretrain_lr: float = 1e-3
-    n_instruct: int = 1200              # open: instruction examples per tiny base (the "-it" analogue, ``instruct``)
-    instruct_steps: int = 150           # open: instruction-tuning steps per tiny base, after domain pretraining
-    instruct_lr: float = 1e-3           # open: its learning rate
-    instruct_batch_size: int = 8        # open: its batch size
-    dtype: str = "auto"                 # auto: bf16 on GPU, fp32 on CPU
-    image_min_pixels: int = 0           # open: Qwen2.5-VL image-area bounds (0: as the processor was saved);
-    image_max_pixels: int = 0           # open: max/784 bounds its image tokens. MedGemma is fixed (896² → 256)
+    medical: str = option("google/medgemma-4b-it", "The medical model (MedGemma-4B).", "stated", "Pipeline")
+    general: str = option("Qwen/Qwen2.5-VL-3B-Instruct", "The general model (Qwen2.5-VL-3B-Instruct), compared "
+                                                         "in Table 3.", "stated", "Results")
+    build_tiny: bool = option(False, "Build tiny models of the same classes offline instead of downloading "
+                                     "(tiny / smoke).", "embedded")
+    tiny_hidden: int = option(128, "Hidden size of the tiny models.", "embedded")
+    tiny_layers: int = option(2, "Vision and text layers of the tiny models.", "embedded")
+    tiny_image_size: int = option(112, "Input image side of the tiny models.", "embedded")
+    tiny_vocab: int = option(1200, "Vocabulary of the tokenizer trained for the tiny models.", "embedded")
+    pretrain_steps: int = option(300, "Domain-pretraining steps of each tiny base model.", "embedded")
+    pretrain_lr: float = option(1e-3, "Learning rate of that domain pretraining.", "embedded")
+    n_instruct: int = option(1200, "Instruction examples per tiny base model (its '-it' analogue, module "
+                                   "instruct).", "embedded")
+    instruct_steps: int = option(150, "Instruction-tuning steps per tiny base, after domain pretraining.",
+                                 "embedded")
+    instruct_lr: float = option(1e-3, "Learning rate of that instruction tuning.", "embedded")
+    instruct_batch_size: int = option(8, "Batch size of that instruction tuning.", "embedded")
+    dtype: str = option("auto", "auto: bf16 on GPU, fp32 on CPU (the paper trains in bf16). No stage reads this "
+                                "key at present: training and inference call models.device_and_dtype with its "
+                                "own 'auto'.", "stated", "Hyperparameters: SFT")
+    image_min_pixels: int = option(0, "Qwen2.5-VL's lower image-area bound in pixels (0: as its processor was "
+                                      "saved; image tokens = pixels / 784). The paper does not give the general "
+                                      "model's resolution; MedGemma's is fixed (896² → 256 tokens).")
+    image_max_pixels: int = option(0, "Qwen2.5-VL's upper image-area bound (0: as saved, which turns a MIMIC JPG "
+                                      "into about 9,900 image tokens); the paper profile bounds it to 256-1,024 "
+                                      "tokens.")
+
+
+_SFT = "Hyperparameters: SFT"
 
 
 @dataclass
 class SFTConfig:
     """Supervised fine-tuning (docs/paper.md, Hyperparameters: SFT)."""
 
-    formats: list = field(default_factory=lambda: ["only_label", "free_reasoning", "reasoning_narrative", "reasoning_a"])
-    general_model_too: bool = True      # also fine-tune the general model (for notebook 05)
-    teacher: str = "template"           # template | http
-    teacher_model: str = "gemini-2.5-pro"
-    teacher_base_url: str = "https://generativelanguage.googleapis.com/v1beta/openai"
-    teacher_api_key_env: str = "TEACHER_API_KEY"
-    teacher_concurrency: int = 4
-    use_lora: bool = True               # paper: LoRA; tiny random-init models need full fine-tuning
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.1
-    learning_rate: float = 5e-5
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.01
-    max_grad_norm: float = 5.0
-    epochs: float = 6.0
-    max_steps: int = -1                 # > 0 caps training (tiny/smoke)
-    batch_size: int = 1
-    grad_accum: int = 8
-    early_stopping_patience: int = 2
-    val_fraction: float = 0.10
-    eval_steps: int = 0                 # 0: evaluate once per epoch
-    max_length: int = 2048
-    gradient_checkpointing: bool = True
-    logging_steps: int = 5
+    formats: list = option(["only_label", "free_reasoning", "reasoning_narrative", "reasoning_a"],
+                           "SFT target formats, each its own fine-tuning run.", "stated", "Prompts and outputs")
+    general_model_too: bool = option(True, "Also fine-tune the general model in every format (Table 3, notebook "
+                                           "05).", "stated", "Results")
+    teacher: str = option("template", "Who writes the reasoning traces: http (an OpenAI-compatible endpoint; the "
+                                      "paper's teacher is Gemini 2.5) | template (an offline stand-in for the "
+                                      "phantom world).", "stated", "Prompts and outputs")
+    teacher_model: str = option("gemini-2.5-pro", "Teacher model name: the paper says Gemini 2.5 without the "
+                                                  "variant; we take Pro.")
+    teacher_base_url: str = option("https://generativelanguage.googleapis.com/v1beta/openai",
+                                   "Teacher endpoint (OpenAI-compatible).", "run")
+    teacher_api_key_env: str = option("TEACHER_API_KEY", "Environment variable holding the teacher's API key.",
+                                      "run")
+    teacher_concurrency: int = option(4, "Teacher requests in flight at once.", "run")
+    use_lora: bool = option(True, "LoRA as in the paper; the tiny random-init models need full fine-tuning "
+                                  "(false in tiny / smoke).", "stated", _SFT)
+    lora_r: int = option(16, "LoRA rank.", "stated", _SFT)
+    lora_alpha: int = option(32, "LoRA alpha.", "stated", _SFT)
+    lora_dropout: float = option(0.1, "LoRA dropout.", "stated", _SFT)
+    learning_rate: float = option(5e-5, "AdamW learning rate.", "stated", _SFT)
+    lr_scheduler: str = option("cosine", "Learning-rate schedule.", "stated", _SFT)
+    warmup_ratio: float = option(0.05, "Warm-up, as a fraction of the training steps.", "stated", _SFT)
+    weight_decay: float = option(0.01, "Weight decay.", "stated", _SFT)
+    max_grad_norm: float = option(5.0, "Gradient clipping norm.", "stated", _SFT)
+    epochs: float = option(6.0, "At most this many epochs (early stopping may end sooner).", "stated", _SFT)
+    max_steps: int = option(-1, "> 0 caps training at this many steps (tiny / smoke); -1: epochs decide.",
+                            "embedded")
+    batch_size: int = option(1, "Per-device batch size.", "stated", _SFT)
+    grad_accum: int = option(8, "Gradient accumulation steps (effective batch = batch_size x grad_accum).",
+                             "stated", _SFT)
+    early_stopping_patience: int = option(2, "Stop after this many evaluations without a better validation loss.",
+                                          "stated", _SFT)
+    val_fraction: float = option(0.10, "Share of the SFT data held back for early stopping.", "stated", "Data")
+    eval_steps: int = option(0, "Evaluate every this many steps; 0: once per epoch, as the paper's early stopping "
+                                "counts epochs (tiny / smoke evaluate by steps).", "stated", _SFT)
+    max_length: int = option(2048, "Longest SFT sequence in tokens (image tokens included): the paper gives no "
+                                   "maximum lengths (`plan` checks that the longest prompt and a completion "
+                                   "fit).")
+    gradient_checkpointing: bool = option(True, "Gradient checkpointing (on GPU only).", "stated", _SFT)
+    logging_steps: int = option(5, "Log loss and token accuracy every this many steps (the points of Fig. 1).",
+                                "run")
 
 
 @dataclass
 class HardRewardConfig:
     """Hard reward (docs/paper.md, Rewards): J - lambda_len if valid and short, J if valid, 0 if invalid."""
 
-    lambda_len: float = 0.1             # open
-    length_threshold: int = 250         # stated (paper profile); replaced when length_threshold_quantile > 0
-    length_threshold_quantile: float = 0.0  # open: > 0 sets the threshold to this quantile of the start-format
-    #   SFT targets' token lengths (measured from the data, so "shorter than the traces" keeps its meaning in the
-    #   tiny profiles, whose completions are capped far below 250 tokens); 0 keeps length_threshold as stated
-    length_unit: str = "tokens"         # open: tokens | chars
-    empty_jaccard: float = 1.0          # open: J(empty, empty); NV-Reason-CXR uses 1
+    lambda_len: float = option(0.1, "Length penalty λ_len subtracted from J when a valid output is short: the "
+                                    "paper gives none. As stated, the formula scores an invalid output (0) above "
+                                    "a valid wrong short one (-λ); we keep it.")
+    length_threshold: int = option(250, "Outputs shorter than this are 'short' (replaced when "
+                                        "length_threshold_quantile > 0).", "stated", "Rewards")
+    length_threshold_quantile: float = option(
+        0.0, "> 0 sets the threshold to this quantile of the start-format SFT targets' lengths; 0 keeps the stated "
+        "250. The tiny profiles cap completions far below 250, where -λ would tax every valid answer, so they use "
+        "the lower quartile of the traces: 'shorter than the traces' keeps its meaning.")
+    length_unit: str = option("tokens", "Unit of the output length |t|: tokens | chars. The paper does not say; "
+                                        "NV-Reason-CXR counts tokens.")
+    empty_jaccard: float = option(1.0, "J of two empty label sets: the paper does not say; NV-Reason-CXR uses 1.")
+
+
+_REWARDS = "Rewards"
 
 
 @dataclass
 class NuancedRewardConfig:
-    """Nuanced reward (docs/paper.md, Rewards); every amount below is stated unless marked open."""
+    """Nuanced reward (docs/paper.md, Rewards): r_match + r_partial - r_FP - r_collapse - r_format."""
 
-    exact_match: float = 100.0
-    recall_weight: float = 30.0
-    precision_weight: float = 20.0
-    fp_base: float = 10.0               # open: per-FP penalty is fp_base * sqrt(prevalence / mean prevalence)
-    invalid_label: float = 100.0
-    duplicate_label: float = 25.0
-    extra_text: float = 10.0            # open
-    missing_tags: float = 100.0         # open: output breaks the <think>/<solution> contract
-    window: int = 100
-    dominance: float = 0.70
-    excess_repetition: float = 30.0
-    collapse: float = 50.0
-    min_window: int = 20                # open: the guard is silent until this many predictions are seen
+    exact_match: float = option(100.0, "Reward for an exact label-set match.", "stated", _REWARDS)
+    recall_weight: float = option(30.0, "Partial credit per unit of recall.", "stated", _REWARDS)
+    precision_weight: float = option(20.0, "Partial credit per unit of precision.", "stated", _REWARDS)
+    fp_base: float = option(10.0, "Per false positive, fp_base x sqrt(label prevalence / mean prevalence): the "
+                                  "paper says common labels such as No Finding and Support Devices cost more, "
+                                  "without weights.")
+    invalid_label: float = option(100.0, "Penalty per invalid label.", "stated", _REWARDS)
+    duplicate_label: float = option(25.0, "Penalty per duplicate label.", "stated", _REWARDS)
+    extra_text: float = option(10.0, "Penalty for text outside the `<think>` and `<solution>` blocks: the paper "
+                                     "penalises it without an amount.")
+    missing_tags: float = option(100.0, "Penalty when the output breaks the `<think>`/`<solution>` contract: the "
+                                        "paper gives no amount; we charge as much as an invalid label.")
+    window: int = option(100, "The collapse guard watches the last this many predictions.", "stated", _REWARDS)
+    dominance: float = option(0.70, "Share of the window above which a label (or the predicted set) dominates.",
+                              "stated", _REWARDS)
+    excess_repetition: float = option(30.0, "Penalty per excess repetition (each predicted label above the "
+                                            "dominance share).", "stated", _REWARDS)
+    collapse: float = option(50.0, "Penalty for collapse (the predicted set itself above the dominance share).",
+                             "stated", _REWARDS)
+    min_window: int = option(20, "The guard is silent until this many predictions are seen: the paper does not "
+                                 "say how a window shorter than 100 counts; a handful of early predictions "
+                                 "should not read as collapse.")
+
+
+_GRPO = "Hyperparameters: GRPO"
 
 
 @dataclass
 class GRPOConfig:
     """GRPO from the Free-Reasoning SFT checkpoint (docs/paper.md, Hyperparameters: GRPO)."""
 
-    rewards: list = field(default_factory=lambda: ["hard", "nuanced"])
-    start_format: str = "free_reasoning"
-    learning_rate: float = 1e-6          # open
-    max_steps: int = 500                 # open
-    prompts_per_step: int = 2            # open
-    num_generations: int = 4
-    temperature: float = 0.8
-    top_p: float = 0.95
-    beta: float = 0.15
-    loss_type: str = "dr_grpo"
-    epsilon: float = 0.15
-    epsilon_high: float = 0.22
-    importance_sampling_level: str = "token"
-    num_iterations: int = 1              # open (trl): optimiser steps per generated batch. With 1 (and
-    #   steps_per_generation 1) the importance ratio is exactly 1, so epsilon / epsilon_high never clip: the paper
-    #   states epsilon but not this, so whether its clipping acted is an open choice
-    steps_per_generation: int = 1        # open (trl): optimiser steps that share one generation batch; > 1 also
-    #   makes the ratio differ from 1 (a larger generation batch, sliced across steps)
-    max_completion_length: int = 512     # open
-    save_steps: int = 50
-    seed: int = 21
-    frozen_control: bool = True          # ours: also score the frozen SFT policy on the very same batches
-    #   (generation + reward, no update) into <run>/control/, the baseline for the paired gain
-    hard: HardRewardConfig = field(default_factory=HardRewardConfig)
-    nuanced: NuancedRewardConfig = field(default_factory=NuancedRewardConfig)
+    rewards: list = option(["hard", "nuanced"], "One GRPO run per reward (Table 4).", "stated", "Results")
+    start_format: str = option("free_reasoning", "The SFT format whose checkpoint GRPO starts from.", "stated",
+                               _GRPO)
+    learning_rate: float = option(1e-6, "GRPO learning rate: the paper gives none (the tiny profiles, full "
+                                        "fine-tuning small models, use larger rates).")
+    max_steps: int = option(500, "GRPO optimiser steps: the paper gives no epochs or steps (500 x 2 prompts "
+                                 "covers the 1,000 RL images once).")
+    prompts_per_step: int = option(2, "Prompts per step (x num_generations completions): the paper gives no "
+                                      "batch size; 2 x 4 = 8 completions per step, as many as SFT's effective "
+                                      "batch.")
+    num_generations: int = option(4, "Completions per prompt.", "stated", _GRPO)
+    temperature: float = option(0.8, "Sampling temperature.", "stated", _GRPO)
+    top_p: float = option(0.95, "Nucleus sampling top-p.", "stated", _GRPO)
+    beta: float = option(0.15, "KL penalty β towards the reference policy (the SFT checkpoint).", "stated", _GRPO)
+    loss_type: str = option("dr_grpo", "Loss normalisation (trl loss_type): Dr. GRPO.", "stated", _GRPO)
+    epsilon: float = option(0.15, "Lower clipping bound ε_low of the importance ratio.", "stated", _GRPO)
+    epsilon_high: float = option(0.22, "Upper clipping bound ε_high (asymmetric clipping).", "stated", _GRPO)
+    importance_sampling_level: str = option("token", "Importance ratios per token (trl: token | sequence).",
+                                            "stated", _GRPO)
+    num_iterations: int = option(1, "Optimiser steps per generated batch (trl): the paper does not say. With 1 "
+                                    "(and steps_per_generation 1) the importance ratio is exactly 1, so ε / ε_high "
+                                    "never clip; whether the paper's clipping acted is open. The 06 ablation uses "
+                                    "2 so that its ε acts.")
+    steps_per_generation: int = option(1, "Optimiser steps that share one generation batch (trl): > 1 also makes "
+                                          "the ratio differ from 1 (a larger generation batch, sliced across "
+                                          "steps). The paper does not say; 1 as num_iterations.")
+    max_completion_length: int = option(512, "Longest completion in tokens: the paper gives no maximum lengths "
+                                             "(trl's default; Dr. GRPO divides the loss by it).")
+    save_steps: int = option(50, "A checkpoint every this many steps (the candidates for Table 4's best-F1 "
+                                 "checkpoint): the paper does not say how often it checkpointed.")
+    seed: int = option(21, "Recorded in run_info.json only: every GRPO run replaces it by its training seed "
+                           "(pipeline.run_grpo), which seeds the data order and, with the step, the sampling.", "run")
+    frozen_control: bool = option(True, "Also score the frozen SFT policy on the very same batches (generation and "
+                                        "reward, no update) into `<run>/control/`: the paper has no baseline for "
+                                        "'reward rose'; this one gives the paired gain (easy first batches make any "
+                                        "raw curve misleading).")
+    hard: HardRewardConfig = section(HardRewardConfig)
+    nuanced: NuancedRewardConfig = section(NuancedRewardConfig)
 
 
 @dataclass
 class EvaluationConfig:
     """Batched greedy evaluation and metrics."""
 
-    batch_size: int = 16
-    max_new_tokens: int = 512
-    prompt_variant: str = ""            # empty: the prompt matching the model's SFT format
-    invalid_policy: str = "empty"       # empty: invalid output = empty prediction and a failure | salvage
-    nih_label_set: str = "paper9"       # paper9 | with_effusion
-    n_bootstrap: int = 1000
-    bootstrap_seed: int = 2026
-    score_grpo_checkpoints: bool = True
-    test_grpo_reward: str = "hard"      # open: which GRPO run plays "ChexReason" on the test sets
-    test_grpo_checkpoint: str = "final" # final | best_f1
-    sample_validity_n: int = 64         # sampled completions (T=0.8, top-p 0.95) checked after SFT
-    val_checkpoint_every: int = 1       # open: score every k-th GRPO checkpoint on validation (final always)
-    test_checkpoints: list = field(default_factory=lambda: ["best_f1", "final"])   # open: also on the test sets
-    test_checkpoint_every: int = 1      # open: and every k-th checkpoint on the test sets (0: none)
-    relabel_csv: str = ""               # optional: Google's 2019 NIH expert relabels (data/nih_relabels.py)
+    batch_size: int = option(16, "Images per generation batch (greedy decoding: the same results at every batch "
+                                 "size).", "run")
+    max_new_tokens: int = option(512, "Longest generated answer in tokens: the paper gives no maximum lengths; "
+                                      "512 as GRPO's completions.")
+    prompt_variant: str = option("", "Evaluation prompt; empty: the prompt of the model's SFT format (the paper "
+                                     "does not say which prompt its fine-tuned models were tested with).")
+    invalid_policy: str = option("empty", "An invalid output counts as an empty prediction and a failure (empty) "
+                                          "| whatever valid labels it holds (salvage): the paper reports fail "
+                                          "rates but not how failures enter F1.")
+    nih_label_set: str = option("paper9", "Labels scored on NIH: paper9 (the paper's nine) | with_effusion "
+                                          "(adds Pleural Effusion, which the paper leaves out without a reason).",
+                                "stated", "Data")
+    n_bootstrap: int = option(1000, "Bootstrap resamples for CIs and paired differences: the paper reports no "
+                                    "CIs.")
+    bootstrap_seed: int = option(2026, "Seed of the bootstrap: the paper gives none.")
+    score_grpo_checkpoints: bool = option(True, "No stage reads this key at present (which checkpoints are scored "
+                                                "is set by val_checkpoint_every, test_checkpoints and "
+                                                "test_checkpoint_every).", "run")
+    test_grpo_reward: str = option("hard", "Which GRPO run plays 'ChexReason' in Tables 5-6: the paper does not "
+                                           "say which reward its final model used.")
+    test_grpo_checkpoint: str = option("final", "Which of its checkpoints: final | best_f1 (best validation "
+                                                "macro-F1); the paper does not say.")
+    sample_validity_n: int = option(64, "Sampled completions (T = 0.8, top-p 0.95) checked for a valid format "
+                                        "after SFT: the paper has no such check; GRPO needs valid samples.")
+    val_checkpoint_every: int = option(1, "Score every k-th GRPO checkpoint on validation (the final one always): "
+                                          "the paper reports best-F1 checkpoints without saying how many it "
+                                          "scored.")
+    test_checkpoints: list = option(["best_f1", "final"], "GRPO checkpoints also scored on the test sets: "
+                                                          "Table 4 reports these two on validation; the paper "
+                                                          "does not say which it tested.")
+    test_checkpoint_every: int = option(1, "And every k-th checkpoint on the test sets (0: none), for the "
+                                           "CheXpert-vs-NIH curve along GRPO, which the paper does not have.")
+    relabel_csv: str = option("", "Optional: Google's 2019 NIH expert relabels (data/nih_relabels.py), for a "
+                                  "second, cleaner truth.", "run")
 
 
 @dataclass
 class CrossModelConfig:
     """Notebook 05: zero-shot prompt variants and SFT formats on the medical and general model."""
 
-    prompt_variants: list = field(default_factory=lambda: [
-        "reasoning_narrative", "self_check", "hypothesis", "reasoning_a", "reasoning_b",
-        "reasoning_c", "reasoning_d", "reasoning_e", "reasoning_f"])
-    general_zero_shot: bool = True
+    prompt_variants: list = option(
+        ["reasoning_narrative", "self_check", "hypothesis", "reasoning_a", "reasoning_b",
+         "reasoning_c", "reasoning_d", "reasoning_e", "reasoning_f"],
+        "The nine zero-shot prompts of Table 1 (their texts are ours, prompts.py).", "stated", "Prompts and outputs")
+    general_zero_shot: bool = option(True, "Also run the zero-shot prompts on the general model: Table 1 has the "
+                                           "medical model only; figure prompt_variants shows both.")
 
 
 @dataclass
 class DiagnosticsConfig:
     """Notebook 06: entropy / mode-collapse measures and the unstable-recipe ablation."""
 
-    window: int = 100
-    dominance_threshold: float = 0.70
-    episode_min_steps: int = 3
-    run_ablation: bool = True
-    ablation_reward: str = "hard"
-    ablation_beta: float = 0.0
-    ablation_epsilon: float = 0.2
-    ablation_epsilon_high: float = 0.2
-    ablation_loss_type: str = "grpo"    # per-sequence length normalisation switched back on
-    ablation_num_iterations: int = 2    # ours: > 1 so that the ablated epsilon can act (clip ratio > 0 logged);
-    #   with one iteration the ratio is 1 and the epsilon part of the ablation would change nothing
+    window: int = option(100, "Label-dominance window, in predictions: the paper reports collapse in words "
+                              "only; we measure it over the nuanced guard's stated 100.")
+    dominance_threshold: float = option(0.70, "Dominance share that marks a collapse step: the nuanced guard's "
+                                              "stated 70%.")
+    episode_min_steps: int = option(3, "Consecutive collapsed steps that make an episode (diagnostics.py): "
+                                       "ours, so that one noisy step is not an episode.")
+    run_ablation: bool = option(True, "Also train an unstable-recipe GRPO run: the paper says early runs "
+                                      "collapsed without giving their recipe.")
+    ablation_reward: str = option("hard", "Reward of the ablation run: the paper does not name the reward of "
+                                                 "its collapsed early runs.")
+    ablation_beta: float = option(0.0, "Its KL penalty: none (trl's default) instead of 0.15.")
+    ablation_epsilon: float = option(0.2, "Its ε: trl's default symmetric clipping.")
+    ablation_epsilon_high: float = option(0.2, "Its ε_high: symmetric, as ε.")
+    ablation_loss_type: str = option("grpo", "Its loss: per-sequence length normalisation switched back on.")
+    ablation_num_iterations: int = option(2, "Its optimiser steps per generated batch: > 1 so that the ablated ε "
+                                             "can act (clip ratio > 0 logged); with 1 the ratio is 1 and the ε "
+                                             "part of the ablation would change nothing.")
 
 
 @dataclass
 class Config:
     """A whole profile."""
 
-    profile: str = "paper"
-    seed: int = 0
-    # Training seeds (open: the paper reports one run). The chain that carries the paper's claims (SFT, GRPO,
-    # the 06 ablation, sampling checks, evaluation) runs once per seed; world, manifests and tiny base models
-    # stay fixed. Distinct integers, at least one.
-    seeds: list = field(default_factory=lambda: [0])
-    device: str = "auto"                # auto | cpu | cuda
-    workers: int = 0                    # processes for independent jobs (jobs.run_jobs); 0: one per CPU core
-    world: WorldConfig = field(default_factory=WorldConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    models: ModelsConfig = field(default_factory=ModelsConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
-    grpo: GRPOConfig = field(default_factory=GRPOConfig)
-    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
-    cross_model: CrossModelConfig = field(default_factory=CrossModelConfig)
-    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    profile: str = option("paper", "Profile name (the YAML file's stem unless set).", "run")
+    seed: int = option(0, "Global seed: tiny model building, the SFT early-stopping split, every stage's RNGs. "
+                          "The paper gives none.")
+    seeds: list = option([0], "Training seeds, distinct integers, at least one: the chain that carries the "
+                              "paper's claims (SFT, GRPO, the 06 ablation, sampling checks, evaluation) runs once "
+                              "per seed; world, manifests and tiny base models stay fixed. The paper reports one "
+                              "run.")
+    device: str = option("auto", "auto | cpu | cuda.", "run")
+    workers: int = option(0, "Processes for independent jobs (jobs.run_jobs); 0: one per CPU core.", "run")
+    world: WorldConfig = section(WorldConfig)
+    data: DataConfig = section(DataConfig)
+    sampling: SamplingConfig = section(SamplingConfig)
+    models: ModelsConfig = section(ModelsConfig)
+    sft: SFTConfig = section(SFTConfig)
+    grpo: GRPOConfig = section(GRPOConfig)
+    evaluation: EvaluationConfig = section(EvaluationConfig)
+    cross_model: CrossModelConfig = section(CrossModelConfig)
+    diagnostics: DiagnosticsConfig = section(DiagnosticsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
