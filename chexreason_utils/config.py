@@ -139,9 +139,6 @@ class ModelsConfig:
                                  "embedded")
     instruct_lr: float = option(1e-3, "Learning rate of that instruction tuning.", "embedded")
     instruct_batch_size: int = option(8, "Batch size of that instruction tuning.", "embedded")
-    dtype: str = option("auto", "auto: bf16 on GPU, fp32 on CPU (the paper trains in bf16). No stage reads this "
-                                "key at present: training and inference call models.device_and_dtype with its "
-                                "own 'auto'.", "stated", "Hyperparameters: SFT")
     image_min_pixels: int = option(0, "Qwen2.5-VL's lower image-area bound in pixels (0: as its processor was "
                                       "saved; image tokens = pixels / 784). The paper does not give the general "
                                       "model's resolution; MedGemma's is fixed (896² → 256 tokens).")
@@ -315,9 +312,6 @@ class EvaluationConfig:
     n_bootstrap: int = option(1000, "Bootstrap resamples for CIs and paired differences: the paper reports no "
                                     "CIs.")
     bootstrap_seed: int = option(2026, "Seed of the bootstrap: the paper gives none.")
-    score_grpo_checkpoints: bool = option(True, "No stage reads this key at present (which checkpoints are scored "
-                                                "is set by val_checkpoint_every, test_checkpoints and "
-                                                "test_checkpoint_every).", "run")
     test_grpo_reward: str = option("hard", "Which GRPO run plays 'ChexReason' in Tables 5-6: the paper does not "
                                            "say which reward its final model used.")
     test_grpo_checkpoint: str = option("final", "Which of its checkpoints: final | best_f1 (best validation "
