@@ -2,7 +2,8 @@
 figures` to have run 00-03; predictions are read from the run's cache, missing ones are made)."""
 import pandas as pd
 
-from chexreason_utils import claims, pipeline
+from chexreason_utils import claims
+from chexreason_utils.steps import claims as claim_steps, evaluation as evaluation_steps
 from chexreason_utils.config import load_profile
 from chexreason_utils.paths import RunPaths
 
@@ -10,9 +11,9 @@ from chexreason_utils.paths import RunPaths
 def main(profile: str = "tiny") -> None:
     cfg = load_profile(profile)
     paths = RunPaths.for_profile(profile)
-    mats = pipeline.test_matrices(cfg, pipeline.test_predictions(cfg, paths))
+    mats = evaluation_steps.test_matrices(cfg, evaluation_steps.test_predictions(cfg, paths))
     E = cfg.evaluation
-    table = claims.claims_table(pipeline.claim_evidence(cfg, paths, mats), E.n_bootstrap, E.bootstrap_seed)
+    table = claims.claims_table(claim_steps.claim_evidence(cfg, paths, mats), E.n_bootstrap, E.bootstrap_seed)
     print(claims.caption(profile, cfg.world.enabled, len(cfg.seeds)))
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         print(table[["claim", "statement", "effect", "lo", "hi", "per_seed", "paper_value", "verdict"]].to_string(index=False))

@@ -13,7 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chexreason_utils import evaluate, pipeline, progress  # noqa: E402
+from chexreason_utils import evaluate, progress  # noqa: E402
+from chexreason_utils.manifests import load_manifest  # noqa: E402
 from chexreason_utils.config import load_profile  # noqa: E402
 from chexreason_utils.paths import RunPaths  # noqa: E402
 
@@ -28,7 +29,7 @@ def main() -> None:
     model = paths.sft_model("medical", "free_reasoning", cfg.seeds[0])
     if not (model / "config.json").exists():
         sys.exit(f"no SFT checkpoint at {model}: run `make figures` (or stages 00-02) first")
-    images = pipeline.load_manifest(paths, "val")[["image_id", "image_path"]]
+    images = load_manifest(paths, "val")[["image_id", "image_path"]]
     big = cfg.evaluation.batch_size
     timings, preds = {}, {}
     with tempfile.TemporaryDirectory() as tmp:

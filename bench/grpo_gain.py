@@ -13,16 +13,17 @@ from dataclasses import replace
 
 import pandas as pd
 
-from chexreason_utils import jobs, pipeline, reward_analysis
+from chexreason_utils import jobs, reward_analysis
 from chexreason_utils.config import load_profile
 from chexreason_utils.paths import RunPaths
+from chexreason_utils.steps import grpo as grpo_steps
 
 
 def one_run(reward: str, seed: int, run_dir: str | None = None):
     cfg = load_profile("tiny")
     paths = RunPaths.for_profile("tiny", run_dir or None)
-    return pipeline.run_grpo(cfg, paths, reward, out_dir=paths.root / "bench" / "grpo_gain" / reward / f"seed-{seed}",
-                             grpo_cfg=replace(cfg.grpo, seed=seed))
+    return grpo_steps.run_grpo(cfg, paths, reward, out_dir=paths.root / "bench" / "grpo_gain" / reward / f"seed-{seed}",
+                               grpo_cfg=replace(cfg.grpo, seed=seed))
 
 
 def parse_seeds(text: str) -> list[int]:

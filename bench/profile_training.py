@@ -17,9 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chexreason_utils import pipeline, sft  # noqa: E402
+from chexreason_utils import sft  # noqa: E402
 from chexreason_utils.config import load_profile  # noqa: E402
+from chexreason_utils.model_registry import base_model  # noqa: E402
 from chexreason_utils.paths import RunPaths  # noqa: E402
+from chexreason_utils.steps import grpo as grpo_steps, sft as sft_steps  # noqa: E402
 
 
 def profiled(label: str, fn, top: int) -> None:
@@ -45,14 +47,14 @@ def main() -> None:
     fmt = cfg.grpo.start_format
     if not (paths.sft_model("medical", fmt) / "config.json").exists():
         sys.exit(f"no SFT model at {paths.sft_model('medical', fmt)}: run stages 00-02 of profile {cfg.profile} first")
-    train, held_out = pipeline.sft_datasets(cfg, paths, fmt)
+    train, held_out = sft_steps.sft_datasets(cfg, paths, fmt)
     sft_cfg = replace(cfg.sft, max_steps=args.sft_steps, eval_steps=args.sft_steps)
     grpo_cfg = replace(cfg.grpo, max_steps=args.grpo_steps, save_steps=args.grpo_steps)
     with tempfile.TemporaryDirectory() as tmp:
         profiled(f"SFT medical/{fmt}, {args.sft_steps} steps", lambda: sft.train_sft(
-            pipeline.base_model(cfg, paths, "medical"), train, held_out, Path(tmp) / "sft", sft_cfg,
+            base_model(cfg, paths, "medical"), train, held_out, Path(tmp) / "sft", sft_cfg,
             full_finetune=not cfg.sft.use_lora, seed=cfg.seed, device=cfg.device), args.top)
-        profiled(f"GRPO hard, {args.grpo_steps} steps", lambda: pipeline.run_grpo(
+        profiled(f"GRPO hard, {args.grpo_steps} steps", lambda: grpo_steps.run_grpo(
             cfg, paths, "hard", out_dir=Path(tmp) / "grpo", grpo_cfg=grpo_cfg), args.top)
 
 

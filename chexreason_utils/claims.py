@@ -119,7 +119,7 @@ def _effect(claim: Claim, evidence: dict, n_boot: int, seed: int) -> dict:
 def claims_table(evidence: dict, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """One row per claim: metric, comparison, effect (mean over seeds) and each seed's value, 95% CI (seeds x
     images), the paper's value, whether the CI holds it, and the verdict. ``evidence`` maps each claim's
-    artifact name to its data (see ``pipeline.claim_evidence``); a missing one is a ``MissingEvidence``."""
+    artifact name to its data (see ``steps.claims.claim_evidence``); a missing one is a ``MissingEvidence``."""
     rows = []
     for claim in CLAIMS:
         r = _effect(claim, evidence, n_boot, seed)

@@ -434,6 +434,11 @@ def check_seeds(seeds: list, where: str = "config") -> list[int]:
     return list(seeds)
 
 
+def training_seeds(cfg: Config) -> list[int]:
+    """The profile's training seeds (checked: non-empty, no repeats)."""
+    return check_seeds(cfg.seeds, where="profile")
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``'sft.max_steps=20'`` -> ``('sft.max_steps', 20)``; the value is read as YAML."""
     key, sep, value = text.partition("=")

@@ -60,10 +60,10 @@ BY_ID = {a.id: a for a in ARTIFACTS}
 # (the report links each to its source line; a test checks that the notebook calls them).
 MADE_BY: dict[str, tuple[str, ...]] = {
     "world_examples": ("figures.world_examples",),
-    "label_prevalence": ("pipeline.prevalence_tables", "figures.label_prevalence"),
+    "label_prevalence": ("steps.sampling.prevalence_tables", "figures.label_prevalence"),
     "label_cooccurrence": ("figures.label_cooccurrence",),
-    "fig1_sft_dynamics": ("pipeline.sft_curves", "figures.sft_dynamics"),
-    "sft_final_values": ("pipeline.sft_final_values",),
+    "fig1_sft_dynamics": ("steps.sft.sft_curves", "figures.sft_dynamics"),
+    "sft_final_values": ("steps.sft.sft_final_values",),
     "fig2_grpo_nuanced": ("figures.grpo_training",),
     "fig3_grpo_hard": ("figures.grpo_training",),
     "grpo_val_f1": ("figures.f1_by_step",),
@@ -77,8 +77,8 @@ MADE_BY: dict[str, tuple[str, ...]] = {
     "per_label_heatmap": ("reporting.per_label_by_seed", "figures.per_label_heatmaps"),
     "generalisation_gap": ("figures.f1_by_step",),
     "nih_subgroups": ("reporting.subgroup_scores", "figures.subgroups"),
-    "paired_differences": ("pipeline.paired_differences",),
-    "claims": ("pipeline.claim_evidence", "claims.claims_table"),
+    "paired_differences": ("steps.evaluation.paired_differences",),
+    "claims": ("steps.claims.claim_evidence", "claims.claims_table"),
     "scaffold_reversal": ("figures.scaffold_reversal",),
     "prompt_variants": ("figures.prompt_variants",),
     "entropy_collapse": ("diagnostics.run_diagnostics", "figures.collapse_curves"),
@@ -86,8 +86,8 @@ MADE_BY: dict[str, tuple[str, ...]] = {
     "collapse_episodes": ("diagnostics.run_diagnostics",),
     "grpo_paired_gain": ("figures.paired_gain",),
     "grpo_gain_by_quarter": ("reward_analysis.gain_by_quarter",),
-    "reward_strategies": ("pipeline.reward_strategy_table",),
-    "grpo_answer_statistics": ("pipeline.answer_statistics_table", "figures.answer_statistics"),
+    "reward_strategies": ("steps.grpo.reward_strategy_table",),
+    "grpo_answer_statistics": ("steps.grpo.answer_statistics_table", "figures.answer_statistics"),
 }
 
 

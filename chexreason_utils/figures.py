@@ -12,7 +12,7 @@ import seaborn as sns
 from PIL import Image
 
 from . import reward_analysis
-from .diagnostics import log_rows
+from .trainer_log import log_rows
 from .labels import CHEXPERT_LABELS
 from .plotting import PALETTE
 from .reward_analysis import moving_average

@@ -39,12 +39,12 @@ from transformers import TrainerCallback
 from . import progress
 from .config import GRPOConfig
 from .models import device_and_dtype, is_adapter, load_model, load_processor, model_fingerprint
-from .prompts import requires_think, user_message
-from .rewards import CollapseGuard, completion_text, hard_reward_functions, nuanced_reward_functions
+from .paths import RunPaths
+from .prompts import completion_text, requires_think, user_message
+from .rewards import CollapseGuard, hard_reward_functions, nuanced_reward_functions
 from .trainer_progress import ProgressCallback, task_name
 
 REWARD_STATE = "reward_state.json"
-CONTROL = "control"
 
 
 @dataclass
@@ -113,11 +113,11 @@ def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOC
     out_dir = Path(out_dir)
     paths = [i["path"] for i in train.cast_column("image", datasets.Image(decode=False))["image"]]
     run_id = _run_id(sft_dir, paths, cfg, reward, prevalence)
-    info_path = out_dir / "run_info.json"
+    info_path = out_dir / RunPaths.RUN_INFO
     if info_path.exists() and json.loads(info_path.read_text()).get("run_id") == run_id:
         info = json.loads(info_path.read_text())
         control = _control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt)
-        return GRPORun(reward, out_dir, pd.read_csv(out_dir / "log_history.csv"), checkpoints(out_dir),
+        return GRPORun(reward, out_dir, pd.read_csv(out_dir / RunPaths.LOG_HISTORY), checkpoints(out_dir),
                        info.get("resumed_from"), reused=True, control=control)
 
     started = out_dir / "run_id.txt"
@@ -138,7 +138,7 @@ def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOC
     trainer.train(resume_from_checkpoint=resume)
     log = pd.DataFrame(trainer.state.log_history)   # restored from the checkpoint on resume, so complete
     if state.is_main_process:
-        log.to_csv(out_dir / "log_history.csv", index=False)
+        log.to_csv(out_dir / RunPaths.LOG_HISTORY, index=False)
         info_path.write_text(json.dumps({"run_id": run_id, "reward": reward, "sft_dir": str(sft_dir),
                                          "reference": "frozen SFT adapter" if is_adapter(sft_dir) else str(sft_dir),
                                          "resumed_from": resume, "global_step": trainer.state.global_step}, indent=2))
@@ -211,7 +211,7 @@ def completions_table(out_dir: Path) -> pd.DataFrame:
 
 def control_log(out_dir: Path) -> pd.DataFrame | None:
     """The frozen-policy control of a run folder, one row per generation step (None if it has none)."""
-    path = Path(out_dir) / CONTROL / "log.csv"
+    path = Path(out_dir) / RunPaths.CONTROL / RunPaths.CONTROL_LOG
     return pd.read_csv(path) if path.exists() else None
 
 
@@ -227,9 +227,10 @@ def run_control(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPO
     """
     if not cfg.frozen_control:
         return None
-    folder = Path(out_dir) / CONTROL
+    folder = Path(out_dir) / RunPaths.CONTROL
     folder.mkdir(parents=True, exist_ok=True)
-    log_path, comp_path, state_path = folder / "log.csv", folder / "completions.parquet", folder / REWARD_STATE
+    log_path, comp_path = folder / RunPaths.CONTROL_LOG, folder / RunPaths.CONTROL_COMPLETIONS
+    state_path = folder / REWARD_STATE
     every = cfg.num_iterations * cfg.steps_per_generation
     last_step = (cfg.max_steps - 1) // every * every + 1
     rows = pd.read_csv(log_path).to_dict("records") if log_path.exists() else []

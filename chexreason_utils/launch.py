@@ -14,23 +14,23 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from . import pipeline
-from .config import Config
+from .config import Config, training_seeds
 from .paths import RunPaths
+from .steps import grpo as grpo_steps, predictions as prediction_steps, sft as sft_steps
 
 
 def run_sft(cfg: Config, paths: RunPaths, roles: list[str]) -> dict:
     """Every configured SFT format and training seed of each role (reused when already trained). The launched
     processes are the parallelism here, so no worker pool is started inside them."""
-    return pipeline.train_formats(replace(cfg, workers=1), paths, roles)
+    return sft_steps.train_formats(replace(cfg, workers=1), paths, roles)
 
 
 def run_grpo(cfg: Config, paths: RunPaths, rewards: list[str]) -> dict:
     """The GRPO run of each reward and training seed, resumed from its last checkpoint when interrupted."""
-    return {reward: {seed: pipeline.run_grpo(cfg, paths, reward, seed) for seed in pipeline.training_seeds(cfg)}
+    return {reward: {seed: grpo_steps.run_grpo(cfg, paths, reward, seed) for seed in training_seeds(cfg)}
             for reward in rewards}
 
 
 def run_evaluation(cfg: Config, paths: RunPaths, model: str | Path, manifest: str, prompt: str, tag: str):
     """Predictions of one model on one manifest (the file the notebooks read), sharded over the processes."""
-    return pipeline.predictions(cfg, paths, model, manifest, prompt, tag)
+    return prediction_steps.predictions(cfg, paths, model, manifest, prompt, tag)

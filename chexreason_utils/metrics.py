@@ -12,9 +12,20 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_fscore_support
 
-from .labels import names_to_vector
+from .config import Config
+from .labels import CHEXPERT_LABELS, NIH_LABEL_SETS, names_to_vector
 
 INVALID_POLICIES = ("empty", "salvage")
+
+
+def eval_labels(cfg: Config, dataset: str) -> tuple[str, ...]:
+    """The labels a test set is scored on: CheXpert's 14, or the profile's NIH label set."""
+    return CHEXPERT_LABELS if dataset == "CheXpert" else NIH_LABEL_SETS[cfg.evaluation.nih_label_set]
+
+
+def label_matrix(frame: pd.DataFrame, labels: Sequence[str] = CHEXPERT_LABELS) -> np.ndarray:
+    """Binary (n, len(labels)) truth matrix from a frame's ``truth`` column (lists of names)."""
+    return np.array([names_to_vector(t, labels) for t in frame["truth"]], dtype=np.int8).reshape(len(frame), len(labels))
 
 
 def prediction_matrix(predictions: pd.DataFrame, labels: Sequence[str], policy: str = "empty") -> np.ndarray:
@@ -26,6 +37,16 @@ def prediction_matrix(predictions: pd.DataFrame, labels: Sequence[str], policy: 
         names = names if isinstance(names, (list, tuple, np.ndarray)) else []
         rows.append(names_to_vector(names if (valid or policy == "salvage") else [], labels))
     return np.array(rows, dtype=np.int8).reshape(len(rows), len(labels))
+
+
+def valid_mask(frame: pd.DataFrame) -> pd.Series:
+    """Which predictions satisfied the output contract (a missing prediction counts as invalid)."""
+    return frame["valid"].fillna(False).astype(bool)
+
+
+def matrices(frame: pd.DataFrame, cfg: Config, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(y_true, y_pred) of a predictions frame with ``truth``, invalid outputs by the profile's policy."""
+    return label_matrix(frame, labels), prediction_matrix(frame, labels, cfg.evaluation.invalid_policy)
 
 
 def per_label(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> pd.DataFrame:
@@ -42,6 +63,11 @@ def summary(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str], valid
             "macro_r": table["recall"].mean(), "macro_f1": table["f1"].mean(),
             "fail_rate": 1.0 - float(np.mean(np.asarray(valid, dtype=bool))) if len(valid) else 0.0,
             "n": int(len(y_true))}
+
+
+def scores(frame: pd.DataFrame, cfg: Config, labels: Sequence[str] = CHEXPERT_LABELS) -> dict:
+    """Micro / macro P, R, F1 and fail rate of a predictions frame (with ``truth``)."""
+    return summary(*matrices(frame, cfg, labels), labels, valid_mask(frame))
 
 
 def _macro_f1_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:

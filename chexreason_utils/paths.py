@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 REPO_ROOT = Path(os.environ.get("CHEXREASON_ROOT", Path(__file__).resolve().parents[1]))
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -20,6 +21,15 @@ class RunPaths:
 
     root: Path
     figures: Path
+
+    # File names inside one training run's folder (the trainers get the folder, not a RunPaths).
+    LOG_HISTORY: ClassVar[str] = "log_history.csv"             # the trainer's log, one row per logged step
+    RUN_INFO: ClassVar[str] = "run_info.json"                  # id and settings of a finished run
+    CHECKPOINT_SCORES: ClassVar[str] = "checkpoint_scores.csv"  # 03's validation scores of a GRPO run
+    CONTROL: ClassVar[str] = "control"                         # a GRPO run's frozen-policy control folder
+    CONTROL_LOG: ClassVar[str] = "log.csv"                     # ... its rewards per generation step
+    CONTROL_COMPLETIONS: ClassVar[str] = "completions.parquet"  # ... and its completions
+    MODEL_CARD: ClassVar[str] = "model_card.json"              # what a tiny base model saw (00)
 
     @classmethod
     def for_profile(cls, profile: str, run_dir: str | Path | None = None,
@@ -79,6 +89,27 @@ class RunPaths:
     def manifest(self) -> Path:
         return self.root / "manifest.json"
 
+    def manifest_file(self, name: str) -> Path:
+        """One sampled image set (sft, rl, val, chexpert_test, nih_test, ...): ``01_sampling/<name>.csv``."""
+        return self.sampling / f"{name}.csv"
+
+    @property
+    def pool_prevalence_file(self) -> Path:
+        return self.sampling / "pool_prevalence.csv"
+
+    @property
+    def load_report_file(self) -> Path:
+        """Rows kept and dropped (and why) by the three dataset loaders."""
+        return self.sampling / "load_report.csv"
+
+    def traces_file(self, fmt: str) -> Path:
+        """Cached teacher rationales of one SFT format."""
+        return self.sft / "traces" / f"{fmt}.jsonl"
+
+    def zero_shot_demo_file(self, role: str, variant: str) -> Path:
+        """00's zero-shot answers of one base model with one prompt variant."""
+        return self.models / "zero_shot_demo" / f"{role}__{variant}.jsonl"
+
     def sft_model(self, role: str, fmt: str, seed: int) -> Path:
         """One SFT run of one training seed: ``02_sft/seed-<s>/<role>/<format>``."""
         return self.sft / f"seed-{seed}" / role / fmt
@@ -86,6 +117,12 @@ class RunPaths:
     def grpo_run(self, name: str, seed: int) -> Path:
         """One GRPO run (a reward, or the 06 ablation) of one training seed: ``03_grpo/seed-<s>/<name>``."""
         return self.grpo / f"seed-{seed}" / name
+
+    def grpo_log(self, name: str, seed: int) -> Path:
+        return self.grpo_run(name, seed) / self.LOG_HISTORY
+
+    def checkpoint_scores(self, name: str, seed: int) -> Path:
+        return self.grpo_run(name, seed) / self.CHECKPOINT_SCORES
 
     def prediction_file(self, tag: str, manifest: str, prompt: str) -> Path:
         """Cached predictions of one model (``tag``: see ``model_tag``) on one manifest with one prompt."""

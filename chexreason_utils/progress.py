@@ -62,12 +62,13 @@ def timed(task: str, phase: str):
 
 def record_startup(stage: str) -> None:
     """Under the runner, first thing in a stage's kernel: marks when the kernel is ready and times importing
-    the stage steps (torch, transformers, datasets), which every notebook imports next anyway."""
+    the modules the stage steps are built on (torch, transformers, datasets, accelerate), which every notebook
+    imports next anyway, through ``steps``."""
     if not headless():
         return
     write_record({"kind": "ready", "task": stage})
     with timed(stage, "imports"):
-        from . import pipeline  # noqa: F401
+        from . import evaluate, grpo, metrics, models, sft  # noqa: F401
 
 
 class Bar:

@@ -135,6 +135,16 @@ def format_target(fmt: str, labels: list[str], rationale: str) -> str:
     return solution if not requires_think(fmt) else f"<think>{rationale.strip()}</think>{solution}"
 
 
+def completion_text(completion) -> str:
+    """trl passes plain strings or conversational ``[{'role': 'assistant', 'content': ...}]``."""
+    if isinstance(completion, str):
+        return completion
+    content = completion[-1]["content"] if completion else ""
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content)
+    return content
+
+
 def user_message(instruction: str) -> list[dict]:
     """One user turn with the image first, as every chat template here expects."""
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]

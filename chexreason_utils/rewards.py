@@ -11,7 +11,7 @@ Hard (docs/paper.md): r = J(Y, Yhat) - lambda_len   if valid and |t| < threshold
   answer (-lambda_len). The threshold is the paper's 250 tokens in the paper profile; the tiny profiles cap
   completions far below that, where 250 would make -lambda_len a flat tax on every valid answer, so they set it
   to a quantile of the SFT traces' token lengths (``length_threshold_quantile``, an open choice; see
-  ``pipeline.resolve_length_threshold``). Both rewards pay more for one safe label than for a longer list with a
+  ``steps.grpo.resolve_length_threshold``). Both rewards pay more for one safe label than for a longer list with a
   wrong label in it (``reward_analysis.strategy_rewards`` tabulates this).
 
 Nuanced (docs/paper.md):  r = r_match + r_partial - r_FP - r_collapse - r_format
@@ -34,17 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import HardRewardConfig, NuancedRewardConfig
-from .prompts import Parsed, parse_output
-
-
-def completion_text(completion) -> str:
-    """trl passes plain strings or conversational ``[{'role': 'assistant', 'content': ...}]``."""
-    if isinstance(completion, str):
-        return completion
-    content = completion[-1]["content"] if completion else ""
-    if isinstance(content, list):
-        return "".join(part.get("text", "") for part in content)
-    return content
+from .prompts import Parsed, completion_text, parse_output
 
 
 def jaccard(truth: set[str], pred: set[str], empty: float = 1.0) -> float:

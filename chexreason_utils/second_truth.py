@@ -5,7 +5,8 @@
 - Paper profile (optional): Google's 2019 radiologist-adjudicated relabels (``data.nih_relabels``), set with
   ``evaluation.relabel_csv``; scored on their four labels.
 
-``second_truth_scores`` puts the SFT model and ChexReason side by side on the noisy and the cleaner truth.
+``steps.second_truth.second_truth_scores`` puts the SFT model and ChexReason side by side on the noisy and the
+cleaner truth.
 """
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import pipeline
 from .config import Config
-from .data.nih_relabels import RELABEL_EVAL_LABELS, load_nih_relabels
+from .data.nih_relabels import load_nih_relabels
 from .labels import NIH_NO_FINDING, nih_to_chexpert
+from .manifests import manifest_frame, write_manifest
 from .paths import RunPaths
 
 RELABEL_MANIFEST = "nih_relabel"
@@ -37,28 +38,6 @@ def write_relabel_manifest(cfg: Config, paths: RunPaths) -> pd.DataFrame:
     """The relabelled NIH images as a manifest (``sampling/nih_relabel.csv``), like the other test sets."""
     loaded = load_nih_relabels(paths.resolve(cfg.evaluation.relabel_csv), paths.resolve(cfg.data.nih_root),
                                cfg.data.check_images)
-    frame = pipeline._manifest_frame(loaded.dataset, "test")
-    paths.sampling.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(paths.sampling / f"{RELABEL_MANIFEST}.csv", index=False)
+    frame = manifest_frame(loaded.dataset, "test")
+    write_manifest(paths, RELABEL_MANIFEST, frame)
     return frame
-
-
-def second_truth_scores(cfg: Config, paths: RunPaths, columns: tuple[str, ...] = ("MedGemma SFT", "ChexReason")) -> pd.DataFrame:
-    """Macro-F1 etc. of the SFT model and ChexReason on the NIH labels and on the second truth available."""
-    models = {c: m for c, m in pipeline.test_models(cfg, paths).items() if c in columns}
-    nih_labels = pipeline.eval_labels(cfg, "NIH")
-    rows = []
-    for col, (tag, model, prompt) in models.items():
-        frame = pipeline.predictions(cfg, paths, model, "nih_test", prompt, tag)
-        rows.append({"model": col, "truth": "NIH labels", "n": len(frame), **pipeline.scores(frame, cfg, nih_labels)})
-        if cfg.world.enabled:
-            drawn = frame.drop(columns="truth").merge(drawn_truth(paths.world), on="image_id", how="left")
-            rows.append({"model": col, "truth": "drawn findings", "n": len(drawn),
-                         **pipeline.scores(drawn, cfg, nih_labels)})
-        if cfg.evaluation.relabel_csv:
-            if not (paths.sampling / f"{RELABEL_MANIFEST}.csv").is_file():
-                write_relabel_manifest(cfg, paths)
-            relabel = pipeline.predictions(cfg, paths, model, RELABEL_MANIFEST, prompt, tag)
-            rows.append({"model": col, "truth": "expert relabels (4 labels)", "n": len(relabel),
-                         **pipeline.scores(relabel, cfg, RELABEL_EVAL_LABELS)})
-    return pd.DataFrame(rows)

@@ -23,6 +23,7 @@ import pandas as pd
 from . import progress
 from .config import SFTConfig
 from .models import device_and_dtype, is_adapter, load_model, load_processor, lora_config, model_fingerprint
+from .paths import RunPaths
 from .prompts import user_message
 from .stage import count
 
@@ -77,10 +78,10 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
 
     out_dir = Path(out_dir)
     run_id = _run_id(str(base), train, evalset, cfg, full_finetune, seed, image_pixels)
-    info_path = out_dir / "run_info.json"
+    info_path = out_dir / RunPaths.RUN_INFO
     if info_path.exists() and json.loads(info_path.read_text()).get("run_id") == run_id:
         count("SFT runs reused")
-        return SFTResult(out_dir, pd.read_csv(out_dir / "log_history.csv"), reused=True)
+        return SFTResult(out_dir, pd.read_csv(out_dir / RunPaths.LOG_HISTORY), reused=True)
     resume = _resumable_checkpoint(out_dir / "trainer", run_id)
 
     from .trainer_progress import ProgressCallback, task_name
@@ -126,7 +127,7 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
     with progress.timed(task, "save"):
         _save_best(trainer, out_dir, full_finetune or is_adapter(base), dev)
         processor.save_pretrained(str(out_dir))
-    log.to_csv(out_dir / "log_history.csv", index=False)
+    log.to_csv(out_dir / RunPaths.LOG_HISTORY, index=False)
     info_path.write_text(json.dumps({"run_id": run_id, "base": str(base), "full_finetune": full_finetune,
                                      "train_examples": len(train), "eval_examples": len(evalset) if evalset else 0,
                                      "best_checkpoint": trainer.state.best_model_checkpoint,

@@ -186,3 +186,22 @@ def test_label_lists_are_the_same_in_every_process():
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in range(4)}
     assert outs == {"Edema, Effusion, Mass, Nodule\n"}
+
+
+def test_manifest_labels_round_trip_as_json_lists_and_bad_cells_name_file_and_column(tmp_path):
+    from chexreason_utils.manifests import load_manifest, write_manifest
+    from chexreason_utils.metrics import label_matrix
+    from chexreason_utils.paths import RunPaths
+
+    paths = RunPaths.for_profile("smoke", tmp_path, tmp_path / "fig")
+    frame = pd.DataFrame({"image_id": ["007", "008"], "image_path": ["a.png", "b.png"], "patient_id": ["01", "02"],
+                          "labels": [["Edema", "Pleural Effusion"], []]})
+    write_manifest(paths, "val", frame)
+    assert '"[""Edema"", ""Pleural Effusion""]"' in paths.manifest_file("val").read_text()
+    loaded = load_manifest(paths, "val")
+    assert loaded["truth"].tolist() == [["Edema", "Pleural Effusion"], []] and "labels" not in loaded
+    assert loaded["image_id"].tolist() == ["007", "008"]
+    assert label_matrix(loaded).sum(axis=1).tolist() == [2, 0]
+    paths.manifest_file("val").write_text("image_id,image_path,labels\n1,a.png,Edema|Pleural Effusion\n")
+    with pytest.raises(ValueError, match=r"val\.csv: column 'labels', row 0: 'Edema\|Pleural Effusion'"):
+        load_manifest(paths, "val")

@@ -12,9 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
-from chexreason_utils import evaluate, figure_registry, grpo, jsonl_store, models, pipeline, prompts
+from chexreason_utils import evaluate, figure_registry, grpo, jsonl_store, models, prompts
 from chexreason_utils.config import load_profile
+from chexreason_utils.manifests import load_manifest
+from chexreason_utils.model_registry import base_model
 from chexreason_utils.runner import run
+from chexreason_utils.steps import grpo as grpo_steps, sampling as sampling_steps
 
 pytestmark = pytest.mark.pipeline
 
@@ -66,13 +69,13 @@ def test_grpo_reference_is_the_sft_model_not_the_base(smoke_run, tmp_path):
     paths, _, _ = smoke_run
     cfg = load_profile("smoke")
     sft_dir = paths.sft_model("medical", "free_reasoning", 0)
-    manifest = pipeline.load_manifest(paths, "rl")
+    manifest = load_manifest(paths, "rl")
     data = grpo.make_dataset("x", list(manifest["image_path"][:4]), list(manifest["truth"][:4]))
     trainer, _ = grpo.build_trainer(sft_dir, data, tmp_path, cfg.grpo, "hard", {}, "cpu")
     ref = trainer.ref_model
     assert ref.config._name_or_path == str(sft_dir)
     sft_model = models.load_model(sft_dir, device="cpu")
-    base = models.load_model(pipeline.base_model(cfg, paths, "medical"), device="cpu")
+    base = models.load_model(base_model(cfg, paths, "medical"), device="cpu")
     name = "model.language_model.layers.0.self_attn.q_proj.weight"
     ref_w, sft_w, base_w = (dict(m.named_parameters())[name] for m in (ref, sft_model, base))
     assert torch.equal(ref_w, sft_w) and not torch.equal(ref_w, base_w)
@@ -82,13 +85,13 @@ RESUME_SCRIPT = """
 import sys
 from dataclasses import replace
 from pathlib import Path
-from chexreason_utils import pipeline
 from chexreason_utils.config import load_profile
 from chexreason_utils.paths import RunPaths
+from chexreason_utils.steps import grpo as grpo_steps
 cfg = load_profile("smoke")
 paths = RunPaths.for_profile("smoke", sys.argv[1], sys.argv[1] + "/figures")
-pipeline.run_grpo(cfg, paths, "nuanced", 0, out_dir=Path(sys.argv[2]),
-                  grpo_cfg=replace(cfg.grpo, max_steps=6, save_steps=2, frozen_control=False, nuanced=replace(cfg.grpo.nuanced, min_window=1)))
+grpo_steps.run_grpo(cfg, paths, "nuanced", 0, out_dir=Path(sys.argv[2]),
+                    grpo_cfg=replace(cfg.grpo, max_steps=6, save_steps=2, frozen_control=False, nuanced=replace(cfg.grpo.nuanced, min_window=1)))
 """
 
 
@@ -108,7 +111,7 @@ def test_killed_grpo_run_resumes_from_its_last_checkpoint(smoke_run, tmp_path):
     window_at_2 = json.loads((out / "checkpoint-2" / "reward_state.json").read_text())["history"]
     cfg = load_profile("smoke")
     done = [c.name for c in grpo.checkpoints(out)]
-    run_ = pipeline.run_grpo(cfg, paths, "nuanced", 0, out_dir=out, grpo_cfg=replace(
+    run_ = grpo_steps.run_grpo(cfg, paths, "nuanced", 0, out_dir=out, grpo_cfg=replace(
         cfg.grpo, max_steps=6, save_steps=2, frozen_control=False, nuanced=replace(cfg.grpo.nuanced, min_window=1)))
     assert run_.resumed_from.endswith(done[-1])
     assert [c.name for c in run_.checkpoints] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
@@ -116,14 +119,14 @@ def test_killed_grpo_run_resumes_from_its_last_checkpoint(smoke_run, tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6]
     window_at_6 = json.loads((out / "checkpoint-6" / "reward_state.json").read_text())["history"]
     assert len(window_at_6) > len(window_at_2) and window_at_6[:len(window_at_2)] == window_at_2
-    changed = pipeline.run_grpo(cfg, paths, "nuanced", 0, out_dir=out, grpo_cfg=replace(cfg.grpo, max_steps=2, save_steps=2, frozen_control=False))
+    changed = grpo_steps.run_grpo(cfg, paths, "nuanced", 0, out_dir=out, grpo_cfg=replace(cfg.grpo, max_steps=2, save_steps=2, frozen_control=False))
     assert changed.resumed_from is None and [c.name for c in changed.checkpoints] == ["checkpoint-2"]
 
 
 def test_evaluation_resumes_redoes_a_truncated_row_and_batches_match(smoke_run, tmp_path):
     paths, _, _ = smoke_run
     model = paths.sft_model("medical", "free_reasoning", 0)
-    images = pipeline.load_manifest(paths, "val")[["image_id", "image_path"]].iloc[:6]
+    images = load_manifest(paths, "val")[["image_id", "image_path"]].iloc[:6]
     out = tmp_path / "pred.jsonl"
     first = evaluate.predict(model, images, "free_reasoning", out, batch_size=6, max_new_tokens=48, device="cpu")
     text = out.read_text().splitlines(keepends=True)
@@ -143,7 +146,7 @@ def test_the_controls_batches_are_the_policys_batches(smoke_run):
     generated batch: the control scores the generation steps only)."""
     paths, _, _ = smoke_run
     cfg = load_profile("smoke")
-    folders = [paths.grpo_run(name, s) for name in pipeline.grpo_plan(cfg) for s in cfg.seeds]
+    folders = [paths.grpo_run(name, s) for name in grpo_steps.grpo_plan(cfg) for s in cfg.seeds]
     for folder in folders:
         control, policy = grpo.control_log(folder), grpo.policy_batches(folder)
         both = policy.merge(control[["step", "image_paths"]], on="step", suffixes=("", "_control"))
@@ -151,10 +154,10 @@ def test_the_controls_batches_are_the_policys_batches(smoke_run):
         assert (both["image_paths"] == both["image_paths_control"]).all(), folder
         assert both["image_paths"].str.count(r"\|").eq(cfg.grpo.prompts_per_step * cfg.grpo.num_generations - 1).all()
         first = grpo.completions_table(folder).query("step == 1")
-        ctrl = pd.read_parquet(folder / grpo.CONTROL / "completions.parquet").query("step == 1")
-        texts = [grpo.completion_text(c) for c in first["completion"]]
+        ctrl = pd.read_parquet(folder / paths.CONTROL / paths.CONTROL_COMPLETIONS).query("step == 1")
+        texts = [prompts.completion_text(c) for c in first["completion"]]
         assert texts == ctrl["completion"].tolist(), f"{folder}: step 1 samples differ (same weights, same seed)"
-    ablation = grpo.control_log(paths.grpo_run(pipeline.ablation_name(cfg), cfg.seeds[0]))
+    ablation = grpo.control_log(paths.grpo_run(grpo_steps.ablation_name(cfg), cfg.seeds[0]))
     assert ablation["step"].tolist() == list(range(1, cfg.grpo.max_steps + 1, cfg.diagnostics.ablation_num_iterations))
 
 
@@ -165,13 +168,13 @@ def test_an_interrupted_control_resumes_to_the_same_numbers(smoke_run, tmp_path)
     seed = cfg.seeds[0]
     shutil.copytree(paths.grpo_run("hard", seed), folder)
     whole = grpo.control_log(folder)
-    (folder / grpo.CONTROL / "log.csv").write_text("".join((folder / grpo.CONTROL / "log.csv").read_text()
+    (folder / paths.CONTROL / paths.CONTROL_LOG).write_text("".join((folder / paths.CONTROL / paths.CONTROL_LOG).read_text()
                                                            .splitlines(keepends=True)[:-1]))   # lose the last step
-    manifest = pipeline.load_manifest(paths, "rl")
+    manifest = load_manifest(paths, "rl")
     data = grpo.make_dataset(prompts.prompt_for("free_reasoning"), list(manifest["image_path"]), list(manifest["truth"]))
-    g = pipeline.resolve_length_threshold(cfg, paths, replace(cfg.grpo, seed=seed))
+    g = grpo_steps.resolve_length_threshold(cfg, paths, replace(cfg.grpo, seed=seed))
     again = grpo.run_control(paths.sft_model("medical", "free_reasoning", seed), data, folder, g, "hard",
-                             pipeline.pool_prevalence(paths), "cpu")
+                             sampling_steps.pool_prevalence(paths), "cpu")
     pd.testing.assert_frame_equal(again, whole)
 
 

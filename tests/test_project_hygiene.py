@@ -1,4 +1,5 @@
-"""Notebook hygiene, environment drift, figure determinism and the README's figure table."""
+"""Notebook hygiene, the package's import layering, environment drift, figure determinism and the README's
+figure table."""
 import ast
 import hashlib
 import json
@@ -15,6 +16,63 @@ from chexreason_utils import figure_registry, plotting
 from chexreason_utils.paths import NOTEBOOK_DIR, REPO_ROOT
 
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+PACKAGE = REPO_ROOT / "chexreason_utils"
+ENTRY_POINTS = {"chexreason_utils.launch"}   # commands that run stage steps (``__main__`` reaches them via launch)
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imports(name: str) -> tuple[set[str], set[str]]:
+    """(package modules imported at module level, package modules imported anywhere, function bodies included)."""
+    path = MODULES[name]
+    base = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text())
+    top_level = {id(node) for node in tree.body}
+    found: dict[str, bool] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            parent = base.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(p for p in (parent, node.module or "") if p)
+            targets = [f"{module}.{a.name}" if f"{module}.{a.name}" in MODULES else module for a in node.names]
+        else:
+            continue
+        for target in targets:
+            if target in MODULES:
+                found[target] = found.get(target, False) or id(node) in top_level
+    return {m for m, top in found.items() if top}, set(found)
+
+
+def test_only_entry_points_import_the_stage_steps():
+    for name in MODULES:
+        if name.startswith("chexreason_utils.steps") or name in ENTRY_POINTS:
+            continue
+        upward = {m for m in _imports(name)[1] if m.startswith("chexreason_utils.steps")}
+        assert not upward, f"{name} imports {sorted(upward)}: modules below the stage steps never import them"
+
+
+def test_package_modules_import_each_other_without_cycles():
+    graph = {name: _imports(name)[0] - {name} for name in MODULES}
+    state: dict[str, str] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = "open"
+        for dep in sorted(graph[name]):
+            assert state.get(dep) != "open", "import cycle: " + " -> ".join(trail[trail.index(dep):] + [dep])
+            if dep not in state:
+                visit(dep, trail + [dep])
+        state[name] = "done"
+
+    for name in MODULES:
+        if name not in state:
+            visit(name, [name])
 
 
 def test_the_seven_numbered_notebooks_exist():

@@ -112,17 +112,17 @@ def test_worked_example_scores_one_group_with_both_rewards():
 def test_length_threshold_is_the_papers_in_paper_and_relative_in_tiny_profiles():
     from dataclasses import replace
 
-    from chexreason_utils import pipeline
+    from chexreason_utils.steps import grpo as grpo_steps
     from chexreason_utils.config import load_profile
 
     paper = load_profile("paper").grpo
     assert paper.hard.length_threshold == 250 and paper.hard.length_threshold_quantile == 0.0
-    assert pipeline.resolve_length_threshold(load_profile("paper"), None, paper) is paper   # nothing measured
+    assert grpo_steps.resolve_length_threshold(load_profile("paper"), None, paper) is paper   # nothing measured
     for name in ("tiny", "smoke"):
         assert 0 < load_profile(name).grpo.hard.length_threshold_quantile < 1
     bad = replace(paper, hard=replace(paper.hard, length_threshold_quantile=1.5))
     with pytest.raises(ValueError, match="length_threshold_quantile"):
-        pipeline.resolve_length_threshold(load_profile("paper"), None, bad)
+        grpo_steps.resolve_length_threshold(load_profile("paper"), None, bad)
     assert paper.num_iterations == 1 and paper.steps_per_generation == 1 and paper.frozen_control
     assert load_profile("tiny").diagnostics.ablation_num_iterations > 1
 

@@ -1,0 +1,190 @@
+"""Stage 03 (GRPO): the runs of every reward (and the 06 ablation) and training seed, the hard reward's length
+threshold, validation scores of every checkpoint, and the reward tables: answer strategies, answer statistics
+and a worked example of one group."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import grpo, models, prompts, reward_analysis
+from ..config import Config, training_seeds
+from ..jobs import run_jobs
+from ..manifests import load_manifest
+from ..metrics import scores
+from ..model_registry import base_model
+from ..paths import RunPaths, model_tag
+from ..scoring_plan import checkpoints_to_score, scoring_plan as plan_scoring
+from .predictions import predict_many
+from .sampling import pool_prevalence
+from .sft import sft_start, sft_targets
+
+
+def run_grpo(cfg: Config, paths: RunPaths, reward: str, seed: int, out_dir: Path | None = None,
+             grpo_cfg=None) -> grpo.GRPORun:
+    """One GRPO run of one training seed from that seed's Free-Reasoning SFT (``grpo_cfg`` with ``seed=seed``)."""
+    manifest = load_manifest(paths, "rl")
+    fmt = cfg.grpo.start_format
+    data = grpo.make_dataset(prompts.prompt_for(fmt), list(manifest["image_path"]), list(manifest["truth"]))
+    return grpo.train_grpo(paths.sft_model("medical", fmt, seed), data, out_dir or paths.grpo_run(reward, seed),
+                           resolve_length_threshold(cfg, paths, replace(grpo_cfg or cfg.grpo, seed=seed)), reward,
+                           pool_prevalence(paths), cfg.device, fmt)
+
+
+def ablation_name(cfg: Config) -> str:
+    return f"ablation-{cfg.diagnostics.ablation_reward}"
+
+
+def grpo_plan(cfg: Config) -> dict[str, tuple[str, object]]:
+    """Every GRPO run of a seed: run name -> (reward, GRPO config): each reward, and the 06 ablation (a recipe
+    of the kind the paper reports as unstable) when ``diagnostics.run_ablation``."""
+    plan = {reward: (reward, cfg.grpo) for reward in cfg.grpo.rewards}
+    D = cfg.diagnostics
+    if D.run_ablation:
+        plan[ablation_name(cfg)] = (D.ablation_reward, replace(
+            cfg.grpo, beta=D.ablation_beta, epsilon=D.ablation_epsilon, epsilon_high=D.ablation_epsilon_high,
+            loss_type=D.ablation_loss_type, num_iterations=D.ablation_num_iterations))
+    return plan
+
+
+def _grpo_job(cfg: Config, paths: RunPaths, name: str, seed: int) -> grpo.GRPORun:
+    reward, grpo_cfg = grpo_plan(cfg)[name]
+    return run_grpo(cfg, paths, reward, seed, out_dir=paths.grpo_run(name, seed), grpo_cfg=grpo_cfg)
+
+
+def grpo_runs(cfg: Config, paths: RunPaths) -> dict[str, dict[int, grpo.GRPORun]]:
+    """Every run of ``grpo_plan`` for every training seed, ``{name: {seed: GRPORun}}``, one process per run."""
+    keys = [(name, s) for name in grpo_plan(cfg) for s in training_seeds(cfg)]
+    done = run_jobs(_grpo_job, [dict(cfg=cfg, paths=paths, name=n, seed=s) for n, s in keys], cfg.workers)
+    runs: dict = {}
+    for (name, s), run in zip(keys, done):
+        runs.setdefault(name, {})[s] = run
+    return runs
+
+
+def sft_target_lengths(cfg: Config, paths: RunPaths, fmt: str) -> np.ndarray:
+    """Token lengths (the start model's tokenizer) of the SFT targets of one format."""
+    manifest = load_manifest(paths, "sft")
+    tokenizer = models.load_processor(base_model(cfg, paths, "medical")).tokenizer   # SFT keeps the base's tokenizer
+    return np.array([len(tokenizer(t, add_special_tokens=False)["input_ids"])
+                     for t in sft_targets(cfg, paths, manifest, fmt)])
+
+
+def resolve_length_threshold(cfg: Config, paths: RunPaths, grpo_cfg):
+    """``grpo_cfg`` with the hard reward's length threshold set from the SFT targets when
+    ``hard.length_threshold_quantile`` > 0 (tiny profiles); unchanged otherwise (the paper's 250 tokens)."""
+    q = grpo_cfg.hard.length_threshold_quantile
+    if q <= 0:
+        return grpo_cfg
+    if not 0 < q < 1:
+        raise ValueError(f"grpo.hard.length_threshold_quantile must be in (0, 1), got {q}")
+    lengths = sft_target_lengths(cfg, paths, grpo_cfg.start_format)
+    threshold = int(np.quantile(lengths, q))
+    return replace(grpo_cfg, hard=replace(grpo_cfg.hard, length_threshold=threshold, length_threshold_quantile=0.0))
+
+
+def grpo_models(cfg: Config, paths: RunPaths, reward: str, seed: int,
+                evaluation_set: str | None = None) -> list[tuple[int, str, Path]]:
+    """(step, cache tag, folder) of the SFT start (step 0) and of the checkpoints of one GRPO run: all of them, or
+    those the profile's scoring plan (``scoring_plan``) scores on ``evaluation_set`` (val, chexpert_test, nih_test;
+    the test sets' best-F1 checkpoint is read from the run's validation scores)."""
+    tag, folder = sft_start(cfg, paths, seed)
+    out = [(0, tag, folder)]
+    found = grpo.checkpoints(paths.grpo_run(reward, seed))
+    if evaluation_set is not None:
+        best = None
+        if evaluation_set != "val":
+            table = read_checkpoint_scores(paths, reward, seed)
+            best = int(table.loc[table["is_best_f1"], "step"].iloc[0]) if table["is_best_f1"].any() else None
+        plan = plan_scoring(cfg.evaluation, [int(c.name.split("-")[1]) for c in found], best)
+        found = checkpoints_to_score(found, plan, evaluation_set)
+    for c in found:
+        out.append((int(c.name.split("-")[1]), model_tag(f"grpo-{reward}-{c.name}", seed), c))
+    return out
+
+
+def checkpoint_predictions(cfg: Config, paths: RunPaths, name: str, seed: int) -> dict[int, pd.DataFrame]:
+    """Validation predictions (cached) of the SFT start (step 0) and every checkpoint the scoring plan scores on
+    validation, of one GRPO run and seed."""
+    fmt, steps = cfg.grpo.start_format, grpo_models(cfg, paths, name, seed, "val")
+    frames = predict_many(cfg, paths, [(tag, model, "val", fmt) for _, tag, model in steps])
+    return {step: frame for (step, _, _), frame in zip(steps, frames)}
+
+
+def score_checkpoints(cfg: Config, paths: RunPaths, reward: str, seed: int) -> pd.DataFrame:
+    """Validation scores of the SFT start and of every checkpoint of one GRPO run (``reward`` is the run name)
+    and seed, best-F1 and final marked; written to the run's ``checkpoint_scores.csv``."""
+    rows = [{"step": step, "checkpoint": "sft" if step == 0 else f"checkpoint-{step}", **scores(frame, cfg)}
+            for step, frame in checkpoint_predictions(cfg, paths, reward, seed).items()]
+    table = pd.DataFrame(rows).assign(reward=reward, seed=seed)
+    grpo_rows = table.loc[table["step"] > 0]
+    table["is_best_f1"] = table.index == grpo_rows["macro_f1"].idxmax() if len(grpo_rows) else False
+    table["is_final"] = table["step"] == table["step"].max()
+    table.to_csv(paths.checkpoint_scores(reward, seed), index=False)
+    return table
+
+
+def checkpoint_scores(cfg: Config, paths: RunPaths, names: list[str] | None = None) -> pd.DataFrame:
+    """``score_checkpoints`` for every reward run (or ``names``) and training seed, one long table; the
+    predictions of all of them run first as independent processes."""
+    names = list(cfg.grpo.rewards) if names is None else names
+    fmt = cfg.grpo.start_format
+    predict_many(cfg, paths, [(tag, model, "val", fmt) for name in names for s in training_seeds(cfg)
+                              for _, tag, model in grpo_models(cfg, paths, name, s, "val")])
+    return pd.concat([score_checkpoints(cfg, paths, name, s) for name in names for s in training_seeds(cfg)],
+                     ignore_index=True)
+
+
+def read_checkpoint_scores(paths: RunPaths, reward: str, seed: int) -> pd.DataFrame:
+    """The ``checkpoint_scores.csv`` 03 wrote for one GRPO run and seed (read, never rewritten, by later stages)."""
+    path = paths.checkpoint_scores(reward, seed)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run 03_grpo first (it scores every checkpoint)")
+    return pd.read_csv(path)
+
+
+def grpo_checkpoint(paths: RunPaths, reward: str, which: str, seed: int) -> Path:
+    """The best-F1 or final checkpoint of one GRPO run and seed, from its checkpoint_scores.csv."""
+    table = read_checkpoint_scores(paths, reward, seed)
+    row = table.loc[table["is_best_f1" if which == "best_f1" else "is_final"]].iloc[0]
+    return paths.grpo_run(reward, seed) / row["checkpoint"]
+
+
+def reward_strategy_table(cfg: Config, paths: RunPaths) -> pd.DataFrame:
+    """``reward_analysis.strategy_rewards`` on the validation truth sets; the constant strategy answers the most
+    frequent label set of the SFT and RL selections (the training data GRPO sees)."""
+    train_truths = [list(t) for name in ("sft", "rl") for t in load_manifest(paths, name)["truth"]]
+    truths = [list(t) for t in load_manifest(paths, "val")["truth"]]
+    hard = resolve_length_threshold(cfg, paths, cfg.grpo).hard
+    return reward_analysis.strategy_rewards(truths, pool_prevalence(paths), reward_analysis.mode_label_set(train_truths),
+                                            hard, cfg.grpo.nuanced)
+
+
+def answer_statistics_table(cfg: Config, paths: RunPaths, runs_by_reward: dict[str, dict[int, grpo.GRPORun]]) -> pd.DataFrame:
+    """``reward_analysis.answer_statistics`` for every run (reward -> seed -> run), long form."""
+    prevalence = pool_prevalence(paths)
+    frames = [reward_analysis.answer_statistics(checkpoint_predictions(cfg, paths, reward, seed), prevalence)
+              .assign(reward=reward, seed=seed)
+              for reward, runs in runs_by_reward.items() for seed, run in runs.items()]
+    return pd.concat(frames, ignore_index=True)
+
+
+def grpo_worked_example(cfg: Config, paths: RunPaths, run: grpo.GRPORun) -> tuple[pd.DataFrame, dict]:
+    """The first group the frozen SFT policy sampled in a GRPO run's control (one image, ``num_generations``
+    completions) scored by both rewards, and that image's path and truth."""
+    path = run.out_dir / RunPaths.CONTROL / RunPaths.CONTROL_COMPLETIONS
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: the worked example needs the run's control (grpo.frozen_control)")
+    comps = pd.read_parquet(path)
+    group = comps.loc[comps["step"] == comps["step"].min()].iloc[:cfg.grpo.num_generations]
+    manifest = load_manifest(paths, "rl").set_index("image_path")
+    truth = list(manifest.loc[group["image_path"].iloc[0], "truth"])
+    tokenizer = models.load_processor(base_model(cfg, paths, "medical")).tokenizer
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in group["completion"]]
+    g = resolve_length_threshold(cfg, paths, cfg.grpo)
+    table = reward_analysis.worked_example(list(group["completion"]), lengths, truth, pool_prevalence(paths),
+                                           g.hard, g.nuanced, prompts.requires_think(g.start_format))
+    return table, {"image_path": group["image_path"].iloc[0], "truth": truth,
+                   "length_threshold": g.hard.length_threshold}

@@ -1,0 +1,46 @@
+"""Cached predictions of a model on a manifest with a prompt, shared by stages 03-06: one process per missing
+prediction file, a cached one costs a read; every frame comes back merged with the manifest's truth."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .. import evaluate
+from ..config import Config
+from ..jobs import run_jobs
+from ..manifests import load_manifest
+from ..model_registry import image_pixels
+from ..paths import RunPaths
+
+
+def _predict_job(cfg: Config, paths: RunPaths, tag: str, model_dir: str, manifest_name: str, prompt: str) -> None:
+    predictions(cfg, paths, model_dir, manifest_name, prompt, tag)
+
+
+def _cached(paths: RunPaths, tag: str, manifest_name: str, prompt: str) -> bool:
+    """A prediction file with a row per manifest image (whether the rows are this model's is checked again
+    when they are read, so a stale file is only redone in this process rather than in a job)."""
+    f = paths.prediction_file(tag, manifest_name, prompt)
+    return f.exists() and sum(1 for _ in f.open()) >= len(load_manifest(paths, manifest_name))
+
+
+def predict_many(cfg: Config, paths: RunPaths, requests: list[tuple[str, str | Path, str, str]]) -> list[pd.DataFrame]:
+    """Predictions for (tag, model, manifest, prompt) requests, merged with the truth; each distinct request is
+    one process (``jobs.run_jobs``) writing its own cache file, a cached one costs a read."""
+    unique = [r for r in dict.fromkeys((t, str(m), man, p) for t, m, man, p in requests)
+              if not _cached(paths, r[0], r[2], r[3])]
+    run_jobs(_predict_job, [dict(cfg=cfg, paths=paths, tag=t, model_dir=m, manifest_name=man, prompt=p)
+                            for t, m, man, p in unique], cfg.workers)
+    return [predictions(cfg, paths, m, man, p, t) for t, m, man, p in requests]
+
+
+def predictions(cfg: Config, paths: RunPaths, model_dir: str | Path, manifest_name: str, prompt: str,
+                tag: str) -> pd.DataFrame:
+    """Cached predictions of one model on one manifest with one prompt, merged with the truth."""
+    manifest = load_manifest(paths, manifest_name)
+    pred = evaluate.predict_sharded(model_dir, manifest[["image_id", "image_path"]], prompt,
+                                    paths.prediction_file(tag, manifest_name, prompt),
+                                    batch_size=cfg.evaluation.batch_size, max_new_tokens=cfg.evaluation.max_new_tokens,
+                                    device=cfg.device, image_pixels=image_pixels(cfg))
+    return manifest.merge(pred, on="image_id", how="left")

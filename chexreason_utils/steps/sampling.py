@@ -1,0 +1,56 @@
+"""Stage 01 (sampling): load the three datasets, sample SFT / RL / validation, select the test sets, write the
+manifests; the pool's label prevalence (the nuanced reward's false-positive weights read it)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..config import Config
+from ..data import load_chexpert, load_mimic, load_nih
+from ..labels import NIH_LABEL_SETS
+from ..manifests import load_manifest, manifest_frame, write_manifest
+from ..metrics import label_matrix
+from ..paths import RunPaths
+from ..sampling import label_table, select_nih_test, split_train_pool
+from ..stage import count
+
+
+def build_manifests(cfg: Config, paths: RunPaths) -> dict:
+    """Load the three datasets, sample SFT / RL / validation, select the test sets, write the manifests."""
+    d, s = cfg.data, cfg.sampling
+    pool = load_mimic(paths.resolve(d.mimic_root), d.uncertainty_policy, splits=s.pool_splits,
+                      check_images=d.check_images)
+    chex = load_chexpert(paths.resolve(d.chexpert_root), "test", d.uncertainty_policy, d.chexpert_test_csv,
+                         check_images=d.check_images)
+    nih = load_nih(paths.resolve(d.nih_root), splits=s.nih_splits, check_images=d.check_images)
+    pool_frame, pool_labels = manifest_frame(pool.dataset), pool.labels()
+    train, selections = split_train_pool(pool_frame, pool_labels, s.n_sft, s.n_rl, s.n_val, s.min_fraction,
+                                         s.max_fraction, s.overrep_penalty, s.seed, s.patient_disjoint)
+    nih_frame, selections["nih_test"] = select_nih_test(
+        manifest_frame(nih.dataset), nih.labels(), s.nih_test_size, NIH_LABEL_SETS[cfg.evaluation.nih_label_set],
+        s.nih_selection, s.seed, s.min_fraction, s.max_fraction, s.nih_without_scored_positive)
+    frames = {name: train.loc[train["subset"] == name].reset_index(drop=True) for name in ("sft", "rl", "val")}
+    frames["chexpert_test"] = manifest_frame(chex.dataset, "test")
+    frames["nih_test"] = nih_frame.reset_index(drop=True)
+    for name, frame in frames.items():
+        write_manifest(paths, name, frame)
+    prevalence = label_table(pool_labels, "pool")
+    prevalence.to_csv(paths.pool_prevalence_file, index=False)
+    drops = pd.concat([r.report() for r in (pool, chex, nih)], ignore_index=True)
+    drops.to_csv(paths.load_report_file, index=False)
+    for row in drops.loc[drops["reason"] != "kept"].itertuples():
+        count(f"{row.source} dropped ({row.reason}{': ' + row.files if row.files else ''})", row.rows)
+    return {"frames": frames, "selections": selections, "pool_labels": pool_labels, "loads": (pool, chex, nih),
+            "drops": drops}
+
+
+def pool_prevalence(paths: RunPaths) -> dict[str, float]:
+    """Label -> fraction of the training pool's images that carry it."""
+    table = pd.read_csv(paths.pool_prevalence_file)
+    return dict(zip(table["label"], table["fraction"]))
+
+
+def prevalence_tables(paths: RunPaths) -> pd.DataFrame:
+    """Label prevalence of the pool and of each training subset (long form, for the 01 figure)."""
+    pool = pd.read_csv(paths.pool_prevalence_file)
+    subsets = [label_table(label_matrix(load_manifest(paths, n)), n) for n in ("sft", "rl", "val")]
+    return pd.concat([pool, *subsets], ignore_index=True)

@@ -1,0 +1,137 @@
+"""Stage 00 (setup): the phantom world, the two tiny base models with their pretraining and instruction tuning,
+a zero-shot look at them, and the paper profile's inventory of data files and model ids."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import evaluate, instruct, models, prompts, sft
+from ..config import Config
+from ..data import DataLayoutError
+from ..data.phantom import generate_world, load_findings
+from ..labels import CHEXPERT_LABELS
+from ..model_registry import ROLES, TINY_CLASSES, base_model
+from ..paths import RunPaths
+from ..teacher import TemplateTeacher, TraceRequest
+from ..trainer_log import log_rows
+
+
+def setup_world(cfg: Config, paths: RunPaths) -> dict:
+    """The phantom world (tiny / smoke profiles): images, labels and pretraining pools; its card."""
+    return generate_world(paths.world, cfg.world)
+
+
+def world_corpus(world_root: Path) -> list[str]:
+    """Text the tiny tokenizers are trained on: prompts, labels, template traces, reports and captions."""
+    texts = list(prompts.PROMPT_VARIANTS.values()) + [s["prompt"] for s in prompts.SFT_FORMATS.values()]
+    texts.append(", ".join(CHEXPERT_LABELS))
+    teacher = TemplateTeacher()
+    for rec in list(load_findings(world_root).values())[:600]:
+        labels = tuple(rec["findings"]) or ("No Finding",)
+        for fmt in prompts.SFT_FORMATS:
+            texts.append(prompts.format_target(fmt, list(labels), teacher.trace(
+                TraceRequest(rec["image_id"], rec["path"], labels, fmt, tuple(rec["findings"].items())))))
+    for pool in ("medical", "general"):
+        f = world_root / "pretrain" / pool / "captions.jsonl"
+        texts += [json.loads(line)["text"] for line in f.read_text().splitlines()]
+    return texts
+
+
+def prepare_tiny_models(cfg: Config, paths: RunPaths) -> pd.DataFrame:
+    """Build both tiny base models, give each its short domain pretraining (captioning its pool), then its
+    instruction tuning on the same pool (``instruct``); a ``model_card.json`` beside each says what it saw."""
+    m = cfg.models
+    instructions = {role: instruct.build_examples(paths.world / "pretrain" / role, role, m.n_instruct, cfg.seed)
+                    for role in ROLES}
+    for examples in instructions.values():
+        instruct.check_held_out(examples)
+    corpus = world_corpus(paths.world)
+    rows = []
+    for role in ROLES:
+        name = getattr(m, role)
+        if name not in TINY_CLASSES:
+            raise ValueError(f"models.{role} = {name!r} is not a tiny model ({', '.join(TINY_CLASSES)})")
+        raw = paths.models / f"{name}-random"
+        if not (raw / "config.json").exists():
+            models.TINY_BUILDERS[TINY_CLASSES[name]](corpus, raw, hidden=m.tiny_hidden, layers=m.tiny_layers,
+                                                      image_size=m.tiny_image_size, vocab=m.tiny_vocab, seed=cfg.seed)
+        pool = paths.world / "pretrain" / role   # radiographs + reports (medical), scenes + captions (general)
+        caps = [json.loads(line) for line in (pool / "captions.jsonl").read_text().splitlines()]
+        data = sft.make_dataset(["Describe this image."] * len(caps), [c["text"] for c in caps],
+                                [str(pool / c["image"]) for c in caps])
+        pre_cfg = replace(cfg.sft, learning_rate=m.pretrain_lr, max_steps=m.pretrain_steps, eval_steps=0,
+                          warmup_ratio=0.05)
+        pre = sft.train_sft(raw, data, None, paths.models / f"{name}-pretrained", pre_cfg, full_finetune=True,
+                            seed=cfg.seed, device=cfg.device)
+        ex = instructions[role]
+        it_cfg = replace(pre_cfg, learning_rate=m.instruct_lr, max_steps=m.instruct_steps,
+                         batch_size=m.instruct_batch_size)
+        it = sft.train_sft(pre.out_dir, sft.make_dataset(list(ex["instruction"]), list(ex["target"]), list(ex["image"])),
+                           None, paths.models / name, it_cfg, full_finetune=True, seed=cfg.seed, device=cfg.device)
+        model_card = {"role": role, "model": name, "class": TINY_CLASSES[name],
+                      "pretraining": {"pool": f"pretrain/{role}", "domain": instruct.DOMAINS[role],
+                                      "examples": len(caps), "instruction": "Describe this image.",
+                                      "steps": m.pretrain_steps, "learning_rate": m.pretrain_lr},
+                      "instruction_tuning": {**instruct.card(ex, role), "steps": m.instruct_steps,
+                                             "learning_rate": m.instruct_lr, "batch_size": m.instruct_batch_size,
+                                             "seed": cfg.seed}}
+        (it.out_dir / RunPaths.MODEL_CARD).write_text(json.dumps(model_card, indent=2, sort_keys=True))
+        rows.append({"role": role, "model": name, "class": TINY_CLASSES[name],
+                     "parameters": models.parameter_count(it.out_dir),
+                     "pretrain_pool": pool.name, "pretrain_examples": len(caps),
+                     "pretrain_final_loss": _final_loss(pre), "instruct_examples": len(ex),
+                     "instruct_final_loss": _final_loss(it), "path": str(it.out_dir)})
+    return pd.DataFrame(rows)
+
+
+def _final_loss(result: sft.SFTResult) -> float:
+    train_rows = log_rows(result.log, "loss")
+    return float(train_rows["loss"].iloc[-1]) if len(train_rows) else np.nan
+
+
+def zero_shot_demo(cfg: Config, paths: RunPaths, n_images: int = 16) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each base, zero-shot with every prompt variant on the first ``n_images`` frontal MIMIC-like images:
+    the valid-output rate per variant, and the answer to the first image for each (role, variant)."""
+    records = sorted((r for r in load_findings(paths.world).values() if r["site"] == "mimic" and r["view"] != "LATERAL"),
+                     key=lambda r: r["path"])[:n_images]
+    images = pd.DataFrame({"image_id": [r["image_id"] for r in records],
+                           "image_path": [str(paths.world / r["path"]) for r in records]})
+    rates, answers = [], []
+    for role in ROLES:
+        for variant in cfg.cross_model.prompt_variants:
+            pred = evaluate.predict(base_model(cfg, paths, role), images, variant,
+                                    paths.zero_shot_demo_file(role, variant),
+                                    cfg.evaluation.batch_size, cfg.evaluation.max_new_tokens, cfg.device, progress=False)
+            rates.append({"model": role, "variant": variant, "images": len(pred), "valid_rate": pred["valid"].mean()})
+            answers.append({"model": role, "variant": variant, "answer": pred["raw"].iloc[0],
+                            "valid": pred["valid"].iloc[0], "reason": pred["reason"].iloc[0]})
+    return pd.DataFrame(rates), pd.DataFrame(answers)
+
+
+DATA_LAYOUT = ("MIMIC-CXR-JPG: <data.mimic_root>/mimic-cxr-2.0.0-{chexpert,metadata,split}.csv.gz + files/pNN/pSUBJECT/"
+               "sSTUDY/DICOM.jpg; CheXpert: <data.chexpert_root>/<data.chexpert_test_csv> + the test/ images it lists; "
+               "NIH ChestX-ray14: <data.nih_root>/Data_Entry_2017_v2020.csv + test_list.txt + images*/")
+
+
+def inventory(cfg: Config, paths: RunPaths) -> pd.DataFrame:
+    """Paper profile: which data files and model ids the run will use. A missing data file is a one-line
+    ``DataLayoutError`` naming every missing file and the expected layout, so the run stops here, in 00."""
+    d = cfg.data
+    checks = [("MIMIC-CXR-JPG labels", paths.resolve(d.mimic_root) / "mimic-cxr-2.0.0-chexpert.csv.gz"),
+              ("MIMIC-CXR-JPG metadata", paths.resolve(d.mimic_root) / "mimic-cxr-2.0.0-metadata.csv.gz"),
+              ("MIMIC-CXR-JPG split", paths.resolve(d.mimic_root) / "mimic-cxr-2.0.0-split.csv.gz"),
+              ("CheXpert test labels", paths.resolve(d.chexpert_root) / d.chexpert_test_csv),
+              ("NIH Data_Entry", paths.resolve(d.nih_root) / "Data_Entry_2017_v2020.csv"),
+              ("NIH test list", paths.resolve(d.nih_root) / "test_list.txt")]
+    rows = [{"item": k, "where": str(v), "present": v.exists()} for k, v in checks]
+    missing = [f"{r['item']} ({r['where']})" for r in rows if not r["present"]]
+    if missing:
+        raise DataLayoutError(f"{len(missing)} data file(s) missing: {'; '.join(missing)}. Expected layout: {DATA_LAYOUT}. "
+                              "Point data.mimic_root, data.chexpert_root and data.nih_root at your copies "
+                              "(-p data.mimic_root=/data/mimic-cxr-jpg/2.0.0 ...)")
+    rows += [{"item": f"{role} model", "where": base_model(cfg, paths, role), "present": None} for role in ROLES]
+    return pd.DataFrame(rows)

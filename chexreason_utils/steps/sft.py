@@ -1,0 +1,124 @@
+"""Stage 02 (SFT): teacher rationales, the SFT datasets of each format, one SFT run per base model, format and
+training seed, its curves and final values, and how often the medical model's samples keep the contract."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import evaluate, prompts, sft
+from ..config import Config, training_seeds
+from ..data.phantom import load_findings
+from ..jobs import run_jobs
+from ..manifests import load_manifest
+from ..model_registry import base_model, image_pixels
+from ..paths import RunPaths, model_tag
+from ..teacher import TraceRequest, generate_traces, make_teacher
+from ..trainer_log import log_rows
+
+
+def traces_for(cfg: Config, paths: RunPaths, manifest: pd.DataFrame, fmt: str) -> list[str]:
+    """Teacher rationales for every image of a manifest in one format (cached, resumable)."""
+    findings = load_findings(paths.world) if cfg.world.enabled else {}
+    world = paths.world.resolve()
+    requests = []
+    for _, row in manifest.iterrows():
+        rel = str(Path(row["image_path"]).resolve().relative_to(world)) if cfg.world.enabled else ""
+        drawn = findings.get(rel, {}).get("findings", {})
+        requests.append(TraceRequest(row["image_id"], row["image_path"], tuple(row["truth"]), fmt, tuple(drawn.items())))
+    teacher = make_teacher(cfg.sft.teacher, **({} if cfg.sft.teacher == "template" else {
+        "base_url": cfg.sft.teacher_base_url, "model": cfg.sft.teacher_model, "api_key_env": cfg.sft.teacher_api_key_env}))
+    done = generate_traces(teacher, requests, paths.traces_file(fmt), cfg.sft.teacher_concurrency)
+    return [done[r.key()] for r in requests]
+
+
+def sft_targets(cfg: Config, paths: RunPaths, manifest: pd.DataFrame, fmt: str) -> list[str]:
+    """The SFT target text of every image of a manifest in one format (with its teacher rationale if it thinks)."""
+    rationales = traces_for(cfg, paths, manifest, fmt) if prompts.requires_think(fmt) else [""] * len(manifest)
+    return [prompts.format_target(fmt, t, r) for t, r in zip(manifest["truth"], rationales)]
+
+
+def sft_datasets(cfg: Config, paths: RunPaths, fmt: str):
+    """Train / held-out (val_fraction, for early stopping) datasets of one SFT format."""
+    manifest = load_manifest(paths, "sft")
+    targets = sft_targets(cfg, paths, manifest, fmt)
+    data = sft.make_dataset([prompts.prompt_for(fmt)] * len(manifest), targets, list(manifest["image_path"]))
+    n_eval = max(1, int(round(len(data) * cfg.sft.val_fraction)))
+    split = data.train_test_split(test_size=n_eval, seed=cfg.seed)
+    return split["train"], split["test"]
+
+
+def example_targets(cfg: Config, paths: RunPaths, index: int = 0) -> pd.DataFrame:
+    """The SFT target of one image in every format (what each format teaches)."""
+    manifest = load_manifest(paths, "sft").iloc[[index]]
+    return pd.DataFrame([{"format": fmt, "target": sft_targets(cfg, paths, manifest, fmt)[0]} for fmt in cfg.sft.formats])
+
+
+def _sft_job(cfg: Config, paths: RunPaths, role: str, fmt: str, seed: int) -> sft.SFTResult:
+    train, held_out = sft_datasets(cfg, paths, fmt)
+    return sft.train_sft(base_model(cfg, paths, role), train, held_out, paths.sft_model(role, fmt, seed), cfg.sft,
+                         full_finetune=not cfg.sft.use_lora, seed=seed, device=cfg.device,
+                         image_pixels=image_pixels(cfg))
+
+
+def train_formats(cfg: Config, paths: RunPaths, roles: list[str]) -> dict[str, dict[str, dict[int, sft.SFTResult]]]:
+    """SFT of each base model in every configured format and training seed, ``{role: {format: {seed: result}}}``;
+    one process per run (``jobs.run_jobs``), a run already trained with the same settings is reused."""
+    for fmt in cfg.sft.formats:   # teacher traces first, here: one cache file per format, one writer
+        sft_datasets(cfg, paths, fmt)
+    keys = [(r, f, s) for r in roles for f in cfg.sft.formats for s in training_seeds(cfg)]
+    done = run_jobs(_sft_job, [dict(cfg=cfg, paths=paths, role=r, fmt=f, seed=s) for r, f, s in keys], cfg.workers)
+    results: dict = {}
+    for (r, f, s), res in zip(keys, done):
+        results.setdefault(r, {}).setdefault(f, {})[s] = res
+    return results
+
+
+def sft_curves(results: dict[str, dict[int, sft.SFTResult]]) -> pd.DataFrame:
+    """Training rows (step, loss, mean token accuracy, entropy) of every format and seed, long form."""
+    frames = []
+    for fmt, by_seed in results.items():
+        for seed, res in by_seed.items():
+            rows = log_rows(res.log, "loss")
+            keep = [c for c in ("step", "loss", "mean_token_accuracy", "entropy") if c in rows]
+            frames.append(rows[keep].assign(format=fmt, seed=seed))
+    return pd.concat(frames, ignore_index=True)
+
+
+def sft_final_values(results: dict[str, dict[str, dict[int, sft.SFTResult]]]) -> pd.DataFrame:
+    """Per role, format and seed: last logged training loss / token accuracy / entropy, best held-out loss."""
+    rows = []
+    for role, by_fmt in results.items():
+        for fmt, by_seed in by_fmt.items():
+            for seed, res in by_seed.items():
+                train = log_rows(res.log, "loss")
+                ev = res.log["eval_loss"].dropna() if "eval_loss" in res.log else pd.Series(dtype=float)
+                last = train.iloc[-1] if len(train) else {}
+                rows.append({"model": role, "format": fmt, "seed": seed, "steps": int(last.get("step", 0)),
+                             "train_loss": last.get("loss", np.nan),
+                             "token_accuracy": last.get("mean_token_accuracy", np.nan),
+                             "entropy": last.get("entropy", np.nan),
+                             "best_eval_loss": ev.min() if len(ev) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def _validity_job(cfg: Config, paths: RunPaths, seed: int) -> dict:
+    fmt = cfg.grpo.start_format
+    return {"seed": seed, **evaluate.sample_validity(
+        paths.sft_model("medical", fmt, seed), load_manifest(paths, "val"), fmt, n=cfg.evaluation.sample_validity_n,
+        temperature=cfg.grpo.temperature, top_p=cfg.grpo.top_p, max_new_tokens=cfg.evaluation.max_new_tokens,
+        device=cfg.device, seed=seed)}
+
+
+def sample_validity(cfg: Config, paths: RunPaths) -> pd.DataFrame:
+    """Per training seed: share of sampled completions (GRPO's sampling settings) of the medical SFT model in
+    GRPO's start format that keep the output contract."""
+    jobs = [dict(cfg=cfg, paths=paths, seed=s) for s in training_seeds(cfg)]
+    return pd.DataFrame(run_jobs(_validity_job, jobs, cfg.workers))
+
+
+def sft_start(cfg: Config, paths: RunPaths, seed: int) -> tuple[str, Path]:
+    """(cache tag, folder) of the medical SFT model GRPO starts from, for one seed."""
+    fmt = cfg.grpo.start_format
+    return model_tag(f"sft-medical-{fmt}", seed), paths.sft_model("medical", fmt, seed)
