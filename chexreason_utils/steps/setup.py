@@ -14,6 +14,7 @@ from ..config import Config
 from ..data import DataLayoutError
 from ..data.phantom import generate_world, load_findings
 from ..labels import CHEXPERT_LABELS
+from ..jobs import run_jobs
 from ..model_registry import ROLES, TINY_CLASSES, base_model
 from ..paths import RunPaths
 from ..teacher import TemplateTeacher, TraceRequest
@@ -43,49 +44,52 @@ def world_corpus(world_root: Path) -> list[str]:
 
 def prepare_tiny_models(cfg: Config, paths: RunPaths) -> pd.DataFrame:
     """Build both tiny base models, give each its short domain pretraining (captioning its pool), then its
-    instruction tuning on the same pool (``instruct``); a ``model_card.json`` beside each says what it saw."""
+    instruction tuning on the same pool (``instruct``); a ``model_card.json`` beside each says what it saw.
+    The two bases are independent jobs (``jobs.run_jobs``), one process each."""
     m = cfg.models
+    for role in ROLES:
+        if getattr(m, role) not in TINY_CLASSES:
+            raise ValueError(f"models.{role} = {getattr(m, role)!r} is not a tiny model ({', '.join(TINY_CLASSES)})")
     instructions = {role: instruct.build_examples(paths.world / "pretrain" / role, role, m.n_instruct, cfg.seed)
                     for role in ROLES}
     for examples in instructions.values():
         instruct.check_held_out(examples)
     corpus = world_corpus(paths.world)
-    rows = []
-    for role in ROLES:
-        name = getattr(m, role)
-        if name not in TINY_CLASSES:
-            raise ValueError(f"models.{role} = {name!r} is not a tiny model ({', '.join(TINY_CLASSES)})")
-        raw = paths.models / f"{name}-random"
-        if not (raw / "config.json").exists():
-            models.TINY_BUILDERS[TINY_CLASSES[name]](corpus, raw, hidden=m.tiny_hidden, layers=m.tiny_layers,
-                                                      image_size=m.tiny_image_size, vocab=m.tiny_vocab, seed=cfg.seed)
-        pool = paths.world / "pretrain" / role   # radiographs + reports (medical), scenes + captions (general)
-        caps = [json.loads(line) for line in (pool / "captions.jsonl").read_text().splitlines()]
-        data = sft.make_dataset(["Describe this image."] * len(caps), [c["text"] for c in caps],
-                                [str(pool / c["image"]) for c in caps])
-        pre_cfg = replace(cfg.sft, learning_rate=m.pretrain_lr, max_steps=m.pretrain_steps, eval_steps=0,
-                          warmup_ratio=0.05)
-        pre = sft.train_sft(raw, data, None, paths.models / f"{name}-pretrained", pre_cfg, full_finetune=True,
-                            seed=cfg.seed, device=cfg.device)
-        ex = instructions[role]
-        it_cfg = replace(pre_cfg, learning_rate=m.instruct_lr, max_steps=m.instruct_steps,
-                         batch_size=m.instruct_batch_size)
-        it = sft.train_sft(pre.out_dir, sft.make_dataset(list(ex["instruction"]), list(ex["target"]), list(ex["image"])),
-                           None, paths.models / name, it_cfg, full_finetune=True, seed=cfg.seed, device=cfg.device)
-        model_card = {"role": role, "model": name, "class": TINY_CLASSES[name],
-                      "pretraining": {"pool": f"pretrain/{role}", "domain": instruct.DOMAINS[role],
-                                      "examples": len(caps), "instruction": "Describe this image.",
-                                      "steps": m.pretrain_steps, "learning_rate": m.pretrain_lr},
-                      "instruction_tuning": {**instruct.card(ex, role), "steps": m.instruct_steps,
-                                             "learning_rate": m.instruct_lr, "batch_size": m.instruct_batch_size,
-                                             "seed": cfg.seed}}
-        (it.out_dir / RunPaths.MODEL_CARD).write_text(json.dumps(model_card, indent=2, sort_keys=True))
-        rows.append({"role": role, "model": name, "class": TINY_CLASSES[name],
-                     "parameters": models.parameter_count(it.out_dir),
-                     "pretrain_pool": pool.name, "pretrain_examples": len(caps),
-                     "pretrain_final_loss": _final_loss(pre), "instruct_examples": len(ex),
-                     "instruct_final_loss": _final_loss(it), "path": str(it.out_dir)})
-    return pd.DataFrame(rows)
+    jobs = [dict(cfg=cfg, paths=paths, role=role, corpus=corpus, examples=instructions[role]) for role in ROLES]
+    return pd.DataFrame(run_jobs(_prepare_base, jobs, cfg.workers))
+
+
+def _prepare_base(cfg: Config, paths: RunPaths, role: str, corpus: list[str], examples: pd.DataFrame) -> dict:
+    """One tiny base: built (tokenizer trained on ``corpus``), pretrained on its pool, instruction-tuned."""
+    m = cfg.models
+    name = getattr(m, role)
+    raw = paths.models / f"{name}-random"
+    if not (raw / "config.json").exists():
+        models.TINY_BUILDERS[TINY_CLASSES[name]](corpus, raw, hidden=m.tiny_hidden, layers=m.tiny_layers,
+                                                  image_size=m.tiny_image_size, vocab=m.tiny_vocab, seed=cfg.seed)
+    pool = paths.world / "pretrain" / role   # radiographs + reports (medical), scenes + captions (general)
+    caps = [json.loads(line) for line in (pool / "captions.jsonl").read_text().splitlines()]
+    data = sft.make_dataset(["Describe this image."] * len(caps), [c["text"] for c in caps],
+                            [str(pool / c["image"]) for c in caps])
+    pre_cfg = replace(cfg.sft, learning_rate=m.pretrain_lr, max_steps=m.pretrain_steps, eval_steps=0,
+                      warmup_ratio=0.05)
+    pre = sft.train_sft(raw, data, None, paths.models / f"{name}-pretrained", pre_cfg, full_finetune=True,
+                        seed=cfg.seed, device=cfg.device)
+    it_cfg = replace(pre_cfg, learning_rate=m.instruct_lr, max_steps=m.instruct_steps,
+                     batch_size=m.instruct_batch_size)
+    it = sft.train_sft(pre.out_dir, sft.make_dataset(list(examples["instruction"]), list(examples["target"]), list(examples["image"])),
+                       None, paths.models / name, it_cfg, full_finetune=True, seed=cfg.seed, device=cfg.device)
+    model_card = {"role": role, "model": name, "class": TINY_CLASSES[name],
+                  "pretraining": {"pool": f"pretrain/{role}", "domain": instruct.DOMAINS[role],
+                                  "examples": len(caps), "instruction": "Describe this image.",
+                                  "steps": m.pretrain_steps, "learning_rate": m.pretrain_lr},
+                  "instruction_tuning": {**instruct.card(examples, role), "steps": m.instruct_steps,
+                                         "learning_rate": m.instruct_lr, "batch_size": m.instruct_batch_size,
+                                         "seed": cfg.seed}}
+    (it.out_dir / RunPaths.MODEL_CARD).write_text(json.dumps(model_card, indent=2, sort_keys=True))
+    return {"role": role, "model": name, "class": TINY_CLASSES[name], "parameters": models.parameter_count(it.out_dir),
+            "pretrain_pool": pool.name, "pretrain_examples": len(caps), "pretrain_final_loss": _final_loss(pre),
+            "instruct_examples": len(examples), "instruct_final_loss": _final_loss(it), "path": str(it.out_dir)}
 
 
 def _final_loss(result: sft.SFTResult) -> float:
@@ -100,16 +104,20 @@ def zero_shot_demo(cfg: Config, paths: RunPaths, n_images: int = 16) -> tuple[pd
                      key=lambda r: r["path"])[:n_images]
     images = pd.DataFrame({"image_id": [r["image_id"] for r in records],
                            "image_path": [str(paths.world / r["path"]) for r in records]})
+    keys = [(role, variant) for role in ROLES for variant in cfg.cross_model.prompt_variants]
+    preds = run_jobs(_zero_shot_job, [dict(cfg=cfg, paths=paths, role=r, variant=v, images=images) for r, v in keys],
+                     cfg.workers)
     rates, answers = [], []
-    for role in ROLES:
-        for variant in cfg.cross_model.prompt_variants:
-            pred = evaluate.predict(base_model(cfg, paths, role), images, variant,
-                                    paths.zero_shot_demo_file(role, variant),
-                                    cfg.evaluation.batch_size, cfg.evaluation.max_new_tokens, cfg.device, progress=False)
-            rates.append({"model": role, "variant": variant, "images": len(pred), "valid_rate": pred["valid"].mean()})
-            answers.append({"model": role, "variant": variant, "answer": pred["raw"].iloc[0],
-                            "valid": pred["valid"].iloc[0], "reason": pred["reason"].iloc[0]})
+    for (role, variant), pred in zip(keys, preds):
+        rates.append({"model": role, "variant": variant, "images": len(pred), "valid_rate": pred["valid"].mean()})
+        answers.append({"model": role, "variant": variant, "answer": pred["raw"].iloc[0],
+                        "valid": pred["valid"].iloc[0], "reason": pred["reason"].iloc[0]})
     return pd.DataFrame(rates), pd.DataFrame(answers)
+
+
+def _zero_shot_job(cfg: Config, paths: RunPaths, role: str, variant: str, images: pd.DataFrame) -> pd.DataFrame:
+    return evaluate.predict(base_model(cfg, paths, role), images, variant, paths.zero_shot_demo_file(role, variant),
+                            cfg.evaluation.batch_size, cfg.evaluation.max_new_tokens, cfg.device, progress=False)
 
 
 DATA_LAYOUT = ("MIMIC-CXR-JPG: <data.mimic_root>/mimic-cxr-2.0.0-{chexpert,metadata,split}.csv.gz + files/pNN/pSUBJECT/"
