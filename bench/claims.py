@@ -1,19 +1,17 @@
 """The claims table (C1-C5: effect over seeds, two-level CI, verdict) of the tiny profile's run (needs `make
-figures` to have run 00-03; predictions are read from the run's cache, missing ones are made)."""
+figures` to have run 00-03; 04's evaluation is redone from the prediction cache, missing predictions are made)."""
 import pandas as pd
 
 from chexreason_utils import claims
-from chexreason_utils.steps import claims as claim_steps, evaluation as evaluation_steps
 from chexreason_utils.config import load_profile
 from chexreason_utils.paths import RunPaths
+from chexreason_utils.steps import evaluation as evaluation_steps
 
 
 def main(profile: str = "tiny") -> None:
     cfg = load_profile(profile)
     paths = RunPaths.for_profile(profile)
-    mats = evaluation_steps.test_matrices(cfg, evaluation_steps.test_predictions(cfg, paths))
-    E = cfg.evaluation
-    table = claims.claims_table(claim_steps.claim_evidence(cfg, paths, mats), E.n_bootstrap, E.bootstrap_seed)
+    table = claims.claims_table(evaluation_steps.evaluate_run(cfg, paths).contrasts)
     print(claims.caption(profile, cfg.world.enabled, len(cfg.seeds)))
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         print(table[["claim", "statement", "effect", "lo", "hi", "per_seed", "paper_value", "verdict"]].to_string(index=False))

@@ -44,18 +44,18 @@ def main() -> None:
     args = p.parse_args()
     cfg = load_profile(args.profile)
     paths = RunPaths.for_profile(cfg.profile, args.run_dir)
-    fmt = cfg.grpo.start_format
-    if not (paths.sft_model("medical", fmt) / "config.json").exists():
-        sys.exit(f"no SFT model at {paths.sft_model('medical', fmt)}: run stages 00-02 of profile {cfg.profile} first")
+    fmt, seed = cfg.grpo.start_format, cfg.seeds[0]
+    if not (paths.sft_model("medical", fmt, seed) / "config.json").exists():
+        sys.exit(f"no SFT model at {paths.sft_model('medical', fmt, seed)}: run stages 00-02 of profile {cfg.profile} first")
     train, held_out = sft_steps.sft_datasets(cfg, paths, fmt)
     sft_cfg = replace(cfg.sft, max_steps=args.sft_steps, eval_steps=args.sft_steps)
     grpo_cfg = replace(cfg.grpo, max_steps=args.grpo_steps, save_steps=args.grpo_steps)
     with tempfile.TemporaryDirectory() as tmp:
         profiled(f"SFT medical/{fmt}, {args.sft_steps} steps", lambda: sft.train_sft(
             base_model(cfg, paths, "medical"), train, held_out, Path(tmp) / "sft", sft_cfg,
-            full_finetune=not cfg.sft.use_lora, seed=cfg.seed, device=cfg.device), args.top)
+            full_finetune=not cfg.sft.use_lora, seed=seed, device=cfg.device), args.top)
         profiled(f"GRPO hard, {args.grpo_steps} steps", lambda: grpo_steps.run_grpo(
-            cfg, paths, "hard", out_dir=Path(tmp) / "grpo", grpo_cfg=grpo_cfg), args.top)
+            cfg, paths, "hard", seed, out_dir=Path(tmp) / "grpo", grpo_cfg=grpo_cfg), args.top)
 
 
 if __name__ == "__main__":

@@ -116,18 +116,28 @@ def _effect(claim: Claim, evidence: dict, n_boot: int, seed: int) -> dict:
     return metrics.two_level_bootstrap(lambda s, w: diff[s], len(diff), (), n_boot, seed)
 
 
-def claims_table(evidence: dict, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def measure(evidence: dict, n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
+    """Each claim's effect (mean over seeds, each seed's value) and its 95% CI (seeds x images), by claim id.
+    ``evidence`` maps each claim's artifact name to its data (see ``steps.evaluation.measure_contrasts``); a
+    missing one is a ``MissingEvidence``."""
+    return {claim.id: _effect(claim, evidence, n_boot, seed) for claim in CLAIMS}
+
+
+def claims_table(contrasts: pd.DataFrame) -> pd.DataFrame:
     """One row per claim: metric, comparison, effect (mean over seeds) and each seed's value, 95% CI (seeds x
-    images), the paper's value, whether the CI holds it, and the verdict. ``evidence`` maps each claim's
-    artifact name to its data (see ``steps.claims.claim_evidence``); a missing one is a ``MissingEvidence``."""
+    images), the paper's value, whether the CI holds it, and the verdict; from the claim rows of the evaluation's
+    contrasts frame (``kind`` = "claim", ``contrast`` = the claim id)."""
+    measured = contrasts.loc[contrasts["kind"] == "claim"].set_index("contrast")
     rows = []
     for claim in CLAIMS:
-        r = _effect(claim, evidence, n_boot, seed)
+        if claim.id not in measured.index:
+            raise MissingEvidence(f"claim {claim.id} ({claim.statement}) was not measured: the contrasts frame has "
+                                  f"{sorted(measured.index)}")
+        r = measured.loc[claim.id]
         paper = np.nan if claim.paper_value is None else round(float(claim.paper_value), 4)
         rows.append({"claim": claim.id, "statement": claim.statement, "metric": claim.metric,
                      "comparison": claim.comparison, "effect": r["effect"], "lo": r["lo"], "hi": r["hi"],
-                     "per_seed": ", ".join(f"{v:+.3f}" for v in r["per_seed"]), "seeds": r["n_seeds"],
-                     "paper_value": paper,
+                     "per_seed": r["per_seed"], "seeds": int(r["seeds"]), "paper_value": paper,
                      "paper_in_ci": "stated in words" if claim.paper_value is None else
                      ("yes" if r["lo"] <= claim.paper_value <= r["hi"] else "no"),
                      "verdict": verdict(r["lo"], r["hi"], claim.direction)})

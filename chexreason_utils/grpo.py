@@ -34,7 +34,7 @@ import datasets
 import pandas as pd
 import torch
 from accelerate import PartialState
-from transformers import TrainerCallback
+from transformers import PrinterCallback, TrainerCallback
 
 from . import progress
 from .config import GRPOConfig
@@ -196,6 +196,7 @@ def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GR
         trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=args, train_dataset=train,
                               processing_class=processor, callbacks=[SaveRewardState(guard, processor), timer,
                                                                                  SeedGeneration(cfg.seed)])
+    trainer.remove_callback(PrinterCallback)   # progress lines come from ProgressCallback; logs go to the CSV
     timer.time_method(trainer, "_generate", "train.generate")
     timer.time_method(trainer, "_generate_and_score_completions", "train.rollout")
     return trainer, guard

@@ -29,9 +29,14 @@ def resolve_workers(workers: int) -> int:
 
 
 def _one_thread() -> None:
+    """Worker start: one torch thread; warnings and save bars of the libraries off (a worker's output lands in the
+    runner's terminal, where progress lines say what runs)."""
     import torch
+    from transformers.utils import logging as hf_logging
 
     torch.set_num_threads(1)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def run_jobs(fn: Callable[..., Any], jobs: list[dict], workers: int = 0) -> list:

@@ -124,6 +124,20 @@ class RunPaths:
     def checkpoint_scores(self, name: str, seed: int) -> Path:
         return self.grpo_run(name, seed) / self.CHECKPOINT_SCORES
 
+    @property
+    def evaluation(self) -> Path:
+        return self.root / "04_evaluation"
+
+    @property
+    def scores_file(self) -> Path:
+        """04's scores frame: every entry x seed x label (``scores``)."""
+        return self.evaluation / "scores.csv"
+
+    @property
+    def contrasts_file(self) -> Path:
+        """04's paired differences and claim effects with their CIs."""
+        return self.evaluation / "contrasts.csv"
+
     def prediction_file(self, tag: str, manifest: str, prompt: str) -> Path:
         """Cached predictions of one model (``tag``: see ``model_tag``) on one manifest with one prompt."""
         return self.predictions / f"{tag}__{manifest}__{prompt}.jsonl"

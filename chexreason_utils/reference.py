@@ -71,3 +71,10 @@ def reported_macro(which: int) -> dict[str, float]:
 
 
 HEADLINE = {"chexpert": {"sft": .282, "grpo": .346}, "nih": {"sft": .299, "grpo": .243}}
+
+
+def headline_sentence() -> str:
+    """The paper's headline in words, from ``HEADLINE``."""
+    parts = [f"{name} {v['sft']:.3f} -> {v['grpo']:.3f} ({(v['grpo'] - v['sft']) / v['sft']:+.1%})"
+             for name, v in (("CheXpert", HEADLINE["chexpert"]), ("NIH", HEADLINE["nih"]))]
+    return "The paper, medical model macro-F1 SFT -> GRPO: " + "; ".join(parts) + "."

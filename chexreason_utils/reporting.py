@@ -1,5 +1,6 @@
-"""Tables 1-6 in the paper's layout, reported (paper) beside reproduced (this run, profile named), plus the
-bootstrap summaries the evaluation figures use.
+"""Tables 1-6 in the paper's layout, reported (paper) beside reproduced (this run, profile named), the headline
+and per-label views, the checkpoint curve and the paired differences: all built from the evaluation's scores
+frame and contrasts (``scores``, ``steps.evaluation``) and nothing else.
 
 A comparison table has the paper's rows (formats, variants, checkpoints or labels) as its index and two-level
 columns ``(source, metric)``: one block of columns per source, ``reported (paper)`` first, then
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import metrics, reference
+from . import metrics, reference, scores
 
 SUMMARY_COLUMNS = ["micro_p", "micro_r", "micro_f1", "macro_p", "macro_r", "macro_f1", "fail_rate"]
 REPORTED = "reported (paper)"
@@ -68,23 +69,119 @@ def beside(reproduced: pd.DataFrame, reported: pd.DataFrame, key: str, profile: 
     return blocks(parts, list(reported[key]), "metric")
 
 
-def table4(checkpoint_scores: pd.DataFrame) -> pd.DataFrame:
-    """Best-F1 and final GRPO checkpoints per reward and seed, in Table 4's layout."""
-    rows = []
-    for (reward, seed), t in checkpoint_scores.loc[checkpoint_scores["step"] > 0].groupby(["reward", "seed"]):
-        for which, flag in (("best_f1", "is_best_f1"), ("final", "is_final")):
-            r = t.loc[t[flag]].iloc[0]
-            rows.append({"reward": reward, "checkpoint": which, "seed": seed, "step": int(r["step"]),
-                         **{c: r[c] for c in SUMMARY_COLUMNS}})
-    out = pd.DataFrame(rows)
-    out["key"] = out["reward"] + " / " + out["checkpoint"]
+TEST_COLUMNS = {"MedGemma base": {"stage": "base", "model": "medical"}, "Qwen2.5-VL": {"stage": "base", "model": "general"},
+                "MedGemma SFT": {"stage": "sft", "model": "medical"}}   # + "ChexReason": the chosen GRPO checkpoint
+FIXED_MODELS = ("MedGemma base", "Qwen2.5-VL")   # test-table columns that do not depend on the training seed
+STAGE_NAMES = {"MedGemma base": "base", "MedGemma SFT": "SFT", "ChexReason": "GRPO"}   # the headline's bars
+
+
+def seed_rows(frame: pd.DataFrame, **keys) -> pd.DataFrame:
+    """Summary rows (``scores.summaries``) of the entries with ``keys``, one per entry and training seed (``seed``
+    an int; a fixed model's one row has none)."""
+    rows = scores.summaries(scores.select(frame, **keys))
+    entry = rows[scores.KEYS].fillna("").astype(str).agg("|".join, axis=1)
+    seeded = set(entry[rows["seed"] != scores.MEAN])
+    keep = rows.loc[(rows["seed"] != scores.MEAN) | ~entry.isin(seeded)].copy()
+    keep["seed"] = pd.to_numeric(keep["seed"].where(keep["seed"] != scores.MEAN))
+    return keep.reset_index(drop=True)
+
+
+def mean_and_seed_rows(frame: pd.DataFrame, **keys) -> pd.DataFrame:
+    """Summary rows of the entries with ``keys``: the mean over seeds (``seed`` = "mean", with the macro-F1 CI)
+    and each training seed."""
+    return scores.summaries(scores.select(frame, **keys)).reset_index(drop=True)
+
+
+def table1(frame: pd.DataFrame, profile: str) -> pd.DataFrame:
+    """Table 1: zero-shot prompt variants of the medical base model on validation, beside the paper's."""
+    rows = seed_rows(frame, dataset="validation", stage="base", model="medical").rename(columns={"name": "variant"})
+    return beside(rows, reference.TABLE1, "variant", profile, ["micro_f1", "macro_f1", "fail_rate"])
+
+
+def sft_table(frame: pd.DataFrame, model: str, profile: str) -> pd.DataFrame:
+    """Table 2 (medical) or 3 (general): SFT formats on validation, beside the paper's; empty when the profile
+    does not fine-tune that model."""
+    reported = reference.TABLE2 if model == "medical" else reference.TABLE3
+    trained = (frame["dataset"] == "validation") & (frame["stage"] == "sft") & (frame["model"] == model)
+    rows = (seed_rows(frame, dataset="validation", stage="sft", model=model) if trained.any()
+            else pd.DataFrame(columns=["name", "seed", *SUMMARY_COLUMNS])).rename(columns={"name": "format"})
+    return beside(rows, reported, "format", profile, SUMMARY_COLUMNS)
+
+
+def table4(frame: pd.DataFrame, profile: str) -> pd.DataFrame:
+    """Table 4: the best-F1 and final GRPO checkpoint of each reward on validation, per seed, beside the paper's
+    (rows "<reward> / <checkpoint>")."""
+    rows = seed_rows(frame, dataset="validation", stage="grpo", checkpoint=["best_f1", "final"])
+    rows = rows.assign(key=rows["name"] + " / " + rows["checkpoint"])
+    reported = reference.TABLE4.assign(key=reference.TABLE4["reward"] + " / " + reference.TABLE4["checkpoint"])
+    return beside(rows, reported, "key", profile, SUMMARY_COLUMNS)
+
+
+def test_columns(frame: pd.DataFrame, dataset: str, chexreason: dict) -> dict[int, pd.DataFrame]:
+    """Per training seed: label rows x the paper's model columns of per-label F1 on one test set; a fixed model's
+    column is the same in every seed. ``chexreason`` selects the GRPO entry (``name``, ``checkpoint``)."""
+    columns = {**TEST_COLUMNS, "ChexReason": {"stage": "grpo", **chexreason}}
+    rows = scores.select(frame, dataset=dataset)
+    rows = rows.loc[~rows["label"].isin(["micro", "macro"])]
+    seeds = sorted(int(s) for s in rows["seed"].unique() if s != scores.MEAN)
+    out = {}
+    for seed in seeds:
+        part = {}
+        for column, keys in columns.items():
+            chosen = scores.select(rows, **keys)
+            one = chosen.loc[chosen["seed"] == str(seed)]
+            part[column] = (one if len(one) else chosen.loc[chosen["seed"] == scores.MEAN]).set_index("label")["f1"]
+        out[seed] = pd.DataFrame(part)
     return out
 
 
-def per_label_f1(frames: dict[str, tuple[np.ndarray, np.ndarray]], labels) -> pd.DataFrame:
-    """Rows = labels, columns = models: per-label F1 from (y_true, y_pred) pairs."""
-    return pd.DataFrame({name: metrics.per_label(t, p, labels)["f1"].to_numpy() for name, (t, p) in frames.items()},
-                        index=list(labels))
+def headline_summary(frame: pd.DataFrame, chexreason: dict) -> pd.DataFrame:
+    """Macro-F1 of the medical model before and after each stage on both test sets: the mean over seeds with the
+    two-level bootstrap 95% CI (``seed`` = "mean") and each seed (columns model, dataset, seed, macro_f1, lo, hi, n)."""
+    columns = {"MedGemma base": TEST_COLUMNS["MedGemma base"], "MedGemma SFT": TEST_COLUMNS["MedGemma SFT"],
+               "ChexReason": {"stage": "grpo", **chexreason}}
+    parts = [mean_and_seed_rows(frame, dataset=ds, **keys).assign(model=STAGE_NAMES[column])
+             for ds in ("CheXpert", "NIH") for column, keys in columns.items()]
+    out = pd.concat(parts, ignore_index=True).rename(columns={"n_images": "n"})
+    return out[["model", "dataset", "seed", "macro_f1", "lo", "hi", "n"]]
+
+
+def per_label_columns(frame: pd.DataFrame, dataset: str, chexreason: dict) -> pd.DataFrame:
+    """Per-label F1 on one test set, one column per model and training seed (one column for a fixed model)."""
+    by_seed = test_columns(frame, dataset, chexreason)
+    out = {}
+    for seed, table in by_seed.items():
+        for column in table:
+            name = STAGE_NAMES.get(column, column)
+            out[name if column in FIXED_MODELS else f"{name} · seed {seed}"] = table[column]
+    return pd.DataFrame(out)
+
+
+def checkpoint_curve(frame: pd.DataFrame, datasets=("CheXpert", "NIH")) -> pd.DataFrame:
+    """Micro / macro-F1 and fail rate of the SFT start (step 0) and every scored GRPO checkpoint, per reward run,
+    test set and seed (columns reward, seed, step, dataset, macro_f1, micro_f1, fail_rate)."""
+    steps = seed_rows(frame, dataset=list(datasets), stage="grpo")
+    steps = steps.loc[steps["checkpoint"].str.startswith("checkpoint-")]
+    start = seed_rows(frame, dataset=list(datasets), stage="sft", model="medical")
+    parts = [steps.assign(reward=steps["name"])] + [start.assign(reward=r) for r in steps["name"].unique()]
+    curve = pd.concat(parts, ignore_index=True)
+    curve["step"] = curve["step"].astype(int)
+    cols = ["reward", "seed", "step", "dataset", "macro_f1", "micro_f1", "fail_rate"]
+    return curve[cols].sort_values(["reward", "dataset", "seed", "step"]).reset_index(drop=True)
+
+
+def paired_differences(contrasts: pd.DataFrame) -> pd.DataFrame:
+    """The SFT -> GRPO macro-F1 differences and the gap change (mean over seeds, two-level bootstrap 95% CI)."""
+    rows = contrasts.loc[contrasts["kind"] == "paired difference"]
+    return rows.rename(columns={"contrast": "comparison"})[["comparison", "effect", "lo", "hi", "per_seed", "seeds",
+                                                            "p_not_positive"]].reset_index(drop=True)
+
+
+def format_f1(frame: pd.DataFrame) -> pd.DataFrame:
+    """Validation macro-F1 per model and SFT format: the mean over seeds with its CI (``seed`` = "mean") and each
+    seed (columns model, format, seed, macro_f1, lo, hi)."""
+    rows = mean_and_seed_rows(frame, dataset="validation", stage="sft")
+    return rows.rename(columns={"name": "format"})[["model", "format", "seed", "macro_f1", "lo", "hi"]]
 
 
 def test_table(per_seed: dict[int, pd.DataFrame], which: int, profile: str, fixed: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -102,31 +199,6 @@ def test_table(per_seed: dict[int, pd.DataFrame], which: int, profile: str, fixe
                        **{name: part.mean() for name, part in parts.items() if name != REPORTED}})
     table.loc["Macro"] = macro.reindex(table.columns)
     return table.rename_axis("label")
-
-
-def per_label_by_seed(by_model: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]], labels,
-                      fixed: tuple[str, ...]) -> pd.DataFrame:
-    """Per-label F1, one column per model and training seed (one column for a ``fixed`` model)."""
-    frames = {}
-    for model, by_seed in by_model.items():
-        for s, pair in by_seed.items():
-            frames[model if model in fixed else f"{model} · seed {s}"] = pair
-    return per_label_f1(frames, labels)
-
-
-def ci_summary(by_model: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]], dataset: str, n_boot: int,
-               seed: int) -> pd.DataFrame:
-    """Per model: macro-F1 mean over training seeds with a two-level (seeds, then images) bootstrap 95% CI
-    (row ``seed`` = "mean") and each seed's value (one row per seed)."""
-    rows = []
-    for name, by_seed in by_model.items():
-        y_true = next(iter(by_seed.values()))[0]
-        r = metrics.bootstrap_macro_f1(y_true, [p for _, p in by_seed.values()], n_boot, seed)
-        rows.append({"model": name, "dataset": dataset, "seed": "mean", "macro_f1": r["effect"], "lo": r["lo"],
-                     "hi": r["hi"], "n": len(y_true)})
-        rows += [{"model": name, "dataset": dataset, "seed": s, "macro_f1": v, "n": len(y_true)}
-                 for s, v in zip(by_seed, r["per_seed"])]
-    return pd.DataFrame(rows)
 
 
 def age_band(age: float) -> str:

@@ -81,4 +81,5 @@ def summaries(frame: pd.DataFrame) -> pd.DataFrame:
 def contrast_row(what: dict, result: dict) -> dict:
     """A contrast row from a ``metrics.two_level_bootstrap`` result (``what`` names it)."""
     return {**what, "effect": result["effect"], "lo": result["lo"], "hi": result["hi"],
-            "per_seed": ", ".join(f"{v:+.3f}" for v in result["per_seed"]), "seeds": result["n_seeds"]}
+            "per_seed": ", ".join(f"{v:+.3f}" for v in result["per_seed"]), "seeds": result["n_seeds"],
+            "p_not_positive": result["p_not_positive"]}

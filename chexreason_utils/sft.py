@@ -72,7 +72,7 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
     """Fine-tune ``base`` (folder or hub id) and save the result in ``out_dir``.
 
     ``image_pixels``: (min, max) image area of a dynamic-resolution processor; saved with the result."""
-    from transformers import EarlyStoppingCallback
+    from transformers import EarlyStoppingCallback, PrinterCallback
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
@@ -111,6 +111,7 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
         trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=evalset,
                              processing_class=processor, peft_config=None if full_finetune or is_adapter(base) else
                              lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout), callbacks=callbacks)
+        trainer.remove_callback(PrinterCallback)   # progress lines come from ProgressCallback; logs go to the CSV
     import transformers
 
     verbosity = transformers.logging.get_verbosity()

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chexreason_utils import claims, metrics, reporting
+from chexreason_utils import claims, metrics, reporting, scores
 from chexreason_utils.config import ConfigError, load_profile
 from chexreason_utils.paths import RunPaths, model_tag
 from chexreason_utils.steps import claims as claim_steps
@@ -84,10 +84,14 @@ def _evidence(n=120, seeds=3):
             "collapse": {"final": [0.0] * seeds, "unstable": [0.0] * seeds}}       # nothing to tell: C5 inconclusive
 
 
+def _contrasts(measured: dict) -> pd.DataFrame:
+    return pd.DataFrame([scores.contrast_row({"kind": "claim", "contrast": c}, r) for c, r in measured.items()])
+
+
 def test_claims_table_has_five_rows_with_effect_ci_and_verdict():
     ev = _evidence()
     ev["NIH"][1]["base"] = [ev["NIH"][1]["sft"][0]]    # base = seed 0's SFT: C3's effect is small, CI spans 0
-    table = claims.claims_table(ev, n_boot=400, seed=0)
+    table = claims.claims_table(_contrasts(claims.measure(ev, n_boot=400, seed=0)))
     assert table["claim"].tolist() == ["C1", "C2", "C3", "C4", "C5"]
     assert table[["effect", "lo", "hi"]].notna().all().all() and (table["seeds"] == 3).all()
     v = dict(zip(table["claim"], table["verdict"]))
@@ -102,7 +106,9 @@ def test_a_claim_whose_input_is_missing_names_the_artifact(tmp_path):
     ev = _evidence()
     del ev["collapse"]
     with pytest.raises(claims.MissingEvidence, match=r"C5.*'collapse'"):
-        claims.claims_table(ev, n_boot=50)
+        claims.measure(ev, n_boot=50)
+    with pytest.raises(claims.MissingEvidence, match=r"C5 .*not measured"):
+        claims.claims_table(_contrasts(claims.measure(_evidence(), n_boot=50)).iloc[:4])
     cfg = load_profile("smoke")
     paths = RunPaths.for_profile("smoke", tmp_path, tmp_path / "fig")
     with pytest.raises(FileNotFoundError, match=r"03_grpo/seed-1/ablation-hard/log_history\.csv"):

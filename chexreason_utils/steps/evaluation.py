@@ -1,25 +1,40 @@
-"""Stage 04 (evaluation), and 05's tables: the validation tables of prompt variants and SFT formats, the test
-models and their predictions on CheXpert and NIH, label matrices, the per-checkpoint test curve and the paired
-SFT -> GRPO differences."""
+"""Stage 04 (evaluation): the one route from predictions to every table.
+
+``evaluate_run`` lists every entry the paper's tables and our figures score — base models with each prompt
+variant, SFT formats of both models, GRPO checkpoints and their best-F1 / final selections, on validation, CheXpert
+and NIH — predicts all of them in one batch of independent jobs (cached), and writes two tidy frames under
+``04_evaluation/``: the scores frame (``scores``: entry × seed × label, with the mean over seeds and its CI) and
+the contrasts (the paired SFT -> GRPO differences and every claim's effect, with CIs). ``reporting`` builds the
+tables from those two files alone; 05 reads them too.
+"""
 from __future__ import annotations
 
-from pathlib import Path
-
+from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .. import metrics
+from .. import claims, metrics, reporting, scores
 from ..config import Config, training_seeds
 from ..labels import CHEXPERT_LABELS
-from ..metrics import eval_labels, matrices, scores, valid_mask
-from ..model_registry import base_model
+from ..metrics import eval_labels, matrices, valid_mask
+from ..model_registry import ROLES, base_model
 from ..paths import RunPaths, model_tag
-from .grpo import grpo_checkpoint, grpo_models
+from .claims import collapse_evidence
+from .grpo import grpo_models, read_checkpoint_scores
 from .predictions import predict_many
 from .sft import sft_start
 
-TEST_SETS = (("CheXpert", "chexpert_test"), ("NIH", "nih_test"))   # dataset name -> manifest
-FIXED_MODELS = ("MedGemma base", "Qwen2.5-VL")   # test-table columns that do not depend on the training seed
+SETS = {"validation": "val", "CheXpert": "chexpert_test", "NIH": "nih_test"}   # dataset -> manifest
+SELECTIONS = ("best_f1", "final")   # GRPO checkpoints chosen per run and seed from the validation scores
+
+
+@dataclass
+class Entry:
+    """One model on one data set with one prompt: its frame keys and, per training seed (None: a fixed model),
+    the (cache tag, model folder or id) to predict with."""
+    keys: dict
+    models: dict = field(default_factory=dict)
+    steps: dict = field(default_factory=dict)   # seed -> GRPO step, for the best-F1 / final selections
 
 
 def zero_shot_prompt(cfg: Config) -> str:
@@ -27,116 +42,152 @@ def zero_shot_prompt(cfg: Config) -> str:
     return cfg.evaluation.prompt_variant or cfg.grpo.start_format
 
 
-def test_models(cfg: Config, paths: RunPaths, seed: int) -> dict[str, tuple[str, Path | str, str]]:
-    """The paper's test-table columns we can reproduce -> (cache tag, model, prompt), for one training seed
-    (the base models are fixed: the same entry for every seed)."""
-    fmt, zs = cfg.grpo.start_format, zero_shot_prompt(cfg)
+def _keys(dataset, model, stage, name, checkpoint, step, prompt) -> dict:
+    return dict(zip(scores.KEYS, (dataset, model, stage, name, checkpoint, step, prompt)))
+
+
+def _base(cfg, paths, dataset, role, prompt) -> Entry:
+    return Entry(_keys(dataset, role, "base", prompt, "base", np.nan, prompt),
+                 {None: (model_tag(f"base-{role}"), base_model(cfg, paths, role))})
+
+
+def _grpo_entries(cfg: Config, paths: RunPaths, dataset: str) -> list[Entry]:
+    """Every GRPO checkpoint the scoring plan scores on ``dataset`` (one entry per step, the seeds that have it),
+    and the best-F1 / final selections of every reward run (the chosen step may differ between seeds)."""
+    fmt, by_step, picked = cfg.grpo.start_format, {}, {}
+    for reward in cfg.grpo.rewards:
+        for seed in training_seeds(cfg):
+            for step, tag, model in grpo_models(cfg, paths, reward, seed, SETS[dataset])[1:]:
+                by_step.setdefault((reward, step), {})[seed] = (tag, model)
+            chosen = read_checkpoint_scores(paths, reward, seed).set_index("step")
+            for which in SELECTIONS:
+                step = int(chosen.index[chosen[f"is_{which}"]][0])
+                entry = picked.setdefault((reward, which), Entry(_keys(dataset, "medical", "grpo", reward, which,
+                                                                       np.nan, fmt)))
+                entry.models[seed] = (model_tag(f"grpo-{reward}-checkpoint-{step}", seed),
+                                      paths.grpo_run(reward, seed) / f"checkpoint-{step}")
+                entry.steps[seed] = step
+    steps = [Entry(_keys(dataset, "medical", "grpo", reward, f"checkpoint-{step}", step, fmt), models)
+             for (reward, step), models in sorted(by_step.items())]
+    return steps + list(picked.values())
+
+
+def entries(cfg: Config, paths: RunPaths) -> list[Entry]:
+    """Everything the evaluation scores (see the module docstring), in table order."""
+    seeds, fmt = training_seeds(cfg), cfg.grpo.start_format
+    roles = [r for r in ROLES if r == "medical" or cfg.sft.general_model_too]
+    zs_roles = [r for r in ROLES if r == "medical" or cfg.cross_model.general_zero_shot]
+    out = [_base(cfg, paths, "validation", role, v) for role in zs_roles for v in cfg.cross_model.prompt_variants]
+    out += [Entry(_keys("validation", role, "sft", f, "sft", 0, f),
+                  {s: (model_tag(f"sft-{role}-{f}", s), paths.sft_model(role, f, s)) for s in seeds})
+            for role in roles for f in cfg.sft.formats]
+    out += _grpo_entries(cfg, paths, "validation")
+    for dataset in ("CheXpert", "NIH"):
+        out += [_base(cfg, paths, dataset, role, zero_shot_prompt(cfg)) for role in ROLES]
+        out.append(Entry(_keys(dataset, "medical", "sft", fmt, "sft", 0, fmt), {s: sft_start(cfg, paths, s) for s in seeds}))
+        out += _grpo_entries(cfg, paths, dataset)
+    return out
+
+
+def entry_predictions(cfg: Config, paths: RunPaths, todo: list[Entry]) -> list[dict]:
+    """Per entry ``{seed: predictions merged with the truth}``; all missing prediction files are made in one
+    batch of independent jobs."""
+    requests = [(tag, model, SETS[e.keys["dataset"]], e.keys["prompt"]) for e in todo for tag, model in e.models.values()]
+    frames = iter(predict_many(cfg, paths, requests))
+    return [{seed: next(frames) for seed in e.models} for e in todo]
+
+
+@dataclass
+class Evaluation:
+    scores: pd.DataFrame      # the scores frame (``scores`` module)
+    contrasts: pd.DataFrame   # paired differences and claim effects with CIs
+
+
+def evaluate_run(cfg: Config, paths: RunPaths) -> Evaluation:
+    """Predict and score every entry, measure the contrasts, write both frames under ``04_evaluation/``."""
     E = cfg.evaluation
-    ckpt = grpo_checkpoint(paths, E.test_grpo_reward, E.test_grpo_checkpoint, seed)
-    return {"MedGemma base": (model_tag("base-medical"), base_model(cfg, paths, "medical"), zs),
-            "Qwen2.5-VL": (model_tag("base-general"), base_model(cfg, paths, "general"), zs),
-            "MedGemma SFT": (*sft_start(cfg, paths, seed), fmt),
-            "ChexReason": (model_tag(f"grpo-{E.test_grpo_reward}-{ckpt.name}", seed), ckpt, fmt)}
+    todo = entries(cfg, paths)
+    mats, parts = [], []
+    for entry, by_seed in zip(todo, entry_predictions(cfg, paths, todo)):
+        labels = eval_labels(cfg, entry.keys["dataset"]) if entry.keys["dataset"] != "validation" else CHEXPERT_LABELS
+        pairs = {s: matrices(f, cfg, labels) for s, f in by_seed.items()}
+        y_true = next(iter(pairs.values()))[0]
+        frame = scores.entry_scores(entry.keys, y_true, {s: p for s, (_, p) in pairs.items()},
+                                    {s: valid_mask(f) for s, f in by_seed.items()}, labels, E.n_bootstrap,
+                                    E.bootstrap_seed)
+        for seed, step in entry.steps.items():
+            frame.loc[frame["seed"] == str(seed), "step"] = step
+        parts.append(frame)
+        mats.append((entry, y_true, {s: p for s, (_, p) in pairs.items()}))
+    score_frame = pd.concat(parts, ignore_index=True)
+    contrasts = measure_contrasts(cfg, paths, mats)
+    paths.evaluation.mkdir(parents=True, exist_ok=True)
+    score_frame.to_csv(paths.scores_file, index=False)
+    contrasts.to_csv(paths.contrasts_file, index=False)
+    return Evaluation(score_frame, contrasts)
 
 
-def test_predictions(cfg: Config, paths: RunPaths) -> dict[str, dict[str, dict[int, pd.DataFrame]]]:
-    """``{dataset: {column: {seed: predictions}}}`` on both test sets (a base model's frame is the same for
-    every seed)."""
-    keys = [(ds, man, col, s, *spec) for ds, man in TEST_SETS for s in training_seeds(cfg)
-            for col, spec in test_models(cfg, paths, s).items()]
-    frames = predict_many(cfg, paths, [(tag, model, man, prompt) for _, man, _, _, tag, model, prompt in keys])
-    out: dict = {}
-    for (ds, _, col, s, *_), frame in zip(keys, frames):
-        out.setdefault(ds, {}).setdefault(col, {})[s] = frame
-    return out
+def read_evaluation(paths: RunPaths) -> Evaluation:
+    """The two frames 04 wrote (05 and later read them, never recompute them)."""
+    for f in (paths.scores_file, paths.contrasts_file):
+        if not f.exists():
+            raise FileNotFoundError(f"{f} not found: run 04_evaluation first (it writes the scores frame)")
+    return Evaluation(pd.read_csv(paths.scores_file, dtype={"seed": str}), pd.read_csv(paths.contrasts_file))
 
 
-def test_matrices(cfg: Config, preds: dict) -> dict[str, dict[str, dict[int, tuple[np.ndarray, np.ndarray]]]]:
-    """(y_true, y_pred) per dataset, column and seed, on each dataset's evaluation labels."""
-    return {ds: {col: {s: matrices(f, cfg, eval_labels(cfg, ds)) for s, f in by_seed.items()}
-                 for col, by_seed in by_col.items()} for ds, by_col in preds.items()}
+def _matrices_of(mats: list, seeds: list[int], **keys) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(y_true, one prediction matrix per seed — or the one of a fixed model) of the entry with ``keys``."""
+    for entry, y_true, preds in mats:
+        if all(entry.keys[k] == v for k, v in keys.items()):
+            return y_true, [preds[None]] if None in preds else [preds[s] for s in seeds]
+    raise LookupError(f"no evaluated entry with {keys}")
 
 
-def checkpoint_test_curve(cfg: Config, paths: RunPaths) -> pd.DataFrame:
-    """CheXpert and NIH macro-F1 of the SFT start and the GRPO checkpoints the scoring plan scores on each test set,
-    for every reward run and seed."""
-    fmt = cfg.grpo.start_format
-    keys = [(reward, s, step, tag, model, ds, man) for reward in cfg.grpo.rewards for s in training_seeds(cfg)
-            for ds, man in TEST_SETS for step, tag, model in grpo_models(cfg, paths, reward, s, man)]
-    frames = predict_many(cfg, paths, [(tag, model, man, fmt) for *_, tag, model, _, man in keys])
-    return pd.DataFrame([{"reward": reward, "seed": s, "step": step, "dataset": ds,
-                          **scores(frame, cfg, eval_labels(cfg, ds))}
-                         for (reward, s, step, _, _, ds, _), frame in zip(keys, frames)])
-
-
-def validation_models(cfg: Config, paths: RunPaths, role: str, names: list[str], kind: str) -> list[tuple]:
-    """(name, seed, tag, model, prompt) of a model per prompt variant (kind='zero_shot': the fixed base model,
-    seed None) or per SFT format and training seed (kind='sft')."""
-    if kind == "zero_shot":
-        return [(n, None, model_tag(f"base-{role}"), base_model(cfg, paths, role), n) for n in names]
-    return [(n, s, model_tag(f"sft-{role}-{n}", s), paths.sft_model(role, n, s), n)
-            for n in names for s in training_seeds(cfg)]
-
-
-def validation_matrices(cfg: Config, paths: RunPaths, role: str, names: list[str], kind: str) -> dict:
-    """``{name: {seed: (y_true, y_pred, valid)}}`` on the validation set (see ``validation_models``)."""
-    specs = validation_models(cfg, paths, role, names, kind)
-    frames = predict_many(cfg, paths, [(tag, model, "val", prompt) for _, _, tag, model, prompt in specs])
-    out: dict = {}
-    for (name, seed, *_), frame in zip(specs, frames):
-        out.setdefault(name, {})[seed] = (*matrices(frame, cfg, CHEXPERT_LABELS), valid_mask(frame))
-    return out
-
-
-def validation_table(cfg: Config, paths: RunPaths, role: str, names: list[str], kind: str) -> pd.DataFrame:
-    """Validation scores of a model per prompt variant (kind='zero_shot') or per SFT format and seed
-    (kind='sft'), one row per name and seed (seed empty for the fixed base model)."""
-    rows = []
-    for name, by_seed in validation_matrices(cfg, paths, role, names, kind).items():
-        for seed, (y_true, y_pred, valid) in by_seed.items():
-            rows.append({"model": role, "variant" if kind == "zero_shot" else "format": name, "seed": seed,
-                         **metrics.summary(y_true, y_pred, CHEXPERT_LABELS, valid)})
+def measure_contrasts(cfg: Config, paths: RunPaths, mats: list) -> pd.DataFrame:
+    """The paired SFT -> GRPO differences on each test set and the change of the CheXpert - NIH gap (mean over
+    seeds, paired per seed and image, two-level bootstrap), and the effect of every claim (``claims.measure``)."""
+    E, seeds, fmt = cfg.evaluation, training_seeds(cfg), cfg.grpo.start_format
+    chex = {"checkpoint": E.test_grpo_checkpoint, "name": E.test_grpo_reward}
+    tests = {}
+    for ds in ("CheXpert", "NIH"):
+        y, sft = _matrices_of(mats, seeds, dataset=ds, stage="sft")
+        _, grpo_preds = _matrices_of(mats, seeds, dataset=ds, stage="grpo", **chex)
+        _, base = _matrices_of(mats, seeds, dataset=ds, stage="base", model="medical")
+        tests[ds] = (y, {"base": base, "sft": sft, "grpo": grpo_preds})
+    rows = [scores.contrast_row({"kind": "paired difference", "contrast": f"SFT -> GRPO on {ds}"},
+                                metrics.paired_bootstrap(y, p["sft"], p["grpo"], E.n_bootstrap, E.bootstrap_seed))
+            for ds, (y, p) in tests.items()]
+    cx, nih = ((tests[d][0], tests[d][1]["sft"], tests[d][1]["grpo"]) for d in ("CheXpert", "NIH"))
+    rows.append(scores.contrast_row({"kind": "paired difference", "contrast": "change of the CheXpert - NIH gap, SFT -> GRPO"},
+                                    metrics.gap_change(cx, nih, E.n_bootstrap, E.bootstrap_seed)))
+    evidence: dict = dict(tests)
+    if cfg.sft.general_model_too:
+        by_role = {role: {f: _matrices_of(mats, seeds, dataset="validation", stage="sft", model=role, name=f)
+                          for f in cfg.sft.formats} for role in ROLES}
+        y_val = next(iter(by_role["medical"].values()))[0]
+        evidence["validation formats"] = (y_val, {role: {f: p for f, (_, p) in by_fmt.items()}
+                                                  for role, by_fmt in by_role.items()})
+    evidence["collapse"] = collapse_evidence(cfg, paths)
+    rows += [scores.contrast_row({"kind": "claim", "contrast": claim_id}, result)
+             for claim_id, result in claims.measure(evidence, E.n_bootstrap, E.bootstrap_seed).items()]
     return pd.DataFrame(rows)
 
 
-def format_f1(cfg: Config, paths: RunPaths, roles: list[str]) -> pd.DataFrame:
-    """Validation macro-F1 per model, SFT format and seed, and per model and format its mean over seeds
-    (``seed`` = "mean") with a two-level (seeds, then images) bootstrap 95% CI."""
-    E, rows = cfg.evaluation, []
-    for role in roles:
-        for fmt, by_seed in validation_matrices(cfg, paths, role, cfg.sft.formats, "sft").items():
-            y_true = next(iter(by_seed.values()))[0]
-            ci = metrics.bootstrap_macro_f1(y_true, [p for _, p, _ in by_seed.values()], E.n_bootstrap,
-                                            E.bootstrap_seed)
-            rows.append({"model": role, "format": fmt, "seed": "mean", "macro_f1": ci["effect"], "lo": ci["lo"],
-                         "hi": ci["hi"]})
-            rows += [{"model": role, "format": fmt, "seed": s, "macro_f1": v}
-                     for s, v in zip(by_seed, ci["per_seed"])]
-    return pd.DataFrame(rows)
+def nih_entries(cfg: Config, paths: RunPaths) -> dict[str, Entry]:
+    """The NIH entries of the medical SFT model and of ChexReason (the chosen GRPO checkpoint)."""
+    chex = {"checkpoint": cfg.evaluation.test_grpo_checkpoint, "name": cfg.evaluation.test_grpo_reward}
+    wanted = {"SFT": {"stage": "sft"}, "GRPO": {"stage": "grpo", **chex}}
+    nih = [e for e in entries(cfg, paths) if e.keys["dataset"] == "NIH"]
+    return {label: next(e for e in nih if all(e.keys[k] == v for k, v in keys.items())) for label, keys in wanted.items()}
 
 
-def test_pairs(cfg: Config, test_mats: dict) -> dict[str, tuple[np.ndarray, dict[str, list[np.ndarray]]]]:
-    """Per test set: (y_true, {"base": [matrix], "sft": [one per seed], "grpo": [one per seed]}) of the medical
-    model, seeds in profile order (the inputs of the paired comparisons and of claims C1-C3)."""
-    seeds = training_seeds(cfg)
-    cols = {"base": "MedGemma base", "sft": "MedGemma SFT", "grpo": "ChexReason"}
-    out = {}
-    for ds, by_col in test_mats.items():
-        y_true = by_col[cols["sft"]][seeds[0]][0]
-        out[ds] = (y_true, {k: [by_col[c][s][1] for s in (seeds[:1] if k == "base" else seeds)]
-                            for k, c in cols.items()})
-    return out
-
-
-def paired_differences(cfg: Config, test_mats: dict) -> pd.DataFrame:
-    """SFT -> GRPO macro-F1 on each test set and the change of the CheXpert - NIH gap: mean over training seeds,
-    paired per seed and image, two-level bootstrap 95% CI (seeds, then images)."""
-    E, pairs = cfg.evaluation, test_pairs(cfg, test_mats)
-    triple = {ds: (y, p["sft"], p["grpo"]) for ds, (y, p) in pairs.items()}
-    rows = [{"comparison": f"SFT -> GRPO on {ds}", **metrics.paired_bootstrap(*triple[ds], E.n_bootstrap, E.bootstrap_seed)}
-            for ds in ("CheXpert", "NIH")]
-    rows.append({"comparison": "change of the CheXpert - NIH gap, SFT -> GRPO",
-                 **metrics.gap_change(triple["CheXpert"], triple["NIH"], E.n_bootstrap, E.bootstrap_seed)})
-    table = pd.DataFrame(rows)
-    table["per_seed"] = [", ".join(f"{v:+.3f}" for v in r) for r in table["per_seed"]]
-    return table
+def subgroup_table(cfg: Config, paths: RunPaths) -> pd.DataFrame:
+    """NIH macro-F1 per sex and age band of the SFT model and ChexReason, per seed (``reporting.subgroup_scores``
+    on the cached predictions, which carry sex and age)."""
+    todo = nih_entries(cfg, paths)
+    labels = eval_labels(cfg, "NIH")
+    preds = dict(zip(todo, entry_predictions(cfg, paths, list(todo.values()))))
+    first = next(iter(preds["SFT"].values()))
+    return reporting.subgroup_scores(first, matrices(first, cfg, labels)[0],
+                                     {name: {s: matrices(f, cfg, labels)[1] for s, f in by_seed.items()}
+                                      for name, by_seed in preds.items()}, labels)
