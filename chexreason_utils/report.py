@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from . import figure_registry, reference
-from .paths import RunPaths
+from .paths import REPO_ROOT, RunPaths
 
 CLAIMS_ID = "claims"
 _PAGE = """<!DOCTYPE html>
@@ -39,11 +39,19 @@ code {{ background: #f4f4f4; padding: 0 0.2rem; }}
 """
 
 
-def export_notebooks(executed: Path, out_dir: Path) -> dict[str, Path]:
+def display_path(path: Path) -> str:
+    """A path as a page shows it: relative to the repository when inside it (so a page made in any clone is the
+    same bytes), else absolute."""
+    path = Path(path).resolve()
+    return os.path.relpath(path, REPO_ROOT) if path.is_relative_to(REPO_ROOT.resolve()) else str(path)
+
+
+def export_notebooks(executed: Path, out_dir: Path, run_root: Path | None = None) -> dict[str, Path]:
     """Every executed notebook as ``<stage>.html`` (nbconvert's lab template, images inline, no network).
 
     A notebook is exported again only when the executed copy is newer than its HTML; the export of the
-    same notebook is byte-identical (no timestamps).
+    same notebook is byte-identical (no timestamps), and the run directory (``run_root``) and the repository
+    appear as ``display_path`` shows them, so a clone elsewhere exports the same bytes.
     """
     from nbconvert import HTMLExporter
 
@@ -54,6 +62,9 @@ def export_notebooks(executed: Path, out_dir: Path) -> dict[str, Path]:
         html = out_dir / f"{nb.stem}.html"
         if not html.exists() or html.stat().st_mtime_ns < nb.stat().st_mtime_ns:
             body, _ = exporter.from_filename(str(nb))
+            if run_root is not None:
+                body = body.replace(str(Path(run_root).resolve()), display_path(run_root))
+            body = body.replace(str(REPO_ROOT.resolve()) + "/", "")
             html.write_text(body, encoding="utf-8")
         written[nb.stem] = html
     return written
@@ -136,7 +147,7 @@ def _claims(page_dir: Path) -> list[str]:
 def _run_record(manifest: Path) -> list[str]:
     """Where the run's times, versions and commit are: kept out of the page, so identical runs give the same page."""
     return [f"Wall times, package versions, seeds and the git commit of this run are in its `{manifest.name}` "
-            f"(`{manifest}`), not on this page, so the page is byte-identical for identical runs.", ""]
+            f"(`{display_path(manifest)}`), not on this page, so the page is byte-identical for identical runs.", ""]
 
 
 def report_markdown(paths: RunPaths, profile: str, notebooks: dict[str, Path]) -> str:
@@ -176,7 +187,7 @@ def to_html(markdown_text: str, title: str) -> str:
 def write_report(paths: RunPaths, profile: str) -> list[Path]:
     """Export the executed notebooks and write ``REPORT.md`` and ``REPORT.html``; returns both paths."""
     paths.figures.mkdir(parents=True, exist_ok=True)
-    notebooks = export_notebooks(paths.executed_notebooks, paths.notebooks_html)
+    notebooks = export_notebooks(paths.executed_notebooks, paths.notebooks_html, paths.root)
     text = report_markdown(paths, profile, notebooks)
     paths.report.write_text(text, encoding="utf-8")
     html = paths.report.with_suffix(".html")

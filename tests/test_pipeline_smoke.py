@@ -178,7 +178,7 @@ def test_an_interrupted_control_resumes_to_the_same_numbers(smoke_run, tmp_path)
     pd.testing.assert_frame_equal(again, whole)
 
 
-COMPARED = (".safetensors", ".json", ".csv", ".png", ".pdf", ".md", ".tex")
+COMPARED = (".safetensors", ".json", ".csv", ".png", ".pdf", ".md", ".tex", ".html")
 # times, run ids, and trl's model card (README.md), whose tags trl writes in set order
 NOT_COMPARED = {"manifest.json", "run_info.json", "trainer_state.json", "config_reads.json", "README.md"}
 TIMING_COLUMNS = ("runtime", "per_second", "step_time")
@@ -186,17 +186,19 @@ TIMING_COLUMNS = ("runtime", "per_second", "step_time")
 
 def _comparable(folder, root):
     """Relative path -> bytes of every model, CSV, figure and table (run root written as <run>, timing columns
-    of trainer logs dropped); executed notebooks, the manifest and run-id files are not compared."""
+    of trainer logs dropped); the executed notebooks of the run directory, the manifest and run-id files are not
+    compared (their HTML exports beside the report are: a clone elsewhere must export the same bytes)."""
     out = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
-        if not path.is_file() or path.suffix not in COMPARED or path.name in NOT_COMPARED or rel.parts[0] == "notebooks":
+        if not path.is_file() or path.suffix not in COMPARED or path.name in NOT_COMPARED or (
+                rel.parts[0] == "notebooks" and path.suffix != ".html"):
             continue
         data = path.read_bytes()
         if path.name == "log_history.csv":
             frame = pd.read_csv(path)
             data = frame.drop(columns=[c for c in frame if c.endswith(TIMING_COLUMNS)]).to_csv(index=False).encode()
-        if path.suffix in (".json", ".csv", ".md", ".tex"):
+        if path.suffix in (".json", ".csv", ".md", ".tex", ".html"):
             data = data.replace(str(root).encode(), b"<run>")
         out[str(rel)] = data
     return out
