@@ -34,6 +34,22 @@ def test_every_registered_figure_and_table_is_made(smoke_run):
     assert len(table5) == 4 * 15
 
 
+def test_one_evaluation_route_the_tables_are_read_from_the_scores_frame(smoke_run):
+    paths, _, _ = smoke_run
+    frame = pd.read_csv(paths.scores_file, dtype={"seed": str})
+    assert set(frame["dataset"]) == {"validation", "CheXpert", "NIH"} and set(frame["stage"]) == {"base", "sft", "grpo"}
+    assert set(frame["seed"]) == {"0", "1", "mean"}
+    sft_chexpert = frame.loc[(frame["dataset"] == "CheXpert") & (frame["stage"] == "sft") & (frame["seed"] == "1")]
+    table5 = pd.read_csv(paths.figures / "table5_chexpert.csv").set_index(["source", "label"])
+    for row in sft_chexpert.loc[~sft_chexpert["label"].isin(["micro", "macro"])].itertuples():
+        assert table5.loc[("seed 1", row.label), "MedGemma SFT"] == pytest.approx(row.f1, abs=5e-4)
+    mean_macro = frame.loc[(frame["seed"] == "mean") & (frame["label"] == "macro")]
+    assert mean_macro[["lo", "hi"]].notna().all().all() and (mean_macro["lo"] <= mean_macro["hi"]).all()
+    contrasts = pd.read_csv(paths.contrasts_file)
+    assert contrasts.loc[contrasts["kind"] == "claim", "contrast"].tolist() == ["C1", "C2", "C3", "C4", "C5"]
+    assert len(pd.read_csv(paths.figures / "paired_differences.csv")) == 3
+
+
 def test_claims_table_has_five_verdicts_from_every_seed(smoke_run):
     paths, _, _ = smoke_run
     table = pd.read_csv(paths.figures / "claims.csv")

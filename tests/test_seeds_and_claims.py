@@ -6,7 +6,7 @@ import pytest
 from chexreason_utils import claims, metrics, reporting, scores
 from chexreason_utils.config import ConfigError, load_profile
 from chexreason_utils.paths import RunPaths, model_tag
-from chexreason_utils.steps import claims as claim_steps
+from chexreason_utils.steps import diagnostics as diagnostic_steps
 
 
 def test_profiles_default_seeds_and_bad_seed_lists_name_the_parameter():
@@ -112,7 +112,7 @@ def test_a_claim_whose_input_is_missing_names_the_artifact(tmp_path):
     cfg = load_profile("smoke")
     paths = RunPaths.for_profile("smoke", tmp_path, tmp_path / "fig")
     with pytest.raises(FileNotFoundError, match=r"03_grpo/seed-1/ablation-hard/log_history\.csv"):
-        claim_steps.run_collapse_share(cfg, paths, "ablation-hard", 1)
+        diagnostic_steps.run_collapse_share(cfg, paths, "ablation-hard", 1)
 
 
 def test_collapse_share_and_scaffold_gain():

@@ -19,7 +19,7 @@ from ..labels import CHEXPERT_LABELS
 from ..metrics import eval_labels, matrices, valid_mask
 from ..model_registry import ROLES, base_model
 from ..paths import RunPaths, model_tag
-from .claims import collapse_evidence
+from .diagnostics import collapse_evidence
 from .grpo import grpo_models, read_checkpoint_scores
 from .predictions import predict_many
 from .sft import sft_start

@@ -1,0 +1,49 @@
+"""Stage 06 (entropy and mode collapse), and claim C5's evidence at the end of 04: the per-step diagnostics and
+collapse episodes of every GRPO run (``diagnostics``, the profile's detection rule), and the collapse share of the
+final recipe and of the unstable-recipe ablation."""
+from __future__ import annotations
+
+import pandas as pd
+
+from .. import claims, grpo
+from ..config import Config, training_seeds
+from ..diagnostics import run_diagnostics
+from ..paths import RunPaths
+from .grpo import ablation_name, grpo_plan
+
+
+def run_diagnostics_of(cfg: Config, paths: RunPaths, name: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-step diagnostics, collapse episodes) of one GRPO run and seed, from its log and completions."""
+    folder, log = paths.grpo_run(name, seed), paths.grpo_log(name, seed)
+    if not log.exists():
+        raise FileNotFoundError(f"GRPO run log {log} not found: run 03_grpo first")
+    rule = cfg.diagnostics
+    return run_diagnostics(pd.read_csv(log), grpo.completions_table(folder), cfg.grpo.num_generations, rule.window,
+                           rule.dominance_threshold, rule.episode_min_steps)
+
+
+def grpo_diagnostics(cfg: Config, paths: RunPaths) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``run_diagnostics_of`` for every run of 03 (the rewards and the ablation) and training seed, long form with
+    a ``run`` column ("<name>-seed-<s>")."""
+    per_step, episodes = [], []
+    for name in grpo_plan(cfg):
+        for seed in training_seeds(cfg):
+            steps, found = run_diagnostics_of(cfg, paths, name, seed)
+            per_step.append(steps.assign(run=f"{name}-seed-{seed}"))
+            episodes.append(found.assign(run=f"{name}-seed-{seed}"))
+    return pd.concat(per_step, ignore_index=True), pd.concat(episodes, ignore_index=True)
+
+
+def run_collapse_share(cfg: Config, paths: RunPaths, name: str, seed: int) -> float:
+    """Share of a GRPO run's steps inside a collapse episode (06's detection rule and profile settings)."""
+    return claims.collapse_share(*run_diagnostics_of(cfg, paths, name, seed))
+
+
+def collapse_evidence(cfg: Config, paths: RunPaths) -> dict | None:
+    """Claim C5's evidence: the collapse share of the final recipe and of the unstable-recipe ablation per
+    training seed (None where the profile runs no ablation)."""
+    if not cfg.diagnostics.run_ablation:
+        return None
+    seeds = training_seeds(cfg)
+    return {"final": [run_collapse_share(cfg, paths, cfg.diagnostics.ablation_reward, s) for s in seeds],
+            "unstable": [run_collapse_share(cfg, paths, ablation_name(cfg), s) for s in seeds]}
