@@ -30,10 +30,14 @@ def resolve_workers(workers: int) -> int:
 
 def _one_thread() -> None:
     """Worker start: one torch thread; warnings and save bars of the libraries off (a worker's output lands in the
-    runner's terminal, where progress lines say what runs)."""
+    runner's terminal, where progress lines say what runs); SIGINT ignored, because Jupyter interrupts a kernel's
+    whole process group before it shuts it down: an interrupted ``run_jobs`` stops its workers itself."""
+    import signal
+
     import torch
     from transformers.utils import logging as hf_logging
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -60,6 +64,11 @@ def run_jobs(fn: Callable[..., Any], jobs: list[dict], workers: int = 0) -> list
         futures = [pool.submit(fn, **job) for job in jobs]
         return [f.result() for f in futures]
     except BrokenProcessPool:
+        shutdown()
+        raise
+    except KeyboardInterrupt:   # the workers ignore SIGINT: stop them, or they would finish the batch first
+        for process in list(pool._processes.values()):   # no public API before Python 3.14's terminate_workers
+            process.terminate()
         shutdown()
         raise
 
