@@ -4,6 +4,7 @@ the timing records the library wrote while it ran (``chexreason_utils.progress``
     python bench/pipeline.py                    # tiny profile (make figures), about 15 min on 2 cores
     python bench/pipeline.py --profile smoke    # the test profile, a few minutes
     python bench/pipeline.py -p workers=1       # any profile override, as for the runner
+    python bench/pipeline.py --tabulate runs/tiny   # only the tables, from a finished run (e.g. `make figures`)
 
 Measure with nothing else running on the machine: two torch jobs on 2 cores slow each other by up to 7x.
 Phases that run in parallel worker processes add up over processes, so a stage's phases can sum to more than
@@ -63,7 +64,13 @@ def main() -> None:
     p.add_argument("--profile", default="tiny")
     p.add_argument("--run-dir", default=None, help="fresh run directory (default: a temporary one, removed)")
     p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--tabulate", metavar="RUN_DIR", help="tabulate a finished run instead of running one")
     args = p.parse_args()
+    if args.tabulate:
+        run_dir = Path(args.tabulate)
+        walls = {k: v["wall_s"] for k, v in json.loads((run_dir / "manifest.json").read_text())["stages"].items()}
+        print_tables(args.profile, args.param, pd.DataFrame(timing_records(run_dir / "logs")), walls, None)
+        return
     with tempfile.TemporaryDirectory(prefix="chexreason-bench-") as tmp:
         run_dir = Path(args.run_dir or tmp)
         if run_dir.exists() and any(run_dir.iterdir()):
@@ -75,15 +82,21 @@ def main() -> None:
         total = time.perf_counter() - t0
         walls = {k: v["wall_s"] for k, v in json.loads((run_dir / "manifest.json").read_text())["stages"].items()}
         records = pd.DataFrame(timing_records(run_dir / "logs"))
+    print_tables(args.profile, args.param, records, walls, total)
+
+
+def print_tables(profile: str, params: list[str], records: pd.DataFrame, walls: dict[str, float],
+                 total: float | None) -> None:
     pd.set_option("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 60)
-    print(f"\nprofile {args.profile}, overrides {args.param or 'none'}: seconds per stage and phase")
+    print(f"\nprofile {profile}, overrides {params or 'none'}: seconds per stage and phase")
     print(stage_table(records, walls).round(1).to_string())
     print("\nper training run (steps include GRPO's rollouts: generation, rewards, reference log-probs)")
     print(training_table(records).round(1).to_string())
     print("\nprediction loops per stage (greedy evaluation and sampled validity)")
     print(prediction_table(records).round(1).to_string())
-    print(f"\ntotal: {total:.1f} s for `python -m chexreason_utils run` (process start included); "
-          f"stages {sum(walls.values()):.1f} s")
+    if total is not None:
+        print(f"\ntotal: {total:.1f} s for `python -m chexreason_utils run` (process start included)")
+    print(f"stages: {sum(walls.values()):.1f} s")
 
 
 if __name__ == "__main__":

@@ -190,7 +190,7 @@ def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GR
         save_strategy="steps", save_steps=cfg.save_steps, logging_steps=1, log_completions=True,
         num_completions_to_print=0, seed=cfg.seed, data_seed=cfg.seed, report_to="none", disable_tqdm=True,
         bf16=dev == "cuda", use_cpu=dev == "cpu", dataloader_num_workers=0, warmup_steps=0.0,
-        gradient_checkpointing=dev == "cuda")   # trl's default (on) recomputes activations: memory we lack only on GPU
+        activation_checkpointing=dev == "cuda")   # trl's default (on) recomputes activations: memory we lack only on GPU
     timer = ProgressCallback(task)
     with progress.timed(task, "build"):   # includes loading the reference model
         trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=args, train_dataset=train,

@@ -34,6 +34,7 @@ def _one_thread() -> None:
     whole process group before it shuts it down: an interrupted ``run_jobs`` stops its workers itself."""
     import signal
 
+    import datasets
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -41,6 +42,7 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
 
 
 def run_jobs(fn: Callable[..., Any], jobs: list[dict], workers: int = 0) -> list:

@@ -102,7 +102,7 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
         eval_strategy="steps" if evalset is not None else "no", eval_steps=eval_every,
         save_strategy="steps", save_steps=eval_every, save_total_limit=2,
         load_best_model_at_end=evalset is not None, metric_for_best_model="eval_loss", greater_is_better=False,
-        bf16=dtype.is_floating_point and dev == "cuda", gradient_checkpointing=cfg.gradient_checkpointing and dev == "cuda",
+        bf16=dtype.is_floating_point and dev == "cuda", activation_checkpointing=cfg.gradient_checkpointing and dev == "cuda",
         max_length=cfg.max_length, completion_only_loss=True, report_to="none", disable_tqdm=True,
         use_cpu=dev == "cpu", dataloader_num_workers=0)
     callbacks = [EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)] if evalset is not None else []

@@ -201,7 +201,7 @@ TIMING_COLUMNS = ("runtime", "per_second", "step_time")
 
 
 def _comparable(folder, root):
-    """Relative path -> bytes of every model, CSV, figure and table (run root written as <run>, timing columns
+    """Relative path -> bytes of every model, CSV, figure and table (the run's parent folder written as <tmp>, timing columns
     of trainer logs dropped); the executed notebooks of the run directory, the manifest and run-id files are not
     compared (their HTML exports beside the report are: a clone elsewhere must export the same bytes)."""
     out = {}
@@ -214,8 +214,8 @@ def _comparable(folder, root):
         if path.name == "log_history.csv":
             frame = pd.read_csv(path)
             data = frame.drop(columns=[c for c in frame if c.endswith(TIMING_COLUMNS)]).to_csv(index=False).encode()
-        if path.suffix in (".json", ".csv", ".md", ".tex", ".html"):
-            data = data.replace(str(root).encode(), b"<run>")
+        if path.suffix in (".json", ".csv", ".md", ".tex", ".html"):   # the run and figure folders share a parent
+            data = data.replace(str(root.parent).encode(), b"<tmp>")
         out[str(rel)] = data
     return out
 
