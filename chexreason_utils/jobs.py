@@ -16,6 +16,10 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
 
+# transformers 5 warns on every use of names it renamed (trl still calls ``is_gradient_checkpointing``): noise in a
+# notebook or the terminal, nothing a reader can act on.
+RENAMED_IN_TRANSFORMERS = r".* is deprecated and will be removed in v6"
+
 # Variables that workers inherit at their start and report through (progress, stage, counts).
 INHERITED_ENV = ("CHEXREASON_PROGRESS", "CHEXREASON_STAGE", "CHEXREASON_STAGE_REPORT")
 _pool: tuple[tuple, ProcessPoolExecutor] | None = None
@@ -33,6 +37,7 @@ def _one_thread() -> None:
     runner's terminal, where progress lines say what runs); SIGINT ignored, because Jupyter interrupts a kernel's
     whole process group before it shuts it down: an interrupted ``run_jobs`` stops its workers itself."""
     import signal
+    import warnings
 
     import datasets
     import torch
@@ -43,6 +48,7 @@ def _one_thread() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()
+    warnings.filterwarnings("ignore", RENAMED_IN_TRANSFORMERS, FutureWarning)
 
 
 def run_jobs(fn: Callable[..., Any], jobs: list[dict], workers: int = 0) -> list:

@@ -46,13 +46,29 @@ def display_path(path: Path) -> str:
     return os.path.relpath(path, REPO_ROOT) if path.is_relative_to(REPO_ROOT.resolve()) else str(path)
 
 
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def _stable(notebook):
+    """What makes two exports of the same run differ, taken out: papermill's random id for its parameters cell,
+    and progress-bar widgets (random model ids, speeds), which a static page cannot show anyway."""
+    notebook.metadata.pop("widgets", None)
+    for cell in notebook.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.id = "injected-parameters"
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if WIDGET not in o.get("data", {})]
+    return notebook
+
+
 def export_notebooks(executed: Path, out_dir: Path, run_root: Path | None = None) -> dict[str, Path]:
     """Every executed notebook as ``<stage>.html`` (nbconvert's lab template, images inline, no network).
 
     A notebook is exported again only when the executed copy is newer than its HTML; the export of the
-    same notebook is byte-identical (no timestamps), and the run directory (``run_root``) and the repository
+    same notebook is byte-identical (no timestamps; ``_stable``), and the run directory (``run_root``) and the repository
     appear as ``display_path`` shows them, so a clone elsewhere exports the same bytes.
     """
+    import nbformat
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(template_name="lab", embed_images=True)
@@ -61,7 +77,7 @@ def export_notebooks(executed: Path, out_dir: Path, run_root: Path | None = None
     for nb in sorted(Path(executed).glob("[0-9][0-9]_*.ipynb")):
         html = out_dir / f"{nb.stem}.html"
         if not html.exists() or html.stat().st_mtime_ns < nb.stat().st_mtime_ns:
-            body, _ = exporter.from_filename(str(nb))
+            body, _ = exporter.from_notebook_node(_stable(nbformat.read(str(nb), as_version=4)))
             if run_root is not None:
                 body = body.replace(str(Path(run_root).resolve()), display_path(run_root))
             body = body.replace(str(REPO_ROOT.resolve()) + "/", "")

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import config_reads, progress
 from .config import Config, load_profile
+from .jobs import RENAMED_IN_TRANSFORMERS
 from .paths import RunPaths
 from .plotting import set_style
 from .seeding import seed_everything
@@ -107,4 +109,5 @@ def start_stage(name: str, profile: str, run_dir: str = "", figure_dir: str = ""
     seed_everything(cfg.seed)
     set_style()
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", RENAMED_IN_TRANSFORMERS, FutureWarning)
     return Stage(name=name, cfg=cfg, paths=paths)

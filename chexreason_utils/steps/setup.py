@@ -89,7 +89,7 @@ def _prepare_base(cfg: Config, paths: RunPaths, role: str, corpus: list[str], ex
     (it.out_dir / RunPaths.MODEL_CARD).write_text(json.dumps(model_card, indent=2, sort_keys=True))
     return {"role": role, "model": name, "class": TINY_CLASSES[name], "parameters": models.parameter_count(it.out_dir),
             "pretrain_pool": pool.name, "pretrain_examples": len(caps), "pretrain_final_loss": _final_loss(pre),
-            "instruct_examples": len(examples), "instruct_final_loss": _final_loss(it), "path": str(it.out_dir)}
+            "instruct_examples": len(examples), "instruct_final_loss": _final_loss(it), "path": str(it.out_dir.relative_to(paths.root))}
 
 
 def _final_loss(result: sft.SFTResult) -> float:
