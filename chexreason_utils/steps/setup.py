@@ -92,6 +92,12 @@ def _prepare_base(cfg: Config, paths: RunPaths, role: str, corpus: list[str], ex
             "instruct_examples": len(examples), "instruct_final_loss": _final_loss(it), "path": str(it.out_dir.relative_to(paths.root))}
 
 
+def instruction_cards(paths: RunPaths, models_table: pd.DataFrame) -> pd.DataFrame:
+    """What each base's instruction data holds (task kinds, counts, formats, domain), from its ``model_card.json``."""
+    cards = {row.role: json.loads((paths.root / row.path / RunPaths.MODEL_CARD).read_text()) for row in models_table.itertuples()}
+    return pd.DataFrame({role: card["instruction_tuning"] for role, card in cards.items()})
+
+
 def _final_loss(result: sft.SFTResult) -> float:
     train_rows = log_rows(result.log, "loss")
     return float(train_rows["loss"].iloc[-1]) if len(train_rows) else np.nan
