@@ -1,8 +1,10 @@
 """Batched greedy generation to prediction files (one JSONL row per image), resumable.
 
-A row holds the image id, raw output, parsed labels, validity and reason, and the model fingerprint and
-prompt hash it was made with. Rerunning skips images already predicted by the same checkpoint and prompt;
-a last line cut off by a crash is detected and redone (``jsonl_store``).
+A row holds the image id, raw output, parsed labels, validity and reason, and the key it was made with
+(``prediction_key``: model fingerprint, instruction and generation settings). Rerunning skips images already
+predicted with the same key; rows of another key (an edited ``max_new_tokens``, a retrained model) are dropped from
+the file, counted, and redone, so a file never mixes settings; a last line cut off by a crash is detected and
+redone (``jsonl_store``).
 
 Under ``accelerate launch`` (``predict_sharded``), process i of n predicts every n-th image still to do into
 its own shard file ``<name>.shard-<i>-of-<n>.jsonl``; the main process then merges the shards into the
@@ -11,7 +13,6 @@ resumes from the prediction file and any shard files left behind, with the same 
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -21,7 +22,8 @@ import torch
 from PIL import Image
 
 from . import jsonl_store
-from .models import device_and_dtype, load_model, load_processor, model_fingerprint
+from .cache_keys import digest, files_digest, model_fingerprint
+from .models import device_and_dtype, load_model, load_processor
 from .progress import Bar, record_time, timed
 from .prompts import parse_output, prompt_for, requires_think, user_message
 from .stage import count
@@ -35,10 +37,30 @@ def shard_files(out_path: Path) -> list[Path]:
     return sorted(out_path.parent.glob(f"{out_path.stem}.shard-*-of-*.jsonl"))
 
 
+def prediction_key(model_dir: str | Path, prompt_name: str, max_new_tokens: int,
+                   image_pixels: tuple[int, int] = (0, 0)) -> str:
+    """What a prediction row depends on: the model (its fingerprint), the instruction, and greedy decoding up to
+    ``max_new_tokens`` of images bounded to ``image_pixels``."""
+    return digest({"model": model_fingerprint(model_dir), "instruction": prompt_for(prompt_name),
+                   "decoding": "greedy", "max_new_tokens": int(max_new_tokens), "image_pixels": list(image_pixels)})
+
+
+def drop_stale(out_path: Path, key: str) -> int:
+    """Remove the rows of ``out_path`` made with another key; returns how many were removed (and counts them)."""
+    rows, _ = jsonl_store.read_rows(out_path)
+    keep = [r for r in rows if r.get("key") == key]
+    if len(keep) < len(rows):
+        jsonl_store.rewrite(out_path, keep)
+        stale = len(rows) - len(keep)
+        print(f"{Path(out_path).name}: {stale} row(s) made with other settings or another model are redone")
+        count(f"prediction rows redone after a settings or model change ({Path(out_path).name})", stale)
+    return len(rows) - len(keep)
+
+
 def merge_shards(out_path: Path) -> int:
-    """Append the shard files' rows not yet in ``out_path`` (same image, model and prompt) and remove them."""
+    """Append the shard files' rows not yet in ``out_path`` (same image and key) and remove them."""
     out_path = Path(out_path)
-    key = lambda row: (row["image_id"], row.get("model_fp"), row.get("prompt_sha"))  # noqa: E731
+    key = lambda row: (row["image_id"], row.get("key"))  # noqa: E731
     seen = {key(r) for r in jsonl_store.read_rows(out_path)[0]}
     added = 0
     for shard in shard_files(out_path):
@@ -65,14 +87,16 @@ def predict(model_dir: str | Path, images: pd.DataFrame, prompt_name: str, out_p
     write_path = Path(write_path or out_path)
     instruction = prompt_for(prompt_name)
     think = requires_think(prompt_name)
-    fp, prompt_sha = model_fingerprint(model_dir), hashlib.sha256(instruction.encode()).hexdigest()[:16]
+    key = prediction_key(model_dir, prompt_name, max_new_tokens, image_pixels)
     if write_path == out_path and shard_files(out_path):
         merge_shards(out_path)                 # left behind by an interrupted multi-process run
     broken = jsonl_store.repair(write_path)
     if broken:
         print(f"{write_path.name}: {broken} incomplete line(s) from an interrupted run were dropped and are redone")
         count(f"prediction lines redone ({out_path.name})", broken)
-    mine = lambda row: row.get("model_fp") == fp and row.get("prompt_sha") == prompt_sha  # noqa: E731
+    if write_path == out_path:
+        drop_stale(out_path, key)
+    mine = lambda row: row.get("key") == key  # noqa: E731
     done = {row["image_id"] for f in {out_path, write_path} for row in jsonl_store.read_rows(f)[0] if mine(row)}
     todo = images.loc[~images["image_id"].isin(done)]
     if len(todo):
@@ -100,8 +124,7 @@ def predict(model_dir: str | Path, images: pd.DataFrame, prompt_name: str, out_p
             for image_id, raw in zip(chunk["image_id"], decoded):
                 parsed = parse_output(raw, think)
                 rows.append({"image_id": image_id, "raw": raw, "labels": list(parsed.labels), "valid": parsed.valid,
-                             "reason": parsed.reason, "model_fp": fp, "prompt_sha": prompt_sha,
-                             "model": str(model_dir), "prompt": prompt_name})
+                             "reason": parsed.reason, "key": key, "prompt": prompt_name})
             jsonl_store.append_rows(write_path, rows)
             bar.update(len(chunk))
         bar.close()
@@ -127,6 +150,8 @@ def predict_sharded(model_dir: str | Path, images: pd.DataFrame, prompt_name: st
     out_path = Path(out_path)
     if state.is_main_process:
         merge_shards(out_path)                 # shards of an interrupted run, whatever its process count
+        drop_stale(out_path, prediction_key(model_dir, prompt_name, kwargs.get("max_new_tokens", 256),
+                                            kwargs.get("image_pixels", (0, 0))))
     state.wait_for_everyone()
     kwargs["device"] = "cpu" if state.device.type == "cpu" else str(state.device)
     shard = out_path.with_name(f"{out_path.stem}.shard-{state.process_index}-of-{state.num_processes}.jsonl")

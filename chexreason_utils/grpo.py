@@ -9,8 +9,10 @@ The reference policy is the SFT checkpoint in both worlds:
 - Full fine-tuning (tiny models): the policy is loaded *from the saved SFT folder*, because with beta > 0
   and no PEFT trl reloads the reference from ``model.config._name_or_path``.
 Checkpoints every ``save_steps`` hold the model, optimizer, RNG and the collapse-guard window
-(``reward_state.json``); rerunning an interrupted run resumes from the last one. ``run_id.txt`` ties a folder
-to its settings: a folder left by a run with other settings is cleared rather than resumed.
+(``reward_state.json``, written last: a checkpoint without it was cut off and is not resumed from); rerunning an
+interrupted run resumes from the last complete one with every weight restored strictly (``resume.StrictRestore``),
+so it ends with the weights of an uninterrupted run. ``resume.prepare`` ties a folder to its settings: a folder
+left by a run with other settings is cleared rather than resumed.
 
 Frozen-policy control (``cfg.frozen_control``): the SFT policy, never updated, scores the very same prompt batches
 in the same order with the same sampling settings (generation + reward only, no backward), so that what GRPO
@@ -23,10 +25,7 @@ uninterrupted one. Every completion of both runs carries its ``image_path``, so 
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import re
-import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -36,9 +35,10 @@ import torch
 from accelerate import PartialState
 from transformers import PrinterCallback, TrainerCallback
 
-from . import progress
+from . import progress, resume
 from .config import GRPOConfig
-from .models import device_and_dtype, is_adapter, load_model, load_processor, model_fingerprint
+from .cache_keys import digest, files_digest, model_fingerprint
+from .models import device_and_dtype, is_adapter, load_model, load_processor
 from .paths import RunPaths
 from .prompts import completion_text, requires_think, user_message
 from .rewards import CollapseGuard, hard_reward_functions, nuanced_reward_functions
@@ -67,22 +67,25 @@ def make_dataset(instruction: str, image_paths: list[str], truths: list[list[str
 
 
 def checkpoints(out_dir: Path) -> list[Path]:
-    found = [p for p in Path(out_dir).glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+    """A GRPO run's complete checkpoints, by step."""
+    return resume.checkpoints(out_dir, REWARD_STATE)
 
 
 class SaveRewardState(TrainerCallback):
-    """Writes the collapse-guard window and the processor into every checkpoint folder."""
+    """Writes the processor and then the collapse-guard window (``{}`` for a reward without a guard) into every
+    checkpoint folder: ``reward_state.json`` is the last file of a complete checkpoint."""
 
     def __init__(self, guard: CollapseGuard | None, processor):
         self.guard, self.processor = guard, processor
 
     def on_save(self, args, state, control, **kwargs):
-        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        ckpt = Path(args.output_dir) / resume.checkpoint_name(state.global_step)
         if ckpt.is_dir() and state.is_world_process_zero:   # under accelerate launch: the main process's guard
+            self.processor.save_pretrained(str(ckpt))
             if self.guard is not None:
                 self.guard.save(ckpt / REWARD_STATE)
-            self.processor.save_pretrained(str(ckpt))
+            else:
+                (ckpt / REWARD_STATE).write_text("{}")
 
 
 def generation_seed(seed: int, step: int) -> int:
@@ -101,10 +104,12 @@ class SeedGeneration(TrainerCallback):
         torch.manual_seed(generation_seed(self.seed, state.global_step + 1))
 
 
-def _run_id(sft_dir: Path, ds_paths: list[str], cfg: GRPOConfig, reward: str, prevalence: dict) -> str:
-    payload = {"sft": str(sft_dir), "sft_fp": model_fingerprint(sft_dir), "images": ds_paths, "cfg": asdict(cfg), "reward": reward,
-               "prev": prevalence, "sampling": "seeded per step"}   # runs from before SeedGeneration are not reused
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+def _run_id(sft_dir: Path, train: datasets.Dataset, ds_paths: list[str], cfg: GRPOConfig, reward: str,
+            prevalence: dict) -> str:
+    """The run's key: start model, prompts, truths and image bytes, settings, reward and its prevalences."""
+    return digest({"sft_fp": model_fingerprint(sft_dir), "prompts": list(train["prompt"]), "truth": list(train["truth"]),
+                   "images": files_digest(ds_paths), "cfg": asdict(cfg), "reward": reward, "prev": prevalence,
+                   "sampling": "seeded per step"})
 
 
 def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOConfig, reward: str,
@@ -112,7 +117,7 @@ def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOC
     """GRPO from an SFT folder (full model or LoRA adapter) with the ``hard`` or ``nuanced`` reward."""
     out_dir = Path(out_dir)
     paths = [i["path"] for i in train.cast_column("image", datasets.Image(decode=False))["image"]]
-    run_id = _run_id(sft_dir, paths, cfg, reward, prevalence)
+    run_id = _run_id(sft_dir, train, paths, cfg, reward, prevalence)
     info_path = out_dir / RunPaths.RUN_INFO
     if info_path.exists() and json.loads(info_path.read_text()).get("run_id") == run_id:
         info = json.loads(info_path.read_text())
@@ -120,32 +125,26 @@ def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOC
         return GRPORun(reward, out_dir, pd.read_csv(out_dir / RunPaths.LOG_HISTORY), checkpoints(out_dir),
                        info.get("resumed_from"), reused=True, control=control)
 
-    started = out_dir / "run_id.txt"
-    stale = started.read_text() != run_id if started.exists() else bool(checkpoints(out_dir))
     state = PartialState(cpu=device_and_dtype(device)[0] == "cpu")   # the trainer's state (gloo on CPU)
     if state.is_main_process:
-        if stale:
-            print(f"{out_dir} holds a run with other settings: starting afresh (its checkpoints are removed)")
-            shutil.rmtree(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        started.write_text(run_id)
+        resume.prepare(out_dir, run_id, "GRPO", complete=REWARD_STATE)
     state.wait_for_everyone()
-    trainer, guard = build_trainer(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt)
     existing = checkpoints(out_dir)
-    resume = str(existing[-1]) if existing else None
-    if resume and guard is not None and (Path(resume) / REWARD_STATE).exists():
-        guard.load(Path(resume) / REWARD_STATE)
-    trainer.train(resume_from_checkpoint=resume)
+    resume_from = str(existing[-1]) if existing else None
+    trainer, guard = build_trainer(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt, resume_from)
+    if resume_from and guard is not None:
+        guard.load(Path(resume_from) / REWARD_STATE)
+    trainer.train(resume_from_checkpoint=resume_from)
     log = pd.DataFrame(trainer.state.log_history)   # restored from the checkpoint on resume, so complete
     if state.is_main_process:
         log.to_csv(out_dir / RunPaths.LOG_HISTORY, index=False)
         info_path.write_text(json.dumps({"run_id": run_id, "reward": reward, "sft_dir": str(sft_dir),
                                          "reference": "frozen SFT adapter" if is_adapter(sft_dir) else str(sft_dir),
-                                         "resumed_from": resume, "global_step": trainer.state.global_step}, indent=2))
+                                         "resumed_from": resume_from, "global_step": trainer.state.global_step}, indent=2))
     state.wait_for_everyone()
     del trainer
     control = _control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt)
-    return GRPORun(reward, out_dir, log, checkpoints(out_dir), resume, reused=False, control=control)
+    return GRPORun(reward, out_dir, log, checkpoints(out_dir), resume_from, reused=False, control=control)
 
 
 def _control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt) -> pd.DataFrame | None:
@@ -159,8 +158,10 @@ def _control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt) -> p
 
 
 def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOConfig, reward: str,
-                  prevalence: dict[str, float], device: str = "auto", fmt: str = "free_reasoning"):
-    """The configured ``GRPOTrainer`` (policy and reference = the SFT checkpoint) and its collapse guard."""
+                  prevalence: dict[str, float], device: str = "auto", fmt: str = "free_reasoning",
+                  resume_from: str | None = None):
+    """The configured ``GRPOTrainer`` (policy and reference = the SFT checkpoint) and its collapse guard;
+    ``resume_from``: the checkpoint whose weights are restored strictly when training starts."""
     from trl import GRPOConfig as TRLGRPOConfig
     from trl import GRPOTrainer
 
@@ -195,7 +196,8 @@ def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GR
     with progress.timed(task, "build"):   # includes loading the reference model
         trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=args, train_dataset=train,
                               processing_class=processor, callbacks=[SaveRewardState(guard, processor), timer,
-                                                                                 SeedGeneration(cfg.seed)])
+                                                                                 SeedGeneration(cfg.seed),
+                                                                                 resume.StrictRestore(resume_from)])
     trainer.remove_callback(PrinterCallback)   # progress lines come from ProgressCallback; logs go to the CSV
     timer.time_method(trainer, "_generate", "train.generate")
     timer.time_method(trainer, "_generate_and_score_completions", "train.rollout")

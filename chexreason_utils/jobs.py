@@ -6,7 +6,8 @@ Tiny models parallelise poorly across threads, so two one-thread processes beat 
 ``run_jobs`` returns results in job order whatever order they finish in. The worker processes are kept for
 the next call of the same process (a notebook kernel makes several), so each stage pays their start and imports
 once; they are started afresh when the environment they report through (the stage's progress and count files)
-has changed.
+has changed. A worker dies with the process that started it (``die_with_parent``): a killed runner, kernel or
+terminal leaves no worker training on or holding memory.
 """
 from __future__ import annotations
 
@@ -32,10 +33,38 @@ def resolve_workers(workers: int) -> int:
     return workers or (os.cpu_count() or 1)
 
 
-def _one_thread() -> None:
+def die_with_parent(parent: int, poll_seconds: float = 1.0) -> None:
+    """End this process when its parent (process id ``parent``) ends: on Linux the kernel sends SIGKILL at the
+    parent's death (``PR_SET_PDEATHSIG``); elsewhere a daemon thread polls the parent id and exits when it changes.
+    A parent that died before this call ends this process at once."""
+    import signal
+    import sys
+    import threading
+    import time
+
+    if os.getppid() != parent:
+        os._exit(1)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL) == 0:   # 1 = PR_SET_PDEATHSIG
+            if os.getppid() != parent:   # the parent died before the call
+                os._exit(1)
+            return
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
+
+
+def _one_thread(parent: int) -> None:
     """Worker start: one torch thread; warnings and save bars of the libraries off (a worker's output lands in the
     runner's terminal, where progress lines say what runs); SIGINT ignored, because Jupyter interrupts a kernel's
     whole process group before it shuts it down: an interrupted ``run_jobs`` stops its workers itself."""
+    die_with_parent(parent)
     import signal
     import warnings
 
@@ -88,7 +117,8 @@ def _workers(n: int) -> ProcessPoolExecutor:
     if _pool is None or _pool[0] != key:
         shutdown()
         context = multiprocessing.get_context("spawn")
-        _pool = key, ProcessPoolExecutor(max_workers=n, mp_context=context, initializer=_one_thread)
+        _pool = key, ProcessPoolExecutor(max_workers=n, mp_context=context, initializer=_one_thread,
+                                          initargs=(os.getpid(),))
     return _pool[1]
 
 

@@ -37,15 +37,20 @@ def read_rows(path: Path) -> tuple[list[dict], int]:
     return rows, broken
 
 
+def rewrite(path: Path, rows: Iterable[dict]) -> None:
+    """Replace a JSONL file's rows atomically."""
+    tmp = Path(str(path) + ".tmp")
+    with tmp.open("w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
 def repair(path: Path) -> int:
     """Rewrite a JSONL file keeping only its complete rows; returns how many broken lines were removed."""
     rows, broken = read_rows(path)
     if broken:
-        tmp = Path(str(path) + ".tmp")
-        with tmp.open("w") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        rewrite(path, rows)
     return broken
 
 

@@ -13,7 +13,6 @@ falls back to it whenever the stock one cannot be built.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import math
@@ -53,21 +52,6 @@ def device_and_dtype(device: str = "auto", dtype: str = "auto") -> tuple[str, to
 
 def is_adapter(path: str | Path) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
-
-
-WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "model.safetensors.index.json")
-
-
-def model_fingerprint(path: str | Path) -> str:
-    """Config plus size and mtime of the weight files (hashing multi-GB weights would be too slow)."""
-    path = Path(path)
-    parts = [str(path.resolve()) if path.exists() else str(path)]
-    for name in ("config.json", "adapter_config.json", *WEIGHT_FILES):
-        f = path / name
-        if f.is_file():
-            st = f.stat()
-            parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def load_processor(path: str | Path, min_pixels: int = 0, max_pixels: int = 0):

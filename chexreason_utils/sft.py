@@ -6,12 +6,13 @@ Data is prompt/completion with one image per example, so the loss falls on the a
 model's output distribution (docs/engineering.md). Every run writes a complete folder that GRPO and the
 evaluation load from, its log history as CSV, and ``run_info.json``; a folder whose ``run_info.json``
 matches the requested run is reused, not retrained. Checkpoints go to ``trainer/`` (tied to the run by
-``trainer/run_id.txt``): an interrupted run resumes from its last one, with its log restored from it, so the
-log is complete and no step is counted twice; a folder left by a run with other settings is cleared.
+``resume.prepare``): an interrupted run resumes from its last one with every weight restored strictly
+(``resume.StrictRestore``), its optimiser, scheduler, RNG and early-stopping state, and its log, so it ends where
+an uninterrupted run ends; a folder left by a run with other settings is cleared. The best checkpoint (lowest
+held-out loss) is saved through ``from_pretrained``, not by the Trainer's raw state-dict reload.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -19,10 +20,12 @@ from pathlib import Path
 
 import datasets
 import pandas as pd
+from transformers import EarlyStoppingCallback
 
-from . import progress
+from . import progress, resume
 from .config import SFTConfig
-from .models import device_and_dtype, is_adapter, load_model, load_processor, lora_config, model_fingerprint
+from .cache_keys import digest, files_digest, model_fingerprint
+from .models import device_and_dtype, is_adapter, load_model, load_processor, lora_config
 from .paths import RunPaths
 from .prompts import user_message
 from .stage import count
@@ -48,22 +51,21 @@ def make_dataset(prompts: list[str], targets: list[str], image_paths: list[str])
 
 
 def content_hash(ds: datasets.Dataset | None) -> str | None:
-    """A hash of prompts, completions and image paths (Dataset fingerprints are random per process)."""
+    """A key of prompts, completions and the bytes of the images (Dataset fingerprints are random per process, and
+    a path says nothing of what is in the file)."""
     if ds is None:
         return None
     paths = ds.cast_column("images", datasets.Sequence(datasets.Image(decode=False)))["images"]
-    payload = json.dumps([list(ds["prompt"]), list(ds["completion"]), [[i["path"] for i in row] for row in paths]],
-                         sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
+    return digest([list(ds["prompt"]), list(ds["completion"]), files_digest(i["path"] for row in paths for i in row)])
 
 
 def _run_id(base: str, train: datasets.Dataset, evalset: datasets.Dataset | None, cfg: SFTConfig,
             full_finetune: bool, seed: int, image_pixels: tuple[int, int] = (0, 0)) -> str:
-    payload = {"base": str(base), "base_fp": model_fingerprint(base), "cfg": asdict(cfg), "full": full_finetune, "seed": seed,
+    payload = {"base_fp": model_fingerprint(base), "cfg": asdict(cfg), "full": full_finetune, "seed": seed,
                "train": content_hash(train), "eval": content_hash(evalset)}
     if any(image_pixels):
         payload["image_pixels"] = list(image_pixels)
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return digest(payload)
 
 
 def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Dataset | None, out_dir: Path,
@@ -72,7 +74,7 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
     """Fine-tune ``base`` (folder or hub id) and save the result in ``out_dir``.
 
     ``image_pixels``: (min, max) image area of a dynamic-resolution processor; saved with the result."""
-    from transformers import EarlyStoppingCallback, PrinterCallback
+    from transformers import PrinterCallback
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
@@ -82,7 +84,7 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
     if info_path.exists() and json.loads(info_path.read_text()).get("run_id") == run_id:
         count("SFT runs reused")
         return SFTResult(out_dir, pd.read_csv(out_dir / RunPaths.LOG_HISTORY), reused=True)
-    resume = _resumable_checkpoint(out_dir / "trainer", run_id)
+    resume_from = resume.prepare(out_dir / "trainer", run_id, "SFT")
 
     from .trainer_progress import ProgressCallback, task_name
 
@@ -101,25 +103,19 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
         max_steps=cfg.max_steps, logging_steps=cfg.logging_steps, seed=seed, data_seed=seed,
         eval_strategy="steps" if evalset is not None else "no", eval_steps=eval_every,
         save_strategy="steps", save_steps=eval_every, save_total_limit=2,
-        load_best_model_at_end=evalset is not None, metric_for_best_model="eval_loss", greater_is_better=False,
+        metric_for_best_model="eval_loss" if evalset is not None else None, greater_is_better=False,
+        restore_callback_states_from_checkpoint=True,
         bf16=dtype.is_floating_point and dev == "cuda", activation_checkpointing=cfg.gradient_checkpointing and dev == "cuda",
         max_length=cfg.max_length, completion_only_loss=True, report_to="none", disable_tqdm=True,
         use_cpu=dev == "cpu", dataloader_num_workers=0)
-    callbacks = [EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)] if evalset is not None else []
-    callbacks.append(ProgressCallback(task))
+    callbacks = [EarlyStopping(early_stopping_patience=cfg.early_stopping_patience)] if evalset is not None else []
+    callbacks += [ProgressCallback(task), resume.StrictRestore(resume_from)]
     with progress.timed(task, "build"):
         trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=evalset,
                              processing_class=processor, peft_config=None if full_finetune or is_adapter(base) else
                              lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout), callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)   # progress lines come from ProgressCallback; logs go to the CSV
-    import transformers
-
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()   # see _save_best: the trainer's own best-model reload is noisy
-    try:
-        trainer.train(resume_from_checkpoint=resume)
-    finally:
-        transformers.logging.set_verbosity(verbosity)
+    trainer.train(resume_from_checkpoint=resume_from)
     log = pd.DataFrame(trainer.state.log_history)
     if not trainer.accelerator.is_main_process:      # under accelerate launch: one process writes the result
         trainer.accelerator.wait_for_everyone()
@@ -132,41 +128,32 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
     info_path.write_text(json.dumps({"run_id": run_id, "base": str(base), "full_finetune": full_finetune,
                                      "train_examples": len(train), "eval_examples": len(evalset) if evalset else 0,
                                      "best_checkpoint": trainer.state.best_model_checkpoint,
-                                     "global_step": trainer.state.global_step, "resumed_from": resume}, indent=2))
+                                     "global_step": trainer.state.global_step, "resumed_from": resume_from}, indent=2))
     _remove_trainer_checkpoints(out_dir / "trainer")
     trainer.accelerator.wait_for_everyone()
-    return SFTResult(out_dir, log, reused=False, resumed_from=resume)
+    return SFTResult(out_dir, log, reused=False, resumed_from=resume_from)
 
 
-def _resumable_checkpoint(folder: Path, run_id: str) -> str | None:
-    """The last checkpoint an interrupted run with these settings left (None: start afresh; a folder left by
-    other settings is cleared)."""
-    import shutil
+class EarlyStopping(EarlyStoppingCallback):
+    """transformers' early stopping without ``load_best_model_at_end``: the Trainer's best-model reload is a raw
+    ``load_state_dict(strict=False)`` that misses Gemma3's and Qwen2.5-VL's key mapping, so ``_save_best`` loads the
+    best checkpoint itself (the Trainer still tracks and keeps it, through ``metric_for_best_model``)."""
 
-    from transformers.trainer_utils import get_last_checkpoint
-
-    started = folder / "run_id.txt"
-    if folder.is_dir() and (not started.exists() or started.read_text() != run_id):
-        print(f"{folder} holds checkpoints of a run with other settings: starting afresh (they are removed)")
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    started.write_text(run_id)
-    last = get_last_checkpoint(str(folder))
-    if last:
-        count("SFT runs resumed from a checkpoint")
-        print(f"resuming SFT from {last}")
-    return last
+    def on_train_begin(self, args, state, control, **kwargs):
+        if args.metric_for_best_model is None:
+            raise ValueError("early stopping needs metric_for_best_model")
 
 
 def _save_best(trainer, out_dir: Path, full_model: bool, device: str) -> None:
-    """Save the best checkpoint. For full models, Trainer's ``load_best_model_at_end`` loads the raw state
-    dict, which misses Gemma3's renamed keys (transformers 5.23) and leaves the final weights in memory, so
-    the best checkpoint is reloaded through ``from_pretrained``, which applies the key mapping."""
+    """Save the best checkpoint (lowest held-out loss; the final weights when there is no held-out set), reloaded
+    through ``from_pretrained`` (full models: the key mapping applies) or restored strictly into the adapter."""
     best = trainer.state.best_model_checkpoint
-    if full_model and best and Path(best).is_dir() and not is_adapter(best):
+    if best and Path(best).is_dir() and not is_adapter(best) and full_model:
         load_model(best, device=device).save_pretrained(str(out_dir), safe_serialization=True)
-    else:
-        trainer.save_model(str(out_dir))
+        return
+    if best and Path(best).is_dir():
+        resume.restore(trainer.model, best)
+    trainer.save_model(str(out_dir))
 
 
 def _remove_trainer_checkpoints(folder: Path) -> None:

@@ -7,13 +7,15 @@
   The key is read from an environment variable and never written anywhere; retries with exponential
   backoff on 429 / 5xx / timeouts / malformed replies; a thread pool bounds concurrency.
 
-``generate_traces`` keys each trace by image id and prompt hash; a rerun makes no second request for
-an item already in the cache.
+``generate_traces`` keys each trace by what shapes it (``TraceRequest.key``: the image's id and bytes, the format,
+the teacher prompt, the rendered findings, and the teacher's ``identity``: kind, model, endpoint and sampling, the
+template teacher by its code); a rerun makes no second request for an item already in the cache, and a change of
+teacher or prompt makes new traces instead of reusing old ones.
 """
 from __future__ import annotations
 
 import base64
-import hashlib
+import inspect
 import json
 import os
 import time
@@ -27,6 +29,7 @@ from typing import Protocol
 from tqdm.auto import tqdm
 
 from . import jsonl_store
+from .cache_keys import digest, file_digest
 from .labels import format_label_list
 
 TEACHER_PROMPT = (
@@ -54,12 +57,14 @@ class TraceRequest:
         return TEACHER_PROMPT.format(labels=format_label_list(self.labels) or "No Finding",
                                      style=STYLES.get(self.fmt, STYLES["free_reasoning"]))
 
-    def key(self) -> str:
-        return hashlib.sha256(f"{self.image_id}\n{self.fmt}\n{self.prompt()}".encode()).hexdigest()[:24]
+    def key(self, teacher: "Teacher") -> str:
+        return digest({"image_id": self.image_id, "image": file_digest(self.image_path), "fmt": self.fmt,
+                       "prompt": self.prompt(), "findings": self.findings, "teacher": teacher.identity}, 24)
 
 
 class Teacher(Protocol):
     name: str
+    identity: dict      # what of the teacher shapes its traces (part of every trace key)
 
     def trace(self, request: TraceRequest) -> str: ...
 
@@ -68,6 +73,10 @@ class TemplateTeacher:
     """Deterministic rationales built from labels and rendered findings."""
 
     name = "template"
+
+    @property
+    def identity(self) -> dict:
+        return {"teacher": self.name, "code": digest(inspect.getsource(TemplateTeacher))}
 
     def trace(self, r: TraceRequest) -> str:
         seen = dict(r.findings)
@@ -121,6 +130,10 @@ class HTTPTeacher:
         self.model, self.api_key_env, self.timeout = model, api_key_env, timeout
         self.max_retries, self.backoff, self.temperature = max_retries, backoff, temperature
 
+    @property
+    def identity(self) -> dict:
+        return {"teacher": self.name, "url": self.url, "model": self.model, "temperature": self.temperature}
+
     def _key(self) -> str:
         key = os.environ.get(self.api_key_env)
         if not key:
@@ -169,8 +182,8 @@ def make_teacher(kind: str, **http_options) -> Teacher:
 
 
 def generate_traces(teacher: Teacher, requests: list[TraceRequest], cache: Path, concurrency: int = 4,
-                    progress: bool = True) -> dict[str, str]:
-    """Traces for all requests (key -> text), reusing the cache and appending each new one as it arrives.
+                    progress: bool = True) -> list[str]:
+    """The trace of every request, in order, reusing the cache and appending each new one as it arrives.
 
     Items whose teacher call fails are counted and reported, not written; a rerun retries only those.
     """
@@ -179,30 +192,31 @@ def generate_traces(teacher: Teacher, requests: list[TraceRequest], cache: Path,
     if broken:
         print(f"{cache.name}: dropped {broken} incomplete line(s) from an interrupted run; they will be redone")
     done = {row["key"]: row["trace"] for row in jsonl_store.read_rows(cache)[0]}
-    todo = [r for r in {r.key(): r for r in requests}.values() if r.key() not in done]
+    keys = [r.key(teacher) for r in requests]
+    todo = [(k, r) for k, r in dict(zip(keys, requests)).items() if k not in done]
     failures: list[str] = []
     bar = tqdm(total=len(todo), desc=f"traces ({teacher.name})", disable=not progress or not todo)
 
-    def record(r: TraceRequest, text: str) -> None:
-        jsonl_store.append_rows(cache, [{"key": r.key(), "image_id": r.image_id, "fmt": r.fmt,
+    def record(key: str, r: TraceRequest, text: str) -> None:
+        jsonl_store.append_rows(cache, [{"key": key, "image_id": r.image_id, "fmt": r.fmt,
                                          "teacher": teacher.name, "trace": text}])
-        done[r.key()] = text
+        done[key] = text
         bar.update()
 
     if concurrency <= 1 or isinstance(teacher, TemplateTeacher):
-        for r in todo:
-            record(r, teacher.trace(r))
+        for key, r in todo:
+            record(key, r, teacher.trace(r))
     else:
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            futures = {pool.submit(teacher.trace, r): r for r in todo}
+            futures = {pool.submit(teacher.trace, r): (key, r) for key, r in todo}
             for fut in as_completed(futures):
                 try:
-                    record(futures[fut], fut.result())
+                    record(*futures[fut], fut.result())
                 except TeacherError as exc:
-                    failures.append(f"{futures[fut].image_id}: {exc}")
+                    failures.append(f"{futures[fut][1].image_id}: {exc}")
                     bar.update()
     bar.close()
     if failures:
         raise TeacherError(f"{len(failures)} of {len(todo)} trace requests failed (done ones are cached; rerun to "
                            f"retry the rest). First: {failures[0]}")
-    return {r.key(): done[r.key()] for r in requests}
+    return [done[k] for k in keys]

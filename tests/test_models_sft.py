@@ -91,40 +91,76 @@ from PIL import Image
 from chexreason_utils import sft
 from chexreason_utils.config import SFTConfig
 
-model, out, die = sys.argv[1], sys.argv[2], sys.argv[3] == "die"
-if die:   # killed right after logging step 5, i.e. after checkpoint-4 and before checkpoint-6
+model, out, mode, lora = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "lora"
+if mode == "die":   # killed right after logging step 5, i.e. after checkpoint-4 and before checkpoint-6
     log = transformers.Trainer.log
     def log_then_die(self, logs, *args, **kwargs):
         log(self, logs, *args, **kwargs)
         if self.state.global_step == 5 and "loss" in logs:
             os.kill(os.getpid(), signal.SIGKILL)
     transformers.Trainer.log = log_then_die
-img = out + ".png"
-Image.fromarray((np.random.default_rng(1).random((128, 128)) * 255).astype("uint8")).save(img)
-data = sft.make_dataset(["Which findings?"] * 8, ["<solution>Cardiomegaly</solution>"] * 8, [img] * 8)
-cfg = SFTConfig(learning_rate=1e-3, max_steps=8, batch_size=2, grad_accum=1, logging_steps=1, eval_steps=2,
-                early_stopping_patience=100, gradient_checkpointing=False, max_length=512)
-res = sft.train_sft(model, data, data.select(range(2)), out, cfg, full_finetune=True)
+rng = np.random.default_rng(1)
+imgs = []
+for i in range(4):
+    imgs.append(f"{out}-{i}.png")
+    Image.fromarray((rng.random((128, 128)) * 255).astype("uint8")).save(imgs[-1])
+targets = ["<solution>Cardiomegaly</solution>", "<solution>Edema</solution>", "<solution>No Finding</solution>",
+           "<solution>Cardiomegaly, Edema</solution>"]
+data = sft.make_dataset(["Which findings?"] * 8, targets * 2, imgs * 2)
+cfg = SFTConfig(learning_rate=1e-2 if lora else 1e-3, max_steps=8, batch_size=2, grad_accum=1, logging_steps=1,
+                eval_steps=2, early_stopping_patience=100, gradient_checkpointing=False, max_length=512, lora_r=4,
+                lora_alpha=8, lora_dropout=0.0)
+res = sft.train_sft(model, data, data.select(range(2)), out, cfg, full_finetune=not lora)
 train = res.log.loc[res.log["loss"].notna()]
-print(json.dumps({"resumed_from": res.resumed_from, "steps": train["step"].tolist(),
+print(json.dumps({"resumed_from": res.resumed_from, "steps": train["step"].tolist(), "loss": train["loss"].tolist(),
                   "eval_steps": res.log.loc[res.log["eval_loss"].notna(), "step"].tolist()}))
 """
 
 
-def test_killed_sft_run_resumes_from_its_last_checkpoint(tiny_models, tmp_path):
+def _saved_tensors(folder):
+    from safetensors.torch import load_file
+
+    name = "adapter_model.safetensors" if (folder / "adapter_model.safetensors").exists() else "model.safetensors"
+    return load_file(str(folder / name))
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_a_killed_sft_run_resumes_to_the_weights_of_an_uninterrupted_one(tiny_models, tmp_path, mode):
+    """Killed after checkpoint-4 and rerun: the same loss at every step and the same saved weights as a run that
+    was never interrupted (on main before the strict restore, full fine-tuning went on from the base weights)."""
     import json
     import subprocess
     import sys
 
-    out = tmp_path / "sft"
-    args = [sys.executable, "-c", SFT_RESUME_SCRIPT, str(tiny_models["gemma3"]), str(out)]
-    killed = subprocess.run([*args, "die"], capture_output=True, text=True, timeout=600)
+    def run(out, how):
+        args = [sys.executable, "-c", SFT_RESUME_SCRIPT, str(tiny_models["gemma3"]), str(out), how, mode]
+        return subprocess.run(args, capture_output=True, text=True, timeout=600)
+
+    whole = run(tmp_path / "whole", "live")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    out = tmp_path / "resumed"
+    killed = run(out, "die")
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert (out / "trainer" / "checkpoint-4").is_dir() and not (out / "run_info.json").exists()
-    resumed = subprocess.run([*args, "live"], capture_output=True, text=True, timeout=600)
+    resumed = run(out, "live")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    result = json.loads(resumed.stdout.strip().splitlines()[-1])
-    assert result["resumed_from"].endswith("checkpoint-4")
-    assert result["steps"] == [1, 2, 3, 4, 5, 6, 7, 8]           # complete, strictly increasing, none twice
-    assert result["eval_steps"] == [2, 4, 6, 8]
-    assert not (out / "trainer").exists() and (out / "model.safetensors").exists()
+    a, b = (json.loads(p.stdout.strip().splitlines()[-1]) for p in (whole, resumed))
+    assert b["resumed_from"].endswith("checkpoint-4") and a["resumed_from"] is None
+    assert b["steps"] == a["steps"] == [1, 2, 3, 4, 5, 6, 7, 8]    # complete, strictly increasing, none twice
+    assert b["eval_steps"] == [2, 4, 6, 8]
+    assert a["loss"][4] != a["loss"][0]                           # the weights move
+    assert np.allclose(b["loss"], a["loss"], rtol=1e-5, atol=1e-6), (a["loss"], b["loss"])
+    assert "restored all" in resumed.stdout
+    wa, wb = _saved_tensors(tmp_path / "whole"), _saved_tensors(out)
+    assert wa.keys() == wb.keys()
+    assert all(torch.allclose(wa[k], wb[k], rtol=1e-5, atol=1e-6) for k in wa)
+    assert not (out / "trainer").exists()
+
+
+def test_a_checkpoint_that_cannot_restore_the_model_is_an_error_naming_it(tiny_models, tmp_path):
+    from chexreason_utils import resume
+
+    other = models.build_tiny_gemma3(CORPUS, tmp_path / "wider", hidden=96, vocab=500)
+    model = models.load_model(tiny_models["qwen2_5_vl"], device="cpu")
+    with pytest.raises(resume.ResumeError, match="wider"):
+        resume.restore(model, other)

@@ -132,3 +132,52 @@ def test_workers_are_kept_between_calls_and_restarted_when_the_stage_environment
     monkeypatch.setenv(progress.PROGRESS_ENV, str(tmp_path / "b.jsonl"))
     assert not set(jobs.run_jobs(os.getpid, [{}, {}], workers=2)) & first   # another stage: fresh workers
     jobs.shutdown()
+
+
+KILLED_PARENT_SCRIPT = """
+import sys, time
+from chexreason_utils import jobs
+jobs.run_jobs(time.sleep, [{"secs": 300}, {"secs": 300}], workers=2)
+"""
+
+
+def test_workers_die_with_a_killed_parent(tmp_path):
+    """kill -9 of the process that runs the jobs ends its workers too (on main they trained on and held memory)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_PARENT_SCRIPT], start_new_session=True)
+    deadline = time.time() + 120
+    workers: list[int] = []
+    while len(workers) < 2:
+        assert time.time() < deadline and proc.poll() is None, "the workers never started"
+        time.sleep(0.5)
+        out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        workers = [int(p) for p in out if _is_worker(int(p))]
+    time.sleep(3)                                    # the workers are sleeping inside their job
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while any(_alive(p) for p in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in workers), f"workers {workers} outlived their parent"
+
+
+def _is_worker(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        return "spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False

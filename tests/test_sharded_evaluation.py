@@ -5,7 +5,7 @@ from chexreason_utils.evaluate import merge_shards, shard_files
 
 
 def _row(image_id, fp="m1", raw="x"):
-    return {"image_id": image_id, "model_fp": fp, "prompt_sha": "p", "raw": raw}
+    return {"image_id": image_id, "key": fp, "raw": raw}
 
 
 def test_merge_shards_keeps_one_row_per_image_and_model(tmp_path):
@@ -18,6 +18,6 @@ def test_merge_shards_keeps_one_row_per_image_and_model(tmp_path):
     (tmp_path / "other__val__free_reasoning.shard-0-of-2.jsonl").write_text(json.dumps(_row("z")) + "\n")
     assert merge_shards(out) == 3
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [(r["image_id"], r["model_fp"]) for r in rows] == [("a", "m1"), ("b", "m1"), ("c", "m1"), ("a", "m2")]
+    assert [(r["image_id"], r["key"]) for r in rows] == [("a", "m1"), ("b", "m1"), ("c", "m1"), ("a", "m2")]
     assert rows[0]["raw"] == "x" and not shard_files(out)          # "d" was cut off: left to be redone
     assert (tmp_path / "other__val__free_reasoning.shard-0-of-2.jsonl").exists()

@@ -102,9 +102,41 @@ def test_interrupted_trace_generation_resumes_without_duplicates(image, tmp_path
         assert len(server.requests) == 5                      # 3 + only the 2 missing ones
         rows, broken = jsonl_store.read_rows(cache)
         assert broken == 0 and len(rows) == 5 and len({r["key"] for r in rows}) == 5
-        assert set(done) == {r.key() for r in reqs}
+        assert sorted(done) == sorted(f"trace {i}" for i in range(5))
     finally:
         server.close()
+
+
+def test_traces_are_regenerated_when_the_teacher_or_its_prompt_changes(image, tmp_path, monkeypatch):
+    """The trace key covers the teacher (kind, model, endpoint, sampling) and the prompt: on main a switch from the
+    template teacher to the HTTP one reused every template trace and made no request."""
+    import dataclasses
+
+    from chexreason_utils import teacher as teacher_module
+
+    monkeypatch.setenv("K", "k")
+    cache = tmp_path / "traces.jsonl"
+    reqs = [TraceRequest(f"img{i}", image, ("Edema",), "free_reasoning") for i in range(3)]
+    template = generate_traces(TemplateTeacher(), reqs, cache, progress=False)
+    assert generate_traces(TemplateTeacher(), reqs, cache, progress=False) == template    # reused
+    server = Server([(200, f"trace {i}") for i in range(20)])
+    try:
+        first = generate_traces(HTTPTeacher(server.url, "model-a", "K", max_retries=0), reqs, cache, 1, False)
+        assert len(server.requests) == 3 and first == ["trace 0", "trace 1", "trace 2"]
+        generate_traces(HTTPTeacher(server.url, "model-a", "K", max_retries=0), reqs, cache, 1, False)
+        assert len(server.requests) == 3                                             # same teacher: reused
+        generate_traces(HTTPTeacher(server.url, "model-b", "K", max_retries=0), reqs, cache, 1, False)
+        assert len(server.requests) == 6                                             # another model: redone
+        generate_traces(HTTPTeacher(server.url, "model-b", "K", max_retries=0, temperature=0.7), reqs[:1], cache, 1,
+                        False)
+        assert len(server.requests) == 7                                             # other sampling: redone
+        monkeypatch.setattr(teacher_module, "TEACHER_PROMPT", teacher_module.TEACHER_PROMPT + " Be brief.")
+        generate_traces(HTTPTeacher(server.url, "model-b", "K", max_retries=0), reqs, cache, 1, False)
+        assert len(server.requests) == 10                                            # another prompt: redone
+    finally:
+        server.close()
+    other = [dataclasses.replace(r, findings=(("Edema", "hazy hila"),)) for r in reqs]
+    assert generate_traces(TemplateTeacher(), other, cache, progress=False) != template  # what was drawn shapes it
 
 
 def test_jsonl_store_truncated_last_line_is_never_a_row(tmp_path):

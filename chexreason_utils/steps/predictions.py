@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import evaluate
+from .. import evaluate, jsonl_store
 from ..config import Config
 from ..jobs import run_jobs
 from ..manifests import load_manifest
@@ -18,18 +18,21 @@ def _predict_job(cfg: Config, paths: RunPaths, tag: str, model_dir: str, manifes
     predictions(cfg, paths, model_dir, manifest_name, prompt, tag)
 
 
-def _cached(paths: RunPaths, tag: str, manifest_name: str, prompt: str) -> bool:
-    """A prediction file with a row per manifest image (whether the rows are this model's is checked again
-    when they are read, so a stale file is only redone in this process rather than in a job)."""
+def _cached(cfg: Config, paths: RunPaths, tag: str, model_dir: str, manifest_name: str, prompt: str) -> bool:
+    """A prediction file with a row of this model, prompt and generation settings for every manifest image."""
     f = paths.prediction_file(tag, manifest_name, prompt)
-    return f.exists() and sum(1 for _ in f.open()) >= len(load_manifest(paths, manifest_name))
+    if not f.exists():
+        return False
+    key = evaluate.prediction_key(model_dir, prompt, cfg.evaluation.max_new_tokens, image_pixels(cfg))
+    done = {row["image_id"] for row in jsonl_store.read_rows(f)[0] if row.get("key") == key}
+    return set(load_manifest(paths, manifest_name)["image_id"]) <= done
 
 
 def predict_many(cfg: Config, paths: RunPaths, requests: list[tuple[str, str | Path, str, str]]) -> list[pd.DataFrame]:
     """Predictions for (tag, model, manifest, prompt) requests, merged with the truth; each distinct request is
     one process (``jobs.run_jobs``) writing its own cache file, a cached one costs a read."""
     unique = [r for r in dict.fromkeys((t, str(m), man, p) for t, m, man, p in requests)
-              if not _cached(paths, r[0], r[2], r[3])]
+              if not _cached(cfg, paths, *r)]
     run_jobs(_predict_job, [dict(cfg=cfg, paths=paths, tag=t, model_dir=m, manifest_name=man, prompt=p)
                             for t, m, man, p in unique], cfg.workers)
     return [predictions(cfg, paths, m, man, p, t) for t, m, man, p in requests]

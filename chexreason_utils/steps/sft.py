@@ -29,8 +29,7 @@ def traces_for(cfg: Config, paths: RunPaths, manifest: pd.DataFrame, fmt: str) -
         requests.append(TraceRequest(row["image_id"], row["image_path"], tuple(row["truth"]), fmt, tuple(drawn.items())))
     teacher = make_teacher(cfg.sft.teacher, **({} if cfg.sft.teacher == "template" else {
         "base_url": cfg.sft.teacher_base_url, "model": cfg.sft.teacher_model, "api_key_env": cfg.sft.teacher_api_key_env}))
-    done = generate_traces(teacher, requests, paths.traces_file(fmt), cfg.sft.teacher_concurrency)
-    return [done[r.key()] for r in requests]
+    return generate_traces(teacher, requests, paths.traces_file(fmt), cfg.sft.teacher_concurrency)
 
 
 def sft_targets(cfg: Config, paths: RunPaths, manifest: pd.DataFrame, fmt: str) -> list[str]:
