@@ -366,6 +366,22 @@ class DiagnosticsConfig:
 
 
 @dataclass
+class ClaimsConfig:
+    """The claims table: the smallest effect of interest (SESOI) of each claim, fixed before any run (docs/paper.md)."""
+
+    sesoi_c1: float = option(0.032, "C1 SESOI, CheXpert macro-F1 (GRPO - SFT): half the paper's +0.064; a CI "
+                                    "inside +-this is 'no effect of the paper's size'.")
+    sesoi_c2: float = option(0.028, "C2 SESOI, NIH macro-F1 (GRPO - SFT): half the paper's -0.056.")
+    sesoi_c3: float = option(0.028, "C3 SESOI, NIH macro-F1 (SFT - base): half the paper's +0.056.")
+    sesoi_c4: float = option(0.099, "C4 SESOI, scaffold gain(general) - gain(medical) in validation macro-F1: half "
+                                    "the paper's +0.198.")
+    sesoi_c4_general_gain: float = option(0.056, "C4 SESOI of its first part, the general model's scaffold gain "
+                                                 "(Reasoning A - mean of the other formats): half the paper's +0.113.")
+    sesoi_c5: float = option(0.10, "C5 SESOI, share of GRPO steps inside a collapse episode (unstable - final): "
+                                   "an absolute tenth of training; the paper states collapse in words only.")
+
+
+@dataclass
 class Config:
     """A whole profile."""
 
@@ -387,6 +403,7 @@ class Config:
     evaluation: EvaluationConfig = section(EvaluationConfig)
     cross_model: CrossModelConfig = section(CrossModelConfig)
     diagnostics: DiagnosticsConfig = section(DiagnosticsConfig)
+    claims: ClaimsConfig = section(ClaimsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
