@@ -348,8 +348,17 @@ class DiagnosticsConfig:
 
     window: int = option(100, "Label-dominance window, in predictions: the paper reports collapse in words "
                               "only; we measure it over the nuanced guard's stated 100.")
-    dominance_threshold: float = option(0.70, "Dominance share that marks a collapse step: the nuanced guard's "
-                                              "stated 70%.")
+    dominance_threshold: float = option(0.70, "The nuanced guard's stated 70% dominance share, drawn as a "
+                                              "reference line in 06's label-dominance figure (the collapse rule "
+                                              "uses relative thresholds instead).")
+    entropy_fraction: float = option(0.5, "Collapse rule: token entropy at or below this fraction of the run's "
+                                          "own start (mean of its first `start_steps` steps).")
+    set_margin: float = option(0.30, "Collapse rule: or one predicted label set's share of the window above its "
+                                     "share among the RL prompts' truths by more than this.")
+    zero_std_min: float = option(0.5, "Collapse rule, required: at least this fraction of the step's groups "
+                                      "with zero reward spread (trl frac_reward_zero_std), i.e. answers that "
+                                      "stopped differing.")
+    start_steps: int = option(5, "Logged steps whose mean entropy is the run's start.")
     episode_min_steps: int = option(3, "Consecutive collapsed steps that make an episode (diagnostics.py): "
                                        "ours, so that one noisy step is not an episode.")
     run_ablation: bool = option(True, "Also train an unstable-recipe GRPO run: the paper says early runs "
