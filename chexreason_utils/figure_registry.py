@@ -41,7 +41,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("per_label_heatmap", "figure", "04_evaluation", "Tables 5-6", "Per-label F1 heatmaps, CheXpert and NIH"),
     Artifact("generalisation_gap", "figure", "04_evaluation", "new", "CheXpert and NIH macro-F1 at every GRPO checkpoint"),
     Artifact("nih_subgroups", "figure", "04_evaluation", "new", "NIH macro-F1 by sex and age band"),
-    Artifact("paired_differences", "table", "04_evaluation", "Sec. results", "Paired bootstrap: SFT->GRPO and the CheXpert->NIH gap"),
+    Artifact("paired_differences", "table", "04_evaluation", "Sec. results", "Paired differences: SFT->GRPO and the CheXpert->NIH gap, CIs and probability of improvement"),
     Artifact("claims", "table", "04_evaluation", "all claims", "A verdict for every claim (C1-C5): effect, CI over seeds x images"),
     Artifact("scaffold_reversal", "figure", "05_cross_model_scaffold", "Tables 2-3", "Macro-F1 by SFT format, medical vs general model"),
     Artifact("prompt_variants", "figure", "05_cross_model_scaffold", "Table 1", "Zero-shot micro-F1 and fail rate by prompt variant, both models"),

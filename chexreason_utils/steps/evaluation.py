@@ -3,8 +3,9 @@
 ``evaluate_run`` lists every entry the paper's tables and our figures score — base models with each prompt
 variant, SFT formats of both models, GRPO checkpoints and their best-F1 / final selections, on validation, CheXpert
 and NIH — predicts all of them in one batch of independent jobs (cached), and writes two tidy frames under
-``04_evaluation/``: the scores frame (``scores``: entry × seed × label, with the mean over seeds and its CI) and
-the contrasts (the paired SFT -> GRPO differences and every claim's effect, with CIs). ``reporting`` builds the
+``04_evaluation/``: the scores frame (``scores``: entry × seed × label, with the mean over seeds and its CI, and
+the trivial baselines of every set) and the contrasts (the paired SFT -> GRPO differences and every claim's
+effect, with CIs), and the floor criterion (``reporting.floor_criterion``) that 05 shows. ``reporting`` builds the
 tables from those two files alone; 05 reads them too.
 """
 from __future__ import annotations
@@ -141,6 +142,14 @@ def read_evaluation(paths: RunPaths) -> Evaluation:
         if not f.exists():
             raise FileNotFoundError(f"{f} not found: run 04_evaluation first (it writes the scores frame)")
     return Evaluation(pd.read_csv(paths.scores_file, dtype={"seed": str}), pd.read_csv(paths.contrasts_file))
+
+
+def read_floor_criterion(paths: RunPaths) -> pd.DataFrame:
+    """The floor criterion 04 wrote (``reporting.floor_criterion``), for 05."""
+    path = paths.evaluation / CRITERION_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run 04_evaluation first (it writes the floor criterion)")
+    return pd.read_csv(path).fillna({"reason": ""})
 
 
 def _matrices_of(mats: list, seeds: list[int], **keys) -> tuple[np.ndarray, list[np.ndarray]]:
