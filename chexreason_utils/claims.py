@@ -70,10 +70,15 @@ def judge(row, direction: int, sesoi: float, option: str) -> tuple[str, str]:
     v = verdict(row["lo"], row["hi"], direction, sesoi, option)
     if v != "inconclusive":
         return v, ""
-    m = metrics.seeds_for_half_width(row["var_seeds"], int(row["seeds"]), row["var_images"], sesoi)
-    return v, (f"half-width below SESOI {sesoi:g} with {m} seeds at the measured variance" if m else
-               f"no number of seeds brings the half-width below SESOI {sesoi:g}: the images' shared noise "
-               f"(sd {np.sqrt(row['var_images']):.3f}) needs more images")
+    n, half = int(row["seeds"]), (row["hi"] - row["lo"]) / 2
+    m = metrics.seeds_for_half_width(row["var_seeds"], n, row["var_images"], sesoi)
+    if m is None:
+        return v, (f"no number of seeds brings the half-width below SESOI {sesoi:g}: the images' shared noise "
+                   f"(sd {np.sqrt(row['var_images']):.3f}) needs more images")
+    if half < sesoi:
+        return v, (f"half-width {half:.3f} is below SESOI {sesoi:g} already, but the CI crosses +-SESOI: the "
+                   f"effect lies near the smallest effect of interest")
+    return v, f"half-width {half:.3f}; below SESOI {sesoi:g} with {m} seeds at the measured variance"
 
 
 def scaffold_gain(f1_by_format: dict) -> float | np.ndarray:
@@ -217,7 +222,8 @@ def claims_table(contrasts: pd.DataFrame, sesoi_by_id: dict[str, float]) -> pd.D
         if claim.id == "C4":
             g, m = measured.loc["C4 general gain"], measured.loc["C4 medical gain"]
             v_gain, note_gain = judge(g, +1, sesoi_by_id["C4 general gain"], SESOI_OPTIONS["C4 general gain"])
-            note = "; ".join([f"gain(general) {_ci(g)}: {v_gain}" + (f" ({note_gain})" if note_gain else ""),
+            note = "; ".join([f"gain(general) {_ci(g)}, SESOI {sesoi_by_id['C4 general gain']:g}: {v_gain}"
+                              + (f" ({note_gain})" if note_gain else ""),
                               f"gain(medical) {_ci(m)}",
                               f"difference: {v}" + (f" ({note})" if note else "")])
             v = combine([v_gain, v])
