@@ -102,10 +102,15 @@ def test_the_floor_rule_names_the_entry_and_its_reason():
     assert scores.entries_at_floor(frame, dataset="validation", stage="sft", model="medical") == ""
 
 
-def test_floor_criterion_table_one_row_per_model_format_seed():
+def test_floor_criterion_table_one_row_per_model_format_seed(tmp_path):
     from chexreason_utils import reporting
+    from chexreason_utils.paths import RunPaths
+    from chexreason_utils.steps import evaluation
     _, frame = _validation_frame(np.random.default_rng(2))
-    table = reporting.floor_criterion(frame)
+    paths = RunPaths.for_profile("smoke", tmp_path, tmp_path / "fig")
+    paths.evaluation.mkdir(parents=True)
+    reporting.floor_criterion(frame).to_csv(paths.floor_criterion_file, index=False)
+    table = evaluation.read_floor_criterion(paths)
     assert len(table) == 2 * 2 * 3 and set(table["seed"]) == {0, 1, 2}
     failing = table.loc[~table["passes"]]
     assert set(zip(failing["model"], failing["format"])) == {("general", "only_label")} and len(failing) == 3

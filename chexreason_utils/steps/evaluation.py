@@ -27,8 +27,7 @@ from .predictions import predict_many
 from .sft import sft_start
 
 SETS = {"validation": "val", "CheXpert": "chexpert_test", "NIH": "nih_test"}   # dataset -> manifest
-SELECTIONS = ("best_f1", "final")
-CRITERION_FILE = "floor_criterion.csv"   # every SFT entry of both models against the best trivial baseline, per seed   # GRPO checkpoints chosen per run and seed from the validation scores
+SELECTIONS = ("best_f1", "final")   # GRPO checkpoints chosen per run and seed from the validation scores
 
 
 @dataclass
@@ -132,7 +131,7 @@ def evaluate_run(cfg: Config, paths: RunPaths) -> Evaluation:
     paths.evaluation.mkdir(parents=True, exist_ok=True)
     score_frame.to_csv(paths.scores_file, index=False)
     contrasts.to_csv(paths.contrasts_file, index=False)
-    reporting.floor_criterion(score_frame).to_csv(paths.evaluation / CRITERION_FILE, index=False)
+    reporting.floor_criterion(score_frame).to_csv(paths.floor_criterion_file, index=False)
     return Evaluation(score_frame, contrasts)
 
 
@@ -146,7 +145,7 @@ def read_evaluation(paths: RunPaths) -> Evaluation:
 
 def read_floor_criterion(paths: RunPaths) -> pd.DataFrame:
     """The floor criterion 04 wrote (``reporting.floor_criterion``), for 05."""
-    path = paths.evaluation / CRITERION_FILE
+    path = paths.floor_criterion_file
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run 04_evaluation first (it writes the floor criterion)")
     return pd.read_csv(path).fillna({"reason": ""})
