@@ -128,7 +128,7 @@ def headline(summary: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
         t = t.set_index("dataset")
         for j, ds in enumerate(["CheXpert", "NIH"]):
             ax.hlines(t.loc[ds, "macro_f1"], j - width / 2, j + 0.8 - width / 2, colors=f"C{k + 4}",
-                      linestyles="--", linewidth=1, label=name if j == 0 else None)
+                      linestyles="--", linewidth=1.5, zorder=3, label=name if j == 0 else None)
     for i, m in enumerate(models):
         t = mean.loc[mean["model"] == m].set_index("dataset").loc[["CheXpert", "NIH"]]
         x = np.arange(2) + i * width
