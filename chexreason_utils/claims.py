@@ -1,11 +1,19 @@
 """A verdict for every claim of the paper: effect (mean over training seeds), CI (seeds x images), verdict.
 
 Each claim names the metric, the comparison, the paper's direction and value (from ``reference``), and the
-artifact it is measured on. The CI is the two-level bootstrap of ``metrics.two_level_bootstrap`` (training
-seeds, then images), so it carries training-seed variance. The verdict is one rule, ``verdict``:
-*supported* if the CI excludes 0 on the paper's side, *contradicted* if it excludes 0 on the other side,
-*inconclusive* otherwise. The paper's value is shown beside the effect (and whether the CI holds it), but the
-verdict is about the direction only: a tiny phantom world cannot be expected to hit the paper's magnitudes.
+artifact it is measured on. The CI is ``metrics.seed_image_ci`` (a t-interval over training seeds plus the image
+noise the seeds share, Satterthwaite df; its coverage is tested in tests/test_interval_coverage.py). Five verdicts,
+ruled before any run (``verdict``, ``judge``) with each claim's smallest effect of interest (SESOI, ``ClaimsConfig``,
+justified in docs/paper.md):
+
+- *supported*: the CI excludes 0 on the paper's side; *contradicted*: it excludes 0 on the other side;
+- *no effect of the paper's size*: the CI holds 0 and lies inside +-SESOI;
+- *inconclusive*: the CI holds 0 and is wider than that (the note says how many seeds would do);
+- *not measurable*: an entry the comparison involves is at floor (``scores.floor_reason``), the detector fired in
+  no run of either arm, or there is one training seed (no seed-level CI).
+
+C4 is the paper's two-part statement (the general model's scaffold gain > 0 *and* larger than the medical
+model's): supported only when both parts are (``combine``).
 """
 from __future__ import annotations
 
@@ -14,25 +22,63 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import metrics, reference
+from . import metrics, reference, scores
 
-VERDICTS = ("supported", "contradicted", "inconclusive")
+VERDICTS = ("supported", "contradicted", "no effect of the paper's size", "inconclusive", "not measurable")
 SCAFFOLD = "reasoning_a"
+C4_GAINS = ("C4 general gain", "C4 medical gain")   # the parts of C4 reported beside its difference
 
 
 class MissingEvidence(LookupError):
     """A claim's input artifact is not there."""
 
 
-def verdict(lo: float, hi: float, direction: int) -> str:
-    """The one verdict rule: the CI [lo, hi] of an effect whose paper sign is ``direction`` (+1 or -1)."""
+def verdict(lo: float, hi: float, direction: int, sesoi: float, option: str = "sesoi") -> str:
+    """The verdict rule on a CI [lo, hi] of an effect whose paper sign is ``direction`` (+1 or -1), with the
+    smallest effect of interest ``sesoi`` (> 0; ``option`` names it in the error)."""
     if direction not in (1, -1):
         raise ValueError(f"direction must be +1 or -1, got {direction!r}")
+    if not sesoi > 0:
+        raise ValueError(f"{option} must be > 0 (the smallest effect of interest), got {sesoi!r}")
     if lo > hi:
         raise ValueError(f"CI lower bound {lo} is above its upper bound {hi}")
     if lo > 0 or hi < 0:
         return "supported" if (lo > 0) == (direction > 0) else "contradicted"
-    return "inconclusive"
+    return "no effect of the paper's size" if -sesoi < lo and hi < sesoi else "inconclusive"
+
+
+def combine(parts: list[str]) -> str:
+    """The verdict of a claim that holds only when all its parts hold."""
+    for v in ("not measurable", "contradicted"):
+        if v in parts:
+            return v
+    if all(v == "supported" for v in parts):
+        return "supported"
+    return "no effect of the paper's size" if "no effect of the paper's size" in parts else "inconclusive"
+
+
+def judge(row, direction: int, sesoi: float, option: str) -> tuple[str, str]:
+    """(verdict, note) of one measured contrast row (effect, lo, hi, seeds, var_seeds, var_images,
+    not_measurable): not measurable first, then ``verdict``; an inconclusive note gives the seeds needed."""
+    if not sesoi > 0:
+        raise ValueError(f"{option} must be > 0 (the smallest effect of interest), got {sesoi!r}")
+    reason = row["not_measurable"] if isinstance(row["not_measurable"], str) else ""
+    if reason:
+        return "not measurable", reason
+    if int(row["seeds"]) < 2:
+        return "not measurable", "one training seed: no seed-level CI (the image-only CI is shown)"
+    v = verdict(row["lo"], row["hi"], direction, sesoi, option)
+    if v != "inconclusive":
+        return v, ""
+    n, half = int(row["seeds"]), (row["hi"] - row["lo"]) / 2
+    m = metrics.seeds_for_half_width(row["var_seeds"], n, row["var_images"], sesoi)
+    if m is None:
+        return v, (f"no number of seeds brings the half-width below SESOI {sesoi:g}: the images' shared noise "
+                   f"(sd {np.sqrt(row['var_images']):.3f}) needs more images")
+    if half < sesoi:
+        return v, (f"half-width {half:.3f} is below SESOI {sesoi:g} already, but the CI crosses +-SESOI: the "
+                   f"effect lies near the smallest effect of interest")
+    return v, f"half-width {half:.3f}; below SESOI {sesoi:g} with {m} seeds at the measured variance"
 
 
 def scaffold_gain(f1_by_format: dict) -> float | np.ndarray:
@@ -44,10 +90,8 @@ def scaffold_gain(f1_by_format: dict) -> float | np.ndarray:
     return f1_by_format[SCAFFOLD] - sum(others) / len(others)
 
 
-def _paper_scaffold_difference() -> float:
-    general = scaffold_gain(dict(zip(reference.TABLE3["format"], reference.TABLE3["macro_f1"])))
-    medical = scaffold_gain(dict(zip(reference.TABLE2["format"], reference.TABLE2["macro_f1"])))
-    return float(general - medical)
+def _paper_gain(table: pd.DataFrame) -> float:
+    return float(scaffold_gain(dict(zip(table["format"], table["macro_f1"]))))
 
 
 @dataclass(frozen=True)
@@ -62,6 +106,7 @@ class Claim:
 
 
 T5, T6 = reference.TABLE5_MACRO, reference.TABLE6_MACRO
+PAPER_GAINS = {"C4 general gain": _paper_gain(reference.TABLE3), "C4 medical gain": _paper_gain(reference.TABLE2)}
 CLAIMS: tuple[Claim, ...] = (
     Claim("C1", "GRPO raises CheXpert macro-F1 over SFT", "CheXpert test macro-F1",
           "GRPO - SFT (medical model, paired per seed)", +1, T5["ChexReason"] - T5["MedGemma SFT"], "CheXpert"),
@@ -69,13 +114,21 @@ CLAIMS: tuple[Claim, ...] = (
           "GRPO - SFT (medical model, paired per seed)", -1, T6["ChexReason"] - T6["MedGemma SFT"], "NIH"),
     Claim("C3", "SFT raises NIH macro-F1 over the base model", "NIH test macro-F1 (9 labels)",
           "SFT - base (medical model; the base model is fixed)", +1, T6["MedGemma SFT"] - T6["MedGemma base"], "NIH"),
-    Claim("C4", "The Reasoning-A scaffold helps the general model more than the medical one",
+    Claim("C4", "The Reasoning-A scaffold helps the general model (gain > 0) and more than the medical one",
           "validation macro-F1 scaffold gain: Reasoning A - mean of the other SFT formats",
-          "gain(general) - gain(medical), per seed", +1, _paper_scaffold_difference(), "validation formats"),
+          "gain(general) > 0 and gain(general) - gain(medical) > 0, per seed", +1,
+          PAPER_GAINS["C4 general gain"] - PAPER_GAINS["C4 medical gain"], "validation formats"),
     Claim("C5", "The final recipe avoids the entropy/mode collapse the unstable recipe shows",
           "share of GRPO steps inside a detected collapse episode (diagnostics.collapse_episodes)",
           "unstable-recipe ablation - final recipe (same reward, per seed)", +1, None, "collapse"),
 )
+SESOI_OPTIONS = {"C1": "claims.sesoi_c1", "C2": "claims.sesoi_c2", "C3": "claims.sesoi_c3", "C4": "claims.sesoi_c4",
+                 "C4 general gain": "claims.sesoi_c4_general_gain", "C5": "claims.sesoi_c5"}
+
+
+def sesoi(cfg) -> dict[str, float]:
+    """Each claim's (and C4's first part's) SESOI from the profile, by contrast id."""
+    return {key: getattr(cfg.claims, option.split(".")[1]) for key, option in SESOI_OPTIONS.items()}
 
 
 def collapse_share(per_step: pd.DataFrame, episodes: pd.DataFrame) -> float:
@@ -96,57 +149,100 @@ def _require(evidence: dict, claim: Claim):
     return evidence[claim.evidence]
 
 
-def _effect(claim: Claim, evidence: dict, n_boot: int, seed: int) -> dict:
+def _effects(claim: Claim, evidence: dict, n_boot: int, seed: int) -> dict[str, dict]:
+    """The claim's contrast(s), by id: C4 gives its difference and both gains."""
     data = _require(evidence, claim)
     if claim.id in ("C1", "C2", "C3"):
         y_true, preds = data          # preds: {"base": [matrix], "sft": [per seed], "grpo": [per seed]}
         a, b = ("base", "sft") if claim.id == "C3" else ("sft", "grpo")
-        return metrics.paired_bootstrap(y_true, preds[a], preds[b], n_boot, seed)
+        return {claim.id: metrics.paired_bootstrap(y_true, preds[a], preds[b], n_boot, seed)}
     if claim.id == "C4":
         y_true, preds = data          # preds: {role: {format: [per seed]}}
         n = len(next(iter(preds["general"].values())))
 
-        def effect(s, w):
-            gain = {role: scaffold_gain({f: metrics.weighted_macro_f1(y_true, p[s], w[0]) for f, p in by_fmt.items()})
-                    for role, by_fmt in preds.items()}
-            return gain["general"] - gain["medical"]
-        return metrics.two_level_bootstrap(effect, n, [len(y_true)], n_boot, seed)
+        def gain(role):
+            return lambda s, w: scaffold_gain({f: metrics.weighted_macro_f1(y_true, p[s], w[0])
+                                               for f, p in preds[role].items()})
+        general, medical = gain("general"), gain("medical")
+        ci = lambda f: metrics.seed_image_ci(f, n, [len(y_true)], n_boot, seed)  # noqa: E731
+        return {"C4": ci(lambda s, w: general(s, w) - medical(s, w)),
+                "C4 general gain": ci(general), "C4 medical gain": ci(medical)}
     shares = data                     # {"final": [per seed], "unstable": [per seed]}
     diff = np.asarray(shares["unstable"], float) - np.asarray(shares["final"], float)
-    return metrics.two_level_bootstrap(lambda s, w: diff[s], len(diff), (), n_boot, seed)
+    out = metrics.seed_image_ci(lambda s, w: diff[s], len(diff), (), n_boot, seed)
+    fired = any(v > 0 for arm in ("final", "unstable") for v in shares[arm])
+    return {"C5": {**out, "not_measurable": "" if fired else
+                   "the collapse detector fired in no run of either arm (no CI of [0, 0] is a measurement)"}}
 
 
-def measure(evidence: dict, n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
-    """Each claim's effect (mean over seeds, each seed's value) and its 95% CI (seeds x images), by claim id.
-    ``evidence`` maps each claim's artifact name to its data (see ``steps.evaluation.measure_contrasts``); a
-    missing one is a ``MissingEvidence``."""
-    return {claim.id: _effect(claim, evidence, n_boot, seed) for claim in CLAIMS}
+def measure(evidence: dict, floors: dict | None = None, n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
+    """Each claim's contrast(s) (effect = mean over seeds, each seed's value, 95% seed x image CI, variance parts)
+    by id, with ``not_measurable`` (a reason, or ""): ``floors`` maps a claim id to the entries at floor it
+    involves (``scores.floor_reason`` text). ``evidence`` maps each claim's artifact name to its data (see
+    ``steps.evaluation.measure_contrasts``); a missing one is a ``MissingEvidence``."""
+    floors = floors or {}
+    out = {}
+    for claim in CLAIMS:
+        for key, result in _effects(claim, evidence, n_boot, seed).items():
+            at_floor = floors.get(claim.id, "")
+            out[key] = {**result, "not_measurable": f"floor: {at_floor}" if at_floor else
+                        result.get("not_measurable", "")}
+    return out
 
 
-def claims_table(contrasts: pd.DataFrame) -> pd.DataFrame:
-    """One row per claim: metric, comparison, effect (mean over seeds) and each seed's value, 95% CI (seeds x
-    images), the paper's value, whether the CI holds it, and the verdict; from the claim rows of the evaluation's
-    contrasts frame (``kind`` = "claim", ``contrast`` = the claim id)."""
-    measured = contrasts.loc[contrasts["kind"] == "claim"].set_index("contrast")
+def contrast_rows(measured: dict[str, dict]) -> list[dict]:
+    """``measure``'s result as rows of the contrasts frame: kind "claim" (C1-C5) or "claim part" (C4's gains),
+    with ``not_measurable``."""
+    return [{**scores.contrast_row({"kind": "claim part" if key in C4_GAINS else "claim", "contrast": key}, r),
+             "not_measurable": r["not_measurable"]} for key, r in measured.items()]
+
+
+def _ci(r) -> str:
+    return f"{r['effect']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]"
+
+
+def claims_table(contrasts: pd.DataFrame, sesoi_by_id: dict[str, float]) -> pd.DataFrame:
+    """One row per claim, leading with claim, verdict and effect [95% CI], then the note (floor, seeds needed,
+    C4's two gains), SESOI, the paper's value and whether the CI holds it, each seed's value, and the long
+    statement / metric / comparison; from the claim rows (``kind`` "claim" and "claim part") of the evaluation's
+    contrasts frame. ``sesoi_by_id``: ``sesoi(cfg)``."""
+    measured = contrasts.loc[contrasts["kind"].isin(["claim", "claim part"])].set_index("contrast")
     rows = []
     for claim in CLAIMS:
-        if claim.id not in measured.index:
+        needed = [claim.id, *(C4_GAINS if claim.id == "C4" else ())]
+        missing = [k for k in needed if k not in measured.index]
+        if missing:
             raise MissingEvidence(f"claim {claim.id} ({claim.statement}) was not measured: the contrasts frame has "
-                                  f"{sorted(measured.index)}")
+                                  f"{sorted(measured.index)}, not {missing}")
+        for key in [k for k in needed if k in SESOI_OPTIONS]:
+            if key not in sesoi_by_id:
+                raise KeyError(f"no SESOI for {key}: set {SESOI_OPTIONS[key]}")
         r = measured.loc[claim.id]
+        v, note = judge(r, claim.direction, sesoi_by_id[claim.id], SESOI_OPTIONS[claim.id])
+        if claim.id == "C4":
+            g, m = measured.loc["C4 general gain"], measured.loc["C4 medical gain"]
+            v_gain, note_gain = judge(g, +1, sesoi_by_id["C4 general gain"], SESOI_OPTIONS["C4 general gain"])
+            note = "; ".join([f"gain(general) {_ci(g)}, SESOI {sesoi_by_id['C4 general gain']:g}: {v_gain}"
+                              + (f" ({note_gain})" if note_gain else ""),
+                              f"gain(medical) {_ci(m)}",
+                              f"difference: {v}" + (f" ({note})" if note else "")])
+            v = combine([v_gain, v])
         paper = np.nan if claim.paper_value is None else round(float(claim.paper_value), 4)
-        rows.append({"claim": claim.id, "statement": claim.statement, "metric": claim.metric,
-                     "comparison": claim.comparison, "effect": r["effect"], "lo": r["lo"], "hi": r["hi"],
-                     "per_seed": r["per_seed"], "seeds": int(r["seeds"]), "paper_value": paper,
+        rows.append({"claim": claim.id, "verdict": v, "effect [95% CI]": _ci(r), "note": note,
+                     "sesoi": sesoi_by_id[claim.id], "paper_value": paper,
                      "paper_in_ci": "stated in words" if claim.paper_value is None else
                      ("yes" if r["lo"] <= claim.paper_value <= r["hi"] else "no"),
-                     "verdict": verdict(r["lo"], r["hi"], claim.direction)})
+                     "per_seed": r["per_seed"], "seeds": int(r["seeds"]), "effect": r["effect"], "lo": r["lo"],
+                     "hi": r["hi"], "statement": claim.statement, "metric": claim.metric,
+                     "comparison": claim.comparison})
     return pd.DataFrame(rows)
 
 
 def caption(profile: str, phantom: bool, n_seeds: int) -> str:
     """The claims table's caption: where it was measured, how the CI was made, how the verdict is ruled."""
     where = f"in the phantom world (profile {profile}, tiny models)" if phantom else f"on profile {profile}"
-    return (f"measured {where}; effect = mean over {n_seeds} training seed(s); 95% CI by a two-level bootstrap "
-            "(training seeds, then images); verdict: supported if the CI excludes 0 in the paper's direction, "
-            "contradicted if it excludes 0 in the other, inconclusive otherwise")
+    return (f"five claims tested together, {where}, each at 95% without a multiplicity correction; effect = mean "
+            f"over {n_seeds} training seed(s); 95% CI: {metrics.CI_METHOD}; verdicts ruled before the run: "
+            "supported / contradicted (CI excludes 0 on the paper's / the other side), no effect of the paper's size "
+            "(CI inside +-SESOI), inconclusive (wider), not measurable (an entry at floor, a detector that never "
+            "fired, or one seed)")

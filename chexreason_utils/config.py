@@ -348,8 +348,17 @@ class DiagnosticsConfig:
 
     window: int = option(100, "Label-dominance window, in predictions: the paper reports collapse in words "
                               "only; we measure it over the nuanced guard's stated 100.")
-    dominance_threshold: float = option(0.70, "Dominance share that marks a collapse step: the nuanced guard's "
-                                              "stated 70%.")
+    dominance_threshold: float = option(0.70, "The nuanced guard's stated 70% dominance share, drawn as a "
+                                              "reference line in 06's label-dominance figure (the collapse rule "
+                                              "uses relative thresholds instead).")
+    entropy_fraction: float = option(0.5, "Collapse rule: token entropy at or below this fraction of the run's "
+                                          "own start (mean of its first `start_steps` steps).")
+    set_margin: float = option(0.30, "Collapse rule: or one predicted label set's share of the window above its "
+                                     "share among the RL prompts' truths by more than this.")
+    zero_std_min: float = option(0.5, "Collapse rule, required: at least this fraction of the step's groups "
+                                      "with zero reward spread (trl frac_reward_zero_std), i.e. answers that "
+                                      "stopped differing.")
+    start_steps: int = option(5, "Logged steps whose mean entropy is the run's start.")
     episode_min_steps: int = option(3, "Consecutive collapsed steps that make an episode (diagnostics.py): "
                                        "ours, so that one noisy step is not an episode.")
     run_ablation: bool = option(True, "Also train an unstable-recipe GRPO run: the paper says early runs "
@@ -363,6 +372,22 @@ class DiagnosticsConfig:
     ablation_num_iterations: int = option(2, "Its optimiser steps per generated batch: > 1 so that the ablated ε "
                                              "can act (clip ratio > 0 logged); with 1 the ratio is 1 and the ε "
                                              "part of the ablation would change nothing.")
+
+
+@dataclass
+class ClaimsConfig:
+    """The claims table: the smallest effect of interest (SESOI) of each claim, fixed before any run (docs/paper.md)."""
+
+    sesoi_c1: float = option(0.032, "C1 SESOI, CheXpert macro-F1 (GRPO - SFT): half the paper's +0.064; a CI "
+                                    "inside +-this is 'no effect of the paper's size'.")
+    sesoi_c2: float = option(0.028, "C2 SESOI, NIH macro-F1 (GRPO - SFT): half the paper's -0.056.")
+    sesoi_c3: float = option(0.028, "C3 SESOI, NIH macro-F1 (SFT - base): half the paper's +0.056.")
+    sesoi_c4: float = option(0.099, "C4 SESOI, scaffold gain(general) - gain(medical) in validation macro-F1: half "
+                                    "the paper's +0.198.")
+    sesoi_c4_general_gain: float = option(0.056, "C4 SESOI of its first part, the general model's scaffold gain "
+                                                 "(Reasoning A - mean of the other formats): half the paper's +0.113.")
+    sesoi_c5: float = option(0.10, "C5 SESOI, share of GRPO steps inside a collapse episode (unstable - final): "
+                                   "an absolute tenth of training; the paper states collapse in words only.")
 
 
 @dataclass
@@ -387,6 +412,7 @@ class Config:
     evaluation: EvaluationConfig = section(EvaluationConfig)
     cross_model: CrossModelConfig = section(CrossModelConfig)
     diagnostics: DiagnosticsConfig = section(DiagnosticsConfig)
+    claims: ClaimsConfig = section(ClaimsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

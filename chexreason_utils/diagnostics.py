@@ -7,19 +7,24 @@ The paper describes entropy collapse only in words; these measures turn it into 
   distinct completions and distinct label sets per group, and the label-dominance index (share of the most
   frequent label among the last ``window`` predictions, the quantity the nuanced reward's guard watches).
 
-Collapse episode rule (ours): a step is *collapsed* when one predicted label *set* (the empty set included)
-holds more than the threshold (0.70, the paper's line) of the last ``window`` predictions and its groups hold
-on average at most 1.5 distinct label sets (the sampled answers agree); an episode is a run of at least
-``min_steps`` consecutive collapsed steps. Using the set rather than single labels also catches collapse into
-empty or label-less answers, which the label-dominance index (no labels, no dominance) cannot show.
+Collapse episode rule (ours; thresholds are ``DiagnosticsConfig`` options): a step is *collapsed* when the
+sampled answers stopped differing -- at least ``zero_std_min`` of its groups have zero reward spread
+(trl's ``frac_reward_zero_std``) -- and either the token entropy has fallen to ``entropy_fraction`` of the run's
+own start (the mean over its first ``start_steps`` logged steps) or one predicted label *set* (the empty set
+included) holds more of the last ``window`` predictions than its share among the RL prompts' truths plus
+``set_margin``. Both thresholds are relative, to the run's own start and to the data's label distribution, so the
+rule can fire on any data set (an absolute share such as 70% cannot when the commonest true set is 30%). An episode
+is a run of at least ``min_steps`` consecutive collapsed steps.
 """
 from __future__ import annotations
 
 from collections import Counter, deque
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from .labels import CHEXPERT_LABELS
 from .prompts import completion_text, parse_output
 from .trainer_log import log_rows, step_log
 
@@ -59,15 +64,44 @@ def dominance_curve(completions: pd.DataFrame, window: int = 100, think: bool = 
         label, top = counts.most_common(1)[0] if counts else ("", 0)
         top_set, set_count = Counter(history).most_common(1)[0]
         rows.append({"step": step, "dominance": top / len(history), "dominant_label": label,
-                     "set_dominance": set_count / len(history), "dominant_set": ", ".join(top_set) or "(empty)"})
+                     "set_dominance": set_count / len(history), "dominant_set": set_key(top_set)})
     return pd.DataFrame(rows)
 
 
-def collapse_episodes(diag: pd.DataFrame, threshold: float = 0.70, max_distinct: float = 1.5,
-                      min_steps: int = 3) -> pd.DataFrame:
-    """Episodes (start, end, length) of consecutive collapsed steps; ``diag`` has step, set_dominance,
-    distinct_label_sets."""
-    collapsed = (diag["set_dominance"] > threshold) & (diag["distinct_label_sets"] <= max_distinct)
+def set_key(labels) -> str:
+    """A label set as text: its names in ontology order, comma-joined; "(empty)" for none."""
+    order = {n: i for i, n in enumerate(CHEXPERT_LABELS)}
+    return ", ".join(sorted(labels, key=lambda n: order.get(n, len(order)))) or "(empty)"
+
+
+def truth_set_shares(truths) -> dict[str, float]:
+    """Each true label set's share among ``truths`` (lists of names), keyed by ``set_key``."""
+    counts = Counter(set_key(t) for t in truths)
+    return {k: v / len(truths) for k, v in counts.items()} if len(truths) else {}
+
+
+@dataclass(frozen=True)
+class CollapseRule:
+    """The detection rule's thresholds (module docstring; ``DiagnosticsConfig`` sets them)."""
+    entropy_fraction: float
+    set_margin: float
+    zero_std_min: float
+    start_steps: int
+    min_steps: int
+
+
+def collapsed_steps(diag: pd.DataFrame, truth_shares: dict[str, float], rule: CollapseRule) -> pd.Series:
+    """Which steps are collapsed; ``diag`` has step, entropy, frac_zero_std, set_dominance, dominant_set."""
+    start = diag["entropy"].dropna().head(rule.start_steps).mean()
+    low_entropy = diag["entropy"] <= rule.entropy_fraction * start if start > 0 else pd.Series(False, diag.index)
+    expected = diag["dominant_set"].map(lambda k: truth_shares.get(k, 0.0))
+    takeover = diag["set_dominance"] > expected + rule.set_margin
+    return (diag["frac_zero_std"] >= rule.zero_std_min) & (low_entropy | takeover)
+
+
+def collapse_episodes(diag: pd.DataFrame, truth_shares: dict[str, float], rule: CollapseRule) -> pd.DataFrame:
+    """Episodes (start, end, length) of at least ``rule.min_steps`` consecutive collapsed steps."""
+    collapsed = collapsed_steps(diag, truth_shares, rule)
     episodes, start, prev = [], None, None
     for step, flag in zip(diag["step"], collapsed):
         if flag and start is None:
@@ -80,7 +114,7 @@ def collapse_episodes(diag: pd.DataFrame, threshold: float = 0.70, max_distinct:
         episodes.append((start, prev))
     steps = list(diag["step"])
     out = [{"start": a, "end": b, "steps": steps.index(b) - steps.index(a) + 1} for a, b in episodes]
-    return pd.DataFrame([e for e in out if e["steps"] >= min_steps], columns=["start", "end", "steps"])
+    return pd.DataFrame([e for e in out if e["steps"] >= rule.min_steps], columns=["start", "end", "steps"])
 
 
 def generation_steps(completions: pd.DataFrame, log: pd.DataFrame) -> pd.DataFrame:
@@ -90,16 +124,19 @@ def generation_steps(completions: pd.DataFrame, log: pd.DataFrame) -> pd.DataFra
     return completions.loc[completions["step"].isin(log_rows(log, "reward")["step"])]
 
 
-def run_diagnostics(log: pd.DataFrame, completions: pd.DataFrame, num_generations: int, window: int = 100,
-                    threshold: float = 0.70, min_steps: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """All per-step measures of one run, and its collapse episodes."""
+def run_diagnostics(log: pd.DataFrame, completions: pd.DataFrame, num_generations: int,
+                    truth_shares: dict[str, float], rule: CollapseRule, window: int = 100
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """All per-step measures of one run, and its collapse episodes (``truth_shares``: ``truth_set_shares`` of
+    the RL prompts)."""
     per_step = step_log(log)
     completions = generation_steps(completions, log)
     if len(completions):
         per_step = (per_step.merge(group_diversity(completions, num_generations), on="step", how="left")
                     .merge(dominance_curve(completions, window), on="step", how="left"))
     else:
-        for col in ("distinct_completions", "distinct_label_sets", "label_set_entropy", "dominance", "set_dominance"):
+        for col in ("distinct_completions", "distinct_label_sets", "label_set_entropy", "dominance", "set_dominance",
+                    "dominant_set"):
             per_step[col] = np.nan
-    episodes = collapse_episodes(per_step.dropna(subset=["dominance"]), threshold, min_steps=min_steps)
+    episodes = collapse_episodes(per_step.dropna(subset=["dominance"]), truth_shares, rule)
     return per_step, episodes

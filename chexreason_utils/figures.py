@@ -115,12 +115,20 @@ def _mean_and_seeds(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def headline(summary: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
-    """Macro-F1 per model on CheXpert and NIH: bars = mean over training seeds with the two-level (seeds, then
-    images) bootstrap 95% CI, dots = each seed (columns model, dataset, seed, macro_f1, lo, hi)."""
-    mean, seeds = _mean_and_seeds(summary)
+    """Macro-F1 per model on CheXpert and NIH: bars = mean over training seeds with the 95% seed x image CI
+    (``metrics.CI_METHOD``), dots = each seed; rows whose model starts "baseline: " are drawn as dashed reference
+    lines (columns model, dataset, seed, macro_f1, lo, hi)."""
+    is_baseline = summary["model"].str.startswith("baseline: ")
+    mean, seeds = _mean_and_seeds(summary.loc[~is_baseline])
     fig, ax = plt.subplots(figsize=(8, 4.2))
     models = list(dict.fromkeys(mean["model"]))
     width = 0.8 / len(models)
+    baselines = summary.loc[is_baseline]
+    for k, (name, t) in enumerate(baselines.groupby("model", sort=False)):
+        t = t.set_index("dataset")
+        for j, ds in enumerate(["CheXpert", "NIH"]):
+            ax.hlines(t.loc[ds, "macro_f1"], j - width / 2, j + 0.8 - width / 2, colors=f"C{k + 4}",
+                      linestyles="--", linewidth=1.5, zorder=3, label=name if j == 0 else None)
     for i, m in enumerate(models):
         t = mean.loc[mean["model"] == m].set_index("dataset").loc[["CheXpert", "NIH"]]
         x = np.arange(2) + i * width
@@ -163,8 +171,8 @@ def subgroups(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
 
 
 def scaffold_reversal(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
-    """Macro-F1 by SFT format for each model: bars = mean over training seeds with the two-level (seeds, then
-    images) bootstrap 95% CI, dots = each seed (columns model, format, seed, macro_f1, lo, hi)."""
+    """Macro-F1 by SFT format for each model: bars = mean over training seeds with the 95% seed x image CI
+    (``metrics.CI_METHOD``), dots = each seed (columns model, format, seed, macro_f1, lo, hi)."""
     mean, seeds = _mean_and_seeds(table)
     fig, ax = plt.subplots(figsize=(8, 4.2))
     formats = list(dict.fromkeys(mean["format"]))

@@ -1,4 +1,4 @@
-"""F1 family, fail rate and bootstrap confidence intervals (scikit-learn underneath).
+"""F1 family, fail rate, and confidence intervals over training seeds and images.
 
 Macro is the plain mean over labels, zeros included, as the paper computes it. Invalid outputs follow an
 explicit policy: ``empty`` (default: an empty prediction, and a failure) or ``salvage`` (whatever valid
@@ -10,12 +10,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import precision_recall_fscore_support
+from scipy import stats
 
 from .config import Config
 from .labels import CHEXPERT_LABELS, NIH_LABEL_SETS, names_to_vector
 
 INVALID_POLICIES = ("empty", "salvage")
+CI_METHOD = ("t-interval over training seeds (between-seed variance / n, df n - 1) plus the image noise the seeds "
+             "share (image bootstrap), Satterthwaite df; one seed: the image bootstrap alone")
 
 
 def eval_labels(cfg: Config, dataset: str) -> tuple[str, ...]:
@@ -49,16 +51,26 @@ def matrices(frame: pd.DataFrame, cfg: Config, labels: Sequence[str]) -> tuple[n
     return label_matrix(frame, labels), prediction_matrix(frame, labels, cfg.evaluation.invalid_policy)
 
 
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.divide(a, b, out=np.zeros_like(a, dtype=float), where=b > 0)
+
+
 def per_label(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> pd.DataFrame:
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0,
-                                                 labels=list(range(len(labels))))
-    return pd.DataFrame({"label": list(labels), "precision": p, "recall": r, "f1": f, "support": s})
+    """Precision, recall, F1 and support per label (0 where undefined). ``y_pred`` may hold probabilities: the
+    scores are then those of the expected confusion counts."""
+    t, p = np.asarray(y_true, float).reshape(-1, len(labels)), np.asarray(y_pred, float).reshape(-1, len(labels))
+    tp, fp, fn = (t * p).sum(0), ((1 - t) * p).sum(0), (t * (1 - p)).sum(0)
+    return pd.DataFrame({"label": list(labels), "precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn),
+                         "f1": _ratio(2 * tp, 2 * tp + fp + fn), "support": t.sum(0).astype(int)})
 
 
 def summary(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str], valid: Sequence[bool]) -> dict:
     """Micro and macro precision / recall / F1 and fail rate (the paper's table columns)."""
     table = per_label(y_true, y_pred, labels)
-    mp, mr, mf, _ = precision_recall_fscore_support(y_true, y_pred, average="micro", zero_division=0)
+    t, p = np.asarray(y_true, float), np.asarray(y_pred, float)
+    tp, fp, fn = (t * p).sum(), ((1 - t) * p).sum(), (t * (1 - p)).sum()
+    mp, mr, mf = (float(_ratio(np.array(a), np.array(b))) for a, b in ((tp, tp + fp), (tp, tp + fn),
+                                                                       (2 * tp, 2 * tp + fp + fn)))
     return {"micro_p": mp, "micro_r": mr, "micro_f1": mf, "macro_p": table["precision"].mean(),
             "macro_r": table["recall"].mean(), "macro_f1": table["f1"].mean(),
             "fail_rate": 1.0 - float(np.mean(np.asarray(valid, dtype=bool))) if len(valid) else 0.0,
@@ -92,66 +104,131 @@ def _per_seed(preds) -> list[np.ndarray]:
     return [preds] if isinstance(preds, np.ndarray) and preds.ndim == 2 else list(preds)
 
 
-def two_level_bootstrap(effect: Callable[[int, list[np.ndarray]], np.ndarray | float], n_seeds: int,
-                        sizes: Sequence[int], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
-    """Percentile CI of a mean-over-seeds effect by a two-level bootstrap: seeds, then images.
+def seed_image_interval(values, boots, alpha: float = 0.05) -> dict:
+    """t-interval of a mean-over-seeds effect carrying training-seed and image-sampling variance.
 
-    Each replicate resamples the training seeds with replacement (level 1) and the images of every data set
-    with replacement (level 2, one multinomial weight row per data set, shared by all seeds because every seed
-    is scored on the same images); its value is the mean over the drawn seeds of ``effect(s, weights)``.
-    ``effect(s, weights)`` gets one (rows, n_d) weight matrix per data set of ``sizes`` and returns one value per
-    row (a scalar when the effect does not depend on images; ``sizes=()``). With one seed this is the ordinary
-    image bootstrap; with no image level it is a bootstrap over seeds. The CI thus carries training-seed
-    variance, which an image-only bootstrap leaves out.
+    ``values`` (..., n_seeds): each seed's effect on the test images; ``boots`` (..., n_seeds, n_boot): each
+    seed's effect on image resamples shared by all seeds (every seed is scored on the same images). Variance of
+    the mean = var_between_seeds / n (df n - 1) + the image noise the seeds share (the mean bootstrap covariance
+    between two different seeds, floored at 0), with Satterthwaite's df. Seed-specific image noise is inside the
+    between-seed variance, so it is not counted twice. With one seed there is no seed level: the interval is the
+    image bootstrap's normal one (``seed_level`` False). Leading axes are independent experiments.
+    """
+    values, boots = np.asarray(values, float), np.asarray(boots, float)
+    n = values.shape[-1]
+    if n < 1:
+        raise ValueError("seed_image_interval needs at least one seed")
+    mean = values.mean(axis=-1)
+    if n == 1:
+        var_seeds = np.zeros_like(mean)
+        var_images = boots[..., 0, :].var(axis=-1, ddof=1) if boots.shape[-1] > 1 else np.zeros_like(mean)
+        df = np.full_like(mean, np.inf)
+    else:
+        var_seeds = values.var(axis=-1, ddof=1) / n
+        if boots.shape[-1] > 1:
+            of_mean = boots.mean(axis=-2).var(axis=-1, ddof=1)
+            own = boots.var(axis=-1, ddof=1).sum(axis=-1)
+            var_images = np.maximum((n * n * of_mean - own) / (n * (n - 1)), 0.0)
+        else:
+            var_images = np.zeros_like(mean)
+        total = var_seeds + var_images
+        with np.errstate(divide="ignore", invalid="ignore"):
+            df = np.where(var_seeds > 0, (n - 1) * (total / np.where(var_seeds > 0, var_seeds, 1)) ** 2, np.inf)
+    se = np.sqrt(var_seeds + var_images)
+    half = stats.t.ppf(1 - alpha / 2, df) * se
+    return {"effect": mean, "lo": mean - half, "hi": mean + half, "se": se, "df": df, "var_seeds": var_seeds,
+            "var_images": var_images, "seed_level": n > 1}
+
+
+def seeds_for_half_width(var_seeds: float, n_seeds: int, var_images: float, target: float,
+                         alpha: float = 0.05, most: int = 1000) -> int | None:
+    """Fewest training seeds whose ``seed_image_interval`` half-width is below ``target`` at the measured
+    variances (``var_seeds`` is var_between / n_seeds; the shared image noise does not shrink with seeds); None
+    when even ``most`` seeds do not suffice (the images are the limit)."""
+    between = var_seeds * n_seeds
+    for m in range(2, most + 1):
+        a = between / m
+        total = a + var_images
+        df = (m - 1) * (total / a) ** 2 if a > 0 else np.inf
+        if stats.t.ppf(1 - alpha / 2, df) * np.sqrt(total) < target:
+            return m
+    return None
+
+
+def seed_image_ci(effect: Callable[[int, list[np.ndarray]], np.ndarray | float], n_seeds: int,
+                  sizes: Sequence[int], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
+    """A mean-over-seeds effect and its ``seed_image_interval`` (t over seeds + shared image bootstrap).
+
+    ``effect(s, weights)`` gets one (rows, n_d) weight matrix per data set of ``sizes`` (multinomial image
+    resamples, the same rows for every seed) and returns one value per row (a scalar when the effect does not
+    depend on images; ``sizes=()``). The result has the effect, each seed's value, the CI, its variance parts
+    and df, and ``n_seeds``.
     """
     if n_seeds < 1:
-        raise ValueError("two_level_bootstrap needs at least one seed")
+        raise ValueError("seed_image_ci needs at least one seed")
     rng = np.random.default_rng(seed)
     weights = [_resample_weights(n, n_boot, rng) for n in sizes]
-    picks = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
-    boots_by_seed = np.stack([np.broadcast_to(np.asarray(effect(s, weights), float), (n_boot,))
-                              for s in range(n_seeds)])
-    boots = boots_by_seed[picks, np.arange(n_boot)[:, None]].mean(axis=1)
+    rows = n_boot if sizes else 1
+    boots = np.stack([np.broadcast_to(np.asarray(effect(s, weights), float), (rows,)) for s in range(n_seeds)])
     ones = [np.ones((1, n)) for n in sizes]
     values = [float(np.ravel(effect(s, ones))[0]) for s in range(n_seeds)]
-    return {"effect": float(np.mean(values)), "lo": float(np.quantile(boots, alpha / 2)),
-            "hi": float(np.quantile(boots, 1 - alpha / 2)), "per_seed": values, "n_seeds": n_seeds,
-            "p_not_positive": float(np.mean(boots <= 0))}
+    ci = seed_image_interval(values, boots, alpha)
+    return {**{k: float(v) if k != "seed_level" else v for k, v in ci.items()}, "per_seed": values,
+            "n_seeds": n_seeds}
+
+
+def prob_improvement(a: Sequence[float], b: Sequence[float]) -> float:
+    """Share of (seed of a, seed of b) pairs in which b beats a, ties counting half (rliable's probability of
+    improvement, written here)."""
+    a, b = np.asarray(a, float)[:, None], np.asarray(b, float)[None, :]
+    return float(np.mean((b > a) + 0.5 * (b == a)))
 
 
 def bootstrap_macro_f1(y_true: np.ndarray, preds, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
-    """Macro-F1 (mean over seeds) with a two-level (seeds, then images) bootstrap CI; ``preds`` is one
-    prediction matrix per seed (or a single matrix: one seed, the plain image bootstrap)."""
+    """Macro-F1 (mean over seeds) with its ``seed_image_ci``; ``preds`` is one prediction matrix per seed (or a
+    single matrix: one seed, the image bootstrap alone)."""
     preds = _per_seed(preds)
-    return two_level_bootstrap(lambda s, w: weighted_macro_f1(y_true, preds[s], w[0]), len(preds), [len(y_true)],
-                               n_boot, seed, alpha)
+    return seed_image_ci(lambda s, w: weighted_macro_f1(y_true, preds[s], w[0]), len(preds), [len(y_true)],
+                         n_boot, seed, alpha)
 
 
 def _paired(y_true: np.ndarray, preds_a: list, preds_b: list):
-    """Seed s's macro-F1(b) - macro-F1(a) on the same image weights; a one-entry side is a fixed model."""
+    """(seeds, seed s's macro-F1 of a and of b on the same image weights); a one-entry side is a fixed model."""
     n = max(len(preds_a), len(preds_b))
     for side in (preds_a, preds_b):
         if len(side) not in (1, n):
             raise ValueError(f"paired models need the same seeds (or one fixed model), got {len(preds_a)} vs {len(preds_b)}")
     pick = lambda side, s: side[s if len(side) > 1 else 0]  # noqa: E731
-    return n, lambda s, w: weighted_macro_f1(y_true, pick(preds_b, s), w) - weighted_macro_f1(y_true, pick(preds_a, s), w)
+    return n, lambda s, w: weighted_macro_f1(y_true, pick(preds_a, s), w), \
+        lambda s, w: weighted_macro_f1(y_true, pick(preds_b, s), w)
+
+
+def _observed(f, n: int, sizes: Sequence[int]) -> list[float]:
+    return [float(np.ravel(f(s, [np.ones((1, k)) for k in sizes]))[0]) for s in range(n)]
 
 
 def paired_bootstrap(y_true: np.ndarray, preds_a, preds_b, n_boot: int = 1000, seed: int = 0,
                      alpha: float = 0.05) -> dict:
-    """Macro-F1(b) - macro-F1(a), mean over seeds, paired on seeds and images, two-level bootstrap CI (seeds,
-    then images); ``p_not_positive`` is the share of replicates where b <= a."""
-    n, diff = _paired(y_true, _per_seed(preds_a), _per_seed(preds_b))
-    return two_level_bootstrap(lambda s, w: diff(s, w[0]), n, [len(y_true)], n_boot, seed, alpha)
+    """Macro-F1(b) - macro-F1(a), mean over seeds, paired on seeds and images, with its ``seed_image_ci`` and
+    ``prob_improvement`` (share of seed pairs in which b's macro-F1 beats a's)."""
+    n, f_a, f_b = _paired(y_true, _per_seed(preds_a), _per_seed(preds_b))
+    a, b = (lambda s, w: f_a(s, w[0])), (lambda s, w: f_b(s, w[0]))
+    out = seed_image_ci(lambda s, w: b(s, w) - a(s, w), n, [len(y_true)], n_boot, seed, alpha)
+    sizes = [len(y_true)]
+    return {**out, "prob_improvement": prob_improvement(_observed(a, n, sizes), _observed(b, n, sizes))}
 
 
 def gap_change(cx: tuple, nih: tuple, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
     """Change of the CheXpert->NIH macro-F1 gap from model a to b: (CX_b - NIH_b) - (CX_a - NIH_a), mean over
-    seeds, two-level bootstrap (seeds, then images; images resampled independently per data set).
+    seeds, with its ``seed_image_ci`` (images resampled independently per data set) and ``prob_improvement``
+    (share of seed pairs in which b's gap is above a's).
 
     Each tuple is (y_true, preds_a, preds_b) with one prediction matrix per seed (or a single matrix).
     """
-    n, d_cx = _paired(cx[0], _per_seed(cx[1]), _per_seed(cx[2]))
-    _, d_nih = _paired(nih[0], _per_seed(nih[1]), _per_seed(nih[2]))
-    return two_level_bootstrap(lambda s, w: d_cx(s, w[0]) - d_nih(s, w[1]), n, [len(cx[0]), len(nih[0])],
-                               n_boot, seed, alpha)
+    n, cx_a, cx_b = _paired(cx[0], _per_seed(cx[1]), _per_seed(cx[2]))
+    _, nih_a, nih_b = _paired(nih[0], _per_seed(nih[1]), _per_seed(nih[2]))
+    gap_a = lambda s, w: cx_a(s, w[0]) - nih_a(s, w[1])  # noqa: E731
+    gap_b = lambda s, w: cx_b(s, w[0]) - nih_b(s, w[1])  # noqa: E731
+    sizes = [len(cx[0]), len(nih[0])]
+    out = seed_image_ci(lambda s, w: gap_b(s, w) - gap_a(s, w), n, sizes, n_boot, seed, alpha)
+    return {**out, "prob_improvement": prob_improvement(_observed(gap_a, n, sizes), _observed(gap_b, n, sizes))}

@@ -138,6 +138,11 @@ class RunPaths:
         """04's paired differences and claim effects with their CIs."""
         return self.evaluation / "contrasts.csv"
 
+    @property
+    def floor_criterion_file(self) -> Path:
+        """04's floor criterion: every SFT entry of both models vs the best trivial baseline, per seed (05 shows it)."""
+        return self.evaluation / "floor_criterion.csv"
+
     def prediction_file(self, tag: str, manifest: str, prompt: str) -> Path:
         """Cached predictions of one model (``tag``: see ``model_tag``) on one manifest with one prompt."""
         return self.predictions / f"{tag}__{manifest}__{prompt}.jsonl"

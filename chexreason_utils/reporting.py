@@ -73,13 +73,14 @@ TEST_COLUMNS = {"MedGemma base": {"stage": "base", "model": "medical"}, "Qwen2.5
                 "MedGemma SFT": {"stage": "sft", "model": "medical"}}   # + "ChexReason": the chosen GRPO checkpoint
 FIXED_MODELS = ("MedGemma base", "Qwen2.5-VL")   # test-table columns that do not depend on the training seed
 STAGE_NAMES = {"MedGemma base": "base", "MedGemma SFT": "SFT", "ChexReason": "GRPO"}   # the headline's bars
+BASELINE_PREFIX = "baseline: "   # reference rows and columns of the trivial baselines (``scores.BASELINES``)
 
 
 def seed_rows(frame: pd.DataFrame, **keys) -> pd.DataFrame:
     """Summary rows (``scores.summaries``) of the entries with ``keys``, one per entry and training seed (``seed``
     an int; a fixed model's one row has none)."""
     rows = scores.summaries(scores.select(frame, **keys))
-    entry = rows[scores.KEYS].fillna("").astype(str).agg("|".join, axis=1)
+    entry = rows[scores.KEYS].astype(object).fillna("").astype(str).agg("|".join, axis=1)
     seeded = set(entry[rows["seed"] != scores.MEAN])
     keep = rows.loc[(rows["seed"] != scores.MEAN) | ~entry.isin(seeded)].copy()
     keep["seed"] = pd.to_numeric(keep["seed"].where(keep["seed"] != scores.MEAN))
@@ -93,9 +94,11 @@ def mean_and_seed_rows(frame: pd.DataFrame, **keys) -> pd.DataFrame:
 
 
 def table1(frame: pd.DataFrame, profile: str) -> pd.DataFrame:
-    """Table 1: zero-shot prompt variants of the medical base model on validation, beside the paper's."""
+    """Table 1: zero-shot prompt variants of the medical base model on validation, beside the paper's, and the
+    trivial baselines as reference rows (as in Tables 2-4)."""
     rows = seed_rows(frame, dataset="validation", stage="base", model="medical").rename(columns={"name": "variant"})
-    return beside(rows, reference.TABLE1, "variant", profile, ["micro_f1", "macro_f1", "fail_rate"])
+    columns = ["micro_f1", "macro_f1", "fail_rate"]
+    return with_baselines(beside(rows, reference.TABLE1, "variant", profile, columns), frame, "validation", columns)
 
 
 def sft_table(frame: pd.DataFrame, model: str, profile: str) -> pd.DataFrame:
@@ -105,7 +108,8 @@ def sft_table(frame: pd.DataFrame, model: str, profile: str) -> pd.DataFrame:
     trained = (frame["dataset"] == "validation") & (frame["stage"] == "sft") & (frame["model"] == model)
     rows = (seed_rows(frame, dataset="validation", stage="sft", model=model) if trained.any()
             else pd.DataFrame(columns=["name", "seed", *SUMMARY_COLUMNS])).rename(columns={"name": "format"})
-    return beside(rows, reported, "format", profile, SUMMARY_COLUMNS)
+    return with_baselines(beside(rows, reported, "format", profile, SUMMARY_COLUMNS), frame, "validation",
+                          SUMMARY_COLUMNS)
 
 
 def table4(frame: pd.DataFrame, profile: str) -> pd.DataFrame:
@@ -114,7 +118,8 @@ def table4(frame: pd.DataFrame, profile: str) -> pd.DataFrame:
     rows = seed_rows(frame, dataset="validation", stage="grpo", checkpoint=["best_f1", "final"])
     rows = rows.assign(key=rows["name"] + " / " + rows["checkpoint"])
     reported = reference.TABLE4.assign(key=reference.TABLE4["reward"] + " / " + reference.TABLE4["checkpoint"])
-    return beside(rows, reported, "key", profile, SUMMARY_COLUMNS)
+    return with_baselines(beside(rows, reported, "key", profile, SUMMARY_COLUMNS), frame, "validation",
+                          SUMMARY_COLUMNS)
 
 
 def test_columns(frame: pd.DataFrame, dataset: str, chexreason: dict) -> dict[int, pd.DataFrame]:
@@ -137,11 +142,15 @@ def test_columns(frame: pd.DataFrame, dataset: str, chexreason: dict) -> dict[in
 
 def headline_summary(frame: pd.DataFrame, chexreason: dict) -> pd.DataFrame:
     """Macro-F1 of the medical model before and after each stage on both test sets: the mean over seeds with the
-    two-level bootstrap 95% CI (``seed`` = "mean") and each seed (columns model, dataset, seed, macro_f1, lo, hi, n)."""
+    95% seed x image CI (``seed`` = "mean") and each seed, and the trivial baselines (``model`` "baseline: <name>")
+    as reference (columns model, dataset, seed, macro_f1, lo, hi, n)."""
     columns = {"MedGemma base": TEST_COLUMNS["MedGemma base"], "MedGemma SFT": TEST_COLUMNS["MedGemma SFT"],
                "ChexReason": {"stage": "grpo", **chexreason}}
     parts = [mean_and_seed_rows(frame, dataset=ds, **keys).assign(model=STAGE_NAMES[column])
              for ds in ("CheXpert", "NIH") for column, keys in columns.items()]
+    for ds in ("CheXpert", "NIH"):
+        base = baseline_rows(frame, ds)
+        parts.append(base.assign(model=BASELINE_PREFIX + base["name"], seed=scores.MEAN))
     out = pd.concat(parts, ignore_index=True).rename(columns={"n_images": "n"})
     return out[["model", "dataset", "seed", "macro_f1", "lo", "hi", "n"]]
 
@@ -171,10 +180,44 @@ def checkpoint_curve(frame: pd.DataFrame, datasets=("CheXpert", "NIH")) -> pd.Da
 
 
 def paired_differences(contrasts: pd.DataFrame) -> pd.DataFrame:
-    """The SFT -> GRPO macro-F1 differences and the gap change (mean over seeds, two-level bootstrap 95% CI)."""
+    """The SFT -> GRPO macro-F1 differences and the gap change (mean over seeds, 95% seed x image CI) with the
+    probability of improvement (share of seed pairs in which GRPO beats SFT)."""
     rows = contrasts.loc[contrasts["kind"] == "paired difference"]
-    return rows.rename(columns={"contrast": "comparison"})[["comparison", "effect", "lo", "hi", "per_seed", "seeds",
-                                                            "p_not_positive"]].reset_index(drop=True)
+    return rows.rename(columns={"contrast": "comparison"})[["comparison", "effect", "lo", "hi", "prob_improvement",
+                                                            "per_seed", "seeds"]].reset_index(drop=True)
+
+
+def floor_criterion(frame: pd.DataFrame) -> pd.DataFrame:
+    """The criterion "every SFT entry of both models beats the best trivial baseline on validation in every
+    seed": one row per model x format x seed with its macro-F1, distinct label sets, the best baseline and its CI
+    upper bound, and pass (``scores.floor_reason`` is empty) or the reason it fails."""
+    best = scores.best_baseline(frame, "validation")
+    rows = seed_rows(frame, dataset="validation", stage="sft").rename(columns={"name": "format"})
+    reasons = [scores.floor_reason(f1, n, best) for f1, n in zip(rows["macro_f1"], rows["distinct_sets"])]
+    out = rows[["model", "format", "seed", "macro_f1", "distinct_sets"]].assign(
+        best_baseline=best["name"], baseline_macro_f1=best["f1"], baseline_hi=best["hi"],
+        passes=[not r for r in reasons], reason=reasons)
+    return out.sort_values(["model", "format", "seed"]).reset_index(drop=True)
+
+
+def baseline_rows(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The trivial baselines on ``dataset`` as summary rows (``scores.summaries``; fixed, so no seed)."""
+    rows = scores.summaries(scores.select(frame, dataset=dataset, **scores.BASELINE))
+    return rows.assign(seed=np.nan).reset_index(drop=True)
+
+
+def with_baselines(table: pd.DataFrame, frame: pd.DataFrame, dataset: str, columns: list[str]) -> pd.DataFrame:
+    """``table`` with one reference row per trivial baseline on ``dataset`` (``baseline: <name>``), its values
+    in every reproduced block (it does not depend on the seed) and none in the paper's."""
+    base = baseline_rows(frame, dataset).set_index("name")
+    extra = pd.DataFrame(np.nan, index=[BASELINE_PREFIX + n for n in base.index], columns=table.columns)
+    for source in table.columns.get_level_values(0).unique():
+        if source == REPORTED:
+            continue
+        for metric in table[source].columns:
+            if metric in base:
+                extra[(source, metric)] = base[metric].to_numpy()
+    return pd.concat([table, extra.rename_axis(table.index.name)])
 
 
 def format_f1(frame: pd.DataFrame) -> pd.DataFrame:
@@ -184,16 +227,27 @@ def format_f1(frame: pd.DataFrame) -> pd.DataFrame:
     return rows.rename(columns={"name": "format"})[["model", "format", "seed", "macro_f1", "lo", "hi"]]
 
 
-def test_table(per_seed: dict[int, pd.DataFrame], which: int, profile: str, fixed: tuple[str, ...] = ()) -> pd.DataFrame:
+def baseline_columns(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Per-label F1 of each trivial baseline on ``dataset``: label rows, one column per baseline."""
+    rows = scores.select(frame, dataset=dataset, **scores.BASELINE)
+    rows = rows.loc[~rows["label"].isin(["micro", "macro"])]
+    return rows.pivot(index="label", columns="name", values="f1").reindex(columns=list(scores.BASELINES))
+
+
+def test_table(per_seed: dict[int, pd.DataFrame], which: int, profile: str, fixed: tuple[str, ...] = (),
+               baselines: pd.DataFrame | None = None) -> pd.DataFrame:
     """Table 5/6 layout: label rows, then the Macro row (mean over labels, zeros included); the paper's model
     columns as one block, this run's (mean over training seeds) as the next, then one block per seed without the
-    ``fixed`` models, which do not depend on the seed."""
+    ``fixed`` models, which do not depend on the seed, then the ``baselines`` (``baseline_columns``) as a
+    reference block."""
     rep = reference.per_label_table(which)
     n = len(per_seed)
     mean = sum(per_seed.values()) / n
     parts = {REPORTED: rep, reproduced_label(profile, n): mean}
     if n > 1:
         parts.update({f"seed {s}": t.drop(columns=[c for c in fixed if c in t]) for s, t in per_seed.items()})
+    if baselines is not None:
+        parts["trivial baselines"] = baselines
     table = blocks(parts, list(rep.index), "model")
     macro = pd.concat({REPORTED: pd.Series(reference.reported_macro(which)),
                        **{name: part.mean() for name, part in parts.items() if name != REPORTED}})

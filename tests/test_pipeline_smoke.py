@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 import torch
 
-from chexreason_utils import evaluate, figure_registry, grpo, jsonl_store, models, prompts
+from chexreason_utils import claims, evaluate, figure_registry, grpo, jsonl_store, models, prompts
 from chexreason_utils.config import load_profile
 from chexreason_utils.manifests import load_manifest
 from chexreason_utils.model_registry import base_model
 from chexreason_utils.runner import run
-from chexreason_utils.steps import grpo as grpo_steps, sampling as sampling_steps
+from chexreason_utils.steps import evaluation as evaluation_steps, grpo as grpo_steps, sampling as sampling_steps
 
 pytestmark = pytest.mark.pipeline
 
@@ -31,14 +31,14 @@ def test_every_registered_figure_and_table_is_made(smoke_run):
             assert (paths.figures / name).stat().st_size > 0, name
     table5 = pd.read_csv(paths.figures / "table5_chexpert.csv")
     assert list(table5["source"].unique()) == ["reported (paper)", "reproduced (smoke, mean of 2 seeds)",
-                                               "seed 0", "seed 1"]
-    assert len(table5) == 4 * 15
+                                               "seed 0", "seed 1", "trivial baselines"]
+    assert len(table5) == 5 * 15
 
 
 def test_one_evaluation_route_the_tables_are_read_from_the_scores_frame(smoke_run):
     paths, _, _ = smoke_run
     frame = pd.read_csv(paths.scores_file, dtype={"seed": str})
-    assert set(frame["dataset"]) == {"validation", "CheXpert", "NIH"} and set(frame["stage"]) == {"base", "sft", "grpo"}
+    assert set(frame["dataset"]) == {"validation", "CheXpert", "NIH"} and set(frame["stage"]) == {"base", "sft", "grpo", "baseline"}
     assert set(frame["seed"]) == {"0", "1", "mean"}
     sft_chexpert = frame.loc[(frame["dataset"] == "CheXpert") & (frame["stage"] == "sft") & (frame["seed"] == "1")]
     table5 = pd.read_csv(paths.figures / "table5_chexpert.csv").set_index(["source", "label"])
@@ -56,6 +56,10 @@ def test_claims_table_has_five_verdicts_from_every_seed(smoke_run):
     table = pd.read_csv(paths.figures / "claims.csv")
     assert table["claim"].tolist() == ["C1", "C2", "C3", "C4", "C5"]
     assert table[["effect", "lo", "hi", "verdict"]].notna().all().all() and (table["seeds"] == 2).all()
+    assert table.columns[:3].tolist() == ["claim", "verdict", "effect [95% CI]"]
+    assert set(table["verdict"]) <= set(claims.VERDICTS)
+    criterion = evaluation_steps.read_floor_criterion(paths)
+    assert len(criterion) == 2 * len(load_profile("smoke").sft.formats) * 2 and criterion["passes"].dtype == bool
     assert "in the phantom world" in (paths.figures / "claims.md").read_text()
     for seed in (0, 1):
         assert (paths.grpo_run("hard", seed) / "checkpoint_scores.csv").exists()

@@ -34,7 +34,7 @@ def test_report_links_the_figure_to_its_notebook_and_function_and_every_link_res
     text = md.read_text()
     assert text.index("## Claims") < text.index("## Figures") < text.index("## Tables")
     assert "No claims table in this run" in text
-    assert "![Benchmark success, clinical failure: macro-F1 with 95% CIs](headline.png)" in text
+    assert f"![{figure_registry.get('headline').title}](headline.png)" in text
     cell = report.making_cell(paths.executed_notebooks / "04_evaluation.ipynb", "headline")
     assert f"[`04_evaluation`](notebooks/04_evaluation.html#cell-id={cell})" in text
     assert f'id="cell-id={cell}"' in (paths.notebooks_html / "04_evaluation.html").read_text()

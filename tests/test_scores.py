@@ -1,8 +1,10 @@
 """The scores frame: per-label, micro and macro rows per seed, the mean over seeds with its CI, and the summary view."""
 import numpy as np
+import pandas as pd
 import pytest
 
 from chexreason_utils import metrics, scores
+from chexreason_utils.labels import CHEXPERT_LABELS as CX
 
 LABELS = ("A", "B", "C")
 TRUTH = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=np.int8)
@@ -52,3 +54,65 @@ def test_summaries_one_row_per_entry_and_seed_and_select_names_a_missing_selecti
     assert len(scores.select(frame, seed="mean", label=["micro", "macro"])) == 2
     with pytest.raises(LookupError, match="NIH"):
         scores.select(frame, dataset="NIH")
+
+
+def _validation_frame(rng, n=200):
+    """A synthetic validation scores frame: the baselines and two SFT formats of two models over 3 seeds; the
+    general model's only_label answers one constant label set in every seed (a floor)."""
+    y = (rng.random((n, len(CX))) < 0.15).astype(np.int8)
+    good = lambda: np.where(rng.random(y.shape) < 0.05, 1 - y, y)  # noqa: E731
+    constant = np.broadcast_to(y[0], y.shape)
+    parts = [scores.baseline_scores("validation", y, CX, [["Edema"], ["Edema"], []], 200, 0)]
+    for model, fmt, make in (("medical", "only_label", good), ("medical", "reasoning_a", good),
+                             ("general", "only_label", lambda: constant), ("general", "reasoning_a", good)):
+        keys = {**ENTRY, "dataset": "validation", "model": model, "name": fmt, "prompt": fmt}
+        preds = {s: make() for s in range(3)}
+        parts.append(scores.entry_scores(keys, y, preds, {s: np.ones(n, bool) for s in preds}, CX, 200, 0))
+    return y, pd.concat(parts, ignore_index=True)
+
+
+def test_trivial_baselines_have_their_known_scores():
+    rng = np.random.default_rng(0)
+    y, frame = _validation_frame(rng)
+    base = frame.loc[(frame["stage"] == "baseline") & (frame["label"] == "macro")].set_index("name")
+    assert list(base.index) == list(scores.BASELINES) and (base["seed"] == scores.MEAN).all()
+    nf = CX.index("No Finding")                                  # always No Finding: F1 only on that label
+    p = y[:, nf].mean()
+    assert base.loc["always No Finding", "f1"] == pytest.approx(2 * p / (1 + p) / len(CX))
+    e = CX.index("Edema")                                        # the pool's commonest set is {Edema}
+    assert base.loc["SFT pool's commonest label set", "f1"] == pytest.approx(2 * y[:, e].mean() / (1 + y[:, e].mean()) / len(CX))
+    # prevalence-matched random guessing: the F1 of the expected counts is each label's prevalence
+    assert base.loc["prevalence-matched random", "f1"] == pytest.approx(y.mean(axis=0).mean())
+    assert base.loc["always No Finding", "distinct_sets"] == 1 and np.isnan(base.loc["prevalence-matched random", "distinct_sets"])
+    assert (base["lo"] < base["f1"]).all() and (base["f1"] < base["hi"]).all()
+    assert scores.best_baseline(frame, "validation")["name"] == "prevalence-matched random"
+    with pytest.raises(LookupError, match="no trivial baseline on 'NIH'"):
+        scores.best_baseline(frame, "NIH")
+
+
+def test_the_floor_rule_names_the_entry_and_its_reason():
+    best = pd.Series({"name": "always No Finding", "f1": 0.04, "hi": 0.05})
+    assert scores.floor_reason(0.30, 12, best) == ""
+    assert "does not exceed 'always No Finding'" in scores.floor_reason(0.05, 12, best)   # at the CI bound: floor
+    assert scores.floor_reason(0.30, 2, best) == "answers with 2 distinct label set(s)"
+    _, frame = _validation_frame(np.random.default_rng(1))
+    found = scores.entries_at_floor(frame, dataset="validation", stage="sft")
+    assert found.startswith("general sft only_label (sft) on validation:") and "1 distinct label set" in found
+    assert "medical" not in found and "reasoning_a" not in found
+    assert scores.entries_at_floor(frame, dataset="validation", stage="sft", model="medical") == ""
+
+
+def test_floor_criterion_table_one_row_per_model_format_seed(tmp_path):
+    from chexreason_utils import reporting
+    from chexreason_utils.paths import RunPaths
+    from chexreason_utils.steps import evaluation
+    _, frame = _validation_frame(np.random.default_rng(2))
+    paths = RunPaths.for_profile("smoke", tmp_path, tmp_path / "fig")
+    paths.evaluation.mkdir(parents=True)
+    reporting.floor_criterion(frame).to_csv(paths.floor_criterion_file, index=False)
+    table = evaluation.read_floor_criterion(paths)
+    assert len(table) == 2 * 2 * 3 and set(table["seed"]) == {0, 1, 2}
+    failing = table.loc[~table["passes"]]
+    assert set(zip(failing["model"], failing["format"])) == {("general", "only_label")} and len(failing) == 3
+    assert (table["best_baseline"] == "prevalence-matched random").all()
+    assert failing["reason"].str.contains("distinct label set").all() and (table.loc[table["passes"], "reason"] == "").all()

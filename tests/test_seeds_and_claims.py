@@ -1,4 +1,6 @@
-"""Training seeds (profile parameter, per-seed paths), the two-level bootstrap, and the claims verdicts."""
+"""Training seeds (profile parameter, per-seed paths), the seed x image CI, and the claims verdicts."""
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -26,47 +28,60 @@ def test_every_seed_has_its_own_folders_and_cache_tags(tmp_path):
         "seed-0-grpo-hard__val__free_reasoning.jsonl"
 
 
-def test_verdict_rule_on_synthetic_effects():
-    assert claims.verdict(0.01, 0.2, +1) == "supported"
-    assert claims.verdict(-0.2, -0.01, -1) == "supported"
-    assert claims.verdict(-0.2, -0.01, +1) == "contradicted"
-    assert claims.verdict(0.01, 0.2, -1) == "contradicted"
-    assert claims.verdict(-0.1, 0.1, +1) == "inconclusive"
-    assert claims.verdict(0.0, 0.0, -1) == "inconclusive"       # a CI that touches 0 does not exclude it
+SESOI = {"C1": 0.03, "C2": 0.03, "C3": 0.03, "C4": 0.1, "C4 general gain": 0.05, "C5": 0.1}
+
+
+def test_each_of_the_five_verdicts_is_reached_by_a_synthetic_case():
+    row = lambda lo, hi, seeds=3, reason="": pd.Series({"effect": (lo + hi) / 2, "lo": lo, "hi": hi,  # noqa: E731
+                                                        "seeds": seeds, "var_seeds": 1e-4, "var_images": 1e-5,
+                                                        "not_measurable": reason})
+    assert claims.judge(row(0.01, 0.2), +1, 0.03, "x") == ("supported", "")
+    assert claims.judge(row(-0.2, -0.01), -1, 0.03, "x") == ("supported", "")
+    assert claims.judge(row(-0.2, -0.01), +1, 0.03, "x") == ("contradicted", "")
+    assert claims.judge(row(-0.02, 0.01), +1, 0.03, "x") == ("no effect of the paper's size", "")
+    v, note = claims.judge(row(-0.1, 0.1), +1, 0.03, "x")
+    assert v == "inconclusive" and re.search(r"half-width 0.100; below SESOI 0.03 with \d+ seeds", note)
+    assert claims.judge(row(-0.1, 0.1, reason="floor: general sft only_label"), +1, 0.03, "x") == \
+        ("not measurable", "floor: general sft only_label")
+    assert claims.verdict(0.0, 0.0, -1, 0.03) == "no effect of the paper's size"   # touching 0 does not exclude it
+    assert set(claims.VERDICTS) == {"supported", "contradicted", "no effect of the paper's size", "inconclusive",
+                                    "not measurable"}
+
+
+def test_bad_verdict_input_names_the_cause():
     with pytest.raises(ValueError, match="direction"):
-        claims.verdict(0.1, 0.2, 0)
+        claims.verdict(0.1, 0.2, 0, 0.03)
+    with pytest.raises(ValueError, match=r"claims.sesoi_c1 must be > 0"):
+        claims.verdict(0.1, 0.2, +1, 0.0, "claims.sesoi_c1")
+    one = pd.Series({"effect": 0.1, "lo": 0.05, "hi": 0.15, "seeds": 1, "var_seeds": 0.0, "var_images": 1e-3,
+                     "not_measurable": ""})
+    v, note = claims.judge(one, +1, 0.03, "claims.sesoi_c1")
+    assert v == "not measurable" and "no seed-level CI" in note
+    with pytest.raises(ValueError, match=r"claims.sesoi_c5 must be > 0"):
+        claims.judge(one, +1, -0.1, "claims.sesoi_c5")
+    assert claims.sesoi(load_profile("tiny"))["C4"] == pytest.approx(claims.CLAIMS[3].paper_value / 2, abs=1e-3)
 
 
-def test_two_level_bootstrap_known_answer_seed_level():
-    """Every image positive for every label: a seed predicting all ones has macro-F1 1 under any image
-    resample, one predicting nothing has 0. With 2 of 4 seeds perfect, a replicate's mean is Binomial(4, 1/2)/4,
-    so it is 0 with probability 1/16 and the 95% interval is [0, 1]."""
-    y = np.ones((40, 3), dtype=int)
-    preds = [np.ones_like(y), np.ones_like(y), np.zeros_like(y), np.zeros_like(y)]
-    r = metrics.bootstrap_macro_f1(y, preds, n_boot=8000, seed=3)
-    assert r["effect"] == 0.5 and r["per_seed"] == [1.0, 1.0, 0.0, 0.0] and r["n_seeds"] == 4
-    assert (r["lo"], r["hi"]) == (0.0, 1.0)
-    assert r["p_not_positive"] == pytest.approx(1 / 16, abs=0.01)
-
-
-def test_two_level_bootstrap_with_identical_seeds_is_the_image_bootstrap():
+def test_seed_image_ci_of_a_macro_f1_and_identical_seeds():
+    """Identical seeds: no between-seed variance, so the interval is the image bootstrap's; seeds that
+    disagree widen it."""
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, (200, 4))
     p = np.where(rng.random(y.shape) < 0.25, 1 - y, y)
     one = metrics.bootstrap_macro_f1(y, p, 500, seed=5)
     three = metrics.bootstrap_macro_f1(y, [p, p, p], 500, seed=5)
-    assert (three["lo"], three["hi"], three["effect"]) == pytest.approx((one["lo"], one["hi"], one["effect"]), abs=1e-12)
-    other = np.where(rng.random(y.shape) < 0.45, 1 - y, y)          # seeds that disagree widen the interval
+    assert not one["seed_level"] and three["seed_level"] and three["var_seeds"] == 0
+    assert (three["lo"], three["hi"], three["effect"]) == pytest.approx((one["lo"], one["hi"], one["effect"]), abs=1e-9)
+    other = np.where(rng.random(y.shape) < 0.45, 1 - y, y)
     mixed = metrics.bootstrap_macro_f1(y, [p, other, p, other], 500, seed=5)
-    assert mixed["hi"] - mixed["lo"] > one["hi"] - one["lo"]
+    assert mixed["hi"] - mixed["lo"] > one["hi"] - one["lo"] and mixed["df"] < np.inf
 
 
-def test_seed_only_bootstrap_and_paired_with_a_fixed_model():
-    r = metrics.two_level_bootstrap(lambda s, w: [0.1, 0.2, 0.3][s], 3, (), n_boot=2000, seed=0)
-    assert r["effect"] == pytest.approx(0.2) and 0.1 <= r["lo"] < 0.2 < r["hi"] <= 0.3
+def test_paired_with_a_fixed_model_and_the_probability_of_improvement():
     y = np.ones((10, 2), dtype=int)
     d = metrics.paired_bootstrap(y, np.zeros_like(y), [np.ones_like(y), np.zeros_like(y)], 200, seed=0)
-    assert d["per_seed"] == [1.0, 0.0]
+    assert d["per_seed"] == [1.0, 0.0] and d["prob_improvement"] == 0.75    # one win, one tie, of two pairs
+    assert metrics.prob_improvement([0.1, 0.2, 0.3], [0.25, 0.35, 0.05]) == pytest.approx(5 / 9)
     with pytest.raises(ValueError, match="same seeds"):
         metrics.paired_bootstrap(y, [y, y], [y, y, y], 10)
 
@@ -81,25 +96,51 @@ def _evidence(n=120, seeds=3):
     return {"CheXpert": (y, {"base": [flip(0.5)], "sft": bad, "grpo": good}),      # GRPO better: C1 supported
             "NIH": (y, {"base": bad[:1], "sft": bad, "grpo": good}),               # GRPO better: C2 contradicted
             "validation formats": (y, {"general": fmts(good), "medical": fmts(bad)}),   # C4 supported
-            "collapse": {"final": [0.0] * seeds, "unstable": [0.0] * seeds}}       # nothing to tell: C5 inconclusive
+            "collapse": {"final": [0.0, 0.1, 0.0][:seeds], "unstable": [0.5, 0.6, 0.4][:seeds]}}   # C5 supported
 
 
-def _contrasts(measured: dict) -> pd.DataFrame:
-    return pd.DataFrame([scores.contrast_row({"kind": "claim", "contrast": c}, r) for c, r in measured.items()])
+def _table(ev, floors=None, n_boot=200):
+    contrasts = pd.DataFrame(claims.contrast_rows(claims.measure(ev, floors, n_boot=n_boot, seed=0)))
+    return claims.claims_table(contrasts, SESOI).set_index("claim")
 
 
-def test_claims_table_has_five_rows_with_effect_ci_and_verdict():
+def test_claims_table_has_five_rows_leading_with_verdict_and_effect_ci():
     ev = _evidence()
-    ev["NIH"][1]["base"] = [ev["NIH"][1]["sft"][0]]    # base = seed 0's SFT: C3's effect is small, CI spans 0
-    table = claims.claims_table(_contrasts(claims.measure(ev, n_boot=400, seed=0)))
-    assert table["claim"].tolist() == ["C1", "C2", "C3", "C4", "C5"]
+    ev["NIH"][1]["base"] = [ev["NIH"][1]["sft"][0]]    # base = seed 0's SFT: C3's effect is small
+    table = _table(ev)
+    assert table.index.tolist() == ["C1", "C2", "C3", "C4", "C5"]
+    assert table.reset_index().columns[:4].tolist() == ["claim", "verdict", "effect [95% CI]", "note"]
     assert table[["effect", "lo", "hi"]].notna().all().all() and (table["seeds"] == 3).all()
-    v = dict(zip(table["claim"], table["verdict"]))
-    assert (v["C1"], v["C2"], v["C4"], v["C5"]) == ("supported", "contradicted", "supported", "inconclusive")
-    assert set(table["verdict"]) <= set(claims.VERDICTS)
-    assert table.loc[table["claim"] == "C4", "paper_value"].item() == pytest.approx(0.1983, abs=1e-4)
-    assert table.loc[table["claim"] == "C5", "paper_in_ci"].item() == "stated in words"
-    assert "phantom world" in claims.caption("tiny", True, 3) and "reproduced" not in claims.caption("tiny", True, 3)
+    v = table["verdict"]
+    assert (v["C1"], v["C2"], v["C4"], v["C5"]) == ("supported", "contradicted", "supported", "supported")
+    assert set(v) <= set(claims.VERDICTS)
+    assert table.loc["C4", "paper_value"] == pytest.approx(0.1983, abs=1e-4)
+    assert "gain(general) +" in table.loc["C4", "note"] and "gain(medical)" in table.loc["C4", "note"]
+    assert table.loc["C5", "paper_in_ci"] == "stated in words"
+    cap = claims.caption("tiny", True, 3)
+    assert "phantom world" in cap and "five claims tested together" in cap and metrics.CI_METHOD in cap
+
+
+def test_c4_is_the_papers_two_part_claim():
+    ev = _evidence()
+    y, preds = ev["validation formats"]
+    worse = [np.where(np.random.default_rng(s).random(y.shape) < 0.6, 1 - y, y) for s in range(3)]
+    # the general model's scaffold hurts it (gain < 0) but hurts the medical one more: difference > 0
+    preds["general"]["reasoning_a"] = worse
+    preds["medical"]["reasoning_a"] = [np.zeros_like(y)] * 3
+    table = _table(ev)
+    assert table.loc["C4", "effect"] > 0 and table.loc["C4", "lo"] > 0           # the difference alone would pass
+    assert table.loc["C4", "verdict"] == "contradicted" and "gain(general) -" in table.loc["C4", "note"]
+    floor = "general sft only_label (sft) on validation: answers with 1 distinct label set(s)"
+    assert _table(_evidence(), {"C4": floor}).loc["C4", ["verdict", "note"]].tolist()[0] == "not measurable"
+    assert floor in _table(_evidence(), {"C4": floor}).loc["C4", "note"]
+
+
+def test_c5_is_not_measurable_when_the_detector_fires_in_no_run():
+    ev = _evidence()
+    ev["collapse"] = {"final": [0.0] * 3, "unstable": [0.0] * 3}
+    row = _table(ev).loc["C5"]
+    assert row["verdict"] == "not measurable" and "fired in no run" in row["note"]
 
 
 def test_a_claim_whose_input_is_missing_names_the_artifact(tmp_path):
@@ -107,8 +148,11 @@ def test_a_claim_whose_input_is_missing_names_the_artifact(tmp_path):
     del ev["collapse"]
     with pytest.raises(claims.MissingEvidence, match=r"C5.*'collapse'"):
         claims.measure(ev, n_boot=50)
+    contrasts = pd.DataFrame(claims.contrast_rows(claims.measure(_evidence(), n_boot=50)))
     with pytest.raises(claims.MissingEvidence, match=r"C5 .*not measured"):
-        claims.claims_table(_contrasts(claims.measure(_evidence(), n_boot=50)).iloc[:4])
+        claims.claims_table(contrasts.loc[contrasts["contrast"] != "C5"], SESOI)
+    with pytest.raises(KeyError, match=r"claims.sesoi_c4_general_gain"):
+        claims.claims_table(contrasts, {k: v for k, v in SESOI.items() if k != "C4 general gain"})
     cfg = load_profile("smoke")
     paths = RunPaths.for_profile("smoke", tmp_path, tmp_path / "fig")
     with pytest.raises(FileNotFoundError, match=r"03_grpo/seed-1/ablation-hard/log_history\.csv"):

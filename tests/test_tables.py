@@ -84,3 +84,23 @@ def test_the_structure_check_catches_a_short_row():
     bad = "\\begin{tabular}{lr}\n\\toprule\na & b \\\\\n\\midrule\nx \\\\\n\\bottomrule\n\\end{tabular}\n"
     with pytest.raises(AssertionError, match="spans 1 of 2"):
         check_latex_structure(bad, "bad")
+
+
+def test_tables_carry_the_trivial_baselines_as_reference_rows():
+    import numpy as np
+    from chexreason_utils import scores
+    from chexreason_utils.labels import CHEXPERT_LABELS, NIH_EVAL_LABELS_PAPER
+    rng = np.random.default_rng(0)
+    frame = pd.concat([scores.baseline_scores(ds, (rng.random((50, len(labels))) < 0.2).astype(int), labels,
+                                              [["Edema"]], 50, 0)
+                       for ds, labels in (("validation", CHEXPERT_LABELS), ("NIH", NIH_EVAL_LABELS_PAPER))])
+    table = reporting.with_baselines(_table2(), frame, "validation", reporting.SUMMARY_COLUMNS)
+    row = table.loc["baseline: always No Finding"]
+    assert pd.isna(row["reported (paper)"]).all() and row[("reproduced (tiny)", "fail_rate")] == 0
+    macro = scores.select(frame, dataset="validation", name="always No Finding", label="macro")["f1"].item()
+    assert row[("reproduced (tiny)", "macro_f1")] == pytest.approx(macro)
+    base = reporting.baseline_columns(frame, "NIH")
+    assert list(base.columns) == list(scores.BASELINES) and set(base.index) == set(NIH_EVAL_LABELS_PAPER)
+    labels = reference.per_label_table(6).index
+    t6 = reporting.test_table({0: pd.DataFrame({"ChexReason": 0.25}, index=labels)}, 6, "smoke", baselines=base)
+    assert t6.loc["Macro", ("trivial baselines", "prevalence-matched random")] == pytest.approx(base["prevalence-matched random"].mean())

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from chexreason_utils import diagnostics, jsonl_store
+from chexreason_utils import claims, diagnostics, jsonl_store
 from chexreason_utils.teacher import HTTPTeacher, TeacherError, TemplateTeacher, TraceRequest, generate_traces
 
 
@@ -180,7 +180,43 @@ def test_diagnostics_on_constructed_completions():
     assert empty["dominant_set"].iloc[0] == "(empty)"
     log = pd.DataFrame({"step": [1, 2, 3, 4], "loss": [0.0] * 4, "reward": [0.1, 0.2, 0.2, 0.2], "entropy": [1.0, 0.5, 0.1, 0.05],
                         "kl": [0, 0.1, 0.2, 0.3], "frac_reward_zero_std": [0, 1, 1, 1]})
-    per_step, episodes = diagnostics.run_diagnostics(log, comps, 4, window=8, threshold=0.7, min_steps=2)
+    rule = diagnostics.CollapseRule(entropy_fraction=0.5, set_margin=0.3, zero_std_min=0.5, start_steps=1, min_steps=2)
+    per_step, episodes = diagnostics.run_diagnostics(log, comps, 4, {"No Finding": 0.3}, rule, window=8)
     assert per_step["entropy"].tolist() == [1.0, 0.5, 0.1, 0.05] and per_step["clip_ratio"].isna().all()
-    assert episodes.to_dict("records") == [{"start": 3, "end": 4, "steps": 2}]
+    assert episodes.to_dict("records") == [{"start": 2, "end": 4, "steps": 3}]
     assert diagnostics.entropy_of_counts(__import__("collections").Counter({"a": 1, "b": 1})) == pytest.approx(math.log(2))
+
+
+TRUTHS = [["No Finding"]] * 30 + [["Edema"]] * 20 + [["Cardiomegaly"]] * 20 + [["Edema", "Pleural Effusion"]] * 15 \
+    + [["Atelectasis"]] * 15
+RULE = diagnostics.CollapseRule(entropy_fraction=0.5, set_margin=0.3, zero_std_min=0.5, start_steps=5, min_steps=3)
+
+
+def _grpo_run(collapse_at=None, steps=60, seed=0):
+    """A synthetic GRPO log and its completions (2 prompts x 4 generations a step): answers drawn from the
+    RL prompts' label distribution, entropy about 1, a third of the groups without reward spread; from
+    ``collapse_at`` on, entropy decays to 0.1, every group answers "No Finding" and has zero spread."""
+    rng = np.random.default_rng(seed)
+    log, groups = [], {}
+    for step in range(1, steps + 1):
+        collapsed = collapse_at is not None and step >= collapse_at
+        entropy = 0.1 + 0.9 * 0.8 ** (step - collapse_at) if collapsed else 1.0 + rng.normal(0, 0.05)
+        log.append({"step": step, "loss": 0.0, "reward": 0.5, "entropy": entropy,
+                    "frac_reward_zero_std": 1.0 if collapsed else rng.choice([0.0, 0.5], p=[0.6, 0.4])})
+        groups[step] = [[sol("No Finding")] * 4 if collapsed else
+                        [sol(*TRUTHS[i]) for i in rng.integers(0, len(TRUTHS), 4)] for _ in range(2)]
+    return pd.DataFrame(log), _completions(groups)
+
+
+def test_collapse_detector_fires_on_a_known_collapse_and_not_on_healthy_runs():
+    shares = diagnostics.truth_set_shares(TRUTHS)
+    assert shares["No Finding"] == 0.3 and shares["Edema, Pleural Effusion"] == 0.15
+    for seed in range(3):
+        _, healthy = diagnostics.run_diagnostics(*_grpo_run(seed=seed), 4, shares, RULE, window=100)
+        assert healthy.empty, (seed, healthy)
+    per_step, found = diagnostics.run_diagnostics(*_grpo_run(collapse_at=30), 4, shares, RULE, window=100)
+    assert len(found) == 1 and 30 <= found["start"].item() <= 34 and found["end"].item() == 60
+    assert claims.collapse_share(per_step, found) >= 0.45
+    # without zero-spread groups the answers still differ: not a collapse, whatever the entropy does
+    log, comps = _grpo_run(collapse_at=30)
+    assert diagnostics.run_diagnostics(log.assign(frac_reward_zero_std=0.0), comps, 4, shares, RULE)[1].empty

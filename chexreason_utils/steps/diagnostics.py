@@ -1,13 +1,15 @@
 """Stage 06 (entropy and mode collapse), and claim C5's evidence at the end of 04: the per-step diagnostics and
-collapse episodes of every GRPO run (``diagnostics``, the profile's detection rule), and the collapse share of the
-final recipe and of the unstable-recipe ablation."""
+collapse episodes of every GRPO run (``diagnostics``, the profile's detection rule, relative to each run's start
+and to the RL prompts' label sets), and the collapse share of the final recipe and of the unstable-recipe
+ablation."""
 from __future__ import annotations
 
 import pandas as pd
 
 from .. import claims, grpo
 from ..config import Config, training_seeds
-from ..diagnostics import run_diagnostics
+from ..diagnostics import CollapseRule, run_diagnostics, truth_set_shares
+from ..manifests import load_manifest
 from ..paths import RunPaths
 from .grpo import ablation_name, grpo_plan
 
@@ -17,9 +19,15 @@ def run_diagnostics_of(cfg: Config, paths: RunPaths, name: str, seed: int) -> tu
     folder, log = paths.grpo_run(name, seed), paths.grpo_log(name, seed)
     if not log.exists():
         raise FileNotFoundError(f"GRPO run log {log} not found: run 03_grpo first")
-    rule = cfg.diagnostics
-    return run_diagnostics(pd.read_csv(log), grpo.completions_table(folder), cfg.grpo.num_generations, rule.window,
-                           rule.dominance_threshold, rule.episode_min_steps)
+    return run_diagnostics(pd.read_csv(log), grpo.completions_table(folder), cfg.grpo.num_generations,
+                           truth_set_shares(load_manifest(paths, "rl")["truth"]), collapse_rule(cfg),
+                           cfg.diagnostics.window)
+
+
+def collapse_rule(cfg: Config) -> CollapseRule:
+    """The profile's collapse-detection thresholds (``DiagnosticsConfig``)."""
+    d = cfg.diagnostics
+    return CollapseRule(d.entropy_fraction, d.set_margin, d.zero_std_min, d.start_steps, d.episode_min_steps)
 
 
 def grpo_diagnostics(cfg: Config, paths: RunPaths) -> tuple[pd.DataFrame, pd.DataFrame]:

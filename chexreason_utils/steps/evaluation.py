@@ -3,8 +3,9 @@
 ``evaluate_run`` lists every entry the paper's tables and our figures score — base models with each prompt
 variant, SFT formats of both models, GRPO checkpoints and their best-F1 / final selections, on validation, CheXpert
 and NIH — predicts all of them in one batch of independent jobs (cached), and writes two tidy frames under
-``04_evaluation/``: the scores frame (``scores``: entry × seed × label, with the mean over seeds and its CI) and
-the contrasts (the paired SFT -> GRPO differences and every claim's effect, with CIs). ``reporting`` builds the
+``04_evaluation/``: the scores frame (``scores``: entry × seed × label, with the mean over seeds and its CI, and
+the trivial baselines of every set) and the contrasts (the paired SFT -> GRPO differences and every claim's
+effect, with CIs), and the floor criterion (``reporting.floor_criterion``) that 05 shows. ``reporting`` builds the
 tables from those two files alone; 05 reads them too.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 from .. import claims, metrics, reporting, scores
 from ..config import Config, training_seeds
 from ..labels import CHEXPERT_LABELS
+from ..manifests import load_manifest
 from ..metrics import eval_labels, matrices, valid_mask
 from ..model_registry import ROLES, base_model
 from ..paths import RunPaths, model_tag
@@ -119,11 +121,17 @@ def evaluate_run(cfg: Config, paths: RunPaths) -> Evaluation:
             frame.loc[frame["seed"] == str(seed), "step"] = step
         parts.append(frame)
         mats.append((entry, y_true, {s: p for s, (_, p) in pairs.items()}))
+    sft_truths = load_manifest(paths, "sft")["truth"]
+    for dataset in SETS:
+        y_true = next(y for e, y, _ in mats if e.keys["dataset"] == dataset)
+        labels = eval_labels(cfg, dataset) if dataset != "validation" else CHEXPERT_LABELS
+        parts.append(scores.baseline_scores(dataset, y_true, labels, sft_truths, E.n_bootstrap, E.bootstrap_seed))
     score_frame = pd.concat(parts, ignore_index=True)
-    contrasts = measure_contrasts(cfg, paths, mats)
+    contrasts = measure_contrasts(cfg, paths, mats, score_frame)
     paths.evaluation.mkdir(parents=True, exist_ok=True)
     score_frame.to_csv(paths.scores_file, index=False)
     contrasts.to_csv(paths.contrasts_file, index=False)
+    reporting.floor_criterion(score_frame).to_csv(paths.floor_criterion_file, index=False)
     return Evaluation(score_frame, contrasts)
 
 
@@ -135,6 +143,14 @@ def read_evaluation(paths: RunPaths) -> Evaluation:
     return Evaluation(pd.read_csv(paths.scores_file, dtype={"seed": str}), pd.read_csv(paths.contrasts_file))
 
 
+def read_floor_criterion(paths: RunPaths) -> pd.DataFrame:
+    """The floor criterion 04 wrote (``reporting.floor_criterion``), for 05."""
+    path = paths.floor_criterion_file
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run 04_evaluation first (it writes the floor criterion)")
+    return pd.read_csv(path).fillna({"reason": ""})
+
+
 def _matrices_of(mats: list, seeds: list[int], **keys) -> tuple[np.ndarray, list[np.ndarray]]:
     """(y_true, one prediction matrix per seed — or the one of a fixed model) of the entry with ``keys``."""
     for entry, y_true, preds in mats:
@@ -143,10 +159,24 @@ def _matrices_of(mats: list, seeds: list[int], **keys) -> tuple[np.ndarray, list
     raise LookupError(f"no evaluated entry with {keys}")
 
 
-def measure_contrasts(cfg: Config, paths: RunPaths, mats: list) -> pd.DataFrame:
+def claim_floors(cfg: Config, frame: pd.DataFrame) -> dict[str, str]:
+    """Per claim, the entries at floor its comparison involves (``scores.entries_at_floor``; "" for none)."""
+    chex = {"stage": "grpo", "name": cfg.evaluation.test_grpo_reward, "checkpoint": cfg.evaluation.test_grpo_checkpoint}
+    sft = {"stage": "sft", "model": "medical"}
+    involved = {"C1": [{"dataset": "CheXpert", **sft}, {"dataset": "CheXpert", **chex}],
+                "C2": [{"dataset": "NIH", **sft}, {"dataset": "NIH", **chex}],
+                "C3": [{"dataset": "NIH", "stage": "base", "model": "medical"}, {"dataset": "NIH", **sft}]}
+    if cfg.sft.general_model_too:
+        involved["C4"] = [{"dataset": "validation", "stage": "sft"}]
+    return {claim: "; ".join(r for r in (scores.entries_at_floor(frame, **keys) for keys in all_keys) if r)
+            for claim, all_keys in involved.items()}
+
+
+def measure_contrasts(cfg: Config, paths: RunPaths, mats: list, frame: pd.DataFrame) -> pd.DataFrame:
     """The paired SFT -> GRPO differences on each test set and the change of the CheXpert - NIH gap (mean over
-    seeds, paired per seed and image, two-level bootstrap), and the effect of every claim (``claims.measure``)."""
-    E, seeds, fmt = cfg.evaluation, training_seeds(cfg), cfg.grpo.start_format
+    seeds, paired per seed and image, seed x image CI, probability of improvement), and the effect of every claim
+    (``claims.measure``, with the entries at floor from the scores ``frame``)."""
+    E, seeds = cfg.evaluation, training_seeds(cfg)
     chex = {"checkpoint": E.test_grpo_checkpoint, "name": E.test_grpo_reward}
     tests = {}
     for ds in ("CheXpert", "NIH"):
@@ -168,8 +198,8 @@ def measure_contrasts(cfg: Config, paths: RunPaths, mats: list) -> pd.DataFrame:
         evidence["validation formats"] = (y_val, {role: {f: p for f, (_, p) in by_fmt.items()}
                                                   for role, by_fmt in by_role.items()})
     evidence["collapse"] = collapse_evidence(cfg, paths)
-    rows += [scores.contrast_row({"kind": "claim", "contrast": claim_id}, result)
-             for claim_id, result in claims.measure(evidence, E.n_bootstrap, E.bootstrap_seed).items()]
+    measured = claims.measure(evidence, claim_floors(cfg, frame), E.n_bootstrap, E.bootstrap_seed)
+    rows += claims.contrast_rows(measured)
     return pd.DataFrame(rows)
 
 
