@@ -78,6 +78,24 @@ def test_instruction_tuned_bases_have_cards_and_their_zero_shot_answers_parse(sm
         assert all(prompts.parse_output(r["raw"]).valid == r["valid"] for r in rows)
 
 
+def test_the_smoke_profile_learns(smoke_run):
+    """What the resume and cache tests rest on: the medical SFT model answers with labels, and GRPO moves its weights
+    (KL > 0 after the first step, groups with reward spread). On main SFT answered '<think>' only and the hard reward
+    was 0 at every step."""
+    paths, _, _ = smoke_run
+    cfg = load_profile("smoke")
+    for seed in cfg.seeds:
+        pred = evaluation_steps.entry_predictions(cfg, paths, [e for e in evaluation_steps.entries(cfg, paths) if
+                                                               e.keys["dataset"] == "validation" and e.keys["stage"] == "sft"
+                                                               and e.keys["model"] == "medical" and
+                                                               e.keys["name"] == "free_reasoning"])[0][seed]
+        assert pred["valid"].mean() > 0.5 and pred["labels"].map(len).mean() >= 0.9, pred["raw"].head().tolist()
+        for reward in cfg.grpo.rewards:
+            log = pd.read_csv(paths.grpo_log(reward, seed)).dropna(subset=["reward"])
+            assert log["kl"].iloc[1:].gt(0).all(), (reward, seed, log["kl"].tolist())
+            assert log["frac_reward_zero_std"].mean() < 1.0, (reward, seed)
+
+
 def test_a_second_run_recomputes_nothing(smoke_run):
     _, _, opts = smoke_run
     t0 = time.perf_counter()
@@ -106,40 +124,59 @@ RESUME_SCRIPT = """
 import sys
 from dataclasses import replace
 from pathlib import Path
+import torch
+torch.set_num_threads(1)
 from chexreason_utils.config import load_profile
 from chexreason_utils.paths import RunPaths
 from chexreason_utils.steps import grpo as grpo_steps
 cfg = load_profile("smoke")
 paths = RunPaths.for_profile("smoke", sys.argv[1], sys.argv[1] + "/figures")
-grpo_steps.run_grpo(cfg, paths, "nuanced", 0, out_dir=Path(sys.argv[2]),
-                    grpo_cfg=replace(cfg.grpo, max_steps=6, save_steps=2, frozen_control=False, nuanced=replace(cfg.grpo.nuanced, min_window=1)))
+grpo_cfg = replace(cfg.grpo, max_steps=int(sys.argv[3]), save_steps=2, frozen_control=False,
+                   nuanced=replace(cfg.grpo.nuanced, min_window=1))
+run = grpo_steps.run_grpo(cfg, paths, "nuanced", 0, out_dir=Path(sys.argv[2]), grpo_cfg=grpo_cfg)
+print("RESUMED_FROM", run.resumed_from)
 """
 
 
-def test_killed_grpo_run_resumes_from_its_last_checkpoint(smoke_run, tmp_path):
+def _grpo_subprocess(paths, out, steps=6, **kwargs):
+    return subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(paths.root), str(out), str(steps)],
+                            text=True, start_new_session=True, **kwargs)
+
+
+def test_a_killed_grpo_run_resumes_to_the_weights_of_an_uninterrupted_one(smoke_run, tmp_path):
+    """Killed after checkpoint-2 and rerun: every step's reward and KL and the final weights equal those of a run that
+    was never interrupted (on main the resumed policy was the SFT model again: KL 0 at the first resumed step)."""
+    from safetensors.torch import load_file
+
     paths, _, _ = smoke_run
-    out = tmp_path / "grpo"
-    proc = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(paths.root), str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    whole_dir, out = tmp_path / "whole", tmp_path / "grpo"
+    whole = _grpo_subprocess(paths, whole_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert whole.wait(timeout=600) == 0, whole.stderr.read()[-3000:]
+    proc = _grpo_subprocess(paths, out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (out / "checkpoint-2" / "reward_state.json").exists():
+    while not grpo.checkpoints(out):                # reward_state.json, written last, marks a complete checkpoint
         assert proc.poll() is None and time.time() < deadline, "the GRPO run ended before its first checkpoint"
         time.sleep(0.2)
-    time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "run_info.json").exists()
     window_at_2 = json.loads((out / "checkpoint-2" / "reward_state.json").read_text())["history"]
-    cfg = load_profile("smoke")
     done = [c.name for c in grpo.checkpoints(out)]
-    run_ = grpo_steps.run_grpo(cfg, paths, "nuanced", 0, out_dir=out, grpo_cfg=replace(
-        cfg.grpo, max_steps=6, save_steps=2, frozen_control=False, nuanced=replace(cfg.grpo.nuanced, min_window=1)))
-    assert run_.resumed_from.endswith(done[-1])
-    assert [c.name for c in run_.checkpoints] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
-    steps = run_.log.loc[run_.log["reward"].notna(), "step"].tolist()
-    assert steps == [1, 2, 3, 4, 5, 6]
+    again = _grpo_subprocess(paths, out, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stdout, stderr = again.communicate(timeout=600)
+    assert again.returncode == 0, stderr[-3000:]
+    assert f"RESUMED_FROM {out / done[-1]}" in stdout and "restored all" in stdout
+    assert [c.name for c in grpo.checkpoints(out)] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    a, b = (pd.read_csv(d / "log_history.csv").dropna(subset=["reward"]) for d in (whole_dir, out))
+    assert b["step"].tolist() == a["step"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert a["kl"].iloc[2:].min() > 0                                      # the weights move
+    for column in ("reward", "kl", "entropy"):
+        assert a[column].to_numpy() == pytest.approx(b[column].to_numpy(), rel=1e-4, abs=1e-7), column
+    wa, wb = (load_file(str(d / "checkpoint-6" / "model.safetensors")) for d in (whole_dir, out))
+    assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], rtol=1e-5, atol=1e-7) for k in wa)
     window_at_6 = json.loads((out / "checkpoint-6" / "reward_state.json").read_text())["history"]
     assert len(window_at_6) > len(window_at_2) and window_at_6[:len(window_at_2)] == window_at_2
+    cfg = load_profile("smoke")
     changed = grpo_steps.run_grpo(cfg, paths, "nuanced", 0, out_dir=out, grpo_cfg=replace(cfg.grpo, max_steps=2, save_steps=2, frozen_control=False))
     assert changed.resumed_from is None and [c.name for c in changed.checkpoints] == ["checkpoint-2"]
 
@@ -160,6 +197,43 @@ def test_evaluation_resumes_redoes_a_truncated_row_and_batches_match(smoke_run, 
                               max_new_tokens=48, device="cpu")
     assert single["labels"].tolist() == first["labels"].tolist()
     assert {"image_id", "raw", "labels", "valid", "reason"} <= set(first.columns)
+
+
+def test_predictions_are_redone_exactly_when_what_shapes_them_changes(smoke_run, tmp_path):
+    """The prediction key covers the model, the instruction and the generation settings: on main an edited
+    max_new_tokens regenerated nothing and every cached row stayed."""
+    paths, _, _ = smoke_run
+    cfg = load_profile("smoke")
+    images = load_manifest(paths, "val")[["image_id", "image_path"]].iloc[:4]
+    model = paths.sft_model("medical", "free_reasoning", 0)
+    copy = tmp_path / "retrained"
+    shutil.copytree(model, copy)
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    kwargs = dict(batch_size=4, max_new_tokens=cfg.evaluation.max_new_tokens, device="cpu", progress=False)
+    evaluate.predict(model, images, "free_reasoning", a, **kwargs)
+    evaluate.predict(copy, images, "free_reasoning", b, **kwargs)
+    before = a.read_bytes(), b.read_bytes()
+    evaluate.predict(model, images, "free_reasoning", a, **kwargs)
+    evaluate.predict(shutil.copytree(copy, tmp_path / "moved"), images, "free_reasoning", b, **kwargs)
+    assert (a.read_bytes(), b.read_bytes()) == before            # same model, prompt, settings (a copy too): reused
+
+    short = evaluate.predict(model, images, "free_reasoning", a, **{**kwargs, "max_new_tokens": 2})
+    processor = models.load_processor(model)
+    assert all(len(processor.tokenizer(t, add_special_tokens=False)["input_ids"]) <= 2 for t in short["raw"])
+    assert len(a.read_text().splitlines()) == 4                  # the old rows are gone, not mixed in
+    assert b.read_bytes() == before[1]
+
+    from safetensors.torch import load_file, save_file
+    weights = load_file(str(copy / "model.safetensors"))
+    first = next(iter(weights))
+    weights[first] = weights[first] + 1e-3
+    save_file(weights, str(copy / "model.safetensors"), metadata={"format": "pt"})
+    evaluate.predict(copy, images, "free_reasoning", b, **kwargs)   # retrained: redone
+    rows = jsonl_store.read_rows(b)[0]
+    assert len(rows) == 4 and {r["key"] for r in rows} == {evaluate.prediction_key(copy, "free_reasoning",
+                                                                                  kwargs["max_new_tokens"])}
+    assert evaluate.prediction_key(model, "free_reasoning", 96) != evaluate.prediction_key(model, "free_reasoning", 96,
+                                                                                          (3136, 12544))
 
 
 def test_the_controls_batches_are_the_policys_batches(smoke_run):
