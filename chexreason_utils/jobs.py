@@ -61,8 +61,8 @@ def die_with_parent(parent: int, poll_seconds: float = 1.0) -> None:
 
 
 def _one_thread(parent: int) -> None:
-    """Worker start: one torch thread; warnings and save bars of the libraries off (a worker's output lands in the
-    runner's terminal, where progress lines say what runs); SIGINT ignored, because Jupyter interrupts a kernel's
+    """Worker start: one torch thread; the libraries' progress bars and renamed-name warnings off (a worker's output
+    lands in the runner's terminal, where progress lines say what runs), their other warnings kept; SIGINT ignored, because Jupyter interrupts a kernel's
     whole process group before it shuts it down: an interrupted ``run_jobs`` stops its workers itself."""
     die_with_parent(parent)
     import signal
@@ -74,7 +74,6 @@ def _one_thread(parent: int) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
-    hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()
     warnings.filterwarnings("ignore", RENAMED_IN_TRANSFORMERS, FutureWarning)

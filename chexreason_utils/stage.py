@@ -7,7 +7,6 @@ there; the runner fingerprints the recorded values and prints the counts in its 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -108,6 +107,5 @@ def start_stage(name: str, profile: str, run_dir: str = "", figure_dir: str = ""
     config_reads.track(cfg, _ReadLog(folder / READS_FILE))
     seed_everything(cfg.seed)
     set_style()
-    logging.getLogger("transformers").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", RENAMED_IN_TRANSFORMERS, FutureWarning)
     return Stage(name=name, cfg=cfg, paths=paths)
