@@ -20,7 +20,7 @@ from pathlib import Path
 import datasets
 import pandas as pd
 
-from . import progress
+from . import progress, sft_data
 from .config import SFTConfig
 from .models import device_and_dtype, is_adapter, load_model, load_processor, lora_config, model_fingerprint
 from .paths import RunPaths
@@ -104,11 +104,14 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
         load_best_model_at_end=evalset is not None, metric_for_best_model="eval_loss", greater_is_better=False,
         bf16=dtype.is_floating_point and dev == "cuda", activation_checkpointing=cfg.gradient_checkpointing and dev == "cuda",
         max_length=cfg.max_length, completion_only_loss=True, report_to="none", disable_tqdm=True,
-        use_cpu=dev == "cpu", dataloader_num_workers=0)
+        use_cpu=dev == "cpu", dataloader_num_workers=0, **sft_data.train_args())
     callbacks = [EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)] if evalset is not None else []
     callbacks.append(ProgressCallback(task))
+    with progress.timed(task, "prepare data"):
+        (train_rows, eval_rows), collator = sft_data.prepare([train, evalset], processor, cfg.max_length)
     with progress.timed(task, "build"):
-        trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=evalset,
+        trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows,
+                             data_collator=collator,
                              processing_class=processor, peft_config=None if full_finetune or is_adapter(base) else
                              lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout), callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)   # progress lines come from ProgressCallback; logs go to the CSV
