@@ -76,6 +76,8 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
+    from .sft_cpu import CPUSFTTrainer
+
     out_dir = Path(out_dir)
     run_id = _run_id(str(base), train, evalset, cfg, full_finetune, seed, image_pixels)
     info_path = out_dir / RunPaths.RUN_INFO
@@ -110,7 +112,7 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
     with progress.timed(task, "prepare data"):
         (train_rows, eval_rows), collator = sft_data.prepare([train, evalset], processor, cfg.max_length)
     with progress.timed(task, "build"):
-        trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows,
+        trainer = (CPUSFTTrainer if dev == "cpu" else SFTTrainer)(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows,
                              data_collator=collator,
                              processing_class=processor, peft_config=None if full_finetune or is_adapter(base) else
                              lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout), callbacks=callbacks)
