@@ -13,7 +13,9 @@ seconds (on a shared machine wall time measures the neighbours):
   backward + AdamW on n collated batches of the same examples;
 - GRPO: trl's loss (``GRPOTrainer.compute_loss``) + backward + AdamW against a bare policy-gradient loss with the
   same KL term, on the same generated completions (generation itself is measured under "generation");
-- generation: ``evaluate.predict`` (whole call) against a bare batched greedy ``model.generate`` of the same inputs.
+- generation: ``evaluate.predict`` (whole call) against a bare batched greedy ``model.generate`` of the same inputs;
+- ``--only sft-variants``: the bare SFT step eager, under ``torch.compile`` and under bf16 autocast, and whether
+  reruns give bit-identical losses (the condition for adopting either).
 Non-padding tokens per second (SFT, GRPO: prompt + completion; generation: new tokens). Run it with nothing
 else on the machine; a ratio is what to read on a busy one.
 """
@@ -105,6 +107,45 @@ def bench_sft(cfg, base, paths, root: Path, reps: int, steps: int) -> dict:
             "note": f"one-off data preparation {prepare_s:.2f} s for {len(data)} examples"}
 
 
+def bench_sft_variants(cfg, base, paths, reps: int, steps: int) -> list[dict]:
+    """The bare SFT step eager, under ``torch.compile`` and under bf16 autocast; whether two runs of each from the
+    same weights give bit-identical losses."""
+    bs = cfg.sft.batch_size
+    data = sft.make_dataset([prompts.prompt_for("reasoning_a")] * (bs * steps), [TARGET] * (bs * steps), paths[:bs * steps])
+    (rows,), collator = sft_data.prepare([data], models.load_processor(base), cfg.sft.max_length)
+    batches = [collator([rows[i] for i in range(s * bs, (s + 1) * bs)]) for s in range(steps)]
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+    variants = {"eager fp32": (False, False), "torch.compile fp32": (True, False), "bf16 autocast": (False, True)}
+
+    def run(compiled: bool, bf16: bool) -> tuple[float, list[float]]:
+        model = models.load_model(base, device="cpu").train()
+        forward = torch.compile(model) if compiled else model
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.sft.learning_rate, weight_decay=cfg.sft.weight_decay)
+        losses = []
+        step = lambda b: losses.append(forward(**b).loss)  # noqa: E731
+        for b in batches[:1]:   # warm-up (compilation), not timed
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                forward(**b).loss.backward()
+            opt.zero_grad(set_to_none=True)
+        t0 = time.process_time()
+        for b in batches:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                step(b)
+            losses[-1].backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return time.process_time() - t0, [float(x) for x in losses]
+
+    rows_out = []
+    for name, (compiled, bf16) in variants.items():
+        runs = [run(compiled, bf16) for _ in range(reps)]
+        identical = all(losses == runs[0][1] for _, losses in runs)
+        rows_out.append({"what": f"bare SFT step, {name}", "trainer": float("nan"),
+                         "bare": tokens / statistics.median(seconds for seconds, _ in runs),
+                         "note": f"losses of {reps} runs bit-identical: {identical}"})
+    return rows_out
+
+
 def bench_grpo(cfg, base, paths, root: Path, reps: int, steps: int) -> dict:
     g = replace(cfg.grpo, max_steps=steps, save_steps=steps)
     fmt = g.start_format
@@ -112,6 +153,7 @@ def bench_grpo(cfg, base, paths, root: Path, reps: int, steps: int) -> dict:
     train = grpo.make_dataset(prompts.prompt_for(fmt), paths[:n * steps], [["Cardiomegaly"]] * (n * steps))
     trainer, _ = grpo.build_trainer(base, train, root / "grpo", g, "hard", {}, device="cpu", fmt=fmt)
     trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1   # set by the training loop, read by compute_loss
     inputs = [trainer._generate_and_score_completions(batch)
               for batch, _ in zip(grpo._endless(trainer.get_train_dataloader()), range(steps))]
     tokens = sum(int(i["prompt_mask"].sum() + i["completion_mask"].sum()) for i in inputs)
@@ -181,7 +223,8 @@ def bench_generation(cfg, base, paths, root: Path, reps: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", choices=["sft", "grpo", "generation"], action="append")
+    p.add_argument("--only", choices=["sft", "grpo", "generation", "sft-variants"], action="append",
+                   help="default: sft, grpo, generation")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--sft-steps", type=int, default=24)
     p.add_argument("--grpo-steps", type=int, default=3)
@@ -199,6 +242,8 @@ def main() -> None:
             rows.append(bench_grpo(cfg, base, paths, root, args.reps, args.grpo_steps))
         if "generation" in only:
             rows.append(bench_generation(cfg, base, paths, root, args.reps))
+        if "sft-variants" in only:
+            rows.extend(bench_sft_variants(cfg, base, paths, args.reps, args.sft_steps))
     table = pd.DataFrame(rows).rename(columns={"trainer": "ours tok/s", "bare": "bare tok/s"})
     table["ratio"] = table["ours tok/s"] / table["bare tok/s"]
     print(f"\n{args.threads} thread(s), median of {args.reps} alternating repetitions")
