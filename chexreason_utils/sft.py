@@ -1,8 +1,9 @@
 """A thin wrapper over ``trl.SFTTrainer`` with the paper's recipe (docs/paper.md, Hyperparameters: SFT).
 
 Data is prompt/completion with one image per example, so the loss falls on the assistant tokens only
-(trl's ``completion_only_loss``). Real models get LoRA on the language model's attention and MLP projections
-(vision tower frozen); tiny random-init models are fully fine-tuned, because LoRA cannot sharpen a random
+(trl's ``completion_only_loss``), tokenised and image-processed once per run (``sft_data``); on the CPU
+the loss comes from the model's full logits (``sft_cpu``). Real models get LoRA on the language model's
+attention and MLP projections (vision tower frozen); tiny random-init models are fully fine-tuned, because LoRA cannot sharpen a random
 model's output distribution (docs/engineering.md). Every run writes a complete folder that GRPO and the
 evaluation load from, its log history as CSV, and ``run_info.json``; a folder whose ``run_info.json``
 matches the requested run is reused, not retrained. Checkpoints go to ``trainer/`` (tied to the run by
@@ -112,10 +113,11 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
     with progress.timed(task, "prepare data"):
         (train_rows, eval_rows), collator = sft_data.prepare([train, evalset], processor, cfg.max_length)
     with progress.timed(task, "build"):
-        trainer = (CPUSFTTrainer if dev == "cpu" else SFTTrainer)(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows,
-                             data_collator=collator,
-                             processing_class=processor, peft_config=None if full_finetune or is_adapter(base) else
-                             lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout), callbacks=callbacks)
+        trainer_class = CPUSFTTrainer if dev == "cpu" else SFTTrainer
+        trainer = trainer_class(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows,
+                                data_collator=collator, processing_class=processor,
+                                peft_config=None if full_finetune or is_adapter(base) else
+                                lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout), callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)   # progress lines come from ProgressCallback; logs go to the CSV
     import transformers
 
