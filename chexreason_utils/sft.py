@@ -1,8 +1,9 @@
 """A thin wrapper over ``trl.SFTTrainer`` with the paper's recipe (docs/paper.md, Hyperparameters: SFT).
 
 Data is prompt/completion with one image per example, so the loss falls on the assistant tokens only
-(trl's ``completion_only_loss``). Real models get LoRA on the language model's attention and MLP projections
-(vision tower frozen); tiny random-init models are fully fine-tuned, because LoRA cannot sharpen a random
+(trl's ``completion_only_loss``), tokenised and image-processed once per run (``sft_data``); on the CPU
+the loss comes from the model's full logits (``sft_cpu``). Real models get LoRA on the language model's
+attention and MLP projections (vision tower frozen); tiny random-init models are fully fine-tuned, because LoRA cannot sharpen a random
 model's output distribution (docs/engineering.md). Every run writes a complete folder that GRPO and the
 evaluation load from, its log history as CSV, and ``run_info.json``; a folder whose ``run_info.json``
 matches the requested run is reused, not retrained. Checkpoints go to ``trainer/`` (tied to the run by
@@ -22,7 +23,7 @@ import datasets
 import pandas as pd
 from transformers import EarlyStoppingCallback
 
-from . import progress, resume
+from . import progress, resume, sft_data
 from .config import SFTConfig
 from .cache_keys import digest, files_digest, model_fingerprint
 from .models import device_and_dtype, is_adapter, load_model, load_processor, lora_config
@@ -78,6 +79,8 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
+    from .sft_cpu import CPUSFTTrainer
+
     out_dir = Path(out_dir)
     run_id = _run_id(str(base), train, evalset, cfg, full_finetune, seed, image_pixels)
     info_path = out_dir / RunPaths.RUN_INFO
@@ -107,13 +110,17 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
         restore_callback_states_from_checkpoint=True,
         bf16=dtype.is_floating_point and dev == "cuda", activation_checkpointing=cfg.gradient_checkpointing and dev == "cuda",
         max_length=cfg.max_length, completion_only_loss=True, report_to="none", disable_tqdm=True,
-        use_cpu=dev == "cpu", dataloader_num_workers=0)
+        use_cpu=dev == "cpu", dataloader_num_workers=0, **sft_data.train_args())
     callbacks = [EarlyStopping(early_stopping_patience=cfg.early_stopping_patience)] if evalset is not None else []
     callbacks += [ProgressCallback(task), resume.StrictRestore(resume_from)]
+    with progress.timed(task, "prepare data"):
+        (train_rows, eval_rows), collator = sft_data.prepare([train, evalset], processor, cfg.max_length)
     with progress.timed(task, "build"):
-        trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=evalset,
-                             processing_class=processor, peft_config=None if full_finetune or is_adapter(base) else
-                             lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout), callbacks=callbacks)
+        trainer_class = CPUSFTTrainer if dev == "cpu" else SFTTrainer
+        trainer = trainer_class(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows,
+                                data_collator=collator, processing_class=processor,
+                                peft_config=None if full_finetune or is_adapter(base) else
+                                lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout), callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)   # progress lines come from ProgressCallback; logs go to the CSV
     trainer.train(resume_from_checkpoint=resume_from)
     log = pd.DataFrame(trainer.state.log_history)

@@ -83,6 +83,72 @@ def test_lora_sft_on_a_trained_tiny_checkpoint_saves_an_adapter(tiny_models, tmp
     assert isinstance(reloaded, PeftModel)
 
 
+
+def _varied_sft_data(tmp_path, n: int = 6):
+    rng = np.random.default_rng(2)
+    paths = []
+    for i in range(n):
+        paths.append(tmp_path / f"img{i}.png")
+        Image.fromarray((rng.random((128, 128)) * 255).astype("uint8")).save(paths[-1])
+    targets = ["<solution>Cardiomegaly</solution>", "<think>Analysis: enlarged heart.</think><solution>Edema</solution>",
+               "<solution>No Finding</solution>"] * (n // 3)
+    return sft.make_dataset([f"Which findings? ({i})" for i in range(n)], targets, [str(p) for p in paths])
+
+
+@pytest.mark.parametrize("kind", ["gemma3", "qwen2_5_vl"])
+def test_prepared_batches_equal_trl_collator_batches(tiny_models, tmp_path, kind):
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    from chexreason_utils import sft_data
+
+    processor = models.load_processor(tiny_models[kind])
+    data = _varied_sft_data(tmp_path)
+    old = DataCollatorForVisionLanguageModeling(processor, max_length=512, completion_only_loss=True)([data[i] for i in range(4)])
+    (rows,), collator = sft_data.prepare([data], processor, max_length=512)
+    new = collator([rows[i] for i in range(4)])
+    prepared = collator.examples
+    assert set(new) == set(old) and {"pixel_values", "labels"} <= set(new)
+    for key in old:
+        assert torch.equal(new[key], old[key]), key
+    assert len(set(new["attention_mask"].sum(1).tolist())) > 1       # unequal lengths: padding is exercised
+    completion = processor.tokenizer(data[1]["completion"][0]["content"][0]["text"], add_special_tokens=False)["input_ids"]
+    labelled = prepared[1]["labels"][prepared[1]["labels"] != -100].tolist()
+    assert labelled[:len(completion)] == completion                   # the loss covers the completion only
+    image_token = processor.tokenizer.convert_tokens_to_ids(processor.tokenizer.image_token)
+    assert int((prepared[0]["input_ids"] == image_token).sum()) == models.image_token_count(processor, data[0]["images"][0])
+
+
+def test_cpu_trainer_on_prepared_data_logs_what_trl_logs_on_the_collator_path(tiny_models, tmp_path):
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    from chexreason_utils import sft_data
+    from chexreason_utils.sft_cpu import CPUSFTTrainer
+
+    processor = models.load_processor(tiny_models["gemma3"])
+    data = _varied_sft_data(tmp_path)
+
+    def logged(prepared: bool) -> list[dict]:
+        extra = sft_data.train_args() if prepared else {}
+        args = TRLSFTConfig(output_dir=str(tmp_path / f"out{prepared}"), per_device_train_batch_size=3, max_steps=4,
+                            learning_rate=1e-3, logging_steps=1, seed=0, data_seed=0, max_length=512,
+                            completion_only_loss=True, report_to="none", disable_tqdm=True, use_cpu=True,
+                            save_strategy="no", **extra)
+        (rows,), collator = sft_data.prepare([data], processor, 512) if prepared else ((data,), None)
+        trainer = (CPUSFTTrainer if prepared else SFTTrainer)(
+            model=models.load_model(tiny_models["gemma3"], device="cpu"), args=args, train_dataset=rows,
+            data_collator=collator, processing_class=processor)
+        trainer.train()
+        return [row for row in trainer.state.log_history if "loss" in row]
+
+    old, new = logged(False), logged(True)      # trl's collator and fused LM head / prepared data and full logits
+    assert len(old) == 4 and old[0]["loss"] > old[-1]["loss"]
+    for key in ("loss", "entropy", "mean_token_accuracy", "num_tokens"):
+        assert [r[key] for r in new] == pytest.approx([r[key] for r in old], rel=1e-5), key
+    # the full-logits gradient is the model's own loss's, to the bit; trl's CPU fused head is off by up to 0.5%
+    assert [r["grad_norm"] for r in new] == pytest.approx([r["grad_norm"] for r in old], rel=5e-3)
+
+
 SFT_RESUME_SCRIPT = """
 import json, os, signal, sys
 import numpy as np
