@@ -74,3 +74,36 @@ def test_config_reads_record_leaves_and_whole_sections_handed_on():
     assert set(values) == {""}                             # '' covers all; workers never counts
     assert values == config_reads.values(load_profile("smoke", {"workers": 7}), [""])
     assert values != config_reads.values(load_profile("smoke", {"seed": 7}), [""])
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("evaluation.n_bootstrap", -5, "evaluation.n_bootstrap = -5 is not allowed: >= 1"),
+    ("evaluation.nih_label_set", "nosuch", "evaluation.nih_label_set = 'nosuch' is not allowed: one of paper9 | "
+                                           "with_effusion"),
+    ("sft.teacher", "bogus", "sft.teacher = 'bogus' is not allowed: one of http | template"),
+    ("device", "gpu", "device = 'gpu' is not allowed: one of auto | cpu | cuda"),
+    ("grpo.max_steps", 0, "grpo.max_steps = 0 is not allowed: >= 1"),
+    ("sft.max_steps", 0, "sft.max_steps = 0 is not allowed: -1 or >= 1"),
+    ("grpo.top_p", 1.5, r"grpo.top_p = 1.5 is not allowed: > 0 and <= 1"),
+    ("sft.formats", ["only_label", "haiku"], r"sft.formats = 'haiku' in \['only_label', 'haiku'\] is not allowed"),
+    ("data.mimic_root", "", "data.mimic_root = '' is not allowed: a non-empty string"),
+])
+def test_values_out_of_range_or_not_a_choice_fail_at_load_naming_key_value_and_what_is_allowed(key, value, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_profile("smoke", {key: value})
+    assert "\n" not in str(caught.value)
+
+
+def test_every_shipped_profile_passes_the_checks_and_the_edges_of_a_range_are_allowed():
+    for name in ("smoke", "tiny", "paper"):
+        load_profile(name)
+    cfg = load_profile("smoke", {"sft.max_steps": -1, "grpo.top_p": 1.0, "evaluation.prompt_variant": "only_label",
+                                 "sampling.min_fraction": 0.0})
+    assert cfg.sft.max_steps == -1 and cfg.grpo.top_p == 1.0
+
+
+def test_a_bad_value_in_a_profile_file_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grpo: {num_generations: 1}\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: grpo\.num_generations = 1 is not allowed: >= 2"):
+        load_profile(bad)
