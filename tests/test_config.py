@@ -71,9 +71,30 @@ def test_config_reads_record_leaves_and_whole_sections_handed_on():
     assert "diagnostics" in reads
     assert config_reads.minimal(["grpo.beta", "grpo", "seed", "sft.lr", "sft.lr"]) == ["grpo", "seed", "sft.lr"]
     values = config_reads.values(load_profile("smoke"), ["workers", "seed", ""])
-    assert set(values) == {""}                             # '' covers all; workers never counts
+    assert "seed" in values and "grpo.hard.lambda_len" in values   # '' covers all, one digest per leaf ...
+    assert "workers" not in values                                 # ... but workers never counts
     assert values == config_reads.values(load_profile("smoke", {"workers": 7}), [""])
-    assert values != config_reads.values(load_profile("smoke", {"seed": 7}), [""])
+    edited = config_reads.values(load_profile("smoke", {"seed": 7}), [""])
+    assert [k for k in values if values[k] != edited[k]] == ["seed"]   # the changed leaf is named
+
+
+def test_a_config_pickled_to_a_worker_counts_as_the_keys_the_worker_reads(tmp_path, monkeypatch):
+    import pickle
+
+    from chexreason_utils import config_reads
+
+    reads = []
+    cfg = config_reads.track(load_profile("smoke"), reads.append)
+    monkeypatch.setenv(config_reads.READS_ENV, str(tmp_path / "worker_reads.txt"))
+    sent = pickle.dumps(cfg)                              # what run_jobs sends to a worker process
+    assert reads == []                                    # sending reads nothing ...
+    worker = pickle.loads(sent)                           # ... the worker's copy reports its own reads
+    assert worker.evaluation.n_bootstrap == 1000 and worker.grpo.hard.lambda_len == 0.1 and worker.seed == 0
+    worker.evaluation.n_bootstrap                         # noqa: B018  (a repeated read is recorded once)
+    assert config_reads.read_keys(tmp_path / "worker_reads.txt") == ["evaluation.n_bootstrap",
+                                                                     "grpo.hard.lambda_len", "seed"]
+    again = pickle.loads(pickle.dumps(worker))            # a worker handing it on keeps the prefixes
+    assert again.sft.batch_size == 8 and "sft.batch_size" in config_reads.read_keys(tmp_path / "worker_reads.txt")
 
 
 @pytest.mark.parametrize("key, value, message", [

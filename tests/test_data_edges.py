@@ -108,3 +108,23 @@ def test_a_non_binary_mimic_label_names_the_label_file(tmp_path):
     pd.DataFrame({"dicom_id": ["d1"], "split": ["train"]}).to_csv(root / SPLIT_CSV, index=False)
     with pytest.raises(DataLayoutError, match=r"chexpert.csv.gz: column 'Edema', row 1 \(line 2\): '2.0' is not"):
         load_mimic(root, check_images=False)
+
+
+def test_manifest_paths_inside_the_run_are_stored_relative_and_read_back_absolute(tmp_path):
+    from chexreason_utils.manifests import load_manifest, write_manifest
+    from chexreason_utils.paths import RunPaths
+
+    paths = RunPaths.for_profile("smoke", tmp_path / "run", tmp_path / "fig")
+    inside = str(paths.root / "world" / "nih" / "a.png")
+    frame = pd.DataFrame({"image_id": ["a", "b"], "image_path": [inside, "/data/ChestX-ray14/images/b.png"],
+                          "labels": [["Edema"], []]})
+    write_manifest(paths, "nih_test", frame)
+    written = pd.read_csv(paths.manifest_file("nih_test"))
+    assert list(written["image_path"]) == ["world/nih/a.png", "/data/ChestX-ray14/images/b.png"]
+    moved = RunPaths.for_profile("smoke", tmp_path / "moved", tmp_path / "fig")
+    paths.root.rename(moved.root)
+    assert list(load_manifest(moved, "nih_test")["image_path"]) == [str(moved.root / "world" / "nih" / "a.png"),
+                                                                      "/data/ChestX-ray14/images/b.png"]
+    mtime = moved.manifest_file("nih_test").stat().st_mtime_ns
+    write_manifest(moved, "nih_test", load_manifest(moved, "nih_test").rename(columns={"truth": "labels"}))
+    assert moved.manifest_file("nih_test").stat().st_mtime_ns == mtime     # the same bytes: not rewritten
