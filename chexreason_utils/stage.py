@@ -1,8 +1,9 @@
 """What every notebook does first: load its profile, fix seeds and style, and know where to write.
 
 While a stage runs, its config records which values it reads (``config_reads``) into ``config_reads.json``
-in the stage folder (its worker processes append theirs to ``config_reads_workers.txt``), and anything it counts, drops or redoes (``count``) goes to ``stage_report.jsonl``
-there; the runner fingerprints the recorded values and prints the counts in its terminal summary.
+in the stage folder (its worker processes append theirs to ``config_reads_workers.txt``), and anything it
+counts, drops or redoes (``count``) goes to ``stage_report.jsonl`` there; the runner fingerprints the
+recorded values and prints the counts in its terminal summary.
 """
 from __future__ import annotations
 
