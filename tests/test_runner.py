@@ -86,6 +86,7 @@ def test_stage_selection_errors(tmp_path):
     (["--profile", "nope"], "unknown profile 'nope'"),
     (["--profile", "/nonexistent/p.yaml"], "profile file not found"),
     (["--profile", "smoke", "-p", "grpo.max_steps=lots"], "grpo.max_steps must be int"),
+    (["--profile", "smoke", "-p", "evaluation.n_bootstrap=-5"], "evaluation.n_bootstrap = -5 is not allowed: >= 1"),
     (["--profile", "smoke", "--notebooks", "/nonexistent/nbs"], "notebook directory not found"),
 ])
 def test_cli_errors_are_one_line_without_traceback(tmp_path, args, message):
