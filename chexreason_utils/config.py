@@ -17,6 +17,9 @@ from typing import Any
 
 import yaml
 
+from .labels import NIH_LABEL_SETS, UNCERTAINTY_POLICIES
+from .prompts import PROMPT_VARIANTS, SFT_FORMATS
+
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
 
@@ -37,11 +40,38 @@ PAPER_TAGS: dict[str, str] = {
 }
 
 
-def option(default: Any, help: str, paper: str = "open", cite: str = "") -> Any:
-    """A config field with its help text and paper tag (a list or dict default is copied for each instance)."""
+# The allowed values of the options with choices (the modules that act on them name the same values).
+DEVICES = ("auto", "cpu", "cuda")
+MIMIC_SPLITS = ("train", "validate", "test")
+NIH_SPLITS = ("train_val", "test")                    # data.nih.SPLIT_LISTS
+NIH_SELECTIONS = ("greedy_balanced", "random")
+WITHOUT_SCORED_POSITIVE = ("exclude", "keep")
+SFT_FORMAT_NAMES = tuple(SFT_FORMATS)
+TEACHERS = ("http", "template")                       # teacher.make_teacher
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay")   # transformers' SchedulerType
+LENGTH_UNITS = ("tokens", "chars")
+REWARDS = ("hard", "nuanced")
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")   # trl 1.16 GRPOConfig
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
+EVAL_PROMPTS = ("", *PROMPT_VARIANTS, *(f for f in SFT_FORMATS if f not in PROMPT_VARIANTS))   # prompts.prompt_text
+INVALID_POLICIES = ("empty", "salvage")               # metrics.INVALID_POLICIES
+CHECKPOINT_CHOICES = ("best_f1", "final")             # scoring_plan.TEST_CHOICES
+
+
+def option(default: Any, help: str, paper: str = "open", cite: str = "", *, choices: tuple = (),
+           min: float | None = None, max: float | None = None, above: float | None = None,
+           below: float | None = None, nonempty: bool = False) -> Any:
+    """A config field with its help text, paper tag and allowed values (a list or dict default is copied for each
+    instance). ``choices``: the allowed values (of each element, for a list), or with a range the values allowed
+    besides it (``-1`` for "off"); ``min`` / ``max`` bound inclusively, ``above`` / ``below`` exclusively;
+    ``nonempty``: a string that must not be empty. ``check_values`` applies them after loading."""
     if paper not in PAPER_TAGS:
         raise ValueError(f"paper tag {paper!r}: choose one of {', '.join(PAPER_TAGS)}")
-    metadata = {"help": help, "paper": paper, **({"cite": cite} if cite else {})}
+    bounds = {k: v for k, v in (("min", min), ("max", max), ("above", above), ("below", below)) if v is not None}
+    metadata = {"help": help, "paper": paper, **({"cite": cite} if cite else {}),
+                **({"choices": tuple(choices)} if choices else {}), **({"bounds": bounds} if bounds else {}),
+                **({"nonempty": True} if nonempty else {})}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -58,28 +88,30 @@ class WorldConfig:
 
     enabled: bool = option(True, "Generate the phantom world (false in the paper profile, which reads the real "
                                  "datasets).", "embedded")
-    seed: int = option(7, "Seed of the phantom world.", "embedded")
-    image_size: int = option(128, "Side of the phantom radiographs, in pixels.", "embedded")
+    seed: int = option(7, "Seed of the phantom world.", "embedded", min=0)
+    image_size: int = option(128, "Side of the phantom radiographs, in pixels.", "embedded", min=8)
     n_mimic_studies: int = option(1200, "Studies at the MIMIC-like training site; each has 1-2 frontal and 0-1 "
-                                        "lateral images.", "embedded")
+                                        "lateral images.", "embedded", min=1)
     n_chexpert_test_studies: int = option(200, "Studies at the CheXpert-like test site (frontal and some lateral "
-                                               "views).", "embedded")
-    n_nih_images: int = option(800, "Images at the NIH-like site.", "embedded")
-    n_pretrain: int = option(400, "Images per tiny base model for its short domain pretraining.", "embedded")
+                                               "views).", "embedded", min=1)
+    n_nih_images: int = option(800, "Images at the NIH-like site.", "embedded", min=1)
+    n_pretrain: int = option(400, "Images per tiny base model for its short domain pretraining.", "embedded", min=1)
 
 
 @dataclass
 class DataConfig:
     """Where the three datasets live, in their official layouts. Relative paths are under the run dir."""
 
-    mimic_root: str = option("world/mimic-cxr-jpg/2.0.0", "MIMIC-CXR-JPG folder (official layout).", "run")
-    chexpert_root: str = option("world/CheXpert-v1.0", "CheXpert folder (official layout).", "run")
-    chexpert_test_csv: str = option("test_labels.csv", "CheXpert test-label CSV, relative to chexpert_root.", "run")
-    nih_root: str = option("world/ChestX-ray14", "NIH ChestX-ray14 folder (official layout).", "run")
+    mimic_root: str = option("world/mimic-cxr-jpg/2.0.0", "MIMIC-CXR-JPG folder (official layout).", "run",
+                             nonempty=True)
+    chexpert_root: str = option("world/CheXpert-v1.0", "CheXpert folder (official layout).", "run", nonempty=True)
+    chexpert_test_csv: str = option("test_labels.csv", "CheXpert test-label CSV, relative to chexpert_root.", "run",
+                                    nonempty=True)
+    nih_root: str = option("world/ChestX-ray14", "NIH ChestX-ray14 folder (official layout).", "run", nonempty=True)
     uncertainty_policy: str = option(
         "positive_only", "How uncertain (-1) and blank CheXpert labels count: positive_only (both absent) | "
         "uncertain_as_positive | ignore_uncertain (drop rows with any -1). The paper trains on positive labels "
-        "only and does not say how it read the others; we read both as absent.")
+        "only and does not say how it read the others; we read both as absent.", choices=UNCERTAINTY_POLICIES)
     check_images: bool = option(True, "Drop, and count, rows whose image file is missing (with a complete copy "
                                       "of the data nothing is dropped).", "run")
 
@@ -88,63 +120,67 @@ class DataConfig:
 class SamplingConfig:
     """Penalty-based greedy sampler and the disjoint SFT / RL / validation split (docs/paper.md, Data)."""
 
-    seed: int = option(13, "Seed of the sampler's tie-breaks and image choice: the paper gives none.")
-    n_sft: int = option(2000, "Images for SFT.", "stated", "Data")
-    n_rl: int = option(1000, "Images for RL (GRPO), disjoint from SFT.", "stated", "Data")
+    seed: int = option(13, "Seed of the sampler's tie-breaks and image choice: the paper gives none.", min=0)
+    n_sft: int = option(2000, "Images for SFT.", "stated", "Data", min=1)
+    n_rl: int = option(1000, "Images for RL (GRPO), disjoint from SFT.", "stated", "Data", min=1)
     n_val: int = option(500, "Random MIMIC images for validation (prompt, format and model comparisons).",
-                        "stated", "Data")
+                        "stated", "Data", min=1)
     min_fraction: float = option(0.05, "The sampler runs until every label is in at least this fraction of the "
-                                       "selection.", "stated", "Data")
+                                       "selection.", "stated", "Data", min=0, max=1)
     max_fraction: float = option(0.30, "Above this fraction a label counts as over-represented (the sampler's "
                                        "target is clip(pool prevalence, min_fraction, max_fraction)): the paper "
-                                       "names over-represented labels but no threshold.")
+                                       "names over-represented labels but no threshold.", above=0, max=1)
     overrep_penalty: float = option(4.0, "Weight of the penalty for adding an over-represented label, against 1 "
                                          "for reducing a deficit: the paper says 'strongly penalises' without a "
-                                         "weight.")
+                                         "weight.", min=0)
     pool_splits: list = option(["train", "validate"], "Official MIMIC-CXR-JPG splits the pool is drawn from: the "
-                                                      "paper does not say; we leave the official test split out.")
+                                                      "paper does not say; we leave the official test split out.",
+                                                      choices=MIMIC_SPLITS)
     patient_disjoint: bool = option(True, "No patient in two of SFT / RL / validation: the paper says the sets "
                                           "are disjoint, not whether by image or by patient; by patient avoids "
                                           "leakage.")
-    nih_test_size: int = option(488, "NIH ChestX-ray14 test images.", "stated", "Data")
+    nih_test_size: int = option(488, "NIH ChestX-ray14 test images.", "stated", "Data", min=1)
     nih_selection: str = option(
         "greedy_balanced", "How the NIH test images are chosen, after taking one image per patient: "
         "greedy_balanced (the penalty-based greedy sampler on the scored labels, so rare ones are present) | "
-        "random. The paper does not say how its 488 were chosen.")
+        "random. The paper does not say how its 488 were chosen.", choices=NIH_SELECTIONS)
     nih_without_scored_positive: str = option(
         "exclude", "NIH images with no positive among the scored labels (e.g. Effusion-only) have an empty truth "
-        "although they are not normal: exclude (counted in the report) | keep. The paper does not say.")
+        "although they are not normal: exclude (counted in the report) | keep. The paper does not say.",
+        choices=WITHOUT_SCORED_POSITIVE)
     nih_splits: list = option(["test"], "Official NIH split lists the test images are drawn from (test: the "
-                                        "images in test_list.txt); the paper does not say.")
+                                        "images in test_list.txt); the paper does not say.", choices=NIH_SPLITS)
 
 
 @dataclass
 class ModelsConfig:
     """Which base models play the paper's 'medical' and 'general' roles."""
 
-    medical: str = option("google/medgemma-4b-it", "The medical model (MedGemma-4B).", "stated", "Pipeline")
+    medical: str = option("google/medgemma-4b-it", "The medical model (MedGemma-4B).", "stated", "Pipeline",
+                          nonempty=True)
     general: str = option("Qwen/Qwen2.5-VL-3B-Instruct", "The general model (Qwen2.5-VL-3B-Instruct), compared "
-                                                         "in Table 3.", "stated", "Results")
+                                                         "in Table 3.", "stated", "Results", nonempty=True)
     build_tiny: bool = option(False, "Build tiny models of the same classes offline instead of downloading "
                                      "(tiny / smoke).", "embedded")
-    tiny_hidden: int = option(128, "Hidden size of the tiny models.", "embedded")
-    tiny_layers: int = option(2, "Vision and text layers of the tiny models.", "embedded")
-    tiny_image_size: int = option(112, "Input image side of the tiny models.", "embedded")
-    tiny_vocab: int = option(1200, "Vocabulary of the tokenizer trained for the tiny models.", "embedded")
-    pretrain_steps: int = option(300, "Domain-pretraining steps of each tiny base model.", "embedded")
-    pretrain_lr: float = option(1e-3, "Learning rate of that domain pretraining.", "embedded")
+    tiny_hidden: int = option(128, "Hidden size of the tiny models.", "embedded", min=8)
+    tiny_layers: int = option(2, "Vision and text layers of the tiny models.", "embedded", min=1)
+    tiny_image_size: int = option(112, "Input image side of the tiny models.", "embedded", min=8)
+    tiny_vocab: int = option(1200, "Vocabulary of the tokenizer trained for the tiny models (at least the 256 "
+                                   "bytes).", "embedded", min=256)
+    pretrain_steps: int = option(300, "Domain-pretraining steps of each tiny base model.", "embedded", min=1)
+    pretrain_lr: float = option(1e-3, "Learning rate of that domain pretraining.", "embedded", min=0)
     n_instruct: int = option(1200, "Instruction examples per tiny base model (its '-it' analogue, module "
-                                   "instruct).", "embedded")
+                                   "instruct).", "embedded", min=1)
     instruct_steps: int = option(150, "Instruction-tuning steps per tiny base, after domain pretraining.",
-                                 "embedded")
-    instruct_lr: float = option(1e-3, "Learning rate of that instruction tuning.", "embedded")
-    instruct_batch_size: int = option(8, "Batch size of that instruction tuning.", "embedded")
+                                 "embedded", min=1)
+    instruct_lr: float = option(1e-3, "Learning rate of that instruction tuning.", "embedded", min=0)
+    instruct_batch_size: int = option(8, "Batch size of that instruction tuning.", "embedded", min=1)
     image_min_pixels: int = option(0, "Qwen2.5-VL's lower image-area bound in pixels (0: as its processor was "
                                       "saved; image tokens = pixels / 784). The paper does not give the general "
-                                      "model's resolution; MedGemma's is fixed (896² → 256 tokens).")
+                                      "model's resolution; MedGemma's is fixed (896² → 256 tokens).", min=0)
     image_max_pixels: int = option(0, "Qwen2.5-VL's upper image-area bound (0: as saved, which turns a MIMIC JPG "
                                       "into about 9,900 image tokens); the paper profile bounds it to 256-1,024 "
-                                      "tokens.")
+                                      "tokens.", min=0)
 
 
 _SFT = "Hyperparameters: SFT"
@@ -155,46 +191,48 @@ class SFTConfig:
     """Supervised fine-tuning (docs/paper.md, Hyperparameters: SFT)."""
 
     formats: list = option(["only_label", "free_reasoning", "reasoning_narrative", "reasoning_a"],
-                           "SFT target formats, each its own fine-tuning run.", "stated", "Prompts and outputs")
+                           "SFT target formats, each its own fine-tuning run.", "stated", "Prompts and outputs",
+                           choices=SFT_FORMAT_NAMES)
     general_model_too: bool = option(True, "Also fine-tune the general model in every format (Table 3, notebook "
                                            "05).", "stated", "Results")
     teacher: str = option("template", "Who writes the reasoning traces: http (an OpenAI-compatible endpoint; the "
                                       "paper's teacher is Gemini 2.5) | template (an offline stand-in for the "
-                                      "phantom world).", "stated", "Prompts and outputs")
+                                      "phantom world).", "stated", "Prompts and outputs", choices=TEACHERS)
     teacher_model: str = option("gemini-2.5-pro", "Teacher model name: the paper says Gemini 2.5 without the "
-                                                  "variant; we take Pro.")
+                                                  "variant; we take Pro.", nonempty=True)
     teacher_base_url: str = option("https://generativelanguage.googleapis.com/v1beta/openai",
-                                   "Teacher endpoint (OpenAI-compatible).", "run")
+                                   "Teacher endpoint (OpenAI-compatible).", "run", nonempty=True)
     teacher_api_key_env: str = option("TEACHER_API_KEY", "Environment variable holding the teacher's API key.",
-                                      "run")
-    teacher_concurrency: int = option(4, "Teacher requests in flight at once.", "run")
+                                      "run", nonempty=True)
+    teacher_concurrency: int = option(4, "Teacher requests in flight at once.", "run", min=1)
     use_lora: bool = option(True, "LoRA as in the paper; the tiny random-init models need full fine-tuning "
                                   "(false in tiny / smoke).", "stated", _SFT)
-    lora_r: int = option(16, "LoRA rank.", "stated", _SFT)
-    lora_alpha: int = option(32, "LoRA alpha.", "stated", _SFT)
-    lora_dropout: float = option(0.1, "LoRA dropout.", "stated", _SFT)
-    learning_rate: float = option(5e-5, "AdamW learning rate.", "stated", _SFT)
-    lr_scheduler: str = option("cosine", "Learning-rate schedule.", "stated", _SFT)
-    warmup_ratio: float = option(0.05, "Warm-up, as a fraction of the training steps.", "stated", _SFT)
-    weight_decay: float = option(0.01, "Weight decay.", "stated", _SFT)
-    max_grad_norm: float = option(5.0, "Gradient clipping norm.", "stated", _SFT)
-    epochs: float = option(6.0, "At most this many epochs (early stopping may end sooner).", "stated", _SFT)
+    lora_r: int = option(16, "LoRA rank.", "stated", _SFT, min=1)
+    lora_alpha: int = option(32, "LoRA alpha.", "stated", _SFT, min=1)
+    lora_dropout: float = option(0.1, "LoRA dropout.", "stated", _SFT, min=0, below=1)
+    learning_rate: float = option(5e-5, "AdamW learning rate.", "stated", _SFT, min=0)
+    lr_scheduler: str = option("cosine", "Learning-rate schedule.", "stated", _SFT, choices=LR_SCHEDULERS)
+    warmup_ratio: float = option(0.05, "Warm-up, as a fraction of the training steps.", "stated", _SFT, min=0, below=1)
+    weight_decay: float = option(0.01, "Weight decay.", "stated", _SFT, min=0)
+    max_grad_norm: float = option(5.0, "Gradient clipping norm.", "stated", _SFT, min=0)
+    epochs: float = option(6.0, "At most this many epochs (early stopping may end sooner).", "stated", _SFT, above=0)
     max_steps: int = option(-1, "> 0 caps training at this many steps (tiny / smoke); -1: epochs decide.",
-                            "embedded")
-    batch_size: int = option(1, "Per-device batch size.", "stated", _SFT)
+                            "embedded", choices=(-1,), min=1)
+    batch_size: int = option(1, "Per-device batch size.", "stated", _SFT, min=1)
     grad_accum: int = option(8, "Gradient accumulation steps (effective batch = batch_size x grad_accum).",
-                             "stated", _SFT)
+                             "stated", _SFT, min=1)
     early_stopping_patience: int = option(2, "Stop after this many evaluations without a better validation loss.",
-                                          "stated", _SFT)
-    val_fraction: float = option(0.10, "Share of the SFT data held back for early stopping.", "stated", "Data")
+                                          "stated", _SFT, min=1)
+    val_fraction: float = option(0.10, "Share of the SFT data held back for early stopping.", "stated", "Data",
+                                 above=0, below=1)
     eval_steps: int = option(0, "Evaluate every this many steps; 0: once per epoch, as the paper's early stopping "
-                                "counts epochs (tiny / smoke evaluate by steps).", "stated", _SFT)
+                                "counts epochs (tiny / smoke evaluate by steps).", "stated", _SFT, min=0)
     max_length: int = option(2048, "Longest SFT sequence in tokens (image tokens included): the paper gives no "
                                    "maximum lengths (`plan` checks that the longest prompt and a completion "
-                                   "fit).")
+                                   "fit).", min=1)
     gradient_checkpointing: bool = option(True, "Gradient checkpointing (on GPU only).", "stated", _SFT)
     logging_steps: int = option(5, "Log loss and token accuracy every this many steps (the points of Fig. 1).",
-                                "run")
+                                "run", min=1)
 
 
 @dataclass
@@ -203,16 +241,17 @@ class HardRewardConfig:
 
     lambda_len: float = option(0.1, "Length penalty λ_len subtracted from J when a valid output is short: the "
                                     "paper gives none. As stated, the formula scores an invalid output (0) above "
-                                    "a valid wrong short one (-λ); we keep it.")
+                                    "a valid wrong short one (-λ); we keep it.", min=0)
     length_threshold: int = option(250, "Outputs shorter than this are 'short' (replaced when "
-                                        "length_threshold_quantile > 0).", "stated", "Rewards")
+                                        "length_threshold_quantile > 0).", "stated", "Rewards", min=0)
     length_threshold_quantile: float = option(
         0.0, "> 0 sets the threshold to this quantile of the start-format SFT targets' lengths; 0 keeps the stated "
         "250. The tiny profiles cap completions far below 250, where -λ would tax every valid answer, so they use "
-        "the lower quartile of the traces: 'shorter than the traces' keeps its meaning.")
+        "the lower quartile of the traces: 'shorter than the traces' keeps its meaning.", min=0, max=1)
     length_unit: str = option("tokens", "Unit of the output length |t|: tokens | chars. The paper does not say; "
-                                        "NV-Reason-CXR counts tokens.")
-    empty_jaccard: float = option(1.0, "J of two empty label sets: the paper does not say; NV-Reason-CXR uses 1.")
+                                        "NV-Reason-CXR counts tokens.", choices=LENGTH_UNITS)
+    empty_jaccard: float = option(1.0, "J of two empty label sets: the paper does not say; NV-Reason-CXR uses 1.",
+                                  min=0, max=1)
 
 
 _REWARDS = "Rewards"
@@ -222,28 +261,28 @@ _REWARDS = "Rewards"
 class NuancedRewardConfig:
     """Nuanced reward (docs/paper.md, Rewards): r_match + r_partial - r_FP - r_collapse - r_format."""
 
-    exact_match: float = option(100.0, "Reward for an exact label-set match.", "stated", _REWARDS)
-    recall_weight: float = option(30.0, "Partial credit per unit of recall.", "stated", _REWARDS)
-    precision_weight: float = option(20.0, "Partial credit per unit of precision.", "stated", _REWARDS)
+    exact_match: float = option(100.0, "Reward for an exact label-set match.", "stated", _REWARDS, min=0)
+    recall_weight: float = option(30.0, "Partial credit per unit of recall.", "stated", _REWARDS, min=0)
+    precision_weight: float = option(20.0, "Partial credit per unit of precision.", "stated", _REWARDS, min=0)
     fp_base: float = option(10.0, "Per false positive, fp_base x sqrt(label prevalence / mean prevalence): the "
                                   "paper says common labels such as No Finding and Support Devices cost more, "
-                                  "without weights.")
-    invalid_label: float = option(100.0, "Penalty per invalid label.", "stated", _REWARDS)
-    duplicate_label: float = option(25.0, "Penalty per duplicate label.", "stated", _REWARDS)
+                                  "without weights.", min=0)
+    invalid_label: float = option(100.0, "Penalty per invalid label.", "stated", _REWARDS, min=0)
+    duplicate_label: float = option(25.0, "Penalty per duplicate label.", "stated", _REWARDS, min=0)
     extra_text: float = option(10.0, "Penalty for text outside the `<think>` and `<solution>` blocks: the paper "
-                                     "penalises it without an amount.")
+                                     "penalises it without an amount.", min=0)
     missing_tags: float = option(100.0, "Penalty when the output breaks the `<think>`/`<solution>` contract: the "
-                                        "paper gives no amount; we charge as much as an invalid label.")
-    window: int = option(100, "The collapse guard watches the last this many predictions.", "stated", _REWARDS)
+                                        "paper gives no amount; we charge as much as an invalid label.", min=0)
+    window: int = option(100, "The collapse guard watches the last this many predictions.", "stated", _REWARDS, min=1)
     dominance: float = option(0.70, "Share of the window above which a label (or the predicted set) dominates.",
-                              "stated", _REWARDS)
+                              "stated", _REWARDS, above=0, max=1)
     excess_repetition: float = option(30.0, "Penalty per excess repetition (each predicted label above the "
-                                            "dominance share).", "stated", _REWARDS)
+                                            "dominance share).", "stated", _REWARDS, min=0)
     collapse: float = option(50.0, "Penalty for collapse (the predicted set itself above the dominance share).",
-                             "stated", _REWARDS)
+                             "stated", _REWARDS, min=0)
     min_window: int = option(20, "The guard is silent until this many predictions are seen: the paper does not "
                                  "say how a window shorter than 100 counts; a handful of early predictions "
-                                 "should not read as collapse.")
+                                 "should not read as collapse.", min=0)
 
 
 _GRPO = "Hyperparameters: GRPO"
@@ -253,38 +292,42 @@ _GRPO = "Hyperparameters: GRPO"
 class GRPOConfig:
     """GRPO from the Free-Reasoning SFT checkpoint (docs/paper.md, Hyperparameters: GRPO)."""
 
-    rewards: list = option(["hard", "nuanced"], "One GRPO run per reward (Table 4).", "stated", "Results")
+    rewards: list = option(["hard", "nuanced"], "One GRPO run per reward (Table 4).", "stated", "Results",
+                           choices=REWARDS)
     start_format: str = option("free_reasoning", "The SFT format whose checkpoint GRPO starts from.", "stated",
-                               _GRPO)
+                               _GRPO, choices=SFT_FORMAT_NAMES)
     learning_rate: float = option(1e-6, "GRPO learning rate: the paper gives none (the tiny profiles, full "
-                                        "fine-tuning small models, use larger rates).")
+                                        "fine-tuning small models, use larger rates).", min=0)
     max_steps: int = option(500, "GRPO optimiser steps: the paper gives no epochs or steps (500 x 2 prompts "
-                                 "covers the 1,000 RL images once).")
+                                 "covers the 1,000 RL images once).", min=1)
     prompts_per_step: int = option(2, "Prompts per step (x num_generations completions): the paper gives no "
                                       "batch size; 2 x 4 = 8 completions per step, as many as SFT's effective "
-                                      "batch.")
-    num_generations: int = option(4, "Completions per prompt.", "stated", _GRPO)
-    temperature: float = option(0.8, "Sampling temperature.", "stated", _GRPO)
-    top_p: float = option(0.95, "Nucleus sampling top-p.", "stated", _GRPO)
-    beta: float = option(0.15, "KL penalty β towards the reference policy (the SFT checkpoint).", "stated", _GRPO)
-    loss_type: str = option("dr_grpo", "Loss normalisation (trl loss_type): Dr. GRPO.", "stated", _GRPO)
-    epsilon: float = option(0.15, "Lower clipping bound ε_low of the importance ratio.", "stated", _GRPO)
-    epsilon_high: float = option(0.22, "Upper clipping bound ε_high (asymmetric clipping).", "stated", _GRPO)
+                                      "batch.", min=1)
+    num_generations: int = option(4, "Completions per prompt.", "stated", _GRPO, min=2)
+    temperature: float = option(0.8, "Sampling temperature.", "stated", _GRPO, above=0)
+    top_p: float = option(0.95, "Nucleus sampling top-p.", "stated", _GRPO, above=0, max=1)
+    beta: float = option(0.15, "KL penalty β towards the reference policy (the SFT checkpoint).", "stated",
+                         _GRPO, min=0)
+    loss_type: str = option("dr_grpo", "Loss normalisation (trl loss_type): Dr. GRPO.", "stated",
+                            _GRPO, choices=LOSS_TYPES)
+    epsilon: float = option(0.15, "Lower clipping bound ε_low of the importance ratio.", "stated", _GRPO, min=0)
+    epsilon_high: float = option(0.22, "Upper clipping bound ε_high (asymmetric clipping).", "stated", _GRPO, min=0)
     importance_sampling_level: str = option("token", "Importance ratios per token (trl: token | sequence).",
-                                            "stated", _GRPO)
+                                            "stated", _GRPO, choices=IMPORTANCE_SAMPLING_LEVELS)
     num_iterations: int = option(1, "Optimiser steps per generated batch (trl): the paper does not say. With 1 "
                                     "(and steps_per_generation 1) the importance ratio is exactly 1, so ε / ε_high "
                                     "never clip; whether the paper's clipping acted is open. The 06 ablation uses "
-                                    "2 so that its ε acts.")
+                                    "2 so that its ε acts.", min=1)
     steps_per_generation: int = option(1, "Optimiser steps that share one generation batch (trl): > 1 also makes "
                                           "the ratio differ from 1 (a larger generation batch, sliced across "
-                                          "steps). The paper does not say; 1 as num_iterations.")
+                                          "steps). The paper does not say; 1 as num_iterations.", min=1)
     max_completion_length: int = option(512, "Longest completion in tokens: the paper gives no maximum lengths "
-                                             "(trl's default; Dr. GRPO divides the loss by it).")
+                                             "(trl's default; Dr. GRPO divides the loss by it).", min=1)
     save_steps: int = option(50, "A checkpoint every this many steps (the candidates for Table 4's best-F1 "
-                                 "checkpoint): the paper does not say how often it checkpointed.")
+                                 "checkpoint): the paper does not say how often it checkpointed.", min=1)
     seed: int = option(21, "Recorded in run_info.json only: every GRPO run replaces it by its training seed "
-                           "(pipeline.run_grpo), which seeds the data order and, with the step, the sampling.", "run")
+                           "(pipeline.run_grpo), which seeds the data order and, with the step, the sampling.", "run",
+                           min=0)
     frozen_control: bool = option(True, "Also score the frozen SFT policy on the very same batches (generation and "
                                         "reward, no update) into `<run>/control/`: the paper has no baseline for "
                                         "'reward rose'; this one gives the paired gain (easy first batches make any "
@@ -298,34 +341,35 @@ class EvaluationConfig:
     """Batched greedy evaluation and metrics."""
 
     batch_size: int = option(16, "Images per generation batch (greedy decoding: the same results at every batch "
-                                 "size).", "run")
+                                 "size).", "run", min=1)
     max_new_tokens: int = option(512, "Longest generated answer in tokens: the paper gives no maximum lengths; "
-                                      "512 as GRPO's completions.")
+                                      "512 as GRPO's completions.", min=1)
     prompt_variant: str = option("", "Evaluation prompt; empty: the prompt of the model's SFT format (the paper "
-                                     "does not say which prompt its fine-tuned models were tested with).")
+                                     "does not say which prompt its fine-tuned models were tested with).",
+                                     choices=EVAL_PROMPTS)
     invalid_policy: str = option("empty", "An invalid output counts as an empty prediction and a failure (empty) "
                                           "| whatever valid labels it holds (salvage): the paper reports fail "
-                                          "rates but not how failures enter F1.")
+                                          "rates but not how failures enter F1.", choices=INVALID_POLICIES)
     nih_label_set: str = option("paper9", "Labels scored on NIH: paper9 (the paper's nine) | with_effusion "
                                           "(adds Pleural Effusion, which the paper leaves out without a reason).",
-                                "stated", "Data")
+                                "stated", "Data", choices=tuple(NIH_LABEL_SETS))
     n_bootstrap: int = option(1000, "Bootstrap resamples for CIs and paired differences: the paper reports no "
-                                    "CIs.")
-    bootstrap_seed: int = option(2026, "Seed of the bootstrap: the paper gives none.")
+                                    "CIs.", min=1)
+    bootstrap_seed: int = option(2026, "Seed of the bootstrap: the paper gives none.", min=0)
     test_grpo_reward: str = option("hard", "Which GRPO run plays 'ChexReason' in Tables 5-6: the paper does not "
-                                           "say which reward its final model used.")
+                                           "say which reward its final model used.", choices=REWARDS)
     test_grpo_checkpoint: str = option("final", "Which of its checkpoints: final | best_f1 (best validation "
-                                                "macro-F1); the paper does not say.")
+                                                "macro-F1); the paper does not say.", choices=CHECKPOINT_CHOICES)
     sample_validity_n: int = option(64, "Sampled completions (T = 0.8, top-p 0.95) checked for a valid format "
-                                        "after SFT: the paper has no such check; GRPO needs valid samples.")
+                                        "after SFT: the paper has no such check; GRPO needs valid samples.", min=1)
     val_checkpoint_every: int = option(1, "Score every k-th GRPO checkpoint on validation (the final one always): "
                                           "the paper reports best-F1 checkpoints without saying how many it "
-                                          "scored.")
+                                          "scored.", min=1)
     test_checkpoints: list = option(["best_f1", "final"], "GRPO checkpoints also scored on the test sets: "
                                                           "Table 4 reports these two on validation; the paper "
-                                                          "does not say which it tested.")
+                                                          "does not say which it tested.", choices=CHECKPOINT_CHOICES)
     test_checkpoint_every: int = option(1, "And every k-th checkpoint on the test sets (0: none), for the "
-                                           "CheXpert-vs-NIH curve along GRPO, which the paper does not have.")
+                                           "CheXpert-vs-NIH curve along GRPO, which the paper does not have.", min=0)
     relabel_csv: str = option("", "Optional: Google's 2019 NIH expert relabels (data/nih_relabels.py), for a "
                                   "second, cleaner truth.", "run")
 
@@ -337,7 +381,8 @@ class CrossModelConfig:
     prompt_variants: list = option(
         ["reasoning_narrative", "self_check", "hypothesis", "reasoning_a", "reasoning_b",
          "reasoning_c", "reasoning_d", "reasoning_e", "reasoning_f"],
-        "The nine zero-shot prompts of Table 1 (their texts are ours, prompts.py).", "stated", "Prompts and outputs")
+        "The nine zero-shot prompts of Table 1 (their texts are ours, prompts.py).", "stated", "Prompts and outputs",
+        choices=tuple(PROMPT_VARIANTS))
     general_zero_shot: bool = option(True, "Also run the zero-shot prompts on the general model: Table 1 has the "
                                            "medical model only; figure prompt_variants shows both.")
 
@@ -347,31 +392,32 @@ class DiagnosticsConfig:
     """Notebook 06: entropy / mode-collapse measures and the unstable-recipe ablation."""
 
     window: int = option(100, "Label-dominance window, in predictions: the paper reports collapse in words "
-                              "only; we measure it over the nuanced guard's stated 100.")
+                              "only; we measure it over the nuanced guard's stated 100.", min=1)
     dominance_threshold: float = option(0.70, "The nuanced guard's stated 70% dominance share, drawn as a "
                                               "reference line in 06's label-dominance figure (the collapse rule "
-                                              "uses relative thresholds instead).")
+                                              "uses relative thresholds instead).", above=0, max=1)
     entropy_fraction: float = option(0.5, "Collapse rule: token entropy at or below this fraction of the run's "
-                                          "own start (mean of its first `start_steps` steps).")
+                                          "own start (mean of its first `start_steps` steps).", above=0, below=1)
     set_margin: float = option(0.30, "Collapse rule: or one predicted label set's share of the window above its "
-                                     "share among the RL prompts' truths by more than this.")
+                                     "share among the RL prompts' truths by more than this.", above=0, below=1)
     zero_std_min: float = option(0.5, "Collapse rule, required: at least this fraction of the step's groups "
                                       "with zero reward spread (trl frac_reward_zero_std), i.e. answers that "
-                                      "stopped differing.")
-    start_steps: int = option(5, "Logged steps whose mean entropy is the run's start.")
+                                      "stopped differing.", above=0, max=1)
+    start_steps: int = option(5, "Logged steps whose mean entropy is the run's start.", min=1)
     episode_min_steps: int = option(3, "Consecutive collapsed steps that make an episode (diagnostics.py): "
-                                       "ours, so that one noisy step is not an episode.")
+                                       "ours, so that one noisy step is not an episode.", min=1)
     run_ablation: bool = option(True, "Also train an unstable-recipe GRPO run: the paper says early runs "
                                       "collapsed without giving their recipe.")
     ablation_reward: str = option("hard", "Reward of the ablation run: the paper does not name the reward of "
-                                                 "its collapsed early runs.")
-    ablation_beta: float = option(0.0, "Its KL penalty: none (trl's default) instead of 0.15.")
-    ablation_epsilon: float = option(0.2, "Its ε: trl's default symmetric clipping.")
-    ablation_epsilon_high: float = option(0.2, "Its ε_high: symmetric, as ε.")
-    ablation_loss_type: str = option("grpo", "Its loss: per-sequence length normalisation switched back on.")
+                                                 "its collapsed early runs.", choices=REWARDS)
+    ablation_beta: float = option(0.0, "Its KL penalty: none (trl's default) instead of 0.15.", min=0)
+    ablation_epsilon: float = option(0.2, "Its ε: trl's default symmetric clipping.", min=0)
+    ablation_epsilon_high: float = option(0.2, "Its ε_high: symmetric, as ε.", min=0)
+    ablation_loss_type: str = option("grpo", "Its loss: per-sequence length normalisation switched back on.",
+                                     choices=LOSS_TYPES)
     ablation_num_iterations: int = option(2, "Its optimiser steps per generated batch: > 1 so that the ablated ε "
                                              "can act (clip ratio > 0 logged); with 1 the ratio is 1 and the ε "
-                                             "part of the ablation would change nothing.")
+                                             "part of the ablation would change nothing.", min=1)
 
 
 @dataclass
@@ -379,30 +425,31 @@ class ClaimsConfig:
     """The claims table: the smallest effect of interest (SESOI) of each claim, fixed before any run (docs/paper.md)."""
 
     sesoi_c1: float = option(0.032, "C1 SESOI, CheXpert macro-F1 (GRPO - SFT): half the paper's +0.064; a CI "
-                                    "inside +-this is 'no effect of the paper's size'.")
-    sesoi_c2: float = option(0.028, "C2 SESOI, NIH macro-F1 (GRPO - SFT): half the paper's -0.056.")
-    sesoi_c3: float = option(0.028, "C3 SESOI, NIH macro-F1 (SFT - base): half the paper's +0.056.")
+                                    "inside +-this is 'no effect of the paper's size'.", above=0)
+    sesoi_c2: float = option(0.028, "C2 SESOI, NIH macro-F1 (GRPO - SFT): half the paper's -0.056.", above=0)
+    sesoi_c3: float = option(0.028, "C3 SESOI, NIH macro-F1 (SFT - base): half the paper's +0.056.", above=0)
     sesoi_c4: float = option(0.099, "C4 SESOI, scaffold gain(general) - gain(medical) in validation macro-F1: half "
-                                    "the paper's +0.198.")
+                                    "the paper's +0.198.", above=0)
     sesoi_c4_general_gain: float = option(0.056, "C4 SESOI of its first part, the general model's scaffold gain "
-                                                 "(Reasoning A - mean of the other formats): half the paper's +0.113.")
+                                                 "(Reasoning A - mean of the other formats): half the paper's +0.113.",
+                                                 above=0)
     sesoi_c5: float = option(0.10, "C5 SESOI, share of GRPO steps inside a collapse episode (unstable - final): "
-                                   "an absolute tenth of training; the paper states collapse in words only.")
+                                   "an absolute tenth of training; the paper states collapse in words only.", above=0)
 
 
 @dataclass
 class Config:
     """A whole profile."""
 
-    profile: str = option("paper", "Profile name (the YAML file's stem unless set).", "run")
+    profile: str = option("paper", "Profile name (the YAML file's stem unless set).", "run", nonempty=True)
     seed: int = option(0, "Global seed: tiny model building, the SFT early-stopping split, every stage's RNGs. "
-                          "The paper gives none.")
+                          "The paper gives none.", min=0)
     seeds: list = option([0], "Training seeds, distinct integers, at least one: the chain that carries the "
                               "paper's claims (SFT, GRPO, the 06 ablation, sampling checks, evaluation) runs once "
                               "per seed; world, manifests and tiny base models stay fixed. The paper reports one "
-                              "run.")
-    device: str = option("auto", "auto | cpu | cuda.", "run")
-    workers: int = option(0, "Processes for independent jobs (jobs.run_jobs); 0: one per CPU core.", "run")
+                              "run.", min=0)
+    device: str = option("auto", "Where models run (auto: cuda when available).", "run", choices=DEVICES)
+    workers: int = option(0, "Processes for independent jobs (jobs.run_jobs); 0: one per CPU core.", "run", min=0)
     world: WorldConfig = section(WorldConfig)
     data: DataConfig = section(DataConfig)
     sampling: SamplingConfig = section(SamplingConfig)
@@ -444,7 +491,51 @@ def load_profile(profile: str | Path, overrides: dict[str, Any] | None = None) -
     for key, value in (overrides or {}).items():
         set_value(cfg, key, value, where="override")
     check_seeds(cfg.seeds, where=str(path))
+    check_values(cfg, where=f"{path}{' with overrides' if overrides else ''}")
     return cfg
+
+
+def allowed(f: dataclasses.Field) -> str:
+    """What an option allows, in words ('' when any value of its type will do)."""
+    bounds = f.metadata.get("bounds", {})
+    words = " and ".join(f"{op} {_show(bounds[k])}" for k, op in (("min", ">="), ("above", ">"), ("max", "<="),
+                                                                   ("below", "<")) if k in bounds)
+    choices = " | ".join(_show(c) for c in f.metadata.get("choices", ()))
+    if f.metadata.get("nonempty"):
+        return "a non-empty string"
+    if choices and words:
+        return f"{choices} or {words}"
+    return ("one of " + choices) if choices else words
+
+
+def _show(value: Any) -> str:
+    return '""' if value == "" else str(value)
+
+
+def _allows(f: dataclasses.Field, value: Any) -> bool:
+    if f.metadata.get("nonempty"):
+        return value != ""
+    choices, bounds = f.metadata.get("choices", ()), f.metadata.get("bounds", {})
+    if value in choices:
+        return True
+    if not bounds:
+        return not choices
+    return (bounds.get("min", value) <= value <= bounds.get("max", value)
+            and value > bounds.get("above", value - 1) and value < bounds.get("below", value + 1))
+
+
+def check_values(cfg: Any, where: str = "config", prefix: str = "") -> None:
+    """Every option's value (each element of a list) against its ``choices`` / bounds: a ``ConfigError`` naming the
+    key, the value and what is allowed."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_values(value, where, f"{prefix}{f.name}.")
+            continue
+        bad = [v for v in (value if isinstance(value, list) else [value]) if not _allows(f, v)]
+        if bad:
+            shown = f"{bad[0]!r} in {value!r}" if isinstance(value, list) else repr(value)
+            raise ConfigError(f"{where}: {prefix}{f.name} = {shown} is not allowed: {allowed(f)}")
 
 
 def check_seeds(seeds: list, where: str = "config") -> list[int]:

@@ -1,6 +1,7 @@
 """The config options' help texts and paper tags, rendered for people.
 
-- ``options()``: every option (leaf field) of ``Config`` as a dotted key with its tag, citation and help.
+- ``options()``: every option (leaf field) of ``Config`` as a dotted key with its tag, citation, help and what
+  values it allows (checked at load, ``config.check_values``).
 - ``describe(cfg)``: each option's value, tag and help (``python -m chexreason_utils config --profile tiny``).
 - ``open_choices_table()``: the README's "Where the paper is open" table, one row per ``open`` option, with the
   paper profile's value (and tiny's where it differs). A test checks that the README's block equals it;
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import PAPER_TAGS, Config, load_profile
+from .config import PAPER_TAGS, Config, allowed, load_profile
 from .paths import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
@@ -28,6 +29,12 @@ class Option:
     tag: str     # one of config.PAPER_TAGS ("" for a field that lacks one: a test catches it)
     cite: str    # the docs/paper.md section of a stated value
     help: str
+    allowed: str  # what the loader accepts ('' when any value of the type will do): config.allowed
+
+    @property
+    def text(self) -> str:
+        """The help with what is allowed."""
+        return f"{self.help} Allowed: {self.allowed}." if self.allowed else self.help
 
 
 def options(cls: type = Config, prefix: str = "") -> list[Option]:
@@ -39,7 +46,7 @@ def options(cls: type = Config, prefix: str = "") -> list[Option]:
             out.extend(options(type(default), f"{prefix}{f.name}."))
         else:
             out.append(Option(prefix + f.name, f.metadata.get("paper", ""), f.metadata.get("cite", ""),
-                              f.metadata.get("help", "")))
+                              f.metadata.get("help", ""), allowed(f)))
     return out
 
 
@@ -71,7 +78,7 @@ def describe(cfg: Config, tag: str = "") -> str:
         ours, paper_value = show(value_of(cfg, opt.key)), show(value_of(paper, opt.key))
         differs = f" (paper profile: {paper_value})" if ours != paper_value and opt.tag in ("stated", "open") else ""
         lines.append(f"{opt.key} = {ours}{differs}  [{where}]")
-        lines.extend(textwrap.wrap(opt.help, 112, initial_indent="    ", subsequent_indent="    "))
+        lines.extend(textwrap.wrap(opt.text, 112, initial_indent="    ", subsequent_indent="    "))
     return "\n".join(lines)
 
 
@@ -88,7 +95,7 @@ def open_choices_table() -> str:
             continue
         ours, small = show(value_of(paper, opt.key)), show(value_of(tiny, opt.key))
         default = f"`{_cell(ours)}`" + (f" (tiny `{_cell(small)}`)" if small != ours else "")
-        lines.append(f"| `{opt.key}` | {default} | {_cell(opt.help)} |")
+        lines.append(f"| `{opt.key}` | {default} | {_cell(opt.text)} |")
     return "\n".join([*lines, END])
 
 

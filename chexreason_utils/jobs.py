@@ -21,8 +21,8 @@ from typing import Any, Callable
 # notebook or the terminal, nothing a reader can act on.
 RENAMED_IN_TRANSFORMERS = r".* is deprecated and will be removed in v6"
 
-# Variables that workers inherit at their start and report through (progress, stage, counts).
-INHERITED_ENV = ("CHEXREASON_PROGRESS", "CHEXREASON_STAGE", "CHEXREASON_STAGE_REPORT")
+# Variables that workers inherit at their start and report through (progress, stage, counts, config reads).
+INHERITED_ENV = ("CHEXREASON_PROGRESS", "CHEXREASON_STAGE", "CHEXREASON_STAGE_REPORT", "CHEXREASON_CONFIG_READS")
 _pool: tuple[tuple, ProcessPoolExecutor] | None = None
 
 

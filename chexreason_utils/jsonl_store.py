@@ -1,8 +1,9 @@
-"""Append-only JSONL files that survive interruption.
+"""Append-only JSONL files that survive interruption, and outputs rewritten only when their bytes change.
 
 Used for teacher traces and for predictions: each finished item is appended and flushed at once, so a rerun
 reads what is done and does only the rest. A last line cut off by a crash is detected, reported and
-dropped (the item is redone), never parsed as a result.
+dropped (the item is redone), never parsed as a result. ``write_if_changed`` leaves a file with the same bytes
+untouched, so a stage that reruns and makes the same output does not look changed to the stages after it.
 """
 from __future__ import annotations
 
@@ -62,3 +63,16 @@ def append_rows(path: Path, rows: Iterable[dict]) -> None:
         for row in rows:
             fh.write(json.dumps(row, sort_keys=True) + "\n")
             fh.flush()
+
+
+def write_if_changed(path: Path, data: bytes | str) -> bool:
+    """Write ``data`` to ``path`` (atomically) unless the file already holds exactly it; True when written."""
+    path = Path(path)
+    data = data.encode() if isinstance(data, str) else data
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return True

@@ -1,14 +1,19 @@
 """Manifests: the image sets 01 samples (one CSV per set, one row per image), written and read back.
 
 The ``labels`` column holds each image's CheXpert names as a JSON list (``["Edema", "Pleural Effusion"]``,
-``[]`` for none); reading turns it into the ``truth`` column (predictions carry their own ``labels``).
+``[]`` for none); reading turns it into the ``truth`` column (predictions carry their own ``labels``). An
+``image_path`` inside the run folder (the phantom world) is written relative to it and read back absolute, so a
+copied run folder still finds its images; data outside it (the paper profile's) stay absolute.
 """
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pandas as pd
 
+from .jsonl_store import write_if_changed
 from .labels import vector_to_names
 from .paths import RunPaths
 
@@ -24,10 +29,17 @@ def manifest_frame(ds, subset: str | None = None) -> pd.DataFrame:
     return frame
 
 
+def _in_run(paths: RunPaths, image_path: str) -> str:
+    """An image path relative to the run folder when it lies inside it, else as given."""
+    path = Path(image_path)
+    return path.relative_to(paths.root).as_posix() if path.is_relative_to(paths.root) else image_path
+
+
 def write_manifest(paths: RunPaths, name: str, frame: pd.DataFrame) -> None:
-    path = paths.manifest_file(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.assign(labels=[json.dumps(list(v)) for v in frame["labels"]]).to_csv(path, index=False)
+    """Write one manifest (rewritten only when its bytes change)."""
+    written = frame.assign(labels=[json.dumps(list(v)) for v in frame["labels"]],
+                           image_path=[_in_run(paths, p) for p in frame["image_path"]])
+    write_if_changed(paths.manifest_file(name), written.to_csv(index=False))
 
 
 def _label_list(cell, path, row: int) -> list[str]:
@@ -50,4 +62,5 @@ def load_manifest(paths: RunPaths, name: str) -> pd.DataFrame:
     if "labels" not in frame:
         raise ValueError(f"{path}: no 'labels' column (rerun 01_sampling to rewrite the manifest)")
     frame["truth"] = [_label_list(v, path, i) for i, v in enumerate(frame["labels"])]
+    frame["image_path"] = [os.path.join(paths.root, p) for p in frame["image_path"].astype(str)]   # absolute stay
     return frame.drop(columns="labels")

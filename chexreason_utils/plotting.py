@@ -1,16 +1,19 @@
 """One plot style, deterministic figure and table files, each registered in ``figure_registry``.
 
 ``save_figure`` writes PNG + PDF with no timestamps or version strings (two saves of the same figure are
-byte-identical) and the CSV of the numbers plotted beside them.
+byte-identical) and the CSV of the numbers plotted beside them; like ``save_table``, it leaves a file that
+already holds the same bytes untouched (``jsonl_store.write_if_changed``).
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
 from . import figure_registry, reporting, tables
+from .jsonl_store import write_if_changed
 
 _PNG_METADATA = {"Software": None}
 _PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None, "ModDate": None}
@@ -36,9 +39,11 @@ def save_figure(fig: plt.Figure, artifact_id: str, data: pd.DataFrame, out_dir: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     png, pdf, csv = (out_dir / name for name in art.files())
-    fig.savefig(png, metadata=_PNG_METADATA, bbox_inches="tight")
-    fig.savefig(pdf, metadata=_PDF_METADATA, bbox_inches="tight")
-    data.to_csv(csv, index=False, float_format="%.6g")
+    for path, metadata in ((png, _PNG_METADATA), (pdf, _PDF_METADATA)):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=path.suffix[1:], metadata=metadata, bbox_inches="tight")
+        write_if_changed(path, buffer.getvalue())
+    write_if_changed(csv, data.to_csv(index=False, float_format="%.6g"))
     plt.close(fig)   # shown once, by the notebook cell that returns it, not again by the inline backend
     return [png, pdf, csv]
 
@@ -55,9 +60,9 @@ def save_table(table: pd.DataFrame, artifact_id: str, out_dir: Path, caption: st
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv, md, tex = (out_dir / name for name in art.files())
-    tables.tidy(table).to_csv(csv, index=False, float_format="%.6g")
-    md.write_text(f"**{art.title}**{(' — ' + caption) if caption else ''}\n\n"
-                  + tables.markdown(table, reporting.PAPER_HEADINGS) + "\n")
-    tex.write_text(tables.latex(table, caption=f"{art.title}{(' (' + caption + ')') if caption else ''}",
-                                label=f"tab:{artifact_id}", headings=reporting.PAPER_HEADINGS))
+    write_if_changed(csv, tables.tidy(table).to_csv(index=False, float_format="%.6g"))
+    write_if_changed(md, f"**{art.title}**{(' — ' + caption) if caption else ''}\n\n"
+                     + tables.markdown(table, reporting.PAPER_HEADINGS) + "\n")
+    write_if_changed(tex, tables.latex(table, caption=f"{art.title}{(' (' + caption + ')') if caption else ''}",
+                                       label=f"tab:{artifact_id}", headings=reporting.PAPER_HEADINGS))
     return [csv, md, tex]

@@ -1,15 +1,17 @@
 """Run the numbered notebooks in order with papermill, skipping stages whose inputs are unchanged.
 
-A stage's fingerprint covers its notebook's bytes, the parameters injected into it, the current values of
-the config keys it read when it last ran (recorded at run time, ``config_reads``; a notebook that records
-nothing is fingerprinted on the whole config; ``workers`` never counts, see ``config_reads.NOT_RESULTS``),
-the source of the ``chexreason_utils`` package, and a digest of every earlier stage's outputs as they are on
-disk. A stage's outputs are its own folders, its registered figures and tables (``figure_registry``) and the
-files it wrote into shared folders (predictions, figures), found by comparing those folders before and
-after it ran. A stage is skipped when its fingerprint and its outputs match the last successful run recorded
-in ``manifest.json``, so a changed value it reads or a missing or changed output reruns it; ``force``
-recomputes. A failing stage stops the run, naming the notebook, cell and error. What a stage counted,
-dropped or redid (``stage.count``) is printed under the summary table, one line per stage.
+A stage's fingerprint covers its notebook's bytes, the parameters injected into it (not the run and figure
+folders: a moved run is the same run), the current value of each config leaf it read when it last ran
+(recorded at run time in its kernel and its workers, ``config_reads``; a notebook that records nothing is
+fingerprinted on the whole config; ``workers`` never counts, see ``config_reads.NOT_RESULTS``), the source of the
+``chexreason_utils`` package, and a digest of every earlier stage's outputs as they are on disk (file contents
+by run-relative name, ``FileDigests``). A stage's outputs are its own folders, its registered figures and tables
+(``figure_registry``) and the files it wrote into shared folders (predictions, figures), found by comparing
+those folders before and after it ran. A stage is skipped when its fingerprint and its outputs match the last
+successful run recorded in ``manifest.json``, so a changed value it reads (named in the printed reason) or a
+missing or changed output reruns it; ``force`` recomputes. A failing stage stops the run, naming the notebook,
+cell and error. What a stage counted, dropped or redid (``stage.count``) is printed under the summary table,
+one line per stage.
 """
 from __future__ import annotations
 
@@ -31,8 +33,12 @@ from .config import Config, load_profile
 from .figure_registry import ARTIFACTS
 from .paths import NOTEBOOK_DIR, REPO_ROOT, RunPaths
 from .report import write_report
-from .stage import READS_FILE, RECORD_FILES, read_report, stage_outputs
+from .stage import READS_FILE, RECORD_FILES, WORKER_READS_FILE, read_report, stage_outputs
 
+FIGURES_PREFIX = "<figures>/"
+DIGEST_CACHE = "file_digests.json"
+WHERE_PARAMS = ("run_dir", "figure_dir", "overrides")   # not fingerprinted: where a run is, and (in the config
+                                                        # values) what it changes
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "papermill", "numpy",
             "pandas", "scikit-learn", "matplotlib", "seaborn")
@@ -114,10 +120,58 @@ def _stat(path: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
+def run_relative(paths: RunPaths, path: str | Path) -> str:
+    """How the manifest names a file: relative to the run folder, ``<figures>/...`` in the figure folder, else
+    absolute (so a run folder copied elsewhere, with its figures, reads as the same run)."""
+    path = Path(path)
+    for base, prefix in ((paths.root, ""), (paths.figures, FIGURES_PREFIX)):
+        if path.is_absolute() and path.is_relative_to(base):
+            return prefix + path.relative_to(base).as_posix()
+    return path.as_posix()
+
+
+def run_absolute(paths: RunPaths, name: str) -> Path:
+    """The file a manifest name (``run_relative``) stands for."""
+    if name.startswith(FIGURES_PREFIX):
+        return paths.figures / name[len(FIGURES_PREFIX):]
+    return paths.root / name   # an absolute name stays itself
+
+
+class FileDigests:
+    """Content digests of output files, cached by size and mtime in ``<run>/file_digests.json`` (keyed by
+    ``run_relative`` name), so only new or rewritten files are read again."""
+
+    def __init__(self, paths: RunPaths):
+        self.paths, self.file = paths, paths.root / DIGEST_CACHE
+        try:
+            self.cache = json.loads(self.file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            self.cache = {}
+
+    def of(self, path: Path) -> str:
+        stat = _stat(path)
+        if stat == "missing":
+            return stat
+        name = run_relative(self.paths, path)
+        if self.cache.get(name, [None])[0] != stat:
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            self.cache[name] = [stat, digest.hexdigest()]
+        return self.cache[name][1]
+
+    def save(self) -> None:
+        tmp = self.file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.cache, sort_keys=True))
+        tmp.replace(self.file)
+
+
 def output_files(paths: RunPaths, stage: str, shared: list[str] = ()) -> list[Path]:
     """Every file a stage owns: its folders' files (not the bookkeeping files), its registered figures and
-    tables, and the files it wrote into shared folders (missing ones included, so their loss is seen)."""
-    files = set(Path(p) for p in shared)
+    tables, and the files it wrote into shared folders (``run_relative`` names; missing ones included, so their
+    loss is seen)."""
+    files = {run_absolute(paths, p) for p in shared}
     files |= {paths.figures / name for a in ARTIFACTS if a.notebook == stage for name in a.files()}
     for rel in stage_outputs(stage):
         base = paths.root / rel
@@ -125,14 +179,15 @@ def output_files(paths: RunPaths, stage: str, shared: list[str] = ()) -> list[Pa
     return sorted(files)
 
 
-def output_digest(paths: RunPaths, stage: str, shared: list[str] = ()) -> str:
-    """A cheap digest of a stage's outputs: path, size and mtime of every file (or that it is missing)."""
-    return _sha("\n".join(f"{p}:{_stat(p)}" for p in output_files(paths, stage, shared)))
+def output_digest(paths: RunPaths, stage: str, shared: list[str], digests: FileDigests) -> str:
+    """A digest of a stage's outputs: the run-relative name and content digest of every file (or that it is
+    missing); a file rewritten with the same bytes, or a run folder copied elsewhere, digests the same."""
+    return _sha("\n".join(f"{run_relative(paths, p)}:{digests.of(p)}" for p in output_files(paths, stage, shared)))
 
 
 def _snapshot(paths: RunPaths) -> dict[str, str]:
-    """Size and mtime of every file in the folders several stages write into."""
-    return {str(p): _stat(p) for folder in (paths.predictions, paths.figures) if folder.is_dir()
+    """Size and mtime of every file in the folders several stages write into, by ``run_relative`` name."""
+    return {run_relative(paths, p): _stat(p) for folder in (paths.predictions, paths.figures) if folder.is_dir()
             for p in folder.rglob("*") if p.is_file()}
 
 
@@ -150,19 +205,24 @@ def code_digest() -> str:
 
 
 def fingerprint(nb: Path, params: dict, config: dict[str, str], upstream: dict[str, str], code: str = "") -> str:
-    """``config``: ``config_reads.values`` of the keys the stage reads. The ``overrides`` parameter is left
-    out: what it changes is in the config values (and ``workers`` must not count)."""
-    payload = json.dumps({"notebook": _sha(nb.read_bytes()), "params": {k: v for k, v in params.items() if k != "overrides"},
+    """``config``: ``config_reads.values`` of the keys the stage reads. ``WHERE_PARAMS`` are left out: the run
+    and figure folders (a moved run is the same run) and ``overrides`` (what it changes is in the config values,
+    and ``workers`` must not count)."""
+    payload = json.dumps({"notebook": _sha(nb.read_bytes()),
+                          "params": {k: v for k, v in params.items() if k not in WHERE_PARAMS},
                           "config": config, "code": code, "upstream": upstream}, sort_keys=True, default=str)
     return _sha(payload)
 
 
 def recorded_reads(paths: RunPaths, stage: str) -> list[str]:
-    """The config keys a stage's last run read ('' = everything, for a notebook that records nothing)."""
+    """The config keys a stage's last run read, in its kernel and its workers ('' = everything, for a notebook
+    that records nothing)."""
+    folder = paths.stage(stage)
     try:
-        return config_reads.minimal(json.loads((paths.stage(stage) / READS_FILE).read_text()))
+        kernel = json.loads((folder / READS_FILE).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return [""]
+    return config_reads.minimal([*kernel, *config_reads.read_keys(folder / WORKER_READS_FILE)])
 
 
 def check_parameters(nb: Path, params: dict) -> None:
@@ -260,22 +320,23 @@ def run(opts: RunOptions) -> list[StageResult]:
     previous = manifest.get("stages", {})
     stages = dict(previous)
     code = code_digest()
+    digests = FileDigests(paths)
     results: list[StageResult] = []
     failure: StageFailed | None = None
     for nb in notebooks:
         if nb not in selected:
             continue
-        upstream = {p.stem: output_digest(paths, p.stem, stages.get(p.stem, {}).get("shared_outputs", []))
+        upstream = {p.stem: output_digest(paths, p.stem, _shared(paths, stages.get(p.stem, {})), digests)
                     for p in notebooks if p.stem < nb.stem}
         last = previous.get(nb.stem, {})
-        reads, shared = last.get("reads", [""]), last.get("shared_outputs", [])
+        reads, shared = last.get("reads", [""]), _shared(paths, last)
         config = config_reads.values(cfg, reads)
         fp = fingerprint(nb, params, config, upstream, code)
         if failure is not None:
             results.append(StageResult(nb.stem, "not run", reason="an earlier stage failed", fingerprint=fp))
             continue
         unchanged = (last.get("status") in ("ran", "skipped") and last.get("fingerprint") == fp
-                     and last.get("output_digest") == output_digest(paths, nb.stem, shared))
+                     and last.get("output_digest") == output_digest(paths, nb.stem, shared, digests))
         if unchanged and not opts.force:
             result = StageResult(nb.stem, "skipped", reason="notebook, parameters and inputs unchanged",
                                  fingerprint=fp, output_digest=last["output_digest"], reads=reads, config=config,
@@ -296,7 +357,7 @@ def run(opts: RunOptions) -> list[StageResult]:
             config = config_reads.values(cfg, reads)
             shared = _shared_outputs(before, _snapshot(paths), shared)
             result = StageResult(nb.stem, status, wall, reason, fingerprint(nb, params, config, upstream, code),
-                                 output_digest(paths, nb.stem, shared) if status == "ran" else "", reads, config,
+                                 output_digest(paths, nb.stem, shared, digests) if status == "ran" else "", reads, config,
                                  shared, read_report(paths.stage(nb.stem)))
             print(f"[{nb.stem}] {status} in {wall:.1f} s", flush=True)
         results.append(result)
@@ -305,6 +366,7 @@ def run(opts: RunOptions) -> list[StageResult]:
                            "reads": result.reads, "config": result.config, "shared_outputs": result.shared_outputs,
                            "report": result.report}
         _write_manifest(paths, cfg, opts, stages)
+        digests.save()
     print(summary_table(results), flush=True)
     if failure is not None:
         raise failure
@@ -312,14 +374,20 @@ def run(opts: RunOptions) -> list[StageResult]:
     return results
 
 
-def _why(last: dict, fp: str, config: dict[str, str]) -> str:
+def _shared(paths: RunPaths, entry: dict) -> list[str]:
+    """A manifest entry's shared outputs as ``run_relative`` names (older manifests hold absolute paths)."""
+    return [run_relative(paths, p) for p in entry.get("shared_outputs", [])]
+
+
+def _why(last: dict, fp: str, config: dict[str, str], at_most: int = 6) -> str:
     if not last:
         return "never run"
     if last.get("status") not in ("ran", "skipped"):
         return f"last run {last.get('status')}"
     if last.get("fingerprint") != fp:
         changed = sorted(k for k in config if last.get("config", {}).get(k) != config[k])
-        return (f"config changed: {', '.join(changed)}" if changed
+        more = f" (+{len(changed) - at_most} more)" if len(changed) > at_most else ""
+        return (f"config changed: {', '.join(changed[:at_most])}{more}" if changed
                 else "notebook, parameters, library code or inputs changed")
     return "outputs missing or changed since last run"
 

@@ -1,8 +1,9 @@
 """What every notebook does first: load its profile, fix seeds and style, and know where to write.
 
 While a stage runs, its config records which values it reads (``config_reads``) into ``config_reads.json``
-in the stage folder, and anything it counts, drops or redoes (``count``) goes to ``stage_report.jsonl``
-there; the runner fingerprints the recorded values and prints the counts in its terminal summary.
+in the stage folder (its worker processes append theirs to ``config_reads_workers.txt``), and anything it
+counts, drops or redoes (``count``) goes to ``stage_report.jsonl`` there; the runner fingerprints the
+recorded values and prints the counts in its terminal summary.
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ from .seeding import seed_everything
 # writes into shared folders (the runner digests these to detect missing or changed outputs).
 STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {"00_setup": ("world", "models", "00_setup")}
 READS_FILE = "config_reads.json"
+WORKER_READS_FILE = "config_reads_workers.txt"   # keys read by worker processes (config_reads.READS_ENV)
 REPORT_FILE = "stage_report.jsonl"
-RECORD_FILES = (READS_FILE, REPORT_FILE)     # bookkeeping, not outputs
+RECORD_FILES = (READS_FILE, WORKER_READS_FILE, REPORT_FILE)     # bookkeeping, not outputs
 REPORT_ENV = "CHEXREASON_STAGE_REPORT"       # inherited by worker processes, so their counts arrive too
 
 
@@ -102,8 +104,10 @@ def start_stage(name: str, profile: str, run_dir: str = "", figure_dir: str = ""
     paths = RunPaths.for_profile(cfg.profile, run_dir or None, figure_dir or None)
     folder = paths.stage(name)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / REPORT_FILE).unlink(missing_ok=True)
+    for name in (REPORT_FILE, WORKER_READS_FILE):
+        (folder / name).unlink(missing_ok=True)
     os.environ[REPORT_ENV] = str(folder / REPORT_FILE)
+    os.environ[config_reads.READS_ENV] = str(folder / WORKER_READS_FILE)
     config_reads.track(cfg, _ReadLog(folder / READS_FILE))
     seed_everything(cfg.seed)
     set_style()

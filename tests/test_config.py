@@ -71,6 +71,60 @@ def test_config_reads_record_leaves_and_whole_sections_handed_on():
     assert "diagnostics" in reads
     assert config_reads.minimal(["grpo.beta", "grpo", "seed", "sft.lr", "sft.lr"]) == ["grpo", "seed", "sft.lr"]
     values = config_reads.values(load_profile("smoke"), ["workers", "seed", ""])
-    assert set(values) == {""}                             # '' covers all; workers never counts
+    assert "seed" in values and "grpo.hard.lambda_len" in values   # '' covers all, one digest per leaf ...
+    assert "workers" not in values                                 # ... but workers never counts
     assert values == config_reads.values(load_profile("smoke", {"workers": 7}), [""])
-    assert values != config_reads.values(load_profile("smoke", {"seed": 7}), [""])
+    edited = config_reads.values(load_profile("smoke", {"seed": 7}), [""])
+    assert [k for k in values if values[k] != edited[k]] == ["seed"]   # the changed leaf is named
+
+
+def test_a_config_pickled_to_a_worker_counts_as_the_keys_the_worker_reads(tmp_path, monkeypatch):
+    import pickle
+
+    from chexreason_utils import config_reads
+
+    reads = []
+    cfg = config_reads.track(load_profile("smoke"), reads.append)
+    monkeypatch.setenv(config_reads.READS_ENV, str(tmp_path / "worker_reads.txt"))
+    sent = pickle.dumps(cfg)                              # what run_jobs sends to a worker process
+    assert reads == []                                    # sending reads nothing ...
+    worker = pickle.loads(sent)                           # ... the worker's copy reports its own reads
+    assert worker.evaluation.n_bootstrap == 1000 and worker.grpo.hard.lambda_len == 0.1 and worker.seed == 0
+    worker.evaluation.n_bootstrap                         # noqa: B018  (a repeated read is recorded once)
+    assert config_reads.read_keys(tmp_path / "worker_reads.txt") == ["evaluation.n_bootstrap",
+                                                                     "grpo.hard.lambda_len", "seed"]
+    again = pickle.loads(pickle.dumps(worker))            # a worker handing it on keeps the prefixes
+    assert again.sft.batch_size == 8 and "sft.batch_size" in config_reads.read_keys(tmp_path / "worker_reads.txt")
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("evaluation.n_bootstrap", -5, "evaluation.n_bootstrap = -5 is not allowed: >= 1"),
+    ("evaluation.nih_label_set", "nosuch", "evaluation.nih_label_set = 'nosuch' is not allowed: one of paper9 | "
+                                           "with_effusion"),
+    ("sft.teacher", "bogus", "sft.teacher = 'bogus' is not allowed: one of http | template"),
+    ("device", "gpu", "device = 'gpu' is not allowed: one of auto | cpu | cuda"),
+    ("grpo.max_steps", 0, "grpo.max_steps = 0 is not allowed: >= 1"),
+    ("sft.max_steps", 0, "sft.max_steps = 0 is not allowed: -1 or >= 1"),
+    ("grpo.top_p", 1.5, r"grpo.top_p = 1.5 is not allowed: > 0 and <= 1"),
+    ("sft.formats", ["only_label", "haiku"], r"sft.formats = 'haiku' in \['only_label', 'haiku'\] is not allowed"),
+    ("data.mimic_root", "", "data.mimic_root = '' is not allowed: a non-empty string"),
+])
+def test_values_out_of_range_or_not_a_choice_fail_at_load_naming_key_value_and_what_is_allowed(key, value, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_profile("smoke", {key: value})
+    assert "\n" not in str(caught.value)
+
+
+def test_every_shipped_profile_passes_the_checks_and_the_edges_of_a_range_are_allowed():
+    for name in ("smoke", "tiny", "paper"):
+        load_profile(name)
+    cfg = load_profile("smoke", {"sft.max_steps": -1, "grpo.top_p": 1.0, "evaluation.prompt_variant": "only_label",
+                                 "sampling.min_fraction": 0.0})
+    assert cfg.sft.max_steps == -1 and cfg.grpo.top_p == 1.0
+
+
+def test_a_bad_value_in_a_profile_file_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grpo: {num_generations: 1}\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: grpo\.num_generations = 1 is not allowed: >= 2"):
+        load_profile(bad)

@@ -101,3 +101,13 @@ def test_config_command_prints_values_tags_and_help(capsys):
     assert "grpo.learning_rate = 1e-06  [open]" in out and "grpo.beta" not in out
     assert main(["config", "--tag", "maybe"]) == 2
     assert "unknown tag 'maybe'" in capsys.readouterr().err
+
+
+def test_allowed_values_are_shown_with_the_help_and_cover_every_choice():
+    by_key = {o.key: o for o in config_docs.options()}
+    assert by_key["device"].text.endswith("Allowed: one of auto | cpu | cuda.")
+    assert "Allowed: >= 1." in by_key["evaluation.n_bootstrap"].text
+    assert "Allowed: one of paper9 | with_effusion." in config_docs.describe(config.load_profile("smoke"))
+    free = {k for k, o in by_key.items() if not o.allowed}
+    assert free <= {"evaluation.relabel_csv"} | {k for k, o in by_key.items()
+                                                  if isinstance(config_docs.value_of(config.Config(), k), bool)}

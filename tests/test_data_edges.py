@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chexreason_utils.data import DataLayoutError, load_nih
+from chexreason_utils.data import DataLayoutError, load_chexpert, load_nih
 from chexreason_utils.labels import CHEXPERT_LABELS
 from chexreason_utils.sampling import select_nih_test, split_train_pool
 
@@ -60,3 +60,71 @@ def test_small_pool_error_says_sft_patients_were_removed_first():
     with pytest.raises(ValueError, match=r"only 12 are available.*already selected for sft; 15 more removed because "
                                          r"their patients"):
         split_train_pool(frame, labels, 13, 13, 1, 0.05, 0.3, 4.0, seed=0)
+
+
+def test_an_empty_split_list_or_one_naming_no_known_image_is_an_error_naming_the_file(tmp_path):
+    root = _nih(tmp_path / "ChestX-ray14", ["00000001_000.png,Edema,0,1,50,M,PA"], lists=False)
+    (root / "test_list.txt").write_text("\n")
+    with pytest.raises(DataLayoutError, match=r"test_list.txt is empty: expected one image name per line"):
+        load_nih(root, splits=["test"], check_images=False)
+    (root / "test_list.txt").write_text("99999999_000.png\n")
+    with pytest.raises(DataLayoutError, match=r"test_list.txt: none of its image names is in Data_Entry_2017_v2020"):
+        load_nih(root, splits=["test"], check_images=False)
+
+
+def _chexpert(root, value):
+    root.mkdir(parents=True)
+    rows = [["test/patient00001/study1/view1_frontal.jpg", *["0"] * len(CHEXPERT_LABELS)] for _ in range(3)]
+    rows[1][1 + CHEXPERT_LABELS.index("Edema")] = value
+    header = ",".join(["Path", *CHEXPERT_LABELS])
+    (root / "test_labels.csv").write_text(header + "\n" + "\n".join(",".join(r) for r in rows) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("value", ["1", "-1.0", ""])
+def test_chexpert_label_values_1_0_minus_1_and_blank_are_read(tmp_path, value):
+    res = load_chexpert(_chexpert(tmp_path / "CheXpert-v1.0", value), "test", check_images=False)
+    assert res.total_rows == 3
+
+
+def test_a_non_binary_chexpert_label_names_file_column_row_and_the_allowed_values(tmp_path):
+    with pytest.raises(DataLayoutError, match=r"test_labels.csv: column 'Edema', row 2 \(line 3\): 'yes' is not a "
+                                              r"label value; allowed: 1, 0, -1 or blank"):
+        load_chexpert(_chexpert(tmp_path / "CheXpert-v1.0", "yes"), "test", check_images=False)
+
+
+def test_a_non_binary_mimic_label_names_the_label_file(tmp_path):
+    from chexreason_utils.data import load_mimic
+    from chexreason_utils.data.mimic import CHEXPERT_CSV, METADATA_CSV, SPLIT_CSV
+    from chexreason_utils.labels import CHEXPERT_CSV_ORDER
+
+    root = tmp_path / "mimic"
+    root.mkdir()
+    labels = pd.DataFrame({"subject_id": [10000001], "study_id": [50000001],
+                           **{c: [2.0 if c == "Edema" else None] for c in CHEXPERT_CSV_ORDER}})
+    labels.to_csv(root / CHEXPERT_CSV, index=False)
+    pd.DataFrame({"dicom_id": ["d1"], "subject_id": [10000001], "study_id": [50000001],
+                  "ViewPosition": ["PA"]}).to_csv(root / METADATA_CSV, index=False)
+    pd.DataFrame({"dicom_id": ["d1"], "split": ["train"]}).to_csv(root / SPLIT_CSV, index=False)
+    with pytest.raises(DataLayoutError, match=r"chexpert.csv.gz: column 'Edema', row 1 \(line 2\): '2.0' is not"):
+        load_mimic(root, check_images=False)
+
+
+def test_manifest_paths_inside_the_run_are_stored_relative_and_read_back_absolute(tmp_path):
+    from chexreason_utils.manifests import load_manifest, write_manifest
+    from chexreason_utils.paths import RunPaths
+
+    paths = RunPaths.for_profile("smoke", tmp_path / "run", tmp_path / "fig")
+    inside = str(paths.root / "world" / "nih" / "a.png")
+    frame = pd.DataFrame({"image_id": ["a", "b"], "image_path": [inside, "/data/ChestX-ray14/images/b.png"],
+                          "labels": [["Edema"], []]})
+    write_manifest(paths, "nih_test", frame)
+    written = pd.read_csv(paths.manifest_file("nih_test"))
+    assert list(written["image_path"]) == ["world/nih/a.png", "/data/ChestX-ray14/images/b.png"]
+    moved = RunPaths.for_profile("smoke", tmp_path / "moved", tmp_path / "fig")
+    paths.root.rename(moved.root)
+    assert list(load_manifest(moved, "nih_test")["image_path"]) == [str(moved.root / "world" / "nih" / "a.png"),
+                                                                      "/data/ChestX-ray14/images/b.png"]
+    mtime = moved.manifest_file("nih_test").stat().st_mtime_ns
+    write_manifest(moved, "nih_test", load_manifest(moved, "nih_test").rename(columns={"truth": "labels"}))
+    assert moved.manifest_file("nih_test").stat().st_mtime_ns == mtime     # the same bytes: not rewritten

@@ -274,8 +274,10 @@ def test_an_interrupted_control_resumes_to_the_same_numbers(smoke_run, tmp_path)
 
 
 COMPARED = (".safetensors", ".json", ".csv", ".png", ".pdf", ".md", ".tex", ".html")
-# times, run ids, and trl's model card (README.md), whose tags trl writes in set order
-NOT_COMPARED = {"manifest.json", "run_info.json", "trainer_state.json", "config_reads.json", "README.md"}
+# times, run ids, the runner's file-digest cache (keyed by mtime), and trl's model card (README.md), whose tags trl
+# writes in set order
+NOT_COMPARED = {"manifest.json", "run_info.json", "trainer_state.json", "config_reads.json", "file_digests.json",
+                "README.md"}
 TIMING_COLUMNS = ("runtime", "per_second", "step_time")
 
 

@@ -125,6 +125,17 @@ def test_saving_the_same_figure_twice_gives_identical_bytes(tmp_path):
     assert [f.name for f in files] == ["headline.png", "headline.pdf", "headline.csv"]
 
 
+def test_saving_the_same_figure_or_table_again_leaves_the_files_untouched(tmp_path):
+    data = pd.DataFrame({"x": [0, 1, 2], "y": [0.2, 0.5, 0.4]})
+    table = pd.DataFrame({"label": ["Edema"], "f1": [0.5]})
+    files = plotting.save_figure(_figure(), "headline", data, tmp_path) + plotting.save_table(table, "sft_final_values", tmp_path)
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    again = plotting.save_figure(_figure(), "headline", data, tmp_path) + plotting.save_table(table, "sft_final_values", tmp_path)
+    assert again == files and [f.stat().st_mtime_ns for f in files] == mtimes     # a rerun of 00 cascades nowhere
+    plotting.save_figure(_figure(), "headline", data.assign(y=[0.3, 0.5, 0.4]), tmp_path)
+    assert files[2].stat().st_mtime_ns != mtimes[2]                               # changed bytes are written
+
+
 def test_readme_figure_table_matches_the_registry():
     readme = (REPO_ROOT / "README.md").read_text()
     assert figure_registry.markdown_table() in readme

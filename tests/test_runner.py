@@ -86,6 +86,7 @@ def test_stage_selection_errors(tmp_path):
     (["--profile", "nope"], "unknown profile 'nope'"),
     (["--profile", "/nonexistent/p.yaml"], "profile file not found"),
     (["--profile", "smoke", "-p", "grpo.max_steps=lots"], "grpo.max_steps must be int"),
+    (["--profile", "smoke", "-p", "evaluation.n_bootstrap=-5"], "evaluation.n_bootstrap = -5 is not allowed: >= 1"),
     (["--profile", "smoke", "--notebooks", "/nonexistent/nbs"], "notebook directory not found"),
 ])
 def test_cli_errors_are_one_line_without_traceback(tmp_path, args, message):
@@ -108,37 +109,57 @@ def test_library_code_is_part_of_the_fingerprint(tmp_path, monkeypatch):
 
 START = "from chexreason_utils import start_stage\nstage = start_stage('{name}', profile, run_dir, figure_dir, overrides)\ncfg = stage.cfg"
 READS = {   # what each fixture stage reads, in the ways the real notebooks and library read config
-    "00_alpha": "from dataclasses import replace\nx = cfg.world.seed\nm = replace(cfg.models, tiny_vocab=5)",
+    "00_alpha": "from dataclasses import replace\nfrom pathlib import Path\nx = cfg.world.seed\n"
+                "m = replace(cfg.models, tiny_vocab=5)\n"
+                "(Path(run_dir) / '00_alpha' / 'card.txt').write_text('the same bytes at every run')",
     "01_beta": "from dataclasses import asdict\nx = asdict(cfg.sampling), cfg.evaluation.nih_label_set, cfg.workers",
-    "02_gamma": "import pickle\nx = pickle.dumps(cfg.grpo), cfg.sft.batch_size, f'caption: profile {cfg.profile}', cfg.seeds",
+    # the config goes to two worker processes (workers.py beside the notebooks): only what they read counts
+    "02_gamma": "from chexreason_utils.jobs import run_jobs\nimport workers\n"
+                "x = run_jobs(workers.read, [dict(cfg=cfg, key='grpo.hard.lambda_len'), dict(cfg=cfg, key='seeds')], 2)\n"
+                "y = cfg.sft.batch_size, f'caption: profile {cfg.profile}'",
 }
+WORKERS = "def read(cfg, key):\n    for part in key.split('.'):\n        cfg = getattr(cfg, part)\n    return cfg\n"
 # One edit per config section -> the stages that read the edited value (every stage reads seed in start_stage;
-# workers is read by 01 but can never change results, so it reruns nothing).
+# workers is read by 01 but can never change results, so it reruns nothing; 00 rewrites card.txt with the same
+# bytes, which changes nothing downstream).
 EDITS = [("seed", 3, {"00_alpha", "01_beta", "02_gamma"}), ("device", "cuda", set()), ("workers", 3, set()),
          ("world.seed", 8, {"00_alpha"}), ("world.n_pretrain", 7, set()), ("data.check_images", False, set()),
          ("sampling.n_sft", 50, {"01_beta"}), ("models.tiny_hidden", 64, {"00_alpha"}), ("models.tiny_vocab", 333, set()),
          ("sft.batch_size", 2, {"02_gamma"}), ("sft.learning_rate", 0.5, set()), ("grpo.hard.lambda_len", 0.3, {"02_gamma"}),
-         ("evaluation.nih_label_set", "with_effusion", {"01_beta"}), ("evaluation.batch_size", 3, set()),
-         ("cross_model.general_zero_shot", False, set()), ("diagnostics.window", 9, set()), ("claims.sesoi_c1", 0.05, set()),
-         ("profile", "smoke-copy", {"02_gamma"}), ("seeds", [4, 5], {"02_gamma"})]
+         ("grpo.beta", 0.2, set()), ("evaluation.nih_label_set", "with_effusion", {"01_beta"}),
+         ("evaluation.batch_size", 3, set()), ("cross_model.general_zero_shot", False, set()),
+         ("diagnostics.window", 9, set()), ("claims.sesoi_c1", 0.05, set()), ("profile", "smoke-copy", {"02_gamma"}),
+         ("seeds", [4, 5], {"02_gamma"})]
 
 
-def test_editing_a_config_value_reruns_exactly_the_stages_that_read_it(tmp_path):
+def _fixture_stages(tmp_path):
     import yaml
 
-    from chexreason_utils.config import PROFILE_DIR, Config
+    from chexreason_utils.config import PROFILE_DIR
 
     nbs = tmp_path / "nbs"
     nbs.mkdir()
+    (nbs / "workers.py").write_text(WORKERS)
     for name, source in READS.items():
         write_notebook(nbs / f"{name}.ipynb", [("params", PARAMS), ("code", START.format(name=name)), ("code", source)])
     profile = tmp_path / "copy.yaml"
     raw = yaml.safe_load((PROFILE_DIR / "smoke.yaml").read_text())
     profile.write_text(yaml.safe_dump(raw))
+    return profile, raw
+
+
+def test_editing_a_config_value_reruns_exactly_the_stages_that_read_it(tmp_path, capsys):
+    import yaml
+
+    from chexreason_utils.config import Config
+
+    profile, raw = _fixture_stages(tmp_path)
     options = opts(tmp_path, profile=str(profile))
     assert [r.status for r in run(options)] == ["ran"] * 3
-    reads = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["01_beta"]["reads"]
-    assert {"sampling.n_sft", "evaluation.nih_label_set", "workers", "seed"} <= set(reads)   # asdict: every leaf
+    stages = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]
+    assert {"sampling.n_sft", "evaluation.nih_label_set", "workers", "seed"} <= set(stages["01_beta"]["reads"])
+    assert {"grpo.hard.lambda_len", "seeds", "sft.batch_size"} <= set(stages["02_gamma"]["reads"])   # workers' too
+    assert "grpo" not in stages["02_gamma"]["reads"] and "" not in stages["02_gamma"]["reads"]
     assert {key.split(".")[0] for key, _, _ in EDITS} == {f.name for f in __import__("dataclasses").fields(Config)}
     for key, new, expected in EDITS:
         *parents, leaf = key.split(".")
@@ -149,7 +170,25 @@ def test_editing_a_config_value_reruns_exactly_the_stages_that_read_it(tmp_path)
         profile.write_text(yaml.safe_dump(raw))
         results = run(options)
         assert {r.name for r in results if r.status == "ran"} == expected, key
-        assert all(f"config changed: {key.split('.')[0]}" in r.reason for r in results if r.status == "ran"), key
+        assert all(r.reason == f"config changed: {key}" for r in results if r.status == "ran"), key
+    assert "running (config changed: seeds)" in capsys.readouterr().out
+
+
+def test_a_copied_run_folder_reruns_as_unchanged(tmp_path):
+    import shutil
+
+    profile, _ = _fixture_stages(tmp_path)
+    make_stages(tmp_path / "nbs")       # stages that write into the run folder, the shared folders and figures
+    write_notebook(tmp_path / "nbs" / "04_evaluation.ipynb", [("params", FOUR[0]), ("code", FOUR[1])])
+    assert {r.status for r in run(opts(tmp_path, profile=str(profile)))} == {"ran"}
+    shutil.copytree(tmp_path / "run", tmp_path / "moved", copy_function=shutil.copy)   # new mtimes too
+    moved = RunOptions(profile=str(profile), run_dir=str(tmp_path / "moved"), figure_dir=str(tmp_path / "fig"),
+                       notebook_dir=tmp_path / "nbs")
+    results = run(moved)
+    assert [r.status for r in results] == ["skipped"] * len(results), [(r.name, r.reason) for r in results]
+    manifest = (tmp_path / "moved" / "manifest.json").read_text()
+    stages = json.loads(manifest)["stages"]
+    assert all(not p.startswith("/") for s in stages.values() for p in s["shared_outputs"])
 
 
 FOUR = (PARAMS + "\n", "from pathlib import Path\nimport shutil\nfrom chexreason_utils import start_stage\n"
@@ -171,10 +210,10 @@ def test_deleting_a_registered_or_shared_output_reruns_the_stage_that_makes_it(t
     (tmp_path / "fig" / "headline.png").unlink()
     again = run(opts(tmp_path))
     assert again[0].status == "ran" and "outputs missing or changed" in again[0].reason
-    assert again[1].status == "ran"                                       # its input changed
+    assert again[1].status == "skipped"          # its input was remade with the same bytes: unchanged
     assert (tmp_path / "fig" / "headline.png").exists()
     (tmp_path / "run" / "predictions" / "model__val.jsonl").unlink()     # written by an earlier run of 04
-    assert [r.status for r in run(opts(tmp_path))] == ["ran", "ran"]
+    assert [r.status for r in run(opts(tmp_path))] == ["ran", "skipped"]   # remade with the same bytes
     assert [r.status for r in run(opts(tmp_path))] == ["skipped", "skipped"]
 
 

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from ..labels import CHEXPERT_LABELS, apply_policy
-from .records import (DataLayoutError, LoadResult, check_image_files, drop_rows, require_columns, require_file, source_json,
-                      to_result)
+from .records import (DataLayoutError, LoadResult, check_image_files, drop_rows, numeric_labels, require_columns,
+                      require_file, source_json, to_result)
 
 SPLIT_FILES = {"train": "train.csv", "valid": "valid.csv"}
 
@@ -57,6 +57,7 @@ def load_chexpert(root: str | Path, split: str = "test", policy: str = "positive
     frame = pd.read_csv(csv)
     path_col = "Path" if "Path" in frame.columns else "Study"
     require_columns(frame, [path_col, *CHEXPERT_LABELS], csv)
+    frame = numeric_labels(frame, CHEXPERT_LABELS, csv)
     total = len(frame)
     dropped: Counter = Counter()
     named: dict[str, list[str]] = {}

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from ..labels import CHEXPERT_CSV_ORDER, CHEXPERT_LABELS, apply_policy
-from .records import (DataLayoutError, LoadResult, check_image_files, drop_rows, require_columns, require_file, source_json,
-                      to_result)
+from .records import (DataLayoutError, LoadResult, check_image_files, drop_rows, numeric_labels, require_columns,
+                      require_file, source_json, to_result)
 
 CHEXPERT_CSV = "mimic-cxr-2.0.0-chexpert.csv.gz"
 METADATA_CSV = "mimic-cxr-2.0.0-metadata.csv.gz"
@@ -43,6 +43,7 @@ def load_mimic(root: str | Path, policy: str = "positive_only", frontal_only: bo
     meta = pd.read_csv(meta_path, dtype={"dicom_id": str})
     split = pd.read_csv(split_path, dtype={"dicom_id": str})
     require_columns(labels, ["subject_id", "study_id", *CHEXPERT_CSV_ORDER], labels_path)
+    labels = numeric_labels(labels, CHEXPERT_CSV_ORDER, labels_path)
     require_columns(meta, ["dicom_id", "subject_id", "study_id", "ViewPosition"], meta_path)
     require_columns(split, ["dicom_id", "split"], split_path)
 

@@ -72,7 +72,11 @@ def load_nih(root: str | Path, splits: list[str] | None = None, check_images: bo
     for split, name in SPLIT_LISTS.items():
         path = root / name
         if path.is_file():
-            membership.update({line.strip(): split for line in path.read_text().splitlines() if line.strip()})
+            names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            if not names and splits and split in splits:
+                raise DataLayoutError(f"NIH split list {path} is empty: expected one image name per line (e.g. "
+                                      f"00000003_000.png), the images of the {split!r} split")
+            membership.update({name: split for name in names})
         elif splits and split in splits:
             raise DataLayoutError(
                 f"NIH split list: expected {path} (not found), one image name per line (e.g. 00000003_000.png), "
@@ -81,6 +85,10 @@ def load_nih(root: str | Path, splits: list[str] | None = None, check_images: bo
     frame = frame.assign(split=frame["Image Index"].map(membership).astype(object).fillna("unlisted"))
     if splits:
         frame = drop_rows(frame, ~frame["split"].isin(splits).to_numpy(), "other official split", dropped)
+        unmatched = [s for s in splits if s in SPLIT_LISTS and not (frame["split"] == s).any()]
+        if unmatched:
+            raise DataLayoutError(f"NIH split list {root / SPLIT_LISTS[unmatched[0]]}: none of its image names is "
+                                  f"in {entry.name} (column 'Image Index')")
 
     names = frame["Finding Labels"].fillna("").astype(str).str.split("|")
     unknown = names.map(lambda ns: any(n not in NIH_LABELS and n != NIH_NO_FINDING for n in ns))

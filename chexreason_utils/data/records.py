@@ -36,6 +36,25 @@ def require_columns(frame: pd.DataFrame, columns: Sequence[str], source: Path) -
                               f"found {', '.join(map(repr, frame.columns))}")
 
 
+LABEL_VALUES = (1, 0, -1)   # CheXpert-style label files: present, absent, uncertain, or blank
+
+
+def numeric_labels(frame: pd.DataFrame, columns: Sequence[str], source: Path) -> pd.DataFrame:
+    """``frame`` with its label columns as floats (blank: NaN); any other value is a ``DataLayoutError`` naming the
+    file, column and row (the file's line number: the header is line 1)."""
+    out = {}
+    for column in columns:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = frame[column].notna() & ~values.isin(LABEL_VALUES)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataLayoutError(f"{source}: column {column!r}, row {row + 1} (line {row + 2}): "
+                                  f"{str(frame[column].iloc[row])!r} is not a label value; allowed: 1, 0, -1 or blank "
+                                  f"({int(bad.sum())} such value(s) in the column)")
+        out[column] = values.astype(float)
+    return frame.assign(**out)
+
+
 @dataclass
 class LoadResult:
     """Records as a ``datasets.Dataset`` (lazily decoded ``image``) plus what was dropped and why."""

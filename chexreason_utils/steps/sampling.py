@@ -6,6 +6,7 @@ import pandas as pd
 
 from ..config import Config
 from ..data import load_chexpert, load_mimic, load_nih
+from ..jsonl_store import write_if_changed
 from ..labels import NIH_LABEL_SETS
 from ..manifests import load_manifest, manifest_frame, write_manifest
 from ..metrics import label_matrix
@@ -34,9 +35,9 @@ def build_manifests(cfg: Config, paths: RunPaths) -> dict:
     for name, frame in frames.items():
         write_manifest(paths, name, frame)
     prevalence = label_table(pool_labels, "pool")
-    prevalence.to_csv(paths.pool_prevalence_file, index=False)
+    write_if_changed(paths.pool_prevalence_file, prevalence.to_csv(index=False))
     drops = pd.concat([r.report() for r in (pool, chex, nih)], ignore_index=True)
-    drops.to_csv(paths.load_report_file, index=False)
+    write_if_changed(paths.load_report_file, drops.to_csv(index=False))
     for row in drops.loc[drops["reason"] != "kept"].itertuples():
         count(f"{row.source} dropped ({row.reason}{': ' + row.files if row.files else ''})", row.rows)
     return {"frames": frames, "selections": selections, "pool_labels": pool_labels, "loads": (pool, chex, nih),

@@ -15,6 +15,7 @@ from ..data import DataLayoutError
 from ..data.phantom import generate_world, load_findings
 from ..labels import CHEXPERT_LABELS
 from ..jobs import run_jobs
+from ..jsonl_store import write_if_changed
 from ..model_registry import ROLES, TINY_CLASSES, base_model
 from ..paths import RunPaths
 from ..teacher import TemplateTeacher, TraceRequest
@@ -86,7 +87,7 @@ def _prepare_base(cfg: Config, paths: RunPaths, role: str, corpus: list[str], ex
                   "instruction_tuning": {**instruct.card(examples, role), "steps": m.instruct_steps,
                                          "learning_rate": m.instruct_lr, "batch_size": m.instruct_batch_size,
                                          "seed": cfg.seed}}
-    (it.out_dir / RunPaths.MODEL_CARD).write_text(json.dumps(model_card, indent=2, sort_keys=True))
+    write_if_changed(it.out_dir / RunPaths.MODEL_CARD, json.dumps(model_card, indent=2, sort_keys=True))
     return {"role": role, "model": name, "class": TINY_CLASSES[name], "parameters": models.parameter_count(it.out_dir),
             "pretrain_pool": pool.name, "pretrain_examples": len(caps), "pretrain_final_loss": _final_loss(pre),
             "instruct_examples": len(examples), "instruct_final_loss": _final_loss(it), "path": str(it.out_dir.relative_to(paths.root))}
