@@ -60,14 +60,27 @@ def test_sft_run_and_reuse(tiny_models, tmp_path, kind):
     data = sft.make_dataset(["Which findings?"] * 8, ["<solution>Cardiomegaly</solution>"] * 8, [str(img)] * 8)
     cfg = SFTConfig(learning_rate=1e-3, max_steps=3, batch_size=4, grad_accum=1, logging_steps=1, eval_steps=2,
                     gradient_checkpointing=False, max_length=512)
-    first = sft.train_sft(tiny_models[kind], data, data.select(range(2)), tmp_path / "out", cfg, full_finetune=True)
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    base = shutil.copytree(tiny_models[kind], tmp_path / "base")
+    first = sft.train_sft(base, data, data.select(range(2)), tmp_path / "out", cfg, full_finetune=True)
     assert not first.reused and {"loss", "mean_token_accuracy", "entropy"} <= set(first.log.columns)
     assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "out" / "processor_config.json").exists()
-    again = sft.train_sft(tiny_models[kind], data, data.select(range(2)), tmp_path / "out", cfg, full_finetune=True)
+    again = sft.train_sft(base, data, data.select(range(2)), tmp_path / "out", cfg, full_finetune=True)
     assert again.reused
     models.load_model(tmp_path / "out", device="cpu")
-    os.utime(tiny_models[kind] / "model.safetensors", ns=(0, 10**18))   # the base model changed on disk
-    assert not sft.train_sft(tiny_models[kind], data, data.select(range(2)), tmp_path / "out", cfg, full_finetune=True).reused
+    os.utime(base / "model.safetensors", ns=(0, 10**18))               # touched, same bytes: still the same run
+    moved = shutil.copytree(base, tmp_path / "moved")                  # and a copy elsewhere too
+    assert sft.train_sft(moved, data, data.select(range(2)), tmp_path / "out", cfg, full_finetune=True).reused
+    weights = load_file(str(base / "model.safetensors"))              # the base model's weights changed
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1e-3
+    save_file(weights, str(base / "model.safetensors"), metadata={"format": "pt"})
+    assert not sft.train_sft(base, data, data.select(range(2)), tmp_path / "out", cfg, full_finetune=True).reused
+    Image.fromarray((np.random.default_rng(2).random((128, 128)) * 255).astype("uint8")).save(img)
+    assert not sft.train_sft(base, data, data.select(range(2)), tmp_path / "out", cfg, full_finetune=True).reused
 
 
 def test_lora_sft_on_a_trained_tiny_checkpoint_saves_an_adapter(tiny_models, tmp_path):
