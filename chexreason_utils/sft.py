@@ -105,7 +105,7 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
         weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps, logging_steps=cfg.logging_steps, seed=seed, data_seed=seed,
         eval_strategy="steps" if evalset is not None else "no", eval_steps=eval_every,
-        save_strategy="steps", save_steps=eval_every, save_total_limit=2,
+        save_strategy="steps", save_steps=eval_every,   # kept until the run ends (no mtime-based rotation)
         metric_for_best_model="eval_loss" if evalset is not None else None, greater_is_better=False,
         restore_callback_states_from_checkpoint=True,
         bf16=dtype.is_floating_point and dev == "cuda", activation_checkpointing=cfg.gradient_checkpointing and dev == "cuda",

@@ -22,6 +22,28 @@ def smoke_run(tmp_path_factory):
     return RunPaths.for_profile("smoke", opts.run_dir, opts.figure_dir), results, opts
 
 
+@pytest.fixture(scope="session", autouse=True)
+def second_smoke_run(request, tmp_path_factory):
+    """The repro test's second clean smoke run (one worker), started in the background when the session starts, so
+    that it runs beside the rest of the suite instead of after it (it costs about a third of the suite's time);
+    yields (process, run dir, figure dir), or None when no repro test is selected."""
+    if not any(item.get_closest_marker("repro") for item in request.session.items):
+        yield None
+        return
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("second-smoke")
+    log = (root / "log.txt").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "chexreason_utils", "run", "--profile", "smoke", "-p", "workers=1",
+                             "--run-dir", str(root / "run"), "--figure-dir", str(root / "figures")],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    yield proc, root / "run", root / "figures", root / "log.txt"
+    if proc.poll() is None:
+        proc.kill()
+    log.close()
+
+
 @pytest.fixture(scope="session")
 def small_world(tmp_path_factory):
     """A small phantom world (generated once per session)."""

@@ -304,15 +304,13 @@ def _comparable(folder, root):
 
 
 @pytest.mark.repro
-def test_a_second_clean_smoke_run_in_another_process_gives_identical_bytes(smoke_run, tmp_path):
+def test_a_second_clean_smoke_run_in_another_process_gives_identical_bytes(smoke_run, second_smoke_run):
     """Same machine, profile and seeds -> the same models, CSVs, figures and tables. The fixture ran with the
-    default workers (one per core), this run with one, so it also shows the worker count changes nothing."""
+    default workers (one per core), this run with one, so it also shows the worker count changes nothing. The
+    second run was started beside the rest of the suite (``conftest.second_smoke_run``)."""
     paths, _, _ = smoke_run
-    run_dir, fig_dir = tmp_path / "run", tmp_path / "figures"
-    proc = subprocess.run([sys.executable, "-m", "chexreason_utils", "run", "--profile", "smoke", "-p", "workers=1",
-                           "--run-dir", str(run_dir), "--figure-dir", str(fig_dir)],
-                          capture_output=True, text=True, timeout=3000)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc, run_dir, fig_dir, log = second_smoke_run
+    assert proc.wait(timeout=3000) == 0, log.read_text()[-3000:]
     for first, second in ((_comparable(paths.root, paths.root), _comparable(run_dir, run_dir)),
                           (_comparable(paths.figures, paths.root), _comparable(fig_dir, run_dir))):
         assert sorted(first) == sorted(second)
