@@ -58,11 +58,13 @@ class GRPORun:
     control: pd.DataFrame | None = None   # frozen-policy control per step (see control_log); None when disabled
 
 
-def make_dataset(instruction: str, image_paths: list[str], truths: list[list[str]]) -> datasets.Dataset:
-    """GRPO prompts: the instruction with one image, its truth labels and its path (logged with each completion)."""
+def make_dataset(instruction: str, image_paths: list[str], truths: list[list[str]],
+                 logged_paths: list[str] | None = None) -> datasets.Dataset:
+    """GRPO prompts: the instruction with one image, its truth labels and the image's name as logged with each
+    completion (``logged_paths``, e.g. run-relative so that a copied run folder still matches; default the path)."""
     ds = datasets.Dataset.from_dict({"prompt": [user_message(instruction)] * len(image_paths),
                                      "image": list(image_paths), "truth": [list(t) for t in truths],
-                                     "image_path": [str(p) for p in image_paths]})
+                                     "image_path": [str(p) for p in logged_paths or image_paths]})
     return ds.cast_column("image", datasets.Image(mode="RGB"))
 
 

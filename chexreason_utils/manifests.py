@@ -29,7 +29,7 @@ def manifest_frame(ds, subset: str | None = None) -> pd.DataFrame:
     return frame
 
 
-def _in_run(paths: RunPaths, image_path: str) -> str:
+def in_run(paths: RunPaths, image_path: str) -> str:
     """An image path relative to the run folder when it lies inside it, else as given."""
     path = Path(image_path)
     return path.relative_to(paths.root).as_posix() if path.is_relative_to(paths.root) else image_path
@@ -38,7 +38,7 @@ def _in_run(paths: RunPaths, image_path: str) -> str:
 def write_manifest(paths: RunPaths, name: str, frame: pd.DataFrame) -> None:
     """Write one manifest (rewritten only when its bytes change)."""
     written = frame.assign(labels=[json.dumps(list(v)) for v in frame["labels"]],
-                           image_path=[_in_run(paths, p) for p in frame["image_path"]])
+                           image_path=[in_run(paths, p) for p in frame["image_path"]])
     write_if_changed(paths.manifest_file(name), written.to_csv(index=False))
 
 

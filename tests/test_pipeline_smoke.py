@@ -266,7 +266,7 @@ def test_an_interrupted_control_resumes_to_the_same_numbers(smoke_run, tmp_path)
     (folder / paths.CONTROL / paths.CONTROL_LOG).write_text("".join((folder / paths.CONTROL / paths.CONTROL_LOG).read_text()
                                                            .splitlines(keepends=True)[:-1]))   # lose the last step
     manifest = load_manifest(paths, "rl")
-    data = grpo.make_dataset(prompts.prompt_for("free_reasoning"), list(manifest["image_path"]), list(manifest["truth"]))
+    data = grpo_steps.rl_dataset(paths, manifest, "free_reasoning")
     g = grpo_steps.resolve_length_threshold(cfg, paths, replace(cfg.grpo, seed=seed))
     again = grpo.run_control(paths.sft_model("medical", "free_reasoning", seed), data, folder, g, "hard",
                              sampling_steps.pool_prevalence(paths), "cpu")

@@ -12,7 +12,7 @@ import pandas as pd
 from .. import grpo, models, prompts, reward_analysis
 from ..config import Config, training_seeds
 from ..jobs import run_jobs
-from ..manifests import load_manifest
+from ..manifests import in_run, load_manifest
 from ..metrics import scores
 from ..model_registry import base_model
 from ..paths import RunPaths, model_tag
@@ -27,10 +27,16 @@ def run_grpo(cfg: Config, paths: RunPaths, reward: str, seed: int, out_dir: Path
     """One GRPO run of one training seed from that seed's Free-Reasoning SFT (``grpo_cfg`` with ``seed=seed``)."""
     manifest = load_manifest(paths, "rl")
     fmt = cfg.grpo.start_format
-    data = grpo.make_dataset(prompts.prompt_for(fmt), list(manifest["image_path"]), list(manifest["truth"]))
+    data = rl_dataset(paths, manifest, fmt)
     return grpo.train_grpo(paths.sft_model("medical", fmt, seed), data, out_dir or paths.grpo_run(reward, seed),
                            resolve_length_threshold(cfg, paths, replace(grpo_cfg or cfg.grpo, seed=seed)), reward,
                            pool_prevalence(paths), cfg.device, fmt)
+
+
+def rl_dataset(paths: RunPaths, manifest, fmt: str):
+    """The GRPO prompts of the RL manifest, each completion logged with its image's run-relative path."""
+    return grpo.make_dataset(prompts.prompt_for(fmt), list(manifest["image_path"]), list(manifest["truth"]),
+                             [in_run(paths, p) for p in manifest["image_path"]])
 
 
 def ablation_name(cfg: Config) -> str:
@@ -179,12 +185,13 @@ def grpo_worked_example(cfg: Config, paths: RunPaths, run: grpo.GRPORun) -> tupl
         raise FileNotFoundError(f"{path} not found: the worked example needs the run's control (grpo.frozen_control)")
     comps = pd.read_parquet(path)
     group = comps.loc[comps["step"] == comps["step"].min()].iloc[:cfg.grpo.num_generations]
-    manifest = load_manifest(paths, "rl").set_index("image_path")
-    truth = list(manifest.loc[group["image_path"].iloc[0], "truth"])
+    manifest = load_manifest(paths, "rl")
+    row = manifest.iloc[[in_run(paths, p) for p in manifest["image_path"]].index(group["image_path"].iloc[0])]
+    truth = list(row["truth"])
     tokenizer = models.load_processor(base_model(cfg, paths, "medical")).tokenizer
     lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in group["completion"]]
     g = resolve_length_threshold(cfg, paths, cfg.grpo)
     table = reward_analysis.worked_example(list(group["completion"]), lengths, truth, pool_prevalence(paths),
                                            g.hard, g.nuanced, prompts.requires_think(g.start_format))
-    return table, {"image_path": group["image_path"].iloc[0], "truth": truth,
+    return table, {"image_path": row["image_path"], "truth": truth,
                    "length_threshold": g.hard.length_threshold}
