@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from . import jsonl_store
-from .cache_keys import digest, files_digest, model_fingerprint
+from .cache_keys import digest, model_fingerprint
 from .models import device_and_dtype, load_model, load_processor
 from .progress import Bar, record_time, timed
 from .prompts import parse_output, prompt_for, requires_think, user_message
