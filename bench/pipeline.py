@@ -1,5 +1,6 @@
 """Where the time goes: run a profile on a fresh run directory, then tabulate per stage and per training run
-the timing records the library wrote while it ran (``chexreason_utils.progress``).
+the timing records the library wrote while it ran (``chexreason_utils.records``), and the seconds a fresh process
+takes to import the stage steps (what every stage's kernel pays once, before its first step).
 
     python bench/pipeline.py                    # tiny profile (make figures), about 15 min on 2 cores
     python bench/pipeline.py --profile smoke    # the test profile, a few minutes
@@ -23,10 +24,10 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from chexreason_utils.progress import timing_records  # noqa: E402
+from chexreason_utils.records import timing_records  # noqa: E402
 
 # Columns of the stage table: phase names of the timing records -> column.
-STAGE_COLUMNS = {"start": "kernel start", "imports": "imports", "load": "load", "build": "trainer build",
+STAGE_COLUMNS = {"start": "kernel start", "load": "load", "build": "trainer build",
                  "train.steps": "train steps", "train.eval": "train eval", "train.checkpoint": "checkpoints",
                  "preprocess": "eval preprocess", "generate": "eval generate", "save": "save"}
 TRAIN_COLUMNS = {"load": "load", "build": "trainer build", "train.steps": "steps", "train.rollout": "of which rollout",
@@ -57,6 +58,13 @@ def prediction_table(records: pd.DataFrame) -> pd.DataFrame:
     table = preds.pivot_table(index="stage", columns="phase", values="seconds", aggfunc="sum", fill_value=0.0)
     table.insert(0, "runs", preds.loc[preds["phase"] == "load"].groupby("stage").size())
     return table
+
+
+def import_seconds() -> float:
+    """Seconds a fresh Python process takes to import ``chexreason_utils.steps`` (torch, transformers, trl, ...)."""
+    code = "import time; t0 = time.perf_counter(); import chexreason_utils.steps; print(time.perf_counter() - t0)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True).stdout
+    return float(out.split()[-1])
 
 
 def main() -> None:
@@ -97,6 +105,7 @@ def print_tables(profile: str, params: list[str], records: pd.DataFrame, walls: 
     if total is not None:
         print(f"\ntotal: {total:.1f} s for `python -m chexreason_utils run` (process start included)")
     print(f"stages: {sum(walls.values()):.1f} s")
+    print(f"importing the stage steps in a fresh process: {import_seconds():.1f} s (each stage's kernel, once)")
 
 
 if __name__ == "__main__":

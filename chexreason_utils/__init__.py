@@ -1,6 +1,6 @@
 """chexreason_utils: the library behind the chexreason notebooks (arXiv 2512.23090 companion).
 
-Notebooks narrate and call; the logic lives in one module per concern (see DESIGN in the README).
+Notebooks narrate and call; the logic lives in one module per concern (see Layout in the README).
 """
 from .stage import Stage, start_stage
 

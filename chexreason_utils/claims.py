@@ -222,10 +222,12 @@ def claims_table(contrasts: pd.DataFrame, sesoi_by_id: dict[str, float]) -> pd.D
         if claim.id == "C4":
             g, m = measured.loc["C4 general gain"], measured.loc["C4 medical gain"]
             v_gain, note_gain = judge(g, +1, sesoi_by_id["C4 general gain"], SESOI_OPTIONS["C4 general gain"])
+            shared = note if note and note == note_gain else ""   # one floor for both parts: said once
             note = "; ".join([f"gain(general) {_ci(g)}, SESOI {sesoi_by_id['C4 general gain']:g}: {v_gain}"
-                              + (f" ({note_gain})" if note_gain else ""),
+                              + (f" ({note_gain})" if note_gain and not shared else ""),
                               f"gain(medical) {_ci(m)}",
-                              f"difference: {v}" + (f" ({note})" if note else "")])
+                              f"difference: {v}" + (f" ({note})" if note and not shared else ""),
+                              *([f"both parts: {shared}"] if shared else [])])
             v = combine([v_gain, v])
         paper = np.nan if claim.paper_value is None else round(float(claim.paper_value), 4)
         rows.append({"claim": claim.id, "verdict": v, "effect [95% CI]": _ci(r), "note": note,

@@ -326,7 +326,7 @@ class GRPOConfig:
     save_steps: int = option(50, "A checkpoint every this many steps (the candidates for Table 4's best-F1 "
                                  "checkpoint): the paper does not say how often it checkpointed.", min=1)
     seed: int = option(21, "Recorded in run_info.json only: every GRPO run replaces it by its training seed "
-                           "(pipeline.run_grpo), which seeds the data order and, with the step, the sampling.", "run",
+                           "(steps.grpo.run_grpo), which seeds the data order and, with the step, the sampling.", "run",
                            min=0)
     frozen_control: bool = option(True, "Also score the frozen SFT policy on the very same batches (generation and "
                                         "reward, no update) into `<run>/control/`: the paper has no baseline for "
@@ -564,14 +564,21 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value) if value.strip() else ""
 
 
+def get_value(cfg: Any, dotted: str, where: str = "key") -> Any:
+    """The value of a dotted key (``sft.max_steps``; '' is the whole config): the one walk over dotted keys."""
+    parts = [p for p in dotted.split(".") if p]
+    target = cfg
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(target) or part not in {f.name for f in dataclasses.fields(target)}:
+            raise ConfigError(f"{where}: unknown key {'.'.join(parts[:i + 1])!r}")
+        target = getattr(target, part)
+    return target
+
+
 def set_value(cfg: Config, dotted: str, value: Any, where: str = "override") -> None:
     """Set one dotted key on a config, with the same type checks as the YAML loader."""
-    *parents, leaf = dotted.split(".")
-    target: Any = cfg
-    for i, part in enumerate(parents):
-        if not dataclasses.is_dataclass(target) or part not in _field_types(type(target)):
-            raise ConfigError(f"{where}: unknown key {'.'.join(parents[:i + 1])!r}")
-        target = getattr(target, part)
+    parent, _, leaf = dotted.rpartition(".")
+    target = get_value(cfg, parent, where)
     types_ = _field_types(type(target))
     if leaf not in types_:
         raise ConfigError(f"{where}: unknown key {dotted!r}; known keys here: {', '.join(sorted(types_))}")

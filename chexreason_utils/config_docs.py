@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import PAPER_TAGS, Config, allowed, load_profile
+from .config import PAPER_TAGS, Config, allowed, get_value, load_profile
 from .paths import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
@@ -50,12 +50,6 @@ def options(cls: type = Config, prefix: str = "") -> list[Option]:
     return out
 
 
-def value_of(cfg: Any, key: str) -> Any:
-    for part in key.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
-
-
 def show(value: Any) -> str:
     """A value as it would be written in a profile (YAML flow style)."""
     if isinstance(value, bool):
@@ -75,7 +69,7 @@ def describe(cfg: Config, tag: str = "") -> str:
         if tag and opt.tag != tag:
             continue
         where = f"{opt.tag}: docs/paper.md, {opt.cite}" if opt.cite else opt.tag
-        ours, paper_value = show(value_of(cfg, opt.key)), show(value_of(paper, opt.key))
+        ours, paper_value = show(get_value(cfg, opt.key)), show(get_value(paper, opt.key))
         differs = f" (paper profile: {paper_value})" if ours != paper_value and opt.tag in ("stated", "open") else ""
         lines.append(f"{opt.key} = {ours}{differs}  [{where}]")
         lines.extend(textwrap.wrap(opt.text, 112, initial_indent="    ", subsequent_indent="    "))
@@ -93,7 +87,7 @@ def open_choices_table() -> str:
     for opt in options():
         if opt.tag != "open":
             continue
-        ours, small = show(value_of(paper, opt.key)), show(value_of(tiny, opt.key))
+        ours, small = show(get_value(paper, opt.key)), show(get_value(tiny, opt.key))
         default = f"`{_cell(ours)}`" + (f" (tiny `{_cell(small)}`)" if small != ours else "")
         lines.append(f"| `{opt.key}` | {default} | {_cell(opt.text)} |")
     return "\n".join([*lines, END])

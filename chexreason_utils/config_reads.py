@@ -18,6 +18,8 @@ import json
 import os
 from typing import Any, Callable
 
+from .config import ConfigError, get_value
+
 # Top-level keys that cannot change any output and so never make a stage rerun:
 #   workers: how many processes run independent jobs (jobs.run_jobs gives the same bytes for any count).
 NOT_RESULTS = ("workers",)
@@ -116,20 +118,17 @@ def minimal(keys) -> list[str]:
 
 def value(cfg: Any, key: str) -> Any:
     """The plain value of a dotted key ('' is the whole config) without the keys in ``NOT_RESULTS``."""
-    target = cfg
-    for part in filter(None, key.split(".")):
-        target = getattr(target, part)
+    target = get_value(cfg, key)
     plain = dataclasses.asdict(target) if dataclasses.is_dataclass(target) else target
     return {k: v for k, v in plain.items() if k not in NOT_RESULTS} if key == "" else plain
 
 
 def leaves(cfg: Any, key: str) -> list[str]:
     """The leaf keys under a dotted key ('' is the whole config; a leaf is its own; an unknown key is kept)."""
-    target = cfg
-    for part in filter(None, key.split(".")):
-        if not hasattr(target, part):
-            return [key]
-        target = getattr(target, part)
+    try:
+        target = get_value(cfg, key)
+    except ConfigError:
+        return [key]
     if not dataclasses.is_dataclass(target):
         return [key]
     prefix = key + "." if key else ""
@@ -145,7 +144,7 @@ def values(cfg: Any, keys) -> dict[str, str]:
             continue
         try:
             plain = value(cfg, key)
-        except AttributeError:
+        except ConfigError:
             plain = "<no longer in the config>"
         out[key] = hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return out

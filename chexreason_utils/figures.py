@@ -1,7 +1,6 @@
 """Figure makers: each returns ``(figure, data)`` where ``data`` is exactly what is plotted (saved as CSV)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +11,7 @@ import seaborn as sns
 from PIL import Image
 
 from . import reward_analysis
+from .data.phantom import read_findings
 from .trainer_log import log_rows
 from .labels import CHEXPERT_LABELS
 from .plotting import PALETTE
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 def world_examples(world_root: Path, per_site: int = 6) -> tuple[plt.Figure, pd.DataFrame]:
     """One phantom image per finding (MIMIC-like site), and a normal image of each site."""
-    records = [json.loads(line) for line in (world_root / "phantom_findings.jsonl").read_text().splitlines()]
+    records = read_findings(world_root)
     picks, seen = [], set()
     for r in records:
         if r["view"] in ("AP", "PA", "frontal") and len(r["findings"]) == 1:

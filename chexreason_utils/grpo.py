@@ -35,11 +35,11 @@ import torch
 from accelerate import PartialState
 from transformers import PrinterCallback, TrainerCallback
 
-from . import progress, resume
+from . import records, resume
 from .config import GRPOConfig
 from .cache_keys import digest, files_digest, model_fingerprint
 from .models import device_and_dtype, is_adapter, load_model, load_processor
-from .paths import RunPaths
+from .paths import RunPaths, checkpoint_name
 from .prompts import completion_text, requires_think, user_message
 from .rewards import CollapseGuard, hard_reward_functions, nuanced_reward_functions
 from .trainer_progress import ProgressCallback, task_name
@@ -81,7 +81,7 @@ class SaveRewardState(TrainerCallback):
         self.guard, self.processor = guard, processor
 
     def on_save(self, args, state, control, **kwargs):
-        ckpt = Path(args.output_dir) / resume.checkpoint_name(state.global_step)
+        ckpt = Path(args.output_dir) / checkpoint_name(state.global_step)
         if ckpt.is_dir() and state.is_world_process_zero:   # under accelerate launch: the main process's guard
             self.processor.save_pretrained(str(ckpt))
             if self.guard is not None:
@@ -180,7 +180,7 @@ def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GR
 
     task = task_name("GRPO", out_dir)
     dev, _ = device_and_dtype(device)
-    with progress.timed(task, "load"):
+    with records.timed(task, "load"):
         policy = load_model(sft_dir, device=dev, trainable_adapter=True)
         processor = load_processor(sft_dir)
     args = TRLGRPOConfig(
@@ -195,7 +195,7 @@ def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GR
         bf16=dev == "cuda", use_cpu=dev == "cpu", dataloader_num_workers=0, warmup_steps=0.0,
         activation_checkpointing=dev == "cuda")   # trl's default (on) recomputes activations: memory we lack only on GPU
     timer = ProgressCallback(task)
-    with progress.timed(task, "build"):   # includes loading the reference model
+    with records.timed(task, "build"):   # includes loading the reference model
         trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=args, train_dataset=train,
                               processing_class=processor, callbacks=[SaveRewardState(guard, processor), timer,
                                                                                  SeedGeneration(cfg.seed),

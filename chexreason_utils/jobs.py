@@ -5,7 +5,7 @@ Tiny models parallelise poorly across threads, so two one-thread processes beat 
 2-core machine. Results never depend on the schedule: every job seeds itself and writes its own files, and
 ``run_jobs`` returns results in job order whatever order they finish in. The worker processes are kept for
 the next call of the same process (a notebook kernel makes several), so each stage pays their start and imports
-once; they are started afresh when the environment they report through (the stage's progress and count files)
+once; they are started afresh when the environment they report through (the stage's record file and config reads)
 has changed. A worker dies with the process that started it (``die_with_parent``): a killed runner, kernel or
 terminal leaves no worker training on or holding memory.
 """
@@ -17,12 +17,15 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
 
+from .config_reads import READS_ENV
+from .records import RECORDS_ENV
+
 # transformers 5 warns on every use of names it renamed (trl still calls ``is_gradient_checkpointing``): noise in a
 # notebook or the terminal, nothing a reader can act on.
 RENAMED_IN_TRANSFORMERS = r".* is deprecated and will be removed in v6"
 
-# Variables that workers inherit at their start and report through (progress, stage, counts, config reads).
-INHERITED_ENV = ("CHEXREASON_PROGRESS", "CHEXREASON_STAGE", "CHEXREASON_STAGE_REPORT", "CHEXREASON_CONFIG_READS")
+# Variables that workers inherit at their start and report through (run records, config reads).
+INHERITED_ENV = (RECORDS_ENV, READS_ENV)
 _pool: tuple[tuple, ProcessPoolExecutor] | None = None
 
 

@@ -6,6 +6,7 @@ because papermill runs notebooks in the caller's cwd while JupyterLab and nbmake
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -13,6 +14,7 @@ from typing import ClassVar
 REPO_ROOT = Path(os.environ.get("CHEXREASON_ROOT", Path(__file__).resolve().parents[1]))
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 FIGURE_ROOT = REPO_ROOT / "figures"
+_CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")   # a trainer's checkpoint folder (transformers names them so)
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class RunPaths:
     CONTROL_LOG: ClassVar[str] = "log.csv"                     # ... its rewards per generation step
     CONTROL_COMPLETIONS: ClassVar[str] = "completions.parquet"  # ... and its completions
     MODEL_CARD: ClassVar[str] = "model_card.json"              # what a tiny base model saw (00)
+    FINDINGS: ClassVar[str] = "phantom_findings.jsonl"          # in the world folder: what each phantom image shows
 
     @classmethod
     def for_profile(cls, profile: str, run_dir: str | Path | None = None,
@@ -84,6 +87,15 @@ class RunPaths:
     def notebooks_html(self) -> Path:
         """The executed notebooks as HTML, beside the report."""
         return self.figures / "notebooks"
+
+    @property
+    def logs(self) -> Path:
+        """Run records (``records``), one file per stage; never beside outputs."""
+        return self.root / "logs"
+
+    def stage_records(self, name: str) -> Path:
+        """The record file of one stage run (progress, timings, counts): ``logs/<stage>.jsonl``."""
+        return self.logs / f"{name}.jsonl"
 
     @property
     def manifest(self) -> Path:
@@ -146,6 +158,23 @@ class RunPaths:
     def prediction_file(self, tag: str, manifest: str, prompt: str) -> Path:
         """Cached predictions of one model (``tag``: see ``model_tag``) on one manifest with one prompt."""
         return self.predictions / f"{tag}__{manifest}__{prompt}.jsonl"
+
+
+def checkpoint_name(step: int) -> str:
+    """The folder name of a trainer's checkpoint at ``step``: ``checkpoint-<step>``."""
+    return f"checkpoint-{int(step)}"
+
+
+def is_checkpoint_name(name: str) -> bool:
+    return _CHECKPOINT_NAME.fullmatch(str(name)) is not None
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The step of a ``checkpoint-<step>`` folder name (or path)."""
+    match = _CHECKPOINT_NAME.fullmatch(Path(path).name)
+    if not match:
+        raise ValueError(f"{path} is not a checkpoint-<step> folder")
+    return int(match.group(1))
 
 
 def model_tag(kind: str, seed: int | None = None) -> str:

@@ -1,74 +1,22 @@
-"""Progress and timing records of a run, and the runner's watcher that prints them.
+"""Progress bars of long loops, and the runner's watcher that prints them.
 
 Long loops (a training run, a prediction loop) report ``(task, step, total)`` through ``Bar``: in JupyterLab
-it is a tqdm bar; under the runner (which names a progress file in ``CHEXREASON_PROGRESS``) it appends one
-JSON line per update to that file instead, from the notebook's kernel and from every worker process of
-``jobs.run_jobs`` alike. ``timed`` / ``record_time`` add timing records (loading, trainer construction,
-training, generation, saving) that ``bench/pipeline.py`` tabulates. The ``Watcher`` thread of the runner
+it is a tqdm bar; under the runner it writes ``step`` records to the stage's record file (``records``), from the
+notebook's kernel and from every worker process of ``jobs.run_jobs`` alike. The ``Watcher`` thread of the runner
 prints every new progress line and, when nothing was printed for ``HEARTBEAT_S`` seconds, the notebook cell
 that is running.
-
-The file lives in the run directory's ``logs/`` folder, never beside models or figures, so timings can never
-make two runs' outputs differ.
 """
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-PROGRESS_ENV = "CHEXREASON_PROGRESS"   # the progress file the runner reads (unset: interactive use)
-STAGE_ENV = "CHEXREASON_STAGE"         # the stage the records belong to
+from .records import headless, write_record
+
 REPORT_EVERY_S = 10.0                  # a running task writes at most one progress line per this many seconds
 HEARTBEAT_S = 30.0                     # the watcher prints something at least this often
-
-
-def progress_file() -> Path | None:
-    path = os.environ.get(PROGRESS_ENV)
-    return Path(path) if path else None
-
-
-def headless() -> bool:
-    """True under the runner: progress goes to the progress file, not to tqdm bars."""
-    return progress_file() is not None
-
-
-def write_record(record: dict, path: Path | None = None) -> None:
-    """Append one record (with time, pid and stage) to the progress file; nothing when there is none."""
-    path = path or progress_file()
-    if path is None:
-        return
-    full = {"t": time.time(), "pid": os.getpid(), "stage": os.environ.get(STAGE_ENV, ""), **record}
-    with open(path, "a", encoding="utf-8") as f:   # one short append per line: safe across processes
-        f.write(json.dumps(full, default=str) + "\n")
-
-
-def record_time(task: str, phase: str, seconds: float) -> None:
-    write_record({"kind": "time", "task": task, "phase": phase, "seconds": round(seconds, 4)})
-
-
-@contextmanager
-def timed(task: str, phase: str):
-    """``with timed("SFT medical/free_reasoning", "load"): ...`` writes how long the block took."""
-    t0 = time.perf_counter()
-    try:
-        yield
-    finally:
-        record_time(task, phase, time.perf_counter() - t0)
-
-
-def record_startup(stage: str) -> None:
-    """Under the runner, first thing in a stage's kernel: marks when the kernel is ready and times importing
-    the modules the stage steps are built on (torch, transformers, datasets, accelerate), which every notebook
-    imports next anyway, through ``steps``."""
-    if not headless():
-        return
-    write_record({"kind": "ready", "task": stage})
-    with timed(stage, "imports"):
-        from . import evaluate, grpo, metrics, models, sft  # noqa: F401
 
 
 class Bar:
@@ -176,18 +124,3 @@ class Watcher(threading.Thread):
         self.done.set()
         self.join()
         self.poll()   # the last lines written before the kernel finished
-
-
-def timing_records(log_dir: Path) -> list[dict]:
-    """Every timing record of a run's ``logs/*.jsonl``, plus one ``start`` record per stage: the seconds from
-    the runner launching the stage's kernel to the kernel calling ``start_stage`` (``record_startup``)."""
-    out = []
-    for path in sorted(Path(log_dir).glob("*.jsonl")):
-        recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        began = next((r["t"] for r in recs if r["kind"] == "start"), None)
-        ready = next((r["t"] for r in recs if r["kind"] == "ready"), None)
-        if began is not None and ready is not None:
-            out.append({"stage": path.stem, "task": path.stem, "phase": "start", "seconds": ready - began})
-        out += [{"stage": r["stage"] or path.stem, "task": r["task"], "phase": r["phase"], "seconds": r["seconds"]}
-                for r in recs if r["kind"] == "time"]
-    return out

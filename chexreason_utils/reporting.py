@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 
 from . import metrics, reference, scores
+from .paths import is_checkpoint_name
 
-SUMMARY_COLUMNS = ["micro_p", "micro_r", "micro_f1", "macro_p", "macro_r", "macro_f1", "fail_rate"]
+SUMMARY_COLUMNS = scores.SUMMARY_COLUMNS
 REPORTED = "reported (paper)"
 # The paper's column headings, used by the LaTeX and Markdown writers for the metric level.
 PAPER_HEADINGS = {"micro_p": "Micro P", "micro_r": "Micro R", "micro_f1": "Micro F1", "macro_p": "Macro P",
@@ -170,7 +171,7 @@ def checkpoint_curve(frame: pd.DataFrame, datasets=("CheXpert", "NIH")) -> pd.Da
     """Micro / macro-F1 and fail rate of the SFT start (step 0) and every scored GRPO checkpoint, per reward run,
     test set and seed (columns reward, seed, step, dataset, macro_f1, micro_f1, fail_rate)."""
     steps = seed_rows(frame, dataset=list(datasets), stage="grpo")
-    steps = steps.loc[steps["checkpoint"].str.startswith("checkpoint-")]
+    steps = steps.loc[steps["checkpoint"].map(is_checkpoint_name)]
     start = seed_rows(frame, dataset=list(datasets), stage="sft", model="medical")
     parts = [steps.assign(reward=steps["name"])] + [start.assign(reward=r) for r in steps["name"].unique()]
     curve = pd.concat(parts, ignore_index=True)

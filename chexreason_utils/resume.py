@@ -15,38 +15,26 @@ them in place before the first resumed step (the optimiser keeps its state: the 
 """
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
 
+from .paths import checkpoint_step, is_checkpoint_name
+from .records import count
+
 RUN_ID_FILE = "run_id.txt"
-CHECKPOINT = "checkpoint-{step}"
-_CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
 
 
 class ResumeError(RuntimeError):
     """A checkpoint that cannot restore the model it is meant to resume."""
 
 
-def checkpoint_name(step: int) -> str:
-    return CHECKPOINT.format(step=int(step))
-
-
-def checkpoint_step(path: str | Path) -> int:
-    """The step of a ``checkpoint-<step>`` folder name (or path)."""
-    match = _CHECKPOINT_NAME.fullmatch(Path(path).name)
-    if not match:
-        raise ValueError(f"{path} is not a checkpoint-<step> folder")
-    return int(match.group(1))
-
-
 def checkpoints(folder: str | Path, complete: str = "") -> list[Path]:
     """The ``checkpoint-<step>`` folders of ``folder``, by step; with ``complete``, only those holding that file
     (the one written last, so a checkpoint cut off by a kill is not resumed from)."""
-    found = [p for p in Path(folder).glob("checkpoint-*") if _CHECKPOINT_NAME.fullmatch(p.name) and p.is_dir()
+    found = [p for p in Path(folder).glob("*") if is_checkpoint_name(p.name) and p.is_dir()
              and (not complete or (p / complete).is_file())]
     return sorted(found, key=checkpoint_step)
 
@@ -56,8 +44,6 @@ def prepare(folder: str | Path, run_id: str, what: str, complete: str = "trainer
 
     A folder holding checkpoints of another run id (or checkpoints without a run id) is removed first; a
     checkpoint without its ``complete`` file (cut off while being written) is never resumed from."""
-    from .stage import count
-
     folder = Path(folder)
     started = folder / RUN_ID_FILE
     stale = started.read_text() != run_id if started.exists() else bool(checkpoints(folder))

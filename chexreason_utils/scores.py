@@ -113,25 +113,36 @@ def floor_reason(macro_f1: float, n_sets: float, best: pd.Series) -> str:
     """The one floor rule: why a macro-F1 with ``n_sets`` distinct answered label sets is at floor against the
     best trivial baseline ``best`` (it does not exceed the baseline's CI upper bound, or it answers with <= 2
     label sets); "" when it is not."""
-    reasons = []
-    if not macro_f1 > best["hi"]:
-        reasons.append(f"macro-F1 {macro_f1:.3f} does not exceed {best['name']!r} ({best['f1']:.3f}, "
-                       f"CI upper {best['hi']:.3f})")
-    if n_sets <= 2:
+    below, few = _floor_tests(macro_f1, n_sets, best)
+    reasons = [f"macro-F1 {macro_f1:.3f} {_not_above(best)}"] if below else []
+    if few:
         reasons.append(f"answers with {int(n_sets)} distinct label set(s)")
     return " and ".join(reasons)
 
 
+def _floor_tests(macro_f1: float, n_sets: float, best: pd.Series) -> tuple[bool, bool]:
+    """(not above the best baseline's CI upper bound, answers with <= 2 label sets): either puts it at floor."""
+    return not macro_f1 > best["hi"], n_sets <= 2
+
+
+def _not_above(best: pd.Series) -> str:
+    return f"does not exceed {best['name']!r} ({best['f1']:.3f}, CI upper {best['hi']:.3f})"
+
+
 def entries_at_floor(frame: pd.DataFrame, **keys) -> str:
     """The entries with ``keys`` (mean over seeds; fewest label sets of any seed) that are at floor on their
-    set, each named with its reason, "; "-joined ("" when none is)."""
+    set, grouped by set and reason so that each reason is said once, "; "-joined ("" when none is)."""
     rows = select(frame, seed=MEAN, label="macro", **keys)
-    out = []
+    groups: dict[str, list[str]] = {}
     for _, r in rows.iterrows():
-        why = floor_reason(r["f1"], r["distinct_sets"], best_baseline(frame, r["dataset"]))
-        if why:
-            out.append(f"{r['model']} {r['stage']} {r['name']} ({r['checkpoint']}) on {r['dataset']}: {why}")
-    return "; ".join(out)
+        best = best_baseline(frame, r["dataset"])
+        below, few = _floor_tests(r["f1"], r["distinct_sets"], best)
+        if below or few:
+            head = f"on {r['dataset']}" + (f", macro-F1 {_not_above(best)}" if below else "")
+            sets = f", {int(r['distinct_sets'])} distinct label set(s)" if few else ""
+            groups.setdefault(head, []).append(f"{r['model']} {r['stage']} {r['name']} ({r['checkpoint']}) "
+                                               f"macro-F1 {r['f1']:.3f}{sets}")
+    return "; ".join(f"{head}: {', '.join(items)}" for head, items in groups.items())
 
 
 def select(frame: pd.DataFrame, **keys) -> pd.DataFrame:

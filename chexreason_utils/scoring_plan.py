@@ -16,6 +16,8 @@ from typing import Iterable
 
 import pandas as pd
 
+from .paths import checkpoint_step
+
 TEST_CHOICES = ("best_f1", "final")
 
 
@@ -69,4 +71,4 @@ def planned_steps(max_steps: int, save_steps: int) -> list[int]:
 def checkpoints_to_score(checkpoints: Iterable, plan: pd.DataFrame, evaluation_set: str) -> list:
     """The checkpoint folders (``checkpoint-<step>``) that ``plan`` scores on ``evaluation_set``."""
     wanted = set(plan.loc[plan["set"] == evaluation_set, "step"])
-    return [c for c in checkpoints if int(str(c).rsplit("checkpoint-", 1)[1]) in wanted]
+    return [c for c in checkpoints if checkpoint_step(c) in wanted]

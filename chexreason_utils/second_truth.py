@@ -10,13 +10,13 @@ cleaner truth.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from .config import Config
 from .data.nih_relabels import load_nih_relabels
+from .data.phantom import read_findings
 from .labels import NIH_NO_FINDING, nih_to_chexpert
 from .manifests import manifest_frame, write_manifest
 from .paths import RunPaths
@@ -26,10 +26,7 @@ RELABEL_MANIFEST = "nih_relabel"
 
 def drawn_truth(world_root: str | Path, site: str = "nih") -> pd.DataFrame:
     """image_id -> CheXpert names of what was drawn (before labeller noise); nothing drawn -> No Finding."""
-    path = Path(world_root) / "phantom_findings.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: the phantom world is written by 00_setup (world.enabled)")
-    rows = [r for r in map(json.loads, path.read_text().splitlines()) if r["site"] == site]
+    rows = [r for r in read_findings(world_root) if r["site"] == site]
     truth = [nih_to_chexpert(r["truth"] or [NIH_NO_FINDING]) for r in rows]
     return pd.DataFrame({"image_id": [r["image_id"] for r in rows], "truth": truth})
 

@@ -8,7 +8,8 @@ import numpy as np
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) and make torch pick deterministic CPU kernels."""
+    """Seed Python's ``random``, NumPy and torch (CPU and CUDA). ``PYTHONHASHSEED`` reaches only processes
+    started afterwards (workers), not this one's hashing; no deterministic-kernel mode is set."""
     random.seed(seed)
     np.random.seed(seed)
     os.environ["PYTHONHASHSEED"] = str(seed)

@@ -2,8 +2,8 @@
 
 While a stage runs, its config records which values it reads (``config_reads``) into ``config_reads.json``
 in the stage folder (its worker processes append theirs to ``config_reads_workers.txt``), and anything it
-counts, drops or redoes (``count``) goes to ``stage_report.jsonl`` there; the runner fingerprints the
-recorded values and prints the counts in its terminal summary.
+counts, drops or redoes (``Stage.note``, ``records.count``) goes to the stage's record file; the runner
+fingerprints the recorded values and prints the counts in its terminal summary.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config_reads, progress
+from . import config_reads, records
 from .config import Config, load_profile
 from .jobs import RENAMED_IN_TRANSFORMERS
 from .paths import RunPaths
@@ -26,9 +26,7 @@ from .seeding import seed_everything
 STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {"00_setup": ("world", "models", "00_setup")}
 READS_FILE = "config_reads.json"
 WORKER_READS_FILE = "config_reads_workers.txt"   # keys read by worker processes (config_reads.READS_ENV)
-REPORT_FILE = "stage_report.jsonl"
-RECORD_FILES = (READS_FILE, WORKER_READS_FILE, REPORT_FILE)     # bookkeeping, not outputs
-REPORT_ENV = "CHEXREASON_STAGE_REPORT"       # inherited by worker processes, so their counts arrive too
+RECORD_FILES = (READS_FILE, WORKER_READS_FILE)     # bookkeeping, not outputs
 
 
 def stage_outputs(name: str) -> tuple[str, ...]:
@@ -56,25 +54,7 @@ class Stage:
     def note(self, **counts: int) -> None:
         """Count things for the runner's summary line, e.g. ``stage.note(reused_runs=2)``."""
         for what, n in counts.items():
-            count(what.replace("_", " "), n)
-
-
-def count(what: str, n: int = 1) -> None:
-    """Add ``n`` to a count of the running stage (a no-op outside a stage run)."""
-    target = os.environ.get(REPORT_ENV)
-    if target and n:
-        with open(target, "a") as f:    # one short appended line: safe from several processes
-            f.write(json.dumps({"what": what, "n": int(n)}) + "\n")
-
-
-def read_report(folder: Path) -> dict[str, int]:
-    """The counts a stage run left in its folder, summed per item, in first-seen order."""
-    totals: dict[str, int] = {}
-    path = Path(folder) / REPORT_FILE
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        row = json.loads(line)
-        totals[row["what"]] = totals.get(row["what"], 0) + row["n"]
-    return totals
+            records.count(what.replace("_", " "), n)
 
 
 class _ReadLog:
@@ -99,14 +79,12 @@ def start_stage(name: str, profile: str, run_dir: str = "", figure_dir: str = ""
                 overrides: dict[str, Any] | None = None) -> Stage:
     """Load the profile with overrides, start recording what the stage reads, seed everything, set the plot
     style, return the stage handle."""
-    progress.record_startup(name)
+    records.write_record({"kind": "ready", "task": name})   # the kernel is up: ``timing_records`` times its start
     cfg = load_profile(profile, overrides)
     paths = RunPaths.for_profile(cfg.profile, run_dir or None, figure_dir or None)
     folder = paths.stage(name)
     folder.mkdir(parents=True, exist_ok=True)
-    for name in (REPORT_FILE, WORKER_READS_FILE):
-        (folder / name).unlink(missing_ok=True)
-    os.environ[REPORT_ENV] = str(folder / REPORT_FILE)
+    (folder / WORKER_READS_FILE).unlink(missing_ok=True)
     os.environ[config_reads.READS_ENV] = str(folder / WORKER_READS_FILE)
     config_reads.track(cfg, _ReadLog(folder / READS_FILE))
     seed_everything(cfg.seed)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from . import progress
+from . import progress, records
 
 
 def task_name(kind: str, out_dir: Path) -> str:
@@ -75,5 +75,5 @@ class ProgressCallback(TrainerCallback):
         total = now - self._start
         self.seconds["train.steps"] = total - self.seconds["train.eval"] - self.seconds["train.checkpoint"]
         for phase, seconds in sorted(self.seconds.items()):
-            progress.record_time(self.task, phase, seconds)
+            records.record_time(self.task, phase, seconds)
         self.seconds.clear()

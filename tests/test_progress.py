@@ -1,10 +1,10 @@
-"""Progress lines, heartbeats and timing records: what a headless run prints while a stage works."""
+"""Progress lines, heartbeats, timing and count records: what a headless run prints while a stage works."""
 import json
 import os
 import time
 from types import SimpleNamespace
 
-from chexreason_utils import progress
+from chexreason_utils import progress, records as run_records
 from chexreason_utils.runner import RunOptions, run
 from conftest import write_notebook
 
@@ -15,8 +15,7 @@ def records(path):
 
 def test_bar_writes_throttled_progress_records_under_the_runner(tmp_path, monkeypatch):
     log = tmp_path / "stage.jsonl"
-    monkeypatch.setenv(progress.PROGRESS_ENV, str(log))
-    monkeypatch.setenv(progress.STAGE_ENV, "02_sft")
+    monkeypatch.setenv(run_records.RECORDS_ENV, str(log))
     bar = progress.Bar("SFT medical/free_reasoning", 200)
     for step in range(1, 121):
         bar.set(step)                       # fast steps: nothing within the first 10 s
@@ -29,16 +28,17 @@ def test_bar_writes_throttled_progress_records_under_the_runner(tmp_path, monkey
     rows = records(log)
     assert [(r["task"][:3], r["step"], r["total"]) for r in rows] == [("SFT", 121, 200), ("SFT", 121, 200),
                                                                       ("pre", 32, 32)]
-    assert {r["stage"] for r in rows} == {"02_sft"} and all(r["kind"] == "step" for r in rows)
+    assert all(r["kind"] == "step" for r in rows)
 
 
 def test_interactive_bar_writes_nothing(tmp_path, monkeypatch):
-    monkeypatch.delenv(progress.PROGRESS_ENV, raising=False)
-    assert not progress.headless()
+    monkeypatch.delenv(run_records.RECORDS_ENV, raising=False)
+    assert not run_records.headless()
     bar = progress.Bar("predict x", 3, enabled=False)
     bar.update(3)
     bar.close()
-    progress.record_time("predict x", "load", 1.0)   # no progress file: a no-op
+    run_records.record_time("predict x", "load", 1.0)   # no record file: a no-op
+    run_records.count("lines redone", 2)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -47,9 +47,9 @@ def test_watcher_prints_each_new_line_and_a_heartbeat_naming_the_cell(tmp_path):
     printed = []
     watcher = progress.Watcher(log, "02_sft", heartbeat_s=3600, out=printed.append)
     watcher.poll()                          # no file yet: nothing
-    progress.write_record({"kind": "step", "task": "SFT medical/free_reasoning", "step": 120, "total": 200,
+    run_records.write_record({"kind": "step", "task": "SFT medical/free_reasoning", "step": 120, "total": 200,
                            "elapsed": 41.2}, log)
-    progress.write_record({"kind": "time", "task": "SFT medical/free_reasoning", "phase": "load", "seconds": 1}, log)
+    run_records.write_record({"kind": "time", "task": "SFT medical/free_reasoning", "phase": "load", "seconds": 1}, log)
     with open(log, "a") as f:
         f.write('{"kind": "step", "task": "half a line')      # being written: read on a later poll
     watcher.poll()
@@ -65,7 +65,7 @@ def test_training_callback_reports_steps_and_splits_the_time(tmp_path, monkeypat
     from chexreason_utils.trainer_progress import ProgressCallback, task_name
 
     log = tmp_path / "stage.jsonl"
-    monkeypatch.setenv(progress.PROGRESS_ENV, str(log))
+    monkeypatch.setenv(run_records.RECORDS_ENV, str(log))
     monkeypatch.setattr(progress, "REPORT_EVERY_S", 0.0)
     task = task_name("SFT", tmp_path / "02_sft" / "medical" / "free_reasoning")
     assert task == "SFT medical/free_reasoning"
@@ -114,22 +114,25 @@ def test_worker_processes_write_to_the_same_progress_file(tmp_path, monkeypatch)
     from chexreason_utils.jobs import run_jobs
 
     log = tmp_path / "stage.jsonl"
-    monkeypatch.setenv(progress.PROGRESS_ENV, str(log))   # spawned workers inherit it
-    run_jobs(progress.record_time, [{"task": f"SFT medical/free_reasoning seed {s}", "phase": "load", "seconds": 1.0}
+    monkeypatch.setenv(run_records.RECORDS_ENV, str(log))   # spawned workers inherit it
+    run_jobs(run_records.record_time, [{"task": f"SFT medical/free_reasoning seed {s}", "phase": "load", "seconds": 1.0}
                                     for s in (1, 2)], workers=2)
     rows = records(log)
     assert sorted(r["task"][-6:] for r in rows) == ["seed 1", "seed 2"]
     assert os.getpid() not in {r["pid"] for r in rows}         # written by the worker processes themselves
+    run_records.count("lines redone", 1)
+    run_jobs(run_records.count, [{"what": "lines redone", "n": n} for n in (2, 0, 3)], workers=2)
+    assert run_records.counts(log) == {"lines redone": 6}     # the kernel's and the workers' counts, in one file
 
 
 def test_workers_are_kept_between_calls_and_restarted_when_the_stage_environment_changes(tmp_path, monkeypatch):
     from chexreason_utils import jobs
 
-    monkeypatch.setenv(progress.PROGRESS_ENV, str(tmp_path / "a.jsonl"))
+    monkeypatch.setenv(run_records.RECORDS_ENV, str(tmp_path / "a.jsonl"))
     first = set(jobs.run_jobs(os.getpid, [{}, {}, {}], workers=2))
     again = set(jobs.run_jobs(os.getpid, [{}, {}], workers=2))
     assert again <= first and os.getpid() not in first        # the same worker processes, not this one
-    monkeypatch.setenv(progress.PROGRESS_ENV, str(tmp_path / "b.jsonl"))
+    monkeypatch.setenv(run_records.RECORDS_ENV, str(tmp_path / "b.jsonl"))
     assert not set(jobs.run_jobs(os.getpid, [{}, {}], workers=2)) & first   # another stage: fresh workers
     jobs.shutdown()
 

@@ -59,7 +59,7 @@ def test_only_entry_points_import_the_stage_steps():
 
 
 def test_package_modules_import_each_other_without_cycles():
-    graph = {name: _imports(name)[0] - {name} for name in MODULES}
+    graph = {name: _imports(name)[1] - {name} for name in MODULES}   # imports inside functions count too
     state: dict[str, str] = {}
 
     def visit(name: str, trail: list[str]) -> None:

@@ -97,7 +97,8 @@ def test_the_floor_rule_names_the_entry_and_its_reason():
     assert scores.floor_reason(0.30, 2, best) == "answers with 2 distinct label set(s)"
     _, frame = _validation_frame(np.random.default_rng(1))
     found = scores.entries_at_floor(frame, dataset="validation", stage="sft")
-    assert found.startswith("general sft only_label (sft) on validation:") and "1 distinct label set" in found
+    assert found.startswith("on validation") and "general sft only_label (sft) macro-F1" in found
+    assert "1 distinct label set" in found and found.count("on validation") == 1    # each reason said once
     assert "medical" not in found and "reasoning_a" not in found
     assert scores.entries_at_floor(frame, dataset="validation", stage="sft", model="medical") == ""
 

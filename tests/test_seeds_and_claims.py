@@ -133,7 +133,7 @@ def test_c4_is_the_papers_two_part_claim():
     assert table.loc["C4", "verdict"] == "contradicted" and "gain(general) -" in table.loc["C4", "note"]
     floor = "general sft only_label (sft) on validation: answers with 1 distinct label set(s)"
     assert _table(_evidence(), {"C4": floor}).loc["C4", ["verdict", "note"]].tolist()[0] == "not measurable"
-    assert floor in _table(_evidence(), {"C4": floor}).loc["C4", "note"]
+    assert _table(_evidence(), {"C4": floor}).loc["C4", "note"].count(floor) == 1      # said once, for both parts
 
 
 def test_c5_is_not_measurable_when_the_detector_fires_in_no_run():

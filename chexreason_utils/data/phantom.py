@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from ..config import WorldConfig
 from ..labels import CHEXPERT_CSV_ORDER, CHEXPERT_LABELS, NIH_LABELS, NIH_NO_FINDING
+from ..paths import RunPaths
 from .phantom_render import SiteStyle, render
 
 FINDINGS = tuple(label for label in CHEXPERT_LABELS if label != "No Finding")
@@ -307,7 +308,7 @@ def generate_world(root: str | Path, cfg: WorldConfig, force: bool = False) -> d
     chex = write_chexpert(root, cfg, np.random.default_rng(rng.integers(2 ** 63)), records)
     nih = write_nih(root, cfg, np.random.default_rng(rng.integers(2 ** 63)), records)
     pre = write_pretraining(root, cfg, np.random.default_rng(rng.integers(2 ** 63)))
-    (root / "phantom_findings.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    (root / RunPaths.FINDINGS).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     card = {"knobs_hash": knobs_hash(cfg), **knobs(cfg),
             "realised_prevalence": {"mimic_studies": mimic["truth"].mean().round(4).to_dict(),
                                     "chexpert_test_studies": chex["truth"].mean().round(4).to_dict(),
@@ -321,7 +322,15 @@ def generate_world(root: str | Path, cfg: WorldConfig, force: bool = False) -> d
     return card
 
 
+def read_findings(root: str | Path) -> list[dict]:
+    """What was drawn in each phantom image of a world folder, one record per image (in writing order)."""
+    path = Path(root) / RunPaths.FINDINGS
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the phantom world is written by 00_setup (world.enabled)")
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def load_findings(root: str | Path) -> dict[str, dict]:
-    """Relative image path -> what was rendered in it (for the template teacher)."""
-    path = Path(root) / "phantom_findings.jsonl"
-    return {r["path"]: r for r in map(json.loads, path.read_text().splitlines())} if path.exists() else {}
+    """Relative image path -> what was rendered in it (for the template teacher); empty without a phantom world."""
+    path = Path(root) / RunPaths.FINDINGS
+    return {r["path"]: r for r in read_findings(root)} if path.exists() else {}

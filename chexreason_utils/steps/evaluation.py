@@ -20,7 +20,7 @@ from ..labels import CHEXPERT_LABELS
 from ..manifests import load_manifest
 from ..metrics import eval_labels, matrices, valid_mask
 from ..model_registry import ROLES, base_model
-from ..paths import RunPaths, model_tag
+from ..paths import RunPaths, checkpoint_name, model_tag
 from .diagnostics import collapse_evidence
 from .grpo import grpo_models, read_checkpoint_scores
 from .predictions import predict_many
@@ -66,10 +66,10 @@ def _grpo_entries(cfg: Config, paths: RunPaths, dataset: str) -> list[Entry]:
                 step = int(chosen.index[chosen[f"is_{which}"]][0])
                 entry = picked.setdefault((reward, which), Entry(_keys(dataset, "medical", "grpo", reward, which,
                                                                        np.nan, fmt)))
-                entry.models[seed] = (model_tag(f"grpo-{reward}-checkpoint-{step}", seed),
-                                      paths.grpo_run(reward, seed) / f"checkpoint-{step}")
+                entry.models[seed] = (model_tag(f"grpo-{reward}-{checkpoint_name(step)}", seed),
+                                      paths.grpo_run(reward, seed) / checkpoint_name(step))
                 entry.steps[seed] = step
-    steps = [Entry(_keys(dataset, "medical", "grpo", reward, f"checkpoint-{step}", step, fmt), models)
+    steps = [Entry(_keys(dataset, "medical", "grpo", reward, checkpoint_name(step), step, fmt), models)
              for (reward, step), models in sorted(by_step.items())]
     return steps + list(picked.values())
 

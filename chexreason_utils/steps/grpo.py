@@ -15,7 +15,7 @@ from ..jobs import run_jobs
 from ..manifests import in_run, load_manifest
 from ..metrics import scores
 from ..model_registry import base_model
-from ..paths import RunPaths, model_tag
+from ..paths import RunPaths, checkpoint_name, checkpoint_step, model_tag
 from ..scoring_plan import checkpoints_to_score, scoring_plan as plan_scoring
 from .predictions import predict_many
 from .sampling import pool_prevalence
@@ -104,10 +104,10 @@ def grpo_models(cfg: Config, paths: RunPaths, reward: str, seed: int,
         if evaluation_set != "val":
             table = read_checkpoint_scores(paths, reward, seed)
             best = int(table.loc[table["is_best_f1"], "step"].iloc[0]) if table["is_best_f1"].any() else None
-        plan = plan_scoring(cfg.evaluation, [int(c.name.split("-")[1]) for c in found], best)
+        plan = plan_scoring(cfg.evaluation, [checkpoint_step(c) for c in found], best)
         found = checkpoints_to_score(found, plan, evaluation_set)
     for c in found:
-        out.append((int(c.name.split("-")[1]), model_tag(f"grpo-{reward}-{c.name}", seed), c))
+        out.append((checkpoint_step(c), model_tag(f"grpo-{reward}-{c.name}", seed), c))
     return out
 
 
@@ -122,7 +122,7 @@ def checkpoint_predictions(cfg: Config, paths: RunPaths, name: str, seed: int) -
 def score_checkpoints(cfg: Config, paths: RunPaths, reward: str, seed: int) -> pd.DataFrame:
     """Validation scores of the SFT start and of every checkpoint of one GRPO run (``reward`` is the run name)
     and seed, best-F1 and final marked; written to the run's ``checkpoint_scores.csv``."""
-    rows = [{"step": step, "checkpoint": "sft" if step == 0 else f"checkpoint-{step}", **scores(frame, cfg)}
+    rows = [{"step": step, "checkpoint": "sft" if step == 0 else checkpoint_name(step), **scores(frame, cfg)}
             for step, frame in checkpoint_predictions(cfg, paths, reward, seed).items()]
     table = pd.DataFrame(rows).assign(reward=reward, seed=seed)
     grpo_rows = table.loc[table["step"] > 0]
