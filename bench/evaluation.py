@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chexreason_utils import evaluate, records  # noqa: E402
+from chexreason_utils import evaluate, run_records  # noqa: E402
 from chexreason_utils.manifests import load_manifest  # noqa: E402
 from chexreason_utils.config import load_profile  # noqa: E402
 from chexreason_utils.paths import RunPaths  # noqa: E402
@@ -34,13 +34,13 @@ def main() -> None:
     timings, preds = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "logs").mkdir()
-        os.environ[records.RECORDS_ENV] = str(Path(tmp) / "logs" / "timing.jsonl")
+        os.environ[run_records.RECORDS_ENV] = str(Path(tmp) / "logs" / "timing.jsonl")
         for bs in (1, big):
             t0 = time.perf_counter()
             preds[bs] = evaluate.predict(model, images, "free_reasoning", Path(tmp) / f"b{bs}.jsonl", batch_size=bs,
                                          max_new_tokens=cfg.evaluation.max_new_tokens, device="cpu", progress=False)
             timings[bs] = time.perf_counter() - t0
-        phases = {(r["task"], r["phase"]): r["seconds"] for r in records.timing_records(Path(tmp) / "logs")}
+        phases = {(r["task"], r["phase"]): r["seconds"] for r in run_records.timing_records(Path(tmp) / "logs")}
     one, many = timings[1], timings[big]
     same_labels = (preds[1]["labels"].map(tuple) == preds[big]["labels"].map(tuple)).mean()
     same_raw = (preds[1]["raw"] == preds[big]["raw"]).mean()

@@ -1,5 +1,5 @@
 """Where the time goes: run a profile on a fresh run directory, then tabulate per stage and per training run
-the timing records the library wrote while it ran (``chexreason_utils.records``), and the seconds a fresh process
+the timing records the library wrote while it ran (``chexreason_utils.run_records``), and the seconds a fresh process
 takes to import the stage steps (what every stage's kernel pays once, before its first step).
 
     python bench/pipeline.py                    # tiny profile (make figures), about 15 min on 2 cores
@@ -24,7 +24,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from chexreason_utils.records import timing_records  # noqa: E402
+from chexreason_utils.run_records import timing_records  # noqa: E402
 
 # Columns of the stage table: phase names of the timing records -> column.
 STAGE_COLUMNS = {"start": "kernel start", "load": "load", "build": "trainer build",

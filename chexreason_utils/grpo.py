@@ -35,7 +35,7 @@ import torch
 from accelerate import PartialState
 from transformers import PrinterCallback, TrainerCallback
 
-from . import records, resume
+from . import run_records, resume
 from .config import GRPOConfig
 from .cache_keys import digest, files_digest, model_fingerprint
 from .models import device_and_dtype, is_adapter, load_model, load_processor
@@ -180,7 +180,7 @@ def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GR
 
     task = task_name("GRPO", out_dir)
     dev, _ = device_and_dtype(device)
-    with records.timed(task, "load"):
+    with run_records.timed(task, "load"):
         policy = load_model(sft_dir, device=dev, trainable_adapter=True)
         processor = load_processor(sft_dir)
     args = TRLGRPOConfig(
@@ -195,7 +195,7 @@ def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GR
         bf16=dev == "cuda", use_cpu=dev == "cpu", dataloader_num_workers=0, warmup_steps=0.0,
         activation_checkpointing=dev == "cuda")   # trl's default (on) recomputes activations: memory we lack only on GPU
     timer = ProgressCallback(task)
-    with records.timed(task, "build"):   # includes loading the reference model
+    with run_records.timed(task, "build"):   # includes loading the reference model
         trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=args, train_dataset=train,
                               processing_class=processor, callbacks=[SaveRewardState(guard, processor), timer,
                                                                                  SeedGeneration(cfg.seed),

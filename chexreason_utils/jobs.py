@@ -18,7 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
 
 from .config_reads import READS_ENV
-from .records import RECORDS_ENV
+from .run_records import RECORDS_ENV
 
 # transformers 5 warns on every use of names it renamed (trl still calls ``is_gradient_checkpointing``): noise in a
 # notebook or the terminal, nothing a reader can act on.

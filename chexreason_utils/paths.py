@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-REPO_ROOT = Path(os.environ.get("CHEXREASON_ROOT", Path(__file__).resolve().parents[1]))
+PACKAGE_DIR = Path(__file__).resolve().parent   # chexreason_utils/ itself
+REPO_ROOT = Path(os.environ.get("CHEXREASON_ROOT", PACKAGE_DIR.parent))
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 FIGURE_ROOT = REPO_ROOT / "figures"
 _CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")   # a trainer's checkpoint folder (transformers names them so)
@@ -90,7 +91,7 @@ class RunPaths:
 
     @property
     def logs(self) -> Path:
-        """Run records (``records``), one file per stage; never beside outputs."""
+        """Run records (``run_records``), one file per stage; never beside outputs."""
         return self.root / "logs"
 
     def stage_records(self, name: str) -> Path:

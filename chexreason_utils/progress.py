@@ -1,7 +1,7 @@
 """Progress bars of long loops, and the runner's watcher that prints them.
 
 Long loops (a training run, a prediction loop) report ``(task, step, total)`` through ``Bar``: in JupyterLab
-it is a tqdm bar; under the runner it writes ``step`` records to the stage's record file (``records``), from the
+it is a tqdm bar; under the runner it writes ``step`` records to the stage's record file (``run_records``), from the
 notebook's kernel and from every worker process of ``jobs.run_jobs`` alike. The ``Watcher`` thread of the runner
 prints every new progress line and, when nothing was printed for ``HEARTBEAT_S`` seconds, the notebook cell
 that is running.
@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from .records import headless, write_record
+from .run_records import headless, write_record
 
 REPORT_EVERY_S = 10.0                  # a running task writes at most one progress line per this many seconds
 HEARTBEAT_S = 30.0                     # the watcher prints something at least this often

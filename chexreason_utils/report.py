@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from . import figure_registry, reference
-from .paths import REPO_ROOT, RunPaths
+from .paths import PACKAGE_DIR, REPO_ROOT, RunPaths
 
 CLAIMS_ID = "claims"
 _PAGE = """<!DOCTYPE html>
@@ -101,7 +101,7 @@ def source_link(dotted: str, page_dir: Path) -> str:
     The line is read from the source with ``ast``: nothing is imported (some modules pull in torch and trl).
     """
     module, name = dotted.rsplit(".", 1)
-    path = Path(__file__).resolve().parent.joinpath(*module.split(".")).with_suffix(".py")
+    path = PACKAGE_DIR.joinpath(*module.split(".")).with_suffix(".py")
     if not path.exists():
         raise ValueError(f"{dotted!r}: no module {path} in {__package__} (figure_registry.MADE_BY)")
     tree = ast.parse(path.read_text(), filename=str(path))

@@ -22,7 +22,7 @@ import torch
 from transformers import TrainerCallback
 
 from .paths import checkpoint_step, is_checkpoint_name
-from .records import count
+from .run_records import count
 
 RUN_ID_FILE = "run_id.txt"
 

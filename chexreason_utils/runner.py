@@ -10,7 +10,7 @@ by run-relative name, ``FileDigests``). A stage's outputs are its own folders, i
 those folders before and after it ran. A stage is skipped when its fingerprint and its outputs match the last
 successful run recorded in ``manifest.json``, so a changed value it reads (named in the printed reason) or a
 missing or changed output reruns it; ``force`` recomputes. A failing stage stops the run, naming the notebook,
-cell and error. What a stage counted, dropped or redid (``records.count``) is printed under the summary table,
+cell and error. What a stage counted, dropped or redid (``run_records.count``) is printed under the summary table,
 one line per stage.
 """
 from __future__ import annotations
@@ -28,10 +28,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import config_reads, progress, records
+from . import config_reads, progress, run_records
 from .config import Config, load_profile
 from .figure_registry import ARTIFACTS
-from .paths import NOTEBOOK_DIR, REPO_ROOT, RunPaths
+from .paths import NOTEBOOK_DIR, PACKAGE_DIR, REPO_ROOT, RunPaths
 from .report import write_report
 from .stage import READS_FILE, RECORD_FILES, WORKER_READS_FILE, stage_outputs
 
@@ -199,7 +199,7 @@ def _shared_outputs(before: dict[str, str], after: dict[str, str], previous: lis
 
 def code_digest() -> str:
     """The library's source: editing chexreason_utils reruns the stages (its own caches keep that cheap)."""
-    package = Path(__file__).parent
+    package = PACKAGE_DIR
     return _sha(b"".join(p.relative_to(package).as_posix().encode() + p.read_bytes()
                          for p in sorted(package.rglob("*.py"))))
 
@@ -286,20 +286,20 @@ def watch_stage(stage: str, progress_log: Path | None):
         return
     progress_log.parent.mkdir(parents=True, exist_ok=True)
     progress_log.write_text("")
-    saved = os.environ.get(records.RECORDS_ENV)
-    os.environ[records.RECORDS_ENV] = str(progress_log)
-    records.write_record({"kind": "start", "task": stage})
+    saved = os.environ.get(run_records.RECORDS_ENV)
+    os.environ[run_records.RECORDS_ENV] = str(progress_log)
+    run_records.write_record({"kind": "start", "task": stage})
     watcher = progress.Watcher(progress_log, stage, out=lambda line: print(line, flush=True))
     watcher.start()
     try:
         yield watcher
     finally:
         watcher.stop()
-        records.write_record({"kind": "end", "task": stage})
+        run_records.write_record({"kind": "end", "task": stage})
         if saved is None:
-            os.environ.pop(records.RECORDS_ENV, None)
+            os.environ.pop(run_records.RECORDS_ENV, None)
         else:
-            os.environ[records.RECORDS_ENV] = saved
+            os.environ[run_records.RECORDS_ENV] = saved
 
 
 def run(opts: RunOptions) -> list[StageResult]:
@@ -357,7 +357,7 @@ def run(opts: RunOptions) -> list[StageResult]:
             shared = _shared_outputs(before, _snapshot(paths), shared)
             result = StageResult(nb.stem, status, wall, reason, fingerprint(nb, params, config, upstream, code),
                                  output_digest(paths, nb.stem, shared, digests) if status == "ran" else "", reads, config,
-                                 shared, records.counts(paths.stage_records(nb.stem)))
+                                 shared, run_records.counts(paths.stage_records(nb.stem)))
             print(f"[{nb.stem}] {status} in {wall:.1f} s", flush=True)
         results.append(result)
         stages[nb.stem] = {"status": result.status, "wall_s": round(result.wall_s, 2), "reason": result.reason,

@@ -23,13 +23,13 @@ import datasets
 import pandas as pd
 from transformers import EarlyStoppingCallback
 
-from . import records, resume, sft_data
+from . import run_records, resume, sft_data
 from .config import SFTConfig
 from .cache_keys import digest, files_digest, model_fingerprint
 from .models import device_and_dtype, is_adapter, load_model, load_processor, lora_config
 from .paths import RunPaths
 from .prompts import user_message
-from .records import count
+from .run_records import count
 from .trainer_progress import ProgressCallback, task_name
 
 
@@ -91,7 +91,7 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
     resume_from = resume.prepare(out_dir / "trainer", run_id, "SFT")
     task = task_name("SFT", out_dir)
     dev, dtype = device_and_dtype(device)
-    with records.timed(task, "load"):
+    with run_records.timed(task, "load"):
         model = load_model(base, device=dev)
         processor = load_processor(base, *image_pixels)
     steps_per_epoch = math.ceil(len(train) / (cfg.batch_size * cfg.grad_accum))
@@ -111,9 +111,9 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
         use_cpu=dev == "cpu", dataloader_num_workers=0, **sft_data.train_args())
     callbacks = [EarlyStopping(early_stopping_patience=cfg.early_stopping_patience)] if evalset is not None else []
     callbacks += [ProgressCallback(task), resume.StrictRestore(resume_from)]
-    with records.timed(task, "prepare data"):
+    with run_records.timed(task, "prepare data"):
         (train_rows, eval_rows), collator = sft_data.prepare([train, evalset], processor, cfg.max_length)
-    with records.timed(task, "build"):
+    with run_records.timed(task, "build"):
         trainer_class = CPUSFTTrainer if dev == "cpu" else SFTTrainer
         trainer = trainer_class(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows,
                                 data_collator=collator, processing_class=processor,
@@ -126,7 +126,7 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
         trainer.accelerator.wait_for_everyone()
         return SFTResult(out_dir, log, reused=False)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with records.timed(task, "save"):
+    with run_records.timed(task, "save"):
         _save_best(trainer, out_dir, full_finetune or is_adapter(base), dev)
         processor.save_pretrained(str(out_dir))
     log.to_csv(out_dir / RunPaths.LOG_HISTORY, index=False)

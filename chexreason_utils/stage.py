@@ -2,7 +2,7 @@
 
 While a stage runs, its config records which values it reads (``config_reads``) into ``config_reads.json``
 in the stage folder (its worker processes append theirs to ``config_reads_workers.txt``), and anything it
-counts, drops or redoes (``Stage.note``, ``records.count``) goes to the stage's record file; the runner
+counts, drops or redoes (``Stage.note``, ``run_records.count``) goes to the stage's record file; the runner
 fingerprints the recorded values and prints the counts in its terminal summary.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config_reads, records
+from . import config_reads, run_records
 from .config import Config, load_profile
 from .jobs import RENAMED_IN_TRANSFORMERS
 from .paths import RunPaths
@@ -54,7 +54,7 @@ class Stage:
     def note(self, **counts: int) -> None:
         """Count things for the runner's summary line, e.g. ``stage.note(reused_runs=2)``."""
         for what, n in counts.items():
-            records.count(what.replace("_", " "), n)
+            run_records.count(what.replace("_", " "), n)
 
 
 class _ReadLog:
@@ -79,7 +79,7 @@ def start_stage(name: str, profile: str, run_dir: str = "", figure_dir: str = ""
                 overrides: dict[str, Any] | None = None) -> Stage:
     """Load the profile with overrides, start recording what the stage reads, seed everything, set the plot
     style, return the stage handle."""
-    records.write_record({"kind": "ready", "task": name})   # the kernel is up: ``timing_records`` times its start
+    run_records.write_record({"kind": "ready", "task": name})   # the kernel is up: ``timing_records`` times its start
     cfg = load_profile(profile, overrides)
     paths = RunPaths.for_profile(cfg.profile, run_dir or None, figure_dir or None)
     folder = paths.stage(name)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from . import progress, records
+from . import progress, run_records
 
 
 def task_name(kind: str, out_dir: Path) -> str:
@@ -75,5 +75,5 @@ class ProgressCallback(TrainerCallback):
         total = now - self._start
         self.seconds["train.steps"] = total - self.seconds["train.eval"] - self.seconds["train.checkpoint"]
         for phase, seconds in sorted(self.seconds.items()):
-            records.record_time(self.task, phase, seconds)
+            run_records.record_time(self.task, phase, seconds)
         self.seconds.clear()

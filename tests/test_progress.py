@@ -4,7 +4,7 @@ import os
 import time
 from types import SimpleNamespace
 
-from chexreason_utils import progress, records as run_records
+from chexreason_utils import progress, run_records
 from chexreason_utils.runner import RunOptions, run
 from conftest import write_notebook
 

@@ -12,7 +12,7 @@ from ..manifests import load_manifest, manifest_frame, write_manifest
 from ..metrics import label_matrix
 from ..paths import RunPaths
 from ..sampling import label_table, select_nih_test, split_train_pool
-from ..records import count
+from ..run_records import count
 
 
 def build_manifests(cfg: Config, paths: RunPaths) -> dict:
