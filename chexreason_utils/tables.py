@@ -2,13 +2,15 @@
 
 A table is a DataFrame. A named row index (labels, formats, checkpoints) becomes the first column. Two-level
 columns ``(source, column)`` — the layout ``reporting`` builds — become grouped column blocks in LaTeX
-(``\\multicolumn`` headings over ``\\cmidrule``), ``<source>: <column>`` headings in Markdown, and a ``source``
-column in the CSV (one row per row label and source).
+(``\\multicolumn`` headings over ``\\cmidrule``), a page-wide Markdown view (this run's value beside the paper's
+in each cell, per-seed values in a second table; ``markdown``), and a ``source`` column in the CSV (one row per
+row label and source).
 """
 from __future__ import annotations
 
 import math
 import numbers
+import re
 
 import pandas as pd
 
@@ -16,6 +18,10 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                   "|": r"\textbar{}", "<": r"\textless{}", ">": r"\textgreater{}"}
 MISSING = "–"
+MAX_MD_COLUMNS = 12                                      # what fits a page on GitHub
+PAPER_PREFIX = "reported"                                # the paper's block (``reporting.REPORTED``)
+OURS_PREFIXES = ("reproduced", "mean over seeds")        # this run's block: its value, or the mean over seeds
+SEED_SOURCE = re.compile(r"seed \d+")                    # one training seed's block
 
 
 def _flat_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -44,8 +50,12 @@ def tidy(table: pd.DataFrame) -> pd.DataFrame:
     return out[[*lead, "source", *[c for c in out.columns if c not in lead and c != "source"]]]
 
 
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def format_cell(value, floatfmt: str = ".3f", missing: str = MISSING) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return missing
     if isinstance(value, bool):
         return str(value)
@@ -64,19 +74,71 @@ def _heading(column, headings: dict[str, str]) -> str:
 
 
 def markdown(table: pd.DataFrame, headings: dict[str, str] | None = None) -> str:
-    """A pipe table: every row has as many cells as the header; a '|' inside a cell is escaped."""
+    """Pipe table(s) that fit a page (at most ``MAX_MD_COLUMNS`` columns; every row has as many cells as the
+    header; a '|' inside a cell is escaped). A wider ``(source, column)`` table becomes this run's values with the
+    paper's beside them in each cell, then its per-seed values as a second table (``_compact``); a wider flat table
+    shows its first columns and lists the others below it, one line per row."""
     _check(table)
     headings = headings or {}
     flat = _flat_rows(table)
+    if flat.shape[1] <= MAX_MD_COLUMNS:
+        return _pipe(flat, [_heading(c, headings) for c in flat.columns])
+    if table.columns.nlevels == 2:
+        compact = _compact(table, headings)
+        if compact is not None:
+            return compact
+    shown, rest = flat.iloc[:, :MAX_MD_COLUMNS], flat.iloc[:, MAX_MD_COLUMNS:]
+    below = [f"- **{format_cell(lead)}** — " + "; ".join(f"{_heading(c, headings)}: {format_cell(v)}"
+                                                        for c, v in zip(rest.columns, values))
+             for lead, values in zip(flat.iloc[:, 0], rest.itertuples(index=False))]
+    return "\n".join([_pipe(shown, [_heading(c, headings) for c in shown.columns]), "", *below])
 
+
+def _pipe(flat: pd.DataFrame, header: list[str]) -> str:
     def row(cells) -> str:
         return "| " + " | ".join(c.replace("|", r"\|").replace("\n", " ") for c in cells) + " |"
 
     numeric = [pd.api.types.is_numeric_dtype(flat[c]) for c in flat.columns]
-    lines = [row([_heading(c, headings) for c in flat.columns]),
-             "|" + "|".join("---:" if n else ":---" for n in numeric) + "|"]
+    lines = [row(header), "|" + "|".join("---:" if n else ":---" for n in numeric) + "|"]
     lines += [row([format_cell(v) for v in values]) for values in flat.itertuples(index=False)]
     return "\n".join(lines)
+
+
+def _compact(table: pd.DataFrame, headings: dict[str, str]) -> str | None:
+    """A page-wide view of a ``(source, column)`` table: one column per metric whose cell is this run's value
+    (the ``reproduced`` / ``mean over seeds`` block) with the paper's beside it, other blocks (e.g. trivial
+    baselines) as ``<source>: <column>`` columns; then each training seed's values, one row per row label and
+    seed. None when the table has no block of this run's values."""
+    sources = list(table.columns.get_level_values(0).unique())
+    ours = next((s for s in sources if str(s).startswith(OURS_PREFIXES)), None)
+    if ours is None:
+        return None
+    paper = next((s for s in sources if str(s).startswith(PAPER_PREFIX)), None)
+    seeds = [s for s in sources if SEED_SOURCE.fullmatch(str(s))]
+    others = [s for s in sources if s not in (ours, paper, *seeds)]
+    metrics = list(dict.fromkeys([*(table[paper].columns if paper else []), *table[ours].columns]))
+    lead = [n for n in table.index.names if n is not None]
+    view = pd.DataFrame({n: list(table.index.get_level_values(n)) for n in lead})
+    for m in metrics:
+        mine = table[ours][m] if m in table[ours] else pd.Series(math.nan, index=table.index)
+        cells = [format_cell(v) for v in mine]
+        if paper is not None and m in table[paper]:
+            cells = [c if _missing(p) else f"{c} · paper {format_cell(p)}" for c, p in zip(cells, table[paper][m])]
+        view[headings.get(m, m)] = cells
+    for source in others:
+        for m in table[source].columns:
+            view[f"{source}: {headings.get(m, m)}"] = [format_cell(v) for v in table[source][m]]
+    note = f"Each cell: {ours}" + (f" · {paper}." if paper else ".")
+    parts = [note, "", _pipe(view, list(view.columns))]
+    if seeds:
+        per_seed = pd.concat([_flat_rows(table[s].rename_axis(columns=None)).assign(seed=str(s)) for s in seeds],
+                             ignore_index=True)
+        names = [c for c in per_seed.columns if c != "seed"]
+        n_lead = len(lead)
+        per_seed = per_seed[[*names[:n_lead], "seed", *names[n_lead:]]]
+        header = [*names[:n_lead], "seed", *(headings.get(c, c) for c in names[n_lead:])]
+        parts += ["", "Per training seed:", "", _pipe(per_seed, header)]
+    return "\n".join(parts)
 
 
 def latex_escape(text: str) -> str:

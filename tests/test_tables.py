@@ -58,15 +58,40 @@ def test_seed_blocks_sit_beside_as_more_sources():
 def test_saved_comparison_tables_render_and_compile(tmp_path, artifact, make):
     table = make()
     csv, md, tex = plotting.save_table(table, artifact, tmp_path, caption="reproduced on profile tiny")
+    text = md.read_text()
     assert check_markdown_file(md) == 1
-    header = markdown_cells(md.read_text().splitlines()[2])
+    header = markdown_cells(next(line for line in text.splitlines() if line.startswith("| ")))
     assert header[0] in ("format", "label") and not any(" | " in h for h in header)
-    assert "reported (paper): Micro P" in header or "reported (paper): ChexReason" in header
+    assert len(header) <= tables.MAX_MD_COLUMNS                              # fits a page
+    assert "reported (paper): ChexReason" in header or "0.500 · paper 0.480" in text   # the paper's value beside ours
     check_latex_file(tex, tmp_path)
     assert r"\multicolumn" in tex.read_text() and r"\cmidrule(lr)" in tex.read_text()
     frame = pd.read_csv(csv)
     assert frame.columns[1] == "source" and len(frame) == 2 * len(table)
     assert list(frame["source"].unique()) == list(table.columns.get_level_values(0).unique())
+
+
+def test_a_wide_table_fits_a_page_with_the_papers_value_in_each_cell_and_every_seed_below(tmp_path):
+    table = _table2()
+    ours = table["reproduced (tiny)"]
+    wide = pd.concat([table, *(pd.concat({f"seed {s}": ours + s / 100}, axis=1) for s in (0, 1, 2))], axis=1)
+    assert wide.shape[1] + 1 > tables.MAX_MD_COLUMNS
+    csv, md, _ = plotting.save_table(wide, "table2_sft_medical", tmp_path)
+    assert check_markdown_file(md) == 2                                    # this run beside the paper; per seed
+    main, per_seed = (t for t in md.read_text().split("\n\n") if t.startswith("| "))
+    assert all(len(markdown_cells(line)) <= tables.MAX_MD_COLUMNS for line in md.read_text().splitlines()
+               if line.startswith("| "))
+    assert "| free_reasoning | 0.500 · paper 0.480 |" in main and "| reasoning_narrative | – · paper 0.565 |" in main
+    assert "| free_reasoning | seed 2 | 0.520 |" in per_seed and per_seed.count("| only_label |") == 3
+    assert set(pd.read_csv(csv)["source"]) >= {"seed 0", "seed 1", "seed 2"}   # the CSV keeps every block
+
+
+def test_a_wide_flat_table_lists_its_last_columns_below_each_row():
+    table = pd.DataFrame({**{f"c{i}": [i, i + 1] for i in range(12)}, "statement": ["first claim", "second"]},
+                         index=pd.Index(["C1", "C2"], name="claim"))
+    text = tables.markdown(table)
+    assert markdown_cells(text.splitlines()[0])[-1] == "c10"                # the first 12 columns in the table
+    assert "- **C1** — c11: 11; statement: first claim" in text and "- **C2** — c11: 12; statement: second" in text
 
 
 def test_a_flat_table_with_pipes_and_gaps_still_renders(tmp_path):
