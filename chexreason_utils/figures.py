@@ -16,6 +16,7 @@ from .trainer_log import log_rows
 from .labels import CHEXPERT_LABELS
 from .plotting import PALETTE
 from .reward_analysis import moving_average
+from .scores import MEAN
 
 if TYPE_CHECKING:
     from .grpo import GRPORun
@@ -109,8 +110,8 @@ def f1_by_step(table: pd.DataFrame, series: list[str], metrics_: list[str], ylab
 
 
 def _mean_and_seeds(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split a table with ``seed`` = "mean" rows (carrying lo / hi) from its per-seed rows."""
-    is_mean = table["seed"].astype(str) == "mean"
+    """Split a table's mean rows (``aggregate`` "mean", carrying lo / hi) from its per-seed rows."""
+    is_mean = table["aggregate"] == MEAN
     return table.loc[is_mean], table.loc[~is_mean]
 
 

@@ -82,15 +82,15 @@ def seed_rows(frame: pd.DataFrame, **keys) -> pd.DataFrame:
     an int; a fixed model's one row has none)."""
     rows = scores.summaries(scores.select(frame, **keys))
     entry = rows[scores.KEYS].astype(object).fillna("").astype(str).agg("|".join, axis=1)
-    seeded = set(entry[rows["seed"] != scores.MEAN])
-    keep = rows.loc[(rows["seed"] != scores.MEAN) | ~entry.isin(seeded)].copy()
-    keep["seed"] = pd.to_numeric(keep["seed"].where(keep["seed"] != scores.MEAN))
-    return keep.reset_index(drop=True)
+    one_seed = rows["aggregate"] == scores.SEED
+    keep = rows.loc[one_seed | ~entry.isin(set(entry[one_seed]))].copy()
+    keep["seed"] = keep["seed"].astype(float)   # NaN: a fixed model
+    return keep.drop(columns="aggregate").reset_index(drop=True)
 
 
 def mean_and_seed_rows(frame: pd.DataFrame, **keys) -> pd.DataFrame:
-    """Summary rows of the entries with ``keys``: the mean over seeds (``seed`` = "mean", with the macro-F1 CI)
-    and each training seed."""
+    """Summary rows of the entries with ``keys``: the mean over seeds (``aggregate`` "mean", with the macro-F1 CI)
+    and each training seed (``aggregate`` "seed")."""
     return scores.summaries(scores.select(frame, **keys)).reset_index(drop=True)
 
 
@@ -129,31 +129,31 @@ def test_columns(frame: pd.DataFrame, dataset: str, chexreason: dict) -> dict[in
     columns = {**TEST_COLUMNS, "ChexReason": {"stage": "grpo", **chexreason}}
     rows = scores.select(frame, dataset=dataset)
     rows = rows.loc[~rows["label"].isin(["micro", "macro"])]
-    seeds = sorted(int(s) for s in rows["seed"].unique() if s != scores.MEAN)
+    seeds = sorted(int(s) for s in rows.loc[rows["aggregate"] == scores.SEED, "seed"].unique())
     out = {}
     for seed in seeds:
         part = {}
         for column, keys in columns.items():
             chosen = scores.select(rows, **keys)
-            one = chosen.loc[chosen["seed"] == str(seed)]
-            part[column] = (one if len(one) else chosen.loc[chosen["seed"] == scores.MEAN]).set_index("label")["f1"]
+            one = chosen.loc[chosen["seed"].eq(seed).fillna(False).astype(bool)]
+            part[column] = (one if len(one) else chosen.loc[chosen["aggregate"] == scores.MEAN]).set_index("label")["f1"]
         out[seed] = pd.DataFrame(part)
     return out
 
 
 def headline_summary(frame: pd.DataFrame, chexreason: dict) -> pd.DataFrame:
     """Macro-F1 of the medical model before and after each stage on both test sets: the mean over seeds with the
-    95% seed x image CI (``seed`` = "mean") and each seed, and the trivial baselines (``model`` "baseline: <name>")
-    as reference (columns model, dataset, seed, macro_f1, lo, hi, n)."""
+    95% seed x image CI (``aggregate`` "mean") and each seed, and the trivial baselines (``model`` "baseline:
+    <name>") as reference (columns model, dataset, seed, aggregate, macro_f1, lo, hi, n)."""
     columns = {"MedGemma base": TEST_COLUMNS["MedGemma base"], "MedGemma SFT": TEST_COLUMNS["MedGemma SFT"],
                "ChexReason": {"stage": "grpo", **chexreason}}
     parts = [mean_and_seed_rows(frame, dataset=ds, **keys).assign(model=STAGE_NAMES[column])
              for ds in ("CheXpert", "NIH") for column, keys in columns.items()]
     for ds in ("CheXpert", "NIH"):
         base = baseline_rows(frame, ds)
-        parts.append(base.assign(model=BASELINE_PREFIX + base["name"], seed=scores.MEAN))
+        parts.append(base.assign(model=BASELINE_PREFIX + base["name"], aggregate=scores.MEAN))
     out = pd.concat(parts, ignore_index=True).rename(columns={"n_images": "n"})
-    return out[["model", "dataset", "seed", "macro_f1", "lo", "hi", "n"]]
+    return out[["model", "dataset", "seed", "aggregate", "macro_f1", "lo", "hi", "n"]]
 
 
 def per_label_columns(frame: pd.DataFrame, dataset: str, chexreason: dict) -> pd.DataFrame:
@@ -222,10 +222,10 @@ def with_baselines(table: pd.DataFrame, frame: pd.DataFrame, dataset: str, colum
 
 
 def format_f1(frame: pd.DataFrame) -> pd.DataFrame:
-    """Validation macro-F1 per model and SFT format: the mean over seeds with its CI (``seed`` = "mean") and each
-    seed (columns model, format, seed, macro_f1, lo, hi)."""
+    """Validation macro-F1 per model and SFT format: the mean over seeds with its CI (``aggregate`` "mean") and
+    each seed (columns model, format, seed, aggregate, macro_f1, lo, hi)."""
     rows = mean_and_seed_rows(frame, dataset="validation", stage="sft")
-    return rows.rename(columns={"name": "format"})[["model", "format", "seed", "macro_f1", "lo", "hi"]]
+    return rows.rename(columns={"name": "format"})[["model", "format", "seed", "aggregate", "macro_f1", "lo", "hi"]]
 
 
 def baseline_columns(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:

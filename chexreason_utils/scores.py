@@ -1,11 +1,11 @@
 """The one scores frame of the evaluation, and the contrasts measured on the same predictions.
 
 Scores: one tidy row per entry (dataset, model, stage, name, checkpoint, prompt) × seed × label, where an entry
-is one model scored on one data set with one prompt. ``seed`` is a training seed ("0", "1", …) or "mean" (the
-mean over seeds; the only row of a fixed model, one that no seed trains). ``label`` is a label name, "micro" or
-"macro". Columns: precision, recall, f1 and support (label rows), fail_rate and distinct_sets (micro and macro
-rows; the mean row has the fewest of any seed), n_images,
-and on the "mean" macro row the 95% CI of macro-F1 (``lo``, ``hi``) of ``metrics.bootstrap_macro_f1`` (a
+is one model scored on one data set with one prompt. ``aggregate`` says what a row is: "seed" (one training
+seed's, ``seed`` its integer) or "mean" (the mean over seeds, ``seed`` empty; the only row of a fixed model, one that
+no seed trains). ``label`` is a label name, "micro" or "macro". Columns: precision, recall, f1 and support (label
+rows), fail_rate and distinct_sets (micro and macro rows; the mean row has the fewest of any seed), n_images,
+and on the mean macro row the 95% CI of macro-F1 (``lo``, ``hi``) of ``metrics.bootstrap_macro_f1`` (a
 t-interval over training seeds plus the image noise they share, ``metrics.seed_image_interval``).
 
 Contrasts: one row per paired comparison (the SFT -> GRPO differences, the gap change, the claims): effect as
@@ -21,7 +21,7 @@ of them (``floor_reason``).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,11 +29,22 @@ import pandas as pd
 from . import metrics
 from .labels import names_to_vector
 
-KEYS = ["dataset", "model", "stage", "name", "checkpoint", "step", "prompt"]
-COLUMNS = [*KEYS, "seed", "label", "precision", "recall", "f1", "support", "fail_rate", "n_images", "distinct_sets",
+class EntryKeys(NamedTuple):
+    """What identifies an entry: one model scored on one data set with one prompt."""
+    dataset: str      # validation, CheXpert, NIH
+    model: str        # medical, general (a trivial baseline: trivial)
+    stage: str        # base, sft, grpo, baseline
+    name: str         # prompt variant, SFT format, GRPO reward run, baseline name
+    checkpoint: str   # base, sft, checkpoint-<step>, best_f1, final, baseline
+    step: float       # the GRPO step (0 for SFT; NaN where none or where it differs between seeds)
+    prompt: str       # the prompt the model answered
+
+
+KEYS = list(EntryKeys._fields)
+COLUMNS = [*KEYS, "seed", "aggregate", "label", "precision", "recall", "f1", "support", "fail_rate", "n_images", "distinct_sets",
            "lo", "hi"]
 SUMMARY_COLUMNS = ["micro_p", "micro_r", "micro_f1", "macro_p", "macro_r", "macro_f1", "fail_rate"]
-MEAN = "mean"
+SEED, MEAN = "seed", "mean"   # the two values of ``aggregate``: one training seed's row, the mean over seeds
 
 
 def _seed_rows(y_true: np.ndarray, y_pred: np.ndarray, valid: np.ndarray, labels: Sequence[str]) -> pd.DataFrame:
@@ -59,6 +70,7 @@ def entry_scores(entry: dict, y_true: np.ndarray, preds: dict, valid: dict, labe
     """Score rows of one entry: per seed (when ``preds`` has seeds; key None = a fixed model) and the mean over
     seeds, whose macro row carries the seed x image CI and whose micro / macro rows carry the fewest distinct
     label sets any seed answers with. ``entry`` holds the ``KEYS`` values."""
+    entry = entry._asdict() if isinstance(entry, EntryKeys) else entry
     missing = [k for k in KEYS if k not in entry]
     if missing:
         raise KeyError(f"entry_scores: entry {entry} lacks {missing}")
@@ -67,9 +79,14 @@ def entry_scores(entry: dict, y_true: np.ndarray, preds: dict, valid: dict, labe
     mean["distinct_sets"] = pd.concat(per_seed.values()).groupby("label", sort=False)["distinct_sets"].min().to_numpy()
     ci = metrics.bootstrap_macro_f1(y_true, list(preds.values()), n_boot, boot_seed)
     mean.loc[mean["label"] == "macro", ["lo", "hi"]] = ci["lo"], ci["hi"]
-    parts = [] if None in preds else [t.assign(seed=str(s)) for s, t in per_seed.items()]
-    frame = pd.concat([*parts, mean.assign(seed=MEAN)], ignore_index=True).assign(**entry)
-    return frame.reindex(columns=COLUMNS)
+    parts = [] if None in preds else [t.assign(seed=s, aggregate=SEED) for s, t in per_seed.items()]
+    frame = pd.concat([*parts, mean.assign(seed=pd.NA, aggregate=MEAN)], ignore_index=True).assign(**entry)
+    return frame.reindex(columns=COLUMNS).astype({"seed": "Int64"})
+
+
+def read_scores(path) -> pd.DataFrame:
+    """A scores frame written by ``steps.evaluation.evaluate_run`` (integer seeds, empty on mean rows)."""
+    return pd.read_csv(path, dtype={"seed": "Int64"})
 
 
 BASELINE = {"stage": "baseline", "model": "trivial", "checkpoint": "baseline"}
@@ -132,7 +149,7 @@ def _not_above(best: pd.Series) -> str:
 def entries_at_floor(frame: pd.DataFrame, **keys) -> str:
     """The entries with ``keys`` (mean over seeds; fewest label sets of any seed) that are at floor on their
     set, grouped by set and reason so that each reason is said once, "; "-joined ("" when none is)."""
-    rows = select(frame, seed=MEAN, label="macro", **keys)
+    rows = select(frame, aggregate=MEAN, label="macro", **keys)
     groups: dict[str, list[str]] = {}
     for _, r in rows.iterrows():
         best = best_baseline(frame, r["dataset"])
@@ -149,7 +166,8 @@ def select(frame: pd.DataFrame, **keys) -> pd.DataFrame:
     """Rows whose columns equal ``keys`` (a list value: any of them); an empty selection is an error naming it."""
     mask = pd.Series(True, index=frame.index)
     for key, value in keys.items():
-        mask &= frame[key].isin(value) if isinstance(value, (list, tuple)) else frame[key] == value
+        match = frame[key].isin(value) if isinstance(value, (list, tuple)) else frame[key] == value
+        mask &= match.fillna(False).astype(bool)   # an empty seed (a mean row) matches no seed
     if not mask.any():
         raise LookupError(f"the scores frame has no rows with {keys}")
     return frame.loc[mask]
@@ -160,7 +178,7 @@ def summaries(frame: pd.DataFrame) -> pd.DataFrame:
     macro-F1 CI; every (entry, seed) block of ``entry_scores`` has one micro and one macro row."""
     micro = frame.loc[frame["label"] == "micro"].reset_index(drop=True)
     macro = frame.loc[frame["label"] == "macro"].reset_index(drop=True)
-    ids = [*KEYS, "seed"]
+    ids = [*KEYS, "seed", "aggregate"]
     as_text = lambda part: part[ids].astype(object).fillna("").astype(str)  # noqa: E731
     if len(micro) != len(macro) or not as_text(micro).equals(as_text(macro)):
         raise ValueError("scores frame: every (entry, seed) needs one micro and one macro row, in the same order")

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from chexreason_utils import claims, evaluate, figure_registry, grpo, jsonl_store, models, prompts
+from chexreason_utils import claims, evaluate, figure_registry, grpo, jsonl_store, models, prompts, scores
 from chexreason_utils.config import load_profile
 from chexreason_utils.manifests import load_manifest
 from chexreason_utils.model_registry import base_model
@@ -37,14 +37,15 @@ def test_every_registered_figure_and_table_is_made(smoke_run):
 
 def test_one_evaluation_route_the_tables_are_read_from_the_scores_frame(smoke_run):
     paths, _, _ = smoke_run
-    frame = pd.read_csv(paths.scores_file, dtype={"seed": str})
+    frame = scores.read_scores(paths.scores_file)
     assert set(frame["dataset"]) == {"validation", "CheXpert", "NIH"} and set(frame["stage"]) == {"base", "sft", "grpo", "baseline"}
-    assert set(frame["seed"]) == {"0", "1", "mean"}
-    sft_chexpert = frame.loc[(frame["dataset"] == "CheXpert") & (frame["stage"] == "sft") & (frame["seed"] == "1")]
+    assert set(frame["seed"].dropna()) == {0, 1} and set(frame["aggregate"]) == {"seed", "mean"}
+    assert frame.loc[frame["aggregate"] == "mean", "seed"].isna().all()
+    sft_chexpert = scores.select(frame, dataset="CheXpert", stage="sft", seed=1)
     table5 = pd.read_csv(paths.figures / "table5_chexpert.csv").set_index(["source", "label"])
     for row in sft_chexpert.loc[~sft_chexpert["label"].isin(["micro", "macro"])].itertuples():
         assert table5.loc[("seed 1", row.label), "MedGemma SFT"] == pytest.approx(row.f1, abs=5e-4)
-    mean_macro = frame.loc[(frame["seed"] == "mean") & (frame["label"] == "macro")]
+    mean_macro = frame.loc[(frame["aggregate"] == "mean") & (frame["label"] == "macro")]
     assert mean_macro[["lo", "hi"]].notna().all().all() and (mean_macro["lo"] <= mean_macro["hi"]).all()
     contrasts = pd.read_csv(paths.contrasts_file)
     assert contrasts.loc[contrasts["kind"] == "claim", "contrast"].tolist() == ["C1", "C2", "C3", "C4", "C5"]
@@ -86,9 +87,9 @@ def test_the_smoke_profile_learns(smoke_run):
     cfg = load_profile("smoke")
     for seed in cfg.seeds:
         pred = evaluation_steps.entry_predictions(cfg, paths, [e for e in evaluation_steps.entries(cfg, paths) if
-                                                               e.keys["dataset"] == "validation" and e.keys["stage"] == "sft"
-                                                               and e.keys["model"] == "medical" and
-                                                               e.keys["name"] == "free_reasoning"])[0][seed]
+                                                               e.keys.dataset == "validation" and e.keys.stage == "sft"
+                                                               and e.keys.model == "medical" and
+                                                               e.keys.name == "free_reasoning"])[0][seed]
         assert pred["valid"].mean() > 0.5 and pred["labels"].map(len).mean() >= 0.9, pred["raw"].head().tolist()
         for reward in cfg.grpo.rewards:
             log = pd.read_csv(paths.grpo_log(reward, seed)).dropna(subset=["reward"])

@@ -21,14 +21,15 @@ def _frame(preds, valid=None):
 
 def test_rows_per_seed_and_mean_with_hand_computed_values():
     frame = _frame({0: SEED0, 1: SEED1})
-    assert list(frame["seed"].unique()) == ["0", "1", "mean"]
+    assert list(frame["aggregate"].unique()) == ["seed", "mean"] and frame["seed"].dtype == "Int64"
+    assert list(frame["seed"].dropna().unique()) == [0, 1] and frame.loc[frame["aggregate"] == "mean", "seed"].isna().all()
     assert len(frame) == 3 * (len(LABELS) + 2)
-    seed0 = frame.loc[frame["seed"] == "0"].set_index("label")
+    seed0 = scores.select(frame, seed=0).set_index("label")          # an integer seed; the mean row has none
     assert seed0.loc["A", "f1"] == 1.0 and seed0.loc["B", "f1"] == pytest.approx(2 / 3) and seed0.loc["C", "f1"] == 0
     assert seed0.loc["macro", "f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)
     assert seed0.loc["micro", "f1"] == pytest.approx(2 * 3 / (2 * 3 + 0 + 2))   # tp 3, fp 0, fn 2
     assert seed0.loc["B", "support"] == 2
-    mean = frame.loc[frame["seed"] == "mean"].set_index("label")
+    mean = frame.loc[frame["aggregate"] == "mean"].set_index("label")
     assert mean.loc["macro", "f1"] == pytest.approx(((1 + 2 / 3) / 3 + 1) / 2)
     ci = metrics.bootstrap_macro_f1(TRUTH, [SEED0, SEED1], 200, 0)
     assert (mean.loc["macro", "lo"], mean.loc["macro", "hi"]) == pytest.approx((ci["lo"], ci["hi"]))
@@ -38,7 +39,7 @@ def test_rows_per_seed_and_mean_with_hand_computed_values():
 
 def test_fixed_model_has_only_the_mean_row_and_fail_rate_counts_invalid():
     frame = _frame({None: SEED0}, {None: np.array([True, False, True, True])})
-    assert set(frame["seed"]) == {"mean"}
+    assert set(frame["aggregate"]) == {"mean"} and frame["seed"].isna().all()
     summary = scores.summaries(frame)
     assert len(summary) == 1
     assert summary["fail_rate"].iloc[0] == pytest.approx(0.25)
@@ -48,10 +49,10 @@ def test_fixed_model_has_only_the_mean_row_and_fail_rate_counts_invalid():
 def test_summaries_one_row_per_entry_and_seed_and_select_names_a_missing_selection():
     frame = _frame({0: SEED0, 1: SEED1})
     summary = scores.summaries(frame)
-    assert list(summary["seed"]) == ["0", "1", "mean"]
-    assert summary.set_index("seed").loc["1", "macro_f1"] == 1.0
+    assert list(summary["seed"].fillna(-1)) == [0, 1, -1] and list(summary["aggregate"]) == ["seed", "seed", "mean"]
+    assert scores.select(summary, seed=1)["macro_f1"].item() == 1.0
     assert set(scores.SUMMARY_COLUMNS) <= set(summary.columns)
-    assert len(scores.select(frame, seed="mean", label=["micro", "macro"])) == 2
+    assert len(scores.select(frame, aggregate="mean", label=["micro", "macro"])) == 2
     with pytest.raises(LookupError, match="NIH"):
         scores.select(frame, dataset="NIH")
 
@@ -75,7 +76,7 @@ def test_trivial_baselines_have_their_known_scores():
     rng = np.random.default_rng(0)
     y, frame = _validation_frame(rng)
     base = frame.loc[(frame["stage"] == "baseline") & (frame["label"] == "macro")].set_index("name")
-    assert list(base.index) == list(scores.BASELINES) and (base["seed"] == scores.MEAN).all()
+    assert list(base.index) == list(scores.BASELINES) and (base["aggregate"] == scores.MEAN).all()
     nf = CX.index("No Finding")                                  # always No Finding: F1 only on that label
     p = y[:, nf].mean()
     assert base.loc["always No Finding", "f1"] == pytest.approx(2 * p / (1 + p) / len(CX))

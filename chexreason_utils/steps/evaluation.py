@@ -21,6 +21,7 @@ from ..manifests import load_manifest
 from ..metrics import eval_labels, matrices, valid_mask
 from ..model_registry import ROLES, base_model
 from ..paths import RunPaths, checkpoint_name, model_tag
+from ..scores import EntryKeys
 from .diagnostics import collapse_evidence
 from .grpo import grpo_models, read_checkpoint_scores
 from .predictions import predict_many
@@ -34,7 +35,7 @@ SELECTIONS = ("best_f1", "final")   # GRPO checkpoints chosen per run and seed f
 class Entry:
     """One model on one data set with one prompt: its frame keys and, per training seed (None: a fixed model),
     the (cache tag, model folder or id) to predict with."""
-    keys: dict
+    keys: scores.EntryKeys
     models: dict = field(default_factory=dict)
     steps: dict = field(default_factory=dict)   # seed -> GRPO step, for the best-F1 / final selections
 
@@ -44,12 +45,8 @@ def zero_shot_prompt(cfg: Config) -> str:
     return cfg.evaluation.prompt_variant or cfg.grpo.start_format
 
 
-def _keys(dataset, model, stage, name, checkpoint, step, prompt) -> dict:
-    return dict(zip(scores.KEYS, (dataset, model, stage, name, checkpoint, step, prompt)))
-
-
 def _base(cfg, paths, dataset, role, prompt) -> Entry:
-    return Entry(_keys(dataset, role, "base", prompt, "base", np.nan, prompt),
+    return Entry(EntryKeys(dataset, role, stage="base", name=prompt, checkpoint="base", step=np.nan, prompt=prompt),
                  {None: (model_tag(f"base-{role}"), base_model(cfg, paths, role))})
 
 
@@ -64,12 +61,13 @@ def _grpo_entries(cfg: Config, paths: RunPaths, dataset: str) -> list[Entry]:
             chosen = read_checkpoint_scores(paths, reward, seed).set_index("step")
             for which in SELECTIONS:
                 step = int(chosen.index[chosen[f"is_{which}"]][0])
-                entry = picked.setdefault((reward, which), Entry(_keys(dataset, "medical", "grpo", reward, which,
-                                                                       np.nan, fmt)))
+                entry = picked.setdefault((reward, which), Entry(EntryKeys(dataset, "medical", stage="grpo", name=reward,
+                                                                           checkpoint=which, step=np.nan, prompt=fmt)))
                 entry.models[seed] = (model_tag(f"grpo-{reward}-{checkpoint_name(step)}", seed),
                                       paths.grpo_run(reward, seed) / checkpoint_name(step))
                 entry.steps[seed] = step
-    steps = [Entry(_keys(dataset, "medical", "grpo", reward, checkpoint_name(step), step, fmt), models)
+    steps = [Entry(EntryKeys(dataset, "medical", stage="grpo", name=reward, checkpoint=checkpoint_name(step), step=step,
+                             prompt=fmt), models)
              for (reward, step), models in sorted(by_step.items())]
     return steps + list(picked.values())
 
@@ -80,13 +78,14 @@ def entries(cfg: Config, paths: RunPaths) -> list[Entry]:
     roles = [r for r in ROLES if r == "medical" or cfg.sft.general_model_too]
     zs_roles = [r for r in ROLES if r == "medical" or cfg.cross_model.general_zero_shot]
     out = [_base(cfg, paths, "validation", role, v) for role in zs_roles for v in cfg.cross_model.prompt_variants]
-    out += [Entry(_keys("validation", role, "sft", f, "sft", 0, f),
+    out += [Entry(EntryKeys("validation", role, stage="sft", name=f, checkpoint="sft", step=0, prompt=f),
                   {s: (model_tag(f"sft-{role}-{f}", s), paths.sft_model(role, f, s)) for s in seeds})
             for role in roles for f in cfg.sft.formats]
     out += _grpo_entries(cfg, paths, "validation")
     for dataset in ("CheXpert", "NIH"):
         out += [_base(cfg, paths, dataset, role, zero_shot_prompt(cfg)) for role in ROLES]
-        out.append(Entry(_keys(dataset, "medical", "sft", fmt, "sft", 0, fmt), {s: sft_start(cfg, paths, s) for s in seeds}))
+        out.append(Entry(EntryKeys(dataset, "medical", stage="sft", name=fmt, checkpoint="sft", step=0, prompt=fmt),
+                         {s: sft_start(cfg, paths, s) for s in seeds}))
         out += _grpo_entries(cfg, paths, dataset)
     return out
 
@@ -94,7 +93,7 @@ def entries(cfg: Config, paths: RunPaths) -> list[Entry]:
 def entry_predictions(cfg: Config, paths: RunPaths, todo: list[Entry]) -> list[dict]:
     """Per entry ``{seed: predictions merged with the truth}``; all missing prediction files are made in one
     batch of independent jobs."""
-    requests = [(tag, model, SETS[e.keys["dataset"]], e.keys["prompt"]) for e in todo for tag, model in e.models.values()]
+    requests = [(tag, model, SETS[e.keys.dataset], e.keys.prompt) for e in todo for tag, model in e.models.values()]
     frames = iter(predict_many(cfg, paths, requests))
     return [{seed: next(frames) for seed in e.models} for e in todo]
 
@@ -111,19 +110,19 @@ def evaluate_run(cfg: Config, paths: RunPaths) -> Evaluation:
     todo = entries(cfg, paths)
     mats, parts = [], []
     for entry, by_seed in zip(todo, entry_predictions(cfg, paths, todo)):
-        labels = eval_labels(cfg, entry.keys["dataset"]) if entry.keys["dataset"] != "validation" else CHEXPERT_LABELS
+        labels = eval_labels(cfg, entry.keys.dataset) if entry.keys.dataset != "validation" else CHEXPERT_LABELS
         pairs = {s: matrices(f, cfg, labels) for s, f in by_seed.items()}
         y_true = next(iter(pairs.values()))[0]
         frame = scores.entry_scores(entry.keys, y_true, {s: p for s, (_, p) in pairs.items()},
                                     {s: valid_mask(f) for s, f in by_seed.items()}, labels, E.n_bootstrap,
                                     E.bootstrap_seed)
         for seed, step in entry.steps.items():
-            frame.loc[frame["seed"] == str(seed), "step"] = step
+            frame.loc[frame["seed"].eq(seed).fillna(False).astype(bool), "step"] = step
         parts.append(frame)
         mats.append((entry, y_true, {s: p for s, (_, p) in pairs.items()}))
     sft_truths = load_manifest(paths, "sft")["truth"]
     for dataset in SETS:
-        y_true = next(y for e, y, _ in mats if e.keys["dataset"] == dataset)
+        y_true = next(y for e, y, _ in mats if e.keys.dataset == dataset)
         labels = eval_labels(cfg, dataset) if dataset != "validation" else CHEXPERT_LABELS
         parts.append(scores.baseline_scores(dataset, y_true, labels, sft_truths, E.n_bootstrap, E.bootstrap_seed))
     score_frame = pd.concat(parts, ignore_index=True)
@@ -140,7 +139,7 @@ def read_evaluation(paths: RunPaths) -> Evaluation:
     for f in (paths.scores_file, paths.contrasts_file):
         if not f.exists():
             raise FileNotFoundError(f"{f} not found: run 04_evaluation first (it writes the scores frame)")
-    return Evaluation(pd.read_csv(paths.scores_file, dtype={"seed": str}), pd.read_csv(paths.contrasts_file))
+    return Evaluation(scores.read_scores(paths.scores_file), pd.read_csv(paths.contrasts_file))
 
 
 def read_floor_criterion(paths: RunPaths) -> pd.DataFrame:
@@ -154,7 +153,7 @@ def read_floor_criterion(paths: RunPaths) -> pd.DataFrame:
 def _matrices_of(mats: list, seeds: list[int], **keys) -> tuple[np.ndarray, list[np.ndarray]]:
     """(y_true, one prediction matrix per seed — or the one of a fixed model) of the entry with ``keys``."""
     for entry, y_true, preds in mats:
-        if all(entry.keys[k] == v for k, v in keys.items()):
+        if all(getattr(entry.keys, k) == v for k, v in keys.items()):
             return y_true, [preds[None]] if None in preds else [preds[s] for s in seeds]
     raise LookupError(f"no evaluated entry with {keys}")
 
@@ -207,8 +206,8 @@ def nih_entries(cfg: Config, paths: RunPaths) -> dict[str, Entry]:
     """The NIH entries of the medical SFT model and of ChexReason (the chosen GRPO checkpoint)."""
     chex = {"checkpoint": cfg.evaluation.test_grpo_checkpoint, "name": cfg.evaluation.test_grpo_reward}
     wanted = {"SFT": {"stage": "sft"}, "GRPO": {"stage": "grpo", **chex}}
-    nih = [e for e in entries(cfg, paths) if e.keys["dataset"] == "NIH"]
-    return {label: next(e for e in nih if all(e.keys[k] == v for k, v in keys.items())) for label, keys in wanted.items()}
+    nih = [e for e in entries(cfg, paths) if e.keys.dataset == "NIH"]
+    return {label: next(e for e in nih if all(getattr(e.keys, k) == v for k, v in keys.items())) for label, keys in wanted.items()}
 
 
 def subgroup_table(cfg: Config, paths: RunPaths) -> pd.DataFrame:

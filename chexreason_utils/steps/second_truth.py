@@ -19,7 +19,7 @@ def second_truth_scores(cfg: Config, paths: RunPaths) -> pd.DataFrame:
     nih_labels = eval_labels(cfg, "NIH")
     rows = []
     for name, entry in nih_entries(cfg, paths).items():
-        prompt = entry.keys["prompt"]
+        prompt = entry.keys.prompt
         for seed, (tag, model) in entry.models.items():
             frame = predictions(cfg, paths, model, "nih_test", prompt, tag)
             rows.append({"model": name, "seed": seed, "truth": "NIH labels", "n": len(frame),
