@@ -120,12 +120,12 @@ def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOC
     out_dir = Path(out_dir)
     paths = [i["path"] for i in train.cast_column("image", datasets.Image(decode=False))["image"]]
     run_id = _run_id(sft_dir, train, paths, cfg, reward, prevalence)
-    info_path = out_dir / RunPaths.RUN_INFO
-    if info_path.exists() and json.loads(info_path.read_text()).get("run_id") == run_id:
-        info = json.loads(info_path.read_text())
+    finished = resume.finished_run(out_dir, run_id)
+    if finished is not None:
+        info, log = finished
         control = _control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt)
-        return GRPORun(reward, out_dir, pd.read_csv(out_dir / RunPaths.LOG_HISTORY), checkpoints(out_dir),
-                       info.get("resumed_from"), reused=True, control=control)
+        return GRPORun(reward, out_dir, log, checkpoints(out_dir), info.get("resumed_from"), reused=True,
+                       control=control)
 
     state = PartialState(cpu=device_and_dtype(device)[0] == "cpu")   # the trainer's state (gloo on CPU)
     if state.is_main_process:
@@ -139,10 +139,9 @@ def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOC
     trainer.train(resume_from_checkpoint=resume_from)
     log = pd.DataFrame(trainer.state.log_history)   # restored from the checkpoint on resume, so complete
     if state.is_main_process:
-        log.to_csv(out_dir / RunPaths.LOG_HISTORY, index=False)
-        info_path.write_text(json.dumps({"run_id": run_id, "reward": reward, "sft_dir": str(sft_dir),
-                                         "reference": "frozen SFT adapter" if is_adapter(sft_dir) else str(sft_dir),
-                                         "resumed_from": resume_from, "global_step": trainer.state.global_step}, indent=2))
+        resume.save_finished(out_dir, run_id, log, reward=reward, sft_dir=str(sft_dir),
+                             reference="frozen SFT adapter" if is_adapter(sft_dir) else str(sft_dir),
+                             resumed_from=resume_from, global_step=trainer.state.global_step)
     state.wait_for_everyone()
     del trainer
     control = _control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt)

@@ -1,8 +1,10 @@
 """Resumable training runs: one folder of ``checkpoint-<step>`` folders tied to its settings, and a strict restore.
 
-``prepare(folder, run_id)`` ties a checkpoint folder to a run id (``run_id.txt``): a folder left by a run with other
-settings is cleared, and the last checkpoint of an interrupted run with these settings is returned to resume from.
-SFT (``sft``) and GRPO (``grpo``) both use it.
+One resumable-run path for SFT (``sft``) and GRPO (``grpo``): ``finished_run(out_dir, run_id)`` returns a finished
+run's info and log when ``out_dir`` holds one with these settings (reused as it is); otherwise ``prepare(folder,
+run_id)`` ties the checkpoint folder to the run id (``run_id.txt``): a folder left by a run with other settings is
+cleared, and the last complete checkpoint of an interrupted run with these settings is returned to resume from;
+``save_finished`` writes the log (restored from the checkpoint on resume, so complete) and the info last.
 
 ``StrictRestore`` makes a resume restore the *model*, not only the bookkeeping. transformers' Trainer restores the
 optimiser, scheduler, RNG and step from a checkpoint, but loads its weights with ``load_state_dict(strict=False)``;
@@ -15,13 +17,15 @@ them in place before the first resumed step (the optimiser keeps its state: the 
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import torch
 from transformers import TrainerCallback
 
-from .paths import checkpoint_step, is_checkpoint_name
+from .paths import RunPaths, checkpoint_step, is_checkpoint_name
 from .run_records import count
 
 RUN_ID_FILE = "run_id.txt"
@@ -37,6 +41,21 @@ def checkpoints(folder: str | Path, complete: str = "") -> list[Path]:
     found = [p for p in Path(folder).glob("*") if is_checkpoint_name(p.name) and p.is_dir()
              and (not complete or (p / complete).is_file())]
     return sorted(found, key=checkpoint_step)
+
+
+def finished_run(out_dir: str | Path, run_id: str) -> tuple[dict, pd.DataFrame] | None:
+    """(info, log) of the finished run in ``out_dir`` when it has this run id; None when there is none."""
+    info_path = Path(out_dir) / RunPaths.RUN_INFO
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    if info.get("run_id") != run_id:
+        return None
+    return info, pd.read_csv(Path(out_dir) / RunPaths.LOG_HISTORY)
+
+
+def save_finished(out_dir: str | Path, run_id: str, log: pd.DataFrame, **info) -> None:
+    """Write a finished run's log and then its info (with the run id): the info marks the run finished."""
+    log.to_csv(Path(out_dir) / RunPaths.LOG_HISTORY, index=False)
+    (Path(out_dir) / RunPaths.RUN_INFO).write_text(json.dumps({"run_id": run_id, **info}, indent=2))
 
 
 def prepare(folder: str | Path, run_id: str, what: str, complete: str = "trainer_state.json") -> str | None:

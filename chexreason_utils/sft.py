@@ -14,7 +14,6 @@ held-out loss) is saved through ``from_pretrained``, not by the Trainer's raw st
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +26,6 @@ from . import run_records, resume, sft_data
 from .config import SFTConfig
 from .cache_keys import digest, files_digest, model_fingerprint
 from .models import device_and_dtype, is_adapter, load_model, load_processor, lora_config
-from .paths import RunPaths
 from .prompts import user_message
 from .run_records import count
 from .trainer_progress import ProgressCallback, task_name
@@ -84,10 +82,10 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
 
     out_dir = Path(out_dir)
     run_id = _run_id(str(base), train, evalset, cfg, full_finetune, seed, image_pixels)
-    info_path = out_dir / RunPaths.RUN_INFO
-    if info_path.exists() and json.loads(info_path.read_text()).get("run_id") == run_id:
+    finished = resume.finished_run(out_dir, run_id)
+    if finished is not None:
         count("SFT runs reused")
-        return SFTResult(out_dir, pd.read_csv(out_dir / RunPaths.LOG_HISTORY), reused=True)
+        return SFTResult(out_dir, finished[1], reused=True)
     resume_from = resume.prepare(out_dir / "trainer", run_id, "SFT")
     task = task_name("SFT", out_dir)
     dev, dtype = device_and_dtype(device)
@@ -129,11 +127,10 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
     with run_records.timed(task, "save"):
         _save_best(trainer, out_dir, full_finetune or is_adapter(base), dev)
         processor.save_pretrained(str(out_dir))
-    log.to_csv(out_dir / RunPaths.LOG_HISTORY, index=False)
-    info_path.write_text(json.dumps({"run_id": run_id, "base": str(base), "full_finetune": full_finetune,
-                                     "train_examples": len(train), "eval_examples": len(evalset) if evalset else 0,
-                                     "best_checkpoint": trainer.state.best_model_checkpoint,
-                                     "global_step": trainer.state.global_step, "resumed_from": resume_from}, indent=2))
+    resume.save_finished(out_dir, run_id, log, base=str(base), full_finetune=full_finetune, train_examples=len(train),
+                         eval_examples=len(evalset) if evalset else 0,
+                         best_checkpoint=trainer.state.best_model_checkpoint, global_step=trainer.state.global_step,
+                         resumed_from=resume_from)
     _remove_trainer_checkpoints(out_dir / "trainer")
     trainer.accelerator.wait_for_everyone()
     return SFTResult(out_dir, log, reused=False, resumed_from=resume_from)
