@@ -2,7 +2,7 @@
 figures` to have run 00-03; 04's evaluation is redone from the prediction cache, missing predictions are made)."""
 import pandas as pd
 
-from chexreason_utils import claims
+from chexreason_utils.evaluation import claims
 from chexreason_utils.config import load_profile
 from chexreason_utils.paths import RunPaths
 from chexreason_utils.steps import evaluation as evaluation_steps

@@ -13,8 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chexreason_utils import evaluate, run_records  # noqa: E402
-from chexreason_utils.manifests import load_manifest  # noqa: E402
+from chexreason_utils.evaluation import evaluate
+from chexreason_utils import run_records  # noqa: E402
+from chexreason_utils.data.manifests import load_manifest  # noqa: E402
 from chexreason_utils.config import load_profile  # noqa: E402
 from chexreason_utils.paths import RunPaths  # noqa: E402
 

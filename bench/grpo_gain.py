@@ -12,7 +12,7 @@ import sys
 
 import pandas as pd
 
-from chexreason_utils import reward_analysis
+from chexreason_utils.evaluation import reward_analysis
 from chexreason_utils.config import load_profile, training_seeds
 from chexreason_utils.paths import RunPaths
 from chexreason_utils.steps import grpo as grpo_steps

@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chexreason_utils import sft  # noqa: E402
+from chexreason_utils.train import sft  # noqa: E402
 from chexreason_utils.config import load_profile  # noqa: E402
-from chexreason_utils.model_registry import base_model  # noqa: E402
+from chexreason_utils.train.model_registry import base_model  # noqa: E402
 from chexreason_utils.paths import RunPaths  # noqa: E402
 from chexreason_utils.steps import grpo as grpo_steps, sft as sft_steps  # noqa: E402
 

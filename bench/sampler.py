@@ -6,7 +6,7 @@ import pandas as pd
 
 from chexreason_utils.data.phantom import CHEXPERT_LOADINGS, MIMIC_PREVALENCE, copula_labels
 from chexreason_utils.labels import CHEXPERT_LABELS
-from chexreason_utils.sampling import split_train_pool
+from chexreason_utils.data.sampling import split_train_pool
 
 
 def main(rows: int = 200_000) -> None:

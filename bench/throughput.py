@@ -34,7 +34,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chexreason_utils import evaluate, grpo, models, prompts, sft, sft_data  # noqa: E402
+from chexreason_utils.evaluation import evaluate
+from chexreason_utils.train import grpo, models, sft, sft_data
+from chexreason_utils import prompts  # noqa: E402
 from chexreason_utils.config import load_profile  # noqa: E402
 
 TARGET = ("<think>Analysis: the cardiac silhouette is enlarged and the costophrenic angles are blunted on both sides, "

@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "readme-table":
-        from .figure_registry import markdown_table
+        from .report.figure_registry import markdown_table
 
         print(markdown_table())
         return 0
@@ -115,7 +115,7 @@ def _config(args) -> int:
 def _report(args) -> int:
     from .config import load_profile
     from .paths import RunPaths
-    from .report import write_report
+    from .report.page import write_report
 
     try:
         profile = load_profile(args.profile).profile

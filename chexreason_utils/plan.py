@@ -24,8 +24,8 @@ import pandas as pd
 
 from . import prompts
 from .config import Config
-from .real_models import build_on_meta, lora_summary, real_model
-from .scoring_plan import planned_steps, scoring_plan
+from .train.real_models import build_on_meta, lora_summary, real_model
+from .evaluation.scoring_plan import planned_steps, scoring_plan
 
 GiB = 1024 ** 3
 TEST_IMAGES = {"chexpert_test": 518, "nih_test": 0}   # CheXpert: frontal images of the 500-study test set (docs/paper.md, Data)

@@ -30,9 +30,9 @@ from typing import Any
 
 from . import config_reads, progress, run_records
 from .config import Config, load_profile
-from .figure_registry import ARTIFACTS
+from .report.figure_registry import ARTIFACTS
 from .paths import NOTEBOOK_DIR, PACKAGE_DIR, REPO_ROOT, RunPaths
-from .report import write_report
+from .report.page import write_report
 from .stage import READS_FILE, RECORD_FILES, WORKER_READS_FILE, stage_outputs
 
 FIGURES_PREFIX = "<figures>/"

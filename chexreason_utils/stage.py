@@ -18,7 +18,7 @@ from . import config_reads, run_records
 from .config import Config, load_profile
 from .jobs import RENAMED_IN_TRANSFORMERS
 from .paths import RunPaths
-from .plotting import set_style
+from .report.plotting import set_style
 from .seeding import seed_everything
 
 # What each stage writes, relative to the run root, besides its registered figures and tables and the files it

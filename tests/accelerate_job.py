@@ -7,7 +7,9 @@ from pathlib import Path
 import pandas as pd
 from accelerate import PartialState
 
-from chexreason_utils import evaluate, grpo, prompts, sft
+from chexreason_utils.evaluation import evaluate
+from chexreason_utils.train import grpo, sft
+from chexreason_utils import prompts
 from chexreason_utils.config import load_profile
 
 work = Path(sys.argv[1])

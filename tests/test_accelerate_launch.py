@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from chexreason_utils import evaluate
-from chexreason_utils.models import build_tiny_gemma3
+from chexreason_utils.evaluation import evaluate
+from chexreason_utils.train.models import build_tiny_gemma3
 
 pytestmark = pytest.mark.multiprocess
 JOB = Path(__file__).with_name("accelerate_job.py")

@@ -5,7 +5,7 @@ import pytest
 
 from chexreason_utils.data import DataLayoutError, load_chexpert, load_nih
 from chexreason_utils.labels import CHEXPERT_LABELS
-from chexreason_utils.sampling import select_nih_test, split_train_pool
+from chexreason_utils.data.sampling import select_nih_test, split_train_pool
 
 HEADER = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position\n"
 
@@ -111,7 +111,7 @@ def test_a_non_binary_mimic_label_names_the_label_file(tmp_path):
 
 
 def test_manifest_paths_inside_the_run_are_stored_relative_and_read_back_absolute(tmp_path):
-    from chexreason_utils.manifests import load_manifest, write_manifest
+    from chexreason_utils.data.manifests import load_manifest, write_manifest
     from chexreason_utils.paths import RunPaths
 
     paths = RunPaths.for_profile("smoke", tmp_path / "run", tmp_path / "fig")

@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from chexreason_utils import instruct, prompts
+from chexreason_utils.train import instruct
+from chexreason_utils import prompts
 from chexreason_utils.labels import CHEXPERT_LABELS
 
 

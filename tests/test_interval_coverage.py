@@ -8,7 +8,7 @@ effect is the mean over images, its image level a multinomial bootstrap shared b
 import numpy as np
 import pytest
 
-from chexreason_utils import metrics
+from chexreason_utils.evaluation import metrics
 
 MU, N_IMAGES, N_BOOT, N_EXPERIMENTS = 0.05, 80, 200, 4000
 REGIMES = {"seed variance dominates": (0.05, 0.02, 0.02),       # sd of a_s, u_i, v_si

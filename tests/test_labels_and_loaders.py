@@ -189,8 +189,8 @@ def test_label_lists_are_the_same_in_every_process():
 
 
 def test_manifest_labels_round_trip_as_json_lists_and_bad_cells_name_file_and_column(tmp_path):
-    from chexreason_utils.manifests import load_manifest, write_manifest
-    from chexreason_utils.metrics import label_matrix
+    from chexreason_utils.data.manifests import load_manifest, write_manifest
+    from chexreason_utils.evaluation.metrics import label_matrix
     from chexreason_utils.paths import RunPaths
 
     paths = RunPaths.for_profile("smoke", tmp_path, tmp_path / "fig")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from chexreason_utils import models, sft
+from chexreason_utils.train import models, sft
 from chexreason_utils.config import SFTConfig
 from chexreason_utils.prompts import PROMPT_VARIANTS, user_message
 
@@ -112,7 +112,7 @@ def _varied_sft_data(tmp_path, n: int = 6):
 def test_prepared_batches_equal_trl_collator_batches(tiny_models, tmp_path, kind):
     from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-    from chexreason_utils import sft_data
+    from chexreason_utils.train import sft_data
 
     processor = models.load_processor(tiny_models[kind])
     data = _varied_sft_data(tmp_path)
@@ -135,8 +135,8 @@ def test_cpu_trainer_on_prepared_data_logs_what_trl_logs_on_the_collator_path(ti
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
-    from chexreason_utils import sft_data
-    from chexreason_utils.sft_cpu import CPUSFTTrainer
+    from chexreason_utils.train import sft_data
+    from chexreason_utils.train.sft_cpu import CPUSFTTrainer
 
     processor = models.load_processor(tiny_models["gemma3"])
     data = _varied_sft_data(tmp_path)
@@ -237,7 +237,7 @@ def test_a_killed_sft_run_resumes_to_the_weights_of_an_uninterrupted_one(tiny_mo
 
 
 def test_a_checkpoint_that_cannot_restore_the_model_is_an_error_naming_it(tiny_models, tmp_path):
-    from chexreason_utils import resume
+    from chexreason_utils.train import resume
 
     other = models.build_tiny_gemma3(CORPUS, tmp_path / "wider", hidden=96, vocab=500)
     model = models.load_model(tiny_models["qwen2_5_vl"], device="cpu")

@@ -13,10 +13,13 @@ import pandas as pd
 import pytest
 import torch
 
-from chexreason_utils import claims, evaluate, figure_registry, grpo, jsonl_store, models, prompts, scores
+from chexreason_utils.evaluation import claims, evaluate, scores
+from chexreason_utils.report import figure_registry
+from chexreason_utils.train import grpo, models
+from chexreason_utils import jsonl_store, prompts
 from chexreason_utils.config import load_profile
-from chexreason_utils.manifests import load_manifest
-from chexreason_utils.model_registry import base_model
+from chexreason_utils.data.manifests import load_manifest
+from chexreason_utils.train.model_registry import base_model
 from chexreason_utils.runner import run
 from chexreason_utils.steps import evaluation as evaluation_steps, grpo as grpo_steps, sampling as sampling_steps
 

@@ -62,7 +62,7 @@ def test_watcher_prints_each_new_line_and_a_heartbeat_naming_the_cell(tmp_path):
 
 
 def test_training_callback_reports_steps_and_splits_the_time(tmp_path, monkeypatch):
-    from chexreason_utils.trainer_progress import ProgressCallback, task_name
+    from chexreason_utils.train.trainer_progress import ProgressCallback, task_name
 
     log = tmp_path / "stage.jsonl"
     monkeypatch.setenv(run_records.RECORDS_ENV, str(log))

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from chexreason_utils import figure_registry, plotting
+from chexreason_utils.report import figure_registry, plotting
 from chexreason_utils.paths import NOTEBOOK_DIR, REPO_ROOT
 
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -145,6 +145,30 @@ def test_readme_figure_table_matches_the_registry():
         cells = json.loads((NOTEBOOK_DIR / f"{art.notebook}.ipynb").read_text())["cells"]
         source = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
         assert f'"{art.id}"' in source, f"{art.id} not made by {art.notebook}"
+
+
+def _readme_layout_modules() -> set[str]:
+    """The modules the README's Layout block names (``train/sft``), read from the package lines of the block."""
+    block = (REPO_ROOT / "README.md").read_text().split("## Layout", 1)[1].split("```")[1]
+    named, package = set(), None
+    for line in block.splitlines():
+        head, rest = line[:20].strip(), line[20:]
+        if head.startswith("chexreason_utils/"):
+            package = ""
+        elif head.endswith("/") and package is not None and line.startswith("  "):
+            package = head
+        elif head:
+            break                                  # the first folder outside the package ends its part
+        names = rest.rsplit(":", 1)[-1] if ":" in rest else rest
+        named |= {package + n.strip() for n in names.split(",") if n.strip()}
+    return named
+
+
+def test_readme_layout_names_every_module_and_only_modules_that_exist():
+    tree = {p.relative_to(PACKAGE).with_suffix("").as_posix() for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    named = _readme_layout_modules()
+    assert not tree - named, f"modules the README's Layout does not name: {sorted(tree - named)}"
+    assert not named - tree, f"the README's Layout names modules that do not exist: {sorted(named - tree)}"
 
 
 def test_readme_opens_with_the_two_commands():

@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from chexreason_utils import metrics, reference
+from chexreason_utils.evaluation import metrics
+from chexreason_utils.report import reference
 from chexreason_utils.config import HardRewardConfig, NuancedRewardConfig
 from chexreason_utils.prompts import PROMPT_VARIANTS, SFT_FORMATS, format_target, parse_output
-from chexreason_utils.rewards import (CollapseGuard, fp_weights, hard_components, hard_reward_functions, jaccard,
-                                      nuanced_components, nuanced_reward_functions)
+from chexreason_utils.train.rewards import CollapseGuard, fp_weights, hard_components, hard_reward_functions, jaccard, nuanced_components, nuanced_reward_functions
 
 OK = "<think>Heart is large.</think><solution>Cardiomegaly, Pleural Effusion</solution>"
 

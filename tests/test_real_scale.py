@@ -4,9 +4,9 @@ from PIL import Image
 
 from chexreason_utils.__main__ import main
 from chexreason_utils.config import load_profile
-from chexreason_utils.models import bound_image_pixels, gemma3_processor, image_token_count, qwen25vl_processor
-from chexreason_utils.real_models import REAL_MODELS, build_on_meta, lora_summary
-from chexreason_utils.scoring_plan import checkpoints_to_score, planned_steps, scoring_plan
+from chexreason_utils.train.models import bound_image_pixels, gemma3_processor, image_token_count, qwen25vl_processor
+from chexreason_utils.train.real_models import REAL_MODELS, build_on_meta, lora_summary
+from chexreason_utils.evaluation.scoring_plan import checkpoints_to_score, planned_steps, scoring_plan
 
 MIMIC_SIZE = (3056, 2544)     # width × height of a typical MIMIC-CXR-JPG image
 TEXTS = ["Atelectasis, Cardiomegaly, Edema, No Finding <think> </think> <solution> </solution>"] * 20

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from table_checks import broken_links, check_markdown_file, local_links
 
-from chexreason_utils import figure_registry, plotting, reference, report, reporting
+from chexreason_utils.report import figure_registry, plotting, reference, page as report, reporting
 from chexreason_utils.paths import REPO_ROOT, RunPaths
 from conftest import write_notebook
 
@@ -46,7 +46,7 @@ def test_report_links_the_figure_to_its_notebook_and_function_and_every_link_res
     check_markdown_file(md)
     for page in (md, html):
         assert local_links(page) and broken_links(page) == [], page.name
-    line = int(text.split("chexreason_utils/figures.py#L", 1)[1].split(")", 1)[0])
+    line = int(text.split("chexreason_utils/report/figures.py#L", 1)[1].split(")", 1)[0])
     source = (REPO_ROOT / "chexreason_utils" / "figures.py").read_text().splitlines()
     assert source[line - 1].startswith("def headline(")
 

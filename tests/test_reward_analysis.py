@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from chexreason_utils import reward_analysis as ra
+from chexreason_utils.evaluation import reward_analysis as ra
 from chexreason_utils.config import HardRewardConfig, NuancedRewardConfig
 
 PREV = {"Edema": 0.1, "Pleural Effusion": 0.3, "Cardiomegaly": 0.2, "No Finding": 0.4}
@@ -128,7 +128,7 @@ def test_length_threshold_is_the_papers_in_paper_and_relative_in_tiny_profiles()
 
 
 def test_grpo_figures_carry_raw_smoothed_control_and_seed_band():
-    from chexreason_utils import figures
+    from chexreason_utils.report import figures
 
     def run(gains):
         r = _run(gains)

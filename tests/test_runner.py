@@ -218,7 +218,7 @@ def test_deleting_a_registered_or_shared_output_reruns_the_stage_that_makes_it(t
 
 
 def test_every_registered_artifact_is_an_output_of_its_notebook(tmp_path):
-    from chexreason_utils.figure_registry import ARTIFACTS
+    from chexreason_utils.report.figure_registry import ARTIFACTS
     from chexreason_utils.paths import RunPaths
     from chexreason_utils.runner import output_files
 

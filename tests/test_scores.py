@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chexreason_utils import metrics, scores
+from chexreason_utils.evaluation import metrics, scores
 from chexreason_utils.labels import CHEXPERT_LABELS as CX
 
 LABELS = ("A", "B", "C")
@@ -105,7 +105,7 @@ def test_the_floor_rule_names_the_entry_and_its_reason():
 
 
 def test_floor_criterion_table_one_row_per_model_format_seed(tmp_path):
-    from chexreason_utils import reporting
+    from chexreason_utils.report import reporting
     from chexreason_utils.paths import RunPaths
     from chexreason_utils.steps import evaluation
     _, frame = _validation_frame(np.random.default_rng(2))

@@ -7,7 +7,7 @@ from PIL import Image
 from chexreason_utils.data import DataLayoutError
 from chexreason_utils.data.nih_relabels import RELABEL_EVAL_LABELS, load_nih_relabels
 from chexreason_utils.labels import CHEXPERT_LABELS, vector_to_names
-from chexreason_utils.second_truth import drawn_truth
+from chexreason_utils.data.second_truth import drawn_truth
 
 RELABEL_HEADER = ("Image Index,Patient ID,Follow-up #,Patient Age,Patient Gender,View Position,Fracture,Pneumothorax,"
                   "Airspace opacity,Nodule or mass\n")

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chexreason_utils import claims, metrics, reporting, scores
+from chexreason_utils.evaluation import claims, metrics, scores
+from chexreason_utils.report import reporting
 from chexreason_utils.config import ConfigError, load_profile
 from chexreason_utils.paths import RunPaths, model_tag
 from chexreason_utils.steps import diagnostics as diagnostic_steps

@@ -1,7 +1,7 @@
 """Merging evaluation shards: one row per image, model and prompt; cut-off lines redone; shards removed."""
 import json
 
-from chexreason_utils.evaluate import merge_shards, shard_files
+from chexreason_utils.evaluation.evaluate import merge_shards, shard_files
 
 
 def _row(image_id, fp="m1", raw="x"):

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from table_checks import check_latex_file, check_latex_structure, check_markdown_file, markdown_cells
 
-from chexreason_utils import plotting, reference, reporting, tables
+from chexreason_utils.report import plotting, reference, reporting, tables
 
 
 def _table2(profile="tiny"):
@@ -113,7 +113,7 @@ def test_the_structure_check_catches_a_short_row():
 
 def test_tables_carry_the_trivial_baselines_as_reference_rows():
     import numpy as np
-    from chexreason_utils import scores
+    from chexreason_utils.evaluation import scores
     from chexreason_utils.labels import CHEXPERT_LABELS, NIH_EVAL_LABELS_PAPER
     rng = np.random.default_rng(0)
     frame = pd.concat([scores.baseline_scores(ds, (rng.random((50, len(labels))) < 0.2).astype(int), labels,

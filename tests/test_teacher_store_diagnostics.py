@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from chexreason_utils import claims, diagnostics, jsonl_store
-from chexreason_utils.teacher import HTTPTeacher, TeacherError, TemplateTeacher, TraceRequest, generate_traces
+from chexreason_utils.evaluation import claims, diagnostics
+from chexreason_utils import jsonl_store
+from chexreason_utils.train.teacher import HTTPTeacher, TeacherError, TemplateTeacher, TraceRequest, generate_traces
 
 
 @pytest.fixture
@@ -112,7 +113,7 @@ def test_traces_are_regenerated_when_the_teacher_or_its_prompt_changes(image, tm
     template teacher to the HTTP one reused every template trace and made no request."""
     import dataclasses
 
-    from chexreason_utils import teacher as teacher_module
+    from chexreason_utils.train import teacher as teacher_module
 
     monkeypatch.setenv("K", "k")
     cache = tmp_path / "traces.jsonl"

@@ -14,7 +14,7 @@ from chexreason_utils.config import WorldConfig
 from chexreason_utils.data import load_chexpert, load_mimic, load_nih
 from chexreason_utils.data.phantom import CHEXPERT_LOADINGS, MIMIC_PREVALENCE, copula_labels, generate_world
 from chexreason_utils.labels import CHEXPERT_LABELS
-from chexreason_utils.sampling import greedy_select, select_nih_test, split_train_pool
+from chexreason_utils.data.sampling import greedy_select, select_nih_test, split_train_pool
 
 
 def _digest(root):

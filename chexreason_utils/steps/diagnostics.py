@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .. import claims, grpo
+from ..evaluation import claims
+from ..train import grpo
 from ..config import Config, training_seeds
-from ..diagnostics import CollapseRule, run_diagnostics, truth_set_shares
-from ..manifests import load_manifest
+from ..evaluation.diagnostics import CollapseRule, run_diagnostics, truth_set_shares
+from ..data.manifests import load_manifest
 from ..paths import RunPaths
 from .grpo import ablation_name, grpo_plan
 

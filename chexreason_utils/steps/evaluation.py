@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .. import claims, metrics, reporting, scores
+from ..evaluation import claims, metrics, scores
+from ..report import reporting
 from ..config import Config, training_seeds
 from ..labels import CHEXPERT_LABELS
-from ..manifests import load_manifest
-from ..metrics import eval_labels, matrices, valid_mask
-from ..model_registry import ROLES, base_model
+from ..data.manifests import load_manifest
+from ..evaluation.metrics import eval_labels, matrices, valid_mask
+from ..train.model_registry import ROLES, base_model
 from ..paths import RunPaths, checkpoint_name, model_tag
-from ..scores import EntryKeys
+from ..evaluation.scores import EntryKeys
 from .diagnostics import collapse_evidence
 from .grpo import grpo_models, read_checkpoint_scores
 from .predictions import predict_many

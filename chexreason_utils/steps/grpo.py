@@ -9,14 +9,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import grpo, models, prompts, reward_analysis
+from ..train import grpo, models
+from .. import prompts
+from ..evaluation import reward_analysis
 from ..config import Config, training_seeds
 from ..jobs import run_jobs
-from ..manifests import in_run, load_manifest
-from ..metrics import scores
-from ..model_registry import base_model
+from ..data.manifests import in_run, load_manifest
+from ..evaluation.metrics import scores
+from ..train.model_registry import base_model
 from ..paths import RunPaths, checkpoint_name, checkpoint_step, model_tag
-from ..scoring_plan import checkpoints_to_score, scoring_plan as plan_scoring
+from ..evaluation.scoring_plan import checkpoints_to_score, scoring_plan as plan_scoring
 from .predictions import predict_many
 from .sampling import pool_prevalence
 from .sft import sft_start, sft_targets

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import evaluate, jsonl_store
+from ..evaluation import evaluate
+from .. import jsonl_store
 from ..config import Config
 from ..jobs import run_jobs
-from ..manifests import load_manifest
-from ..model_registry import image_pixels
+from ..data.manifests import load_manifest
+from ..train.model_registry import image_pixels
 from ..paths import RunPaths
 
 

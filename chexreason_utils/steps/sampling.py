@@ -8,10 +8,10 @@ from ..config import Config
 from ..data import load_chexpert, load_mimic, load_nih
 from ..jsonl_store import write_if_changed
 from ..labels import NIH_LABEL_SETS
-from ..manifests import load_manifest, manifest_frame, write_manifest
-from ..metrics import label_matrix
+from ..data.manifests import load_manifest, manifest_frame, write_manifest
+from ..evaluation.metrics import label_matrix
 from ..paths import RunPaths
-from ..sampling import label_table, select_nih_test, split_train_pool
+from ..data.sampling import label_table, select_nih_test, split_train_pool
 from ..run_records import count
 
 

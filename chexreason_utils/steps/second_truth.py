@@ -6,9 +6,9 @@ import pandas as pd
 
 from ..config import Config
 from ..data.nih_relabels import RELABEL_EVAL_LABELS
-from ..metrics import eval_labels, scores
+from ..evaluation.metrics import eval_labels, scores
 from ..paths import RunPaths
-from ..second_truth import RELABEL_MANIFEST, drawn_truth, write_relabel_manifest
+from ..data.second_truth import RELABEL_MANIFEST, drawn_truth, write_relabel_manifest
 from .evaluation import nih_entries
 from .predictions import predictions
 

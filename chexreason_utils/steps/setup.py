@@ -9,17 +9,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import evaluate, instruct, models, prompts, sft
+from ..evaluation import evaluate
+from ..train import instruct, models, sft
+from .. import prompts
 from ..config import Config
 from ..data import DataLayoutError
 from ..data.phantom import generate_world, load_findings
 from ..labels import CHEXPERT_LABELS
 from ..jobs import run_jobs
 from ..jsonl_store import write_if_changed
-from ..model_registry import ROLES, TINY_CLASSES, base_model
+from ..train.model_registry import ROLES, TINY_CLASSES, base_model
 from ..paths import RunPaths
-from ..teacher import TemplateTeacher, TraceRequest
-from ..trainer_log import log_rows
+from ..train.teacher import TemplateTeacher, TraceRequest
+from ..train.trainer_log import log_rows
 
 
 def setup_world(cfg: Config, paths: RunPaths) -> dict:

@@ -7,15 +7,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import evaluate, prompts, sft
+from ..evaluation import evaluate
+from .. import prompts
+from ..train import sft
 from ..config import Config, training_seeds
 from ..data.phantom import load_findings
 from ..jobs import run_jobs
-from ..manifests import load_manifest
-from ..model_registry import base_model, image_pixels
+from ..data.manifests import load_manifest
+from ..train.model_registry import base_model, image_pixels
 from ..paths import RunPaths, model_tag
-from ..teacher import TraceRequest, generate_traces, make_teacher
-from ..trainer_log import log_rows
+from ..train.teacher import TraceRequest, generate_traces, make_teacher
+from ..train.trainer_log import log_rows
 
 
 def traces_for(cfg: Config, paths: RunPaths, manifest: pd.DataFrame, fmt: str) -> list[str]:

@@ -10,16 +10,16 @@ import pandas as pd
 import seaborn as sns
 from PIL import Image
 
-from . import reward_analysis
-from .data.phantom import read_findings
-from .trainer_log import log_rows
-from .labels import CHEXPERT_LABELS
+from ..evaluation import reward_analysis
+from ..data.phantom import read_findings
+from ..train.trainer_log import log_rows
+from ..labels import CHEXPERT_LABELS
 from .plotting import PALETTE
-from .reward_analysis import moving_average
-from .scores import MEAN
+from ..evaluation.reward_analysis import moving_average
+from ..evaluation.scores import MEAN
 
 if TYPE_CHECKING:
-    from .grpo import GRPORun
+    from ..train.grpo import GRPORun
 
 
 def world_examples(world_root: Path, per_site: int = 6) -> tuple[plt.Figure, pd.DataFrame]:

@@ -28,9 +28,9 @@ from typing import Protocol
 
 from tqdm.auto import tqdm
 
-from . import jsonl_store
-from .cache_keys import digest, file_digest
-from .labels import format_label_list
+from .. import jsonl_store
+from ..cache_keys import digest, file_digest
+from ..labels import format_label_list
 
 TEACHER_PROMPT = (
     "You are an expert thoracic radiologist writing teaching rationales. The confirmed findings for this chest "

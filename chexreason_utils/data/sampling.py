@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .labels import CHEXPERT_LABELS
+from ..labels import CHEXPERT_LABELS
 
 
 @dataclass

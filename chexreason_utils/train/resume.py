@@ -25,8 +25,8 @@ import pandas as pd
 import torch
 from transformers import TrainerCallback
 
-from .paths import RunPaths, checkpoint_step, is_checkpoint_name
-from .run_records import count
+from ..paths import RunPaths, checkpoint_step, is_checkpoint_name
+from ..run_records import count
 
 RUN_ID_FILE = "run_id.txt"
 

@@ -22,12 +22,13 @@ import datasets
 import pandas as pd
 from transformers import EarlyStoppingCallback
 
-from . import run_records, resume, sft_data
-from .config import SFTConfig
-from .cache_keys import digest, files_digest, model_fingerprint
+from .. import run_records
+from . import resume, sft_data
+from ..config import SFTConfig
+from ..cache_keys import digest, files_digest, model_fingerprint
 from .models import device_and_dtype, is_adapter, load_model, load_processor, lora_config
-from .prompts import user_message
-from .run_records import count
+from ..prompts import user_message
+from ..run_records import count
 from .trainer_progress import ProgressCallback, task_name
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
-from .labels import names_to_vector
+from ..labels import names_to_vector
 
 class EntryKeys(NamedTuple):
     """What identifies an entry: one model scored on one data set with one prompt."""

@@ -16,7 +16,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from .paths import checkpoint_step
+from ..paths import checkpoint_step
 
 TEST_CHOICES = ("best_f1", "final")
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import Config
-from .data.nih_relabels import load_nih_relabels
-from .data.phantom import read_findings
-from .labels import NIH_NO_FINDING, nih_to_chexpert
+from ..config import Config
+from .nih_relabels import load_nih_relabels
+from .phantom import read_findings
+from ..labels import NIH_NO_FINDING, nih_to_chexpert
 from .manifests import manifest_frame, write_manifest
-from .paths import RunPaths
+from ..paths import RunPaths
 
 RELABEL_MANIFEST = "nih_relabel"
 

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from . import figure_registry, reference
-from .paths import PACKAGE_DIR, REPO_ROOT, RunPaths
+from ..paths import PACKAGE_DIR, REPO_ROOT, RunPaths
 
 CLAIMS_ID = "claims"
 _PAGE = """<!DOCTYPE html>

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from . import progress, run_records
+from .. import progress, run_records
 
 
 def task_name(kind: str, out_dir: Path) -> str:

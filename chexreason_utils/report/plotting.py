@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from . import figure_registry, reporting, tables
-from .jsonl_store import write_if_changed
+from ..jsonl_store import write_if_changed
 
 _PNG_METADATA = {"Software": None}
 _PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None, "ModDate": None}

@@ -21,12 +21,12 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from . import jsonl_store
-from .cache_keys import digest, model_fingerprint
-from .models import device_and_dtype, load_model, load_processor
-from .progress import Bar
-from .prompts import parse_output, prompt_for, requires_think, user_message
-from .run_records import count, record_time, timed
+from .. import jsonl_store
+from ..cache_keys import digest, model_fingerprint
+from ..train.models import device_and_dtype, load_model, load_processor
+from ..progress import Bar
+from ..prompts import parse_output, prompt_for, requires_think, user_message
+from ..run_records import count, record_time, timed
 
 def default_batch_size(device: str) -> int:
     return 64 if device == "cuda" else 32

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .labels import CHEXPERT_LABELS, NIH_EVAL_LABELS_PAPER
+from ..labels import CHEXPERT_LABELS, NIH_EVAL_LABELS_PAPER
 
 # Table 1: zero-shot prompt variants, MedGemma-4B, validation set.
 TABLE1 = pd.DataFrame([

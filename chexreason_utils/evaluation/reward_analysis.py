@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
-from .config import HardRewardConfig, NuancedRewardConfig
-from .labels import CHEXPERT_LABELS, names_to_vector
-from .prompts import parse_output
-from .rewards import CollapseGuard, fp_weights, hard_components, nuanced_components
+from ..config import HardRewardConfig, NuancedRewardConfig
+from ..labels import CHEXPERT_LABELS, names_to_vector
+from ..prompts import parse_output
+from ..train.rewards import CollapseGuard, fp_weights, hard_components, nuanced_components
 
 STRATEGIES = {
     "exact truth": "the true label set",

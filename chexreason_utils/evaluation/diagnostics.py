@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .labels import CHEXPERT_LABELS
-from .prompts import completion_text, parse_output
-from .trainer_log import log_rows, step_log
+from ..labels import CHEXPERT_LABELS
+from ..prompts import completion_text, parse_output
+from ..train.trainer_log import log_rows, step_log
 
 
 def entropy_of_counts(counts: Counter) -> float:

@@ -33,8 +33,8 @@ from collections import Counter, deque
 from pathlib import Path
 from typing import Callable
 
-from .config import HardRewardConfig, NuancedRewardConfig
-from .prompts import Parsed, completion_text, parse_output
+from ..config import HardRewardConfig, NuancedRewardConfig
+from ..prompts import Parsed, completion_text, parse_output
 
 
 def jaccard(truth: set[str], pred: set[str], empty: float = 1.0) -> float:

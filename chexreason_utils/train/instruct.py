@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import prompts
-from .labels import CHEXPERT_LABELS, format_label_list
+from .. import prompts
+from ..labels import CHEXPERT_LABELS, format_label_list
 
 DOMAINS = {"medical": "phantom radiographs with short reports", "general": "coloured-shape scenes with captions"}
 TAG_PAIRS = (("think", "solution"), ("analysis", "answer"), ("reasoning", "labels"), ("notes", "result"),

@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import metrics, reference, scores
-from .paths import is_checkpoint_name
+from ..evaluation import metrics, scores
+from . import reference
+from ..paths import is_checkpoint_name
 
 SUMMARY_COLUMNS = scores.SUMMARY_COLUMNS
 REPORTED = "reported (paper)"

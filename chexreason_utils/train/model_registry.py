@@ -1,8 +1,8 @@
 """Model registry: which model plays each role (medical, general) in a profile, and where it lives."""
 from __future__ import annotations
 
-from .config import Config
-from .paths import RunPaths
+from ..config import Config
+from ..paths import RunPaths
 
 ROLES = ("medical", "general")
 TINY_CLASSES = {"tiny-gemma3": "gemma3", "tiny-qwen2_5_vl": "qwen2_5_vl"}   # tiny model name -> class built

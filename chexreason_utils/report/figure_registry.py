@@ -59,35 +59,35 @@ BY_ID = {a.id: a for a in ARTIFACTS}
 # The package function(s) whose output each artifact shows, as ``module.function`` called in its notebook
 # (the report links each to its source line; a test checks that the notebook calls them).
 MADE_BY: dict[str, tuple[str, ...]] = {
-    "world_examples": ("figures.world_examples",),
-    "label_prevalence": ("steps.sampling.prevalence_tables", "figures.label_prevalence"),
-    "label_cooccurrence": ("figures.label_cooccurrence",),
-    "fig1_sft_dynamics": ("steps.sft.sft_curves", "figures.sft_dynamics"),
+    "world_examples": ("report.figures.world_examples",),
+    "label_prevalence": ("steps.sampling.prevalence_tables", "report.figures.label_prevalence"),
+    "label_cooccurrence": ("report.figures.label_cooccurrence",),
+    "fig1_sft_dynamics": ("steps.sft.sft_curves", "report.figures.sft_dynamics"),
     "sft_final_values": ("steps.sft.sft_final_values",),
-    "fig2_grpo_nuanced": ("figures.grpo_training",),
-    "fig3_grpo_hard": ("figures.grpo_training",),
-    "grpo_val_f1": ("figures.f1_by_step",),
-    "table1_prompts": ("steps.evaluation.evaluate_run", "reporting.table1"),
-    "table2_sft_medical": ("steps.evaluation.evaluate_run", "reporting.sft_table"),
-    "table3_sft_general": ("steps.evaluation.evaluate_run", "reporting.sft_table"),
-    "table4_grpo": ("steps.evaluation.evaluate_run", "reporting.table4"),
-    "table5_chexpert": ("reporting.test_columns", "reporting.test_table"),
-    "table6_nih": ("reporting.test_columns", "reporting.test_table"),
-    "headline": ("reporting.headline_summary", "figures.headline"),
-    "per_label_heatmap": ("reporting.per_label_columns", "figures.per_label_heatmaps"),
-    "generalisation_gap": ("reporting.checkpoint_curve", "figures.f1_by_step"),
-    "nih_subgroups": ("steps.evaluation.subgroup_table", "figures.subgroups"),
-    "paired_differences": ("steps.evaluation.evaluate_run", "reporting.paired_differences"),
-    "claims": ("steps.evaluation.evaluate_run", "claims.claims_table"),
-    "scaffold_reversal": ("steps.evaluation.read_evaluation", "reporting.format_f1", "figures.scaffold_reversal"),
-    "prompt_variants": ("steps.evaluation.read_evaluation", "reporting.seed_rows", "figures.prompt_variants"),
-    "entropy_collapse": ("steps.diagnostics.grpo_diagnostics", "figures.collapse_curves"),
-    "label_dominance": ("figures.dominance_curves",),
+    "fig2_grpo_nuanced": ("report.figures.grpo_training",),
+    "fig3_grpo_hard": ("report.figures.grpo_training",),
+    "grpo_val_f1": ("report.figures.f1_by_step",),
+    "table1_prompts": ("steps.evaluation.evaluate_run", "report.reporting.table1"),
+    "table2_sft_medical": ("steps.evaluation.evaluate_run", "report.reporting.sft_table"),
+    "table3_sft_general": ("steps.evaluation.evaluate_run", "report.reporting.sft_table"),
+    "table4_grpo": ("steps.evaluation.evaluate_run", "report.reporting.table4"),
+    "table5_chexpert": ("report.reporting.test_columns", "report.reporting.test_table"),
+    "table6_nih": ("report.reporting.test_columns", "report.reporting.test_table"),
+    "headline": ("report.reporting.headline_summary", "report.figures.headline"),
+    "per_label_heatmap": ("report.reporting.per_label_columns", "report.figures.per_label_heatmaps"),
+    "generalisation_gap": ("report.reporting.checkpoint_curve", "report.figures.f1_by_step"),
+    "nih_subgroups": ("steps.evaluation.subgroup_table", "report.figures.subgroups"),
+    "paired_differences": ("steps.evaluation.evaluate_run", "report.reporting.paired_differences"),
+    "claims": ("steps.evaluation.evaluate_run", "evaluation.claims.claims_table"),
+    "scaffold_reversal": ("steps.evaluation.read_evaluation", "report.reporting.format_f1", "report.figures.scaffold_reversal"),
+    "prompt_variants": ("steps.evaluation.read_evaluation", "report.reporting.seed_rows", "report.figures.prompt_variants"),
+    "entropy_collapse": ("steps.diagnostics.grpo_diagnostics", "report.figures.collapse_curves"),
+    "label_dominance": ("report.figures.dominance_curves",),
     "collapse_episodes": ("steps.diagnostics.grpo_diagnostics",),
-    "grpo_paired_gain": ("figures.paired_gain",),
-    "grpo_gain_by_quarter": ("reward_analysis.gain_by_quarter",),
+    "grpo_paired_gain": ("report.figures.paired_gain",),
+    "grpo_gain_by_quarter": ("evaluation.reward_analysis.gain_by_quarter",),
     "reward_strategies": ("steps.grpo.reward_strategy_table",),
-    "grpo_answer_statistics": ("steps.grpo.answer_statistics_table", "figures.answer_statistics"),
+    "grpo_answer_statistics": ("steps.grpo.answer_statistics_table", "report.figures.answer_statistics"),
 }
 
 
@@ -95,7 +95,7 @@ def get(artifact_id: str) -> Artifact:
     try:
         return BY_ID[artifact_id]
     except KeyError:
-        raise KeyError(f"{artifact_id!r} is not in chexreason_utils.figure_registry.ARTIFACTS; register it first") from None
+        raise KeyError(f"{artifact_id!r} is not in chexreason_utils.report.figure_registry.ARTIFACTS; register it first") from None
 
 
 def markdown_table(profile: str = "tiny") -> str:

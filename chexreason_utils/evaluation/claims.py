@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import metrics, reference, scores
+from . import metrics, scores
+from ..report import reference
 
 VERDICTS = ("supported", "contradicted", "no effect of the paper's size", "inconclusive", "not measurable")
 SCAFFOLD = "reasoning_a"

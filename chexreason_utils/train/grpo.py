@@ -35,12 +35,13 @@ import torch
 from accelerate import PartialState
 from transformers import PrinterCallback, TrainerCallback
 
-from . import run_records, resume
-from .config import GRPOConfig
-from .cache_keys import digest, files_digest, model_fingerprint
+from .. import run_records
+from . import resume
+from ..config import GRPOConfig
+from ..cache_keys import digest, files_digest, model_fingerprint
 from .models import device_and_dtype, is_adapter, load_model, load_processor
-from .paths import RunPaths, checkpoint_name
-from .prompts import completion_text, requires_think, user_message
+from ..paths import RunPaths, checkpoint_name
+from ..prompts import completion_text, requires_think, user_message
 from .rewards import CollapseGuard, hard_reward_functions, nuanced_reward_functions
 from .trainer_progress import ProgressCallback, task_name
 

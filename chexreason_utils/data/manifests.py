@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .jsonl_store import write_if_changed
-from .labels import vector_to_names
-from .paths import RunPaths
+from ..jsonl_store import write_if_changed
+from ..labels import vector_to_names
+from ..paths import RunPaths
 
 COLUMNS = ["image_id", "image_path", "dataset", "patient_id", "study_id", "view", "sex", "age", "split"]
 

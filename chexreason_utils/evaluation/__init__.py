@@ -1,0 +1,1 @@
+"""Evaluation: batched generation, metrics, the scores frame and contrasts, claims, diagnostics."""

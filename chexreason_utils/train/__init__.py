@@ -1,0 +1,1 @@
+"""Training: the models, SFT data and trainer, GRPO with the paper's rewards, resumable runs."""
