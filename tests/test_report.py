@@ -39,15 +39,16 @@ def test_report_links_the_figure_to_its_notebook_and_function_and_every_link_res
     assert f"[`04_evaluation`](notebooks/04_evaluation.html#cell-id={cell})" in text
     assert f'id="cell-id={cell}"' in (paths.notebooks_html / "04_evaluation.html").read_text()
     made_by = figure_registry.MADE_BY["headline"][-1]                      # figures.headline, wherever it lives
-    assert f"[`{made_by}`](" in text and f"chexreason_utils/{made_by.rpartition('.')[0].replace('.', '/')}.py#L" in text
+    module_file = f"chexreason_utils/{made_by.rpartition('.')[0].replace('.', '/')}.py"
+    assert f"[`{made_by}`](" in text and f"{module_file}#L" in text
     assert "reported (paper): Micro F1" in text and "`table2_sft_medical` (04_evaluation)" in text
     assert "1.5" not in text and "abc" not in text   # times and commit stay in manifest.json: identical runs, same page
     assert f"{reference.HEADLINE['chexpert']['sft']:.3f}" in text
     check_markdown_file(md)
     for page in (md, html):
         assert local_links(page) and broken_links(page) == [], page.name
-    line = int(text.split("chexreason_utils/report/figures.py#L", 1)[1].split(")", 1)[0])
-    source = (REPO_ROOT / "chexreason_utils" / "figures.py").read_text().splitlines()
+    line = int(text.split(f"{module_file}#L", 1)[1].split(")", 1)[0])
+    source = (REPO_ROOT / module_file).read_text().splitlines()
     assert source[line - 1].startswith("def headline(")
 
 
@@ -77,7 +78,8 @@ def test_every_artifact_names_the_functions_its_notebook_calls():
         cells = json.loads((REPO_ROOT / "notebooks" / f"{art.notebook}.ipynb").read_text())["cells"]
         source = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
         for dotted in figure_registry.MADE_BY[art.id]:
-            assert f"{dotted}(" in source, f"{art.notebook} does not call {dotted}"
+            call = ".".join(dotted.split(".")[-2:])        # as the notebook calls it: module.function
+            assert f"{call}(" in source, f"{art.notebook} does not call {dotted}"
             assert report.source_link(dotted, REPO_ROOT).startswith(f"[`{dotted}`](chexreason_utils/")
 
 
@@ -91,6 +93,6 @@ def test_report_command_writes_both_pages(tmp_path, capsys):
 
 def test_a_made_by_entry_that_names_nothing_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="defines no top-level function nope"):
-        report.source_link("figures.nope", tmp_path)
+        report.source_link(figure_registry.MADE_BY["headline"][-1].rpartition(".")[0] + ".nope", tmp_path)
     with pytest.raises(ValueError, match="no module"):
         report.source_link("nomodule.f", tmp_path)
