@@ -72,6 +72,11 @@ class RunPaths:
         return self.root / "predictions"
 
     @property
+    def tracking(self) -> Path:
+        """Experiment-tracker logs (``tracking``): no stage's output, so never digested by the runner."""
+        return self.root / "tracking"
+
+    @property
     def executed_notebooks(self) -> Path:
         return self.root / "notebooks"
 

@@ -17,6 +17,7 @@ from ..metrics import scores
 from ..model_registry import base_model
 from ..paths import RunPaths, model_tag
 from ..scoring_plan import checkpoints_to_score, scoring_plan as plan_scoring
+from ..tracking import Tracking, run_name
 from .predictions import predict_many
 from .sampling import pool_prevalence
 from .sft import sft_start, sft_targets
@@ -28,9 +29,11 @@ def run_grpo(cfg: Config, paths: RunPaths, reward: str, seed: int, out_dir: Path
     manifest = load_manifest(paths, "rl")
     fmt = cfg.grpo.start_format
     data = rl_dataset(paths, manifest, fmt)
-    return grpo.train_grpo(paths.sft_model("medical", fmt, seed), data, out_dir or paths.grpo_run(reward, seed),
+    out_dir = out_dir or paths.grpo_run(reward, seed)
+    tracking = Tracking(cfg.report_to, paths.tracking, run_name("grpo", base_model(cfg, paths, "medical"), out_dir.name, seed))
+    return grpo.train_grpo(paths.sft_model("medical", fmt, seed), data, out_dir,
                            resolve_length_threshold(cfg, paths, replace(grpo_cfg or cfg.grpo, seed=seed)), reward,
-                           pool_prevalence(paths), cfg.device, fmt)
+                           pool_prevalence(paths), cfg.device, fmt, tracking)
 
 
 def rl_dataset(paths: RunPaths, manifest, fmt: str):

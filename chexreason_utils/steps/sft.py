@@ -15,6 +15,7 @@ from ..manifests import load_manifest
 from ..model_registry import base_model, image_pixels
 from ..paths import RunPaths, model_tag
 from ..teacher import TraceRequest, generate_traces, make_teacher
+from ..tracking import Tracking, run_name
 from ..trainer_log import log_rows
 
 
@@ -56,9 +57,11 @@ def example_targets(cfg: Config, paths: RunPaths, index: int = 0) -> pd.DataFram
 
 def _sft_job(cfg: Config, paths: RunPaths, role: str, fmt: str, seed: int) -> sft.SFTResult:
     train, held_out = sft_datasets(cfg, paths, fmt)
-    return sft.train_sft(base_model(cfg, paths, role), train, held_out, paths.sft_model(role, fmt, seed), cfg.sft,
+    base = base_model(cfg, paths, role)
+    return sft.train_sft(base, train, held_out, paths.sft_model(role, fmt, seed), cfg.sft,
                          full_finetune=not cfg.sft.use_lora, seed=seed, device=cfg.device,
-                         image_pixels=image_pixels(cfg))
+                         image_pixels=image_pixels(cfg),
+                         tracking=Tracking(cfg.report_to, paths.tracking, run_name("sft", base, fmt, seed)))
 
 
 def train_formats(cfg: Config, paths: RunPaths, roles: list[str]) -> dict[str, dict[str, dict[int, sft.SFTResult]]]:
