@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import grpo, models, prompts, reward_analysis
+from .. import browser, grpo, models, prompts, reward_analysis
 from ..config import Config, training_seeds
 from ..jobs import run_jobs
 from ..manifests import in_run, load_manifest
@@ -71,6 +71,21 @@ def grpo_runs(cfg: Config, paths: RunPaths) -> dict[str, dict[int, grpo.GRPORun]
     for (name, s), run in zip(keys, done):
         runs.setdefault(name, {})[s] = run
     return runs
+
+
+def completion_pages(cfg: Config, paths: RunPaths) -> pd.DataFrame:
+    """One completions browser page per run of ``grpo_plan`` over every training seed (``browser.write_page``);
+    returns run, groups shown and the page, relative to the figure folder (the report links each)."""
+    manifest = load_manifest(paths, "rl")
+    truths = {in_run(paths, p): list(t) for p, t in zip(manifest["image_path"], manifest["truth"])}
+    rows = []
+    for name in grpo_plan(cfg):
+        page = browser.write_page(paths.completions_page(name), f"GRPO completions: {name} (profile {cfg.profile})",
+                                  {s: paths.grpo_run(name, s) for s in training_seeds(cfg)}, cfg.grpo.num_generations,
+                                  paths.resolve, truths)
+        rows.append({"run": name, "groups": browser.page_groups(page)["group"].nunique(),
+                     "page": page.relative_to(paths.figures).as_posix()})
+    return pd.DataFrame(rows)
 
 
 def sft_target_lengths(cfg: Config, paths: RunPaths, fmt: str) -> np.ndarray:
