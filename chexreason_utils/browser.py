@@ -5,8 +5,9 @@ its truth, its group of ``num_generations`` completions from trl's completion lo
 every reward component, their sum (trl's reward: all weights are 1) and trl's advantage, and beside it the frozen
 SFT policy's group for the same prompt in the same batch (``control/completions.parquet``). Steps that reuse an
 earlier generation (``num_iterations`` > 1), which trl logs again with the old completions, are shown once, at
-their generation step. Filters by seed and step are a few lines of inline JavaScript; the page needs no network
-and its bytes depend only on the run's files (no time, no absolute path).
+their generation step. Filters by seed and step (also set from the address: ``page.html#seed=1&step=3``) are a few
+lines of inline JavaScript; the page needs no network and its bytes depend only on the run's files (no time, no
+absolute path).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ THUMBNAIL = 112   # pixels, longest side (greyscale PNG: radiographs are grey)
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5rem; line-height: 1.35; }
 .group { border-top: 1px solid #bbb; padding: 0.6rem 0; display: grid; grid-template-columns: 130px 1fr; gap: 0.8rem; }
+.group[hidden] { display: none; }
 .thumb { width: 112px; height: 112px; background-size: contain; background-repeat: no-repeat; }
 table { border-collapse: collapse; font-size: 0.8rem; margin-bottom: 0.4rem; width: 100%; }
 th, td { border: 1px solid #ddd; padding: 0.15rem 0.35rem; vertical-align: top; }
@@ -48,6 +50,8 @@ function applyFilters() {
   }
   document.getElementById('shown').textContent = shown;
 }
+const wanted = new URLSearchParams(location.hash.slice(1));   // e.g. page.html#seed=1&step=3
+for (const key of ['seed', 'step']) if (wanted.has(key)) document.getElementById(key).value = wanted.get(key);
 document.getElementById('seed').addEventListener('change', applyFilters);
 document.getElementById('step').addEventListener('change', applyFilters);
 applyFilters();
@@ -126,7 +130,8 @@ def thumbnail_uri(path: Path) -> str:
 def _num(x) -> str:
     """A value cell: the exact float in ``data-v`` (what the tests compare), rounded text for the eye."""
     x = float(x)
-    return f'<td class="num" data-v="{x!r}">{"nan" if np.isnan(x) else f"{x:.3f}"}</td>'
+    text = "nan" if np.isnan(x) else f"{x:.3f}".replace("-0.000", "0.000")
+    return f'<td class="num" data-v="{x!r}">{text}</td>'
 
 
 def _table(rows: pd.DataFrame, names: list[str], kind: str, caption: str) -> str:
