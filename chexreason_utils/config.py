@@ -30,7 +30,7 @@ class ConfigError(ValueError):
 
 # Every option says where its value comes from (``metadata["paper"]``, one of PAPER_TAGS) and what it does
 # (``metadata["help"]``); a ``stated`` one also names the docs/paper.md section that states it
-# (``metadata["cite"]``). ``python -m chexreason_utils config`` prints them; the README's "Where the paper is
+# (``metadata["cite"]``). ``chexreason config`` prints them; the README's "Where the paper is
 # open" table is rendered from the ``open`` ones (``config_docs.open_choices_table``) and a test keeps it in sync.
 PAPER_TAGS: dict[str, str] = {
     "stated": "the paper states this value (docs/paper.md, the section named in `cite`)",

@@ -5,7 +5,7 @@ notebook (as executed, exported to HTML beside the report, linked to the cell th
 function(s) that made it, linked to their source lines; then every table, reported beside reproduced. The page holds no number typed by hand:
 numbers come from the run's files (tables, ``manifest.json``) and from ``reference``.
 
-``python -m chexreason_utils report --profile tiny``; the runner writes it after the last stage.
+``chexreason report --profile tiny``; the runner writes it after the last stage.
 """
 from __future__ import annotations
 
