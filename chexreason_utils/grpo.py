@@ -42,7 +42,7 @@ from .models import device_and_dtype, is_adapter, load_model, load_processor
 from .paths import RunPaths
 from .prompts import completion_text, requires_think, user_message
 from .rewards import CollapseGuard, hard_reward_functions, nuanced_reward_functions
-from .tracking import Tracking, close, log_step
+from .tracking import Tracking, close, log_step, start
 from .trainer_progress import ProgressCallback, task_name
 
 REWARD_STATE = "reward_state.json"
@@ -141,6 +141,7 @@ def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOC
         guard.load(Path(resume_from) / REWARD_STATE)
     with tracking.environment():
         trainer.train(resume_from_checkpoint=resume_from)
+        tracking.finish()
     log = pd.DataFrame(trainer.state.log_history)   # restored from the checkpoint on resume, so complete
     if state.is_main_process:
         log.to_csv(out_dir / RunPaths.LOG_HISTORY, index=False)
@@ -197,6 +198,7 @@ def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GR
         importance_sampling_level=cfg.importance_sampling_level, max_completion_length=cfg.max_completion_length,
         save_strategy="steps", save_steps=cfg.save_steps, logging_steps=1, log_completions=True,
         num_completions_to_print=0, seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=True, **tracking.trainer_args(),
+        log_unique_prompts=tracking.report_to == "wandb",   # one row a step: wandb 0.31 cannot type a table of VLM prompts
         bf16=dev == "cuda", use_cpu=dev == "cpu", dataloader_num_workers=0, warmup_steps=0.0,
         activation_checkpointing=dev == "cuda")   # trl's default (on) recomputes activations: memory we lack only on GPU
     timer = ProgressCallback(task)
@@ -257,6 +259,8 @@ def run_control(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPO
     comps = pd.read_parquet(comp_path) if comp_path.exists() and rows else pd.DataFrame({"step": pd.Series(dtype=int)})
     comps = comps.loc[comps["step"].isin(done)]
     names = trainer.reward_func_names
+    with tracking.environment():
+        start(trainer)
     trainer.model.train()   # as during training (dropout, if any, as the policy had it when sampling)
     for step, batch in zip(range(1, cfg.max_steps + 1), _endless(trainer.get_train_dataloader())):
         if (step - 1) % every or step in done:
@@ -278,7 +282,9 @@ def run_control(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPO
         pd.DataFrame(rows).to_csv(log_path, index=False)
         if guard is not None:
             state_path.write_text(json.dumps({"step": step, **guard.state_dict()}))
-    close(trainer)
+    with tracking.environment():
+        close(trainer)
+        tracking.finish()
     return pd.DataFrame(rows)
 
 

@@ -126,6 +126,7 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
         trainer.remove_callback(PrinterCallback)   # progress lines come from ProgressCallback; logs go to the CSV
     with tracking.environment():
         trainer.train(resume_from_checkpoint=resume_from)
+        tracking.finish()
     log = pd.DataFrame(trainer.state.log_history)
     if not trainer.accelerator.is_main_process:      # under accelerate launch: one process writes the result
         trainer.accelerator.wait_for_everyone()

@@ -41,6 +41,14 @@ class Tracking:
         """The frozen-policy control's own tracker run, beside the policy's."""
         return Tracking(self.report_to, self.folder, f"{self.name}-control" if self.name else "")
 
+    def finish(self) -> None:
+        """End this training's tracker run (transformers leaves a wandb run open, and the next training in the same
+        process would log into it)."""
+        if self.report_to == "wandb":
+            import wandb
+
+            wandb.finish()
+
     @contextmanager
     def environment(self):
         """The environment the trackers read while a trainer is built and trains (restored afterwards)."""
@@ -72,9 +80,16 @@ def run_name(stage: str, model: str | Path, variant: str, seed: int) -> str:
     return f"{stage}-{Path(str(model)).name}-{variant}-seed{seed}"
 
 
+def start(trainer) -> None:
+    """Open the trainer's tracker runs, for a loop that never calls ``train`` (trl's timing metrics go to trackio
+    and wandb as soon as it generates, and need an open run)."""
+    for callback in _trackers(trainer):
+        callback.on_train_begin(trainer.args, trainer.state, trainer.control, model=trainer.model)
+
+
 def log_step(trainer, step: int, logs: dict[str, float]) -> None:
-    """Hand one step's metrics to the trainer's tracker callbacks only (for a loop that never calls ``train``); the
-    trainer's own step is left as it was."""
+    """Hand one step's metrics to the trainer's tracker callbacks only (after ``start``); the trainer's own step is
+    left as it was."""
     from copy import copy
 
     state = copy(trainer.state)
