@@ -45,10 +45,10 @@ def test_each_grpo_run_has_a_completions_page_whose_rewards_are_the_training_log
 
     paths, _, _ = smoke_run
     cfg = load_profile("smoke")
-    report = paths.report.read_text()
+    report, notebook = paths.report.read_text(), (paths.notebooks_html / "03_grpo.html").read_text()
     for name in grpo_steps.grpo_plan(cfg):
         page = paths.completions_page(name)
-        assert f"(completions/{name}.html)" in report, name
+        assert f"(completions/{name}.html)" in report and f'href="../completions/{name}.html"' in notebook, name
         assert not re.search(r"""(src|href)=["']?(https?:)?//""", page.read_text()), "the page must work offline"
         shown = browser.page_groups(page)
         for seed in cfg.seeds:
