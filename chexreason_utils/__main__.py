@@ -1,4 +1,6 @@
-"""Command line: ``python -m chexreason_utils run --profile tiny`` and friends."""
+"""The ``chexreason`` command (also ``python -m chexreason_utils``): run the notebooks, print the configuration or the
+plan, write the report, and the accelerate-launchable training and evaluation commands. ``chexreason <sub-command>
+--help`` lists each one's options."""
 from __future__ import annotations
 
 import argparse
@@ -11,9 +13,10 @@ from .runner import RunnerError, RunOptions, StageFailed, run
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m chexreason_utils", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="execute the numbered notebooks with papermill")
+    p = argparse.ArgumentParser(prog="chexreason", description=__doc__.replace("``", ""))
+    sub = p.add_subparsers(dest="command", required=True, metavar="<sub-command>")
+    add = lambda name, text: sub.add_parser(name, help=text, description=text)  # noqa: E731
+    r = add("run", "execute the numbered notebooks with papermill, skipping stages whose inputs are unchanged")
     r.add_argument("--profile", default="tiny", help="smoke | tiny | paper, or a YAML path (default: tiny)")
     r.add_argument("--only", default="", help="comma-separated stages to run, e.g. 00,01")
     r.add_argument("--from", dest="start", default=None, help="start at this stage, e.g. 03")
@@ -25,37 +28,42 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--notebooks", default=str(NOTEBOOK_DIR), help="notebook directory")
     r.add_argument("-k", "--kernel", default="python3", help="Jupyter kernel (default: python3 of this env)")
     r.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
-    sub.add_parser("readme-table", help="print the README's figure table from the registry")
-    c = sub.add_parser("config", help="print every option: its value, paper tag (stated | open | embedded | run) "
-                                      "and help")
+    add("readme-table", "print the README's figure table from the registry")
+    c = add("config", "print every option: its value, paper tag (stated | open | embedded | run) and help")
     c.add_argument("--profile", default="tiny", help="smoke | tiny | paper, or a YAML path (default: tiny)")
-    c.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a value")
+    c.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a profile value, e.g. -p report_to=tensorboard (repeatable)")
     c.add_argument("--tag", default="", help="only the options with this tag, e.g. open")
     c.add_argument("--update-readme", action="store_true",
                    help="rewrite the README's 'Where the paper is open' table from the open options' help")
-    rep = sub.add_parser("report", help="write figures/<profile>/REPORT.md and .html from a run's files")
+    rep = add("report", "write figures/<profile>/REPORT.md and .html from a run's files")
     rep.add_argument("--profile", default="tiny", help="smoke | tiny | paper, or a YAML path (default: tiny)")
     rep.add_argument("--run-dir", default=None, help="run directory (default: runs/<profile>)")
     rep.add_argument("--figure-dir", default=None, help="figure directory (default: figures/<profile>)")
     for name, helptext in (("sft", "SFT of every configured format (accelerate-launchable)"),
                            ("grpo", "GRPO of each reward (accelerate-launchable)"),
                            ("evaluate", "predictions of one model on one manifest, sharded (accelerate-launchable)")):
-        w = sub.add_parser(name, help=helptext)
+        w = add(name, helptext)
         w.add_argument("--profile", default="tiny", help="smoke | tiny | paper, or a YAML path (default: tiny)")
         w.add_argument("--run-dir", default=None, help="run directory (default: runs/<profile>)")
-        w.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a value")
+        w.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a profile value (repeatable)")
         if name == "sft":
-            w.add_argument("--role", action="append", choices=["medical", "general"], help="default: both/as configured")
+            w.add_argument("--role", action="append", choices=["medical", "general"],
+                           help="base model to fine-tune (repeatable; default: medical, and general when "
+                                "sft.general_model_too)")
         if name == "grpo":
-            w.add_argument("--reward", action="append", choices=["hard", "nuanced"], help="default: grpo.rewards")
+            w.add_argument("--reward", action="append", choices=["hard", "nuanced"],
+                           help="reward to train with (repeatable; default: grpo.rewards)")
         if name == "evaluate":
             w.add_argument("--model", required=True, help="model folder or hub id")
             w.add_argument("--manifest", required=True, help="sft | rl | val | chexpert_test | nih_test")
             w.add_argument("--prompt", required=True, help="prompt name, e.g. free_reasoning")
             w.add_argument("--tag", required=True, help="cache tag of the prediction file, e.g. seed-0-sft-medical-free_reasoning")
-    pl = sub.add_parser("plan", help="print trainings, generations, GPU memory and the checkpoint-scoring plan")
+    pl = add("plan", "print trainings, generations, GPU memory and the checkpoint-scoring plan")
     pl.add_argument("--profile", default="paper", help="smoke | tiny | paper, or a YAML path (default: paper)")
-    pl.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a value")
+    pl.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a profile value (repeatable)")
     return p
 
 

@@ -19,6 +19,7 @@ import yaml
 
 from .labels import NIH_LABEL_SETS, UNCERTAINTY_POLICIES
 from .prompts import PROMPT_VARIANTS, SFT_FORMATS
+from .tracking import TRACKERS
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
@@ -29,7 +30,7 @@ class ConfigError(ValueError):
 
 # Every option says where its value comes from (``metadata["paper"]``, one of PAPER_TAGS) and what it does
 # (``metadata["help"]``); a ``stated`` one also names the docs/paper.md section that states it
-# (``metadata["cite"]``). ``python -m chexreason_utils config`` prints them; the README's "Where the paper is
+# (``metadata["cite"]``). ``chexreason config`` prints them; the README's "Where the paper is
 # open" table is rendered from the ``open`` ones (``config_docs.open_choices_table``) and a test keeps it in sync.
 PAPER_TAGS: dict[str, str] = {
     "stated": "the paper states this value (docs/paper.md, the section named in `cite`)",
@@ -450,6 +451,11 @@ class Config:
                               "run.", min=0)
     device: str = option("auto", "Where models run (auto: cuda when available).", "run", choices=DEVICES)
     workers: int = option(0, "Processes for independent jobs (jobs.run_jobs); 0: one per CPU core.", "run", min=0)
+    report_to: str = option("none", "Experiment tracker for trl's training logs (trl report_to), one tracker run per "
+                                    "SFT, GRPO and control: none | tensorboard | trackio (local, no account) | wandb "
+                                    "(offline unless WANDB_MODE says otherwise); logs go to <run>/tracking/. Needs "
+                                    "the `tracking` extra (tensorboard) or the tracker's own package.", "run",
+                            choices=TRACKERS)
     world: WorldConfig = section(WorldConfig)
     data: DataConfig = section(DataConfig)
     sampling: SamplingConfig = section(SamplingConfig)

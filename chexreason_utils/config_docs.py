@@ -2,10 +2,10 @@
 
 - ``options()``: every option (leaf field) of ``Config`` as a dotted key with its tag, citation, help and what
   values it allows (checked at load, ``config.check_values``).
-- ``describe(cfg)``: each option's value, tag and help (``python -m chexreason_utils config --profile tiny``).
+- ``describe(cfg)``: each option's value, tag and help (``chexreason config --profile tiny``).
 - ``open_choices_table()``: the README's "Where the paper is open" table, one row per ``open`` option, with the
   paper profile's value (and tiny's where it differs). A test checks that the README's block equals it;
-  ``python -m chexreason_utils config --update-readme`` rewrites the block.
+  ``chexreason config --update-readme`` rewrites the block.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from .config import PAPER_TAGS, Config, allowed, get_value, load_profile
 from .paths import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
-BEGIN = "<!-- open-choices: generated from config.py by python -m chexreason_utils config --update-readme -->"
+BEGIN = "<!-- open-choices: generated from config.py by chexreason config --update-readme -->"
 END = "<!-- /open-choices -->"
 
 

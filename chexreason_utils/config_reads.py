@@ -21,8 +21,9 @@ from typing import Any, Callable
 from .config import ConfigError, get_value
 
 # Top-level keys that cannot change any output and so never make a stage rerun:
-#   workers: how many processes run independent jobs (jobs.run_jobs gives the same bytes for any count).
-NOT_RESULTS = ("workers",)
+#   workers: how many processes run independent jobs (jobs.run_jobs gives the same bytes for any count);
+#   report_to: which experiment tracker receives the trainers' logs (tracking; its files are no stage's outputs).
+NOT_RESULTS = ("workers", "report_to")
 WHOLE = frozenset({"__dict__", "__reduce_ex__", "__reduce__", "__getstate__", "__copy__", "__deepcopy__"})
 PICKLING = frozenset({"__reduce_ex__", "__reduce__", "__getstate__"})
 READS_ENV = "CHEXREASON_CONFIG_READS"   # the file an unpickled config appends its reads to, one key a line

@@ -76,6 +76,11 @@ class RunPaths:
         return self.root / "predictions"
 
     @property
+    def tracking(self) -> Path:
+        """Experiment-tracker logs (``tracking``): no stage's output, so never digested by the runner."""
+        return self.root / "tracking"
+
+    @property
     def executed_notebooks(self) -> Path:
         return self.root / "notebooks"
 
@@ -130,6 +135,15 @@ class RunPaths:
     def grpo_run(self, name: str, seed: int) -> Path:
         """One GRPO run (a reward, or the 06 ablation) of one training seed: ``03_grpo/seed-<s>/<name>``."""
         return self.grpo / f"seed-{seed}" / name
+
+    @property
+    def completions_pages(self) -> Path:
+        """03's completions browser pages (``browser``), beside the report."""
+        return self.figures / "completions"
+
+    def completions_page(self, name: str) -> Path:
+        """The completions browser of one GRPO run over its seeds."""
+        return self.completions_pages / f"{name}.html"
 
     def grpo_log(self, name: str, seed: int) -> Path:
         return self.grpo_run(name, seed) / self.LOG_HISTORY

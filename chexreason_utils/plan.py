@@ -1,4 +1,4 @@
-"""``python -m chexreason_utils plan --profile paper``: what a profile will run, before anything runs.
+"""``chexreason plan --profile paper``: what a profile will run, before anything runs.
 
 No GPU, data or hub: parameter counts come from the real architectures built on the meta device
 (``real_models``), sequence lengths from the image settings and the prompt text, everything else from the

@@ -69,7 +69,7 @@ def test_readme_open_choices_table_is_generated_from_the_config():
     readme = (REPO_ROOT / "README.md").read_text()
     assert config_docs.readme_block(readme) == config_docs.open_choices_table(), (
         "README.md's open-choices table is out of date; regenerate it with "
-        "`.venv/bin/python -m chexreason_utils config --update-readme`")
+        "`chexreason config --update-readme`")
 
 
 def test_open_choices_table_shows_the_paper_value_and_tiny_where_it_differs():

@@ -29,3 +29,41 @@ def test_the_report_and_its_notebooks_link_to_files_that_exist(smoke_run):
         assert any(t.startswith("notebooks/") and "#cell-id=" in t for t in links) and any(".py#L" in t for t in links)
         assert broken_links(page) == [], page.name
     assert "## Not generated in this run" not in paths.report.read_text()
+
+
+def test_each_grpo_run_has_a_completions_page_whose_rewards_are_the_training_logs(smoke_run):
+    """Every generation step of every seed, each group of num_generations completions once, with the policy's
+    per-step component means, reward and the control's reward equal to log_history.csv and control/log.csv (up to
+    float32 rounding: trl sums the components in float32)."""
+    import re
+
+    import pandas as pd
+
+    from chexreason_utils.report import browser
+    from chexreason_utils.train import grpo
+    from chexreason_utils.config import load_profile
+    from chexreason_utils.steps import grpo as grpo_steps
+
+    paths, _, _ = smoke_run
+    cfg = load_profile("smoke")
+    report, notebook = paths.report.read_text(), (paths.notebooks_html / "03_grpo.html").read_text()
+    for name in grpo_steps.grpo_plan(cfg):
+        page = paths.completions_page(name)
+        assert f"(completions/{name}.html)" in report and f'href="../completions/{name}.html"' in notebook, name
+        assert not re.search(r"""(src|href)=["']?(https?:)?//""", page.read_text()), "the page must work offline"
+        shown = browser.page_groups(page)
+        for seed in cfg.seeds:
+            folder = paths.grpo_run(name, seed)
+            log = pd.read_csv(folder / paths.LOG_HISTORY).dropna(subset=["reward"]).set_index("step")
+            mine = shown.loc[(shown["seed"] == seed) & (shown["kind"] == "policy")]
+            assert mine.groupby("group").size().eq(cfg.grpo.num_generations).all()
+            assert mine.groupby("step")["group"].nunique().eq(cfg.grpo.prompts_per_step).all()
+            means = mine.groupby("step").mean(numeric_only=True)
+            assert means.index.tolist() == log.index.tolist()
+            for component in browser.reward_names(log):
+                pd.testing.assert_series_equal(means[component], log[f"rewards/{component}/mean"], check_names=False,
+                                               rtol=1e-5)
+            pd.testing.assert_series_equal(means["reward"], log["reward"], check_names=False, rtol=1e-5)
+            control = grpo.control_log(folder).set_index("step")
+            theirs = shown.loc[(shown["seed"] == seed) & (shown["kind"] == "control")].groupby("step")["reward"].mean()
+            pd.testing.assert_series_equal(theirs, control["reward"], check_names=False, rtol=1e-5)

@@ -1,6 +1,6 @@
 """Every figure and table the companion makes: id -> notebook -> data file -> output files.
 
-The README's figure table is rendered from this list (``python -m chexreason_utils readme-table``) and a
+The README's figure table is rendered from this list (``chexreason readme-table``) and a
 test checks that the README matches it, so a figure cannot exist without being documented.
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@ notebook (as executed, exported to HTML beside the report, linked to the cell th
 function(s) that made it, linked to their source lines; then every table, reported beside reproduced. The page holds no number typed by hand:
 numbers come from the run's files (tables, ``manifest.json``) and from ``reference``.
 
-``python -m chexreason_utils report --profile tiny``; the runner writes it after the last stage.
+``chexreason report --profile tiny``; the runner writes it after the last stage.
 """
 from __future__ import annotations
 
@@ -188,6 +188,12 @@ def report_markdown(paths: RunPaths, profile: str, notebooks: dict[str, Path]) -
                 lines += [f"### {art.title}", "", *_artifact(art, paths, notebooks), ""]
     if missing:
         lines += ["## Not generated in this run", "", *[f"- `{a.id}` ({a.notebook})" for a in missing], ""]
+    pages = sorted(paths.completions_pages.glob("*.html"))
+    if pages:
+        lines += ["## GRPO completions", "", "One page per GRPO run (every seed; filter by seed and step): each prompt's "
+                  "image, its group of completions with every reward component and advantage, and the frozen SFT "
+                  "policy's group for the same batch.", "",
+                  *[f"- [`{p.stem}`]({_relative(p, page_dir)})" for p in pages], ""]
     lines += ["## Executed notebooks", "",
               *[f"- [`{stage}`]({_relative(html, page_dir)})" for stage, html in sorted(notebooks.items())], ""]
     return "\n".join(lines)

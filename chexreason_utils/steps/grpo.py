@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..train import grpo, models
 from .. import prompts
+from ..report import browser
 from ..evaluation import reward_analysis
 from ..config import Config, training_seeds
 from ..jobs import run_jobs
@@ -19,6 +20,7 @@ from ..evaluation.metrics import scores
 from ..train.model_registry import base_model
 from ..paths import RunPaths, checkpoint_name, checkpoint_step, model_tag
 from ..evaluation.scoring_plan import checkpoints_to_score, scoring_plan as plan_scoring
+from ..tracking import Tracking, run_name
 from .predictions import predict_many
 from .sampling import pool_prevalence
 from .sft import sft_start, sft_targets
@@ -30,9 +32,11 @@ def run_grpo(cfg: Config, paths: RunPaths, reward: str, seed: int, out_dir: Path
     manifest = load_manifest(paths, "rl")
     fmt = cfg.grpo.start_format
     data = rl_dataset(paths, manifest, fmt)
-    return grpo.train_grpo(paths.sft_model("medical", fmt, seed), data, out_dir or paths.grpo_run(reward, seed),
+    out_dir = out_dir or paths.grpo_run(reward, seed)
+    tracking = Tracking(cfg.report_to, paths.tracking, run_name("grpo", base_model(cfg, paths, "medical"), out_dir.name, seed))
+    return grpo.train_grpo(paths.sft_model("medical", fmt, seed), data, out_dir,
                            resolve_length_threshold(cfg, paths, replace(grpo_cfg or cfg.grpo, seed=seed)), reward,
-                           pool_prevalence(paths), cfg.device, fmt)
+                           pool_prevalence(paths), cfg.device, fmt, tracking)
 
 
 def rl_dataset(paths: RunPaths, manifest, fmt: str):
@@ -70,6 +74,21 @@ def grpo_runs(cfg: Config, paths: RunPaths) -> dict[str, dict[int, grpo.GRPORun]
     for (name, s), run in zip(keys, done):
         runs.setdefault(name, {})[s] = run
     return runs
+
+
+def completion_pages(cfg: Config, paths: RunPaths) -> pd.DataFrame:
+    """One completions browser page per run of ``grpo_plan`` over every training seed (``browser.write_page``);
+    returns run, groups shown and the page, relative to the figure folder (the report links each)."""
+    manifest = load_manifest(paths, "rl")
+    truths = {in_run(paths, p): list(t) for p, t in zip(manifest["image_path"], manifest["truth"])}
+    rows = []
+    for name in grpo_plan(cfg):
+        page = browser.write_page(paths.completions_page(name), f"GRPO completions: {name} (profile {cfg.profile})",
+                                  {s: paths.grpo_run(name, s) for s in training_seeds(cfg)}, cfg.grpo.num_generations,
+                                  paths.resolve, truths)
+        rows.append({"run": name, "groups": browser.page_groups(page)["group"].nunique(),
+                     "page": page.relative_to(paths.figures).as_posix()})
+    return pd.DataFrame(rows)
 
 
 def sft_target_lengths(cfg: Config, paths: RunPaths, fmt: str) -> np.ndarray:

@@ -18,6 +18,7 @@ from ..train.model_registry import base_model, image_pixels
 from ..paths import RunPaths, model_tag
 from ..train.teacher import TraceRequest, generate_traces, make_teacher
 from ..train.trainer_log import log_rows
+from ..tracking import Tracking, run_name
 
 
 def traces_for(cfg: Config, paths: RunPaths, manifest: pd.DataFrame, fmt: str) -> list[str]:
@@ -58,9 +59,11 @@ def example_targets(cfg: Config, paths: RunPaths, index: int = 0) -> pd.DataFram
 
 def _sft_job(cfg: Config, paths: RunPaths, role: str, fmt: str, seed: int) -> sft.SFTResult:
     train, held_out = sft_datasets(cfg, paths, fmt)
-    return sft.train_sft(base_model(cfg, paths, role), train, held_out, paths.sft_model(role, fmt, seed), cfg.sft,
+    base = base_model(cfg, paths, role)
+    return sft.train_sft(base, train, held_out, paths.sft_model(role, fmt, seed), cfg.sft,
                          full_finetune=not cfg.sft.use_lora, seed=seed, device=cfg.device,
-                         image_pixels=image_pixels(cfg))
+                         image_pixels=image_pixels(cfg),
+                         tracking=Tracking(cfg.report_to, paths.tracking, run_name("sft", base, fmt, seed)))
 
 
 def train_formats(cfg: Config, paths: RunPaths, roles: list[str]) -> dict[str, dict[str, dict[int, sft.SFTResult]]]:

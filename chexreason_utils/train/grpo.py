@@ -43,6 +43,7 @@ from .models import device_and_dtype, is_adapter, load_model, load_processor
 from ..paths import RunPaths, checkpoint_name
 from ..prompts import completion_text, requires_think, user_message
 from .rewards import CollapseGuard, hard_reward_functions, nuanced_reward_functions
+from ..tracking import Tracking, close, log_step, start
 from .trainer_progress import ProgressCallback, task_name
 
 REWARD_STATE = "reward_state.json"
@@ -116,15 +117,17 @@ def _run_id(sft_dir: Path, train: datasets.Dataset, ds_paths: list[str], cfg: GR
 
 
 def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOConfig, reward: str,
-               prevalence: dict[str, float], device: str = "auto", fmt: str = "free_reasoning") -> GRPORun:
-    """GRPO from an SFT folder (full model or LoRA adapter) with the ``hard`` or ``nuanced`` reward."""
+               prevalence: dict[str, float], device: str = "auto", fmt: str = "free_reasoning",
+               tracking: Tracking = Tracking()) -> GRPORun:
+    """GRPO from an SFT folder (full model or LoRA adapter) with the ``hard`` or ``nuanced`` reward; ``tracking``:
+    where trl reports (the policy's run and, as ``tracking.control()``, the control's; not part of the run id)."""
     out_dir = Path(out_dir)
     paths = [i["path"] for i in train.cast_column("image", datasets.Image(decode=False))["image"]]
     run_id = _run_id(sft_dir, train, paths, cfg, reward, prevalence)
     finished = resume.finished_run(out_dir, run_id)
     if finished is not None:
         info, log = finished
-        control = _control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt)
+        control = _control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt, tracking)
         return GRPORun(reward, out_dir, log, checkpoints(out_dir), info.get("resumed_from"), reused=True,
                        control=control)
 
@@ -134,10 +137,12 @@ def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOC
     state.wait_for_everyone()
     existing = checkpoints(out_dir)
     resume_from = str(existing[-1]) if existing else None
-    trainer, guard = build_trainer(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt, resume_from)
+    trainer, guard = build_trainer(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt, resume_from, tracking)
     if resume_from and guard is not None:
         guard.load(Path(resume_from) / REWARD_STATE)
-    trainer.train(resume_from_checkpoint=resume_from)
+    with tracking.environment():
+        trainer.train(resume_from_checkpoint=resume_from)
+        tracking.finish()
     log = pd.DataFrame(trainer.state.log_history)   # restored from the checkpoint on resume, so complete
     if state.is_main_process:
         resume.save_finished(out_dir, run_id, log, reward=reward, sft_dir=str(sft_dir),
@@ -145,25 +150,26 @@ def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOC
                              resumed_from=resume_from, global_step=trainer.state.global_step)
     state.wait_for_everyone()
     del trainer
-    control = _control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt)
+    control = _control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt, tracking)
     return GRPORun(reward, out_dir, log, checkpoints(out_dir), resume_from, reused=False, control=control)
 
 
-def _control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt) -> pd.DataFrame | None:
+def _control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt, tracking) -> pd.DataFrame | None:
     """The frozen-policy control, in a one-process run only: under ``accelerate launch`` a second trainer would
     wait on collectives the other processes never reach. The control is resumable, so the notebook's
     one-process call of the same (reused) run computes it afterwards."""
     if PartialState().num_processes > 1:
         print("frozen-policy control skipped under several processes; a one-process call of this run computes it")
         return None
-    return run_control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt)
+    return run_control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt, tracking.control())
 
 
 def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOConfig, reward: str,
                   prevalence: dict[str, float], device: str = "auto", fmt: str = "free_reasoning",
-                  resume_from: str | None = None):
+                  resume_from: str | None = None, tracking: Tracking = Tracking()):
     """The configured ``GRPOTrainer`` (policy and reference = the SFT checkpoint) and its collapse guard;
-    ``resume_from``: the checkpoint whose weights are restored strictly when training starts."""
+    ``resume_from``: the checkpoint whose weights are restored strictly when training starts; ``tracking``: where
+    trl reports."""
     from trl import GRPOConfig as TRLGRPOConfig
     from trl import GRPOTrainer
 
@@ -191,11 +197,12 @@ def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GR
         num_iterations=cfg.num_iterations, steps_per_generation=cfg.steps_per_generation,
         importance_sampling_level=cfg.importance_sampling_level, max_completion_length=cfg.max_completion_length,
         save_strategy="steps", save_steps=cfg.save_steps, logging_steps=1, log_completions=True,
-        num_completions_to_print=0, seed=cfg.seed, data_seed=cfg.seed, report_to="none", disable_tqdm=True,
+        num_completions_to_print=0, seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=True, **tracking.trainer_args(),
+        log_unique_prompts=tracking.report_to == "wandb",   # one row a step: wandb 0.31 cannot type a table of VLM prompts
         bf16=dev == "cuda", use_cpu=dev == "cpu", dataloader_num_workers=0, warmup_steps=0.0,
         activation_checkpointing=dev == "cuda")   # trl's default (on) recomputes activations: memory we lack only on GPU
     timer = ProgressCallback(task)
-    with run_records.timed(task, "build"):   # includes loading the reference model
+    with tracking.environment(), run_records.timed(task, "build"):   # includes loading the reference model
         trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=args, train_dataset=train,
                               processing_class=processor, callbacks=[SaveRewardState(guard, processor), timer,
                                                                                  SeedGeneration(cfg.seed),
@@ -221,14 +228,15 @@ def control_log(out_dir: Path) -> pd.DataFrame | None:
 
 
 def run_control(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOConfig, reward: str,
-                prevalence: dict[str, float], device: str = "auto", fmt: str = "free_reasoning") -> pd.DataFrame | None:
+                prevalence: dict[str, float], device: str = "auto", fmt: str = "free_reasoning",
+                tracking: Tracking = Tracking()) -> pd.DataFrame | None:
     """The frozen SFT policy's rewards on the run's batches, per generation step (``cfg.frozen_control``).
 
     Columns: step, reward, reward_std, one ``rewards/<component>/mean`` per component, image_paths (the step's
     prompts, ``|``-joined, in batch order). Completions go to ``control/completions.parquet``. The trainer is
     built with ``beta = 0`` (no reference model to load: neither generation nor reward depends on beta).
     Resumable step by step: files are written after every step, the collapse window last, with its step; a resumed
-    control keeps the steps up to that one and redoes the rest.
+    control keeps the steps up to that one and redoes the rest. Each step's trl metrics go to ``tracking``'s run.
     """
     if not cfg.frozen_control:
         return None
@@ -241,7 +249,8 @@ def run_control(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPO
     rows = pd.read_csv(log_path).to_dict("records") if log_path.exists() else []
     if rows and int(rows[-1]["step"]) == last_step:
         return pd.DataFrame(rows)
-    trainer, guard = build_trainer(sft_dir, train, folder, replace(cfg, beta=0.0), reward, prevalence, device, fmt)
+    trainer, guard = build_trainer(sft_dir, train, folder, replace(cfg, beta=0.0), reward, prevalence, device, fmt,
+                                   tracking=tracking)
     if guard is not None:
         state = json.loads(state_path.read_text()) if state_path.exists() and rows else {"step": 0, "history": []}
         guard.load_state_dict(state)
@@ -250,6 +259,8 @@ def run_control(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPO
     comps = pd.read_parquet(comp_path) if comp_path.exists() and rows else pd.DataFrame({"step": pd.Series(dtype=int)})
     comps = comps.loc[comps["step"].isin(done)]
     names = trainer.reward_func_names
+    with tracking.environment():
+        start(trainer)
     trainer.model.train()   # as during training (dropout, if any, as the policy had it when sampling)
     for step, batch in zip(range(1, cfg.max_steps + 1), _endless(trainer.get_train_dataloader())):
         if (step - 1) % every or step in done:
@@ -261,6 +272,8 @@ def run_control(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPO
         rows.append({"step": step, "reward": metrics["reward"][-1], "reward_std": metrics["reward_std"][-1],
                      **{f"rewards/{n}/mean": metrics[f"rewards/{n}/mean"][-1] for n in names},
                      "image_paths": "|".join(paths)})
+        with tracking.environment():
+            log_step(trainer, step, {k: v[-1] for k, v in metrics.items()})
         metrics.clear()
         comps = pd.concat([comps, pd.DataFrame({"step": step, "image_path": paths,
                                                 "completion": [completion_text(c) for c in logs["completion"]],
@@ -269,6 +282,9 @@ def run_control(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPO
         pd.DataFrame(rows).to_csv(log_path, index=False)
         if guard is not None:
             state_path.write_text(json.dumps({"step": step, **guard.state_dict()}))
+    with tracking.environment():
+        close(trainer)
+        tracking.finish()
     return pd.DataFrame(rows)
 
 

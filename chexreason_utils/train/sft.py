@@ -30,6 +30,7 @@ from .models import device_and_dtype, is_adapter, load_model, load_processor, lo
 from ..prompts import user_message
 from ..run_records import count
 from .trainer_progress import ProgressCallback, task_name
+from ..tracking import Tracking
 
 
 @dataclass
@@ -71,10 +72,11 @@ def _run_id(base: str, train: datasets.Dataset, evalset: datasets.Dataset | None
 
 def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Dataset | None, out_dir: Path,
               cfg: SFTConfig, full_finetune: bool = False, seed: int = 0, device: str = "auto",
-              image_pixels: tuple[int, int] = (0, 0)) -> SFTResult:
+              image_pixels: tuple[int, int] = (0, 0), tracking: Tracking = Tracking()) -> SFTResult:
     """Fine-tune ``base`` (folder or hub id) and save the result in ``out_dir``.
 
-    ``image_pixels``: (min, max) image area of a dynamic-resolution processor; saved with the result."""
+    ``image_pixels``: (min, max) image area of a dynamic-resolution processor; saved with the result.
+    ``tracking``: where trl reports its logs (not part of the run id: no result depends on it)."""
     from transformers import PrinterCallback
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
@@ -106,20 +108,22 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
         metric_for_best_model="eval_loss" if evalset is not None else None, greater_is_better=False,
         restore_callback_states_from_checkpoint=True,
         bf16=dtype.is_floating_point and dev == "cuda", activation_checkpointing=cfg.gradient_checkpointing and dev == "cuda",
-        max_length=cfg.max_length, completion_only_loss=True, report_to="none", disable_tqdm=True,
+        max_length=cfg.max_length, completion_only_loss=True, disable_tqdm=True, **tracking.trainer_args(),
         use_cpu=dev == "cpu", dataloader_num_workers=0, **sft_data.train_args())
     callbacks = [EarlyStopping(early_stopping_patience=cfg.early_stopping_patience)] if evalset is not None else []
     callbacks += [ProgressCallback(task), resume.StrictRestore(resume_from)]
     with run_records.timed(task, "prepare data"):
         (train_rows, eval_rows), collator = sft_data.prepare([train, evalset], processor, cfg.max_length)
-    with run_records.timed(task, "build"):
+    with tracking.environment(), run_records.timed(task, "build"):
         trainer_class = CPUSFTTrainer if dev == "cpu" else SFTTrainer
         trainer = trainer_class(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows,
                                 data_collator=collator, processing_class=processor,
                                 peft_config=None if full_finetune or is_adapter(base) else
                                 lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout), callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)   # progress lines come from ProgressCallback; logs go to the CSV
-    trainer.train(resume_from_checkpoint=resume_from)
+    with tracking.environment():
+        trainer.train(resume_from_checkpoint=resume_from)
+        tracking.finish()
     log = pd.DataFrame(trainer.state.log_history)
     if not trainer.accelerator.is_main_process:      # under accelerate launch: one process writes the result
         trainer.accelerator.wait_for_everyone()
