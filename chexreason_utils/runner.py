@@ -3,7 +3,7 @@
 A stage's fingerprint covers its notebook's bytes, the parameters injected into it (not the run and figure
 folders: a moved run is the same run), the current value of each config leaf it read when it last ran
 (recorded at run time in its kernel and its workers, ``config_reads``; a notebook that records nothing is
-fingerprinted on the whole config; ``workers`` never counts, see ``config_reads.NOT_RESULTS``), the source of the
+fingerprinted on the whole config; ``workers`` and ``report_to`` never count, see ``config_reads.NOT_RESULTS``), the source of the
 ``chexreason_utils`` package, and a digest of every earlier stage's outputs as they are on disk (file contents
 by run-relative name, ``FileDigests``). A stage's outputs are its own folders, its registered figures and tables
 (``figure_registry``) and the files it wrote into shared folders (predictions, figures), found by comparing
