@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="print trainings, generations, GPU memory and the checkpoint-scoring plan")
     pl.add_argument("--profile", default="paper", help="smoke | tiny | paper, or a YAML path (default: paper)")
     pl.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a value")
+    rh = sub.add_parser("rehearse", help="the paper profile's code path on a CPU: real tokenizers, processors and "
+                                         "image sizes, reduced random models; SFT -> GRPO -> evaluation, a few steps")
+    rh.add_argument("--profile", default="rehearsal", help="a profile or YAML path (default: rehearsal)")
+    rh.add_argument("--out-dir", default="/tmp/chexreason-rehearsal", help="where models and predictions go")
+    rh.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a value")
     return p
 
 
@@ -72,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         return _report(args)
     if args.command in ("sft", "grpo", "evaluate"):
         return _launchable(args)
+    if args.command == "rehearse":
+        return _rehearse(args)
     if args.command == "plan":
         from .config import load_profile
         from .plan import render
@@ -109,6 +116,19 @@ def _config(args) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _rehearse(args) -> int:
+    from .config import load_profile
+    from .rehearsal import rehearse, render
+
+    try:
+        cfg = load_profile(args.profile, dict(parse_override(p) for p in args.param))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(render(rehearse(cfg, Path(args.out_dir)).table))
     return 0
 
 
