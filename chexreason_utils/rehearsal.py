@@ -10,7 +10,7 @@ paper) → ``evaluate.predict``, a few steps each. Every model forward that carr
 """
 from __future__ import annotations
 
-import functools
+import inspect
 import json
 import time
 from contextlib import contextmanager
@@ -96,27 +96,33 @@ def build_model(family: str, out_dir: Path, hidden: int, layers: int, seed: int 
 
 @dataclass
 class ForwardRecorder:
-    """Records, for every forward of ``cls`` that carries pixels: its keyword names, sequence length, image tokens
-    in ``input_ids`` and the image tokens the processor's outputs imply, under the current ``stage``."""
+    """Records, for every forward of ``cls`` that carries images (pixels or encoded): its keyword names, sequence length, image tokens
+    in ``input_ids`` and the image tokens the processor's outputs imply, the chat template's turn markers in its
+    first row, under the current ``stage``."""
 
     cls: type
     image_token_id: int
+    turn_token_id: int                      # <start_of_turn> (Gemma3) | <|im_start|> (Qwen2.5-VL)
     stage: str = ""
     calls: list[dict] = field(default_factory=list)
 
     @contextmanager
     def active(self):
         original = self.cls.forward
+        names = list(inspect.signature(original).parameters)[1:]
 
-        @functools.wraps(original)   # generate() validates its kwargs against this signature
         def forward(model, *args, **kwargs):
-            if kwargs.get("pixel_values") is not None and kwargs.get("input_ids") is not None:
+            kwargs = {**dict(zip(names, args)), **kwargs}
+            images = kwargs.get("pixel_values") is not None or kwargs.get("mm_encoder_outputs") is not None
+            if images and kwargs.get("input_ids") is not None:
                 self.calls.append({"stage": self.stage, "keys": sorted(k for k, v in kwargs.items() if v is not None),
                                    "length": int(kwargs["input_ids"].shape[1]),
                                    "image_tokens": int((kwargs["input_ids"] == self.image_token_id).sum()),
-                                   "expected": expected_image_tokens(model.config, kwargs)})
-            return original(model, *args, **kwargs)
+                                   "expected": expected_image_tokens(model.config, kwargs),
+                                   "turns": int((kwargs["input_ids"][0] == self.turn_token_id).sum())})
+            return original(model, **kwargs)
 
+        forward.__signature__ = inspect.signature(original)   # what generate() checks its kwargs against
         self.cls.forward = forward
         try:
             yield self
@@ -126,7 +132,11 @@ class ForwardRecorder:
 
 def expected_image_tokens(config, inputs: dict) -> int:
     """Image tokens a batch must hold: Gemma3 ``mm_tokens_per_image`` per image; Qwen2.5-VL each image's grid
-    (t·h·w patches) over the spatial merge²."""
+    (t·h·w patches) over the spatial merge². ``generate`` encodes the images once and passes the pooled features
+    (``mm_encoder_outputs``) instead of the pixels: then their count."""
+    if inputs.get("pixel_values") is None:
+        pooled = inputs["mm_encoder_outputs"]["image"]["pooler_output"]
+        return sum(int(p.shape[0]) for p in pooled) if isinstance(pooled, (list, tuple)) else int(pooled.shape[:2].numel())
     if "image_grid_thw" in inputs and inputs["image_grid_thw"] is not None:
         merge = config.vision_config.spatial_merge_size ** 2
         return int(inputs["image_grid_thw"].prod(-1).sum()) // merge
@@ -138,6 +148,13 @@ def check_image_tokens(calls: list[dict]) -> None:
     bad = [c for c in calls if c["image_tokens"] != c["expected"]]
     if bad:
         raise AssertionError(f"{len(bad)} forward(s) whose image tokens differ from the processor's: {bad[:3]}")
+
+
+def check_chat_template(calls: list[dict], min_turns: int = 2) -> None:
+    """Every forward's prompt went through the chat template: at least a user and an assistant turn marker."""
+    bad = {c["stage"] for c in calls if c["turns"] < min_turns}
+    if bad:
+        raise AssertionError(f"forwards without the chat template's turn markers in: {', '.join(sorted(bad))}")
 
 
 def check_token_type_ids(calls: list[dict]) -> None:
@@ -182,7 +199,7 @@ class Rehearsal:
 
 def rehearse(cfg: Config, out_dir: Path, roles: tuple[str, ...] = ("medical", "general")) -> Rehearsal:
     """SFT → GRPO (medical) → evaluation per role on phantom images; checks image tokens and token_type_ids."""
-    from transformers import Gemma3ForConditionalGeneration, Qwen2_5_VLForConditionalGeneration
+    from transformers import Gemma3Model, Qwen2_5_VLModel
 
     from . import evaluate, grpo, sft, sft_data
     from .prompts import format_target, prompt_for
@@ -199,11 +216,12 @@ def rehearse(cfg: Config, out_dir: Path, roles: tuple[str, ...] = ("medical", "g
     rows, calls, folders, examples = [], {}, {}, {}
     for role in roles:
         family = FAMILIES[role]
-        base = build_model(family, out_dir / role / "base", cfg.models.tiny_hidden, cfg.models.tiny_layers, cfg.seed)
         processor = real_processor(family, *pixels)
-        cls = Gemma3ForConditionalGeneration if family == "gemma3" else Qwen2_5_VLForConditionalGeneration
+        base = build_model(family, out_dir / role / "base", cfg.models.tiny_hidden, cfg.models.tiny_layers, cfg.seed)
+        cls = Gemma3Model if family == "gemma3" else Qwen2_5_VLModel   # inner: trl patches the outer forward
         token = getattr(processor.tokenizer, "image_token", None) or processor.image_token
-        recorder = ForwardRecorder(cls, processor.tokenizer.convert_tokens_to_ids(token))
+        turn = "<start_of_turn>" if family == "gemma3" else "<|im_start|>"
+        recorder = ForwardRecorder(cls, *processor.tokenizer.convert_tokens_to_ids([token, turn]))
         prompt, image_tokens = prompt_lengths(processor, prompt_for(fmt), Image.open(mimic[0]).convert("RGB"))
         name = getattr(cfg.models, role)
         train = sft.make_dataset([prompt_for(fmt)] * s.n_sft, targets, [str(p) for p in mimic[:s.n_sft]])
@@ -245,6 +263,7 @@ def rehearse(cfg: Config, out_dir: Path, roles: tuple[str, ...] = ("medical", "g
         folders.update({f"{role}/base": base, f"{role}/sft": result.out_dir, f"{role}/predictions": out_path})
         calls[role] = recorder.calls
         check_image_tokens(recorder.calls)
+        check_chat_template(recorder.calls)
         if family == "gemma3":
             check_token_type_ids(recorder.calls)
     return Rehearsal(pd.DataFrame(rows, columns=STAGE_COLUMNS), calls, folders, examples)
