@@ -61,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     rh.add_argument("--profile", default="rehearsal", help="a profile or YAML path (default: rehearsal)")
     rh.add_argument("--out-dir", default="/tmp/chexreason-rehearsal", help="where models and predictions go")
     rh.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a value")
+    gc = sub.add_parser("gpu-check", help="on a CUDA machine: the rehearsal with the real models at real size, s/step "
+                                          "and peak GPU memory beside plan's estimate")
+    gc.add_argument("--profile", default="rehearsal", help="a profile or YAML path (default: rehearsal)")
+    gc.add_argument("--out-dir", default="/tmp/chexreason-gpu-check", help="where models and predictions go")
+    gc.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a value")
     return p
 
 
@@ -77,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return _report(args)
     if args.command in ("sft", "grpo", "evaluate"):
         return _launchable(args)
-    if args.command == "rehearse":
+    if args.command in ("rehearse", "gpu-check"):
         return _rehearse(args)
     if args.command == "plan":
         from .config import load_profile
@@ -128,6 +133,15 @@ def _rehearse(args) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "gpu-check":
+        from .rehearsal import gpu_check
+
+        try:
+            print(render(gpu_check(cfg, Path(args.out_dir))))
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     print(render(rehearse(cfg, Path(args.out_dir)).table))
     return 0
 

@@ -29,7 +29,7 @@ from .real_tokenizers import real_processor
 IMAGE_SIZES = {"mimic": ((2544, 3056), "JPEG"), "nih": ((1024, 1024), "PNG")}   # (width, height), format
 FAMILIES = {"medical": "gemma3", "general": "qwen2_5_vl"}
 STAGE_COLUMNS = ["model", "stage", "steps", "prompt tokens", "image tokens", "completion tokens", "peak RSS GiB",
-                 "s/step"]
+                 "RSS growth GiB", "peak GPU GiB", "s/step"]
 
 
 def phantom_images(folder: Path, dataset: str, n: int, seed: int = 0) -> list[Path]:
@@ -46,12 +46,15 @@ def phantom_images(folder: Path, dataset: str, n: int, seed: int = 0) -> list[Pa
     return paths
 
 
+def _spec(family: str):
+    return real_model(next(hub for role, hub in (("medical", "google/medgemma-4b-it"),
+                                                 ("general", "Qwen/Qwen2.5-VL-3B-Instruct")) if FAMILIES[role] == family))
+
+
 def reduced_config(family: str, hidden: int, layers: int) -> dict:
     """The real model's config (vocabulary, special-token ids, image settings) at ``hidden`` width, ``layers``
     depth (text and vision) and two attention heads."""
-    spec = next(m for m in (real_model("google/medgemma-4b-it"), real_model("Qwen/Qwen2.5-VL-3B-Instruct"))
-                if m.family == family)
-    config = json.loads(json.dumps(spec.config))
+    config = json.loads(json.dumps(_spec(family).config))
     head_dim = hidden // 2
     text = {"hidden_size": hidden, "intermediate_size": 2 * hidden, "num_hidden_layers": layers,
             "num_attention_heads": 2, "num_key_value_heads": 1}
@@ -68,14 +71,15 @@ def reduced_config(family: str, hidden: int, layers: int) -> dict:
     return config
 
 
-def build_model(family: str, out_dir: Path, hidden: int, layers: int, seed: int = 0) -> Path:
-    """A random-weight model folder of the real class, config and processor (see ``reduced_config``)."""
+def build_model(family: str, out_dir: Path, hidden: int, layers: int, seed: int = 0, full_size: bool = False) -> Path:
+    """A random-weight model folder of the real class, config and processor (see ``reduced_config``); ``full_size``:
+    the real config unchanged, saved in bf16 (``gpu_check``)."""
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     torch.manual_seed(seed)
     processor = real_processor(family)
     tok = processor.tokenizer
-    config = reduced_config(family, hidden, layers)
+    config = json.loads(json.dumps(_spec(family).config)) if full_size else reduced_config(family, hidden, layers)
     if family == "gemma3":
         model = Gemma3ForConditionalGeneration(Gemma3Config(**config, pad_token_id=tok.pad_token_id,
                                                             bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
@@ -88,6 +92,8 @@ def build_model(family: str, out_dir: Path, hidden: int, layers: int, seed: int 
                                                                     eos_token_id=tok.eos_token_id))
         eos = [tok.eos_token_id, tok.pad_token_id]                             # <|im_end|>, <|endoftext|>
     model.generation_config.eos_token_id, model.generation_config.pad_token_id = eos, tok.pad_token_id
+    if full_size:
+        model = model.to(torch.bfloat16)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     processor.save_pretrained(out_dir)
@@ -166,17 +172,25 @@ def check_token_type_ids(calls: list[dict]) -> None:
 
 @contextmanager
 def peak_rss():
-    """Yields a dict whose ``gib`` is, after the block, the process's peak resident memory during it (Linux:
-    ``/proc/self/clear_refs`` resets the peak first)."""
+    """Yields a dict whose ``gib`` is, after the block, the process's peak resident memory during it and ``growth``
+    that peak less the resident memory at its start (Linux: ``/proc/self/clear_refs`` resets the peak first)."""
+    def status(key: str) -> float:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(key))
+        return int(line.split()[1]) * 1024 / 1024 ** 3
+
     result = {}
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
+    start = status("VmRSS:")
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     yield result
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            result["gib"] = int(line.split()[1]) * 1024 / 1024 ** 3
+    result["gib"] = status("VmHWM:")
+    result["growth"] = result["gib"] - start
+    if torch.cuda.is_available():
+        result["gpu"] = torch.cuda.max_memory_allocated() / 1024 ** 3
 
 
 def prompt_lengths(processor, instruction: str, image: Image.Image) -> tuple[int, int]:
@@ -197,8 +211,11 @@ class Rehearsal:
     sft_examples: dict[str, list[dict]]      # role -> the prepared SFT examples (sft_data.prepare)
 
 
-def rehearse(cfg: Config, out_dir: Path, roles: tuple[str, ...] = ("medical", "general")) -> Rehearsal:
-    """SFT → GRPO (medical) → evaluation per role on phantom images; checks image tokens and token_type_ids."""
+def rehearse(cfg: Config, out_dir: Path, roles: tuple[str, ...] = ("medical", "general"),
+             bases: dict[str, str] | None = None) -> Rehearsal:
+    """SFT → GRPO (medical) → evaluation per role on phantom images; checks image tokens and token_type_ids.
+
+    ``bases``: role → a model folder or hub id to start from instead of a reduced random model (``gpu_check``)."""
     from transformers import Gemma3Model, Qwen2_5_VLModel
 
     from . import evaluate, grpo, sft, sft_data
@@ -217,7 +234,8 @@ def rehearse(cfg: Config, out_dir: Path, roles: tuple[str, ...] = ("medical", "g
     for role in roles:
         family = FAMILIES[role]
         processor = real_processor(family, *pixels)
-        base = build_model(family, out_dir / role / "base", cfg.models.tiny_hidden, cfg.models.tiny_layers, cfg.seed)
+        base = (bases or {}).get(role) or build_model(family, out_dir / role / "base", cfg.models.tiny_hidden,
+                                                      cfg.models.tiny_layers, cfg.seed)
         cls = Gemma3Model if family == "gemma3" else Qwen2_5_VLModel   # inner: trl patches the outer forward
         token = getattr(processor.tokenizer, "image_token", None) or processor.image_token
         turn = "<start_of_turn>" if family == "gemma3" else "<|im_start|>"
@@ -233,7 +251,7 @@ def rehearse(cfg: Config, out_dir: Path, roles: tuple[str, ...] = ("medical", "g
                 result = sft.train_sft(base, train, train.select([0]), out_dir / role / "sft", cfg.sft,
                                        full_finetune=not cfg.sft.use_lora, seed=cfg.seed, device=cfg.device,
                                        image_pixels=pixels)
-            rows.append(_row(name, "SFT", result.log, prompt, image_tokens, completion, rss["gib"]))
+            rows.append(_row(name, "SFT", result.log, prompt, image_tokens, completion, rss))
             model_dir = result.out_dir
             if role == "medical":
                 recorder.stage = "GRPO"
@@ -242,7 +260,7 @@ def rehearse(cfg: Config, out_dir: Path, roles: tuple[str, ...] = ("medical", "g
                 with peak_rss() as rss:
                     run = grpo.train_grpo(result.out_dir, ds, out_dir / role / "grpo", g, "hard", {}, cfg.device, fmt)
                 length = float(run.log["completions/mean_length"].dropna().mean())
-                rows.append(_row(name, "GRPO", run.log, prompt, image_tokens, length, rss["gib"]))
+                rows.append(_row(name, "GRPO", run.log, prompt, image_tokens, length, rss))
                 model_dir = run.checkpoints[-1]
                 folders[f"{role}/grpo"] = run.out_dir
             recorder.stage = "evaluation"
@@ -259,6 +277,7 @@ def rehearse(cfg: Config, out_dir: Path, roles: tuple[str, ...] = ("medical", "g
                                        for r in preds["raw"]]))
             rows.append({"model": name, "stage": "evaluation", "steps": batches, "prompt tokens": nih_prompt,
                          "image tokens": nih_image, "completion tokens": generated, "peak RSS GiB": rss["gib"],
+                         "RSS growth GiB": rss["growth"], "peak GPU GiB": rss.get("gpu", float("nan")),
                          "s/step": (time.perf_counter() - t0) / batches})
         folders.update({f"{role}/base": base, f"{role}/sft": result.out_dir, f"{role}/predictions": out_path})
         calls[role] = recorder.calls
@@ -269,12 +288,53 @@ def rehearse(cfg: Config, out_dir: Path, roles: tuple[str, ...] = ("medical", "g
     return Rehearsal(pd.DataFrame(rows, columns=STAGE_COLUMNS), calls, folders, examples)
 
 
-def _row(name: str, stage: str, log: pd.DataFrame, prompt: int, image: int, completion: float, rss: float) -> dict:
+def _row(name: str, stage: str, log: pd.DataFrame, prompt: int, image: int, completion: float, rss: dict) -> dict:
     steps = int(log["step"].max()) if "step" in log else 0
     runtime = float(log["train_runtime"].dropna().iloc[-1])
     return {"model": name, "stage": stage, "steps": steps, "prompt tokens": prompt, "image tokens": image,
-            "completion tokens": completion, "peak RSS GiB": rss, "s/step": runtime / max(1, steps)}
+            "completion tokens": completion, "peak RSS GiB": rss["gib"], "RSS growth GiB": rss["growth"],
+            "peak GPU GiB": rss.get("gpu", float("nan")),
+            "s/step": runtime / max(1, steps)}
 
 
 def render(table: pd.DataFrame) -> str:
     return table.to_string(index=False, float_format=lambda v: f"{v:,.2f}")
+
+
+def gpu_check(cfg: Config, out_dir: Path) -> pd.DataFrame:
+    """``make gpu-check``: the rehearsal on a CUDA device with the real models at real size (the hub's weights when
+    they load, else random weights with the real configs), its per-stage s/step and peak GPU memory beside
+    ``plan``'s estimate for the same batch and lengths."""
+    from .plan import kv_cache_gib, model_shape, training_gib, weights_gib
+
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"gpu-check needs a CUDA device: torch {torch.__version__} sees none "
+                           f"(torch.cuda.is_available() is False). Run it on a GPU machine; the CPU rehearsal is "
+                           f"`python -m chexreason_utils rehearse`")
+    from transformers import AutoConfig
+
+    cfg.device = "cuda"
+    bases = {}
+    for role, family in FAMILIES.items():
+        hub = getattr(cfg.models, role)
+        try:
+            AutoConfig.from_pretrained(hub)
+            bases[role] = hub
+        except OSError:
+            print(f"{hub}: not reachable, random weights with its real config")
+            bases[role] = str(build_model(family, Path(out_dir) / role / "base", 0, 0, cfg.seed, full_size=True))
+    table = rehearse(cfg, out_dir, bases=bases).table
+    g, e = cfg.grpo, cfg.evaluation
+    estimates = []
+    for _, row in table.iterrows():
+        shape = model_shape(row["model"], cfg)
+        seq = int(row["prompt tokens"]) + (g.max_completion_length if row["stage"] == "GRPO"
+                                           else int(row["completion tokens"]))
+        if row["stage"] == "SFT":
+            estimates.append(training_gib(shape, cfg.sft.batch_size, seq, seq))
+        elif row["stage"] == "GRPO":
+            batch = g.prompts_per_step * g.num_generations
+            estimates.append(training_gib(shape, batch, seq, g.max_completion_length) + kv_cache_gib(shape, batch, seq))
+        else:
+            estimates.append(weights_gib(shape) + kv_cache_gib(shape, e.batch_size, seq + e.max_new_tokens))
+    return table.assign(**{"plan GiB": estimates})

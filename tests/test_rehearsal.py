@@ -159,3 +159,33 @@ def test_grpo_reference_is_the_frozen_sft_adapter(rehearsal):
     assert len(refs) == len(saved) and not any(p.requires_grad for p in refs.values())
     assert all(torch.equal(p.detach(), saved[n.replace(".ref.", ".")]) for n, p in refs.items())
     assert any(p.abs().sum() > 0 for n, p in refs.items() if ".lora_B." in n)   # trained by SFT, not the init
+
+
+def test_gpu_check_without_cuda_is_a_clear_error(capsys):
+    from chexreason_utils.__main__ import main
+
+    assert not torch.cuda.is_available()
+    assert main(["gpu-check"]) == 2
+    assert "gpu-check needs a CUDA device" in capsys.readouterr().err
+
+
+def test_plans_memory_model_against_the_measured_peak_at_rehearsal_size(rehearsal):
+    """plan's training estimate for the rehearsal's GRPO step (fp32 on CPU, every position scored by trl's fused head),
+    against the stage's measured growth of resident memory: not above it, and the rest (tokenizer, processor,
+    images, the vision tower at 896², allocator) under 2 GiB (bounds set before the first measurement)."""
+    from chexreason_utils.models import parameter_count
+    from chexreason_utils.plan import ModelShape, training_gib
+    from chexreason_utils.rehearsal import reduced_config
+
+    cfg = load_profile("rehearsal")
+    text = reduced_config("gemma3", cfg.models.tiny_hidden, cfg.models.tiny_layers)["text_config"]
+    with safe_open(str(rehearsal.folders["medical/sft"] / "adapter_model.safetensors"), "pt") as f:
+        lora = sum(f.get_slice(k).get_shape()[0] * f.get_slice(k).get_shape()[1] for k in f.keys())
+    shape = ModelShape("rehearsal", parameter_count(rehearsal.folders["medical/base"]), lora, text["hidden_size"],
+                       text["intermediate_size"], text["num_hidden_layers"], text["num_key_value_heads"],
+                       text["head_dim"], text["vocab_size"], 256)
+    row = rehearsal.table.set_index("stage").loc["GRPO"]
+    seq = int(row["prompt tokens"]) + cfg.grpo.max_completion_length
+    estimate = training_gib(shape, cfg.grpo.prompts_per_step * cfg.grpo.num_generations, seq, seq, weight_bytes=4)
+    print(f"plan {estimate:.3f} GiB, measured growth {row['RSS growth GiB']:.3f} GiB, peak {row['peak RSS GiB']:.3f}")
+    assert estimate <= row["RSS growth GiB"] <= estimate + 2.0
