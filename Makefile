@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.install-stamp
 PROFILE ?= tiny
 
-.PHONY: install figures test lab clean
+.PHONY: install figures test lab clean gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ figures: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# On a CUDA machine: a few SFT / GRPO steps and an evaluation batch with the real models (README, GPU check)
+gpu-check: $(STAMP)
+	$(PY) -m chexreason_utils gpu-check
 
 # Loopback only, with Jupyter's login token; --allow-root only where run as root (containers, cloud notebooks).
 USER_ID ?= $(shell id -u)

@@ -62,8 +62,17 @@ def _parser() -> argparse.ArgumentParser:
             w.add_argument("--tag", required=True, help="cache tag of the prediction file, e.g. seed-0-sft-medical-free_reasoning")
     pl = add("plan", "print trainings, generations, GPU memory and the checkpoint-scoring plan")
     pl.add_argument("--profile", default="paper", help="smoke | tiny | paper, or a YAML path (default: paper)")
-    pl.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a profile value (repeatable)")
+    pl.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a profile value (repeatable)")
+    rh = sub.add_parser("rehearse", help="the paper profile's code path on a CPU: real tokenizers, processors and "
+                                         "image sizes, reduced random models; SFT -> GRPO -> evaluation, a few steps")
+    rh.add_argument("--profile", default="rehearsal", help="a profile or YAML path (default: rehearsal)")
+    rh.add_argument("--out-dir", default="/tmp/chexreason-rehearsal", help="where models and predictions go")
+    rh.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a profile value (repeatable)")
+    gc = sub.add_parser("gpu-check", help="on a CUDA machine: the rehearsal with the real models at real size, s/step "
+                                          "and peak GPU memory beside plan's estimate")
+    gc.add_argument("--profile", default="rehearsal", help="a profile or YAML path (default: rehearsal)")
+    gc.add_argument("--out-dir", default="/tmp/chexreason-gpu-check", help="where models and predictions go")
+    gc.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a profile value (repeatable)")
     return p
 
 
@@ -80,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         return _report(args)
     if args.command in ("sft", "grpo", "evaluate"):
         return _launchable(args)
+    if args.command in ("rehearse", "gpu-check"):
+        return _rehearse(args)
     if args.command == "plan":
         from .config import load_profile
         from .plan import render
@@ -117,6 +128,28 @@ def _config(args) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _rehearse(args) -> int:
+    from .config import load_profile
+    from .rehearsal import rehearse, render
+
+    try:
+        cfg = load_profile(args.profile, dict(parse_override(p) for p in args.param))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "gpu-check":
+        from .rehearsal import gpu_check
+
+        try:
+            print(render(gpu_check(cfg, Path(args.out_dir))))
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    print(render(rehearse(cfg, Path(args.out_dir)).table))
     return 0
 
 

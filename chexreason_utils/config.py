@@ -55,6 +55,8 @@ LENGTH_UNITS = ("tokens", "chars")
 REWARDS = ("hard", "nuanced")
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")   # trl 1.16 GRPOConfig
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
+SCALE_REWARDS = ("group", "batch", "none")            # trl 1.16 GRPOConfig.scale_rewards
+VLLM_MODES = ("server", "colocate")
 EVAL_PROMPTS = ("", *PROMPT_VARIANTS, *(f for f in SFT_FORMATS if f not in PROMPT_VARIANTS))   # prompts.prompt_text
 INVALID_POLICIES = ("empty", "salvage")               # metrics.INVALID_POLICIES
 CHECKPOINT_CHOICES = ("best_f1", "final")             # scoring_plan.TEST_CHOICES
@@ -311,6 +313,10 @@ class GRPOConfig:
                          _GRPO, min=0)
     loss_type: str = option("dr_grpo", "Loss normalisation (trl loss_type): Dr. GRPO.", "stated",
                             _GRPO, choices=LOSS_TYPES)
+    scale_rewards: str = option("group", "Advantage scaling (trl scale_rewards): group divides each reward by its "
+                                         "group's std (trl's default, kept by tiny / smoke), none does not: Dr. "
+                                         "GRPO's other change besides the loss normalisation, so the paper profile "
+                                         "uses none (docs/paper.md).", "stated", _GRPO, choices=SCALE_REWARDS)
     epsilon: float = option(0.15, "Lower clipping bound ε_low of the importance ratio.", "stated", _GRPO, min=0)
     epsilon_high: float = option(0.22, "Upper clipping bound ε_high (asymmetric clipping).", "stated", _GRPO, min=0)
     importance_sampling_level: str = option("token", "Importance ratios per token (trl: token | sequence).",
@@ -324,6 +330,13 @@ class GRPOConfig:
                                           "steps). The paper does not say; 1 as num_iterations.", min=1)
     max_completion_length: int = option(512, "Longest completion in tokens: the paper gives no maximum lengths "
                                              "(trl's default; Dr. GRPO divides the loss by it).", min=1)
+    use_vllm: bool = option(False, "Rollouts by vLLM (trl use_vllm; vllm installed by you, GPU only): the same "
+                                   "samples, faster. Colocate mode is refused for these VLMs on trl <= 1.16 (trl "
+                                   "issues 6294 / 6401: image tokens expanded twice); see README, vLLM.", "run")
+    vllm_mode: str = option("server", "trl vllm_mode with use_vllm: server (a `trl vllm-serve` / `vllm serve` "
+                                      "process on other GPUs) | colocate.", "run", choices=VLLM_MODES)
+    vllm_server_base_url: str = option("http://localhost:8000", "Server mode: the vLLM server's URL.", "run",
+                                       nonempty=True)
     save_steps: int = option(50, "A checkpoint every this many steps (the candidates for Table 4's best-F1 "
                                  "checkpoint): the paper does not say how often it checkpointed.", min=1)
     seed: int = option(21, "Recorded in run_info.json only: every GRPO run replaces it by its training seed "

@@ -12,7 +12,11 @@ profile. How each number is estimated:
 - GPU memory (bf16, GiB): weights = parameters × 2 B; LoRA = trainable × 16 B (fp32 weight, grad, two Adam
   moments); activations under gradient checkpointing = batch × sequence × hidden × layers × 2 B (one saved
   hidden state per layer) + one layer's working set (batch × sequence × (4·hidden + 3·intermediate) × 2 B);
-  fp32 logits = batch × tokens scored × vocab × 4 B; KV cache = batch × sequence × layers × 2 × kv_heads ×
+  LM head: trl 1.16 scores through a fused, chunked head (``add_fused_lm_head``, trl/trainer/utils.py:1548, used by
+  GRPOTrainer at grpo_trainer.py:1068 and by SFTTrainer) that never holds batch × length × vocabulary logits: one
+  fp32 tile of min(tokens scored, 4,096) × 32,768 (trl/kernels/chunked_logprob.py:31 and :347, utils.py:1506) in the
+  forward and one in the backward, plus seven fp32 numbers per scored token; with Triton (GPU) only the completion's
+  tokens are scored, without it (CPU) every position (utils.py:1642). KV cache = batch × sequence × layers × 2 × kv_heads ×
   head_dim × 2 B. Allocator overhead and CUDA context (~1-2 GiB) are not included.
 """
 from __future__ import annotations
@@ -73,10 +77,19 @@ def kv_cache_gib(m: ModelShape, batch: int, seq: int) -> float:
     return batch * seq * m.layers * 2 * m.kv_heads * m.head_dim * 2 / GiB
 
 
-def training_gib(m: ModelShape, batch: int, seq: int, scored_tokens: int) -> float:
-    activations = batch * seq * m.hidden * m.layers * 2 + batch * seq * (4 * m.hidden + 3 * m.intermediate) * 2
-    logits = batch * scored_tokens * m.vocab * 4
-    return weights_gib(m) + m.lora_trainable * 16 / GiB + (activations + logits) / GiB
+FUSED_TOKEN_TILE, FUSED_VOCAB_TILE = 4096, 32768   # trl/kernels/chunked_logprob.py:31, trl/trainer/utils.py:1506
+
+
+def fused_head_bytes(scored: int, vocab: int) -> int:
+    """Peak of trl's fused LM head over ``scored`` tokens: a forward and a backward fp32 tile, 7 fp32 per token."""
+    return 2 * min(scored, FUSED_TOKEN_TILE) * min(vocab, FUSED_VOCAB_TILE) * 4 + 7 * scored * 4
+
+
+def training_gib(m: ModelShape, batch: int, seq: int, scored_tokens: int, weight_bytes: int = 2) -> float:
+    """``weight_bytes``: 2 (bf16 on GPU) | 4 (fp32 on CPU, where activations are fp32 too)."""
+    activations = (batch * seq * m.hidden * m.layers + batch * seq * (4 * m.hidden + 3 * m.intermediate)) * weight_bytes
+    return (m.parameters * weight_bytes + m.lora_trainable * 16 + activations
+            + fused_head_bytes(batch * scored_tokens, m.vocab)) / GiB
 
 
 def plan_table(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

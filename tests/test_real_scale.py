@@ -66,3 +66,19 @@ def test_plan_prints_without_gpu_data_or_hub(capsys):
     for text in ("google/medgemma-4b-it", "29.8", "29.9", "02 SFT", "03 GRPO", "04 evaluation", "250, 500, best_f1",
                  "GPU GiB"):
         assert text in out
+
+
+def test_trl_config_carries_dr_grpo_and_passes_vllm_through(tmp_path):
+    from chexreason_utils.train.grpo import trl_config, vllm_args
+
+    paper = load_profile("paper").grpo
+    args = trl_config(paper, tmp_path, "cpu")
+    assert (args.loss_type, args.scale_rewards, args.use_vllm) == ("dr_grpo", "none", False)
+    assert trl_config(load_profile("tiny").grpo, tmp_path, "cpu").scale_rewards == "group"   # committed results
+    paper.use_vllm, paper.vllm_server_base_url = True, "http://gpu-2:8000"
+    args = trl_config(paper, tmp_path, "cpu")
+    assert (args.use_vllm, args.vllm_mode, args.vllm_server_base_url) == (True, "server", "http://gpu-2:8000")
+    paper.vllm_mode = "colocate"
+    with pytest.raises(ValueError, match="colocate with trl 1.16.*6294 and 6401.*vllm_mode=server"):
+        trl_config(paper, tmp_path, "cpu")
+    assert vllm_args(paper, trl_version="1.17.0") == {"use_vllm": True, "vllm_mode": "colocate"}

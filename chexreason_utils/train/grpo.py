@@ -164,13 +164,31 @@ def _control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt, trac
     return run_control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt, tracking.control())
 
 
+def trl_config(cfg: GRPOConfig, out_dir: Path, dev: str, tracking: Tracking = Tracking()):
+    """The ``trl.GRPOConfig`` of a run: the profile's GRPO settings on device ``dev``, reporting to ``tracking``."""
+    from trl import GRPOConfig as TRLGRPOConfig
+
+    return TRLGRPOConfig(
+        output_dir=str(out_dir), learning_rate=cfg.learning_rate, max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations, gradient_accumulation_steps=1,
+        num_generations=cfg.num_generations, temperature=cfg.temperature, top_p=cfg.top_p, beta=cfg.beta,
+        loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high,
+        num_iterations=cfg.num_iterations, steps_per_generation=cfg.steps_per_generation,
+        importance_sampling_level=cfg.importance_sampling_level, max_completion_length=cfg.max_completion_length,
+        save_strategy="steps", save_steps=cfg.save_steps, logging_steps=1, log_completions=True,
+        num_completions_to_print=0, seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=True, **tracking.trainer_args(),
+        log_unique_prompts=tracking.report_to == "wandb",   # one row a step: wandb 0.31 cannot type a table of VLM prompts
+        bf16=dev == "cuda", use_cpu=dev == "cpu", dataloader_num_workers=0, warmup_steps=0.0,
+        activation_checkpointing=dev == "cuda",   # trl's default (on) recomputes activations: memory we lack only on GPU
+        **vllm_args(cfg))
+
+
 def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOConfig, reward: str,
                   prevalence: dict[str, float], device: str = "auto", fmt: str = "free_reasoning",
                   resume_from: str | None = None, tracking: Tracking = Tracking()):
     """The configured ``GRPOTrainer`` (policy and reference = the SFT checkpoint) and its collapse guard;
     ``resume_from``: the checkpoint whose weights are restored strictly when training starts; ``tracking``: where
     trl reports."""
-    from trl import GRPOConfig as TRLGRPOConfig
     from trl import GRPOTrainer
 
     think = requires_think(fmt)
@@ -189,18 +207,7 @@ def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GR
     with run_records.timed(task, "load"):
         policy = load_model(sft_dir, device=dev, trainable_adapter=True)
         processor = load_processor(sft_dir)
-    args = TRLGRPOConfig(
-        output_dir=str(out_dir), learning_rate=cfg.learning_rate, max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations, gradient_accumulation_steps=1,
-        num_generations=cfg.num_generations, temperature=cfg.temperature, top_p=cfg.top_p, beta=cfg.beta,
-        loss_type=cfg.loss_type, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high,
-        num_iterations=cfg.num_iterations, steps_per_generation=cfg.steps_per_generation,
-        importance_sampling_level=cfg.importance_sampling_level, max_completion_length=cfg.max_completion_length,
-        save_strategy="steps", save_steps=cfg.save_steps, logging_steps=1, log_completions=True,
-        num_completions_to_print=0, seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=True, **tracking.trainer_args(),
-        log_unique_prompts=tracking.report_to == "wandb",   # one row a step: wandb 0.31 cannot type a table of VLM prompts
-        bf16=dev == "cuda", use_cpu=dev == "cpu", dataloader_num_workers=0, warmup_steps=0.0,
-        activation_checkpointing=dev == "cuda")   # trl's default (on) recomputes activations: memory we lack only on GPU
+    args = trl_config(cfg, out_dir, dev, tracking)
     timer = ProgressCallback(task)
     with tracking.environment(), run_records.timed(task, "build"):   # includes loading the reference model
         trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=args, train_dataset=train,
@@ -211,6 +218,29 @@ def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GR
     timer.time_method(trainer, "_generate", "train.generate")
     timer.time_method(trainer, "_generate_and_score_completions", "train.rollout")
     return trainer, guard
+
+
+# trl versions whose vLLM colocate path hands vLLM processor-expanded image tokens (trl issues 6294, 6401; the fix,
+# trl PR 6718, is not released in 1.16)
+VLLM_COLOCATE_BROKEN_UP_TO = "1.16"
+
+
+def vllm_args(cfg: GRPOConfig, trl_version: str | None = None) -> dict:
+    """The ``trl.GRPOConfig`` vLLM arguments; colocate mode refused where trl expands VLM image tokens twice."""
+    if not cfg.use_vllm:
+        return {"use_vllm": False}
+    from packaging.version import Version
+
+    import trl
+
+    version = Version(trl_version or trl.__version__)
+    if cfg.vllm_mode == "colocate" and version.release[:2] <= Version(VLLM_COLOCATE_BROKEN_UP_TO).release[:2]:
+        raise ValueError(f"grpo.vllm_mode=colocate with trl {version}: these VLM prompts would reach vLLM with their "
+                         "image tokens already expanded and be expanded again (trl issues 6294 and 6401: garbage "
+                         "rollouts or an M-RoPE shape crash). Use grpo.vllm_mode=server with a vLLM server (README, "
+                         "vLLM), or grpo.use_vllm=false")
+    server = {"vllm_server_base_url": cfg.vllm_server_base_url} if cfg.vllm_mode == "server" else {}
+    return {"use_vllm": True, "vllm_mode": cfg.vllm_mode, **server}
 
 
 def completions_table(out_dir: Path) -> pd.DataFrame:

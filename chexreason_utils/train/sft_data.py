@@ -34,19 +34,26 @@ class PreparedCollator:
 
 def prepare(splits: list[datasets.Dataset | None], processor, max_length: int | None
             ) -> tuple[list[datasets.Dataset | None], PreparedCollator]:
-    """Prompt/completion splits (``sft.make_dataset``) as position data sets and the collator that serves them."""
+    """Prompt/completion splits (``sft.make_dataset``) as position data sets and the collator that serves them.
+
+    An example longer than ``max_length`` is an error: trl's collator would cut it at the end, silently dropping its
+    completion (all labels -100: a step that trains on nothing) or, with long image prompts, image tokens."""
     from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-    collate = DataCollatorForVisionLanguageModeling(processor, max_length=max_length, completion_only_loss=True)
+    collate = DataCollatorForVisionLanguageModeling(processor, max_length=None, completion_only_loss=True)
     examples, positions = [], []
-    for split in splits:
+    for n, split in enumerate(splits):
         if split is None:
             positions.append(None)
             continue
         start = len(examples)
-        for example in split:
+        for i, example in enumerate(split):
             batch = collate([example])
             per_token = batch["input_ids"].shape
+            if max_length and per_token[1] > max_length:
+                raise ValueError(f"SFT split {n}, example {i}: {per_token[1]} tokens, over sft.max_length = "
+                                 f"{max_length}; truncation would cut its completion or image tokens: raise "
+                                 "sft.max_length (or bound the image pixels)")
             examples.append({k: v[0] if v.shape == per_token else v for k, v in batch.items()})
         positions.append(datasets.Dataset.from_dict({"example": list(range(start, len(examples)))}))
     return positions, PreparedCollator(examples, processor.tokenizer.pad_token_id)
