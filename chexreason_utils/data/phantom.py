@@ -18,7 +18,7 @@ import gzip
 import hashlib
 import io
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from scipy.stats import norm
 from tqdm.auto import tqdm
 
 from ..config import WorldConfig
-from ..labels import CHEXPERT_CSV_ORDER, CHEXPERT_LABELS, NIH_LABELS, NIH_NO_FINDING
+from ..labels import CHEXPERT_CSV_ORDER, CHEXPERT_LABELS, NIH_LABELS, NIH_NO_FINDING, NIH_TO_CHEXPERT
 from .phantom_render import SiteStyle, render
 
 FINDINGS = tuple(label for label in CHEXPERT_LABELS if label != "No Finding")
@@ -80,6 +80,52 @@ SITES = {
 MIMIC_LABELLER = {"positive": {"1": 0.85, "-1": 0.15}, "absent": {"blank": 0.85, "0": 0.12, "-1": 0.03}}
 NIH_LABELLER = {"miss_true_finding": 0.10, "spurious_finding_per_label": 0.004}
 AGE_EFFECT_ON_CARDIAC = 0.4   # cardiac factor mean shift per SD of age (NIH site)
+
+
+@dataclass(frozen=True)
+class NihSite:
+    """What makes the NIH-like site differ from the MIMIC-like one; the defaults are the main world's values
+    (``nih_variant`` changes one factor at a time, for the shift-attribution experiment E4)."""
+
+    style: SiteStyle = SITES["nih"]
+    prevalence: dict = field(default_factory=lambda: dict(NIH_PREVALENCE))
+    labeller: dict = field(default_factory=lambda: dict(NIH_LABELLER))
+    age_effect: float = AGE_EFFECT_ON_CARDIAC
+    drawn_as: dict = field(default_factory=dict)   # NIH finding -> the drawer it is rendered with instead
+
+
+NIH_ONLY_FINDINGS = tuple(k for k, v in NIH_TO_CHEXPERT.items() if v is None)
+NIH_VARIANT_FACTORS = ("acquisition", "prevalence", "lesions_unscored", "labeller_noise", "age_effect")
+
+
+def _mimic_like(factor: str) -> dict:
+    """The NihSite fields of one factor at its MIMIC-like value (registrations/E4_shift_attribution.yaml)."""
+    if factor == "acquisition":
+        return {"style": replace(SITES["mimic"], name="nih")}
+    if factor == "prevalence":
+        lesion = MIMIC_PREVALENCE["Lung Lesion"] / 2
+        return {"prevalence": {k: (lesion if NIH_TO_CHEXPERT[k] == "Lung Lesion" else
+                                   MIMIC_PREVALENCE.get(NIH_TO_CHEXPERT[k], v)) for k, v in NIH_PREVALENCE.items()}}
+    if factor == "lesions_unscored":
+        return {"prevalence": {k: 0.0 if k in NIH_ONLY_FINDINGS else v for k, v in NIH_PREVALENCE.items()},
+                "drawn_as": {"Mass": "Lung Lesion", "Nodule": "Lung Lesion"}}
+    if factor == "labeller_noise":   # MIMIC_LABELLER read positive_only: only a "1" is a positive
+        return {"labeller": {"miss_true_finding": round(1 - MIMIC_LABELLER["positive"]["1"], 6),
+                             "spurious_finding_per_label": 0.0}}
+    if factor == "age_effect":
+        return {"age_effect": 0.0}
+    raise ValueError(f"unknown NIH site factor {factor!r}; choose one of {', '.join(NIH_VARIANT_FACTORS)} or all")
+
+
+def nih_variant(factor: str) -> NihSite:
+    """The NIH-like site with ``factor`` (or ``all`` of them) set to the MIMIC-like value."""
+    fields: dict = {}
+    for f in (NIH_VARIANT_FACTORS if factor == "all" else (factor,)):
+        fields.update(_mimic_like(f))
+    if factor == "all":   # both prevalence factors: the MIMIC-like prevalences, the unscored findings absent
+        fields["prevalence"] = {k: 0.0 if k in NIH_ONLY_FINDINGS else v
+                                for k, v in _mimic_like("prevalence")["prevalence"].items()}
+    return NihSite(**fields)
 
 
 def copula_labels(rng: np.random.Generator, n: int, prevalence: dict[str, float],
@@ -193,13 +239,15 @@ def write_chexpert(root: Path, cfg: WorldConfig, rng: np.random.Generator, recor
     return {"studies": n, "images": len(rows), "truth": truth}
 
 
-def write_nih(root: Path, cfg: WorldConfig, rng: np.random.Generator, records: list) -> dict:
+def write_nih(root: Path, cfg: WorldConfig, rng: np.random.Generator, records: list,
+              site: NihSite | None = None) -> dict:
+    site = site or NihSite()
     base = root / "ChestX-ray14"
     n = cfg.n_nih_images
     age = np.clip(rng.normal(47, 17, n), 1, 95).round()
     sex = np.where(rng.random(n) < 0.565, "M", "F")
-    truth = copula_labels(rng, n, NIH_PREVALENCE, NIH_LOADINGS,
-                          factor_shift={"cardiac": AGE_EFFECT_ON_CARDIAC * (age - 47) / 17})
+    truth = copula_labels(rng, n, site.prevalence, NIH_LOADINGS,
+                          factor_shift={"cardiac": site.age_effect * (age - 47) / 17})
     patient = np.sort(rng.integers(1, max(2, n // 2), n))
     followup = np.zeros(n, dtype=int)
     for i in range(1, n):
@@ -209,14 +257,15 @@ def write_nih(root: Path, cfg: WorldConfig, rng: np.random.Generator, records: l
     for i in tqdm(range(n), desc="NIH-like site", leave=False):
         observed = truth.iloc[i].copy()
         for name in NIH_LABELS:
-            if observed[name] and rng.random() < NIH_LABELLER["miss_true_finding"]:
+            if observed[name] and rng.random() < site.labeller["miss_true_finding"]:
                 observed[name] = 0
-            elif not observed[name] and rng.random() < NIH_LABELLER["spurious_finding_per_label"]:
+            elif not observed[name] and rng.random() < site.labeller["spurious_finding_per_label"]:
                 observed[name] = 1
         names = _findings_of(observed) or [NIH_NO_FINDING]
         image = f"{patient[i]:08d}_{followup[i]:03d}.png"
         view = "AP" if rng.random() < 0.4 else "PA"
-        pixels, drawn = render(_findings_of(truth.iloc[i]), SITES["nih"], cfg.image_size, rng, view=view)
+        drawn_findings = sorted({site.drawn_as.get(f, f) for f in _findings_of(truth.iloc[i])})
+        pixels, drawn = render(drawn_findings, site.style, cfg.image_size, rng, view=view)
         rel = Path(f"images_{i // 500 + 1:03d}") / "images" / image
         _save(pixels, base / rel, "PNG")
         rows.append({"Image Index": image, "Finding Labels": "|".join(names), "Follow-up #": int(followup[i]),
@@ -293,6 +342,31 @@ def knobs_hash(cfg: WorldConfig) -> str:
     return hashlib.sha256(json.dumps(knobs(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
+def site_seeds(cfg: WorldConfig) -> dict[str, int]:
+    """The seed of each site's random stream, drawn in this order from the world seed."""
+    rng = np.random.default_rng(cfg.seed)
+    return {site: rng.integers(2 ** 63) for site in ("mimic", "chexpert", "nih", "pretrain")}
+
+
+def write_nih_variant(root: str | Path, cfg: WorldConfig, factor: str) -> dict:
+    """The NIH-like site regenerated from the main world's NIH seed with ``factor`` at its MIMIC-like value
+    (``nih_variant``), into ``root`` (``ChestX-ray14/``, ``phantom_findings.jsonl``, ``variant_card.json``); the
+    main world is not read or touched. Skipped when the card shows the same site."""
+    root = Path(root)
+    site = nih_variant(factor)
+    code = hashlib.sha256(Path(__file__).read_bytes() + (Path(__file__).parent / "phantom_render.py").read_bytes())
+    card = {"factor": factor, "world": asdict(cfg), "site": asdict(site), "code": code.hexdigest()[:16]}
+    card_path = root / "variant_card.json"
+    text = json.dumps(card, indent=2, sort_keys=True)
+    if card_path.is_file() and card_path.read_text() == text:
+        return card
+    records: list[dict] = []
+    write_nih(root, cfg, np.random.default_rng(site_seeds(cfg)["nih"]), records, site)
+    (root / "phantom_findings.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    card_path.write_text(text)
+    return card
+
+
 def generate_world(root: str | Path, cfg: WorldConfig, force: bool = False) -> dict:
     """Write the whole world under ``root`` (skipped when the world card shows the same knobs)."""
     root = Path(root)
@@ -301,12 +375,12 @@ def generate_world(root: str | Path, cfg: WorldConfig, force: bool = False) -> d
         card = json.loads(card_path.read_text())
         if card.get("knobs_hash") == knobs_hash(cfg):
             return card
-    rng = np.random.default_rng(cfg.seed)
+    seeds = site_seeds(cfg)
     records: list[dict] = []
-    mimic = write_mimic(root, cfg, np.random.default_rng(rng.integers(2 ** 63)), records)
-    chex = write_chexpert(root, cfg, np.random.default_rng(rng.integers(2 ** 63)), records)
-    nih = write_nih(root, cfg, np.random.default_rng(rng.integers(2 ** 63)), records)
-    pre = write_pretraining(root, cfg, np.random.default_rng(rng.integers(2 ** 63)))
+    mimic = write_mimic(root, cfg, np.random.default_rng(seeds["mimic"]), records)
+    chex = write_chexpert(root, cfg, np.random.default_rng(seeds["chexpert"]), records)
+    nih = write_nih(root, cfg, np.random.default_rng(seeds["nih"]), records)
+    pre = write_pretraining(root, cfg, np.random.default_rng(seeds["pretrain"]))
     (root / "phantom_findings.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     card = {"knobs_hash": knobs_hash(cfg), **knobs(cfg),
             "realised_prevalence": {"mimic_studies": mimic["truth"].mean().round(4).to_dict(),
