@@ -348,23 +348,30 @@ def site_seeds(cfg: WorldConfig) -> dict[str, int]:
     return {site: rng.integers(2 ** 63) for site in ("mimic", "chexpert", "nih", "pretrain")}
 
 
-def write_nih_variant(root: str | Path, cfg: WorldConfig, factor: str) -> dict:
+def _variant_card(cfg: WorldConfig, factor: str) -> str:
+    code = hashlib.sha256(Path(__file__).read_bytes() + (Path(__file__).parent / "phantom_render.py").read_bytes())
+    card = {"factor": factor, "world": asdict(cfg), "site": asdict(nih_variant(factor)), "code": code.hexdigest()[:16]}
+    return json.dumps(card, indent=2, sort_keys=True)
+
+
+def nih_variant_current(root: str | Path, cfg: WorldConfig, factor: str) -> bool:
+    """Whether ``root`` holds this variant, written by this code (its ``variant_card.json``)."""
+    card = Path(root) / "variant_card.json"
+    return card.is_file() and card.read_text() == _variant_card(cfg, factor)
+
+
+def write_nih_variant(root: str | Path, cfg: WorldConfig, factor: str) -> None:
     """The NIH-like site regenerated from the main world's NIH seed with ``factor`` at its MIMIC-like value
     (``nih_variant``), into ``root`` (``ChestX-ray14/``, ``phantom_findings.jsonl``, ``variant_card.json``); the
-    main world is not read or touched. Skipped when the card shows the same site."""
+    main world is not read or touched. Skipped when ``nih_variant_current``."""
     root = Path(root)
-    site = nih_variant(factor)
-    code = hashlib.sha256(Path(__file__).read_bytes() + (Path(__file__).parent / "phantom_render.py").read_bytes())
-    card = {"factor": factor, "world": asdict(cfg), "site": asdict(site), "code": code.hexdigest()[:16]}
-    card_path = root / "variant_card.json"
-    text = json.dumps(card, indent=2, sort_keys=True)
-    if card_path.is_file() and card_path.read_text() == text:
-        return card
+    if nih_variant_current(root, cfg, factor):
+        return
+    site, text = nih_variant(factor), _variant_card(cfg, factor)
     records: list[dict] = []
     write_nih(root, cfg, np.random.default_rng(site_seeds(cfg)["nih"]), records, site)
     (root / "phantom_findings.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-    card_path.write_text(text)
-    return card
+    (root / "variant_card.json").write_text(text)
 
 
 def generate_world(root: str | Path, cfg: WorldConfig, force: bool = False) -> dict:

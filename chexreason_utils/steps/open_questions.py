@@ -21,7 +21,7 @@ import pandas as pd
 
 from .. import claims, evaluate, jsonl_store, label_count, metrics, registration, scores
 from ..config import Config, training_seeds
-from ..data.phantom import NIH_VARIANT_FACTORS, write_nih_variant
+from ..data.phantom import NIH_VARIANT_FACTORS, nih_variant_current, write_nih_variant
 from ..jobs import run_jobs
 from ..manifests import in_run
 from ..metrics import eval_labels, matrices
@@ -100,7 +100,8 @@ def variant_manifest(cfg: Config, paths: RunPaths) -> tuple[str, pd.DataFrame]:
             raise ValueError(f"E4 registration: grid.factor {factor!r} is not a world factor "
                              f"({', '.join(NIH_VARIANT_FACTORS)} or all)")
     roots = {factor: paths.stage(STAGE) / "e4" / factor for factor in factors}
-    run_jobs(_render_variant, [dict(root=root, world=cfg.world, factor=f) for f, root in roots.items()], cfg.workers)
+    run_jobs(_render_variant, [dict(root=root, world=cfg.world, factor=f) for f, root in roots.items()
+                               if not nih_variant_current(root, cfg.world, f)], cfg.workers)
     frames = []
     for factor, root in roots.items():
         _, frame, _ = nih_test_selection(cfg, root / "ChestX-ray14")
