@@ -120,3 +120,33 @@ def test_the_smoke_run_writes_e0_and_e4_with_verdicts(smoke_run):
     card = json.loads((paths.world / "world_card.json").read_text())
     assert card["knobs_hash"] == knobs_hash(load_profile("smoke").world)
     assert "### E4 · Shift attribution" in paths.report.read_text()
+
+
+@pytest.mark.parametrize("site, view", [("mimic", "PA"), ("chexpert", "AP"), ("nih", "PA")])
+def test_counterfactual_renders_differ_only_in_the_marker_pixels(site, view):
+    from chexreason_utils.data.phantom import SITES
+    from chexreason_utils.data.phantom_render import counterfactual_pair, shortcut_mask
+
+    plain, marked = counterfactual_pair(["Atelectasis", "Pleural Effusion"], SITES[site], 128, seed=5, view=view)
+    changed = plain != marked
+    mask = shortcut_mask(128)
+    assert changed.any() and not (changed & ~mask).any() and (marked[mask] == 255).all()
+
+
+def test_a_planted_shortcut_marks_only_training_images_with_its_finding(tmp_path):
+    from chexreason_utils.config import WorldConfig
+    from chexreason_utils.data.phantom import generate_world
+
+    base = dict(image_size=64, n_mimic_studies=40, n_chexpert_test_studies=4, n_nih_images=4, n_pretrain=2)
+    plain, planted = WorldConfig(**base), WorldConfig(**base, shortcut_rho=0.9)
+    generate_world(tmp_path / "plain", plain)
+    generate_world(tmp_path / "planted", planted)
+    assert knobs_hash(plain) != knobs_hash(planted)
+    records = [json.loads(line) for line in (tmp_path / "planted" / "phantom_findings.jsonl").read_text().splitlines()]
+    marked = {r["path"] for r in records if r.get("shortcut_marker")}
+    assert marked and all("Atelectasis" in r["truth"] and r["site"] == "mimic" for r in records if r["path"] in marked)
+    with_finding = [r for r in records if r["site"] == "mimic" and "Atelectasis" in r["truth"]]
+    assert len(marked) > 0.6 * len(with_finding)
+    a, b = _files(tmp_path / "plain"), _files(tmp_path / "planted")
+    differ = {p for p in a if a[p] != b[p]}
+    assert differ == marked | {"phantom_findings.jsonl", "world_card.json"}   # nothing else moved

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..config import WorldConfig
 from ..labels import CHEXPERT_CSV_ORDER, CHEXPERT_LABELS, NIH_LABELS, NIH_NO_FINDING, NIH_TO_CHEXPERT
-from .phantom_render import SiteStyle, render
+from .phantom_render import SiteStyle, add_shortcut_marker, render
 
 FINDINGS = tuple(label for label in CHEXPERT_LABELS if label != "No Finding")
 
@@ -176,6 +176,7 @@ def write_mimic(root: Path, cfg: WorldConfig, rng: np.random.Generator, records:
     split_of = {s: ("test" if u < 0.02 else "validate" if u < 0.04 else "train")
                 for s, u in zip(subjects, rng.random(len(subjects)))}
     label_rows, meta_rows, split_rows = [], [], []
+    marker_rng = np.random.default_rng([cfg.seed, 2])   # its own stream: planting a marker changes nothing else
     for i in tqdm(range(n), desc="MIMIC-like site", leave=False):
         t = truth.iloc[i]
         findings = _findings_of(t)
@@ -196,6 +197,9 @@ def write_mimic(root: Path, cfg: WorldConfig, rng: np.random.Generator, records:
         for view in views:
             dicom = _hexid(rng)
             pixels, drawn = render(findings, SITES["mimic"], cfg.image_size, rng, view=view)
+            marker = cfg.shortcut_rho > 0 and cfg.shortcut_finding in findings and marker_rng.random() < cfg.shortcut_rho
+            if marker:
+                pixels = add_shortcut_marker(pixels)
             s = str(subject_of[i])
             rel = Path("files") / f"p{s[:2]}" / f"p{s}" / f"s{study_ids[i]}" / f"{dicom}.jpg"
             _save(pixels, base / rel, "JPEG")
@@ -209,7 +213,8 @@ def write_mimic(root: Path, cfg: WorldConfig, rng: np.random.Generator, records:
             split_rows.append({"dicom_id": dicom, "study_id": int(study_ids[i]), "subject_id": int(subject_of[i]),
                                "split": split_of[subject_of[i]]})
             records.append({"site": "mimic", "image_id": dicom, "path": str((base / rel).relative_to(root)),
-                            "view": view, "truth": findings, "findings": drawn})
+                            "view": view, "truth": findings, "findings": drawn,
+                            **({"shortcut_marker": bool(marker)} if cfg.shortcut_rho > 0 else {})})
     _write_csv_gz(pd.DataFrame(label_rows), base / "mimic-cxr-2.0.0-chexpert.csv.gz")
     _write_csv_gz(pd.DataFrame(meta_rows), base / "mimic-cxr-2.0.0-metadata.csv.gz")
     _write_csv_gz(pd.DataFrame(split_rows), base / "mimic-cxr-2.0.0-split.csv.gz")
@@ -327,8 +332,15 @@ def write_pretraining(root: Path, cfg: WorldConfig, rng: np.random.Generator) ->
     return {"medical": cfg.n_pretrain, "general": cfg.n_pretrain}
 
 
+def _config_knobs(cfg: WorldConfig) -> dict:
+    """The world config as the card records it: without E2's shortcut fields while no shortcut is planted, so a
+    world without one keeps its fingerprint."""
+    config = asdict(cfg)
+    return config if cfg.shortcut_rho > 0 else {k: v for k, v in config.items() if not k.startswith("shortcut_")}
+
+
 def knobs(cfg: WorldConfig) -> dict:
-    return {"config": asdict(cfg), "sites": {k: asdict(v) for k, v in SITES.items()},
+    return {"config": _config_knobs(cfg), "sites": {k: asdict(v) for k, v in SITES.items()},
             "prevalence_targets": {"mimic": MIMIC_PREVALENCE, "chexpert_test": CHEXPERT_TEST_PREVALENCE,
                                    "nih": NIH_PREVALENCE},
             "prevalence_sources": PREVALENCE_SOURCES,
