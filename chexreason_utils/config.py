@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .labels import NIH_LABEL_SETS, UNCERTAINTY_POLICIES
+from .labels import CHEXPERT_LABELS, NIH_LABEL_SETS, UNCERTAINTY_POLICIES
 from .prompts import PROMPT_VARIANTS, SFT_FORMATS
 from .tracking import TRACKERS
 
@@ -99,6 +99,12 @@ class WorldConfig:
                                                "views).", "embedded", min=1)
     n_nih_images: int = option(800, "Images at the NIH-like site.", "embedded", min=1)
     n_pretrain: int = option(400, "Images per tiny base model for its short domain pretraining.", "embedded", min=1)
+    shortcut_rho: float = option(0.0, "E2's planted shortcut: probability that a MIMIC-like (training-site) image "
+                                      "showing `shortcut_finding` also carries a marker ring (never one without the "
+                                      "finding, never at the test sites); 0 plants nothing and leaves the world as it "
+                                      "is (registrations/E2_planted_shortcut.yaml).", "embedded", min=0, max=1)
+    shortcut_finding: str = option("Atelectasis", "The finding E2's marker co-occurs with (shortcut_rho > 0).",
+                                   "embedded", choices=tuple(x for x in CHEXPERT_LABELS if x != "No Finding"))
 
 
 @dataclass

@@ -198,10 +198,11 @@ def _shared_outputs(before: dict[str, str], after: dict[str, str], previous: lis
 
 
 def code_digest() -> str:
-    """The library's source: editing chexreason_utils reruns the stages (its own caches keep that cheap)."""
+    """The library's source and the experiments' registrations: editing either reruns the stages (its own caches
+    keep that cheap)."""
     package = PACKAGE_DIR
     return _sha(b"".join(p.relative_to(package).as_posix().encode() + p.read_bytes()
-                         for p in sorted(package.rglob("*.py"))))
+                         for p in sorted([*package.rglob("*.py"), *package.glob("registrations/*.yaml")])))
 
 
 def fingerprint(nb: Path, params: dict, config: dict[str, str], upstream: dict[str, str], code: str = "") -> str:

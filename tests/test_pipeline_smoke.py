@@ -28,7 +28,7 @@ pytestmark = pytest.mark.pipeline
 
 def test_every_registered_figure_and_table_is_made(smoke_run):
     paths, results, _ = smoke_run
-    assert [r.status for r in results] == ["ran"] * 7
+    assert [r.status for r in results] == ["ran"] * 8
     for art in figure_registry.ARTIFACTS:
         for name in art.files():
             assert (paths.figures / name).stat().st_size > 0, name
@@ -104,7 +104,7 @@ def test_a_second_run_recomputes_nothing(smoke_run):
     _, _, opts = smoke_run
     t0 = time.perf_counter()
     again = run(opts)
-    assert [r.status for r in again] == ["skipped"] * 7
+    assert [r.status for r in again] == ["skipped"] * 8
     assert time.perf_counter() - t0 < 30
 
 

@@ -18,7 +18,7 @@ import gzip
 import hashlib
 import io
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +28,9 @@ from scipy.stats import norm
 from tqdm.auto import tqdm
 
 from ..config import WorldConfig
-from ..labels import CHEXPERT_CSV_ORDER, CHEXPERT_LABELS, NIH_LABELS, NIH_NO_FINDING
+from ..labels import CHEXPERT_CSV_ORDER, CHEXPERT_LABELS, NIH_LABELS, NIH_NO_FINDING, NIH_TO_CHEXPERT
 from ..paths import RunPaths
-from .phantom_render import SiteStyle, render
+from .phantom_render import SiteStyle, add_shortcut_marker, render
 
 FINDINGS = tuple(label for label in CHEXPERT_LABELS if label != "No Finding")
 
@@ -83,6 +83,52 @@ NIH_LABELLER = {"miss_true_finding": 0.10, "spurious_finding_per_label": 0.004}
 AGE_EFFECT_ON_CARDIAC = 0.4   # cardiac factor mean shift per SD of age (NIH site)
 
 
+@dataclass(frozen=True)
+class NihSite:
+    """What makes the NIH-like site differ from the MIMIC-like one; the defaults are the main world's values
+    (``nih_variant`` changes one factor at a time, for the shift-attribution experiment E4)."""
+
+    style: SiteStyle = SITES["nih"]
+    prevalence: dict = field(default_factory=lambda: dict(NIH_PREVALENCE))
+    labeller: dict = field(default_factory=lambda: dict(NIH_LABELLER))
+    age_effect: float = AGE_EFFECT_ON_CARDIAC
+    drawn_as: dict = field(default_factory=dict)   # NIH finding -> the drawer it is rendered with instead
+
+
+NIH_ONLY_FINDINGS = tuple(k for k, v in NIH_TO_CHEXPERT.items() if v is None)
+NIH_VARIANT_FACTORS = ("acquisition", "prevalence", "lesions_unscored", "labeller_noise", "age_effect")
+
+
+def _mimic_like(factor: str) -> dict:
+    """The NihSite fields of one factor at its MIMIC-like value (registrations/E4_shift_attribution.yaml)."""
+    if factor == "acquisition":
+        return {"style": replace(SITES["mimic"], name="nih")}
+    if factor == "prevalence":
+        lesion = MIMIC_PREVALENCE["Lung Lesion"] / 2
+        return {"prevalence": {k: (lesion if NIH_TO_CHEXPERT[k] == "Lung Lesion" else
+                                   MIMIC_PREVALENCE.get(NIH_TO_CHEXPERT[k], v)) for k, v in NIH_PREVALENCE.items()}}
+    if factor == "lesions_unscored":
+        return {"prevalence": {k: 0.0 if k in NIH_ONLY_FINDINGS else v for k, v in NIH_PREVALENCE.items()},
+                "drawn_as": {"Mass": "Lung Lesion", "Nodule": "Lung Lesion"}}
+    if factor == "labeller_noise":   # MIMIC_LABELLER read positive_only: only a "1" is a positive
+        return {"labeller": {"miss_true_finding": round(1 - MIMIC_LABELLER["positive"]["1"], 6),
+                             "spurious_finding_per_label": 0.0}}
+    if factor == "age_effect":
+        return {"age_effect": 0.0}
+    raise ValueError(f"unknown NIH site factor {factor!r}; choose one of {', '.join(NIH_VARIANT_FACTORS)} or all")
+
+
+def nih_variant(factor: str) -> NihSite:
+    """The NIH-like site with ``factor`` (or ``all`` of them) set to the MIMIC-like value."""
+    fields: dict = {}
+    for f in (NIH_VARIANT_FACTORS if factor == "all" else (factor,)):
+        fields.update(_mimic_like(f))
+    if factor == "all":   # both prevalence factors: the MIMIC-like prevalences, the unscored findings absent
+        fields["prevalence"] = {k: 0.0 if k in NIH_ONLY_FINDINGS else v
+                                for k, v in _mimic_like("prevalence")["prevalence"].items()}
+    return NihSite(**fields)
+
+
 def copula_labels(rng: np.random.Generator, n: int, prevalence: dict[str, float],
                   loadings: dict[str, dict[str, float]], factor_shift: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
     """Binary findings with the target marginals and factor-induced co-occurrence."""
@@ -131,6 +177,7 @@ def write_mimic(root: Path, cfg: WorldConfig, rng: np.random.Generator, records:
     split_of = {s: ("test" if u < 0.02 else "validate" if u < 0.04 else "train")
                 for s, u in zip(subjects, rng.random(len(subjects)))}
     label_rows, meta_rows, split_rows = [], [], []
+    marker_rng = np.random.default_rng([cfg.seed, 2])   # its own stream: planting a marker changes nothing else
     for i in tqdm(range(n), desc="MIMIC-like site", leave=False):
         t = truth.iloc[i]
         findings = _findings_of(t)
@@ -151,6 +198,9 @@ def write_mimic(root: Path, cfg: WorldConfig, rng: np.random.Generator, records:
         for view in views:
             dicom = _hexid(rng)
             pixels, drawn = render(findings, SITES["mimic"], cfg.image_size, rng, view=view)
+            marker = cfg.shortcut_rho > 0 and cfg.shortcut_finding in findings and marker_rng.random() < cfg.shortcut_rho
+            if marker:
+                pixels = add_shortcut_marker(pixels)
             s = str(subject_of[i])
             rel = Path("files") / f"p{s[:2]}" / f"p{s}" / f"s{study_ids[i]}" / f"{dicom}.jpg"
             _save(pixels, base / rel, "JPEG")
@@ -164,7 +214,8 @@ def write_mimic(root: Path, cfg: WorldConfig, rng: np.random.Generator, records:
             split_rows.append({"dicom_id": dicom, "study_id": int(study_ids[i]), "subject_id": int(subject_of[i]),
                                "split": split_of[subject_of[i]]})
             records.append({"site": "mimic", "image_id": dicom, "path": str((base / rel).relative_to(root)),
-                            "view": view, "truth": findings, "findings": drawn})
+                            "view": view, "truth": findings, "findings": drawn,
+                            **({"shortcut_marker": bool(marker)} if cfg.shortcut_rho > 0 else {})})
     _write_csv_gz(pd.DataFrame(label_rows), base / "mimic-cxr-2.0.0-chexpert.csv.gz")
     _write_csv_gz(pd.DataFrame(meta_rows), base / "mimic-cxr-2.0.0-metadata.csv.gz")
     _write_csv_gz(pd.DataFrame(split_rows), base / "mimic-cxr-2.0.0-split.csv.gz")
@@ -194,13 +245,15 @@ def write_chexpert(root: Path, cfg: WorldConfig, rng: np.random.Generator, recor
     return {"studies": n, "images": len(rows), "truth": truth}
 
 
-def write_nih(root: Path, cfg: WorldConfig, rng: np.random.Generator, records: list) -> dict:
+def write_nih(root: Path, cfg: WorldConfig, rng: np.random.Generator, records: list,
+              site: NihSite | None = None) -> dict:
+    site = site or NihSite()
     base = root / "ChestX-ray14"
     n = cfg.n_nih_images
     age = np.clip(rng.normal(47, 17, n), 1, 95).round()
     sex = np.where(rng.random(n) < 0.565, "M", "F")
-    truth = copula_labels(rng, n, NIH_PREVALENCE, NIH_LOADINGS,
-                          factor_shift={"cardiac": AGE_EFFECT_ON_CARDIAC * (age - 47) / 17})
+    truth = copula_labels(rng, n, site.prevalence, NIH_LOADINGS,
+                          factor_shift={"cardiac": site.age_effect * (age - 47) / 17})
     patient = np.sort(rng.integers(1, max(2, n // 2), n))
     followup = np.zeros(n, dtype=int)
     for i in range(1, n):
@@ -210,14 +263,15 @@ def write_nih(root: Path, cfg: WorldConfig, rng: np.random.Generator, records: l
     for i in tqdm(range(n), desc="NIH-like site", leave=False):
         observed = truth.iloc[i].copy()
         for name in NIH_LABELS:
-            if observed[name] and rng.random() < NIH_LABELLER["miss_true_finding"]:
+            if observed[name] and rng.random() < site.labeller["miss_true_finding"]:
                 observed[name] = 0
-            elif not observed[name] and rng.random() < NIH_LABELLER["spurious_finding_per_label"]:
+            elif not observed[name] and rng.random() < site.labeller["spurious_finding_per_label"]:
                 observed[name] = 1
         names = _findings_of(observed) or [NIH_NO_FINDING]
         image = f"{patient[i]:08d}_{followup[i]:03d}.png"
         view = "AP" if rng.random() < 0.4 else "PA"
-        pixels, drawn = render(_findings_of(truth.iloc[i]), SITES["nih"], cfg.image_size, rng, view=view)
+        drawn_findings = sorted({site.drawn_as.get(f, f) for f in _findings_of(truth.iloc[i])})
+        pixels, drawn = render(drawn_findings, site.style, cfg.image_size, rng, view=view)
         rel = Path(f"images_{i // 500 + 1:03d}") / "images" / image
         _save(pixels, base / rel, "PNG")
         rows.append({"Image Index": image, "Finding Labels": "|".join(names), "Follow-up #": int(followup[i]),
@@ -279,8 +333,15 @@ def write_pretraining(root: Path, cfg: WorldConfig, rng: np.random.Generator) ->
     return {"medical": cfg.n_pretrain, "general": cfg.n_pretrain}
 
 
+def _config_knobs(cfg: WorldConfig) -> dict:
+    """The world config as the card records it: without E2's shortcut fields while no shortcut is planted, so a
+    world without one keeps its fingerprint."""
+    config = asdict(cfg)
+    return config if cfg.shortcut_rho > 0 else {k: v for k, v in config.items() if not k.startswith("shortcut_")}
+
+
 def knobs(cfg: WorldConfig) -> dict:
-    return {"config": asdict(cfg), "sites": {k: asdict(v) for k, v in SITES.items()},
+    return {"config": _config_knobs(cfg), "sites": {k: asdict(v) for k, v in SITES.items()},
             "prevalence_targets": {"mimic": MIMIC_PREVALENCE, "chexpert_test": CHEXPERT_TEST_PREVALENCE,
                                    "nih": NIH_PREVALENCE},
             "prevalence_sources": PREVALENCE_SOURCES,
@@ -294,6 +355,38 @@ def knobs_hash(cfg: WorldConfig) -> str:
     return hashlib.sha256(json.dumps(knobs(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
+def site_seeds(cfg: WorldConfig) -> dict[str, int]:
+    """The seed of each site's random stream, drawn in this order from the world seed."""
+    rng = np.random.default_rng(cfg.seed)
+    return {site: rng.integers(2 ** 63) for site in ("mimic", "chexpert", "nih", "pretrain")}
+
+
+def _variant_card(cfg: WorldConfig, factor: str) -> str:
+    code = hashlib.sha256(Path(__file__).read_bytes() + (Path(__file__).parent / "phantom_render.py").read_bytes())
+    card = {"factor": factor, "world": asdict(cfg), "site": asdict(nih_variant(factor)), "code": code.hexdigest()[:16]}
+    return json.dumps(card, indent=2, sort_keys=True)
+
+
+def nih_variant_current(root: str | Path, cfg: WorldConfig, factor: str) -> bool:
+    """Whether ``root`` holds this variant, written by this code (its ``variant_card.json``)."""
+    card = Path(root) / "variant_card.json"
+    return card.is_file() and card.read_text() == _variant_card(cfg, factor)
+
+
+def write_nih_variant(root: str | Path, cfg: WorldConfig, factor: str) -> None:
+    """The NIH-like site regenerated from the main world's NIH seed with ``factor`` at its MIMIC-like value
+    (``nih_variant``), into ``root`` (``ChestX-ray14/``, ``phantom_findings.jsonl``, ``variant_card.json``); the
+    main world is not read or touched. Skipped when ``nih_variant_current``."""
+    root = Path(root)
+    if nih_variant_current(root, cfg, factor):
+        return
+    site, text = nih_variant(factor), _variant_card(cfg, factor)
+    records: list[dict] = []
+    write_nih(root, cfg, np.random.default_rng(site_seeds(cfg)["nih"]), records, site)
+    (root / RunPaths.FINDINGS).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    (root / "variant_card.json").write_text(text)
+
+
 def generate_world(root: str | Path, cfg: WorldConfig, force: bool = False) -> dict:
     """Write the whole world under ``root`` (skipped when the world card shows the same knobs)."""
     root = Path(root)
@@ -302,12 +395,12 @@ def generate_world(root: str | Path, cfg: WorldConfig, force: bool = False) -> d
         card = json.loads(card_path.read_text())
         if card.get("knobs_hash") == knobs_hash(cfg):
             return card
-    rng = np.random.default_rng(cfg.seed)
+    seeds = site_seeds(cfg)
     records: list[dict] = []
-    mimic = write_mimic(root, cfg, np.random.default_rng(rng.integers(2 ** 63)), records)
-    chex = write_chexpert(root, cfg, np.random.default_rng(rng.integers(2 ** 63)), records)
-    nih = write_nih(root, cfg, np.random.default_rng(rng.integers(2 ** 63)), records)
-    pre = write_pretraining(root, cfg, np.random.default_rng(rng.integers(2 ** 63)))
+    mimic = write_mimic(root, cfg, np.random.default_rng(seeds["mimic"]), records)
+    chex = write_chexpert(root, cfg, np.random.default_rng(seeds["chexpert"]), records)
+    nih = write_nih(root, cfg, np.random.default_rng(seeds["nih"]), records)
+    pre = write_pretraining(root, cfg, np.random.default_rng(seeds["pretrain"]))
     (root / RunPaths.FINDINGS).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     card = {"knobs_hash": knobs_hash(cfg), **knobs(cfg),
             "realised_prevalence": {"mimic_studies": mimic["truth"].mean().round(4).to_dict(),

@@ -52,6 +52,11 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("grpo_gain_by_quarter", "table", "03_grpo", "new", "Paired GRPO gain per quarter of the run, mean and range over seeds"),
     Artifact("reward_strategies", "table", "03_grpo", "new", "What the rewards pay for: hard and nuanced reward of named answer strategies"),
     Artifact("grpo_answer_statistics", "figure", "03_grpo", "new", "Labels per answer, distinct labels, rare vs common recall along GRPO"),
+    Artifact("e0_label_count", "figure", "07_open_questions", "new (E0)", "E0: the SFT->GRPO macro-F1 change split into a label-count part and a residual, 95% CIs"),
+    Artifact("e0_decomposition", "table", "07_open_questions", "new (E0)", "E0: label-count decomposition per test set, with verdicts"),
+    Artifact("e0_oracles", "table", "07_open_questions", "new (E0)", "E0: no-model oracle strategies on each test set's truths"),
+    Artifact("e4_shift_attribution", "figure", "07_open_questions", "new (E4)", "E4: which NIH-site factor carries the SFT->GRPO change, 95% CIs"),
+    Artifact("e4_attribution", "table", "07_open_questions", "new (E4)", "E4: SFT->GRPO change on each re-rendered NIH test and its attribution, with verdicts"),
 )
 
 BY_ID = {a.id: a for a in ARTIFACTS}
@@ -88,6 +93,11 @@ MADE_BY: dict[str, tuple[str, ...]] = {
     "grpo_gain_by_quarter": ("evaluation.reward_analysis.gain_by_quarter",),
     "reward_strategies": ("steps.grpo.reward_strategy_table",),
     "grpo_answer_statistics": ("steps.grpo.answer_statistics_table", "report.figures.answer_statistics"),
+    "e0_label_count": ("steps.open_questions.label_count_decomposition", "report.figures.effect_intervals"),
+    "e0_decomposition": ("steps.open_questions.label_count_decomposition",),
+    "e0_oracles": ("steps.open_questions.label_count_decomposition",),
+    "e4_shift_attribution": ("steps.open_questions.shift_attribution", "report.figures.effect_intervals"),
+    "e4_attribution": ("steps.open_questions.shift_attribution",),
 }
 
 

@@ -331,3 +331,28 @@ def answer_statistics(stats: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig, stats
+
+
+def effect_intervals(table: pd.DataFrame, row: str, panel: str, xlabel: str) -> tuple[plt.Figure, pd.DataFrame]:
+    """Registered effects as intervals: one panel per value of ``panel``, one line per ``row`` value; dot = effect
+    (mean over seeds) with its 95% CI, small dots = each seed (``per_seed``), shaded band = +-SESOI, title of the
+    line = its verdict (columns row, panel, effect, lo, hi, per_seed, sesoi, verdict)."""
+    panels = list(dict.fromkeys(table[panel]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 0.55 * table.groupby(panel).size().max() + 1.4),
+                             squeeze=False)
+    for ax, name in zip(axes[0], panels):
+        t = table.loc[table[panel] == name].reset_index(drop=True)
+        y = np.arange(len(t))[::-1]
+        sesoi = float(t["sesoi"].iloc[0])
+        ax.axvspan(-sesoi, sesoi, color="0.9", zorder=0, label=f"+-SESOI ({sesoi:g})")
+        ax.axvline(0, color="0.5", lw=0.8)
+        ax.errorbar(t["effect"], y, xerr=[t["effect"] - t["lo"], t["hi"] - t["effect"]], fmt="o", color="k", capsize=3)
+        for yi, seeds in zip(y, t["per_seed"]):
+            values = [float(v) for v in str(seeds).split(",") if v.strip()]
+            ax.plot(values, np.full(len(values), yi - 0.15), ".", color="C0", ms=4, alpha=0.8)
+        ax.set_yticks(y, [f"{r}\n({v})" for r, v in zip(t[row], t["verdict"])], fontsize=8)
+        ax.set_title(str(name))
+        ax.set_xlabel(xlabel)
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig, table

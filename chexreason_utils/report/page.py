@@ -15,9 +15,11 @@ import os
 from pathlib import Path
 
 from . import figure_registry, reference
+from ..evaluation import registration
 from ..paths import PACKAGE_DIR, REPO_ROOT, RunPaths
 
 CLAIMS_ID = "claims"
+BEYOND = "07_open_questions"   # its artifacts go under "Beyond the paper", each experiment with its registration
 _PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -160,6 +162,30 @@ def _claims(page_dir: Path) -> list[str]:
     return ["## Claims", "", _table_body(md), "", _files(art, page_dir, ".md"), ""]
 
 
+def experiment_of(art: figure_registry.Artifact) -> str:
+    """The registration id of a "Beyond the paper" artifact: its id's prefix (``e0_...`` -> E0)."""
+    return art.id.split("_", 1)[0].upper()
+
+
+def _beyond(paths: RunPaths, notebooks: dict[str, Path], missing: list) -> list[str]:
+    """Every registered experiment: its registration, then its artifacts of this run (or that it has none yet)."""
+    lines = ["## Beyond the paper", "",
+             "Experiments the paper does not run, each registered in a committed file before its first run "
+             "(`chexreason_utils/registrations/`); verdicts follow the claims table's rule.", ""]
+    arts = [a for a in figure_registry.ARTIFACTS if a.notebook == BEYOND]
+    for reg_id, reg in registration.load_all().items():
+        lines += [f"### {reg_id} · {reg.title}", "", registration.markdown(reg)]
+        mine = [a for a in arts if experiment_of(a) == reg_id]
+        if not mine:
+            lines += ["*Registered, not built in this version: no result yet.*", ""]
+        for art in mine:
+            if not all((paths.figures / name).exists() for name in art.files()):
+                missing.append(art)
+            else:
+                lines += [f"#### {art.title}", "", *_artifact(art, paths, notebooks), ""]
+    return lines
+
+
 def _run_record(manifest: Path) -> list[str]:
     """Where the run's times, versions and commit are: kept out of the page, so identical runs give the same page."""
     return [f"Wall times, package versions, seeds and the git commit of this run are in its `{manifest.name}` "
@@ -180,12 +206,13 @@ def report_markdown(paths: RunPaths, profile: str, notebooks: dict[str, Path]) -
     for kind, heading in (("figure", "## Figures"), ("table", "## Tables")):
         lines += [heading, ""]
         for art in figure_registry.ARTIFACTS:
-            if art.kind != kind or art.id == CLAIMS_ID:
+            if art.kind != kind or art.id == CLAIMS_ID or art.notebook == BEYOND:
                 continue
             if not all((page_dir / name).exists() for name in art.files()):
                 missing.append(art)
             else:
                 lines += [f"### {art.title}", "", *_artifact(art, paths, notebooks), ""]
+    lines += _beyond(paths, notebooks, missing)
     if missing:
         lines += ["## Not generated in this run", "", *[f"- `{a.id}` ({a.notebook})" for a in missing], ""]
     pages = sorted(paths.completions_pages.glob("*.html"))

@@ -203,12 +203,17 @@ def measure_contrasts(cfg: Config, paths: RunPaths, mats: list, frame: pd.DataFr
     return pd.DataFrame(rows)
 
 
-def nih_entries(cfg: Config, paths: RunPaths) -> dict[str, Entry]:
-    """The NIH entries of the medical SFT model and of ChexReason (the chosen GRPO checkpoint)."""
+def test_entries(cfg: Config, paths: RunPaths, dataset: str) -> dict[str, Entry]:
+    """The ``dataset`` entries of the medical SFT model and of ChexReason (the chosen GRPO checkpoint)."""
     chex = {"checkpoint": cfg.evaluation.test_grpo_checkpoint, "name": cfg.evaluation.test_grpo_reward}
     wanted = {"SFT": {"stage": "sft"}, "GRPO": {"stage": "grpo", **chex}}
-    nih = [e for e in entries(cfg, paths) if e.keys.dataset == "NIH"]
-    return {label: next(e for e in nih if all(getattr(e.keys, k) == v for k, v in keys.items())) for label, keys in wanted.items()}
+    found = [e for e in entries(cfg, paths) if e.keys.dataset == dataset]
+    return {label: next(e for e in found if all(getattr(e.keys, k) == v for k, v in keys.items())) for label, keys in wanted.items()}
+
+
+def nih_entries(cfg: Config, paths: RunPaths) -> dict[str, Entry]:
+    """The NIH entries of the medical SFT model and of ChexReason (the chosen GRPO checkpoint)."""
+    return test_entries(cfg, paths, "NIH")
 
 
 def subgroup_table(cfg: Config, paths: RunPaths) -> pd.DataFrame:

@@ -2,6 +2,8 @@
 manifests; the pool's label prevalence (the nuanced reward's false-positive weights read it)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from ..config import Config
@@ -22,13 +24,10 @@ def build_manifests(cfg: Config, paths: RunPaths) -> dict:
                       check_images=d.check_images)
     chex = load_chexpert(paths.resolve(d.chexpert_root), "test", d.uncertainty_policy, d.chexpert_test_csv,
                          check_images=d.check_images)
-    nih = load_nih(paths.resolve(d.nih_root), splits=s.nih_splits, check_images=d.check_images)
     pool_frame, pool_labels = manifest_frame(pool.dataset), pool.labels()
     train, selections = split_train_pool(pool_frame, pool_labels, s.n_sft, s.n_rl, s.n_val, s.min_fraction,
                                          s.max_fraction, s.overrep_penalty, s.seed, s.patient_disjoint)
-    nih_frame, selections["nih_test"] = select_nih_test(
-        manifest_frame(nih.dataset), nih.labels(), s.nih_test_size, NIH_LABEL_SETS[cfg.evaluation.nih_label_set],
-        s.nih_selection, s.seed, s.min_fraction, s.max_fraction, s.nih_without_scored_positive)
+    nih, nih_frame, selections["nih_test"] = nih_test_selection(cfg, paths.resolve(d.nih_root))
     frames = {name: train.loc[train["subset"] == name].reset_index(drop=True) for name in ("sft", "rl", "val")}
     frames["chexpert_test"] = manifest_frame(chex.dataset, "test")
     frames["nih_test"] = nih_frame.reset_index(drop=True)
@@ -42,6 +41,17 @@ def build_manifests(cfg: Config, paths: RunPaths) -> dict:
         count(f"{row.source} dropped ({row.reason}{': ' + row.files if row.files else ''})", row.rows)
     return {"frames": frames, "selections": selections, "pool_labels": pool_labels, "loads": (pool, chex, nih),
             "drops": drops}
+
+
+def nih_test_selection(cfg: Config, nih_root: Path):
+    """(the NIH load result, the NIH test manifest frame, its selection report) of the NIH folder ``nih_root``,
+    by the profile's selection rule."""
+    d, s = cfg.data, cfg.sampling
+    nih = load_nih(nih_root, splits=s.nih_splits, check_images=d.check_images)
+    frame, selection = select_nih_test(
+        manifest_frame(nih.dataset), nih.labels(), s.nih_test_size, NIH_LABEL_SETS[cfg.evaluation.nih_label_set],
+        s.nih_selection, s.seed, s.min_fraction, s.max_fraction, s.nih_without_scored_positive)
+    return nih, frame, selection
 
 
 def pool_prevalence(paths: RunPaths) -> dict[str, float]:

@@ -1,0 +1,153 @@
+"""Pre-registered experiments beyond the paper: one committed YAML file per experiment (``registrations/``).
+
+Each file states, before the experiment's first run, its question, grid, rules, readouts, smallest effect of
+interest (SESOI), the sign a readout is judged against and the verdict rule ("shared": ``claims.judge``, the rule
+of the claims table). ``load`` validates a file and names the file and key of any fault; the report prints the
+registration beside the experiment's result (``markdown``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from . import claims
+from ..paths import PACKAGE_DIR
+
+REGISTRATION_DIR = PACKAGE_DIR / "registrations"
+STATUSES = ("built", "registered")   # built: runs in this version; registered: fixed in advance, not built yet
+VERDICT_RULES = {"shared": "the claims table's rule (claims.judge): " + ", ".join(claims.VERDICTS)}
+REQUIRED = ("id", "title", "status", "question", "grid", "readouts", "sesoi", "direction", "verdict_rule",
+            "interpretation")
+OPTIONAL = ("rules",)
+
+
+class RegistrationError(ValueError):
+    """A registration file that does not follow the schema (the message names the file and key)."""
+
+
+@dataclass(frozen=True)
+class Registration:
+    id: str
+    title: str
+    status: str
+    question: str
+    grid: dict[str, list]
+    readouts: list[str]
+    sesoi: dict[str, float]        # readout group ("" when one SESOI serves all) -> SESOI
+    direction: dict[str, int]      # same keys: the sign a readout is judged against
+    verdict_rule: str
+    interpretation: str
+    rules: dict[str, str]
+    file: Path
+
+    def sesoi_of(self, key: str = "") -> float:
+        return self.sesoi[key if key in self.sesoi else ""]
+
+    def direction_of(self, key: str = "") -> int:
+        return self.direction[key if key in self.direction else ""]
+
+
+def _fail(path: Path, key: str, why: str) -> RegistrationError:
+    return RegistrationError(f"{path}: key {key!r}: {why}")
+
+
+def _text(raw: dict, key: str, path: Path) -> str:
+    value = raw[key]
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(path, key, f"must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _by_group(raw: dict, key: str, path: Path, check) -> dict:
+    """A number for every readout group, or one number (group "") for all."""
+    value = raw[key]
+    items = value.items() if isinstance(value, dict) else [("", value)]
+    out = {}
+    for group, v in items:
+        if not check(v):
+            raise _fail(path, f"{key}.{group}" if group else key, f"got {v!r}")
+        out[str(group)] = v
+    if not out:
+        raise _fail(path, key, "is empty")
+    return out
+
+
+def load(path: str | Path) -> Registration:
+    """One registration file, validated."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise RegistrationError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise RegistrationError(f"{path}: a registration is a mapping of keys {', '.join(REQUIRED)}")
+    missing = [k for k in REQUIRED if k not in raw]
+    unknown = sorted(set(raw) - set(REQUIRED) - set(OPTIONAL))
+    if missing or unknown:
+        raise _fail(path, (missing or unknown)[0], f"missing keys {missing}, unknown keys {unknown}; a registration "
+                    f"has {', '.join(REQUIRED)} (and optionally {', '.join(OPTIONAL)})")
+    reg_id = _text(raw, "id", path)
+    if not path.stem.startswith(reg_id + "_"):
+        raise _fail(path, "id", f"{reg_id!r} does not match the file name (expected {reg_id}_<name>.yaml)")
+    status = _text(raw, "status", path)
+    if status not in STATUSES:
+        raise _fail(path, "status", f"{status!r}; allowed: {' | '.join(STATUSES)}")
+    grid = raw["grid"]
+    if not isinstance(grid, dict) or not grid:
+        raise _fail(path, "grid", "must be a mapping of factor -> list of values")
+    for factor, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise _fail(path, f"grid.{factor}", f"must be a non-empty list of values, got {values!r}")
+    readouts = raw["readouts"]
+    if not isinstance(readouts, list) or not readouts or not all(isinstance(r, str) and r for r in readouts):
+        raise _fail(path, "readouts", "must be a non-empty list of strings")
+    rules = raw.get("rules", {})
+    if not isinstance(rules, dict) or not all(isinstance(v, str) for v in rules.values()):
+        raise _fail(path, "rules", "must be a mapping of name -> text")
+    sesoi = _by_group(raw, "sesoi", path, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0)
+    direction = _by_group(raw, "direction", path, lambda v: v in (1, -1) and not isinstance(v, bool))
+    if set(direction) != set(sesoi):
+        raise _fail(path, "direction", f"needs the same readout groups as sesoi: {sorted(sesoi)}, got {sorted(direction)}")
+    rule = _text(raw, "verdict_rule", path)
+    if rule not in VERDICT_RULES:
+        raise _fail(path, "verdict_rule", f"{rule!r}; allowed: {' | '.join(VERDICT_RULES)}")
+    return Registration(reg_id, _text(raw, "title", path), status, _text(raw, "question", path),
+                        {str(k): v for k, v in grid.items()}, readouts, {k: float(v) for k, v in sesoi.items()},
+                        direction, rule, _text(raw, "interpretation", path),
+                        {str(k): v.strip() for k, v in rules.items()}, path)
+
+
+def load_all(folder: str | Path = REGISTRATION_DIR) -> dict[str, Registration]:
+    """Every registration in ``folder`` by id (E0, E1, ...), in id order; ids must be unique."""
+    out: dict[str, Registration] = {}
+    for path in sorted(Path(folder).glob("*.yaml")):
+        reg = load(path)
+        if reg.id in out:
+            raise _fail(path, "id", f"{reg.id!r} is also the id of {out[reg.id].file}")
+        out[reg.id] = reg
+    return out
+
+
+def get(reg_id: str) -> Registration:
+    found = load_all()
+    if reg_id not in found:
+        raise KeyError(f"no registration {reg_id!r} in {REGISTRATION_DIR}; have {', '.join(found)}")
+    return found[reg_id]
+
+
+def _groups(values: dict) -> str:
+    return ", ".join(f"{k}: {v:g}" if k else f"{v:g}" for k, v in values.items())
+
+
+def markdown(reg: Registration) -> str:
+    """The registration as the report prints it beside the result."""
+    lines = [f"**Pre-registered ({reg.file.name}, status {reg.status}).** {reg.question}", "",
+             "| grid | values |", "|---|---|",
+             *[f"| {k} | {', '.join(map(str, v))} |" for k, v in reg.grid.items()], ""]
+    lines += [f"- rule *{k}*: {v}" for k, v in reg.rules.items()]
+    lines += [f"- readout: {r}" for r in reg.readouts]
+    lines += [f"- SESOI {_groups(reg.sesoi)}; judged against the sign {_groups(reg.direction)}; verdict rule: "
+              f"{VERDICT_RULES[reg.verdict_rule]}", f"- reading: {reg.interpretation}", ""]
+    return "\n".join(lines)

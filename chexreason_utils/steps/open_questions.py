@@ -1,0 +1,171 @@
+"""Stage 07 (open questions): the pre-registered experiments that need no training (``registration``).
+
+- E0 ``label_count_decomposition``: the SFT -> GRPO change on each test set split into a pure label-count part and
+  a residual (``label_count``), and the no-model oracles, on 04's cached predictions.
+- E4 ``shift_attribution``: the NIH-like test site regenerated with one factor at a time at its MIMIC-like value
+  (``data.phantom.write_nih_variant``, folders under ``07_open_questions/e4/``), its test images selected by 01's
+  rule, the SFT model and ChexReason scored there (cached predictions keyed on the variant images' bytes), and the
+  change on each variant compared with the change on the main NIH test.
+
+Each readout carries the shared verdict (``claims.judge``) with the registration's SESOI and sign.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..evaluation import claims, evaluate, metrics, registration, scores
+from .. import jsonl_store
+from ..evaluation import label_count
+from ..config import Config, training_seeds
+from ..data.phantom import NIH_VARIANT_FACTORS, nih_variant_current, write_nih_variant
+from ..jobs import run_jobs
+from ..data.manifests import in_run
+from ..evaluation.metrics import eval_labels, matrices
+from ..train.model_registry import image_pixels
+from ..paths import RunPaths
+from .evaluation import claim_floors, entry_predictions, read_evaluation, test_entries
+from .sampling import nih_test_selection, pool_prevalence
+
+STAGE = "07_open_questions"
+FLOOR_CLAIM = {"CheXpert": "C1", "NIH": "C2"}   # the claim whose entries E0 and E4 compare on each set
+
+
+def _judged(what: dict, result: dict, reg: registration.Registration, group: str, floor: str) -> dict:
+    row = {**scores.contrast_row(what, result), "not_measurable": f"floor: {floor}" if floor else ""}
+    v, note = claims.judge(row, reg.direction_of(group), reg.sesoi_of(group), f"{reg.file.name}: sesoi")
+    return {**row, "verdict": v, "note": note, "sesoi": reg.sesoi_of(group)}
+
+
+def _pair_matrices(cfg: Config, paths: RunPaths, dataset: str) -> tuple[np.ndarray, dict[str, list[np.ndarray]]]:
+    """(y_true, {"SFT": [per seed], "GRPO": [per seed]}) of 04's test entries on ``dataset`` (cached predictions)."""
+    pair = test_entries(cfg, paths, dataset)
+    labels, seeds = eval_labels(cfg, dataset), training_seeds(cfg)
+    preds = dict(zip(pair, entry_predictions(cfg, paths, list(pair.values()))))
+    y_true = matrices(preds["SFT"][seeds[0]], cfg, labels)[0]
+    return y_true, {name: [matrices(by_seed[s], cfg, labels)[1] for s in seeds] for name, by_seed in preds.items()}
+
+
+def label_count_decomposition(cfg: Config, paths: RunPaths) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """E0: (decomposition, oracles). Decomposition: per test set, the measured SFT -> GRPO change, its length part
+    and residual (effect, 95% seed x image CI, each seed's value, verdict) and the scored labels named per image;
+    oracles: macro-F1 of ``label_count.ORACLES`` on each set's truths (image-bootstrap CI)."""
+    reg, E = registration.get("E0"), cfg.evaluation
+    floors = claim_floors(cfg, read_evaluation(paths).scores)
+    prevalence = pool_prevalence(paths)
+    rows, oracle_rows = [], []
+    for dataset in reg.grid["test_set"]:
+        y_true, preds = _pair_matrices(cfg, paths, dataset)
+        order = label_count.commonness_order(eval_labels(cfg, dataset), prevalence)
+        parts = label_count.decompose(y_true, preds["SFT"], preds["GRPO"], order, E.n_bootstrap, E.bootstrap_seed)
+        per_image = parts["labels_per_image"]
+        for part in label_count.PARTS:
+            rows.append({**_judged({"test_set": dataset, "part": part}, parts[part], reg, dataset,
+                                   floors[FLOOR_CLAIM[dataset]]),
+                         "labels_per_image_sft": float(np.mean(per_image["SFT"])),
+                         "labels_per_image_grpo": float(np.mean(per_image["GRPO"]))})
+        for strategy in label_count.ORACLES:
+            ci = metrics.bootstrap_macro_f1(y_true, label_count.oracle(y_true, order, strategy), E.n_bootstrap,
+                                            E.bootstrap_seed)
+            oracle_rows.append({"test_set": dataset, "strategy": strategy, "macro_f1": ci["effect"], "lo": ci["lo"],
+                                "hi": ci["hi"], "truth_labels_per_image": float(y_true.sum(axis=1).mean()),
+                                "n_images": len(y_true)})
+    return pd.DataFrame(rows), pd.DataFrame(oracle_rows)
+
+
+def _digest(frame: pd.DataFrame) -> str:
+    """What the variant predictions depend on besides the model: image ids, truths and the images' bytes."""
+    h = hashlib.sha256()
+    for image_id, path, truth in zip(frame["image_id"], frame["image_path"], frame["truth"]):
+        h.update(f"{image_id}|{sorted(truth)}|".encode() + hashlib.sha256(Path(path).read_bytes()).digest())
+    return h.hexdigest()[:12]
+
+
+def _render_variant(root: Path, world, factor: str) -> None:
+    """One variant site, in a worker; the world writer's progress bars are kept out of the runner's output."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        write_nih_variant(root, world, factor)
+
+
+def variant_manifest(cfg: Config, paths: RunPaths) -> tuple[str, pd.DataFrame]:
+    """(name, frame) of the E4 test images of every variant: each variant's NIH-like site regenerated under
+    ``07_open_questions/e4/<factor>/`` and its test set selected by 01's rule; ``image_id`` is
+    ``<factor>/<image>``, ``variant`` the factor. The name carries the digest of the images (``_digest``)."""
+    factors = registration.get("E4").grid["factor"]
+    for factor in factors:
+        if factor != "all" and factor not in NIH_VARIANT_FACTORS:
+            raise ValueError(f"E4 registration: grid.factor {factor!r} is not a world factor "
+                             f"({', '.join(NIH_VARIANT_FACTORS)} or all)")
+    roots = {factor: paths.stage(STAGE) / "e4" / factor for factor in factors}
+    run_jobs(_render_variant, [dict(root=root, world=cfg.world, factor=f) for f, root in roots.items()
+                               if not nih_variant_current(root, cfg.world, f)], cfg.workers)
+    frames = []
+    for factor, root in roots.items():
+        _, frame, _ = nih_test_selection(cfg, root / "ChestX-ray14")
+        frames.append(frame.assign(image_id=factor + "/" + frame["image_id"].astype(str), variant=factor,
+                                   truth=list(frame["labels"])).drop(columns="labels"))
+    frame = pd.concat(frames, ignore_index=True)
+    frame.assign(labels=[list(t) for t in frame["truth"]], image_path=[in_run(paths, p) for p in frame["image_path"]]) \
+        .drop(columns="truth").to_csv(paths.stage(STAGE) / "e4" / "test_images.csv", index=False)
+    return f"e4_nih_{_digest(frame)}", frame
+
+
+def _cached(cfg: Config, file: Path, model: str, prompt: str, image_ids) -> bool:
+    key = evaluate.prediction_key(model, prompt, cfg.evaluation.max_new_tokens, image_pixels(cfg))
+    return set(image_ids) <= {r["image_id"] for r in jsonl_store.read_rows(file)[0] if r.get("key") == key}
+
+
+def _predict_variants(cfg: Config, model: str, images: pd.DataFrame, prompt: str, out: Path) -> pd.DataFrame:
+    return evaluate.predict_sharded(model, images, prompt, out, batch_size=cfg.evaluation.batch_size,
+                                    max_new_tokens=cfg.evaluation.max_new_tokens, device=cfg.device,
+                                    image_pixels=image_pixels(cfg))
+
+
+def variant_predictions(cfg: Config, paths: RunPaths, name: str, frame: pd.DataFrame) -> dict[str, dict]:
+    """{"SFT" | "GRPO": {seed: predictions on the variant images, merged with their truth}}; the missing
+    prediction files are made in one batch of jobs (``jobs.run_jobs``), cached in the shared prediction folder."""
+    images = frame[["image_id", "image_path"]]
+    todo = {name_: {s: (tag, str(model), e.keys.prompt) for s, (tag, model) in e.models.items()}
+            for name_, e in test_entries(cfg, paths, "NIH").items()}
+    jobs = [dict(cfg=cfg, model=m, images=images, prompt=p, out=paths.prediction_file(t, name, p))
+            for by_seed in todo.values() for t, m, p in by_seed.values()
+            if not _cached(cfg, paths.prediction_file(t, name, p), m, p, images["image_id"])]
+    run_jobs(_predict_variants, jobs, cfg.workers)
+    return {name_: {s: frame.merge(_predict_variants(cfg, m, images, p, paths.prediction_file(t, name, p)),
+                                   on="image_id", how="left") for s, (t, m, p) in by_seed.items()}
+            for name_, by_seed in todo.items()}
+
+
+def shift_attribution(cfg: Config, paths: RunPaths) -> pd.DataFrame:
+    """E4: per variant, the SFT -> GRPO change on its NIH test ("change on the variant") and that change minus the
+    change on the main NIH test ("attribution", images resampled per set; the registered readout, with its
+    verdict), with SFT's and GRPO's macro-F1 there."""
+    if not cfg.world.enabled:
+        raise ValueError("E4 re-renders the phantom world's NIH-like site: it needs world.enabled (not the paper "
+                         "profile)")
+    reg, E = registration.get("E4"), cfg.evaluation
+    labels, seeds = eval_labels(cfg, "NIH"), training_seeds(cfg)
+    floor = claim_floors(cfg, read_evaluation(paths).scores)["C2"]
+    y_main, main = _pair_matrices(cfg, paths, "NIH")
+    name, frame = variant_manifest(cfg, paths)
+    preds = variant_predictions(cfg, paths, name, frame)
+    rows = []
+    for factor in reg.grid["factor"]:
+        mats = {m: [matrices(by_seed[s].loc[by_seed[s]["variant"] == factor], cfg, labels) for s in seeds]
+                for m, by_seed in preds.items()}
+        y_var = mats["SFT"][0][0]
+        sft, grpo = [p for _, p in mats["SFT"]], [p for _, p in mats["GRPO"]]
+        change = metrics.paired_bootstrap(y_var, sft, grpo, E.n_bootstrap, E.bootstrap_seed)
+        attribution = metrics.gap_change((y_var, sft, grpo), (y_main, main["SFT"], main["GRPO"]), E.n_bootstrap,
+                                         E.bootstrap_seed)
+        f1 = lambda ps: float(np.mean([metrics.weighted_macro_f1(y_var, p, np.ones((1, len(p))))[0] for p in ps]))  # noqa: E731
+        rows.append({**_judged({"factor": factor, "readout": "attribution"}, attribution, reg, "", floor),
+                     "change_on_variant": change["effect"], "change_lo": change["lo"], "change_hi": change["hi"],
+                     "sft_macro_f1": f1(sft), "grpo_macro_f1": f1(grpo), "n_images": len(y_var),
+                     "truth_labels_per_image": float(y_var.sum(axis=1).mean())})
+    return pd.DataFrame(rows)
