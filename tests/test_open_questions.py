@@ -151,3 +151,24 @@ def test_a_planted_shortcut_marks_only_training_images_with_its_finding(tmp_path
     a, b = _files(tmp_path / "plain"), _files(tmp_path / "planted")
     differ = {p for p in a if a[p] != b[p]}
     assert differ == marked | {"phantom_findings.jsonl", "world_card.json"}   # nothing else moved
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25, 0.5])
+def test_e3_rl_prompts_hold_no_nih_test_patient(small_world, share):
+    from chexreason_utils.data import load_nih
+    from chexreason_utils.labels import NIH_EVAL_LABELS_PAPER
+    from chexreason_utils.manifests import manifest_frame
+    from chexreason_utils.sampling import mix_rl_prompts, select_nih_test
+
+    root, _ = small_world
+    nih = load_nih(root / "ChestX-ray14", splits=["train_val", "test"])
+    frame = manifest_frame(nih.dataset)
+    test, _ = select_nih_test(frame, nih.labels(), 10, NIH_EVAL_LABELS_PAPER, "random", seed=1)
+    rl = pd.DataFrame({"image_id": [f"m{i}" for i in range(16)], "patient_id": [str(10_000_000 + i) for i in range(16)],
+                       "dataset": "MIMIC-CXR-JPG", "labels": [["Edema"]] * 16, "subset": "rl"})
+    mixed = mix_rl_prompts(rl, frame, test, share, seed=3)
+    from_nih = mixed.loc[mixed["image_id"].isin(frame["image_id"])]
+    assert len(mixed) == len(rl) and len(from_nih) == round(share * len(rl))
+    assert not set(from_nih["patient_id"]) & set(test["patient_id"]) and not from_nih["patient_id"].duplicated().any()
+    with pytest.raises(ValueError, match="only"):
+        mix_rl_prompts(rl.iloc[:0].reindex(range(400)).assign(patient_id="x"), frame, test, 0.9, seed=3)

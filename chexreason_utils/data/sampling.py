@@ -196,6 +196,28 @@ def select_nih_test(frame: pd.DataFrame, labels: np.ndarray, n: int, eval_labels
     return frame.iloc[idx].assign(subset="test"), report
 
 
+def mix_rl_prompts(rl: pd.DataFrame, nih: pd.DataFrame, nih_test: pd.DataFrame, share: float,
+                   seed: int) -> pd.DataFrame:
+    """E3's RL set (registrations/E3_multisite_rl.yaml): ``rl`` with ``round(share * len(rl))`` of its rows, chosen
+    with ``seed``, replaced by NIH-like images (``nih``, a manifest frame with CheXpert-mapped labels), one per
+    patient and none of a patient with an image in ``nih_test``; the size stays, the replaced rows keep their place
+    order. ``share`` 0 returns ``rl`` unchanged."""
+    if not 0 <= share < 1:
+        raise ValueError(f"E3 share of NIH-like RL prompts must be in [0, 1), got {share!r}")
+    k = int(round(share * len(rl)))
+    if k == 0:
+        return rl.reset_index(drop=True)
+    test_patients = set(nih_test["patient_id"].astype(str))
+    eligible = nih.loc[~nih["patient_id"].astype(str).isin(test_patients)]
+    eligible = eligible.loc[~eligible["patient_id"].duplicated()]
+    if k > len(eligible):
+        raise ValueError(f"E3 share {share}: {k} NIH-like RL prompts wanted, only {len(eligible)} patients outside "
+                         "the NIH test manifest")
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(rl), size=len(rl) - k, replace=False))
+    added = eligible.iloc[np.sort(rng.choice(len(eligible), size=k, replace=False))]
+    return pd.concat([rl.iloc[keep], added.assign(subset="rl")], ignore_index=True)
+
 def label_table(labels: np.ndarray, subset: str) -> pd.DataFrame:
     """Long table of label prevalence for plotting (subset, label, fraction, count)."""
     labels = np.asarray(labels)
