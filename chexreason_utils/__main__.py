@@ -141,7 +141,7 @@ def _rehearse(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.command == "gpu-check":
-        from .rehearsal import gpu_check
+        from .gpu_check import gpu_check
 
         try:
             print(render(gpu_check(cfg, Path(args.out_dir))))

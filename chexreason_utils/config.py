@@ -339,8 +339,8 @@ class GRPOConfig:
     use_vllm: bool = option(False, "Rollouts by vLLM (trl use_vllm; vllm installed by you, GPU only): the same "
                                    "samples, faster. Colocate mode is refused for these VLMs on trl <= 1.16 (trl "
                                    "issues 6294 / 6401: image tokens expanded twice); see README, vLLM.", "run")
-    vllm_mode: str = option("server", "trl vllm_mode with use_vllm: server (a `trl vllm-serve` / `vllm serve` "
-                                      "process on other GPUs) | colocate.", "run", choices=VLLM_MODES)
+    vllm_mode: str = option("server", "trl vllm_mode with use_vllm: server (a `vllm serve` process on other "
+                                      "GPUs, README) | colocate.", "run", choices=VLLM_MODES)
     vllm_server_base_url: str = option("http://localhost:8000", "Server mode: the vLLM server's URL.", "run",
                                        nonempty=True)
     save_steps: int = option(50, "A checkpoint every this many steps (the candidates for Table 4's best-F1 "

@@ -157,8 +157,8 @@ def test_a_planted_shortcut_marks_only_training_images_with_its_finding(tmp_path
 def test_e3_rl_prompts_hold_no_nih_test_patient(small_world, share):
     from chexreason_utils.data import load_nih
     from chexreason_utils.labels import NIH_EVAL_LABELS_PAPER
-    from chexreason_utils.manifests import manifest_frame
-    from chexreason_utils.sampling import mix_rl_prompts, select_nih_test
+    from chexreason_utils.data.manifests import manifest_frame
+    from chexreason_utils.data.sampling import mix_rl_prompts, select_nih_test
 
     root, _ = small_world
     nih = load_nih(root / "ChestX-ray14", splits=["train_val", "test"])
