@@ -199,8 +199,7 @@ def bench_generation(cfg, base, paths, root: Path, reps: int) -> dict:
     processor = models.load_processor(base)
     text = processor.apply_chat_template([prompts.user_message(prompts.prompt_for(fmt))], add_generation_prompt=True,
                                          tokenize=False)[0]
-    inputs = processor(text=[text] * bs, images=[[Image.open(p).convert("RGB")] for p in paths[:bs]],
-                       return_tensors="pt", padding=True)
+    inputs = evaluate.generation_batch(processor, text, [[Image.open(p).convert("RGB")] for p in paths[:bs]])
     generated = []
     runs = iter(range(reps))
 

@@ -189,3 +189,21 @@ def test_plans_memory_model_against_the_measured_peak_at_rehearsal_size(rehearsa
     estimate = training_gib(shape, cfg.grpo.prompts_per_step * cfg.grpo.num_generations, seq, seq, weight_bytes=4)
     print(f"plan {estimate:.3f} GiB, measured growth {row['RSS growth GiB']:.3f} GiB, peak {row['peak RSS GiB']:.3f}")
     assert estimate <= row["RSS growth GiB"] <= estimate + 2.0
+
+
+def test_evaluation_batches_pad_on_the_left_with_the_real_qwen_processor(processors):
+    """Qwen2.5-VL gives each image its own number of tokens, so a batch of two image sizes is padded; its tokenizer
+    pads on the right, and greedy generation from a right-padded prompt continues from pad tokens."""
+    from PIL import Image
+
+    from chexreason_utils.evaluation.evaluate import generation_batch
+    from chexreason_utils.prompts import user_message
+
+    processor = processors["qwen2_5_vl"]
+    assert processor.tokenizer.padding_side == "right"
+    text = processor.apply_chat_template([user_message(prompt_for("free_reasoning"))], add_generation_prompt=True,
+                                         tokenize=False)[0]
+    batch = generation_batch(processor, text, [[Image.new("RGB", (448, 448))], [Image.new("RGB", (896, 672))]])
+    mask = batch["attention_mask"]
+    assert mask[0].sum() < mask[1].sum()                      # the smaller image's prompt is shorter: padded
+    assert mask[:, -1].all() and not mask[0, 0]               # every prompt ends at the last position

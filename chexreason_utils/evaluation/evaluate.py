@@ -75,6 +75,13 @@ def merge_shards(out_path: Path) -> int:
     return added
 
 
+def generation_batch(processor, text: str, images: list[list]):
+    """One prompt per image, padded on the left whatever side the tokenizer pads (a decoder-only model continues
+    from the last position: right padding would make it continue from pad tokens). Images whose token counts differ
+    (Qwen2.5-VL at each image's own size) give prompts of different lengths."""
+    return processor(text=[text] * len(images), images=images, return_tensors="pt", padding=True, padding_side="left")
+
+
 def predict(model_dir: str | Path, images: pd.DataFrame, prompt_name: str, out_path: Path, batch_size: int = 0,
             max_new_tokens: int = 256, device: str = "auto", progress: bool = True,
             image_pixels: tuple[int, int] = (0, 0), write_path: Path | None = None) -> pd.DataFrame:
@@ -113,7 +120,7 @@ def predict(model_dir: str | Path, images: pd.DataFrame, prompt_name: str, out_p
             chunk = todo.iloc[start:start + bs]
             t0 = time.perf_counter()
             pics = [[Image.open(p).convert("RGB")] for p in chunk["image_path"]]
-            inputs = processor(text=[text] * len(chunk), images=pics, return_tensors="pt", padding=True).to(dev)
+            inputs = generation_batch(processor, text, pics).to(dev)
             t1 = time.perf_counter()
             with torch.inference_mode():
                 out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
@@ -178,7 +185,7 @@ def sample_validity(model_dir: str | Path, images: pd.DataFrame, prompt_name: st
     chunk = images.iloc[:n]
     torch.manual_seed(seed)
     pics = [[Image.open(p).convert("RGB")] for p in chunk["image_path"]]
-    inputs = processor(text=[text] * len(chunk), images=pics, return_tensors="pt", padding=True).to(dev)
+    inputs = generation_batch(processor, text, pics).to(dev)
     with torch.inference_mode(), timed(task, "generate"):
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
                              top_p=top_p)
