@@ -100,6 +100,9 @@ def test_the_floor_rule_names_the_entry_and_its_reason():
     found = scores.entries_at_floor(frame, dataset="validation", stage="sft")
     assert found.startswith("on validation") and "general sft only_label (sft) macro-F1" in found
     assert "1 distinct label set" in found and found.count("on validation") == 1    # each reason said once
+    both = scores.entries_at_floor(frame, {"dataset": "validation", "stage": "sft", "model": "general"},
+                                   {"dataset": "validation", "stage": "sft", "name": "only_label"})
+    assert both.count("on validation") == 1 and both.count("general sft only_label (sft)") == 1   # across selections
     assert "medical" not in found and "reasoning_a" not in found
     assert scores.entries_at_floor(frame, dataset="validation", stage="sft", model="medical") == ""
 

@@ -146,10 +146,12 @@ def _not_above(best: pd.Series) -> str:
     return f"does not exceed {best['name']!r} ({best['f1']:.3f}, CI upper {best['hi']:.3f})"
 
 
-def entries_at_floor(frame: pd.DataFrame, **keys) -> str:
-    """The entries with ``keys`` (mean over seeds; fewest label sets of any seed) that are at floor on their
-    set, grouped by set and reason so that each reason is said once, "; "-joined ("" when none is)."""
-    rows = select(frame, aggregate=MEAN, label="macro", **keys)
+def entries_at_floor(frame: pd.DataFrame, *selections: dict, **keys) -> str:
+    """The entries with ``keys`` (or in any of ``selections``, dicts of keys; mean over seeds, fewest label sets
+    of any seed) that are at floor on their set, grouped by set and reason so that each reason is said once,
+    "; "-joined ("" when none is)."""
+    rows = pd.concat([select(frame, aggregate=MEAN, label="macro", **s) for s in selections or [keys]])
+    rows = rows.loc[~rows.index.duplicated()]   # an entry two selections share is named once
     groups: dict[str, list[str]] = {}
     for _, r in rows.iterrows():
         best = best_baseline(frame, r["dataset"])

@@ -168,8 +168,7 @@ def claim_floors(cfg: Config, frame: pd.DataFrame) -> dict[str, str]:
                 "C3": [{"dataset": "NIH", "stage": "base", "model": "medical"}, {"dataset": "NIH", **sft}]}
     if cfg.sft.general_model_too:
         involved["C4"] = [{"dataset": "validation", "stage": "sft"}]
-    return {claim: "; ".join(r for r in (scores.entries_at_floor(frame, **keys) for keys in all_keys) if r)
-            for claim, all_keys in involved.items()}
+    return {claim: scores.entries_at_floor(frame, *all_keys) for claim, all_keys in involved.items()}
 
 
 def measure_contrasts(cfg: Config, paths: RunPaths, mats: list, frame: pd.DataFrame) -> pd.DataFrame:
