@@ -83,6 +83,21 @@ def main(argv: list[str] | None = None) -> int:
 
         print(markdown_table())
         return 0
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _profile(args):
+    """The sub-command's profile with its ``-p`` overrides (a ``ConfigError`` is reported by ``main``)."""
+    from .config import load_profile
+
+    return load_profile(args.profile, dict(parse_override(p) for p in args.param))
+
+
+def _dispatch(args) -> int:
     if args.command == "config":
         return _config(args)
     if args.command == "report":
@@ -92,14 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("rehearse", "gpu-check"):
         return _rehearse(args)
     if args.command == "plan":
-        from .config import load_profile
         from .plan import render
 
-        try:
-            print(render(load_profile(args.profile, dict(parse_override(p) for p in args.param))))
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        print(render(_profile(args)))
         return 0
     try:
         opts = RunOptions(profile=args.profile, run_dir=args.run_dir, figure_dir=args.figure_dir,
@@ -107,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                           overrides=dict(parse_override(p) for p in args.param),
                           notebook_dir=Path(args.notebooks), kernel=args.kernel, log_output=args.log_output)
         run(opts)
-    except (ConfigError, RunnerError, StageFailed) as exc:
+    except (RunnerError, StageFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, StageFailed) else 2
     return 0
@@ -115,31 +125,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def _config(args) -> int:
     from . import config_docs
-    from .config import PAPER_TAGS, load_profile
+    from .config import PAPER_TAGS
 
     if args.update_readme:
         print(f"{config_docs.README}: {'updated' if config_docs.update_readme() else 'already in sync'}")
         return 0
-    try:
-        if args.tag and args.tag not in PAPER_TAGS:
-            raise ConfigError(f"unknown tag {args.tag!r}: choose one of {', '.join(PAPER_TAGS)}")
-        cfg = load_profile(args.profile, dict(parse_override(p) for p in args.param))
-        print(config_docs.describe(cfg, args.tag))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.tag and args.tag not in PAPER_TAGS:
+        raise ConfigError(f"unknown tag {args.tag!r}: choose one of {', '.join(PAPER_TAGS)}")
+    print(config_docs.describe(_profile(args), args.tag))
     return 0
 
 
 def _rehearse(args) -> int:
-    from .config import load_profile
     from .rehearsal import rehearse, render
 
-    try:
-        cfg = load_profile(args.profile, dict(parse_override(p) for p in args.param))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = _profile(args)
     if args.command == "gpu-check":
         from .gpu_check import gpu_check
 
@@ -158,11 +158,7 @@ def _report(args) -> int:
     from .paths import RunPaths
     from .report.page import write_report
 
-    try:
-        profile = load_profile(args.profile).profile
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    profile = load_profile(args.profile).profile
     paths = RunPaths.for_profile(profile, args.run_dir, args.figure_dir)
     for written in write_report(paths, profile):
         print(written)
@@ -171,14 +167,9 @@ def _report(args) -> int:
 
 def _launchable(args) -> int:
     from . import launch
-    from .config import load_profile
     from .paths import RunPaths
 
-    try:
-        cfg = load_profile(args.profile, dict(parse_override(p) for p in args.param))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = _profile(args)
     paths = RunPaths.for_profile(cfg.profile, args.run_dir)
     if args.command == "sft":
         launch.run_sft(cfg, paths, args.role or (["medical", "general"] if cfg.sft.general_model_too else ["medical"]))

@@ -122,7 +122,7 @@ WORKERS = "def read(cfg, key):\n    for part in key.split('.'):\n        cfg = g
 # One edit per config section -> the stages that read the edited value (every stage reads seed in start_stage;
 # workers is read by 01 but can never change results, so it reruns nothing; 00 rewrites card.txt with the same
 # bytes, which changes nothing downstream).
-EDITS = [("seed", 3, {"00_alpha", "01_beta", "02_gamma"}), ("device", "cuda", set()), ("workers", 3, set()),
+EDITS = [("seed", 3, {"00_alpha", "01_beta", "02_gamma"}), ("device", "cuda", set()), ("workers", 3, set()), ("report_to", "tensorboard", set()),
          ("world.seed", 8, {"00_alpha"}), ("world.n_pretrain", 7, set()), ("data.check_images", False, set()),
          ("sampling.n_sft", 50, {"01_beta"}), ("models.tiny_hidden", 64, {"00_alpha"}), ("models.tiny_vocab", 333, set()),
          ("sft.batch_size", 2, {"02_gamma"}), ("sft.learning_rate", 0.5, set()), ("grpo.hard.lambda_len", 0.3, {"02_gamma"}),
