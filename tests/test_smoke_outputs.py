@@ -70,8 +70,8 @@ def test_each_grpo_run_has_a_completions_page_whose_rewards_are_the_training_log
 
 
 def test_a_logged_grpo_completion_rescored_term_by_term_equals_what_trl_logged(smoke_run):
-    """The first and the last completion of every GRPO run and seed (the last after the whole collapse window and
-    every length), rescored by the reward code: each component and the total as trl logged them."""
+    """The first, the last and the first valid completion of every GRPO run and seed (the last after the whole
+    collapse window), rescored by the reward code: each component and the total as trl logged them."""
     import numpy as np
 
     from chexreason_utils.config import load_profile
@@ -83,7 +83,7 @@ def test_a_logged_grpo_completion_rescored_term_by_term_equals_what_trl_logged(s
     for name in grpo_steps.grpo_plan(cfg):
         for seed in cfg.seeds:
             n = len(grpo.completions_table(paths.grpo_run(name, seed)))
-            for index in (0, n - 1):
+            for index in (0, n - 1, None):        # None: the first that keeps the output contract
                 table, about = grpo_steps.scored_completion(cfg, paths, name, seed, index)
                 assert len(table) == (3 if about["reward"] == "hard" else 6)
                 assert np.allclose(table["recomputed"], table["logged"], atol=1e-6), (name, seed, index)

@@ -223,11 +223,17 @@ def trl_arguments(cfg: Config) -> pd.DataFrame:
     return grpo.argument_table(cfg.grpo, load_profile("paper").grpo, models.device_and_dtype(cfg.device)[0])
 
 
-def scored_completion(cfg: Config, paths: RunPaths, name: str, seed: int, index: int = 0) -> tuple[pd.DataFrame, dict]:
-    """Completion ``index`` (in trl's logging order) of one GRPO run of ``grpo_plan``, scored term by term by its
-    reward (``reward_analysis.term_by_term``) beside what trl logged, and its step, image, truth and text."""
+def scored_completion(cfg: Config, paths: RunPaths, name: str, seed: int,
+                      index: int | None = None) -> tuple[pd.DataFrame, dict]:
+    """Completion ``index`` (in trl's logging order; None: the first that keeps the output contract, else the first)
+    of one GRPO run of ``grpo_plan``, scored term by term by its reward (``reward_analysis.term_by_term``) beside
+    what trl logged, and its index, step, image, truth and text."""
     reward, grpo_cfg = grpo_plan(cfg)[name]
     comps = grpo.completions_table(paths.grpo_run(name, seed))
+    if index is None:
+        think = prompts.requires_think(grpo_cfg.start_format)
+        valid = [prompts.parse_output(prompts.completion_text(c), think).valid for c in comps["completion"]]
+        index = valid.index(True) if any(valid) else 0
     if not 0 <= index < len(comps):
         raise IndexError(f"completion {index}: {paths.grpo_run(name, seed)}/completions holds {len(comps)}")
     g = resolve_length_threshold(cfg, paths, grpo_cfg)
@@ -241,5 +247,5 @@ def scored_completion(cfg: Config, paths: RunPaths, name: str, seed: int, index:
     length = tokens if g.hard.length_unit == "tokens" else len(text)
     table = reward_analysis.term_by_term(comps, index, truths[row["image_path"]], reward, length, g.hard, g.nuanced,
                                          pool_prevalence(paths), prompts.requires_think(g.start_format))
-    return table, {"reward": reward, "step": int(row["step"]), "image_path": row["image_path"],
+    return table, {"reward": reward, "index": index, "step": int(row["step"]), "image_path": row["image_path"],
                    "truth": truths[row["image_path"]], "completion": text, "length": length}
