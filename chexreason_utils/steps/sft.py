@@ -1,5 +1,6 @@
 """Stage 02 (SFT): teacher rationales, the SFT datasets of each format, one SFT run per base model, format and
-training seed, its curves and final values, and how often the medical model's samples keep the contract."""
+training seed, one example's loss mask, its curves and final values, and how often the medical model's samples keep
+the contract."""
 from __future__ import annotations
 
 from pathlib import Path
