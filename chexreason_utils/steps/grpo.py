@@ -1,5 +1,5 @@
 """Stage 03 (GRPO): the runs of every reward (and the 06 ablation) and training seed, the hard reward's length
-threshold, validation scores of every checkpoint, and the reward tables: answer strategies, answer statistics
+threshold, validation scores of every checkpoint, and the reward tables: answer strategies, answer statistics,
 a worked example of one group, the trl arguments beside the paper's, and one logged completion term by term."""
 from __future__ import annotations
 
