@@ -243,3 +243,20 @@ def test_a_checkpoint_that_cannot_restore_the_model_is_an_error_naming_it(tiny_m
     model = models.load_model(tiny_models["qwen2_5_vl"], device="cpu")
     with pytest.raises(resume.ResumeError, match="wider"):
         resume.restore(model, other)
+
+
+@pytest.mark.parametrize("kind, end_of_turn", [("gemma3", "<end_of_turn>\n"), ("qwen2_5_vl", "<|im_end|>\n")])
+def test_the_loss_mask_trains_the_assistant_target_and_its_end_of_turn_only(tiny_models, tmp_path, kind, end_of_turn):
+    from chexreason_utils.train import sft_data
+
+    processor = models.load_processor(tiny_models[kind])
+    data = _varied_sft_data(tmp_path)
+    _, collator = sft_data.prepare([data], processor, max_length=512)
+    runs = sft_data.loss_mask(collator.examples[1], processor.tokenizer, processor.tokenizer.image_token)
+    target = data[1]["completion"][0]["content"][0]["text"]
+    assert "".join(runs.loc[runs["trains"], "text"]) == target + end_of_turn
+    assert runs["tokens"].sum() == len(collator.examples[1]["input_ids"])
+    image = runs.loc[runs["kind"] == "image"]
+    assert len(image) == 1 and not image["trains"].any()
+    assert image["tokens"].iloc[0] == models.image_token_count(processor, data[1]["images"][0])
+    assert "Which findings? (1)" in "".join(runs.loc[runs["kind"] == "prompt", "text"])

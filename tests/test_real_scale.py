@@ -82,3 +82,22 @@ def test_trl_config_carries_dr_grpo_and_passes_vllm_through(tmp_path):
     with pytest.raises(ValueError, match="colocate with trl 1.16.*6294 and 6401.*vllm_mode=server"):
         trl_config(paper, tmp_path, "cpu")
     assert vllm_args(paper, trl_version="1.17.0") == {"use_vllm": True, "vllm_mode": "colocate"}
+
+
+def test_the_grpo_argument_table_reads_the_trl_configs_the_project_builds(tmp_path):
+    from dataclasses import fields
+
+    from chexreason_utils.config import GRPOConfig
+    from chexreason_utils.train.grpo import TRL_ARGUMENTS, argument_table, trl_config
+
+    smoke, paper = load_profile("smoke").grpo, load_profile("paper").grpo
+    table = argument_table(smoke, paper).set_index("trl argument")
+    built, paper_built = trl_config(smoke, tmp_path, "cpu"), trl_config(paper, tmp_path, "cpu")
+    stated = {f.name for f in fields(GRPOConfig) if f.metadata.get("paper") == "stated"}
+    assert list(table.index) == list(TRL_ARGUMENTS)
+    for name, row in table.iterrows():
+        assert row["this profile"] == str(getattr(built, name))
+        assert row["paper"] == (str(getattr(paper_built, name)) if name in stated else "open")
+        assert row["paper says"] == ("stated" if name in stated else "open")
+    assert table.loc["scale_rewards", ["paper", "this profile"]].tolist() == ["none", "group"]
+    assert table.loc["beta", "paper"] == "0.15" and table.loc["learning_rate", "paper"] == "open"

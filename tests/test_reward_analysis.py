@@ -145,3 +145,31 @@ def test_grpo_figures_carry_raw_smoothed_control_and_seed_band():
     _, gain = figures.paired_gain({"hard": runs}, window=2)
     assert gain.loc[gain["seed"] == 1, "gain_ma"].round(6).tolist() == [0.0, 0.2, 0.4, 0.4]
     assert set(gain["seed"]) == {1, 2}
+
+
+@pytest.mark.parametrize("reward", ["hard", "nuanced"])
+def test_term_by_term_rescores_what_the_trl_reward_functions_logged(reward):
+    """A log of 30 completions scored by the very reward functions trl calls (one batch of 30: the nuanced collapse
+    window fills, so later completions carry a collapse penalty): every completion's terms are recomputed exactly."""
+    from chexreason_utils.train.rewards import CollapseGuard, hard_reward_functions, nuanced_reward_functions
+
+    texts = ["<think>a</think><solution>Edema</solution>"] * 25 + ["<think>b</think><solution>Cardiomegaly, "
+             "Edema</solution>", "no tags", "<think>c</think><solution>No Finding</solution>"] + \
+            ["<think>d</think><solution>Edema</solution>"] * 2
+    truth, lengths = ["Edema", "Pleural Effusion"], [3 + i % 5 for i in range(len(texts))]
+    hard, nuanced = HardRewardConfig(length_threshold=5), NuancedRewardConfig(min_window=20)
+    if reward == "hard":
+        funcs = hard_reward_functions(hard)
+    else:
+        funcs = nuanced_reward_functions(nuanced, PREV, CollapseGuard(nuanced.window, nuanced.dominance,
+                                         nuanced.excess_repetition, nuanced.collapse, nuanced.min_window))
+    completions = [[{"role": "assistant", "content": t}] for t in texts]
+    batch = dict(completions=completions, completion_ids=[[0] * n for n in lengths], truth=[truth] * len(texts))
+    log = pd.DataFrame({"completion": completions, **{f.__name__: f(**batch) for f in funcs}})
+    if reward == "nuanced":
+        assert (log["nuanced_collapse"] < 0).any() and (log["nuanced_collapse"] == 0).any()
+    for i in range(len(texts)):
+        table = ra.term_by_term(log, i, truth, reward, lengths[i], hard, nuanced, PREV).set_index("component")
+        assert list(table.index) == [f.__name__ for f in funcs] + ["total"]
+        assert table["recomputed"].tolist() == pytest.approx(table["logged"].tolist(), abs=1e-9)
+        assert table.loc["total", "recomputed"] == pytest.approx(table["recomputed"].iloc[:-1].sum())

@@ -67,3 +67,23 @@ def test_each_grpo_run_has_a_completions_page_whose_rewards_are_the_training_log
             control = grpo.control_log(folder).set_index("step")
             theirs = shown.loc[(shown["seed"] == seed) & (shown["kind"] == "control")].groupby("step")["reward"].mean()
             pd.testing.assert_series_equal(theirs, control["reward"], check_names=False, rtol=1e-5)
+
+
+def test_a_logged_grpo_completion_rescored_term_by_term_equals_what_trl_logged(smoke_run):
+    """The first, the last and the first valid completion of every GRPO run and seed (the last after the whole
+    collapse window), rescored by the reward code: each component and the total as trl logged them."""
+    import numpy as np
+
+    from chexreason_utils.config import load_profile
+    from chexreason_utils.steps import grpo as grpo_steps
+    from chexreason_utils.train import grpo
+
+    paths, _, _ = smoke_run
+    cfg = load_profile("smoke")
+    for name in grpo_steps.grpo_plan(cfg):
+        for seed in cfg.seeds:
+            n = len(grpo.completions_table(paths.grpo_run(name, seed)))
+            for index in (0, n - 1, None):        # None: the first that keeps the output contract
+                table, about = grpo_steps.scored_completion(cfg, paths, name, seed, index)
+                assert len(table) == (3 if about["reward"] == "hard" else 6)
+                assert np.allclose(table["recomputed"], table["logged"], atol=1e-6), (name, seed, index)

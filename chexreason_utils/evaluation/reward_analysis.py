@@ -17,7 +17,7 @@ import pandas as pd
 from . import metrics
 from ..config import HardRewardConfig, NuancedRewardConfig
 from ..labels import CHEXPERT_LABELS, names_to_vector
-from ..prompts import parse_output
+from ..prompts import completion_text, parse_output
 from ..train.rewards import CollapseGuard, fp_weights, hard_components, nuanced_components
 
 STRATEGIES = {
@@ -222,3 +222,32 @@ def advantage_sentence(table: pd.DataFrame, reward: str) -> str:
     down = ", ".join(str(c) for c in table.loc[adv < 0, "completion"])
     return (f"{reward}: the loss raises the probability of the tokens of completion(s) {up} (positive advantage) and "
             f"lowers that of completion(s) {down} (negative advantage), in proportion to the advantage.")
+
+
+def term_by_term(completions: pd.DataFrame, index: int, truth: list[str], reward: str, length: int,
+                 hard: HardRewardConfig, nuanced: NuancedRewardConfig, prevalence: dict[str, float],
+                 think: bool = True) -> pd.DataFrame:
+    """Completion ``index`` of a run's logged completions (``grpo.completions_table``, in the order trl scored
+    them) rescored by the reward code, one row per component: the value trl logged beside the recomputed one, then
+    their totals. The nuanced collapse window is replayed over every completion before it; ``length``: its length
+    in the unit of ``hard.length_unit``."""
+    parsed = parse_output(completion_text(completions["completion"].iloc[index]), think)
+    if reward == "hard":
+        terms = hard_components(parsed, length, set(truth), hard)
+    elif reward == "nuanced":
+        guard = CollapseGuard(nuanced.window, nuanced.dominance, nuanced.excess_repetition, nuanced.collapse,
+                              nuanced.min_window)
+        for earlier in completions["completion"].iloc[:index]:
+            guard.observe(parse_output(completion_text(earlier), think).labels)
+        terms = nuanced_components(parsed, set(truth), nuanced, fp_weights(prevalence, nuanced.fp_base),
+                                   guard.penalty(parsed.labels))
+    else:
+        raise ValueError(f"reward {reward!r}: choose one of hard, nuanced")
+    missing = [name for name in terms if name not in completions]
+    if missing:
+        raise KeyError(f"the completions log has no column(s) {missing}: was it logged by a {reward} run?")
+    rows = [{"component": name, "logged": float(completions[name].iloc[index]), "recomputed": value}
+            for name, value in terms.items()]
+    table = pd.DataFrame(rows)
+    total = {"component": "total", "logged": table["logged"].sum(), "recomputed": table["recomputed"].sum()}
+    return pd.concat([table, pd.DataFrame([total])], ignore_index=True)

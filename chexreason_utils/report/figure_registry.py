@@ -64,7 +64,7 @@ BY_ID = {a.id: a for a in ARTIFACTS}
 # The package function(s) whose output each artifact shows, as ``module.function`` called in its notebook
 # (the report links each to its source line; a test checks that the notebook calls them).
 MADE_BY: dict[str, tuple[str, ...]] = {
-    "world_examples": ("report.figures.world_examples",),
+    "world_examples": ("steps.setup.run_setup",),   # which saves report.figures.world_examples in the world profiles
     "label_prevalence": ("steps.sampling.prevalence_tables", "report.figures.label_prevalence"),
     "label_cooccurrence": ("report.figures.label_cooccurrence",),
     "fig1_sft_dynamics": ("steps.sft.sft_curves", "report.figures.sft_dynamics"),

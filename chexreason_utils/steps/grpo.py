@@ -1,6 +1,6 @@
 """Stage 03 (GRPO): the runs of every reward (and the 06 ablation) and training seed, the hard reward's length
-threshold, validation scores of every checkpoint, and the reward tables: answer strategies, answer statistics
-and a worked example of one group."""
+threshold, validation scores of every checkpoint, and the reward tables: answer strategies, answer statistics,
+a worked example of one group, the trl arguments beside the paper's, and one logged completion term by term."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -13,7 +13,7 @@ from ..train import grpo, models
 from .. import prompts
 from ..report import browser
 from ..evaluation import reward_analysis
-from ..config import Config, training_seeds
+from ..config import Config, load_profile, training_seeds
 from ..jobs import run_jobs
 from ..data.manifests import in_run, load_manifest
 from ..evaluation.metrics import scores
@@ -216,3 +216,36 @@ def grpo_worked_example(cfg: Config, paths: RunPaths, run: grpo.GRPORun) -> tupl
                                            g.hard, g.nuanced, prompts.requires_think(g.start_format))
     return table, {"image_path": row["image_path"], "truth": truth,
                    "length_threshold": g.hard.length_threshold}
+
+
+def trl_arguments(cfg: Config) -> pd.DataFrame:
+    """The trl GRPO arguments of this profile beside the paper profile's, as ``grpo.trl_config`` builds them."""
+    return grpo.argument_table(cfg.grpo, load_profile("paper").grpo, models.device_and_dtype(cfg.device)[0])
+
+
+def scored_completion(cfg: Config, paths: RunPaths, name: str, seed: int,
+                      index: int | None = None) -> tuple[pd.DataFrame, dict]:
+    """Completion ``index`` (in trl's logging order; None: the first that keeps the output contract, else the first)
+    of one GRPO run of ``grpo_plan``, scored term by term by its reward (``reward_analysis.term_by_term``) beside
+    what trl logged, and its index, step, image, truth and text."""
+    reward, grpo_cfg = grpo_plan(cfg)[name]
+    comps = grpo.completions_table(paths.grpo_run(name, seed))
+    if index is None:
+        think = prompts.requires_think(grpo_cfg.start_format)
+        valid = [prompts.parse_output(prompts.completion_text(c), think).valid for c in comps["completion"]]
+        index = valid.index(True) if any(valid) else 0
+    if not 0 <= index < len(comps):
+        raise IndexError(f"completion {index}: {paths.grpo_run(name, seed)}/completions holds {len(comps)}")
+    g = resolve_length_threshold(cfg, paths, grpo_cfg)
+    manifest = load_manifest(paths, "rl")
+    truths = {in_run(paths, p): list(t) for p, t in zip(manifest["image_path"], manifest["truth"])}
+    row = comps.iloc[index]
+    text = prompts.completion_text(row["completion"])
+    tokenizer = models.load_processor(base_model(cfg, paths, "medical")).tokenizer   # SFT keeps the base's tokenizer
+    # trl counts a completion's tokens with its end-of-sequence token, absent only when it was cut at the maximum
+    tokens = min(len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1, g.max_completion_length)
+    length = tokens if g.hard.length_unit == "tokens" else len(text)
+    table = reward_analysis.term_by_term(comps, index, truths[row["image_path"]], reward, length, g.hard, g.nuanced,
+                                         pool_prevalence(paths), prompts.requires_think(g.start_format))
+    return table, {"reward": reward, "index": index, "step": int(row["step"]), "image_path": row["image_path"],
+                   "truth": truths[row["image_path"]], "completion": text, "length": length}

@@ -3,7 +3,7 @@ a zero-shot look at them, and the paper profile's inventory of data files and mo
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,47 @@ from ..train.model_registry import ROLES, TINY_CLASSES, base_model
 from ..paths import RunPaths
 from ..train.teacher import TemplateTeacher, TraceRequest
 from ..train.trainer_log import log_rows
+from ..report import figures, plotting
+
+
+@dataclass
+class Setup:
+    """What stage 00 made or found, as the notebook shows it; None where the profile has no such part."""
+
+    world: pd.DataFrame               # target vs drawn prevalence; the paper profile: the data files and model ids
+    world_counts: pd.Series | None    # images, studies and patients per site
+    figures: dict                     # figure id -> the figure, saved with its data (``world_examples``)
+    models: pd.DataFrame | None       # the two tiny bases (``prepare_tiny_models``)
+    instruction_data: pd.DataFrame | None
+    zero_shot_rates: pd.DataFrame | None   # valid-output rate, variant x model
+    zero_shot_answers: pd.DataFrame | None
+
+
+def run_setup(cfg: Config, paths: RunPaths, n_images: int = 16) -> Setup:
+    """Stage 00 for any profile: the phantom world (``world.enabled``) and the tiny bases with their zero-shot
+    look (``models.build_tiny``), or else the paper profile's ``inventory`` (which stops on a missing data file)."""
+    if cfg.world.enabled:
+        card = setup_world(cfg, paths)
+        fig, data = figures.world_examples(paths.world)
+        plotting.save_figure(fig, "world_examples", data, paths.figures)
+        world = dict(world=world_table(card), world_counts=pd.Series(card["counts"]), figures={"world_examples": fig})
+    else:
+        world = dict(world=inventory(cfg, paths), world_counts=None, figures={})
+    if not cfg.models.build_tiny:
+        return Setup(**world, models=None, instruction_data=None, zero_shot_rates=None, zero_shot_answers=None)
+    models_table = prepare_tiny_models(cfg, paths)
+    rates, answers = zero_shot_demo(cfg, paths, n_images)
+    return Setup(**world, models=models_table, instruction_data=instruction_cards(paths, models_table),
+                 zero_shot_rates=rates.pivot(index="variant", columns="model", values="valid_rate"),
+                 zero_shot_answers=answers)
+
+
+def world_table(card: dict) -> pd.DataFrame:
+    """The world card's target label prevalences beside the drawn ones, MIMIC-like and CheXpert-like sites."""
+    return pd.DataFrame({"MIMIC target": card["prevalence_targets"]["mimic"],
+                         "MIMIC drawn": card["realised_prevalence"]["mimic_studies"],
+                         "CheXpert target": card["prevalence_targets"]["chexpert_test"],
+                         "CheXpert drawn": card["realised_prevalence"]["chexpert_test_studies"]})
 
 
 def setup_world(cfg: Config, paths: RunPaths) -> dict:

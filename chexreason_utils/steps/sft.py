@@ -1,5 +1,6 @@
 """Stage 02 (SFT): teacher rationales, the SFT datasets of each format, one SFT run per base model, format and
-training seed, its curves and final values, and how often the medical model's samples keep the contract."""
+training seed, one example's loss mask, its curves and final values, and how often the medical model's samples keep
+the contract."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,12 +10,13 @@ import pandas as pd
 
 from ..evaluation import evaluate
 from .. import prompts
-from ..train import sft
+from ..train import sft, sft_data
 from ..config import Config, training_seeds
 from ..data.phantom import load_findings
 from ..jobs import run_jobs
 from ..data.manifests import load_manifest
 from ..train.model_registry import base_model, image_pixels
+from ..train.models import load_processor
 from ..paths import RunPaths, model_tag
 from ..train.teacher import TraceRequest, generate_traces, make_teacher
 from ..train.trainer_log import log_rows
@@ -55,6 +57,15 @@ def example_targets(cfg: Config, paths: RunPaths, index: int = 0) -> pd.DataFram
     """The SFT target of one image in every format (what each format teaches)."""
     manifest = load_manifest(paths, "sft").iloc[[index]]
     return pd.DataFrame([{"format": fmt, "target": sft_targets(cfg, paths, manifest, fmt)[0]} for fmt in cfg.sft.formats])
+
+
+def loss_mask_example(cfg: Config, paths: RunPaths, fmt: str, role: str = "medical", index: int = 0) -> pd.DataFrame:
+    """One training example of a format as SFT prepares it (``sft_data.prepare``: trl's collator on the base's
+    processor), its tokens in runs marking which the loss trains on (``sft_data.loss_mask``)."""
+    train, _ = sft_datasets(cfg, paths, fmt)
+    processor = load_processor(base_model(cfg, paths, role), *image_pixels(cfg))
+    _, collator = sft_data.prepare([train.select([index])], processor, cfg.sft.max_length)
+    return sft_data.loss_mask(collator.examples[0], processor.tokenizer, processor.tokenizer.image_token)
 
 
 def _sft_job(cfg: Config, paths: RunPaths, role: str, fmt: str, seed: int) -> sft.SFTResult:

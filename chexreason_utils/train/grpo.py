@@ -26,7 +26,7 @@ uninterrupted one. Every completion of both runs carries its ``image_path``, so 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import datasets
@@ -181,6 +181,24 @@ def trl_config(cfg: GRPOConfig, out_dir: Path, dev: str, tracking: Tracking = Tr
         bf16=dev == "cuda", use_cpu=dev == "cpu", dataloader_num_workers=0, warmup_steps=0.0,
         activation_checkpointing=dev == "cuda",   # trl's default (on) recomputes activations: memory we lack only on GPU
         **vllm_args(cfg))
+
+
+TRL_ARGUMENTS = ("beta", "epsilon", "epsilon_high", "loss_type", "scale_rewards", "importance_sampling_level",
+                 "num_generations", "temperature", "top_p", "num_iterations", "steps_per_generation", "learning_rate",
+                 "max_completion_length", "max_steps")   # trl.GRPOConfig arguments set from the same-named option
+
+
+def argument_table(cfg: GRPOConfig, paper: GRPOConfig, dev: str = "cpu") -> pd.DataFrame:
+    """The ``TRL_ARGUMENTS`` of the ``trl.GRPOConfig`` that ``trl_config`` builds from ``cfg`` and from the paper
+    profile's ``paper``: the paper's value ("open" where the option's paper tag is not ``stated``), this profile's,
+    and the tag."""
+    tags = {f.name: f.metadata.get("paper") for f in fields(GRPOConfig)}
+    ours, theirs = trl_config(cfg, Path("unused"), dev), trl_config(paper, Path("unused"), dev)
+    return pd.DataFrame([{"trl argument": name,
+                          "paper": getattr(theirs, name) if tags[name] == "stated" else "open",
+                          "this profile": getattr(ours, name),
+                          "paper says": "stated" if tags[name] == "stated" else "open"}
+                         for name in TRL_ARGUMENTS]).astype({"paper": str, "this profile": str})
 
 
 def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOConfig, reward: str,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import datasets
+import pandas as pd
 import torch
 
 
@@ -62,3 +63,23 @@ def prepare(splits: list[datasets.Dataset | None], processor, max_length: int | 
 def train_args() -> dict:
     """The ``trl.SFTConfig`` arguments that prepared data needs."""
     return {"remove_unused_columns": False, "dataset_kwargs": {"skip_prepare_dataset": True}}
+
+
+def loss_mask(example: dict[str, torch.Tensor], tokenizer, image_token: str) -> pd.DataFrame:
+    """One prepared example's tokens as runs of one kind: ``image`` (``image_token``), ``padding`` (attention 0),
+    ``prompt`` (template, system and user turn) or ``target`` (labels != -100: the tokens the loss trains on);
+    each run with its token count and its text (an image run as ``<token> × n``)."""
+    image_id = tokenizer.convert_tokens_to_ids(image_token)
+    ids, labels = example["input_ids"].tolist(), example["labels"].tolist()
+    attention = example.get("attention_mask", torch.ones(len(ids), dtype=torch.long)).tolist()
+    kinds = ["target" if lab != -100 else "padding" if att == 0 else "image" if i == image_id else "prompt"
+             for i, lab, att in zip(ids, labels, attention)]
+    runs: list[tuple[str, list[int]]] = []
+    for kind, token in zip(kinds, ids):
+        if runs and runs[-1][0] == kind:
+            runs[-1][1].append(token)
+        else:
+            runs.append((kind, [token]))
+    return pd.DataFrame([{"kind": kind, "trains": kind == "target", "tokens": len(run),
+                          "text": f"{image_token} × {len(run)}" if kind == "image" else tokenizer.decode(run)}
+                         for kind, run in runs])
