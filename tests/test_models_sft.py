@@ -167,7 +167,7 @@ import json, os, signal, sys
 import numpy as np
 import transformers
 from PIL import Image
-from chexreason_utils import sft
+from chexreason_utils.train import sft
 from chexreason_utils.config import SFTConfig
 
 model, out, mode, lora = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "lora"
