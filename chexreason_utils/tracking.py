@@ -78,34 +78,3 @@ class Tracking:
 def run_name(stage: str, model: str | Path, variant: str, seed: int) -> str:
     """``<stage>-<model>-<variant>-seed<s>``; the model by its folder or hub name (``medgemma-4b-it``)."""
     return f"{stage}-{Path(str(model)).name}-{variant}-seed{seed}"
-
-
-def start(trainer) -> None:
-    """Open the trainer's tracker runs, for a loop that never calls ``train`` (trl's timing metrics go to trackio
-    and wandb as soon as it generates, and need an open run)."""
-    for callback in _trackers(trainer):
-        callback.on_train_begin(trainer.args, trainer.state, trainer.control, model=trainer.model)
-
-
-def log_step(trainer, step: int, logs: dict[str, float]) -> None:
-    """Hand one step's metrics to the trainer's tracker callbacks only (after ``start``); the trainer's own step is
-    left as it was."""
-    from copy import copy
-
-    state = copy(trainer.state)
-    state.global_step = step
-    for callback in _trackers(trainer):
-        callback.on_log(trainer.args, state, trainer.control, logs=dict(logs))
-
-
-def close(trainer) -> None:
-    """End the tracker runs ``log_step`` wrote to (flushes and closes event files)."""
-    for callback in _trackers(trainer):
-        callback.on_train_end(trainer.args, trainer.state, trainer.control)
-
-
-def _trackers(trainer) -> list:
-    from transformers.integrations import INTEGRATION_TO_CALLBACK
-
-    kinds = tuple(INTEGRATION_TO_CALLBACK.values())
-    return [c for c in trainer.callback_handler.callbacks if isinstance(c, kinds)]

@@ -19,6 +19,7 @@ from chexreason_utils.train import grpo, models
 from chexreason_utils import jsonl_store, prompts
 from chexreason_utils.config import load_profile
 from chexreason_utils.data.manifests import load_manifest
+from chexreason_utils.paths import checkpoint_step
 from chexreason_utils.train.model_registry import base_model
 from chexreason_utils.runner import run
 from chexreason_utils.steps import evaluation as evaluation_steps, grpo as grpo_steps, sampling as sampling_steps
@@ -266,15 +267,22 @@ def test_an_interrupted_control_resumes_to_the_same_numbers(smoke_run, tmp_path)
     folder = tmp_path / "hard"
     seed = cfg.seeds[0]
     shutil.copytree(paths.grpo_run("hard", seed), folder)
-    whole = grpo.control_log(folder)
-    (folder / paths.CONTROL / paths.CONTROL_LOG).write_text("".join((folder / paths.CONTROL / paths.CONTROL_LOG).read_text()
-                                                           .splitlines(keepends=True)[:-1]))   # lose the last step
+    control = folder / paths.CONTROL
+    whole, texts = grpo.control_log(folder), pd.read_parquet(control / paths.CONTROL_COMPLETIONS)
+    shutil.rmtree(grpo.checkpoints(control)[-1])   # cut off after its first checkpoint: the last steps are redone
+    kept = checkpoint_step(grpo.checkpoints(control)[-1])
+    for logged in (control / "completions").glob("completions_*.parquet"):
+        if int(logged.stem.split("_")[1]) > kept:
+            logged.unlink()
+    (control / paths.CONTROL_LOG).unlink()
+    (control / paths.CONTROL_COMPLETIONS).unlink()
     manifest = load_manifest(paths, "rl")
     data = grpo_steps.rl_dataset(paths, manifest, "free_reasoning")
     g = grpo_steps.resolve_length_threshold(cfg, paths, replace(cfg.grpo, seed=seed))
     again = grpo.run_control(paths.sft_model("medical", "free_reasoning", seed), data, folder, g, "hard",
                              sampling_steps.pool_prevalence(paths), "cpu")
     pd.testing.assert_frame_equal(again, whole)
+    pd.testing.assert_frame_equal(pd.read_parquet(control / paths.CONTROL_COMPLETIONS), texts)
 
 
 COMPARED = (".safetensors", ".json", ".csv", ".png", ".pdf", ".md", ".tex", ".html")

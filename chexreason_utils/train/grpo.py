@@ -15,17 +15,17 @@ so it ends with the weights of an uninterrupted run. ``resume.prepare`` ties a f
 left by a run with other settings is cleared rather than resumed.
 
 Frozen-policy control (``cfg.frozen_control``): the SFT policy, never updated, scores the very same prompt batches
-in the same order with the same sampling settings (generation + reward only, no backward), so that what GRPO
-gained is measured against what the start policy gets on those batches (easy first batches make any raw curve
-misleading). It uses a second trainer built with the same seed, whose sampler yields the policy's batches; its
-reward has its own collapse-guard window. Written to ``<out_dir>/control/`` step by step and resumed from there.
+in the same order with the same sampling settings, so that what GRPO gained is measured against what the start
+policy gets on those batches (easy first batches make any raw curve misleading). It is a second trainer built with
+the same seed and trained through trl's public ``train()`` with learning rate 0, so its sampler yields the policy's
+batches; its reward has its own collapse-guard window. Written to ``<out_dir>/control/``, checkpointed and resumed
+there as the run is.
 Each step's sampling, in the run and in the control, is seeded by (seed, step): the two draw with common random
 numbers (identical completions at step 1, less noise in the paired gain later), and a resumed control equals an
 uninterrupted one. Every completion of both runs carries its ``image_path``, so the batches can be compared.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -43,7 +43,7 @@ from .models import device_and_dtype, is_adapter, load_model, load_processor
 from ..paths import RunPaths, checkpoint_name
 from ..prompts import completion_text, requires_think, user_message
 from .rewards import CollapseGuard, hard_reward_functions, nuanced_reward_functions
-from ..tracking import Tracking, close, log_step, start
+from ..tracking import Tracking
 from .trainer_progress import ProgressCallback, task_name
 
 REWARD_STATE = "reward_state.json"
@@ -281,70 +281,53 @@ def run_control(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPO
     """The frozen SFT policy's rewards on the run's batches, per generation step (``cfg.frozen_control``).
 
     Columns: step, reward, reward_std, one ``rewards/<component>/mean`` per component, image_paths (the step's
-    prompts, ``|``-joined, in batch order). Completions go to ``control/completions.parquet``. The trainer is
-    built with ``beta = 0`` (no reference model to load: neither generation nor reward depends on beta).
-    Resumable step by step: files are written after every step, the collapse window last, with its step; a resumed
-    control keeps the steps up to that one and redoes the rest. Each step's trl metrics go to ``tracking``'s run.
+    prompts, ``|``-joined, in batch order). Completions go to ``control/completions.parquet``. It is a plain
+    ``trainer.train()`` of the run's trainer with ``learning_rate = 0`` (the weights never move: AdamW's step is
+    scaled by the learning rate) and ``beta = 0`` (no reference model to load: neither generation nor reward
+    depends on beta); its rewards are read from trl's ``log_history``, its completions from trl's
+    ``log_completions`` files. Checkpoints every ``save_steps`` as the run does, so an interrupted control resumes
+    from its last complete one; trl reports its metrics to ``tracking``'s run.
     """
     if not cfg.frozen_control:
         return None
     folder = Path(out_dir) / RunPaths.CONTROL
-    folder.mkdir(parents=True, exist_ok=True)
     log_path, comp_path = folder / RunPaths.CONTROL_LOG, folder / RunPaths.CONTROL_COMPLETIONS
-    state_path = folder / REWARD_STATE
     every = cfg.num_iterations * cfg.steps_per_generation
     last_step = (cfg.max_steps - 1) // every * every + 1
-    rows = pd.read_csv(log_path).to_dict("records") if log_path.exists() else []
-    if rows and int(rows[-1]["step"]) == last_step:
-        return pd.DataFrame(rows)
-    trainer, guard = build_trainer(sft_dir, train, folder, replace(cfg, beta=0.0), reward, prevalence, device, fmt,
-                                   tracking=tracking)
-    if guard is not None:
-        state = json.loads(state_path.read_text()) if state_path.exists() and rows else {"step": 0, "history": []}
-        guard.load_state_dict(state)
-        rows = [r for r in rows if int(r["step"]) <= state["step"]]
-    done = {int(r["step"]) for r in rows}
-    comps = pd.read_parquet(comp_path) if comp_path.exists() and rows else pd.DataFrame({"step": pd.Series(dtype=int)})
-    comps = comps.loc[comps["step"].isin(done)]
-    names = trainer.reward_func_names
+    if log_path.exists():
+        rows = pd.read_csv(log_path)
+        if len(rows) and int(rows["step"].iloc[-1]) == last_step:
+            return rows
+    existing = checkpoints(folder)
+    resume_from = str(existing[-1]) if existing else None
+    trainer, guard = build_trainer(sft_dir, train, folder, replace(cfg, beta=0.0, learning_rate=0.0), reward,
+                                   prevalence, device, fmt, resume_from, tracking)
+    if resume_from and guard is not None:
+        guard.load(Path(resume_from) / REWARD_STATE)
     with tracking.environment():
-        start(trainer)
-    trainer.model.train()   # as during training (dropout, if any, as the policy had it when sampling)
-    for step, batch in zip(range(1, cfg.max_steps + 1), _endless(trainer.get_train_dataloader())):
-        if (step - 1) % every or step in done:
-            continue
-        torch.manual_seed(generation_seed(cfg.seed, step))
-        trainer._generate_and_score_completions(batch)   # trl's own sampling and reward path, no backward
-        logs, metrics = trainer._logs, trainer._metrics["train"]
-        paths = list(logs["extra"]["image_path"])
-        rows.append({"step": step, "reward": metrics["reward"][-1], "reward_std": metrics["reward_std"][-1],
-                     **{f"rewards/{n}/mean": metrics[f"rewards/{n}/mean"][-1] for n in names},
-                     "image_paths": "|".join(paths)})
-        with tracking.environment():
-            log_step(trainer, step, {k: v[-1] for k, v in metrics.items()})
-        metrics.clear()
-        comps = pd.concat([comps, pd.DataFrame({"step": step, "image_path": paths,
-                                                "completion": [completion_text(c) for c in logs["completion"]],
-                                                **{n: list(logs["rewards"][n]) for n in names}})], ignore_index=True)
-        comps.to_parquet(comp_path, index=False)
-        pd.DataFrame(rows).to_csv(log_path, index=False)
-        if guard is not None:
-            state_path.write_text(json.dumps({"step": step, **guard.state_dict()}))
-    with tracking.environment():
-        close(trainer)
+        trainer.train(resume_from_checkpoint=resume_from)
         tracking.finish()
-    return pd.DataFrame(rows)
+    log = pd.DataFrame(trainer.state.log_history).dropna(subset=["reward"])   # the generation steps
+    log["step"] = log["step"].astype(int)
+    names = [c[len("rewards/"):-len("/mean")] for c in log.columns if c.startswith("rewards/") and c.endswith("/mean")]
+    comps = pd.concat([_step_completions(folder, step, names) for step in log["step"]], ignore_index=True)
+    rows = log[["step", "reward", "reward_std", *(f"rewards/{n}/mean" for n in names)]].reset_index(drop=True)
+    rows["image_paths"] = comps.groupby("step", sort=True)["image_path"].agg("|".join).to_numpy()
+    comps.to_parquet(comp_path, index=False)
+    rows.to_csv(log_path, index=False)
+    return pd.read_csv(log_path)
 
 
-def _endless(loader):
-    """Batches of a dataloader epoch after epoch, as the trainer draws them (its sampler reshuffles per epoch)."""
-    while True:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise ValueError("the GRPO dataset yields no batch: it holds fewer prompts than one step needs")
+def _step_completions(folder: Path, step: int, names: list[str]) -> pd.DataFrame:
+    """One generation step's completions from trl's ``completions/completions_<step>.parquet``: step, image_path,
+    completion text and one column per reward component."""
+    path = folder / "completions" / f"completions_{step:05d}.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: trl logged no completions for control step {step}; rerun the control")
+    table = pd.read_parquet(path)
+    return pd.DataFrame({"step": step, "image_path": table["image_path"],
+                         "completion": [completion_text(c) for c in table["completion"]],
+                         **{n: table[n] for n in names}})
 
 
 def policy_batches(out_dir: Path) -> pd.DataFrame:
