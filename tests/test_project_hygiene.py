@@ -190,3 +190,10 @@ def test_make_lab_allows_root_only_for_root_and_keeps_loopback_and_token(user_id
     command = next(line for line in out.splitlines() if "jupyter lab" in line)
     assert "--ip 127.0.0.1" in command and "token" not in command.lower()
     assert ("--allow-root" in command) == allow_root
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_cell_ids_are_unique(nb):
+    """nbformat replaces a repeated cell id by a random one at every execution: the executed HTML would differ."""
+    ids = [cell["id"] for cell in json.loads(nb.read_text())["cells"]]
+    assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
