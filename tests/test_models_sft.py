@@ -1,5 +1,6 @@
 """Both tiny model classes: build, save, reload, chat template with an image, batched generate, SFT."""
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,37 +164,43 @@ def test_cpu_trainer_on_prepared_data_logs_what_trl_logs_on_the_collator_path(ti
 
 
 SFT_RESUME_SCRIPT = """
-import json, os, signal, sys
-import numpy as np
+import os, signal, sys
+import torch
 import transformers
-from PIL import Image
-from chexreason_utils.train import sft
-from chexreason_utils.config import SFTConfig
-
-model, out, mode, lora = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "lora"
-if mode == "die":   # killed right after logging step 5, i.e. after checkpoint-4 and before checkpoint-6
-    log = transformers.Trainer.log
-    def log_then_die(self, logs, *args, **kwargs):
-        log(self, logs, *args, **kwargs)
-        if self.state.global_step == 5 and "loss" in logs:
-            os.kill(os.getpid(), signal.SIGKILL)
-    transformers.Trainer.log = log_then_die
-rng = np.random.default_rng(1)
-imgs = []
-for i in range(4):
-    imgs.append(f"{out}-{i}.png")
-    Image.fromarray((rng.random((128, 128)) * 255).astype("uint8")).save(imgs[-1])
-targets = ["<solution>Cardiomegaly</solution>", "<solution>Edema</solution>", "<solution>No Finding</solution>",
-           "<solution>Cardiomegaly, Edema</solution>"]
-data = sft.make_dataset(["Which findings?"] * 8, targets * 2, imgs * 2)
-cfg = SFTConfig(learning_rate=1e-2 if lora else 1e-3, max_steps=8, batch_size=2, grad_accum=1, logging_steps=1,
-                eval_steps=2, early_stopping_patience=100, gradient_checkpointing=False, max_length=512, lora_r=4,
-                lora_alpha=8, lora_dropout=0.0)
-res = sft.train_sft(model, data, data.select(range(2)), out, cfg, full_finetune=not lora)
-train = res.log.loc[res.log["loss"].notna()]
-print(json.dumps({"resumed_from": res.resumed_from, "steps": train["step"].tolist(), "loss": train["loss"].tolist(),
-                  "eval_steps": res.log.loc[res.log["eval_loss"].notna(), "step"].tolist()}))
+sys.path.insert(0, sys.argv[4])
+from test_models_sft import sft_resume_run
+log = transformers.Trainer.log
+def log_then_die(self, logs, *args, **kwargs):   # killed right after logging step 5: after checkpoint-4, before 6
+    log(self, logs, *args, **kwargs)
+    if self.state.global_step == 5 and "loss" in logs:
+        os.kill(os.getpid(), signal.SIGKILL)
+transformers.Trainer.log = log_then_die
+torch.set_num_threads(1)
+sft_resume_run(sys.argv[1], sys.argv[2], sys.argv[3] == "lora")
 """
+
+
+def sft_resume_run(model, out, lora: bool) -> dict:
+    """The 8-step SFT run the resume test interrupts (one torch thread: in this process through ``run_jobs``, and
+    in the subprocess that is killed): resumed-from, the steps and losses it logged, the steps it evaluated at."""
+    from chexreason_utils.jobs import run_jobs
+
+    rng = np.random.default_rng(1)
+    imgs = []
+    for i in range(4):
+        imgs.append(f"{out}-{i}.png")
+        Image.fromarray((rng.random((128, 128)) * 255).astype("uint8")).save(imgs[-1])
+    targets = ["<solution>Cardiomegaly</solution>", "<solution>Edema</solution>", "<solution>No Finding</solution>",
+               "<solution>Cardiomegaly, Edema</solution>"]
+    data = sft.make_dataset(["Which findings?"] * 8, targets * 2, imgs * 2)
+    cfg = SFTConfig(learning_rate=1e-2 if lora else 1e-3, max_steps=8, batch_size=2, grad_accum=1, logging_steps=1,
+                    eval_steps=2, early_stopping_patience=100, gradient_checkpointing=False, max_length=512, lora_r=4,
+                    lora_alpha=8, lora_dropout=0.0)
+    res = run_jobs(sft.train_sft, [dict(base=model, train=data, evalset=data.select(range(2)), out_dir=Path(out),
+                                        cfg=cfg, full_finetune=not lora)], workers=1)[0]
+    train = res.log.loc[res.log["loss"].notna()]
+    return {"resumed_from": res.resumed_from, "steps": train["step"].tolist(), "loss": train["loss"].tolist(),
+            "eval_steps": res.log.loc[res.log["eval_loss"].notna(), "step"].tolist()}
 
 
 def _saved_tensors(folder):
@@ -204,32 +211,26 @@ def _saved_tensors(folder):
 
 
 @pytest.mark.parametrize("mode", ["full", "lora"])
-def test_a_killed_sft_run_resumes_to_the_weights_of_an_uninterrupted_one(tiny_models, tmp_path, mode):
+def test_a_killed_sft_run_resumes_to_the_weights_of_an_uninterrupted_one(tiny_models, tmp_path, capfd, mode):
     """Killed after checkpoint-4 and rerun: the same loss at every step and the same saved weights as a run that
     was never interrupted (on main before the strict restore, full fine-tuning went on from the base weights)."""
-    import json
     import subprocess
     import sys
 
-    def run(out, how):
-        args = [sys.executable, "-c", SFT_RESUME_SCRIPT, str(tiny_models["gemma3"]), str(out), how, mode]
-        return subprocess.run(args, capture_output=True, text=True, timeout=600)
-
-    whole = run(tmp_path / "whole", "live")
-    assert whole.returncode == 0, whole.stderr[-2000:]
+    a = sft_resume_run(tiny_models["gemma3"], tmp_path / "whole", mode == "lora")   # never interrupted
     out = tmp_path / "resumed"
-    killed = run(out, "die")
+    killed = subprocess.run([sys.executable, "-c", SFT_RESUME_SCRIPT, str(tiny_models["gemma3"]), str(out), mode,
+                             str(Path(__file__).parent)], capture_output=True, text=True, timeout=600)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert (out / "trainer" / "checkpoint-4").is_dir() and not (out / "run_info.json").exists()
-    resumed = run(out, "live")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    a, b = (json.loads(p.stdout.strip().splitlines()[-1]) for p in (whole, resumed))
+    capfd.readouterr()
+    b = sft_resume_run(tiny_models["gemma3"], out, mode == "lora")
     assert b["resumed_from"].endswith("checkpoint-4") and a["resumed_from"] is None
     assert b["steps"] == a["steps"] == [1, 2, 3, 4, 5, 6, 7, 8]    # complete, strictly increasing, none twice
     assert b["eval_steps"] == [2, 4, 6, 8]
     assert a["loss"][4] != a["loss"][0]                           # the weights move
     assert np.allclose(b["loss"], a["loss"], rtol=1e-5, atol=1e-6), (a["loss"], b["loss"])
-    assert "restored all" in resumed.stdout
+    assert "restored all" in capfd.readouterr().out
     wa, wb = _saved_tensors(tmp_path / "whole"), _saved_tensors(out)
     assert wa.keys() == wb.keys()
     assert all(torch.allclose(wa[k], wb[k], rtol=1e-5, atol=1e-6) for k in wa)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -19,7 +20,8 @@ from chexreason_utils.train import grpo, models
 from chexreason_utils import jsonl_store, prompts
 from chexreason_utils.config import load_profile
 from chexreason_utils.data.manifests import load_manifest
-from chexreason_utils.paths import checkpoint_step
+from chexreason_utils.jobs import run_jobs
+from chexreason_utils.paths import RunPaths, checkpoint_step
 from chexreason_utils.train.model_registry import base_model
 from chexreason_utils.runner import run
 from chexreason_utils.steps import evaluation as evaluation_steps, grpo as grpo_steps, sampling as sampling_steps
@@ -127,50 +129,46 @@ def test_grpo_reference_is_the_sft_model_not_the_base(smoke_run, tmp_path):
 
 RESUME_SCRIPT = """
 import sys
-from dataclasses import replace
 from pathlib import Path
-import torch
-torch.set_num_threads(1)
-from chexreason_utils.config import load_profile
-from chexreason_utils.paths import RunPaths
-from chexreason_utils.steps import grpo as grpo_steps
-cfg = load_profile("smoke")
-paths = RunPaths.for_profile("smoke", sys.argv[1], sys.argv[1] + "/figures")
-grpo_cfg = replace(cfg.grpo, max_steps=int(sys.argv[3]), save_steps=2, frozen_control=False,
-                   nuanced=replace(cfg.grpo.nuanced, min_window=1))
-run = grpo_steps.run_grpo(cfg, paths, "nuanced", 0, out_dir=Path(sys.argv[2]), grpo_cfg=grpo_cfg)
-print("RESUMED_FROM", run.resumed_from)
+sys.path.insert(0, sys.argv[3])
+from test_pipeline_smoke import resume_run
+resume_run(sys.argv[1], sys.argv[2])
 """
 
 
-def _grpo_subprocess(paths, out, steps=6, **kwargs):
-    return subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(paths.root), str(out), str(steps)],
-                            text=True, start_new_session=True, **kwargs)
+def resume_run(run_root, out):
+    """The GRPO run the resume test interrupts: nuanced, 6 steps, a checkpoint every 2, one torch thread (in this
+    process through ``run_jobs``, as in the subprocess that is killed)."""
+    cfg = load_profile("smoke")
+    paths = RunPaths.for_profile("smoke", str(run_root), str(run_root) + "/figures")
+    grpo_cfg = replace(cfg.grpo, max_steps=6, save_steps=2, frozen_control=False,
+                       nuanced=replace(cfg.grpo.nuanced, min_window=1))
+    return run_jobs(grpo_steps.run_grpo, [dict(cfg=cfg, paths=paths, reward="nuanced", seed=0, out_dir=Path(out),
+                                               grpo_cfg=grpo_cfg)], workers=1)[0]
 
 
-def test_a_killed_grpo_run_resumes_to_the_weights_of_an_uninterrupted_one(smoke_run, tmp_path):
+def test_a_killed_grpo_run_resumes_to_the_weights_of_an_uninterrupted_one(smoke_run, tmp_path, capfd):
     """Killed after checkpoint-2 and rerun: every step's reward and KL and the final weights equal those of a run that
     was never interrupted (on main the resumed policy was the SFT model again: KL 0 at the first resumed step)."""
     from safetensors.torch import load_file
 
     paths, _, _ = smoke_run
     whole_dir, out = tmp_path / "whole", tmp_path / "grpo"
-    whole = _grpo_subprocess(paths, whole_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert whole.wait(timeout=600) == 0, whole.stderr.read()[-3000:]
-    proc = _grpo_subprocess(paths, out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    resume_run(paths.root, whole_dir)           # uninterrupted, in this process (one thread, as the killed one)
+    proc = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(paths.root), str(out), str(Path(__file__).parent)],
+                            text=True, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     while not grpo.checkpoints(out):                # reward_state.json, written last, marks a complete checkpoint
-        assert proc.poll() is None and time.time() < deadline, "the GRPO run ended before its first checkpoint"
-        time.sleep(0.2)
+        assert proc.poll() is None and time.time() < deadline, \
+            "the GRPO run ended before its first checkpoint: " + (proc.stderr.read()[-3000:] if proc.poll() is not None else "")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "run_info.json").exists()
     window_at_2 = json.loads((out / "checkpoint-2" / "reward_state.json").read_text())["history"]
     done = [c.name for c in grpo.checkpoints(out)]
-    again = _grpo_subprocess(paths, out, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    stdout, stderr = again.communicate(timeout=600)
-    assert again.returncode == 0, stderr[-3000:]
-    assert f"RESUMED_FROM {out / done[-1]}" in stdout and "restored all" in stdout
+    capfd.readouterr()
+    again = resume_run(paths.root, out)
+    assert again.resumed_from == str(out / done[-1]) and "restored all" in capfd.readouterr().out
     assert [c.name for c in grpo.checkpoints(out)] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
     a, b = (pd.read_csv(d / "log_history.csv").dropna(subset=["reward"]) for d in (whole_dir, out))
     assert b["step"].tolist() == a["step"].tolist() == [1, 2, 3, 4, 5, 6]
