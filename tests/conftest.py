@@ -1,4 +1,5 @@
-"""Shared fixtures. ``smoke_run`` executes the whole smoke profile once per test session (a few minutes)."""
+"""Shared fixtures. ``smoke_run`` is the whole smoke profile, run once per session in a background process started
+when the session starts (the tests that read it go last)."""
 from __future__ import annotations
 
 import os
@@ -10,34 +11,71 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
-    """Run every notebook on the smoke profile into a temporary run directory; returns (RunPaths, results)."""
-    from chexreason_utils.paths import RunPaths
-    from chexreason_utils.runner import RunOptions, run
+def _uses_smoke_run(item) -> bool:
+    return "smoke_run" in getattr(item, "fixturenames", ())
 
+
+def pytest_collection_modifyitems(items):
+    """The tests that read the smoke run go last: the run starts in the background when the session starts
+    (``smoke_process``), so every other test runs beside it instead of waiting for it."""
+    items.sort(key=_uses_smoke_run)   # stable: the order within each group is kept
+
+
+def _start_smoke_run(root: Path, *extra: str):
+    """``chexreason_utils run --profile smoke`` into ``root`` in a background process; (process, run, figures, log)."""
+    import subprocess
+    import sys
+
+    log = (root / "log.txt").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "chexreason_utils", "run", "--profile", "smoke", *extra,
+                             "--run-dir", str(root / "run"), "--figure-dir", str(root / "figures")],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, log
+
+
+@pytest.fixture(scope="session", autouse=True)
+def smoke_process(request, tmp_path_factory):
+    """The whole smoke profile (default workers), started when the session starts if a selected test reads it;
+    yields (process, root) or None."""
+    if not any(_uses_smoke_run(item) for item in request.session.items):
+        yield None
+        return
     root = tmp_path_factory.mktemp("smoke")
+    proc, log = _start_smoke_run(root)
+    yield proc, root
+    if proc.poll() is None:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def smoke_run(smoke_process):
+    """Every notebook on the smoke profile in a temporary run directory (``smoke_process``, waited for here);
+    returns (RunPaths, the stages' status from the run's manifest, RunOptions)."""
+    import json
+    from types import SimpleNamespace
+
+    from chexreason_utils.paths import RunPaths
+    from chexreason_utils.runner import RunOptions
+
+    proc, root = smoke_process
+    assert proc.wait(timeout=3600) == 0, (root / "log.txt").read_text()[-4000:]
     opts = RunOptions(profile="smoke", run_dir=str(root / "run"), figure_dir=str(root / "figures"))
-    results = run(opts)
+    stages = json.loads((root / "run" / "manifest.json").read_text())["stages"]
+    results = [SimpleNamespace(name=name, status=s["status"]) for name, s in stages.items()]
     return RunPaths.for_profile("smoke", opts.run_dir, opts.figure_dir), results, opts
 
 
 @pytest.fixture(scope="session", autouse=True)
 def second_smoke_run(request, tmp_path_factory):
     """The repro test's second clean smoke run (one worker), started in the background when the session starts, so
-    that it runs beside the rest of the suite instead of after it (it costs about a third of the suite's time);
-    yields (process, run dir, figure dir), or None when no repro test is selected."""
+    that it runs beside the rest of the suite instead of after it; yields (process, run dir, figure dir, log), or
+    None when no repro test is selected."""
     if not any(item.get_closest_marker("repro") for item in request.session.items):
         yield None
         return
-    import subprocess
-    import sys
-
     root = tmp_path_factory.mktemp("second-smoke")
-    log = (root / "log.txt").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "chexreason_utils", "run", "--profile", "smoke", "-p", "workers=1",
-                             "--run-dir", str(root / "run"), "--figure-dir", str(root / "figures")],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc, log = _start_smoke_run(root, "-p", "workers=1")
     yield proc, root / "run", root / "figures", root / "log.txt"
     if proc.poll() is None:
         proc.kill()
