@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from chexreason_utils.config import load_profile
+from chexreason_utils.data.manifests import load_manifest
 from chexreason_utils.evaluation import claims, registration
 from chexreason_utils.report import figure_registry
 from chexreason_utils.paths import RunPaths
@@ -71,6 +72,11 @@ def check_one_point_grids(paths: RunPaths, where: Path) -> None:
     assert set(e3["test_set"]) == {"CheXpert", "NIH"} and set(e3["nih_share"]) == {0.0, 0.25}
     ruled = e3.loc[e3["readout"] == "change - change at share 0"]
     assert len(ruled) == 2 and ruled["verdict"].isin(claims.VERDICTS).all()   # one seed: not measurable
+    mixed = pd.read_csv(experiments.cell_dir(copy, "E3", {"nih_share": 0.25}) / experiments.RL_MANIFEST, dtype=str)
+    rl, nih_test = load_manifest(copy, "rl"), load_manifest(copy, "nih_test")
+    from_nih = mixed.loc[~mixed["image_id"].isin(rl["image_id"])]
+    assert len(mixed) == len(rl) and len(from_nih) == round(0.25 * len(rl))
+    assert not set(from_nih["patient_id"]) & set(nih_test["patient_id"])   # no NIH test patient in E3's RL set
     e5 = pd.read_csv(copy.figures / "e5_collapse.csv")
     assert len(e5) == 1 and e5["verdict"].isin(claims.VERDICTS).all() and e5["steps"].tolist() == [4]
 

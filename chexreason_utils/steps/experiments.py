@@ -32,7 +32,6 @@ from ..evaluation import claims, metrics, registration, scores
 from ..evaluation.metrics import eval_labels, matrices, weighted_macro_f1
 from ..jobs import run_jobs
 from ..paths import RunPaths, model_tag
-from ..train import grpo as train
 from .diagnostics import folder_diagnostics
 from .evaluation import SETS, claim_floors, read_evaluation, test_entries
 from .grpo import ablation_recipe, is_finished, run_grpo
