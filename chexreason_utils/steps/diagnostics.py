@@ -4,8 +4,6 @@ and to the RL prompts' label sets), and the collapse share of the final recipe a
 ablation."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 from ..evaluation import claims
@@ -19,14 +17,9 @@ from .grpo import ablation_name, grpo_plan
 
 def run_diagnostics_of(cfg: Config, paths: RunPaths, name: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-step diagnostics, collapse episodes) of one GRPO run and seed, from its log and completions."""
-    return folder_diagnostics(cfg, paths, paths.grpo_run(name, seed))
-
-
-def folder_diagnostics(cfg: Config, paths: RunPaths, folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``run_diagnostics_of`` of the GRPO run in ``folder`` (03's runs, or stage 08's)."""
-    log = folder / RunPaths.LOG_HISTORY
+    folder, log = paths.grpo_run(name, seed), paths.grpo_log(name, seed)
     if not log.exists():
-        raise FileNotFoundError(f"GRPO run log {log} not found: run 03_grpo first (or the run in {folder})")
+        raise FileNotFoundError(f"GRPO run log {log} not found: run 03_grpo first")
     return run_diagnostics(pd.read_csv(log), grpo.completions_table(folder), cfg.grpo.num_generations,
                            truth_set_shares(load_manifest(paths, "rl")["truth"]), collapse_rule(cfg),
                            cfg.diagnostics.window)
@@ -63,3 +56,13 @@ def collapse_evidence(cfg: Config, paths: RunPaths) -> dict | None:
     seeds = training_seeds(cfg)
     return {"final": [run_collapse_share(cfg, paths, cfg.diagnostics.ablation_reward, s) for s in seeds],
             "unstable": [run_collapse_share(cfg, paths, ablation_name(cfg), s) for s in seeds]}
+
+
+def folder_diagnostics(cfg: Config, paths: RunPaths, folder) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``run_diagnostics_of`` of the GRPO run in ``folder`` (stage 08's runs)."""
+    log = folder / RunPaths.LOG_HISTORY
+    if not log.exists():
+        raise FileNotFoundError(f"GRPO run log {log} not found (an unfinished stage 08 run?)")
+    return run_diagnostics(pd.read_csv(log), grpo.completions_table(folder), cfg.grpo.num_generations,
+                           truth_set_shares(load_manifest(paths, "rl")["truth"]), collapse_rule(cfg),
+                           cfg.diagnostics.window)

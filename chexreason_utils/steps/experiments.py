@@ -34,7 +34,7 @@ from ..jobs import run_jobs
 from ..paths import RunPaths, model_tag
 from .diagnostics import folder_diagnostics
 from .evaluation import SETS, claim_floors, read_evaluation, test_entries
-from .grpo import ablation_recipe, is_finished, run_grpo
+from .grpo import ablation_name, grpo_plan, is_finished, run_grpo
 from .open_questions import FLOOR_CLAIM, _judged
 from .predictions import predict_many
 from .sampling import nih_test_selection
@@ -93,7 +93,8 @@ def recipe(cfg: Config, paths: RunPaths, reg_id: str, cell: dict, seed: int) -> 
         grpo_cfg = replace(cfg.grpo, frozen_control=False)
     elif reg_id == "E5":
         reward, manifest, where = cfg.diagnostics.ablation_reward, None, f"{registration.get('E5').file.name}: grid"
-        grpo_cfg = replace(ablation_recipe(cfg), num_iterations=int(cell["num_iterations"]),
+        ablation = grpo_plan(replace(cfg, diagnostics=replace(cfg.diagnostics, run_ablation=True)))[ablation_name(cfg)][1]
+        grpo_cfg = replace(ablation, num_iterations=int(cell["num_iterations"]),
                            learning_rate=registration.multiple_of(cell["learning_rate"], cfg.grpo.learning_rate, where),
                            max_steps=scaled_steps(cfg, cell["grpo_steps"]), frozen_control=False)
     else:

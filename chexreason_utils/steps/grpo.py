@@ -27,29 +27,16 @@ from .sft import sft_start, sft_targets
 
 
 def run_grpo(cfg: Config, paths: RunPaths, reward: str, seed: int, out_dir: Path | None = None,
-             grpo_cfg=None, manifest: pd.DataFrame | None = None) -> grpo.GRPORun:
-    """One GRPO run of one training seed from that seed's Free-Reasoning SFT (``grpo_cfg`` with ``seed=seed``) on
-    the RL manifest (or ``manifest``, a frame with ``image_path`` and ``truth``: stage 08's RL sets)."""
-    sft_dir, data, run_cfg = grpo_inputs(cfg, paths, seed, grpo_cfg, manifest)
-    out_dir = out_dir or paths.grpo_run(reward, seed)
-    tracking = Tracking(cfg.report_to, paths.tracking, run_name("grpo", base_model(cfg, paths, "medical"), out_dir.name, seed))
-    return grpo.train_grpo(sft_dir, data, out_dir, run_cfg, reward, pool_prevalence(paths), cfg.device,
-                           cfg.grpo.start_format, tracking)
-
-
-def grpo_inputs(cfg: Config, paths: RunPaths, seed: int, grpo_cfg=None, manifest: pd.DataFrame | None = None):
-    """(SFT start folder, prompt dataset, GRPO settings) of ``run_grpo``'s run."""
+             grpo_cfg=None, manifest: pd.DataFrame | None = None) -> grpo.GRPORun:   # manifest: stage 08's
+    """One GRPO run of one training seed from that seed's Free-Reasoning SFT (``grpo_cfg`` with ``seed=seed``)."""
     manifest = load_manifest(paths, "rl") if manifest is None else manifest
     fmt = cfg.grpo.start_format
-    return (paths.sft_model("medical", fmt, seed), rl_dataset(paths, manifest, fmt),
-            resolve_length_threshold(cfg, paths, replace(grpo_cfg or cfg.grpo, seed=seed)))
-
-
-def is_finished(cfg: Config, paths: RunPaths, reward: str, seed: int, out_dir: Path, grpo_cfg=None,
-                manifest: pd.DataFrame | None = None) -> bool:
-    """Whether ``out_dir`` holds a finished run of exactly ``run_grpo``'s inputs (which it would reuse)."""
-    sft_dir, data, run_cfg = grpo_inputs(cfg, paths, seed, grpo_cfg, manifest)
-    return grpo.is_finished(sft_dir, data, out_dir, run_cfg, reward, pool_prevalence(paths))
+    data = rl_dataset(paths, manifest, fmt)
+    out_dir = out_dir or paths.grpo_run(reward, seed)
+    tracking = Tracking(cfg.report_to, paths.tracking, run_name("grpo", base_model(cfg, paths, "medical"), out_dir.name, seed))
+    return grpo.train_grpo(paths.sft_model("medical", fmt, seed), data, out_dir,
+                           resolve_length_threshold(cfg, paths, replace(grpo_cfg or cfg.grpo, seed=seed)), reward,
+                           pool_prevalence(paths), cfg.device, fmt, tracking)
 
 
 def rl_dataset(paths: RunPaths, manifest, fmt: str):
@@ -66,16 +53,12 @@ def grpo_plan(cfg: Config) -> dict[str, tuple[str, object]]:
     """Every GRPO run of a seed: run name -> (reward, GRPO config): each reward, and the 06 ablation (a recipe
     of the kind the paper reports as unstable) when ``diagnostics.run_ablation``."""
     plan = {reward: (reward, cfg.grpo) for reward in cfg.grpo.rewards}
-    if cfg.diagnostics.run_ablation:
-        plan[ablation_name(cfg)] = (cfg.diagnostics.ablation_reward, ablation_recipe(cfg))
-    return plan
-
-
-def ablation_recipe(cfg: Config):
-    """The 06 ablation's GRPO settings: the profile's with the ``diagnostics.ablation_*`` values."""
     D = cfg.diagnostics
-    return replace(cfg.grpo, beta=D.ablation_beta, epsilon=D.ablation_epsilon, epsilon_high=D.ablation_epsilon_high,
-                   loss_type=D.ablation_loss_type, num_iterations=D.ablation_num_iterations)
+    if D.run_ablation:
+        plan[ablation_name(cfg)] = (D.ablation_reward, replace(
+            cfg.grpo, beta=D.ablation_beta, epsilon=D.ablation_epsilon, epsilon_high=D.ablation_epsilon_high,
+            loss_type=D.ablation_loss_type, num_iterations=D.ablation_num_iterations))
+    return plan
 
 
 def _grpo_job(cfg: Config, paths: RunPaths, name: str, seed: int) -> grpo.GRPORun:
@@ -266,3 +249,19 @@ def scored_completion(cfg: Config, paths: RunPaths, name: str, seed: int,
                                          pool_prevalence(paths), prompts.requires_think(g.start_format))
     return table, {"reward": reward, "index": index, "step": int(row["step"]), "image_path": row["image_path"],
                    "truth": truths[row["image_path"]], "completion": text, "length": length}
+
+
+def grpo_inputs(cfg: Config, paths: RunPaths, seed: int, grpo_cfg=None, manifest: pd.DataFrame | None = None):
+    """(SFT start folder, prompt dataset, GRPO settings) of ``run_grpo``'s run (kept beside it at the end of the
+    module: the report links the functions above by line)."""
+    manifest = load_manifest(paths, "rl") if manifest is None else manifest
+    fmt = cfg.grpo.start_format
+    return (paths.sft_model("medical", fmt, seed), rl_dataset(paths, manifest, fmt),
+            resolve_length_threshold(cfg, paths, replace(grpo_cfg or cfg.grpo, seed=seed)))
+
+
+def is_finished(cfg: Config, paths: RunPaths, reward: str, seed: int, out_dir: Path, grpo_cfg=None,
+                manifest: pd.DataFrame | None = None) -> bool:
+    """Whether ``out_dir`` holds a finished run of exactly ``run_grpo``'s inputs (which it would reuse)."""
+    sft_dir, data, run_cfg = grpo_inputs(cfg, paths, seed, grpo_cfg, manifest)
+    return grpo.is_finished(sft_dir, data, out_dir, run_cfg, reward, pool_prevalence(paths))
