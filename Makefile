@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.install-stamp
 PROFILE ?= tiny
 
-.PHONY: install figures test lab clean gpu-check
+.PHONY: install figures experiments test lab clean gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ install: $(STAMP)
 
 figures: $(STAMP)
 	$(PY) -m chexreason_utils run --profile $(PROFILE)
+
+# The pre-registered training grids (stage 08_experiments), reusing 00-07 when current: figures/<profile>/EXPERIMENTS.md
+experiments: $(STAMP)
+	$(PY) -m chexreason_utils run --profile $(PROFILE) --experiments
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

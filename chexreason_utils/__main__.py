@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--notebooks", default=str(NOTEBOOK_DIR), help="notebook directory")
     r.add_argument("-k", "--kernel", default="python3", help="Jupyter kernel (default: python3 of this env)")
     r.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
+    r.add_argument("--experiments", action="store_true",
+                   help="also run stage 08_experiments (the pre-registered training grids; make experiments)")
     add("readme-table", "print the README's figure table from the registry")
     c = add("config", "print every option: its value, paper tag (stated | open | embedded | run) and help")
     c.add_argument("--profile", default="tiny", help="smoke | tiny | paper, or a YAML path (default: tiny)")
@@ -115,7 +117,8 @@ def _dispatch(args) -> int:
         opts = RunOptions(profile=args.profile, run_dir=args.run_dir, figure_dir=args.figure_dir,
                           only=[s for s in args.only.split(",") if s], start=args.start, force=args.force,
                           overrides=dict(parse_override(p) for p in args.param),
-                          notebook_dir=Path(args.notebooks), kernel=args.kernel, log_output=args.log_output)
+                          notebook_dir=Path(args.notebooks), kernel=args.kernel, log_output=args.log_output,
+                          experiments=args.experiments)
         run(opts)
     except (RunnerError, StageFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -441,6 +441,21 @@ class DiagnosticsConfig:
 
 
 @dataclass
+class ExperimentsConfig:
+    """Stage 08 (run only with `--experiments`): the training grids of the pre-registered experiments E3 and E5."""
+
+    cells: str = option("all", "Which cells of each registered grid run: all, or one_point (the first cell that "
+                               "trains, beside its reference; the smoke profile's test of the machinery).", "run",
+                        choices=("all", "one_point"))
+    max_seeds: int = option(0, "Training seeds per cell: the first this many of `seeds` (0: all of them).", "run",
+                            min=0)
+    steps_scale: float = option(1.0, "The registrations count GRPO steps in the tiny profile's steps (40 = its "
+                                     "grpo.max_steps, one epoch of its RL set); each registered count is multiplied "
+                                     "by this (rounded, at least 1), so another profile runs the same grid in its "
+                                     "own epochs.", above=0)
+
+
+@dataclass
 class ClaimsConfig:
     """The claims table: the smallest effect of interest (SESOI) of each claim, fixed before any run (docs/paper.md)."""
 
@@ -485,6 +500,7 @@ class Config:
     cross_model: CrossModelConfig = section(CrossModelConfig)
     diagnostics: DiagnosticsConfig = section(DiagnosticsConfig)
     claims: ClaimsConfig = section(ClaimsConfig)
+    experiments: ExperimentsConfig = section(ExperimentsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

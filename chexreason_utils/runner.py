@@ -32,7 +32,7 @@ from . import config_reads, progress, run_records
 from .config import Config, load_profile
 from .report.figure_registry import ARTIFACTS
 from .paths import NOTEBOOK_DIR, PACKAGE_DIR, REPO_ROOT, RunPaths
-from .report.page import write_report
+from .report.page import write_experiments, write_report
 from .stage import READS_FILE, RECORD_FILES, WORKER_READS_FILE, stage_outputs
 
 FIGURES_PREFIX = "<figures>/"
@@ -40,6 +40,7 @@ DIGEST_CACHE = "file_digests.json"
 WHERE_PARAMS = ("run_dir", "figure_dir", "overrides")   # not fingerprinted: where a run is, and (in the config
                                                         # values) what it changes
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
+EXPERIMENT_STAGES = ("08_experiments",)   # run only when asked (RunOptions.experiments: `make experiments`)
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "papermill", "numpy",
             "pandas", "scikit-learn", "matplotlib", "seaborn")
 
@@ -80,6 +81,7 @@ class RunOptions:
     notebook_dir: Path = NOTEBOOK_DIR
     kernel: str = "python3"
     log_output: bool = False
+    experiments: bool = False   # also run EXPERIMENT_STAGES (the training grids), reusing 00-07 when current
 
 
 def discover(notebook_dir: Path) -> list[Path]:
@@ -308,6 +310,11 @@ def run(opts: RunOptions) -> list[StageResult]:
     cfg = load_profile(opts.profile, opts.overrides)
     paths = RunPaths.for_profile(cfg.profile, opts.run_dir, opts.figure_dir)
     notebooks = discover(opts.notebook_dir)
+    if not opts.experiments:
+        asked = [nb.stem for nb in select(notebooks, opts.only, None) if nb.stem in EXPERIMENT_STAGES] if opts.only else []
+        if asked:
+            raise RunnerError(f"{', '.join(asked)} runs only with --experiments (make experiments)")
+        notebooks = [nb for nb in notebooks if nb.stem not in EXPERIMENT_STAGES]
     selected = select(notebooks, opts.only, opts.start)
     params = {"profile": opts.profile, "run_dir": str(paths.root), "figure_dir": str(paths.figures),
               "overrides": dict(opts.overrides)}
@@ -371,6 +378,8 @@ def run(opts: RunOptions) -> list[StageResult]:
     if failure is not None:
         raise failure
     print(f"report: {write_report(paths, cfg.profile)[0]}", flush=True)
+    if opts.experiments:
+        print(f"experiments: {write_experiments(paths, cfg.profile)[0]}", flush=True)
     return results
 
 

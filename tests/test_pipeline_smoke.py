@@ -23,7 +23,7 @@ from chexreason_utils.data.manifests import load_manifest
 from chexreason_utils.jobs import run_jobs
 from chexreason_utils.paths import RunPaths, checkpoint_step
 from chexreason_utils.train.model_registry import base_model
-from chexreason_utils.runner import run
+from chexreason_utils.runner import EXPERIMENT_STAGES, run
 from chexreason_utils.steps import evaluation as evaluation_steps, grpo as grpo_steps, sampling as sampling_steps
 
 pytestmark = pytest.mark.pipeline
@@ -33,7 +33,7 @@ def test_every_registered_figure_and_table_is_made(smoke_run):
     paths, results, _ = smoke_run
     assert [r.status for r in results] == ["ran"] * 8
     for art in figure_registry.ARTIFACTS:
-        for name in art.files():
+        for name in art.files() if art.notebook not in EXPERIMENT_STAGES else ():   # test_experiments.py: those
             assert (paths.figures / name).stat().st_size > 0, name
     table5 = pd.read_csv(paths.figures / "table5_chexpert.csv")
     assert list(table5["source"].unique()) == ["reported (paper)", "reproduced (smoke, mean of 2 seeds)",

@@ -75,8 +75,8 @@ def test_package_modules_import_each_other_without_cycles():
             visit(name, [name])
 
 
-def test_the_eight_numbered_notebooks_exist():
-    assert [nb.stem[:2] for nb in NOTEBOOKS] == ["00", "01", "02", "03", "04", "05", "06", "07"]
+def test_the_nine_numbered_notebooks_exist():
+    assert [nb.stem[:2] for nb in NOTEBOOKS] == ["00", "01", "02", "03", "04", "05", "06", "07", "08"]
 
 
 def test_notebooks_are_stripped_parameterised_and_thin():

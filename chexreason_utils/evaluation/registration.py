@@ -7,6 +7,8 @@ registration beside the experiment's result (``markdown``).
 """
 from __future__ import annotations
 
+import itertools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +137,35 @@ def get(reg_id: str) -> Registration:
     if reg_id not in found:
         raise KeyError(f"no registration {reg_id!r} in {REGISTRATION_DIR}; have {', '.join(found)}")
     return found[reg_id]
+
+
+MULTIPLE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*x\s*([\w.]+)\s*$")   # "5 x grpo.learning_rate"
+
+
+def grid_cells(reg: Registration, skip: tuple[str, ...] = ("seeds",)) -> list[dict]:
+    """The registration's grid as cells, {factor: registered value}, every combination in the file's order (the
+    last factor varies fastest); ``skip``: factors that are not cells (the seeds)."""
+    factors = [k for k in reg.grid if k not in skip]
+    return [dict(zip(factors, values)) for values in itertools.product(*(reg.grid[k] for k in factors))]
+
+
+def multiple_of(value, base: float, where: str) -> float:
+    """A registered value written as ``"k x <option>"`` -> k * ``base`` (``base``: that option's value); a plain
+    number stays itself."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    found = MULTIPLE.match(str(value))
+    if not found:
+        raise RegistrationError(f"{where}: {value!r} is neither a number nor 'k x <option>'")
+    return float(found.group(1)) * base
+
+
+def cell_name(cell: dict) -> str:
+    """A cell's folder name: ``factor-value`` joined by ``_``, a ``k x <option>`` value written ``kx``."""
+    def token(v) -> str:
+        found = MULTIPLE.match(str(v))
+        return f"{found.group(1)}x" if found else f"{v:g}" if isinstance(v, float) else str(v)
+    return "_".join(f"{k}-{token(v)}" for k, v in cell.items())
 
 
 def _groups(values: dict) -> str:

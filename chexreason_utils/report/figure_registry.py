@@ -57,6 +57,10 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("e0_oracles", "table", "07_open_questions", "new (E0)", "E0: no-model oracle strategies on each test set's truths"),
     Artifact("e4_shift_attribution", "figure", "07_open_questions", "new (E4)", "E4: which NIH-site factor carries the SFT->GRPO change, 95% CIs"),
     Artifact("e4_attribution", "table", "07_open_questions", "new (E4)", "E4: SFT->GRPO change on each re-rendered NIH test and its attribution, with verdicts"),
+    Artifact("e3_multisite_rl", "figure", "08_experiments", "new (E3)", "E3: change at each NIH-like RL share minus the change at share 0, per test set, 95% CIs"),
+    Artifact("e3_multisite", "table", "08_experiments", "new (E3)", "E3: macro-F1 change from SFT per NIH-like RL share and its difference from share 0, with verdicts"),
+    Artifact("e5_collapse_grid", "figure", "08_experiments", "new (E5)", "E5: collapse share of each recipe cell minus the final recipe's, 95% CIs over seeds"),
+    Artifact("e5_collapse", "table", "08_experiments", "new (E5)", "E5: the 06 detector's collapse share per recipe cell and the final recipe, with verdicts"),
 )
 
 BY_ID = {a.id: a for a in ARTIFACTS}
@@ -98,6 +102,10 @@ MADE_BY: dict[str, tuple[str, ...]] = {
     "e0_oracles": ("steps.open_questions.label_count_decomposition",),
     "e4_shift_attribution": ("steps.open_questions.shift_attribution", "report.figures.effect_intervals"),
     "e4_attribution": ("steps.open_questions.shift_attribution",),
+    "e3_multisite_rl": ("steps.experiments.multisite_readout", "report.figures.effect_intervals"),
+    "e3_multisite": ("steps.experiments.run_cells", "steps.experiments.multisite_readout"),
+    "e5_collapse_grid": ("steps.experiments.collapse_readout", "report.figures.effect_intervals"),
+    "e5_collapse": ("steps.experiments.run_cells", "steps.experiments.collapse_readout"),
 }
 
 

@@ -20,6 +20,7 @@ from ..paths import PACKAGE_DIR, REPO_ROOT, RunPaths
 
 CLAIMS_ID = "claims"
 BEYOND = "07_open_questions"   # its artifacts go under "Beyond the paper", each experiment with its registration
+EXPERIMENTS = "08_experiments"  # run only with --experiments: its own page, EXPERIMENTS.md, never in REPORT.md
 _PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -194,6 +195,7 @@ def _run_record(manifest: Path) -> list[str]:
 
 def report_markdown(paths: RunPaths, profile: str, notebooks: dict[str, Path]) -> str:
     page_dir = paths.figures
+    notebooks = {stage: html for stage, html in notebooks.items() if stage != EXPERIMENTS}
     head = reference.HEADLINE
     lines = [f"# chexreason report: profile `{profile}`", "",
              f"Reported numbers are the paper's (arXiv 2512.23090; e.g. its headline, macro-F1 SFT → GRPO "
@@ -206,7 +208,7 @@ def report_markdown(paths: RunPaths, profile: str, notebooks: dict[str, Path]) -
     for kind, heading in (("figure", "## Figures"), ("table", "## Tables")):
         lines += [heading, ""]
         for art in figure_registry.ARTIFACTS:
-            if art.kind != kind or art.id == CLAIMS_ID or art.notebook == BEYOND:
+            if art.kind != kind or art.id == CLAIMS_ID or art.notebook in (BEYOND, EXPERIMENTS):
                 continue
             if not all((page_dir / name).exists() for name in art.files()):
                 missing.append(art)
@@ -242,3 +244,41 @@ def write_report(paths: RunPaths, profile: str) -> list[Path]:
     html = paths.report.with_suffix(".html")
     html.write_text(to_html(text, f"chexreason report: {profile}"), encoding="utf-8")
     return [paths.report, html]
+
+
+def experiments_markdown(paths: RunPaths, profile: str, notebooks: dict[str, Path]) -> str:
+    """The page of stage 08: every registration with no result in REPORT.md, printed beside this run's result
+    and verdicts (or that it has none)."""
+    lines = [f"# chexreason experiments: profile `{profile}`", "",
+             "The pre-registered training grids (`make experiments`, stage `08_experiments`), each registration as "
+             "committed before its first run (`chexreason_utils/registrations/`) beside this run's result; "
+             "verdicts follow the claims table's rule. Step counts are the tiny profile's, scaled by this profile's "
+             "`experiments.steps_scale`.", "", *_run_record(paths.manifest)]
+    arts = [a for a in figure_registry.ARTIFACTS if a.notebook == EXPERIMENTS]
+    in_report = {experiment_of(a) for a in figure_registry.ARTIFACTS if a.notebook == BEYOND}
+    for reg_id, reg in registration.load_all().items():
+        if reg_id in in_report:
+            continue
+        lines += [f"## {reg_id} · {reg.title}", "", registration.markdown(reg)]
+        mine = [a for a in arts if experiment_of(a) == reg_id]
+        done = [a for a in mine if all((paths.figures / name).exists() for name in a.files())]
+        if not mine:
+            lines += ["*Registered, not built in this version: no result yet.*", ""]
+        elif not done:
+            lines += ["*Built, not run into this figure folder yet (`make experiments`).*", ""]
+        for art in done:
+            lines += [f"### {art.title}", "", *_artifact(art, paths, notebooks), ""]
+    if EXPERIMENTS in notebooks:
+        lines += ["## Executed notebook", "", f"- [`{EXPERIMENTS}`]({_relative(notebooks[EXPERIMENTS], paths.figures)})", ""]
+    return "\n".join(lines)
+
+
+def write_experiments(paths: RunPaths, profile: str) -> list[Path]:
+    """Write ``EXPERIMENTS.md`` and ``EXPERIMENTS.html`` beside the report; returns both paths."""
+    notebooks = export_notebooks(paths.executed_notebooks, paths.notebooks_html, paths.root)
+    md = paths.figures / "EXPERIMENTS.md"
+    text = experiments_markdown(paths, profile, notebooks)
+    md.write_text(text, encoding="utf-8")
+    html = md.with_suffix(".html")
+    html.write_text(to_html(text, f"chexreason experiments: {profile}"), encoding="utf-8")
+    return [md, html]

@@ -56,3 +56,13 @@ def collapse_evidence(cfg: Config, paths: RunPaths) -> dict | None:
     seeds = training_seeds(cfg)
     return {"final": [run_collapse_share(cfg, paths, cfg.diagnostics.ablation_reward, s) for s in seeds],
             "unstable": [run_collapse_share(cfg, paths, ablation_name(cfg), s) for s in seeds]}
+
+
+def folder_diagnostics(cfg: Config, paths: RunPaths, folder) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``run_diagnostics_of`` of the GRPO run in ``folder`` (stage 08's runs)."""
+    log = folder / RunPaths.LOG_HISTORY
+    if not log.exists():
+        raise FileNotFoundError(f"GRPO run log {log} not found (an unfinished stage 08 run?)")
+    return run_diagnostics(pd.read_csv(log), grpo.completions_table(folder), cfg.grpo.num_generations,
+                           truth_set_shares(load_manifest(paths, "rl")["truth"]), collapse_rule(cfg),
+                           cfg.diagnostics.window)

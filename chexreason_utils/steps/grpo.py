@@ -27,9 +27,9 @@ from .sft import sft_start, sft_targets
 
 
 def run_grpo(cfg: Config, paths: RunPaths, reward: str, seed: int, out_dir: Path | None = None,
-             grpo_cfg=None) -> grpo.GRPORun:
+             grpo_cfg=None, manifest: pd.DataFrame | None = None) -> grpo.GRPORun:   # manifest: stage 08's
     """One GRPO run of one training seed from that seed's Free-Reasoning SFT (``grpo_cfg`` with ``seed=seed``)."""
-    manifest = load_manifest(paths, "rl")
+    manifest = load_manifest(paths, "rl") if manifest is None else manifest
     fmt = cfg.grpo.start_format
     data = rl_dataset(paths, manifest, fmt)
     out_dir = out_dir or paths.grpo_run(reward, seed)
@@ -249,3 +249,19 @@ def scored_completion(cfg: Config, paths: RunPaths, name: str, seed: int,
                                          pool_prevalence(paths), prompts.requires_think(g.start_format))
     return table, {"reward": reward, "index": index, "step": int(row["step"]), "image_path": row["image_path"],
                    "truth": truths[row["image_path"]], "completion": text, "length": length}
+
+
+def grpo_inputs(cfg: Config, paths: RunPaths, seed: int, grpo_cfg=None, manifest: pd.DataFrame | None = None):
+    """(SFT start folder, prompt dataset, GRPO settings) of ``run_grpo``'s run (kept beside it at the end of the
+    module: the report links the functions above by line)."""
+    manifest = load_manifest(paths, "rl") if manifest is None else manifest
+    fmt = cfg.grpo.start_format
+    return (paths.sft_model("medical", fmt, seed), rl_dataset(paths, manifest, fmt),
+            resolve_length_threshold(cfg, paths, replace(grpo_cfg or cfg.grpo, seed=seed)))
+
+
+def is_finished(cfg: Config, paths: RunPaths, reward: str, seed: int, out_dir: Path, grpo_cfg=None,
+                manifest: pd.DataFrame | None = None) -> bool:
+    """Whether ``out_dir`` holds a finished run of exactly ``run_grpo``'s inputs (which it would reuse)."""
+    sft_dir, data, run_cfg = grpo_inputs(cfg, paths, seed, grpo_cfg, manifest)
+    return grpo.is_finished(sft_dir, data, out_dir, run_cfg, reward, pool_prevalence(paths))

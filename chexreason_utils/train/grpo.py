@@ -116,6 +116,13 @@ def _run_id(sft_dir: Path, train: datasets.Dataset, ds_paths: list[str], cfg: GR
                    "sampling": "seeded per step"})
 
 
+def is_finished(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOConfig, reward: str,
+                prevalence: dict[str, float]) -> bool:
+    """Whether ``out_dir`` holds a finished run of exactly these inputs (``train_grpo`` would reuse it)."""
+    paths = [i["path"] for i in train.cast_column("image", datasets.Image(decode=False))["image"]]
+    return resume.finished_run(Path(out_dir), _run_id(sft_dir, train, paths, cfg, reward, prevalence)) is not None
+
+
 def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOConfig, reward: str,
                prevalence: dict[str, float], device: str = "auto", fmt: str = "free_reasoning",
                tracking: Tracking = Tracking()) -> GRPORun:
