@@ -3,12 +3,18 @@
 - A hook on every cell start, so the runner's progress watcher can say which cell is running.
 - The kernel talks to papermill over IPC sockets (files in Jupyter's runtime folder) instead of TCP
   ports on localhost: ipykernel warns "Kernel is running over TCP without encryption" for TCP only.
+  jupyter_client names them ``kernel-ipc-<n>`` in the working directory (the notebook folder) by default, so two
+  runs that start a kernel at the same moment there take the same sockets and one kernel never answers; each
+  kernel gets socket names of its own instead.
 """
 from __future__ import annotations
 
+import os
+import uuid
 from typing import Callable
 
 from jupyter_client import AsyncKernelManager
+from jupyter_core.paths import jupyter_runtime_dir
 from papermill.engines import NBClientEngine, papermill_engines
 from traitlets import default
 
@@ -21,6 +27,13 @@ class IPCKernelManager(AsyncKernelManager):
     @default("transport")
     def _default_transport(self) -> str:
         return "ipc"
+
+    @default("ip")
+    def _default_ip(self) -> str:
+        """A socket path prefix of this kernel's own in Jupyter's runtime folder (the ports are appended)."""
+        folder = jupyter_runtime_dir()
+        os.makedirs(folder, exist_ok=True)
+        return os.path.join(folder, f"chexreason-{uuid.uuid4().hex[:12]}-ipc")
 
 
 class CellHookEngine(NBClientEngine):

@@ -244,3 +244,31 @@ def test_paper_profile_with_empty_data_roots_fails_in_00_naming_the_files(tmp_pa
                  "test_labels.csv", "Data_Entry_2017_v2020.csv", "test_list.txt", "Expected layout"):
         assert name in error[0]
     assert "00_setup" in proc.stdout and "01_sampling" in proc.stdout and "not run" in proc.stdout
+
+
+def test_two_kernels_started_at_once_in_one_folder_both_answer(tmp_path, monkeypatch):
+    """Both smoke runs of the suite start a kernel in notebooks/ at the same moment: with jupyter_client's default
+    IPC socket names (``kernel-ipc-<n>`` in the working directory) they took the same sockets and one kernel
+    never answered ("Kernel didn't respond in 60 seconds")."""
+    import asyncio
+
+    from chexreason_utils.execution import IPCKernelManager
+
+    monkeypatch.chdir(tmp_path)
+
+    async def start_both():
+        managers = [IPCKernelManager(kernel_name="python3") for _ in range(2)]
+        await asyncio.gather(*(m.start_kernel() for m in managers))
+        clients = [m.client() for m in managers]
+        try:
+            for c in clients:
+                c.start_channels()
+            await asyncio.gather(*(c.wait_for_ready(timeout=120) for c in clients))
+            return [m.ip for m in managers]
+        finally:
+            for c in clients:
+                c.stop_channels()
+            await asyncio.gather(*(m.shutdown_kernel(now=True) for m in managers))
+
+    ips = asyncio.run(start_both())
+    assert ips[0] != ips[1] and not list(tmp_path.iterdir())     # own sockets, none in the working directory
