@@ -105,7 +105,7 @@ MADE_BY: dict[str, tuple[str, ...]] = {
     "e4_shift_attribution": ("steps.open_questions.shift_attribution", "report.figures.effect_intervals"),
     "e4_attribution": ("steps.open_questions.shift_attribution",),
     "e1_dose_response": ("steps.experiments.dose_readout", "report.figures.dose_response"),
-    "e1_slopes": ("steps.experiments.dose_runs", "steps.experiments.dose_readout"),
+    "e1_slopes": ("steps.experiments.run_cells", "steps.experiments.dose_readout"),
     "e3_multisite_rl": ("steps.experiments.multisite_readout", "report.figures.effect_intervals"),
     "e3_multisite": ("steps.experiments.run_cells", "steps.experiments.multisite_readout"),
     "e5_collapse_grid": ("steps.experiments.collapse_readout", "report.figures.effect_intervals"),
