@@ -69,7 +69,8 @@ def scaled_steps(cfg: Config, registered) -> int:
 
 def cells(cfg: Config, reg_id: str) -> list[dict]:
     """The cells of ``reg_id`` this profile runs: the whole grid, or (``one_point``) the first cell that trains
-    beside its reference (E3: share 0 and the first share above it; E5: the first cell)."""
+    beside its reference (E1: step 0 and the smallest dose, linear, 01's RL set; E3: share 0 and the first share
+    above it; E5: the first cell)."""
     grid = registration.grid_cells(registration.get(reg_id))
     if cfg.experiments.cells == "all":
         return grid
@@ -142,8 +143,9 @@ def e1_settings(cfg: Config, cell: dict):
 
 def recipe(cfg: Config, paths: RunPaths, reg_id: str, cell: dict, seed: int) -> dict:
     """The ``run_grpo`` arguments of one cell and seed (reward, grpo_cfg, manifest, out_dir). The runs read no
-    frozen-policy control (neither readout uses it), so theirs is off; E3's share 0 is 03's run of that seed when
-    it is the identical run (``is_finished``), else trained here; so is E1's cell of 03's settings and RL set."""
+    frozen-policy control (no computed readout uses it; E1's paired reward gain is left out, as its page says), so
+    theirs is off; E3's share 0, and E1's cell of 03's settings and RL set, is 03's run of that seed when it is the
+    identical run (``is_finished``), else trained here."""
     if reg_id == "E1":
         reward, grpo_cfg = cfg.evaluation.test_grpo_reward, e1_settings(cfg, cell)
         same = cell["rl_set"] == N_RL and replace(grpo_cfg, frozen_control=cfg.grpo.frozen_control) == cfg.grpo
