@@ -358,7 +358,7 @@ def dose_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> tuple[pd.D
                 values = [float(stat(d, idx[(steps, s)], ones[d])[0]) for s in seeds] if not note else []
                 dose_rows.append({**what, "grpo_steps": steps, "steps": scaled_steps(cfg, steps) if steps else 0,
                                   "set": d, "readout": readout[d], "value": np.mean(values) if values else np.nan,
-                                  "per_seed": ", ".join(f"{v:.3f}" for v in values), "n_images": len(y_true[d]),
+                                  "per_seed": ", ".join(f"{v:.6f}" for v in values), "n_images": len(y_true[d]),
                                   "note": note})
         doses = sorted({k[0] for k in idx if k[0] > 0})
         reason = arm["skipped"].max() or ("" if len(doses) > 1 else
