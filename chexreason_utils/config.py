@@ -56,6 +56,7 @@ REWARDS = ("hard", "nuanced")
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")   # trl 1.16 GRPOConfig
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 SCALE_REWARDS = ("group", "batch", "none")            # trl 1.16 GRPOConfig.scale_rewards
+LR_SCHEDULERS = ("linear", "constant", "cosine")      # transformers SchedulerType values GRPO may use
 VLLM_MODES = ("server", "colocate")
 EVAL_PROMPTS = ("", *PROMPT_VARIANTS, *(f for f in SFT_FORMATS if f not in PROMPT_VARIANTS))   # prompts.prompt_text
 INVALID_POLICIES = ("empty", "salvage")               # metrics.INVALID_POLICIES
@@ -348,6 +349,9 @@ class GRPOConfig:
     seed: int = option(21, "Recorded in run_info.json only: every GRPO run replaces it by its training seed "
                            "(steps.grpo.run_grpo), which seeds the data order and, with the step, the sampling.", "run",
                            min=0)
+    lr_scheduler: str = option("linear", "Learning-rate schedule (trl lr_scheduler_type; no warmup): linear decay "
+                                         "to 0 at max_steps (trl's default) | constant (E1's arm: more steps is "
+                                         "more dose) | cosine. The paper does not say.", choices=LR_SCHEDULERS)
     frozen_control: bool = option(True, "Also score the frozen SFT policy on the very same batches (generation and "
                                         "reward, no update) into `<run>/control/`: the paper has no baseline for "
                                         "'reward rose'; this one gives the paired gain (easy first batches make any "

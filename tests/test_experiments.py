@@ -1,16 +1,20 @@
-"""Stage 08 (the pre-registered training grids): grid expansion, the runner's opt-in, and on a copy of the smoke run
-one cell of E3 and E5 through the runner, with verdicts, reuse and resume."""
+"""Stage 08 (the pre-registered training grids): grid expansion, E1's runs and RL set, the runner's opt-in, and on a
+copy of the smoke run one point of E1, E3 and E5 through the runner, with verdicts, reuse and resume."""
 from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from chexreason_utils.cache_keys import digest
 from chexreason_utils.config import load_profile
 from chexreason_utils.data.manifests import load_manifest
+from chexreason_utils.data.sampling import draw_rl_set
 from chexreason_utils.evaluation import claims, registration
 from chexreason_utils.report import figure_registry
 from chexreason_utils.paths import RunPaths
@@ -33,6 +37,44 @@ def test_each_grid_expands_to_its_registered_cells():
     assert [experiments.scaled_steps(smoke, s) for s in (40, 160)] == [4, 16]   # 40 = tiny's grpo.max_steps = 1 epoch
     assert experiments.cells(smoke, "E3") == [{"nih_share": 0.0}, {"nih_share": 0.25}]
     assert experiments.cells(smoke, "E5") == e5[:1] and experiments.experiment_seeds(smoke) == [0]
+
+
+def test_e1_runs_one_run_per_linear_dose_and_one_checkpointed_constant_run():
+    grid = registration.grid_cells(registration.get("E1"))
+    assert len(grid) == 4 * 2 * 2 and {c["rl_set"] for c in grid} == {"sampling.n_rl", "4 x sampling.n_rl"}
+    tiny, smoke = load_profile("tiny"), load_profile("smoke")
+    runs = {registration.cell_name(r) for r in map(experiments.e1_run_cell, grid) if r is not None}
+    assert len(runs) == 2 * (3 + 1)   # per RL set: three linear runs, one constant
+    constant = experiments.e1_run_cell({"grpo_steps": 40, "lr_schedule": "constant", "rl_set": "sampling.n_rl"})
+    assert constant["grpo_steps"] == 360 and experiments.e1_run_cell({**constant, "grpo_steps": 0}) is None
+    settings = experiments.e1_settings(tiny, constant)
+    assert (settings.max_steps, settings.save_steps, settings.lr_scheduler) == (360, 40, "constant")
+    assert experiments.e1_settings(smoke, constant).save_steps == 4   # gcd of 4, 12, 36: a checkpoint at each dose
+    assert experiments.e1_settings(tiny, {**constant, "lr_schedule": "linear", "grpo_steps": 120}).save_steps == 40
+    first = {"grpo_steps": 40, "lr_schedule": "linear", "rl_set": "sampling.n_rl"}
+    assert replace(experiments.e1_settings(tiny, first), frozen_control=True) == tiny.grpo   # = 03's run: reused
+    assert experiments.cells(smoke, "E1") == [{**first, "grpo_steps": 0}, first]
+    assert experiments.e1_rl_size(tiny, "4 x sampling.n_rl") == 4 * tiny.sampling.n_rl
+
+
+def test_the_lr_schedule_reaches_trl_and_leaves_existing_run_ids_alone():
+    cfg = load_profile("tiny").grpo
+    old_settings = {k: v for k, v in asdict(cfg).items() if k != "lr_scheduler"}   # the id's settings before the option
+    assert grpo.run_settings(cfg) == old_settings and "lr_scheduler" in grpo.run_settings(replace(cfg, lr_scheduler="constant"))
+    assert digest(grpo.run_settings(load_profile("smoke").grpo)) == "09e14bd092550cf5"   # as before the option
+    assert grpo.trl_config(cfg, Path("unused"), "cpu").lr_scheduler_type.value == "linear"
+    assert grpo.trl_config(replace(cfg, lr_scheduler="constant"), Path("unused"), "cpu").lr_scheduler_type.value == "constant"
+
+
+def test_the_larger_rl_set_keeps_out_every_excluded_patient_or_says_why():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"image_id": [f"i{k}" for k in range(60)], "patient_id": [f"p{k // 2}" for k in range(60)]})
+    labels = rng.integers(0, 2, (60, 14))
+    excluded = [f"p{k}" for k in range(10)]   # 20 images
+    drawn = draw_rl_set(frame, labels, excluded, 30, 0.05, 0.3, 4.0, 1, "E1 RL set '4 x sampling.n_rl'")
+    assert len(drawn) == 30 and drawn["image_id"].is_unique and not set(drawn["patient_id"]) & set(excluded)
+    with pytest.raises(ValueError, match=r"asked for 41 images but only 40 are available.*E1 RL set.*20 images of the 10"):
+        draw_rl_set(frame, labels, excluded, 41, 0.05, 0.3, 4.0, 1, "E1 RL set '4 x sampling.n_rl'")
 
 
 def test_the_experiment_stage_runs_only_when_asked(tmp_path):
@@ -66,7 +108,13 @@ def check_one_point_grids(paths: RunPaths, where: Path) -> None:
     for art in (a for a in figure_registry.ARTIFACTS if a.notebook == experiments.STAGE):
         assert all((copy.figures / name).stat().st_size > 0 for name in art.files()), art.id
         assert f"### {art.title}" in page
-    assert "## E1" in page and "not built in this version" in page and "## E0" not in page   # E0, E4: REPORT.md
+    assert "## E2" in page and "not built in this version" in page and "## E0" not in page   # E0, E4: REPORT.md
+    assert "*Not computed: The registered readout 'paired reward gain" in page   # E1 says what it leaves out
+
+    doses, slopes = pd.read_csv(copy.figures / "e1_dose_response.csv"), pd.read_csv(copy.figures / "e1_slopes.csv")
+    assert set(doses["grpo_steps"]) == {0, 40} and set(doses["steps"]) == {0, 4} and doses["value"].notna().all()
+    assert set(doses["set"]) == set(slopes["set"]) == {"CheXpert", "NIH", "validation"}
+    assert (slopes["verdict"] == "not measurable").all() and slopes["note"].str.contains("two non-zero").all()
 
     e3 = pd.read_csv(copy.figures / "e3_multisite.csv")
     assert set(e3["test_set"]) == {"CheXpert", "NIH"} and set(e3["nih_share"]) == {0.0, 0.25}
@@ -81,6 +129,9 @@ def check_one_point_grids(paths: RunPaths, where: Path) -> None:
     assert len(e5) == 1 and e5["verdict"].isin(claims.VERDICTS).all() and e5["steps"].tolist() == [4]
 
     cfg = load_profile("smoke", {"workers": 1})   # in this process: no pool to start (workers change no result)
+    e1_runs = experiments.run_cells(cfg, copy, "E1")   # smoke's 4-step linear run of 01's RL set is 03's
+    assert e1_runs["reused"].all() and e1_runs["model"].tolist() == [str(copy.sft_model("medical", "free_reasoning", 0)),
+                                                                      str(copy.grpo_run("hard", 0) / "checkpoint-4")]
     e3_runs = experiments.run_cells(cfg, copy, "E3")
     assert e3_runs["reused"].all() and Path(e3_runs["out_dir"].iloc[0]) == copy.grpo_run("hard", 0)   # 03's run
     folder = copy.stage(experiments.STAGE)

@@ -224,3 +224,15 @@ def label_table(labels: np.ndarray, subset: str) -> pd.DataFrame:
     return pd.DataFrame({"subset": subset, "label": list(CHEXPERT_LABELS),
                          "fraction": labels.mean(axis=0) if len(labels) else 0.0,
                          "count": labels.sum(axis=0) if len(labels) else 0})
+
+
+def draw_rl_set(frame: pd.DataFrame, labels: np.ndarray, excluded_patients, n: int, min_fraction: float,
+                max_fraction: float, penalty: float, seed: int, what: str) -> pd.DataFrame:
+    """``n`` RL images by 01's rule (``greedy_select``, seed ``seed``) from the pool rows of no patient in
+    ``excluded_patients`` (E1's larger RL set); too small a pool raises, naming ``what`` and the numbers."""
+    excluded = set(pd.Series(list(excluded_patients), dtype=str))
+    available = ~frame["patient_id"].astype(str).isin(excluded).to_numpy()
+    note = (f" ({what}: {int((~available).sum())} images of the {len(excluded)} SFT, validation and test "
+            "patients removed)")
+    sel = greedy_select(labels, n, min_fraction, max_fraction, penalty, seed=seed, available=available, pool_note=note)
+    return frame.iloc[sel.indices].assign(subset="rl").reset_index(drop=True)

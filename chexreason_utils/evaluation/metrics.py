@@ -232,3 +232,21 @@ def gap_change(cx: tuple, nih: tuple, n_boot: int = 1000, seed: int = 0, alpha: 
     sizes = [len(cx[0]), len(nih[0])]
     out = seed_image_ci(lambda s, w: gap_b(s, w) - gap_a(s, w), n, sizes, n_boot, seed, alpha)
     return {**out, "prob_improvement": prob_improvement(_observed(gap_a, n, sizes), _observed(gap_b, n, sizes))}
+
+
+def ls_slope(x: Sequence[float], y: np.ndarray) -> np.ndarray:
+    """Least-squares slope of ``y`` against ``x`` along ``y``'s last axis (one value per leading index)."""
+    xc = np.asarray(x, float) - np.mean(x)
+    if not (xc ** 2).sum() > 0:
+        raise ValueError(f"a slope needs at least two distinct x values, got {list(x)}")
+    return np.asarray(y, float) @ xc / (xc ** 2).sum()
+
+
+def slope_ci(stat: Callable[[int, int, np.ndarray], np.ndarray], x: Sequence[float], n_seeds: int, n_images: int,
+             n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
+    """Per seed, the least-squares slope against ``x`` of a statistic measured at each ``x`` (E1: each dose), mean
+    over seeds with its ``seed_image_ci``: ``stat(d, s, w)`` is seed ``s``'s value at ``x[d]`` for each row of
+    image weights ``w`` (rows, n_images), the same image resample at every ``x`` and seed (the images are shared)."""
+    def effect(s, w):
+        return ls_slope(x, np.stack([np.asarray(stat(d, s, w[0]), float) for d in range(len(x))], axis=-1))
+    return seed_image_ci(effect, n_seeds, [n_images], n_boot, seed, alpha)

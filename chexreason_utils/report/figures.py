@@ -356,3 +356,25 @@ def effect_intervals(table: pd.DataFrame, row: str, panel: str, xlabel: str) -> 
         ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig, table
+
+
+def dose_response(doses: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
+    """E1: each readout along the registered step counts (0 = the SFT model, evenly spaced), one line per arm
+    (lr_schedule x rl_set) through the seed means, small dots = each seed (``experiments.dose_readout``'s doses)."""
+    panels = list(dict.fromkeys(zip(doses["set"], doses["readout"])))
+    steps = sorted(doses["grpo_steps"].unique())
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (name, readout) in zip(axes[0], panels):
+        t = doses.loc[(doses["set"] == name) & (doses["readout"] == readout)].dropna(subset=["value"])
+        for k, ((schedule, rl_set), arm) in enumerate(t.groupby(["lr_schedule", "rl_set"], sort=False)):
+            x = [steps.index(s) for s in arm["grpo_steps"]]
+            ax.plot(x, arm["value"], marker="o", lw=1, color=f"C{k}", label=f"{schedule}, {rl_set}")
+            for xi, seeds in zip(x, arm["per_seed"]):
+                values = [float(v) for v in str(seeds).split(",") if v.strip()]
+                ax.plot([xi] * len(values), values, ".", color=f"C{k}", ms=4, alpha=0.6)
+        ax.set_xticks(range(len(steps)), [str(s) for s in steps])
+        ax.set_xlabel("GRPO steps (registered; 0 = SFT)")
+        ax.set_title(f"{name}: {readout}")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig, doses

@@ -7,6 +7,12 @@ reuses a finished one by its run id) from that seed's Free-Reasoning SFT model, 
 once), each writing a progress line when it ends. Registered step counts are the tiny profile's
 (``experiments.steps_scale`` converts them).
 
+- E1 ``dose_readout``: GRPO steps x learning-rate schedule x RL set (``sampling.n_rl`` images, or a larger set
+  drawn by 01's sampler rule outside every SFT, validation and test patient: ``e1_rl_set``); step 0 is the seed's
+  SFT model; a linear-decay run per dose, one constant-LR run of the largest dose per RL set whose checkpoints at
+  the smaller doses are those doses' models (``e1_run_cell``). Readouts: CheXpert / NIH macro-F1 and validation
+  labels per answer at each dose, and their registered slopes against log3(steps / 40).
+
 - E3 ``multisite_readout``: a share of the RL prompts from the NIH-like site (``data.sampling.mix_rl_prompts``,
   no NIH test patient), reward ``evaluation.test_grpo_reward``; each run's final checkpoint scored on both test
   sets (cached predictions), the change from SFT per share and the change minus the change at share 0.
@@ -17,6 +23,7 @@ Every ruled readout carries the shared verdict (``claims.judge``) with the regis
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,21 +34,26 @@ import pandas as pd
 from .. import run_records
 from ..config import Config, training_seeds
 from ..data.manifests import in_run, load_manifest, manifest_frame
-from ..data.sampling import mix_rl_prompts
+from ..data import load_mimic
+from ..data.sampling import draw_rl_set, mix_rl_prompts
 from ..evaluation import claims, metrics, registration, scores
 from ..evaluation.metrics import eval_labels, matrices, weighted_macro_f1
 from ..jobs import run_jobs
-from ..paths import RunPaths, model_tag
+from ..labels import CHEXPERT_LABELS
+from ..paths import RunPaths, checkpoint_name, model_tag
 from .diagnostics import folder_diagnostics
 from .evaluation import SETS, claim_floors, read_evaluation, test_entries
 from .grpo import ablation_name, grpo_plan, is_finished, run_grpo
 from .open_questions import FLOOR_CLAIM, _judged
 from .predictions import predict_many
 from .sampling import nih_test_selection
+from .sft import sft_start
 
 STAGE = "08_experiments"
-BUILT = ("E3", "E5")
-RL_MANIFEST = "rl_manifest.csv"   # E3: a cell's RL set, written beside its runs
+BUILT = ("E1", "E3", "E5")
+RL_MANIFEST = "rl_manifest.csv"   # E3, E1: a cell's RL set, written beside its runs
+N_RL = "sampling.n_rl"   # E1's registered RL set of 01's size (the RL manifest itself)
+E1_UNIT = 40             # E1's slope is against log3(steps / 40) (registered steps, the tiny profile's)
 
 
 def experiment_seeds(cfg: Config) -> list[int]:
@@ -57,12 +69,16 @@ def scaled_steps(cfg: Config, registered) -> int:
 
 def cells(cfg: Config, reg_id: str) -> list[dict]:
     """The cells of ``reg_id`` this profile runs: the whole grid, or (``one_point``) the first cell that trains
-    beside its reference (E3: share 0 and the first share above it; E5: the first cell)."""
+    beside its reference (E1: step 0 and the smallest dose, linear, 01's RL set; E3: share 0 and the first share
+    above it; E5: the first cell)."""
     grid = registration.grid_cells(registration.get(reg_id))
     if cfg.experiments.cells == "all":
         return grid
     if reg_id == "E3":
         return [next(c for c in grid if c["nih_share"] == 0), next(c for c in grid if c["nih_share"] > 0)]
+    if reg_id == "E1":   # step 0 and the smallest dose of one arm (linear, the RL manifest)
+        first = min(c["grpo_steps"] for c in grid if c["grpo_steps"] > 0)
+        return [c for c in grid if c["grpo_steps"] <= first and c["lr_schedule"] == "linear" and c["rl_set"] == N_RL]
     return grid[:1]
 
 
@@ -81,11 +97,62 @@ def e3_rl_set(cfg: Config, paths: RunPaths, share: float) -> pd.DataFrame:
     return mix_rl_prompts(rl, pool, load_manifest(paths, "nih_test"), share, cfg.sampling.seed)
 
 
+def e1_rl_size(cfg: Config, rl_set: str) -> int:
+    """The number of RL images of E1's ``rl_set``: ``sampling.n_rl`` or ``k x sampling.n_rl``."""
+    if rl_set == N_RL:
+        return cfg.sampling.n_rl
+    return int(round(registration.multiple_of(rl_set, cfg.sampling.n_rl, "E1_dose_response.yaml: grid.rl_set")))
+
+
+def e1_rl_set(cfg: Config, paths: RunPaths, rl_set: str) -> pd.DataFrame:
+    """E1's RL prompts of arm ``rl_set``: the RL manifest, or ``e1_rl_size`` images drawn by 01's sampler rule
+    (greedy, the RL seed ``sampling.seed + 1``) from the MIMIC-like pool outside every patient of the SFT,
+    validation and both test manifests; a ValueError naming the numbers when the pool is too small."""
+    if rl_set == N_RL:
+        return load_manifest(paths, "rl")
+    d, s = cfg.data, cfg.sampling
+    pool = load_mimic(paths.resolve(d.mimic_root), d.uncertainty_policy, splits=s.pool_splits,
+                      check_images=d.check_images)
+    excluded = [p for name in ("sft", "val", "chexpert_test", "nih_test") for p in load_manifest(paths, name)["patient_id"]]
+    drawn = draw_rl_set(manifest_frame(pool.dataset), pool.labels(), excluded, e1_rl_size(cfg, rl_set), s.min_fraction,
+                        s.max_fraction, s.overrep_penalty, s.seed + 1, f"E1 RL set {rl_set!r}")
+    return drawn.rename(columns={"labels": "truth"})
+
+
+def e1_run_cell(cell: dict) -> dict | None:
+    """The cell whose run holds E1 ``cell``'s model: None at step 0 (the SFT model), the cell itself with linear
+    decay (the decay depends on max_steps), the largest dose of its RL set with a constant rate (one run, its
+    checkpoints at every dose)."""
+    if cell["grpo_steps"] == 0:
+        return None
+    if cell["lr_schedule"] == "linear":
+        return cell
+    return {**cell, "grpo_steps": max(registration.get("E1").grid["grpo_steps"])}
+
+
+def e1_settings(cfg: Config, cell: dict):
+    """The GRPO settings of E1's run cell: its scaled steps and schedule, no control; checkpoints every gcd of the
+    scaled doses (so a constant-rate run has one at each dose, and disk stays small), except a linear run of 03's
+    length, which keeps 03's ``save_steps`` so that 03's identical run is reused."""
+    doses = [scaled_steps(cfg, s) for s in registration.get("E1").grid["grpo_steps"] if s > 0]
+    steps = scaled_steps(cfg, cell["grpo_steps"])
+    as_03 = cell["lr_schedule"] == "linear" and steps == cfg.grpo.max_steps
+    return replace(cfg.grpo, max_steps=steps, lr_scheduler=cell["lr_schedule"], frozen_control=False,
+                   save_steps=cfg.grpo.save_steps if as_03 else math.gcd(*doses))
+
+
 def recipe(cfg: Config, paths: RunPaths, reg_id: str, cell: dict, seed: int) -> dict:
     """The ``run_grpo`` arguments of one cell and seed (reward, grpo_cfg, manifest, out_dir). The runs read no
-    frozen-policy control (neither readout uses it), so theirs is off; E3's share 0 is 03's run of that seed when
-    it is the identical run (``is_finished``), else trained here."""
-    if reg_id == "E3":
+    frozen-policy control (no computed readout uses it; E1's paired reward gain is left out, as its page says), so
+    theirs is off; E3's share 0, and E1's cell of 03's settings and RL set, is 03's run of that seed when it is the
+    identical run (``is_finished``), else trained here."""
+    if reg_id == "E1":
+        reward, grpo_cfg = cfg.evaluation.test_grpo_reward, e1_settings(cfg, cell)
+        same = cell["rl_set"] == N_RL and replace(grpo_cfg, frozen_control=cfg.grpo.frozen_control) == cfg.grpo
+        if same and is_finished(cfg, paths, reward, seed, paths.grpo_run(reward, seed)):
+            return dict(reward=reward, grpo_cfg=cfg.grpo, manifest=None, out_dir=paths.grpo_run(reward, seed))
+        manifest = None if cell["rl_set"] == N_RL else e1_rl_set(cfg, paths, cell["rl_set"])
+    elif reg_id == "E3":
         share, reward = float(cell["nih_share"]), cfg.evaluation.test_grpo_reward
         if share == 0 and is_finished(cfg, paths, reward, seed, paths.grpo_run(reward, seed)):
             return dict(reward=reward, grpo_cfg=cfg.grpo, manifest=None, out_dir=paths.grpo_run(reward, seed))
@@ -119,18 +186,65 @@ def run_cells(cfg: Config, paths: RunPaths, reg_id: str) -> pd.DataFrame:
     """Every cell x seed run of ``reg_id`` (one job each, ``workers`` at once), one row per run; E3's RL sets are
     written first into each cell's folder (``RL_MANIFEST``)."""
     todo = cells(cfg, reg_id)
+    if reg_id == "E1":
+        return dose_runs(cfg, paths, todo)
     if reg_id == "E3":
         for cell in todo:
-            folder = cell_dir(paths, reg_id, cell)
-            folder.mkdir(parents=True, exist_ok=True)
-            rl = e3_rl_set(cfg, paths, float(cell["nih_share"]))
-            rl.assign(truth=[list(t) for t in rl["truth"]], image_path=[in_run(paths, p) for p in rl["image_path"]]) \
-                [["image_id", "patient_id", "image_path", "truth"]].to_csv(folder / RL_MANIFEST, index=False)
+            _write_rl_set(paths, cell_dir(paths, reg_id, cell), e3_rl_set(cfg, paths, float(cell["nih_share"])))
     jobs = [dict(cfg=cfg, paths=paths, reg_id=reg_id, cell=c, seed=s) for c in todo for s in experiment_seeds(cfg)]
     table = pd.DataFrame(run_jobs(_cell_job, jobs, cfg.workers))
     run_records.count(f"{reg_id} runs reused", int(table["reused"].sum()))
     run_records.count(f"{reg_id} runs trained", int((~table["reused"]).sum()))
     return table.assign(**{k: [c[k] for c in todo for _ in experiment_seeds(cfg)] for k in todo[0]})
+
+
+def _write_rl_set(paths: RunPaths, folder: Path, rl: pd.DataFrame) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rl.assign(truth=[list(t) for t in rl["truth"]], image_path=[in_run(paths, p) for p in rl["image_path"]]) \
+        [["image_id", "patient_id", "image_path", "truth"]].to_csv(folder / RL_MANIFEST, index=False)
+
+
+def dose_runs(cfg: Config, paths: RunPaths, todo: list[dict]) -> pd.DataFrame:
+    """E1: one row per cell and seed with its model (tag, folder): the seed's SFT model at step 0, else the
+    checkpoint at the cell's scaled dose of its ``e1_run_cell`` run (one job per run, ``workers`` at once). An
+    arm whose larger RL set the world cannot supply is not run: its rows say why (``skipped``), and it is counted.
+    A larger RL set is written into each of its run cells' folders (``RL_MANIFEST``)."""
+    seeds, skipped = experiment_seeds(cfg), {}
+    runs = list({registration.cell_name(r): r for r in map(e1_run_cell, todo) if r is not None}.values())
+    for rl_set in dict.fromkeys(r["rl_set"] for r in runs if r["rl_set"] != N_RL):
+        try:
+            rl = e1_rl_set(cfg, paths, rl_set)
+        except ValueError as err:
+            skipped[rl_set] = f"arm not run: {err}"
+            print(f"E1: {skipped[rl_set]}", flush=True)
+            run_records.count(f"E1 runs skipped (RL set {rl_set}: the world's pool is too small)",
+                              sum(r["rl_set"] == rl_set for r in runs) * len(seeds))
+            continue
+        for r in (r for r in runs if r["rl_set"] == rl_set):
+            _write_rl_set(paths, cell_dir(paths, "E1", r), rl)
+    runs = [r for r in runs if r["rl_set"] not in skipped]
+    jobs = [dict(cfg=cfg, paths=paths, reg_id="E1", cell=r, seed=s) for r in runs for s in seeds]
+    done = {(row["cell"], row["seed"]): row for row in run_jobs(_cell_job, jobs, cfg.workers)}
+    run_records.count("E1 runs reused", sum(row["reused"] for row in done.values()))
+    run_records.count("E1 runs trained", sum(not row["reused"] for row in done.values()))
+    rows = []
+    for cell in todo:
+        for seed in seeds:
+            row = {**cell, "experiment": "E1", "cell": registration.cell_name(cell), "seed": seed,
+                   "steps": scaled_steps(cfg, cell["grpo_steps"]) if cell["grpo_steps"] else 0,
+                   "skipped": skipped.get(cell["rl_set"], "") if cell["grpo_steps"] else "", "reused": True}
+            if cell["grpo_steps"] == 0:
+                row["tag"], row["model"] = map(str, sft_start(cfg, paths, seed))
+            elif not row["skipped"]:
+                run = done[(registration.cell_name(e1_run_cell(cell)), seed)]
+                ckpt = Path(run["out_dir"]) / checkpoint_name(row["steps"])
+                if not ckpt.is_dir():
+                    raise FileNotFoundError(f"E1 {row['cell']} seed {seed}: no checkpoint {ckpt} in its run")
+                name = f"grpo-{Path(run['out_dir']).name}" if Path(run["out_dir"]).parent.parent == paths.grpo \
+                    else f"e1-{run['cell']}"
+                row.update(tag=model_tag(f"{name}-{ckpt.name}", seed), model=str(ckpt), reused=run["reused"])
+            rows.append(row)
+    return pd.DataFrame(rows).fillna({"tag": "", "model": ""})
 
 
 def _final_tag(paths: RunPaths, row) -> str:
@@ -199,3 +313,69 @@ def collapse_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> pd.Dat
                      "cell_share": float(np.mean(shares)), "final_share": float(np.mean(final)),
                      "steps": int(cell["steps"].max())})
     return pd.DataFrame(rows)
+
+
+def _e1_predictions(cfg: Config, paths: RunPaths, live: pd.DataFrame) -> dict[str, list[pd.DataFrame]]:
+    """Each live row's predictions (cached) on the CheXpert and NIH tests (04's prompts: the SFT entry's at step 0,
+    ChexReason's after) and on validation (03's checkpoint prompt)."""
+    out = {}
+    for dataset in ("CheXpert", "NIH"):
+        pair = test_entries(cfg, paths, dataset)
+        prompt = lambda steps: pair["SFT" if steps == 0 else "GRPO"].keys.prompt  # noqa: E731
+        out[dataset] = predict_many(cfg, paths, [(r.tag, r.model, SETS[dataset], prompt(r.steps)) for r in live.itertuples()])
+    out["validation"] = predict_many(cfg, paths, [(r.tag, r.model, "val", cfg.grpo.start_format) for r in live.itertuples()])
+    return out
+
+
+def dose_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """E1: (doses, slopes). Doses: per arm (lr_schedule x rl_set), step count and seed-mean, CheXpert and NIH
+    macro-F1 and validation scored labels per answer (each seed's beside it). Slopes: per arm, the registered
+    least-squares slope against log3(steps / 40) over the non-zero doses, per seed, mean over seeds with its 95% CI
+    over seeds x images (``metrics.slope_ci``): macro-F1 with the verdict (the registration's SESOI and sign per
+    set), labels per answer descriptive (no SESOI registered); an arm with fewer than two doses is not measurable."""
+    reg, E, seeds = registration.get("E1"), cfg.evaluation, experiment_seeds(cfg)
+    floors = claim_floors(cfg, read_evaluation(paths).scores)
+    live = runs.loc[runs["skipped"] == ""].reset_index(drop=True)
+    frames = _e1_predictions(cfg, paths, live)
+    labels = {"CheXpert": eval_labels(cfg, "CheXpert"), "NIH": eval_labels(cfg, "NIH"), "validation": CHEXPERT_LABELS}
+    readout = {"CheXpert": "macro-F1", "NIH": "macro-F1", "validation": "labels per answer"}
+    y_true = {d: matrices(frames[d][0], cfg, labels[d])[0] for d in frames}
+    preds = {d: [matrices(f, cfg, labels[d])[1] for f in frames[d]] for d in frames}
+
+    def stat(d: str, i: int, w: np.ndarray) -> np.ndarray:   # row i's value on image weights w (rows, n)
+        if d == "validation":
+            return w @ preds[d][i].sum(axis=1) / w.sum(axis=1)
+        return weighted_macro_f1(y_true[d], preds[d][i], w)
+
+    ones = {d: np.ones((1, len(y)), float) for d, y in y_true.items()}
+    dose_rows, slope_rows = [], []
+    for (schedule, rl_set), arm in runs.groupby(["lr_schedule", "rl_set"], sort=False):
+        idx = {(r.grpo_steps, r.seed): i for i, r in live.iterrows() if (r.lr_schedule, r.rl_set) == (schedule, rl_set)}
+        what = {"lr_schedule": schedule, "rl_set": rl_set}
+        for steps in dict.fromkeys(arm["grpo_steps"]):
+            note = arm.loc[arm["grpo_steps"] == steps, "skipped"].iloc[0]
+            for d in frames:
+                values = [float(stat(d, idx[(steps, s)], ones[d])[0]) for s in seeds] if not note else []
+                dose_rows.append({**what, "grpo_steps": steps, "steps": scaled_steps(cfg, steps) if steps else 0,
+                                  "set": d, "readout": readout[d], "value": np.mean(values) if values else np.nan,
+                                  "per_seed": ", ".join(f"{v:.6f}" for v in values), "n_images": len(y_true[d]),
+                                  "note": note})
+        doses = sorted({k[0] for k in idx if k[0] > 0})
+        reason = arm["skipped"].max() or ("" if len(doses) > 1 else
+                                          f"a slope needs two non-zero step counts; this profile runs {doses}")
+        for d in frames:
+            base = {**what, "set": d, "readout": f"slope of {readout[d]} per tripling of steps",
+                    "doses": ", ".join(str(s) for s in doses), "n_images": len(y_true[d])}
+            result = metrics.slope_ci(lambda j, s, w: stat(d, idx[(doses[j], seeds[s])], w),
+                                      [math.log(s / E1_UNIT, 3) for s in doses], len(seeds), len(y_true[d]),
+                                      E.n_bootstrap, E.bootstrap_seed) if not reason else None
+            if reason:
+                slope_rows.append({**base, "effect": np.nan, "lo": np.nan, "hi": np.nan, "per_seed": "",
+                                   "not_measurable": reason, "verdict": "not measurable", "note": reason,
+                                   "sesoi": reg.sesoi.get(d, np.nan)})
+            elif d == "validation":
+                slope_rows.append({**scores.contrast_row(base, result), "not_measurable": "", "verdict": "descriptive",
+                                   "note": "no SESOI registered for this readout", "sesoi": np.nan})
+            else:
+                slope_rows.append(_judged(base, result, reg, d, floors[FLOOR_CLAIM[d]]))
+    return pd.DataFrame(dose_rows), pd.DataFrame(slope_rows)

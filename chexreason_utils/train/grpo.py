@@ -112,7 +112,7 @@ def _run_id(sft_dir: Path, train: datasets.Dataset, ds_paths: list[str], cfg: GR
             prevalence: dict) -> str:
     """The run's key: start model, prompts, truths and image bytes, settings, reward and its prevalences."""
     return digest({"sft_fp": model_fingerprint(sft_dir), "prompts": list(train["prompt"]), "truth": list(train["truth"]),
-                   "images": files_digest(ds_paths), "cfg": asdict(cfg), "reward": reward, "prev": prevalence,
+                   "images": files_digest(ds_paths), "cfg": run_settings(cfg), "reward": reward, "prev": prevalence,
                    "sampling": "seeded per step"})
 
 
@@ -185,7 +185,7 @@ def trl_config(cfg: GRPOConfig, out_dir: Path, dev: str, tracking: Tracking = Tr
         save_strategy="steps", save_steps=cfg.save_steps, logging_steps=1, log_completions=True,
         num_completions_to_print=0, seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=True, **tracking.trainer_args(),
         log_unique_prompts=tracking.report_to == "wandb",   # one row a step: wandb 0.31 cannot type a table of VLM prompts
-        bf16=dev == "cuda", use_cpu=dev == "cpu", dataloader_num_workers=0, warmup_steps=0.0,
+        bf16=dev == "cuda", use_cpu=dev == "cpu", dataloader_num_workers=0, warmup_steps=0.0, lr_scheduler_type=cfg.lr_scheduler,
         activation_checkpointing=dev == "cuda",   # trl's default (on) recomputes activations: memory we lack only on GPU
         **vllm_args(cfg))
 
@@ -343,3 +343,12 @@ def policy_batches(out_dir: Path) -> pd.DataFrame:
     if not len(table) or "image_path" not in table:
         raise FileNotFoundError(f"{out_dir}/completions/*.parquet holds no image_path column: rerun the GRPO run")
     return table.groupby("step", sort=True)["image_path"].agg("|".join).reset_index(name="image_paths")
+
+
+def run_settings(cfg: GRPOConfig) -> dict:
+    """The settings in a run's id: every option, ``lr_scheduler`` only when it is not trl's default (linear), so
+    the runs made before the option existed keep their ids."""
+    settings = asdict(cfg)
+    if settings["lr_scheduler"] == "linear":
+        del settings["lr_scheduler"]
+    return settings
