@@ -191,11 +191,18 @@ def run_cells(cfg: Config, paths: RunPaths, reg_id: str) -> pd.DataFrame:
     if reg_id == "E3":
         for cell in todo:
             _write_rl_set(paths, cell_dir(paths, reg_id, cell), e3_rl_set(cfg, paths, float(cell["nih_share"])))
-    jobs = [dict(cfg=cfg, paths=paths, reg_id=reg_id, cell=c, seed=s) for c in todo for s in experiment_seeds(cfg)]
-    table = pd.DataFrame(run_jobs(_cell_job, jobs, cfg.workers))
-    run_records.count(f"{reg_id} runs reused", int(table["reused"].sum()))
-    run_records.count(f"{reg_id} runs trained", int((~table["reused"]).sum()))
+    table = pd.DataFrame(_run_batch(cfg, paths, reg_id, todo, experiment_seeds(cfg)))
     return table.assign(**{k: [c[k] for c in todo for _ in experiment_seeds(cfg)] for k in todo[0]})
+
+
+def _run_batch(cfg: Config, paths: RunPaths, reg_id: str, cells_: list[dict], seeds: list[int]) -> list[dict]:
+    """``_cell_job`` of every cell x seed (one job each, ``workers`` at once), rows in job order; the reused and
+    trained runs counted for the runner's summary."""
+    jobs = [dict(cfg=cfg, paths=paths, reg_id=reg_id, cell=c, seed=s) for c in cells_ for s in seeds]
+    rows = run_jobs(_cell_job, jobs, cfg.workers)
+    run_records.count(f"{reg_id} runs reused", sum(bool(r["reused"]) for r in rows))
+    run_records.count(f"{reg_id} runs trained", sum(not r["reused"] for r in rows))
+    return rows
 
 
 def _write_rl_set(paths: RunPaths, folder: Path, rl: pd.DataFrame) -> None:
@@ -223,10 +230,7 @@ def dose_runs(cfg: Config, paths: RunPaths, todo: list[dict]) -> pd.DataFrame:
         for r in (r for r in runs if r["rl_set"] == rl_set):
             _write_rl_set(paths, cell_dir(paths, "E1", r), rl)
     runs = [r for r in runs if r["rl_set"] not in skipped]
-    jobs = [dict(cfg=cfg, paths=paths, reg_id="E1", cell=r, seed=s) for r in runs for s in seeds]
-    done = {(row["cell"], row["seed"]): row for row in run_jobs(_cell_job, jobs, cfg.workers)}
-    run_records.count("E1 runs reused", sum(row["reused"] for row in done.values()))
-    run_records.count("E1 runs trained", sum(not row["reused"] for row in done.values()))
+    done = {(row["cell"], row["seed"]): row for row in _run_batch(cfg, paths, "E1", runs, seeds)}
     rows = []
     for cell in todo:
         for seed in seeds:
@@ -240,19 +244,23 @@ def dose_runs(cfg: Config, paths: RunPaths, todo: list[dict]) -> pd.DataFrame:
                 ckpt = Path(run["out_dir"]) / checkpoint_name(row["steps"])
                 if not ckpt.is_dir():
                     raise FileNotFoundError(f"E1 {row['cell']} seed {seed}: no checkpoint {ckpt} in its run")
-                name = f"grpo-{Path(run['out_dir']).name}" if Path(run["out_dir"]).parent.parent == paths.grpo \
-                    else f"e1-{run['cell']}"
-                row.update(tag=model_tag(f"{name}-{ckpt.name}", seed), model=str(ckpt), reused=run["reused"])
+                row.update(tag=_checkpoint_tag(paths, "E1", run["cell"], run["out_dir"], ckpt, seed), model=str(ckpt),
+                           reused=run["reused"])
             rows.append(row)
     return pd.DataFrame(rows).fillna({"tag": "", "model": ""})
 
 
+def _checkpoint_tag(paths: RunPaths, reg_id: str, cell: str, out_dir, ckpt: Path, seed: int) -> str:
+    """The prediction-cache tag of a checkpoint of one run: 03's own tag for 03's run (cached by 03 and 04), else
+    the experiment's and cell's."""
+    if Path(out_dir).parent.parent == paths.grpo:
+        return model_tag(f"grpo-{Path(out_dir).name}-{ckpt.name}", seed)
+    return model_tag(f"{reg_id.lower()}-{cell}-{ckpt.name}", seed)
+
+
 def _final_tag(paths: RunPaths, row) -> str:
-    """The prediction-cache tag of a run's final checkpoint (03's own tag for 03's run: cached by 04)."""
-    ckpt = Path(row.final_checkpoint)
-    if Path(row.out_dir).parent.parent == paths.grpo:
-        return model_tag(f"grpo-{Path(row.out_dir).name}-{ckpt.name}", row.seed)
-    return model_tag(f"{row.experiment.lower()}-{row.cell}-{ckpt.name}", row.seed)
+    """The prediction-cache tag of a run's final checkpoint (``_checkpoint_tag``)."""
+    return _checkpoint_tag(paths, row.experiment, row.cell, row.out_dir, Path(row.final_checkpoint), row.seed)
 
 
 def multisite_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> pd.DataFrame:
