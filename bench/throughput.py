@@ -148,6 +148,12 @@ def bench_sft_variants(cfg, base, paths, reps: int, steps: int) -> list[dict]:
     return rows_out
 
 
+def _endless(loader):
+    """The loader's batches epoch after epoch (GRPO's prompts repeat when the steps outrun them)."""
+    while True:
+        yield from loader
+
+
 def bench_grpo(cfg, base, paths, root: Path, reps: int, steps: int) -> dict:
     g = replace(cfg.grpo, max_steps=steps, save_steps=steps)
     fmt = g.start_format
@@ -157,7 +163,7 @@ def bench_grpo(cfg, base, paths, root: Path, reps: int, steps: int) -> dict:
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1   # set by the training loop, read by compute_loss
     inputs = [trainer._generate_and_score_completions(batch)
-              for batch, _ in zip(grpo._endless(trainer.get_train_dataloader()), range(steps))]
+              for batch, _ in zip(_endless(trainer.get_train_dataloader()), range(steps))]
     tokens = sum(int(i["prompt_mask"].sum() + i["completion_mask"].sum()) for i in inputs)
     model = trainer.model
     opt = torch.optim.AdamW(model.parameters(), lr=g.learning_rate)

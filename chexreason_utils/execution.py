@@ -6,6 +6,10 @@
   jupyter_client names them ``kernel-ipc-<n>`` in the working directory (the notebook folder) by default, so two
   runs that start a kernel at the same moment there take the same sockets and one kernel never answers; each
   kernel gets socket names of its own instead.
+
+The runner stops each kernel at once after its last cell (papermill's ``shutdown_kernel="immediate"``): a graceful
+shutdown waits about 2 s for an interpreter holding torch to tear down, and by then every output is written and
+closed; the kernel's worker processes end with it (``jobs.die_with_parent``).
 """
 from __future__ import annotations
 
