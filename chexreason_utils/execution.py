@@ -1,4 +1,4 @@
-"""How the runner executes one notebook: papermill's nbclient engine, with two changes.
+"""How the runner executes one notebook: papermill's nbclient engine, with three changes.
 
 - A hook on every cell start, so the runner's progress watcher can say which cell is running.
 - The kernel talks to papermill over IPC sockets (files in Jupyter's runtime folder) instead of TCP
@@ -6,10 +6,9 @@
   jupyter_client names them ``kernel-ipc-<n>`` in the working directory (the notebook folder) by default, so two
   runs that start a kernel at the same moment there take the same sockets and one kernel never answers; each
   kernel gets socket names of its own instead.
-
-The runner stops each kernel at once after its last cell (papermill's ``shutdown_kernel="immediate"``): a graceful
-shutdown waits about 2 s for an interpreter holding torch to tear down, and by then every output is written and
-closed; the kernel's worker processes end with it (``jobs.die_with_parent``).
+- Each kernel is stopped at once after its last cell (nbclient's ``shutdown_kernel="immediate"``): a graceful
+  shutdown waits about 2 s for an interpreter holding torch to tear down, and by then every output is written and
+  closed; the kernel's worker processes end with it (``jobs.die_with_parent``).
 """
 from __future__ import annotations
 
@@ -41,7 +40,8 @@ class IPCKernelManager(AsyncKernelManager):
 
 
 class CellHookEngine(NBClientEngine):
-    """papermill's default engine, calling ``on_cell(number, count, source)`` as each cell starts (from 1)."""
+    """papermill's default engine, calling ``on_cell(number, count, source)`` as each cell starts (from 1), on
+    ``IPCKernelManager`` kernels stopped at once after the last cell."""
 
     @classmethod
     def execute_managed_notebook(cls, nb_man, kernel_name, on_cell: Callable | None = None, **kwargs):
@@ -54,7 +54,7 @@ class CellHookEngine(NBClientEngine):
 
             nb_man.cell_start = announce
         return super().execute_managed_notebook(nb_man, kernel_name, kernel_manager_class=IPCKernelManager,
-                                                **kwargs)
+                                                shutdown_kernel="immediate", **kwargs)
 
 
 papermill_engines.register(ENGINE, CellHookEngine)

@@ -274,8 +274,7 @@ def _execute(nb: Path, out: Path, params: dict, opts: RunOptions, progress_log: 
         with watch_stage(nb.stem, progress_log) as watcher:
             papermill.execute_notebook(str(nb), str(out), parameters=params, kernel_name=opts.kernel,
                                        cwd=str(nb.parent), progress_bar=False, log_output=opts.log_output,
-                                       engine_name=ENGINE, on_cell=watcher.set_cell if watcher else None,
-                                       shutdown_kernel="immediate")
+                                       engine_name=ENGINE, on_cell=watcher.set_cell if watcher else None)
     except PapermillExecutionError as exc:
         raise StageFailed(nb.stem, f"cell {exc.cell_index} of the executed notebook (In [{exc.exec_count}]): {exc.ename}: "
                                    f"{exc.evalue}  [full traceback in {out}]") from None
