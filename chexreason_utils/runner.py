@@ -32,7 +32,6 @@ from . import config_reads, progress, run_records
 from .config import Config, load_profile
 from .report.figure_registry import ARTIFACTS
 from .paths import NOTEBOOK_DIR, PACKAGE_DIR, REPO_ROOT, RunPaths
-from .report.page import write_experiments, write_report
 from .stage import READS_FILE, RECORD_FILES, WORKER_READS_FILE, stage_outputs
 
 FIGURES_PREFIX = "<figures>/"
@@ -377,6 +376,8 @@ def run(opts: RunOptions) -> list[StageResult]:
     print(summary_table(results), flush=True)
     if failure is not None:
         raise failure
+    from .report.page import write_experiments, write_report   # the report stack, once the stages are done
+
     print(f"report: {write_report(paths, cfg.profile)[0]}", flush=True)
     if opts.experiments:
         print(f"experiments: {write_experiments(paths, cfg.profile)[0]}", flush=True)

@@ -18,7 +18,6 @@ from . import config_reads, run_records
 from .config import Config, load_profile
 from .jobs import RENAMED_IN_TRANSFORMERS
 from .paths import RunPaths
-from .report.plotting import set_style
 from .seeding import seed_everything
 
 # What each stage writes, relative to the run root, besides its registered figures and tables and the files it
@@ -88,6 +87,8 @@ def start_stage(name: str, profile: str, run_dir: str = "", figure_dir: str = ""
     os.environ[config_reads.READS_ENV] = str(folder / WORKER_READS_FILE)
     config_reads.track(cfg, _ReadLog(folder / READS_FILE))
     seed_everything(cfg.seed)
+    from .report.plotting import set_style   # the plotting stack, for the stage's kernel only
+
     set_style()
     warnings.filterwarnings("ignore", RENAMED_IN_TRANSFORMERS, FutureWarning)
     return Stage(name=name, cfg=cfg, paths=paths)

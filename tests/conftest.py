@@ -66,16 +66,20 @@ def smoke_run(smoke_process):
     return RunPaths.for_profile("smoke", opts.run_dir, opts.figure_dir), results, opts
 
 
+SECOND_RUN = ("-p", "workers=1", "-p", "seeds=[1]", "--only", "00,01,02,03,04")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def second_smoke_run(request, tmp_path_factory):
-    """The repro test's second clean smoke run (one worker), started in the background when the session starts, so
-    that it runs beside the rest of the suite instead of after it; yields (process, run dir, figure dir, log), or
-    None when no repro test is selected."""
+    """The repro test's second clean smoke run, started in the background when the session starts, so that it runs
+    beside the rest of the suite instead of after it: one worker, seed 1 only, stages 00-04 (everything a seed's
+    models and predictions come from; 05-07 read them and are checked by their own tests). Yields (process, run dir,
+    figure dir, log), or None when no repro test is selected."""
     if not any(item.get_closest_marker("repro") for item in request.session.items):
         yield None
         return
     root = tmp_path_factory.mktemp("second-smoke")
-    proc, log = _start_smoke_run(root, "-p", "workers=1")
+    proc, log = _start_smoke_run(root, *SECOND_RUN)
     yield proc, root / "run", root / "figures", root / "log.txt"
     if proc.poll() is None:
         proc.kill()

@@ -1,7 +1,6 @@
 """The whole smoke profile through the runner, then GRPO reference / resume and evaluation behaviour on it."""
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -283,46 +282,54 @@ def test_an_interrupted_control_resumes_to_the_same_numbers(smoke_run, tmp_path)
     pd.testing.assert_frame_equal(pd.read_parquet(control / paths.CONTROL_COMPLETIONS), texts)
 
 
-COMPARED = (".safetensors", ".json", ".csv", ".png", ".pdf", ".md", ".tex", ".html")
-# times, run ids, the runner's file-digest cache (keyed by mtime), and trl's model card (README.md), whose tags trl
-# writes in set order
+COMPARED = (".safetensors", ".json", ".jsonl", ".csv", ".parquet", ".png", ".pdf", ".md", ".tex")
+# times, run ids, the runner's file-digest cache (keyed by mtime), trl's model card (README.md), whose tags trl
+# writes in set order, and the contrasts, which are inference across seeds
 NOT_COMPARED = {"manifest.json", "run_info.json", "trainer_state.json", "config_reads.json", "file_digests.json",
-                "README.md"}
+                "README.md", "contrasts.csv"}
 TIMING_COLUMNS = ("runtime", "per_second", "step_time")
 
 
-def _comparable(folder, root):
-    """Relative path -> bytes of every model, CSV, figure and table (the run's parent folder written as <tmp>, timing columns
-    of trainer logs dropped); the executed notebooks of the run directory, the manifest and run-id files are not
-    compared (their HTML exports beside the report are: a clone elsewhere must export the same bytes)."""
+def _comparable(run_dir, seed):
+    """Relative path -> bytes of every model, prediction, CSV and table in a run directory (its parent folder written
+    as <tmp>, timing columns of trainer logs dropped, only ``seed``'s rows of tables with a seed column); executed
+    notebooks, progress logs, the manifest and run-id files are not compared."""
     out = {}
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder)
-        if not path.is_file() or path.suffix not in COMPARED or path.name in NOT_COMPARED or (
-                rel.parts[0] == "notebooks" and path.suffix != ".html"):
+    for path in sorted(run_dir.rglob("*")):
+        rel = path.relative_to(run_dir)
+        if (not path.is_file() or path.suffix not in COMPARED or path.name in NOT_COMPARED
+                or rel.parts[0] in ("notebooks", "logs")):
             continue
         data = path.read_bytes()
-        if path.name == "log_history.csv":
+        if path.suffix == ".csv":
             frame = pd.read_csv(path)
-            data = frame.drop(columns=[c for c in frame if c.endswith(TIMING_COLUMNS)]).to_csv(index=False).encode()
-        if path.suffix in (".json", ".csv", ".md", ".tex", ".html"):   # the run and figure folders share a parent
-            data = data.replace(str(root.parent).encode(), b"<tmp>")
-        if path.suffix == ".html":   # the injected parameters differ by design (the second run sets workers=1)
-            data = re.sub(rb'celltag_injected-parameters.*?(?=<div class="jp-Cell )', b"", data, flags=re.S)
+            if path.name == "log_history.csv":
+                frame = frame.drop(columns=[c for c in frame if c.endswith(TIMING_COLUMNS)])
+            if "seed" in frame:
+                frame = frame[frame["seed"] == seed]
+            data = frame.to_csv(index=False).encode()
+        if path.suffix in (".json", ".jsonl", ".csv", ".md", ".tex"):   # absolute paths inside the run
+            data = data.replace(str(run_dir.parent).encode(), b"<tmp>")
         out[str(rel)] = data
     return out
 
 
 @pytest.mark.repro
 def test_a_second_clean_smoke_run_in_another_process_gives_identical_bytes(smoke_run, second_smoke_run):
-    """Same machine, profile and seeds -> the same models, CSVs, figures and tables. The fixture ran with the
-    default workers (one per core), this run with one, so it also shows the worker count changes nothing. The
-    second run was started beside the rest of the suite (``conftest.second_smoke_run``)."""
+    """Same machine and profile -> the same world, bases, manifests, seed-1 SFT and GRPO weights and predictions, byte
+    for byte. The fixture ran seeds 0 and 1 with the default workers (one per core); the second run
+    (``conftest.SECOND_RUN``) runs seed 1 alone with one worker through stage 04, so it also shows that neither the
+    worker count nor the other seeds change a seed's results. Figures average over seeds, so they are not compared here
+    (``test_project_hygiene`` checks that saving a figure twice gives the same bytes)."""
     paths, _, _ = smoke_run
-    proc, run_dir, fig_dir, log = second_smoke_run
+    proc, run_dir, _, log = second_smoke_run
     assert proc.wait(timeout=3000) == 0, log.read_text()[-3000:]
-    for first, second in ((_comparable(paths.root, paths.root), _comparable(run_dir, run_dir)),
-                          (_comparable(paths.figures, paths.root), _comparable(fig_dir, run_dir))):
-        assert sorted(first) == sorted(second)
-        differ = [name for name in first if first[name] != second[name]]
-        assert not differ, f"{len(differ)} of {len(first)} files differ, e.g. {differ[:10]}"
+    first, second = _comparable(paths.root, 1), _comparable(run_dir, 1)
+    missing = sorted(set(second) - set(first))
+    assert not missing, f"the second run wrote {len(missing)} files the first did not, e.g. {missing[:10]}"
+    kinds = pd.Series([Path(name).suffix for name in second]).value_counts()
+    assert kinds.get(".safetensors", 0) >= 10 and kinds.get(".jsonl", 0) >= 10, kinds.to_dict()
+    trained = {Path(name).parts[1] for name in second if name.startswith(("02_sft/seed-", "03_grpo/seed-"))}
+    assert trained == {"seed-1"}, trained
+    differ = [name for name in second if first[name] != second[name]]
+    assert not differ, f"{len(differ)} of {len(second)} files differ, e.g. {differ[:10]}"

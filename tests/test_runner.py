@@ -131,6 +131,10 @@ EDITS = [("seed", 3, {"00_alpha", "01_beta", "02_gamma"}), ("device", "cuda", se
          ("diagnostics.window", 9, set()), ("claims.sesoi_c1", 0.05, set()), ("experiments.steps_scale", 0.5, set()),
          ("profile", "smoke-copy", {"02_gamma"}),
          ("seeds", [4, 5], {"02_gamma"})]
+# Two rounds of edits: world.seed alone (only 00 reruns, and its unchanged card.txt reruns nothing after it), then
+# every other edit at once, where each stage's printed reason must name exactly the edited values it reads (a stage
+# reruns when any value it read changed, so one round answers for every edit; seven stage executions, not fourteen).
+ROUNDS = [("world.seed",), tuple(key for key, _, _ in EDITS if key != "world.seed")]
 
 
 def _fixture_stages(tmp_path):
@@ -162,17 +166,19 @@ def test_editing_a_config_value_reruns_exactly_the_stages_that_read_it(tmp_path,
     assert {"grpo.hard.lambda_len", "seeds", "sft.batch_size"} <= set(stages["02_gamma"]["reads"])   # workers' too
     assert "grpo" not in stages["02_gamma"]["reads"] and "" not in stages["02_gamma"]["reads"]
     assert {key.split(".")[0] for key, _, _ in EDITS} == {f.name for f in __import__("dataclasses").fields(Config)}
-    for key, new, expected in EDITS:
-        *parents, leaf = key.split(".")
-        section = raw
-        for part in parents:
-            section = section.setdefault(part, {})
-        section[leaf] = new
+    edits = {key: (new, readers) for key, new, readers in EDITS}
+    for keys in ROUNDS:
+        for key in keys:
+            *parents, leaf = key.split(".")
+            section = raw
+            for part in parents:
+                section = section.setdefault(part, {})
+            section[leaf] = edits[key][0]
         profile.write_text(yaml.safe_dump(raw))
-        results = run(options)
-        assert {r.name for r in results if r.status == "ran"} == expected, key
-        assert all(r.reason == f"config changed: {key}" for r in results if r.status == "ran"), key
-    assert "running (config changed: seeds)" in capsys.readouterr().out
+        reasons = {r.name: r.reason for r in run(options) if r.status == "ran"}
+        expected = {stage: sorted(k for k in keys if stage in edits[k][1]) for stage in READS}
+        assert reasons == {stage: f"config changed: {', '.join(ks)}" for stage, ks in expected.items() if ks}, keys
+    assert f"[02_gamma] running ({reasons['02_gamma']}) ..." in capsys.readouterr().out   # printed as it starts
 
 
 def test_a_copied_run_folder_reruns_as_unchanged(tmp_path):
