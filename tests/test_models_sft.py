@@ -157,8 +157,12 @@ def test_cpu_trainer_on_prepared_data_logs_what_trl_logs_on_the_collator_path(ti
 
     old, new = logged(False), logged(True)      # trl's collator and fused LM head / prepared data and full logits
     assert len(old) == 4 and old[0]["loss"] > old[-1]["loss"]
-    for key in ("loss", "entropy", "mean_token_accuracy", "num_tokens"):
-        assert [r[key] for r in new] == pytest.approx([r[key] for r in old], rel=1e-5), key
+    assert [r["num_tokens"] for r in new] == [r["num_tokens"] for r in old]
+    for key in ("loss", "entropy", "mean_token_accuracy"):
+        got, want = [r[key] for r in new], [r[key] for r in old]
+        assert got[0] == pytest.approx(want[0], rel=1e-5), key       # the same weights: the same numbers
+        # then weights updated by gradients that differ by trl's CPU fused head (below): 8.5e-5 apart on an AMD EPYC
+        assert got[1:] == pytest.approx(want[1:], rel=1e-3, abs=1e-3), key
     # the full-logits gradient is the model's own loss's, to the bit; trl's CPU fused head is off by up to 0.5%
     assert [r["grad_norm"] for r in new] == pytest.approx([r["grad_norm"] for r in old], rel=5e-3)
 
