@@ -162,7 +162,7 @@ def test_cpu_trainer_on_prepared_data_logs_what_trl_logs_on_the_collator_path(ti
         got, want = [r[key] for r in new], [r[key] for r in old]
         assert got[0] == pytest.approx(want[0], rel=1e-5), key       # the same weights: the same numbers
         # then weights updated by gradients that differ by trl's CPU fused head (below): 8.5e-5 apart on an AMD EPYC
-        assert got[1:] == pytest.approx(want[1:], rel=1e-3, abs=1e-3), key
+        assert got[1:] == pytest.approx(want[1:], rel=2e-4), key
     # the full-logits gradient is the model's own loss's, to the bit; trl's CPU fused head is off by up to 0.5%
     assert [r["grad_norm"] for r in new] == pytest.approx([r["grad_norm"] for r in old], rel=5e-3)
 
