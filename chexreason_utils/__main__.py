@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import ConfigError, parse_override
+from .config import REWARDS, ConfigError, parse_override
 from .paths import NOTEBOOK_DIR
 from .runner import RunnerError, RunOptions, StageFailed, run
 
@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
                            help="base model to fine-tune (repeatable; default: medical, and general when "
                                 "sft.general_model_too)")
         if name == "grpo":
-            w.add_argument("--reward", action="append", choices=["hard", "nuanced"],
+            w.add_argument("--reward", action="append", choices=list(REWARDS),
                            help="reward to train with (repeatable; default: grpo.rewards)")
         if name == "evaluate":
             w.add_argument("--model", required=True, help="model folder or hub id")

@@ -10,7 +10,9 @@ from chexreason_utils.evaluation import metrics
 from chexreason_utils.report import reference
 from chexreason_utils.config import HardRewardConfig, NuancedRewardConfig
 from chexreason_utils.prompts import PROMPT_VARIANTS, SFT_FORMATS, format_target, parse_output
-from chexreason_utils.train.rewards import CollapseGuard, fp_weights, hard_components, hard_reward_functions, jaccard, nuanced_components, nuanced_reward_functions
+from chexreason_utils.train.rewards import (CollapseGuard, balanced_accuracy, fp_weights, hard_components, hard_reward_functions,
+                                           jaccard, nuanced_components, nuanced_reward_functions, per_label_components,
+                                           per_label_reward_functions)
 
 OK = "<think>Heart is large.</think><solution>Cardiomegaly, Pleural Effusion</solution>"
 
@@ -54,6 +56,29 @@ def test_hard_reward_hand_computed():
     out = [f(completions=[[{"role": "assistant", "content": OK}]], completion_ids=[[1, 2]],
              truth=[["Cardiomegaly", "Pleural Effusion"]]) for f in fns]
     assert out == [[1.0], [0.0]] and [f.__name__ for f in fns] == ["hard_jaccard", "hard_length"]
+
+
+def test_per_label_reward_prices_each_label_where_hard_prices_the_set():
+    """Q1's registered example: a three-label image (14 labels), the commonest true label alone vs the truth plus
+    one wrong label."""
+    cfg = HardRewardConfig(lambda_len=0.1, length_threshold=250)
+    truth = {"Lung Opacity", "Pleural Effusion", "Atelectasis"}
+    alone = parse_output("<think>a</think><solution>Lung Opacity</solution>")
+    plus_one = parse_output("<think>a</think><solution>Lung Opacity, Atelectasis, Pleural Effusion, Edema</solution>")
+    assert per_label_components(alone, 300, truth, cfg)["per_label_accuracy"] == pytest.approx((1 / 3 + 1) / 2)   # 0.67
+    assert per_label_components(plus_one, 300, truth, cfg)["per_label_accuracy"] == pytest.approx((1 + 10 / 11) / 2)
+    assert hard_components(alone, 300, truth, cfg)["hard_jaccard"] == pytest.approx(1 / 3)
+    assert hard_components(plus_one, 300, truth, cfg)["hard_jaccard"] == pytest.approx(3 / 4)
+    assert per_label_components(alone, 100, truth, cfg) == {"per_label_accuracy": pytest.approx(2 / 3),
+                                                            "per_label_length": -0.1}   # hard's length penalty
+    assert per_label_components(parse_output("no tags"), 300, truth, cfg) == {"per_label_accuracy": 0.0,
+                                                                              "per_label_length": 0.0}
+    assert balanced_accuracy(set(), set()) == 1.0 and balanced_accuracy(set(), {"Edema"}) == pytest.approx(1 - 1 / 28)
+    fns = per_label_reward_functions(HardRewardConfig(length_unit="chars", length_threshold=10))
+    out = [f(completions=[[{"role": "assistant", "content": OK}]], completion_ids=[[1, 2]],
+             truth=[["Cardiomegaly"]]) for f in fns]
+    assert out == [[pytest.approx((1 + 12 / 13) / 2)], [0.0]]
+    assert [f.__name__ for f in fns] == ["per_label_accuracy", "per_label_length"]
 
 
 def test_nuanced_reward_hand_computed():

@@ -18,7 +18,7 @@ from . import metrics
 from ..config import HardRewardConfig, NuancedRewardConfig
 from ..labels import CHEXPERT_LABELS, names_to_vector
 from ..prompts import completion_text, parse_output
-from ..train.rewards import CollapseGuard, fp_weights, hard_components, nuanced_components
+from ..train.rewards import CollapseGuard, fp_weights, hard_components, nuanced_components, per_label_components
 
 STRATEGIES = {
     "exact truth": "the true label set",
@@ -234,6 +234,8 @@ def term_by_term(completions: pd.DataFrame, index: int, truth: list[str], reward
     parsed = parse_output(completion_text(completions["completion"].iloc[index]), think)
     if reward == "hard":
         terms = hard_components(parsed, length, set(truth), hard)
+    elif reward == "per_label":
+        terms = per_label_components(parsed, length, set(truth), hard)
     elif reward == "nuanced":
         guard = CollapseGuard(nuanced.window, nuanced.dominance, nuanced.excess_repetition, nuanced.collapse,
                               nuanced.min_window)
@@ -242,7 +244,7 @@ def term_by_term(completions: pd.DataFrame, index: int, truth: list[str], reward
         terms = nuanced_components(parsed, set(truth), nuanced, fp_weights(prevalence, nuanced.fp_base),
                                    guard.penalty(parsed.labels))
     else:
-        raise ValueError(f"reward {reward!r}: choose one of hard, nuanced")
+        raise ValueError(f"reward {reward!r}: choose one of hard, nuanced, per_label")
     missing = [name for name in terms if name not in completions]
     if missing:
         raise KeyError(f"the completions log has no column(s) {missing}: was it logged by a {reward} run?")

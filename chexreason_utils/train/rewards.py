@@ -14,6 +14,12 @@ Hard (docs/paper.md): r = J(Y, Yhat) - lambda_len   if valid and |t| < threshold
   ``steps.grpo.resolve_length_threshold``). Both rewards pay more for one safe label than for a longer list with a
   wrong label in it (``reward_analysis.strategy_rewards`` tabulates this).
 
+Per-label (ours; registrations/Q1_per_label_reward.yaml): the hard reward with J(Y, Yhat) replaced by per-label
+  balanced accuracy over the CheXpert labels L, BA = (|Y & Yhat| / |Y| + |(L - Y) - Yhat| / |L - Y|) / 2 (a term is 1
+  when its denominator is 0); validity, 0 when invalid and -lambda_len exactly as hard's. It prices each missed true
+  label (1 / 2|Y|) and each wrong label (1 / 2|L - Y|) on its own, where J pays for the set.
+  components: ``per_label_accuracy`` and ``per_label_length``.
+
 Nuanced (docs/paper.md):  r = r_match + r_partial - r_FP - r_collapse - r_format
   r_match   = +100 if Yhat == Y
   r_partial = 30 * recall + 20 * precision
@@ -34,6 +40,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import HardRewardConfig, NuancedRewardConfig
+from ..labels import CHEXPERT_LABELS
 from ..prompts import Parsed, completion_text, parse_output
 
 
@@ -49,6 +56,22 @@ def hard_components(parsed: Parsed, length: int, truth: set[str], cfg: HardRewar
     short = length < cfg.length_threshold
     return {"hard_jaccard": jaccard(truth, set(parsed.labels), cfg.empty_jaccard),
             "hard_length": -cfg.lambda_len if short else 0.0}
+
+
+def balanced_accuracy(truth: set[str], pred: set[str], labels=CHEXPERT_LABELS) -> float:
+    """Per-label balanced accuracy of one answer over ``labels``: (share of the true labels named + share of the
+    other labels not named) / 2, a share being 1 when there is nothing to count."""
+    absent = set(labels) - truth
+    recall = len(truth & pred) / len(truth) if truth else 1.0
+    specificity = len(absent - pred) / len(absent) if absent else 1.0
+    return (recall + specificity) / 2
+
+
+def per_label_components(parsed: Parsed, length: int, truth: set[str], cfg: HardRewardConfig) -> dict[str, float]:
+    """The per-label reward's components: the hard reward's, with balanced accuracy in place of J."""
+    hard = hard_components(parsed, length, truth, cfg)
+    return {"per_label_accuracy": balanced_accuracy(truth, set(parsed.labels)) if parsed.valid else 0.0,
+            "per_label_length": hard["hard_length"]}
 
 
 def fp_weights(prevalence: dict[str, float], fp_base: float) -> dict[str, float]:
@@ -148,17 +171,29 @@ def component_functions(names: tuple[str, ...], score_batch: Callable[..., list[
     return [component(n, i == 0) for i, n in enumerate(names)]
 
 
-def hard_reward_functions(cfg: HardRewardConfig, think: bool = True) -> list[Callable]:
-    """trl reward functions whose sum is the hard reward (dataset column ``truth``: list of labels)."""
+def _length_scored(components: Callable, names: tuple[str, ...], cfg: HardRewardConfig,
+                   think: bool) -> list[Callable]:
+    """trl reward functions of ``components(parsed, length, truth, cfg)`` (dataset column ``truth``: list of labels),
+    the length counted in ``cfg.length_unit``."""
     def score_batch(completions, completion_ids, truth):
         out = []
         for c, ids, t in zip(completions, completion_ids, truth):
             text = completion_text(c)
             length = len(ids) if cfg.length_unit == "tokens" else len(text)
-            out.append(hard_components(parse_output(text, think), length, set(t), cfg))
+            out.append(components(parse_output(text, think), length, set(t), cfg))
         return out
 
-    return component_functions(("hard_jaccard", "hard_length"), score_batch)
+    return component_functions(names, score_batch)
+
+
+def hard_reward_functions(cfg: HardRewardConfig, think: bool = True) -> list[Callable]:
+    """trl reward functions whose sum is the hard reward."""
+    return _length_scored(hard_components, ("hard_jaccard", "hard_length"), cfg, think)
+
+
+def per_label_reward_functions(cfg: HardRewardConfig, think: bool = True) -> list[Callable]:
+    """trl reward functions whose sum is the per-label reward (its settings are the hard reward's)."""
+    return _length_scored(per_label_components, ("per_label_accuracy", "per_label_length"), cfg, think)
 
 
 def nuanced_reward_functions(cfg: NuancedRewardConfig, prevalence: dict[str, float], guard: CollapseGuard,
