@@ -408,7 +408,8 @@ def write_planted_site(root: str | Path, cfg: WorldConfig) -> None:
     is not read or touched. Skipped when ``planted_site_current``."""
     root = Path(root)
     if not cfg.shortcut_rho > 0:
-        raise ValueError(f"write_planted_site plants E2's marker: world.shortcut_rho must be > 0, got {cfg.shortcut_rho}")
+        raise ValueError(f"write_planted_site plants E2's marker: world.shortcut_rho must be > 0, "
+                         f"got {cfg.shortcut_rho}")
     if planted_site_current(root, cfg):
         return
     records: list[dict] = []

@@ -315,7 +315,8 @@ def shortcut_runs(cfg: Config, paths: RunPaths, todo: list[dict]) -> pd.DataFram
     run_jobs(shortcut.write_planted, [dict(root=root, world=world) for root, world in planted.items()
                                       if not planted_site_current(root, world)], cfg.workers)
     for cell in (c for c in todo if float(c["rho"]) > 0):
-        _write_rl_set(paths, cell_dir(paths, "E2", cell), shortcut.planted_manifest(paths, "rl", e2_planted_root(paths, cell)))
+        rl = shortcut.planted_manifest(paths, "rl", e2_planted_root(paths, cell))
+        _write_rl_set(paths, cell_dir(paths, "E2", cell), rl)
     trained = [c for c in todo if e2_own_sft(c)]
     sft_rows = run_jobs(_e2_sft_job, [dict(cfg=cfg, paths=paths, cell=c, seed=s) for c in trained for s in seeds],
                         cfg.workers)
@@ -331,7 +332,8 @@ def shortcut_runs(cfg: Config, paths: RunPaths, todo: list[dict]) -> pd.DataFram
             sft_tag, sft_model = sft_start(cfg, paths, seed) if folder is None else \
                 (model_tag(f"e2-{registration.cell_name(cell)}-sft", seed), folder)
             rows.append({**cell, **run, "cell": registration.cell_name(cell), "run_cell": run["cell"],
-                         "tag": _checkpoint_tag(paths, "E2", run["cell"], run["out_dir"], Path(run["final_checkpoint"]), seed),
+                         "tag": _checkpoint_tag(paths, "E2", run["cell"], run["out_dir"], Path(run["final_checkpoint"]),
+                                                seed),
                          "sft_tag": sft_tag, "sft_model": str(sft_model)})
     return pd.DataFrame(rows)
 
@@ -402,10 +404,11 @@ def _counterfactual_predictions(cfg: Config, paths: RunPaths, frame: pd.DataFram
             prompt = prompts[dataset][kind]
             todo[(tag, dataset)] = (images, dict(cfg=cfg, model=str(model), images=images[["image_id", "image_path"]],
                                                  prompt=prompt, out=paths.prediction_file(tag, name, prompt)))
-    run_jobs(_predict_variants, [job for _, job in todo.values()
-                                 if not _cached(cfg, job["out"], job["model"], job["prompt"], job["images"]["image_id"])],
-             cfg.workers)
-    merged = {key: images.merge(_predict_variants(**job), on="image_id", how="left") for key, (images, job) in todo.items()}
+    missing = [job for _, job in todo.values()
+               if not _cached(cfg, job["out"], job["model"], job["prompt"], job["images"]["image_id"])]
+    run_jobs(_predict_variants, missing, cfg.workers)
+    merged = {key: images.merge(_predict_variants(**job), on="image_id", how="left")
+              for key, (images, job) in todo.items()}
     return {key: tuple(f.loc[f["condition"] == c] for c in shortcut.CONDITIONS) for key, f in merged.items()}
 
 
@@ -431,8 +434,8 @@ def shortcut_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> pd.Dat
         cell = group.set_index("seed").loc[seeds]
         first, finding = cell.iloc[0], cell["finding"].iloc[0]
         tags = {"base": [base[0]], "SFT": list(cell["sft_tag"]), "GRPO": list(cell["tag"])}
-        per = {model: [[shortcut.marker_effect(*pairs[(t, d)], finding, E.invalid_policy) for d in shortcut.TEST_MANIFESTS]
-                       for t in by_seed] for model, by_seed in tags.items()}
+        per = {model: [[shortcut.marker_effect(*pairs[(t, d)], finding, E.invalid_policy)
+                        for d in shortcut.TEST_MANIFESTS] for t in by_seed] for model, by_seed in tags.items()}
         named = {model: np.mean([shortcut.named_shares([pairs[(t, d)] for d in shortcut.TEST_MANIFESTS], finding,
                                                        E.invalid_policy) for t in by_seed], axis=0)
                  for model, by_seed in tags.items()}
@@ -444,7 +447,8 @@ def shortcut_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> pd.Dat
         for model, by_seed in per.items():
             result = shortcut.sensitivity_ci(by_seed, E.n_bootstrap, E.bootstrap_seed)
             rows.append({**scores.contrast_row({**what, "model": model, "readout": "shortcut sensitivity"}, result),
-                         "not_measurable": "", "verdict": "descriptive", "note": E2_NOTES[model], "sesoi": reg.sesoi_of(),
+                         "not_measurable": "", "verdict": "descriptive", "note": E2_NOTES[model],
+                         "sesoi": reg.sesoi_of(),
                          "named_without_marker": named[model][0], "named_with_marker": named[model][1]})
         diff = [[g - s for g, s in zip(grpo_, sft_)] for grpo_, sft_ in zip(per["GRPO"], per["SFT"])]
         rows.append(_judged({**what, "model": "GRPO - SFT", "readout": "GRPO - SFT sensitivity"},

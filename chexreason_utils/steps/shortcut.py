@@ -89,7 +89,8 @@ def counterfactual_tests(paths: RunPaths, folder: Path) -> pd.DataFrame:
     rows = []
     for dataset, name in TEST_MANIFESTS.items():
         manifest = load_manifest(paths, name)
-        for k, (image_id, source, truth) in enumerate(zip(manifest["image_id"], manifest["image_path"], manifest["truth"])):
+        rows_of = zip(manifest["image_id"], manifest["image_path"], manifest["truth"])
+        for k, (image_id, source, truth) in enumerate(rows_of):
             with Image.open(source) as im:
                 if im.mode != "L":
                     raise ValueError(f"{source}: mode {im.mode}, E2's marker is drawn on the world's grey images (L)")
