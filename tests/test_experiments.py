@@ -128,6 +128,31 @@ def test_a_planted_site_differs_from_the_main_world_only_at_marked_images_inside
         write_planted_site(tmp_path / "none", base)
 
 
+def test_each_counterfactual_pair_differs_only_in_the_marker_and_keeps_the_world_pixels(small_world, tmp_path):
+    from PIL import Image
+    from chexreason_utils.data.manifests import write_manifest
+
+    root, _ = small_world
+    paths = RunPaths.for_profile("smoke", tmp_path / "run", tmp_path / "figures")
+    sources = {"chexpert_test": sorted((root / "CheXpert-v1.0").rglob("*.jpg"))[:6],   # JPEG at this site
+               "nih_test": sorted((root / "ChestX-ray14").rglob("*.png"))[:6]}
+    for name, files in sources.items():
+        write_manifest(paths, name, pd.DataFrame({"image_id": [f.name for f in files], "patient_id": "p",
+                                                  "image_path": [str(f) for f in files], "labels": [["Edema"]] * 6}))
+    frame = shortcut.counterfactual_tests(paths, tmp_path / "cf")
+    assert len(frame) == 2 * 12 and frame.groupby(["test_set", "condition"]).size().tolist() == [6] * 4
+    for name, files in sources.items():
+        for k, source in enumerate(files):
+            world, plain, marker = (np.asarray(Image.open(p), dtype=int) for p in
+                                    (source, tmp_path / "cf" / "plain" / name / f"{k:05d}.png",
+                                     tmp_path / "cf" / "marker" / name / f"{k:05d}.png"))
+            mask = shortcut_mask(len(world))
+            assert (plain == world).all() and (marker[mask] == 255).all() and (marker[~mask] == world[~mask]).all()
+    written = _file_digests(tmp_path / "cf")
+    shortcut.counterfactual_tests(paths, tmp_path / "cf")
+    assert _file_digests(tmp_path / "cf") == written
+
+
 def _answers(named: list[bool]) -> pd.DataFrame:
     return pd.DataFrame({"source_id": [f"i{k}" for k in range(len(named))], "valid": True,
                          "labels": [["Atelectasis", "Edema"] if n else ["Edema"] for n in named]})
