@@ -1,7 +1,9 @@
-"""Stage 08 (the pre-registered training grids): grid expansion, E1's runs and RL set, the runner's opt-in, and on a
-copy of the smoke run one point of E1, E3 and E5 through the runner, with verdicts, reuse and resume."""
+"""Stage 08 (the pre-registered training grids): grid expansion, E1's runs and RL set, E2's planted site and
+shortcut readout, the runner's opt-in, and on a copy of the smoke run one point of E1, E2, E3 and E5 through the
+runner, with verdicts, reuse and resume."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import asdict, replace
@@ -12,14 +14,16 @@ import pandas as pd
 import pytest
 
 from chexreason_utils.cache_keys import digest
-from chexreason_utils.config import load_profile
+from chexreason_utils.config import WorldConfig, load_profile
 from chexreason_utils.data.manifests import load_manifest
+from chexreason_utils.data.phantom import generate_world, knobs_hash, read_findings, write_planted_site
+from chexreason_utils.data.phantom_render import shortcut_mask
 from chexreason_utils.data.sampling import draw_rl_set
 from chexreason_utils.evaluation import claims, registration
 from chexreason_utils.report import figure_registry
 from chexreason_utils.paths import RunPaths
 from chexreason_utils.runner import RunnerError, RunOptions, run
-from chexreason_utils.steps import experiments
+from chexreason_utils.steps import experiments, shortcut
 from chexreason_utils.train import grpo
 
 
@@ -77,6 +81,105 @@ def test_the_larger_rl_set_keeps_out_every_excluded_patient_or_says_why():
         draw_rl_set(frame, labels, excluded, 41, 0.05, 0.3, 4.0, 1, "E1 RL set '4 x sampling.n_rl'")
 
 
+def test_e2_one_point_is_rho_0_and_the_largest_rho_with_the_marker_in_rl_data_only():
+    grid = registration.grid_cells(registration.get("E2"))
+    assert len(grid) == 3 * 2 and {c["finding"] for c in grid} == {"Atelectasis"}
+    smoke, rl_only = load_profile("smoke"), experiments.E2_RL
+    assert experiments.cells(smoke, "E2") == [{"rho": 0.0, "arm": rl_only, "finding": "Atelectasis"},
+                                              {"rho": 0.9, "arm": rl_only, "finding": "Atelectasis"}]
+    both = {"rho": 0.0, "arm": experiments.E2_BOTH, "finding": "Atelectasis"}
+    assert experiments.e2_run_cell(both)["arm"] == rl_only   # rho 0: the main world's models in both arms
+    assert [experiments.e2_own_sft({**both, "rho": r}) for r in (0.0, 0.5)] == [False, True]
+    assert registration.cell_name({**both, "rho": 0.5}) == "rho-0.5_arm-marker-in-SFT-and-RL-data_finding-Atelectasis"
+    with pytest.raises(ValueError, match="grid.arm 'marker everywhere'"):
+        experiments.e2_own_sft({**both, "arm": "marker everywhere"})
+    with pytest.raises(ValueError, match="grid.finding 'Hernia' is not a world finding"):
+        shortcut.planted_world(smoke, 0.5, "Hernia")
+
+
+def _jpeg_blocks(mask: np.ndarray) -> np.ndarray:
+    """The 8x8 JPEG blocks a mask touches."""
+    n = len(mask)
+    touched = mask.reshape(n // 8, 8, n // 8, 8).any(axis=(1, 3))
+    return np.repeat(np.repeat(touched, 8, axis=0), 8, axis=1)
+
+
+def test_a_planted_site_differs_from_the_main_world_only_at_marked_images_inside_the_marker(tmp_path):
+    from PIL import Image
+
+    base = WorldConfig(image_size=64, n_mimic_studies=60, n_chexpert_test_studies=4, n_nih_images=4, n_pretrain=2)
+    generate_world(tmp_path / "main", base)
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((tmp_path / "main").rglob("*")) if p.is_file()}
+    write_planted_site(tmp_path / "planted", replace(base, shortcut_rho=0.9))
+    marked = {r["path"] for r in read_findings(tmp_path / "planted") if r.get("shortcut_marker")}
+    images = sorted(p.relative_to(tmp_path / "planted").as_posix() for p in (tmp_path / "planted").rglob("*.jpg"))
+    assert marked and len(images) == sum(1 for r in read_findings(tmp_path / "main") if r["site"] == "mimic")
+    mask, differ = shortcut_mask(64), set()
+    for rel in images:
+        a, b = (np.asarray(Image.open(tmp_path / w / rel), dtype=int) for w in ("main", "planted"))
+        if (a != b).any():
+            differ.add(rel)
+            assert not ((a != b) & ~_jpeg_blocks(mask)).any()   # MIMIC-like JPEG: only the ring's 8x8 blocks move
+            assert (b[mask] > 230).all()
+    assert differ == marked and not (tmp_path / "planted" / "CheXpert-v1.0").exists()
+    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((tmp_path / "main").rglob("*")) if p.is_file()}
+    assert after == before and knobs_hash(base) == json.loads((tmp_path / "main" / "world_card.json").read_text())["knobs_hash"]
+    with pytest.raises(ValueError, match="shortcut_rho must be > 0"):
+        write_planted_site(tmp_path / "none", base)
+
+
+def test_each_counterfactual_pair_differs_only_in_the_marker_and_keeps_the_world_pixels(small_world, tmp_path):
+    from PIL import Image
+    from chexreason_utils.data.manifests import write_manifest
+
+    root, _ = small_world
+    paths = RunPaths.for_profile("smoke", tmp_path / "run", tmp_path / "figures")
+    sources = {"chexpert_test": sorted((root / "CheXpert-v1.0").rglob("*.jpg"))[:6],   # JPEG at this site
+               "nih_test": sorted((root / "ChestX-ray14").rglob("*.png"))[:6]}
+    for name, files in sources.items():
+        write_manifest(paths, name, pd.DataFrame({"image_id": [f.name for f in files], "patient_id": "p",
+                                                  "image_path": [str(f) for f in files], "labels": [["Edema"]] * 6}))
+    frame = shortcut.counterfactual_tests(paths, tmp_path / "cf")
+    assert len(frame) == 2 * 12 and frame.groupby(["test_set", "condition"]).size().tolist() == [6] * 4
+    for name, files in sources.items():
+        for k, source in enumerate(files):
+            world, plain, marker = (np.asarray(Image.open(p), dtype=int) for p in
+                                    (source, tmp_path / "cf" / "plain" / name / f"{k:05d}.png",
+                                     tmp_path / "cf" / "marker" / name / f"{k:05d}.png"))
+            mask = shortcut_mask(len(world))
+            assert (plain == world).all() and (marker[mask] == 255).all() and (marker[~mask] == world[~mask]).all()
+    written = _file_digests(tmp_path / "cf")
+    shortcut.counterfactual_tests(paths, tmp_path / "cf")
+    assert _file_digests(tmp_path / "cf") == written
+
+
+def _answers(named: list[bool]) -> pd.DataFrame:
+    return pd.DataFrame({"source_id": [f"i{k}" for k in range(len(named))], "valid": True,
+                         "labels": [["Atelectasis", "Edema"] if n else ["Edema"] for n in named]})
+
+
+def test_the_shortcut_sensitivity_is_one_when_the_marker_always_adds_the_finding_and_zero_when_never():
+    never, always = _answers([False] * 6), _answers([True] * 6)
+    assert shortcut.marker_effect(never, always, "Atelectasis", "empty").tolist() == [1.0] * 6
+    assert shortcut.marker_effect(never, never, "Atelectasis", "empty").tolist() == [0.0] * 6
+    reordered = always.iloc[::-1].assign(valid=[False, True, True, True, True, True])   # matched on source_id
+    assert shortcut.marker_effect(never, reordered, "Atelectasis", "empty").tolist() == [1.0] * 5 + [0.0]
+    assert shortcut.marker_effect(never, reordered, "Atelectasis", "salvage").tolist() == [1.0] * 6
+    assert shortcut.named_shares([(never, always), (never, reordered)], "Atelectasis", "empty") == (0.0, 11 / 12)
+    one = [[np.ones(6), np.ones(4)]] * 2   # two seeds, two test sets: the marker always adds the finding
+    result = shortcut.sensitivity_ci(one, n_boot=200)
+    assert (result["effect"], result["lo"], result["hi"], result["n_seeds"]) == (1.0, 1.0, 1.0, 2)
+    assert shortcut.sensitivity_ci([[np.zeros(6), np.zeros(4)]] * 2, n_boot=200)["effect"] == 0.0
+    half = shortcut.sensitivity_ci([[np.r_[np.ones(3), np.zeros(3)], np.ones(4)]], n_boot=200)   # pooled: 7 of 10
+    assert half["effect"] == pytest.approx(0.7) and half["lo"] < 0.7 < half["hi"]
+    with pytest.raises(ValueError, match="same test images"):
+        shortcut.marker_effect(never, always.iloc[:5], "Atelectasis", "empty")
+    with pytest.raises(ValueError, match="no column 'labels'"):
+        shortcut.marker_effect(never.drop(columns="labels"), always, "Atelectasis", "empty")
+    with pytest.raises(ValueError, match="same test sets and images"):
+        shortcut.sensitivity_ci([[np.ones(6)], [np.ones(5)]])
+
+
 def test_the_experiment_stage_runs_only_when_asked(tmp_path):
     opts = RunOptions(profile="smoke", run_dir=str(tmp_path / "run"), figure_dir=str(tmp_path / "fig"), only=["08"])
     with pytest.raises(RunnerError, match="only with --experiments"):
@@ -95,20 +198,59 @@ def _run_ids(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob(RunPaths.RUN_INFO))}
 
 
+def _file_digests(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _check_e2_files(copy: RunPaths) -> None:
+    """E2's written images: the planted RL renders differ from the main world's only at marked images, inside the
+    ring's JPEG blocks; each counterfactual test pair differs only in the marker's pixels, its plain image holding
+    the world's pixels."""
+    from PIL import Image
+
+    cell = {"rho": 0.9, "arm": experiments.E2_RL, "finding": "Atelectasis"}
+    root = experiments.e2_planted_root(copy, cell)
+    planted = pd.read_csv(experiments.cell_dir(copy, "E2", cell) / experiments.RL_MANIFEST, dtype=str)
+    rl = load_manifest(copy, "rl")
+    marked = {r["path"] for r in read_findings(root) if r.get("shortcut_marker")}
+    differ, rl_images = set(), set()
+    for main, moved in zip(rl["image_path"], planted["image_path"]):
+        a, b = (np.asarray(Image.open(copy.resolve(p)), dtype=int) for p in (main, moved))
+        rel = Path(main).resolve().relative_to(copy.world.resolve()).as_posix()
+        rl_images.add(rel)
+        if (a != b).any():
+            differ.add(rel)
+            assert not ((a != b) & ~_jpeg_blocks(shortcut_mask(len(a)))).any()   # JPEG: the ring's 8x8 blocks only
+    assert differ and differ == marked & rl_images and len(differ) == shortcut.marked_count(copy, "rl", root)
+    folder = copy.stage(experiments.STAGE) / "E2" / "counterfactual"
+    for name in shortcut.TEST_MANIFESTS.values():
+        test = load_manifest(copy, name)
+        assert len(list((folder / "plain" / name).glob("*.png"))) == len(test) == len(list((folder / "marker" / name).glob("*.png")))
+        for k, source in enumerate(test["image_path"]):
+            world, plain, marker = (np.asarray(Image.open(p), dtype=int) for p in
+                                    (source, folder / "plain" / name / f"{k:05d}.png", folder / "marker" / name / f"{k:05d}.png"))
+            mask = shortcut_mask(len(plain))
+            assert (plain == world).all() and not ((plain != marker) & ~mask).any() and (marker[mask] == 255).all()
+
+
 def check_one_point_grids(paths: RunPaths, where: Path) -> None:
     """The body of the smoke test (callable on any finished smoke run)."""
     opts = _copy_of(paths, where)
     copy = RunPaths.for_profile("smoke", opts.run_dir, opts.figure_dir)
     report = copy.report.read_text().replace(str(paths.root), str(copy.root))   # its manifest's path moved
+    world = _file_digests(copy.world)
     opts.experiments = True
     results = run(opts)
     assert [r.status for r in results] == ["skipped"] * 8 + ["ran"]
     assert copy.report.read_text() == report   # REPORT.md leaves stage 08 out
+    assert _file_digests(copy.world) == world   # E2 plants its marker in folders of its own
+    assert json.loads((copy.world / "world_card.json").read_text())["knobs_hash"] == knobs_hash(load_profile("smoke").world)
     page = (copy.figures / "EXPERIMENTS.md").read_text()
     for art in (a for a in figure_registry.ARTIFACTS if a.notebook == experiments.STAGE):
         assert all((copy.figures / name).stat().st_size > 0 for name in art.files()), art.id
         assert f"### {art.title}" in page
-    assert "## E2" in page and "not built in this version" in page and "## E0" not in page   # E0, E4: REPORT.md
+    assert "## E2" in page and "not built in this version" not in page and "## E0" not in page   # E0, E4: REPORT.md
     assert "*Not computed: The registered readout 'paired reward gain" in page   # E1 says what it leaves out
 
     doses, slopes = pd.read_csv(copy.figures / "e1_dose_response.csv"), pd.read_csv(copy.figures / "e1_slopes.csv")
@@ -127,6 +269,13 @@ def check_one_point_grids(paths: RunPaths, where: Path) -> None:
     assert not set(from_nih["patient_id"]) & set(nih_test["patient_id"])   # no NIH test patient in E3's RL set
     e5 = pd.read_csv(copy.figures / "e5_collapse.csv")
     assert len(e5) == 1 and e5["verdict"].isin(claims.VERDICTS).all() and e5["steps"].tolist() == [4]
+    e2 = pd.read_csv(copy.figures / "e2_shortcut.csv")
+    assert set(e2["rho"]) == {0.0, 0.9} and set(e2["arm"]) == {experiments.E2_RL} and e2["effect"].between(-1, 1).all()
+    assert e2.groupby("rho")["model"].apply(list).tolist() == [["base", "SFT", "GRPO", "GRPO - SFT"]] * 2
+    ruled = e2.loc[e2["readout"] == "GRPO - SFT sensitivity"]
+    assert len(ruled) == 2 and ruled["verdict"].isin(claims.VERDICTS).all()   # one seed: not measurable
+    assert (e2.loc[e2["rho"] == 0.9, "marked_rl_images"] > 0).all() and (e2.loc[e2["rho"] == 0, "marked_rl_images"] == 0).all()
+    _check_e2_files(copy)
 
     cfg = load_profile("smoke", {"workers": 1})   # in this process: no pool to start (workers change no result)
     e1_runs = experiments.run_cells(cfg, copy, "E1")   # smoke's 4-step linear run of 01's RL set is 03's
@@ -136,6 +285,9 @@ def check_one_point_grids(paths: RunPaths, where: Path) -> None:
     assert e3_runs["reused"].all() and Path(e3_runs["out_dir"].iloc[0]) == copy.grpo_run("hard", 0)   # 03's run
     folder = copy.stage(experiments.STAGE)
     ids, files = _run_ids(folder), sorted(p for p in folder.rglob("*") if p.is_file())
+    e2_runs = experiments.run_cells(cfg, copy, "E2")   # a second call trains nothing and rewrites nothing
+    assert e2_runs["reused"].all() and Path(e2_runs["out_dir"].iloc[0]) == copy.grpo_run("hard", 0)   # rho 0: 03's
+    assert e2_runs["sft_model"].tolist() == [str(copy.sft_model("medical", "free_reasoning", 0))] * 2
     e5_runs = experiments.run_cells(cfg, copy, "E5")   # a second call trains nothing
     assert e5_runs["reused"].all() and _run_ids(folder) == ids and sorted(p for p in folder.rglob("*") if p.is_file()) == files
     before = experiments.collapse_readout(cfg, copy, e5_runs)

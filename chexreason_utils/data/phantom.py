@@ -11,6 +11,8 @@ on the findings, thresholds are set so each label's marginal matches the target 
 ``PREVALENCE_SOURCES``), and "No Finding" is positive exactly when nothing but Support Devices is. The
 findings are rendered by ``phantom_render``. ``world_card.json`` records every knob and the realised
 prevalences; ``phantom_findings.jsonl`` records what was drawn in each image. Same seed, same bytes.
+``write_nih_variant`` (E4) and ``write_planted_site`` (E2) regenerate one site from the world's seed into a folder
+of their own, never touching the main world.
 """
 from __future__ import annotations
 
@@ -385,6 +387,35 @@ def write_nih_variant(root: str | Path, cfg: WorldConfig, factor: str) -> None:
     write_nih(root, cfg, np.random.default_rng(site_seeds(cfg)["nih"]), records, site)
     (root / RunPaths.FINDINGS).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     (root / "variant_card.json").write_text(text)
+
+
+def _planted_card(cfg: WorldConfig) -> str:
+    code = hashlib.sha256(Path(__file__).read_bytes() + (Path(__file__).parent / "phantom_render.py").read_bytes())
+    return json.dumps({"world": asdict(cfg), "code": code.hexdigest()[:16]}, indent=2, sort_keys=True)
+
+
+def planted_site_current(root: str | Path, cfg: WorldConfig) -> bool:
+    """Whether ``root`` holds the MIMIC-like site of ``cfg`` (its shortcut planted), written by this code
+    (its ``planted_card.json``)."""
+    card = Path(root) / "planted_card.json"
+    return card.is_file() and card.read_text() == _planted_card(cfg)
+
+
+def write_planted_site(root: str | Path, cfg: WorldConfig) -> None:
+    """E2: the MIMIC-like site regenerated from the world's MIMIC seed with ``cfg``'s shortcut (``shortcut_rho``,
+    ``shortcut_finding``) into ``root`` (``mimic-cxr-jpg/``, ``phantom_findings.jsonl``, ``planted_card.json``).
+    The marker draws from its own stream, so only the marked images differ from the main world's; the main world
+    is not read or touched. Skipped when ``planted_site_current``."""
+    root = Path(root)
+    if not cfg.shortcut_rho > 0:
+        raise ValueError(f"write_planted_site plants E2's marker: world.shortcut_rho must be > 0, "
+                         f"got {cfg.shortcut_rho}")
+    if planted_site_current(root, cfg):
+        return
+    records: list[dict] = []
+    write_mimic(root, cfg, np.random.default_rng(site_seeds(cfg)["mimic"]), records)
+    (root / RunPaths.FINDINGS).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    (root / "planted_card.json").write_text(_planted_card(cfg))
 
 
 def generate_world(root: str | Path, cfg: WorldConfig, force: bool = False) -> dict:

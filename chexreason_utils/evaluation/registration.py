@@ -161,10 +161,11 @@ def multiple_of(value, base: float, where: str) -> float:
 
 
 def cell_name(cell: dict) -> str:
-    """A cell's folder name: ``factor-value`` joined by ``_``, a ``k x <option>`` value written ``kx``."""
+    """A cell's folder name: ``factor-value`` joined by ``_``, a ``k x <option>`` value written ``kx``, spaces in a
+    value as ``-``."""
     def token(v) -> str:
         found = MULTIPLE.match(str(v))
-        return f"{found.group(1)}x" if found else f"{v:g}" if isinstance(v, float) else str(v)
+        return f"{found.group(1)}x" if found else f"{v:g}" if isinstance(v, float) else "-".join(str(v).split())
     return "_".join(f"{k}-{token(v)}" for k, v in cell.items())
 
 

@@ -174,10 +174,14 @@ def _beyond(paths: RunPaths, notebooks: dict[str, Path], missing: list) -> list[
              "Experiments the paper does not run, each registered in a committed file before its first run "
              "(`chexreason_utils/registrations/`); verdicts follow the claims table's rule.", ""]
     arts = [a for a in figure_registry.ARTIFACTS if a.notebook == BEYOND]
+    in_08 = {experiment_of(a) for a in figure_registry.ARTIFACTS if a.notebook == EXPERIMENTS}
     for reg_id, reg in registration.load_all().items():
         lines += [f"### {reg_id} · {reg.title}", "", registration.markdown(reg)]
         mine = [a for a in arts if experiment_of(a) == reg_id]
-        if not mine:
+        if not mine and reg_id in in_08:
+            lines += [f"*Built in stage {EXPERIMENTS} (run only with `make experiments`): its result and verdicts are "
+                      f"on the EXPERIMENTS page, not in this report.*", ""]
+        elif not mine:
             lines += ["*Registered, not built in this version: no result yet.*", ""]
         for art in mine:
             if not all((paths.figures / name).exists() for name in art.files()):

@@ -2,7 +2,7 @@
 
 Each cell of a registration's grid (``registration.grid_cells``; ``experiments.cells: one_point`` runs one) and
 training seed is one GRPO run through ``steps.grpo.run_grpo`` (so ``train_grpo`` resumes an interrupted run and
-reuses a finished one by its run id) from that seed's Free-Reasoning SFT model, in
+reuses a finished one by its run id) from that seed's Free-Reasoning SFT model (or E2's, trained here), in
 ``08_experiments/<E>/<cell>/seed-<s>/``; the runs go out as one batch of jobs (``jobs.run_jobs``, ``workers`` at
 once), each writing a progress line when it ends. Registered step counts are the tiny profile's
 (``experiments.steps_scale`` converts them).
@@ -13,6 +13,12 @@ once), each writing a progress line when it ends. Registered step counts are the
   the smaller doses are those doses' models (``e1_run_cell``). Readouts: CheXpert / NIH macro-F1 and validation
   labels per answer at each dose, and their registered slopes against log3(steps / 40).
 
+- E2 ``shortcut_readout`` (the planted site and the counterfactual test images: ``shortcut``): per rho, a MIMIC-like
+  site with the marker planted (``08_experiments/E2/world_rho-<rho>_finding-<finding>/``), reward
+  ``evaluation.test_grpo_reward``; arm "marker in RL data only" runs GRPO on the RL manifest's planted renders from
+  the seed's SFT model, arm "marker in SFT and RL data" first an SFT run of 02's recipe on the planted SFT images
+  (``shortcut_runs``); rho 0 is the main world's models in both arms (03's run when identical). The base, SFT and
+  GRPO models' shortcut sensitivity on every test image with and without the marker, and GRPO - SFT.
 - E3 ``multisite_readout``: a share of the RL prompts from the NIH-like site (``data.sampling.mix_rl_prompts``,
   no NIH test patient), reward ``evaluation.test_grpo_reward``; each run's final checkpoint scored on both test
   sets (cached predictions), the change from SFT per share and the change minus the change at share 0.
@@ -33,6 +39,7 @@ import pandas as pd
 
 from .. import run_records
 from ..config import Config, training_seeds
+from ..data.phantom import planted_site_current
 from ..data.manifests import in_run, load_manifest, manifest_frame
 from ..data import load_mimic
 from ..data.sampling import draw_rl_set, mix_rl_prompts
@@ -41,19 +48,22 @@ from ..evaluation.metrics import eval_labels, matrices, weighted_macro_f1
 from ..jobs import run_jobs
 from ..labels import CHEXPERT_LABELS
 from ..paths import RunPaths, checkpoint_name, model_tag
+from ..train.model_registry import base_model
+from . import shortcut
 from .diagnostics import folder_diagnostics
-from .evaluation import SETS, claim_floors, read_evaluation, test_entries
+from .evaluation import SETS, claim_floors, read_evaluation, test_entries, zero_shot_prompt
 from .grpo import ablation_name, grpo_plan, is_finished, run_grpo
-from .open_questions import FLOOR_CLAIM, _judged
+from .open_questions import FLOOR_CLAIM, _cached, _digest, _judged, _predict_variants
 from .predictions import predict_many
 from .sampling import nih_test_selection
-from .sft import sft_start
+from .sft import _sft_job, sft_start
 
 STAGE = "08_experiments"
-BUILT = ("E1", "E3", "E5")
+BUILT = ("E1", "E2", "E3", "E5")
 RL_MANIFEST = "rl_manifest.csv"   # E3, E1: a cell's RL set, written beside its runs
 N_RL = "sampling.n_rl"   # E1's registered RL set of 01's size (the RL manifest itself)
 E1_UNIT = 40             # E1's slope is against log3(steps / 40) (registered steps, the tiny profile's)
+E2_BOTH, E2_RL = "marker in SFT and RL data", "marker in RL data only"   # E2's registered arms
 
 
 def experiment_seeds(cfg: Config) -> list[int]:
@@ -70,10 +80,13 @@ def scaled_steps(cfg: Config, registered) -> int:
 def cells(cfg: Config, reg_id: str) -> list[dict]:
     """The cells of ``reg_id`` this profile runs: the whole grid, or (``one_point``) the first cell that trains
     beside its reference (E1: step 0 and the smallest dose, linear, 01's RL set; E3: share 0 and the first share
-    above it; E5: the first cell)."""
+    above it; E2: rho 0 and the largest rho, marker in RL data only (no SFT of its own); E5: the first cell)."""
     grid = registration.grid_cells(registration.get(reg_id))
     if cfg.experiments.cells == "all":
         return grid
+    if reg_id == "E2":
+        top = max(c["rho"] for c in grid)
+        return [c for c in grid if c["arm"] == E2_RL and c["rho"] in (0, top)]
     if reg_id == "E3":
         return [next(c for c in grid if c["nih_share"] == 0), next(c for c in grid if c["nih_share"] > 0)]
     if reg_id == "E1":   # step 0 and the smallest dose of one arm (linear, the RL manifest)
@@ -141,23 +154,48 @@ def e1_settings(cfg: Config, cell: dict):
                    save_steps=cfg.grpo.save_steps if as_03 else math.gcd(*doses))
 
 
+def e2_run_cell(cell: dict) -> dict:
+    """The cell whose run holds E2 ``cell``'s models: at rho 0 both arms are the main world's (one run)."""
+    return {**cell, "arm": E2_RL} if float(cell["rho"]) == 0 else cell
+
+
+def e2_planted_root(paths: RunPaths, cell: dict) -> Path:
+    """The planted MIMIC-like site of E2 ``cell``'s rho and finding (shared by both arms)."""
+    return paths.stage(STAGE) / "E2" / f"world_rho-{float(cell['rho']):g}_finding-{cell['finding']}"
+
+
+def e2_own_sft(cell: dict) -> bool:
+    """Whether E2 ``cell`` trains an SFT model of its own (marker in SFT and RL data, rho > 0), not 02's."""
+    if cell["arm"] not in (E2_BOTH, E2_RL):
+        raise ValueError(f"E2 registration: grid.arm {cell['arm']!r}; the arms are {E2_BOTH!r} and {E2_RL!r}")
+    return float(cell["rho"]) > 0 and cell["arm"] == E2_BOTH
+
+
+def e2_sft_dir(paths: RunPaths, cell: dict, seed: int) -> Path | None:
+    """The SFT model E2 ``cell`` trains (``e2_own_sft``) for ``seed``; None: the seed's 02 model."""
+    return cell_dir(paths, "E2", cell) / f"sft-seed-{seed}" if e2_own_sft(cell) else None
+
+
 def recipe(cfg: Config, paths: RunPaths, reg_id: str, cell: dict, seed: int) -> dict:
-    """The ``run_grpo`` arguments of one cell and seed (reward, grpo_cfg, manifest, out_dir). The runs read no
-    frozen-policy control (no computed readout uses it; E1's paired reward gain is left out, as its page says), so
-    theirs is off; E3's share 0, and E1's cell of 03's settings and RL set, is 03's run of that seed when it is the
-    identical run (``is_finished``), else trained here."""
+    """The ``run_grpo`` arguments of one cell and seed (reward, grpo_cfg, manifest, out_dir, start: the SFT
+    model, None for the seed's 02 model). The runs read no frozen-policy control (no computed readout uses it; E1's
+    paired reward gain is left out, as its page says), so theirs is off; E3's share 0, E2's rho 0 and E1's cell of
+    03's settings and RL set, is 03's run of that seed when it is the identical run (``is_finished``), else trained
+    here. E2 at rho > 0: the RL manifest's planted renders, from E2's SFT model in the arm that plants it there."""
+    reward, start, same_as_03 = cfg.evaluation.test_grpo_reward, None, False
     if reg_id == "E1":
-        reward, grpo_cfg = cfg.evaluation.test_grpo_reward, e1_settings(cfg, cell)
-        same = cell["rl_set"] == N_RL and replace(grpo_cfg, frozen_control=cfg.grpo.frozen_control) == cfg.grpo
-        if same and is_finished(cfg, paths, reward, seed, paths.grpo_run(reward, seed)):
-            return dict(reward=reward, grpo_cfg=cfg.grpo, manifest=None, out_dir=paths.grpo_run(reward, seed))
+        grpo_cfg = e1_settings(cfg, cell)
+        same_as_03 = cell["rl_set"] == N_RL and replace(grpo_cfg, frozen_control=cfg.grpo.frozen_control) == cfg.grpo
         manifest = None if cell["rl_set"] == N_RL else e1_rl_set(cfg, paths, cell["rl_set"])
+    elif reg_id == "E2":
+        cell, grpo_cfg = e2_run_cell(cell), replace(cfg.grpo, frozen_control=False)
+        same_as_03 = float(cell["rho"]) == 0
+        manifest = None if same_as_03 else shortcut.planted_manifest(paths, "rl", e2_planted_root(paths, cell))
+        start = e2_sft_dir(paths, cell, seed)
     elif reg_id == "E3":
-        share, reward = float(cell["nih_share"]), cfg.evaluation.test_grpo_reward
-        if share == 0 and is_finished(cfg, paths, reward, seed, paths.grpo_run(reward, seed)):
-            return dict(reward=reward, grpo_cfg=cfg.grpo, manifest=None, out_dir=paths.grpo_run(reward, seed))
+        share = float(cell["nih_share"])
+        same_as_03, grpo_cfg = share == 0, replace(cfg.grpo, frozen_control=False)
         manifest = e3_rl_set(cfg, paths, share)
-        grpo_cfg = replace(cfg.grpo, frozen_control=False)
     elif reg_id == "E5":
         reward, manifest, where = cfg.diagnostics.ablation_reward, None, f"{registration.get('E5').file.name}: grid"
         ablation = grpo_plan(replace(cfg, diagnostics=replace(cfg.diagnostics, run_ablation=True)))[ablation_name(cfg)][1]
@@ -166,14 +204,16 @@ def recipe(cfg: Config, paths: RunPaths, reg_id: str, cell: dict, seed: int) -> 
                            max_steps=scaled_steps(cfg, cell["grpo_steps"]), frozen_control=False)
     else:
         raise ValueError(f"stage 08 builds {', '.join(BUILT)}, not {reg_id!r}")
-    return dict(reward=reward, grpo_cfg=grpo_cfg, manifest=manifest,
+    if same_as_03 and is_finished(cfg, paths, reward, seed, paths.grpo_run(reward, seed)):
+        return dict(reward=reward, grpo_cfg=cfg.grpo, manifest=None, out_dir=paths.grpo_run(reward, seed), start=None)
+    return dict(reward=reward, grpo_cfg=grpo_cfg, manifest=manifest, start=start,
                 out_dir=cell_dir(paths, reg_id, cell) / f"seed-{seed}")
 
 
 def _cell_job(cfg: Config, paths: RunPaths, reg_id: str, cell: dict, seed: int) -> dict:
     t0, spec = time.perf_counter(), recipe(cfg, paths, reg_id, cell, seed)
     run = run_grpo(cfg, paths, spec["reward"], seed, out_dir=spec["out_dir"], grpo_cfg=spec["grpo_cfg"],
-                   manifest=spec["manifest"])
+                   manifest=spec["manifest"], start=spec["start"])
     name = registration.cell_name(cell)
     run_records.write_record({"kind": "step", "task": f"{reg_id} {name} seed {seed} ({'reused' if run.reused else 'trained'})",
                               "step": 1, "total": 1, "unit": "run", "elapsed": round(time.perf_counter() - t0, 2)})
@@ -188,6 +228,8 @@ def run_cells(cfg: Config, paths: RunPaths, reg_id: str) -> pd.DataFrame:
     todo = cells(cfg, reg_id)
     if reg_id == "E1":
         return dose_runs(cfg, paths, todo)
+    if reg_id == "E2":
+        return shortcut_runs(cfg, paths, todo)
     if reg_id == "E3":
         for cell in todo:
             _write_rl_set(paths, cell_dir(paths, reg_id, cell), e3_rl_set(cfg, paths, float(cell["nih_share"])))
@@ -250,6 +292,52 @@ def dose_runs(cfg: Config, paths: RunPaths, todo: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).fillna({"tag": "", "model": ""})
 
 
+def _e2_sft_job(cfg: Config, paths: RunPaths, cell: dict, seed: int) -> dict:
+    """E2's SFT of one cell and seed: 02's recipe (medical model, GRPO's start format, the seed) on the SFT
+    manifest's planted renders, with a progress line."""
+    t0, out_dir = time.perf_counter(), e2_sft_dir(paths, cell, seed)
+    images = list(shortcut.planted_manifest(paths, "sft", e2_planted_root(paths, cell))["image_path"])
+    result = _sft_job(cfg, paths, "medical", cfg.grpo.start_format, seed, out_dir=out_dir, image_paths=images)
+    run_records.write_record({"kind": "step", "task": f"E2 {registration.cell_name(cell)} SFT seed {seed} "
+                              f"({'reused' if result.reused else 'trained'})", "step": 1, "total": 1, "unit": "run",
+                              "elapsed": round(time.perf_counter() - t0, 2)})
+    return {"cell": registration.cell_name(cell), "seed": seed, "reused": result.reused}
+
+
+def shortcut_runs(cfg: Config, paths: RunPaths, todo: list[dict]) -> pd.DataFrame:
+    """E2: one row per cell and seed with its SFT model (sft_tag, sft_model) and GRPO run. First the planted
+    MIMIC-like site of each rho > 0 (``shortcut.write_planted``, skipped when current) and its RL set
+    (``RL_MANIFEST`` in each cell's folder), then the SFT runs of the arm "marker in SFT and RL data", then the
+    GRPO runs (rho 0: one run for both arms, 03's when identical); each a batch of jobs, ``workers`` at once."""
+    seeds, planted = experiment_seeds(cfg), {}
+    for cell in (c for c in todo if float(c["rho"]) > 0):
+        planted[e2_planted_root(paths, cell)] = shortcut.planted_world(cfg, float(cell["rho"]), cell["finding"])
+    run_jobs(shortcut.write_planted, [dict(root=root, world=world) for root, world in planted.items()
+                                      if not planted_site_current(root, world)], cfg.workers)
+    for cell in (c for c in todo if float(c["rho"]) > 0):
+        rl = shortcut.planted_manifest(paths, "rl", e2_planted_root(paths, cell))
+        _write_rl_set(paths, cell_dir(paths, "E2", cell), rl)
+    trained = [c for c in todo if e2_own_sft(c)]
+    sft_rows = run_jobs(_e2_sft_job, [dict(cfg=cfg, paths=paths, cell=c, seed=s) for c in trained for s in seeds],
+                        cfg.workers)
+    run_records.count("E2 SFT runs reused", sum(bool(r["reused"]) for r in sft_rows))
+    run_records.count("E2 SFT runs trained", sum(not r["reused"] for r in sft_rows))
+    runs = list({registration.cell_name(r): r for r in map(e2_run_cell, todo)}.values())
+    done = {(row["cell"], row["seed"]): row for row in _run_batch(cfg, paths, "E2", runs, seeds)}
+    rows = []
+    for cell in todo:
+        for seed in seeds:
+            run = done[(registration.cell_name(e2_run_cell(cell)), seed)]
+            folder = e2_sft_dir(paths, cell, seed)
+            sft_tag, sft_model = sft_start(cfg, paths, seed) if folder is None else \
+                (model_tag(f"e2-{registration.cell_name(cell)}-sft", seed), folder)
+            rows.append({**cell, **run, "cell": registration.cell_name(cell), "run_cell": run["cell"],
+                         "tag": _checkpoint_tag(paths, "E2", run["cell"], run["out_dir"], Path(run["final_checkpoint"]),
+                                                seed),
+                         "sft_tag": sft_tag, "sft_model": str(sft_model)})
+    return pd.DataFrame(rows)
+
+
 def _checkpoint_tag(paths: RunPaths, reg_id: str, cell: str, out_dir, ckpt: Path, seed: int) -> str:
     """The prediction-cache tag of a checkpoint of one run: 03's own tag for 03's run (cached by 03 and 04), else
     the experiment's and cell's."""
@@ -298,6 +386,73 @@ def multisite_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> pd.Da
                 diff = metrics.paired_bootstrap(y_true, by_share[0], by_share[share], E.n_bootstrap, E.bootstrap_seed)
                 rows.append({**_judged({**base, "readout": "change - change at share 0"}, diff, reg, dataset,
                                        floors[FLOOR_CLAIM[dataset]])})
+    return pd.DataFrame(rows)
+
+
+def _counterfactual_predictions(cfg: Config, paths: RunPaths, frame: pd.DataFrame,
+                                models: list[tuple[str, str, str]]) -> dict[tuple[str, str], tuple[pd.DataFrame, ...]]:
+    """{(tag, test set): (predictions without the marker, with it), merged with ``frame``'s rows} of (tag, model,
+    kind) models on the counterfactual images of each test set, with 04's prompt of the kind's entry (base: the
+    zero-shot prompt; SFT; GRPO) on that set; the missing files made in one batch of jobs, cached in the shared
+    prediction folder keyed on the images' bytes (as E4's variants)."""
+    prompts = {d: {"base": zero_shot_prompt(cfg), **{k: e.keys.prompt for k, e in test_entries(cfg, paths, d).items()}}
+               for d in shortcut.TEST_MANIFESTS}
+    todo = {}
+    for dataset, images in frame.groupby("test_set", sort=False):
+        name = f"e2_{SETS[dataset]}_{_digest(images)}"
+        for tag, model, kind in models:
+            prompt = prompts[dataset][kind]
+            todo[(tag, dataset)] = (images, dict(cfg=cfg, model=str(model), images=images[["image_id", "image_path"]],
+                                                 prompt=prompt, out=paths.prediction_file(tag, name, prompt)))
+    missing = [job for _, job in todo.values()
+               if not _cached(cfg, job["out"], job["model"], job["prompt"], job["images"]["image_id"])]
+    run_jobs(_predict_variants, missing, cfg.workers)
+    merged = {key: images.merge(_predict_variants(**job), on="image_id", how="left")
+              for key, (images, job) in todo.items()}
+    return {key: tuple(f.loc[f["condition"] == c] for c in shortcut.CONDITIONS) for key, f in merged.items()}
+
+
+E2_NOTES = {"base": "one fixed model (no seed): the image-only CI",
+            "SFT": "the frozen-policy control is this policy (its weights never move): its sensitivity is this row's",
+            "GRPO": "the run's final checkpoint"}
+
+
+def shortcut_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> pd.DataFrame:
+    """E2: per cell (rho x arm), the shortcut sensitivity (``shortcut.marker_effect``: naming the finding with the
+    marker minus without it, on ``shortcut.counterfactual_tests``) of the base model, the cell's SFT model and its
+    GRPO run's final checkpoint (descriptive, with the share naming the finding with and without the marker), and
+    GRPO - SFT (the registered readout, with its verdict); mean over seeds, 95% CI over seeds x images of both test
+    sets pooled (``shortcut.sensitivity_ci``); with the RL and SFT images that carry the marker."""
+    reg, E, seeds = registration.get("E2"), cfg.evaluation, experiment_seeds(cfg)
+    frame = shortcut.counterfactual_tests(paths, paths.stage(STAGE) / "E2" / "counterfactual")
+    base = (model_tag("base-medical"), base_model(cfg, paths, "medical"), "base")
+    models = [base, *[(r.sft_tag, r.sft_model, "SFT") for r in runs.itertuples()],
+              *[(r.tag, r.final_checkpoint, "GRPO") for r in runs.itertuples()]]
+    pairs = _counterfactual_predictions(cfg, paths, frame, list(dict.fromkeys(models)))
+    rows = []
+    for name, group in runs.groupby("cell", sort=False):
+        cell = group.set_index("seed").loc[seeds]
+        first, finding = cell.iloc[0], cell["finding"].iloc[0]
+        tags = {"base": [base[0]], "SFT": list(cell["sft_tag"]), "GRPO": list(cell["tag"])}
+        per = {model: [[shortcut.marker_effect(*pairs[(t, d)], finding, E.invalid_policy)
+                        for d in shortcut.TEST_MANIFESTS] for t in by_seed] for model, by_seed in tags.items()}
+        named = {model: np.mean([shortcut.named_shares([pairs[(t, d)] for d in shortcut.TEST_MANIFESTS], finding,
+                                                       E.invalid_policy) for t in by_seed], axis=0)
+                 for model, by_seed in tags.items()}
+        root = e2_planted_root(paths, first)
+        what = {"cell": name, "rho": first["rho"], "arm": first["arm"], "finding": finding,
+                "marked_rl_images": shortcut.marked_count(paths, "rl", root) if first["rho"] > 0 else 0,
+                "marked_sft_images": shortcut.marked_count(paths, "sft", root) if e2_own_sft(first) else 0,
+                "n_images": sum(len(d) for d in per["SFT"][0])}
+        for model, by_seed in per.items():
+            result = shortcut.sensitivity_ci(by_seed, E.n_bootstrap, E.bootstrap_seed)
+            rows.append({**scores.contrast_row({**what, "model": model, "readout": "shortcut sensitivity"}, result),
+                         "not_measurable": "", "verdict": "descriptive", "note": E2_NOTES[model],
+                         "sesoi": reg.sesoi_of(),
+                         "named_without_marker": named[model][0], "named_with_marker": named[model][1]})
+        diff = [[g - s for g, s in zip(grpo_, sft_)] for grpo_, sft_ in zip(per["GRPO"], per["SFT"])]
+        rows.append(_judged({**what, "model": "GRPO - SFT", "readout": "GRPO - SFT sensitivity"},
+                            shortcut.sensitivity_ci(diff, E.n_bootstrap, E.bootstrap_seed), reg, "", ""))
     return pd.DataFrame(rows)
 
 

@@ -27,14 +27,15 @@ from .sft import sft_start, sft_targets
 
 
 def run_grpo(cfg: Config, paths: RunPaths, reward: str, seed: int, out_dir: Path | None = None,
-             grpo_cfg=None, manifest: pd.DataFrame | None = None) -> grpo.GRPORun:   # manifest: stage 08's
-    """One GRPO run of one training seed from that seed's Free-Reasoning SFT (``grpo_cfg`` with ``seed=seed``)."""
+             grpo_cfg=None, manifest: pd.DataFrame | None = None, start: Path | None = None) -> grpo.GRPORun:
+    """One GRPO run of one training seed from that seed's Free-Reasoning SFT (``grpo_cfg`` with ``seed=seed``);
+    stage 08 passes its own RL ``manifest`` and, for E2's SFT on planted images, its ``start`` model."""
     manifest = load_manifest(paths, "rl") if manifest is None else manifest
     fmt = cfg.grpo.start_format
     data = rl_dataset(paths, manifest, fmt)
     out_dir = out_dir or paths.grpo_run(reward, seed)
     tracking = Tracking(cfg.report_to, paths.tracking, run_name("grpo", base_model(cfg, paths, "medical"), out_dir.name, seed))
-    return grpo.train_grpo(paths.sft_model("medical", fmt, seed), data, out_dir,
+    return grpo.train_grpo(start or paths.sft_model("medical", fmt, seed), data, out_dir,
                            resolve_length_threshold(cfg, paths, replace(grpo_cfg or cfg.grpo, seed=seed)), reward,
                            pool_prevalence(paths), cfg.device, fmt, tracking)
 
@@ -251,17 +252,18 @@ def scored_completion(cfg: Config, paths: RunPaths, name: str, seed: int,
                    "truth": truths[row["image_path"]], "completion": text, "length": length}
 
 
-def grpo_inputs(cfg: Config, paths: RunPaths, seed: int, grpo_cfg=None, manifest: pd.DataFrame | None = None):
+def grpo_inputs(cfg: Config, paths: RunPaths, seed: int, grpo_cfg=None, manifest: pd.DataFrame | None = None,
+                start: Path | None = None):
     """(SFT start folder, prompt dataset, GRPO settings) of ``run_grpo``'s run (kept beside it at the end of the
     module: the report links the functions above by line)."""
     manifest = load_manifest(paths, "rl") if manifest is None else manifest
     fmt = cfg.grpo.start_format
-    return (paths.sft_model("medical", fmt, seed), rl_dataset(paths, manifest, fmt),
+    return (start or paths.sft_model("medical", fmt, seed), rl_dataset(paths, manifest, fmt),
             resolve_length_threshold(cfg, paths, replace(grpo_cfg or cfg.grpo, seed=seed)))
 
 
 def is_finished(cfg: Config, paths: RunPaths, reward: str, seed: int, out_dir: Path, grpo_cfg=None,
-                manifest: pd.DataFrame | None = None) -> bool:
+                manifest: pd.DataFrame | None = None, start: Path | None = None) -> bool:
     """Whether ``out_dir`` holds a finished run of exactly ``run_grpo``'s inputs (which it would reuse)."""
-    sft_dir, data, run_cfg = grpo_inputs(cfg, paths, seed, grpo_cfg, manifest)
+    sft_dir, data, run_cfg = grpo_inputs(cfg, paths, seed, grpo_cfg, manifest, start)
     return grpo.is_finished(sft_dir, data, out_dir, run_cfg, reward, pool_prevalence(paths))

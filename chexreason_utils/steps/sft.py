@@ -43,11 +43,15 @@ def sft_targets(cfg: Config, paths: RunPaths, manifest: pd.DataFrame, fmt: str) 
     return [prompts.format_target(fmt, t, r) for t, r in zip(manifest["truth"], rationales)]
 
 
-def sft_datasets(cfg: Config, paths: RunPaths, fmt: str):
-    """Train / held-out (val_fraction, for early stopping) datasets of one SFT format."""
+def sft_datasets(cfg: Config, paths: RunPaths, fmt: str, image_paths: list[str] | None = None):
+    """Train / held-out (val_fraction, for early stopping) datasets of one SFT format; ``image_paths``: other
+    renders of the SFT manifest's images, in its order (E2's planted copies; the targets stay the manifest's)."""
     manifest = load_manifest(paths, "sft")
     targets = sft_targets(cfg, paths, manifest, fmt)
-    data = sft.make_dataset([prompts.prompt_for(fmt)] * len(manifest), targets, list(manifest["image_path"]))
+    images = list(manifest["image_path"]) if image_paths is None else list(image_paths)
+    if len(images) != len(manifest):
+        raise ValueError(f"image_paths: {len(images)} paths for the {len(manifest)} images of the SFT manifest")
+    data = sft.make_dataset([prompts.prompt_for(fmt)] * len(manifest), targets, images)
     n_eval = max(1, int(round(len(data) * cfg.sft.val_fraction)))
     split = data.train_test_split(test_size=n_eval, seed=cfg.seed)
     return split["train"], split["test"]
@@ -68,10 +72,12 @@ def loss_mask_example(cfg: Config, paths: RunPaths, fmt: str, role: str = "medic
     return sft_data.loss_mask(collator.examples[0], processor.tokenizer, processor.tokenizer.image_token)
 
 
-def _sft_job(cfg: Config, paths: RunPaths, role: str, fmt: str, seed: int) -> sft.SFTResult:
-    train, held_out = sft_datasets(cfg, paths, fmt)
+def _sft_job(cfg: Config, paths: RunPaths, role: str, fmt: str, seed: int, out_dir: Path | None = None,
+             image_paths: list[str] | None = None) -> sft.SFTResult:
+    """One SFT run (``out_dir``, ``image_paths``: E2's run on planted images, else 02's folder and images)."""
+    train, held_out = sft_datasets(cfg, paths, fmt, image_paths)
     base = base_model(cfg, paths, role)
-    return sft.train_sft(base, train, held_out, paths.sft_model(role, fmt, seed), cfg.sft,
+    return sft.train_sft(base, train, held_out, out_dir or paths.sft_model(role, fmt, seed), cfg.sft,
                          full_finetune=not cfg.sft.use_lora, seed=seed, device=cfg.device,
                          image_pixels=image_pixels(cfg),
                          tracking=Tracking(cfg.report_to, paths.tracking, run_name("sft", base, fmt, seed)))
