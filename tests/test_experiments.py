@@ -1,5 +1,5 @@
 """Stage 08 (the pre-registered training grids): grid expansion, E1's runs and RL set, E2's planted site and
-shortcut readout, the runner's opt-in, and on a copy of the smoke run one point of E1, E2, E3 and E5 through the
+shortcut readout, the runner's opt-in, and on a copy of the smoke run one point of E1, E2, E3, E5 and Q1 through the
 runner, with verdicts, reuse and resume."""
 from __future__ import annotations
 
@@ -276,6 +276,13 @@ def check_one_point_grids(paths: RunPaths, where: Path) -> None:
     assert len(ruled) == 2 and ruled["verdict"].isin(claims.VERDICTS).all()   # one seed: not measurable
     assert (e2.loc[e2["rho"] == 0.9, "marked_rl_images"] > 0).all() and (e2.loc[e2["rho"] == 0, "marked_rl_images"] == 0).all()
     _check_e2_files(copy)
+    q1 = pd.read_csv(copy.figures / "q1_per_label.csv")
+    tests = q1.loc[q1["test_set"] != "validation"]
+    assert set(tests["test_set"]) == {"CheXpert", "NIH"} and set(tests["reward"]) == {"hard", "per_label"}
+    ruled = q1.loc[q1["readout"] == "change - change under hard"]
+    assert ruled["reward"].tolist() == ["per_label"] * 2 and ruled["verdict"].isin(claims.VERDICTS).all()
+    per_answer = q1.loc[q1["test_set"] == "validation"].set_index("reward")["effect"]
+    assert list(per_answer.index) == ["SFT", "hard", "per_label"] and per_answer.between(0, 14).all()
 
     cfg = load_profile("smoke", {"workers": 1})   # in this process: no pool to start (workers change no result)
     e1_runs = experiments.run_cells(cfg, copy, "E1")   # smoke's 4-step linear run of 01's RL set is 03's
@@ -288,6 +295,13 @@ def check_one_point_grids(paths: RunPaths, where: Path) -> None:
     e2_runs = experiments.run_cells(cfg, copy, "E2")   # a second call trains nothing and rewrites nothing
     assert e2_runs["reused"].all() and Path(e2_runs["out_dir"].iloc[0]) == copy.grpo_run("hard", 0)   # rho 0: 03's
     assert e2_runs["sft_model"].tolist() == [str(copy.sft_model("medical", "free_reasoning", 0))] * 2
+    q1_runs = experiments.run_cells(cfg, copy, "Q1")   # hard: 03's run; per_label: trained once, in its cell
+    assert q1_runs["reused"].all() and q1_runs["reward"].tolist() == ["hard", "per_label"]
+    assert Path(q1_runs["out_dir"].iloc[0]) == copy.grpo_run("hard", 0)
+    assert Path(q1_runs["out_dir"].iloc[1]).parent.parent == copy.stage(experiments.STAGE) / "Q1"
+    logged = pd.read_csv(Path(q1_runs["out_dir"].iloc[1]) / RunPaths.LOG_HISTORY)
+    paid = logged["rewards/per_label_accuracy/mean"].dropna()
+    assert len(paid) and paid.between(0, 1).all()   # trl logged the per-label reward
     e5_runs = experiments.run_cells(cfg, copy, "E5")   # a second call trains nothing
     assert e5_runs["reused"].all() and _run_ids(folder) == ids and sorted(p for p in folder.rglob("*") if p.is_file()) == files
     before = experiments.collapse_readout(cfg, copy, e5_runs)

@@ -63,6 +63,8 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("e2_shortcut", "table", "08_experiments", "new (E2)", "E2: shortcut sensitivity per rho, arm and model on the counterfactual test images, GRPO - SFT with verdicts"),
     Artifact("e3_multisite_rl", "figure", "08_experiments", "new (E3)", "E3: change at each NIH-like RL share minus the change at share 0, per test set, 95% CIs"),
     Artifact("e3_multisite", "table", "08_experiments", "new (E3)", "E3: macro-F1 change from SFT per NIH-like RL share and its difference from share 0, with verdicts"),
+    Artifact("q1_reward_unit", "figure", "08_experiments", "new (Q1)", "Q1: macro-F1 change under the per-label reward minus the change under the hard reward, per test set, 95% CIs"),
+    Artifact("q1_per_label", "table", "08_experiments", "new (Q1)", "Q1: macro-F1 change from SFT under each reward and their difference, with verdicts; labels per answer"),
     Artifact("e5_collapse_grid", "figure", "08_experiments", "new (E5)", "E5: collapse share of each recipe cell minus the final recipe's, 95% CIs over seeds"),
     Artifact("e5_collapse", "table", "08_experiments", "new (E5)", "E5: the 06 detector's collapse share per recipe cell and the final recipe, with verdicts"),
 )
@@ -112,6 +114,8 @@ MADE_BY: dict[str, tuple[str, ...]] = {
     "e2_shortcut": ("steps.experiments.run_cells", "steps.experiments.shortcut_readout"),
     "e3_multisite_rl": ("steps.experiments.multisite_readout", "report.figures.effect_intervals"),
     "e3_multisite": ("steps.experiments.run_cells", "steps.experiments.multisite_readout"),
+    "q1_reward_unit": ("steps.experiments.reward_unit_readout", "report.figures.effect_intervals"),
+    "q1_per_label": ("steps.experiments.run_cells", "steps.experiments.reward_unit_readout"),
     "e5_collapse_grid": ("steps.experiments.collapse_readout", "report.figures.effect_intervals"),
     "e5_collapse": ("steps.experiments.run_cells", "steps.experiments.collapse_readout"),
 }

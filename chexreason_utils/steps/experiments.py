@@ -22,6 +22,10 @@ once), each writing a progress line when it ends. Registered step counts are the
 - E3 ``multisite_readout``: a share of the RL prompts from the NIH-like site (``data.sampling.mix_rl_prompts``,
   no NIH test patient), reward ``evaluation.test_grpo_reward``; each run's final checkpoint scored on both test
   sets (cached predictions), the change from SFT per share and the change minus the change at share 0.
+- Q1 ``reward_unit_readout``: E1's 40-step cell (linear, 01's RL set) under each registered reward, the hard reward
+  (03's run when identical) and ``per_label`` (``train.rewards``: balanced accuracy over the labels in place of
+  Jaccard); the change from SFT on both test sets per reward, the change minus the change under hard, and labels
+  per answer on validation.
 - E5 ``collapse_readout``: the 06 ablation recipe with each cell's iterations, learning rate and steps, reward
   ``diagnostics.ablation_reward``; the 06 detector's collapse share per run, cell minus the final recipe (03's run).
 
@@ -59,7 +63,7 @@ from .sampling import nih_test_selection
 from .sft import _sft_job, sft_start
 
 STAGE = "08_experiments"
-BUILT = ("E1", "E2", "E3", "E5")
+BUILT = ("E1", "E2", "E3", "E5", "Q1")
 RL_MANIFEST = "rl_manifest.csv"   # E3, E1: a cell's RL set, written beside its runs
 N_RL = "sampling.n_rl"   # E1's registered RL set of 01's size (the RL manifest itself)
 E1_UNIT = 40             # E1's slope is against log3(steps / 40) (registered steps, the tiny profile's)
@@ -80,7 +84,8 @@ def scaled_steps(cfg: Config, registered) -> int:
 def cells(cfg: Config, reg_id: str) -> list[dict]:
     """The cells of ``reg_id`` this profile runs: the whole grid, or (``one_point``) the first cell that trains
     beside its reference (E1: step 0 and the smallest dose, linear, 01's RL set; E3: share 0 and the first share
-    above it; E2: rho 0 and the largest rho, marker in RL data only (no SFT of its own); E5: the first cell)."""
+    above it; E2: rho 0 and the largest rho, marker in RL data only (no SFT of its own); Q1: both rewards; E5: the
+    first cell)."""
     grid = registration.grid_cells(registration.get(reg_id))
     if cfg.experiments.cells == "all":
         return grid
@@ -89,6 +94,8 @@ def cells(cfg: Config, reg_id: str) -> list[dict]:
         return [c for c in grid if c["arm"] == E2_RL and c["rho"] in (0, top)]
     if reg_id == "E3":
         return [next(c for c in grid if c["nih_share"] == 0), next(c for c in grid if c["nih_share"] > 0)]
+    if reg_id == "Q1":   # one step count: both rewards
+        return grid
     if reg_id == "E1":   # step 0 and the smallest dose of one arm (linear, the RL manifest)
         first = min(c["grpo_steps"] for c in grid if c["grpo_steps"] > 0)
         return [c for c in grid if c["grpo_steps"] <= first and c["lr_schedule"] == "linear" and c["rl_set"] == N_RL]
@@ -180,11 +187,11 @@ def recipe(cfg: Config, paths: RunPaths, reg_id: str, cell: dict, seed: int) -> 
     """The ``run_grpo`` arguments of one cell and seed (reward, grpo_cfg, manifest, out_dir, start: the SFT
     model, None for the seed's 02 model). The runs read no frozen-policy control (no computed readout uses it; E1's
     paired reward gain is left out, as its page says), so theirs is off; E3's share 0, E2's rho 0 and E1's cell of
-    03's settings and RL set, is 03's run of that seed when it is the identical run (``is_finished``), else trained
-    here. E2 at rho > 0: the RL manifest's planted renders, from E2's SFT model in the arm that plants it there."""
+    03's settings and RL set (and Q1's cell of the same, under each reward), is 03's run of that seed when it is the
+    identical run (``is_finished``), else trained here. E2 at rho > 0: the RL manifest's planted renders, from E2's SFT model in the arm that plants it there."""
     reward, start, same_as_03 = cfg.evaluation.test_grpo_reward, None, False
-    if reg_id == "E1":
-        grpo_cfg = e1_settings(cfg, cell)
+    if reg_id in ("E1", "Q1"):
+        reward, grpo_cfg = cell.get("reward", reward), e1_settings(cfg, cell)
         same_as_03 = cell["rl_set"] == N_RL and replace(grpo_cfg, frozen_control=cfg.grpo.frozen_control) == cfg.grpo
         manifest = None if cell["rl_set"] == N_RL else e1_rl_set(cfg, paths, cell["rl_set"])
     elif reg_id == "E2":
@@ -351,42 +358,73 @@ def _final_tag(paths: RunPaths, row) -> str:
     return _checkpoint_tag(paths, row.experiment, row.cell, row.out_dir, Path(row.final_checkpoint), row.seed)
 
 
-def multisite_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> pd.DataFrame:
-    """E3: per test set and share, the final checkpoint's macro-F1 change from SFT (descriptive) and, for each
-    share above 0, that change minus the change at share 0 (= the two GRPO models' paired difference; the
-    registered readout, with its verdict); mean over seeds, 95% CI over seeds x images."""
-    reg, E, seeds = registration.get("E3"), cfg.evaluation, experiment_seeds(cfg)
+def _changes_from_sft(cfg: Config, paths: RunPaths, runs: pd.DataFrame, reg_id: str, factor: str, reference,
+                      contrast: str, note: str) -> pd.DataFrame:
+    """Per test set and value of ``factor`` (a column of ``runs``): the final checkpoint's macro-F1 change from SFT
+    (descriptive) and, for each value but ``reference``, that change minus the change at ``reference`` (= the two
+    GRPO models' paired difference, SFT cancels: the registered readout ``contrast``, with its verdict); mean over
+    seeds, 95% CI over seeds x images."""
+    reg, E, seeds = registration.get(reg_id), cfg.evaluation, experiment_seeds(cfg)
     floors = claim_floors(cfg, read_evaluation(paths).scores)
-    shares = list(dict.fromkeys(runs["nih_share"]))
-    if 0 not in shares:
-        raise ValueError("E3 needs the share-0 cell (the change at share 0 is its reference)")
+    values = list(dict.fromkeys(runs[factor]))
+    if reference not in values:
+        raise ValueError(f"{reg_id} needs the {factor} {reference!r} cell (the change there is its reference)")
     rows = []
     for dataset in reg.sesoi:
         pair, labels = test_entries(cfg, paths, dataset), eval_labels(cfg, dataset)
         prompt = pair["GRPO"].keys.prompt
         sft = predict_many(cfg, paths, [(*pair["SFT"].models[s], SETS[dataset], pair["SFT"].keys.prompt)
                                         for s in seeds])
-        by_share = {}
-        for share in shares:
-            chosen = runs.loc[runs["nih_share"] == share].set_index("seed").loc[seeds]
+        by_value = {}
+        for value in values:
+            chosen = runs.loc[runs[factor] == value].set_index("seed").loc[seeds]
             frames = predict_many(cfg, paths, [(_final_tag(paths, r), r.final_checkpoint, SETS[dataset], prompt)
                                                for r in chosen.reset_index().itertuples()])
-            by_share[share] = [matrices(f, cfg, labels)[1] for f in frames]
+            by_value[value] = [matrices(f, cfg, labels)[1] for f in frames]
         y_true = matrices(sft[0], cfg, labels)[0]
         sft_preds = [matrices(f, cfg, labels)[1] for f in sft]
         f1 = lambda ps: float(np.mean([weighted_macro_f1(y_true, p, np.ones((1, len(y_true))))[0] for p in ps]))  # noqa: E731
-        for share in shares:
-            change = metrics.paired_bootstrap(y_true, sft_preds, by_share[share], E.n_bootstrap, E.bootstrap_seed)
-            base = {"test_set": dataset, "nih_share": share, "sft_macro_f1": f1(sft_preds),
-                    "grpo_macro_f1": f1(by_share[share]), "n_images": len(y_true)}
+        for value in values:
+            change = metrics.paired_bootstrap(y_true, sft_preds, by_value[value], E.n_bootstrap, E.bootstrap_seed)
+            base = {"test_set": dataset, factor: value, "sft_macro_f1": f1(sft_preds),
+                    "grpo_macro_f1": f1(by_value[value]), "n_images": len(y_true)}
             rows.append({**scores.contrast_row({**base, "readout": "change from SFT"}, change),
-                         "verdict": "descriptive", "sesoi": reg.sesoi_of(dataset),
-                         "note": "the registration rules on the change minus the change at share 0"})
-            if share != 0:
-                diff = metrics.paired_bootstrap(y_true, by_share[0], by_share[share], E.n_bootstrap, E.bootstrap_seed)
-                rows.append({**_judged({**base, "readout": "change - change at share 0"}, diff, reg, dataset,
+                         "verdict": "descriptive", "sesoi": reg.sesoi_of(dataset), "note": note})
+            if value != reference:
+                diff = metrics.paired_bootstrap(y_true, by_value[reference], by_value[value], E.n_bootstrap,
+                                                E.bootstrap_seed)
+                rows.append({**_judged({**base, "readout": contrast}, diff, reg, dataset,
                                        floors[FLOOR_CLAIM[dataset]])})
     return pd.DataFrame(rows)
+
+
+def multisite_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> pd.DataFrame:
+    """E3: per test set and share, the change from SFT and the change minus the change at share 0
+    (``_changes_from_sft``)."""
+    return _changes_from_sft(cfg, paths, runs, "E3", "nih_share", 0, "change - change at share 0",
+                             "the registration rules on the change minus the change at share 0")
+
+
+def reward_unit_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> pd.DataFrame:
+    """Q1: per test set and reward, the change from SFT and the change minus the change under hard
+    (``_changes_from_sft``); then, per
+    reward and for the SFT model, the scored labels named per answer on validation (03's checkpoint prompt;
+    descriptive: mean over seeds, each seed's beside it)."""
+    reference = registration.get("Q1").grid["reward"][0]
+    table = _changes_from_sft(cfg, paths, runs, "Q1", "reward", reference, f"change - change under {reference}",
+                              f"the registration rules on the change minus the change under {reference}")
+    seeds, fmt = experiment_seeds(cfg), cfg.grpo.start_format
+    models = {"SFT": [(*map(str, sft_start(cfg, paths, s)), "val", fmt) for s in seeds]}
+    for reward in dict.fromkeys(runs["reward"]):
+        chosen = runs.loc[runs["reward"] == reward].set_index("seed").loc[seeds].reset_index()
+        models[reward] = [(_final_tag(paths, r), r.final_checkpoint, "val", fmt) for r in chosen.itertuples()]
+    rows = []
+    for model, jobs in models.items():
+        per_seed = [float(matrices(f, cfg, CHEXPERT_LABELS)[1].sum(axis=1).mean()) for f in predict_many(cfg, paths, jobs)]
+        rows.append({"test_set": "validation", "reward": model, "readout": "labels per answer", "verdict": "descriptive",
+                     "effect": float(np.mean(per_seed)), "per_seed": ", ".join(f"{v:.3f}" for v in per_seed),
+                     "note": "no SESOI registered for this readout"})
+    return pd.concat([table, pd.DataFrame(rows)], ignore_index=True)
 
 
 def _counterfactual_predictions(cfg: Config, paths: RunPaths, frame: pd.DataFrame,
