@@ -446,7 +446,8 @@ class DiagnosticsConfig:
 
 @dataclass
 class ExperimentsConfig:
-    """Stage 08 (run only with `--experiments`): the training grids of the pre-registered experiments E3 and E5."""
+    """Stage 08 (run only with `--experiments`): the training grids of the pre-registered experiments (E1, E2, E3,
+    E5, Q1)."""
 
     cells: str = option("all", "Which cells of each registered grid run: all, or one_point (the first cell that "
                                "trains, beside its reference; the smoke profile's test of the machinery).", "run",
