@@ -23,7 +23,7 @@ from chexreason_utils.evaluation import claims, registration
 from chexreason_utils.report import figure_registry
 from chexreason_utils.paths import RunPaths
 from chexreason_utils.runner import RunnerError, RunOptions, run
-from chexreason_utils.steps import experiments, shortcut
+from chexreason_utils.steps import experiment_readouts, experiments, shortcut
 from chexreason_utils.train import grpo
 
 
@@ -304,7 +304,7 @@ def check_one_point_grids(paths: RunPaths, where: Path) -> None:
     assert len(paid) and paid.between(0, 1).all()   # trl logged the per-label reward
     e5_runs = experiments.run_cells(cfg, copy, "E5")   # a second call trains nothing
     assert e5_runs["reused"].all() and _run_ids(folder) == ids and sorted(p for p in folder.rglob("*") if p.is_file()) == files
-    before = experiments.collapse_readout(cfg, copy, e5_runs)
+    before = experiment_readouts.collapse_readout(cfg, copy, e5_runs)
 
     run_dir = Path(e5_runs["out_dir"].iloc[0])   # interrupted after its first checkpoint: resumes from it
     first, last = grpo.checkpoints(run_dir)
@@ -313,7 +313,7 @@ def check_one_point_grids(paths: RunPaths, where: Path) -> None:
     resumed = experiments.run_cells(cfg, copy, "E5")
     assert not resumed["reused"].any() and _run_ids(folder) == ids
     assert json.loads((run_dir / RunPaths.RUN_INFO).read_text())["resumed_from"] == str(first)
-    pd.testing.assert_frame_equal(experiments.collapse_readout(cfg, copy, resumed), before)
+    pd.testing.assert_frame_equal(experiment_readouts.collapse_readout(cfg, copy, resumed), before)
 
 
 @pytest.mark.pipeline

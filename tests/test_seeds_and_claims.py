@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chexreason_utils.evaluation import claims, metrics, scores
+from chexreason_utils.evaluation import claims, metrics
 from chexreason_utils.report import reporting
 from chexreason_utils.config import ConfigError, load_profile
 from chexreason_utils.paths import RunPaths, model_tag
@@ -41,7 +41,7 @@ def test_each_of_the_five_verdicts_is_reached_by_a_synthetic_case():
     assert claims.judge(row(-0.2, -0.01), +1, 0.03, "x") == ("contradicted", "")
     assert claims.judge(row(-0.02, 0.01), +1, 0.03, "x") == ("no effect of the paper's size", "")
     v, note = claims.judge(row(-0.1, 0.1), +1, 0.03, "x")
-    assert v == "inconclusive" and re.search(r"half-width 0.100; below SESOI 0.03 with \d+ seeds", note)
+    assert v == "inconclusive" and re.search(r"half-width 0.100 > SESOI 0.03: about \d+ seeds would bring it below", note)
     assert claims.judge(row(-0.1, 0.1, reason="floor: general sft only_label"), +1, 0.03, "x") == \
         ("not measurable", "floor: general sft only_label")
     assert claims.verdict(0.0, 0.0, -1, 0.03) == "no effect of the paper's size"   # touching 0 does not exclude it

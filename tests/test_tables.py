@@ -94,6 +94,14 @@ def test_a_wide_flat_table_lists_its_last_columns_below_each_row():
     assert "- **C1** — c11: 11; statement: first claim" in text and "- **C2** — c11: 12; statement: second" in text
 
 
+def test_the_lines_below_a_wide_table_name_each_row_and_leave_blank_cells_out():
+    table = pd.DataFrame({"rho": [0.0, 0.0, 0.5], "model": ["SFT", "GRPO", "SFT"],
+                          **{f"c{i}": [1, 2, 3] for i in range(10)},
+                          "note": ["", "the run's final checkpoint", " "], "extra": [float("nan"), 4.0, float("nan")]})
+    below = [line for line in tables.markdown(table).splitlines() if line.startswith("- ")]
+    assert below == ["- **0.000 · GRPO** — note: the run's final checkpoint; extra: 4.000"]   # rows 1 and 3 say nothing
+
+
 def test_a_flat_table_with_pipes_and_gaps_still_renders(tmp_path):
     table = pd.DataFrame({"comparison": ["a | b", "c"], "delta": [0.1234, float("nan")], "n": [3, 4]})
     csv, md, tex = plotting.save_table(table, "paired_differences", tmp_path)

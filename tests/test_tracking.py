@@ -1,6 +1,5 @@
 """Experiment tracking: a minimal SFT, GRPO and control with report_to=tensorboard, read back by tensorboard."""
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 

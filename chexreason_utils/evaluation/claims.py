@@ -79,7 +79,16 @@ def judge(row, direction: int, sesoi: float, option: str) -> tuple[str, str]:
     if half < sesoi:
         return v, (f"half-width {half:.3f} is below SESOI {sesoi:g} already, but the CI crosses +-SESOI: the "
                    f"effect lies near the smallest effect of interest")
-    return v, f"half-width {half:.3f}; below SESOI {sesoi:g} with {m} seeds at the measured variance"
+    return v, f"half-width {half:.3f} > SESOI {sesoi:g}: about {m} seeds would bring it below at the measured variance"
+
+
+def judged(what: dict, result: dict, reg, group: str, floor: str) -> dict:
+    """A registered readout's row: ``what`` with the contrast ``result`` (``scores.contrast_row``), its verdict and
+    note (``judge``, with the registration ``reg``'s sign and SESOI for ``group``) and the SESOI; a non-empty
+    ``floor`` (the claim's entries sit at a trivial baseline) makes it not measurable."""
+    row = {**scores.contrast_row(what, result), "not_measurable": f"floor: {floor}" if floor else ""}
+    v, note = judge(row, reg.direction_of(group), reg.sesoi_of(group), f"{reg.file.name}: sesoi")
+    return {**row, "verdict": v, "note": note, "sesoi": reg.sesoi_of(group)}
 
 
 def scaffold_gain(f1_by_format: dict) -> float | np.ndarray:

@@ -360,7 +360,7 @@ def effect_intervals(table: pd.DataFrame, row: str, panel: str, xlabel: str) -> 
 
 def dose_response(doses: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
     """E1: each readout along the registered step counts (0 = the SFT model, evenly spaced), one line per arm
-    (lr_schedule x rl_set) through the seed means, small dots = each seed (``experiments.dose_readout``'s doses)."""
+    (lr_schedule x rl_set) through the seed means, small dots = each seed (``experiment_readouts.dose_readout``'s doses)."""
     panels = list(dict.fromkeys(zip(doses["set"], doses["readout"])))
     steps = sorted(doses["grpo_steps"].unique())
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)

@@ -77,7 +77,8 @@ def markdown(table: pd.DataFrame, headings: dict[str, str] | None = None) -> str
     """Pipe table(s) that fit a page (at most ``MAX_MD_COLUMNS`` columns; every row has as many cells as the
     header; a '|' inside a cell is escaped). A wider ``(source, column)`` table becomes this run's values with the
     paper's beside them in each cell, then its per-seed values as a second table (``_compact``); a wider flat table
-    shows its first columns and lists the others below it, one line per row."""
+    shows its first columns and lists the others below it, one line per row that has any (blank cells left
+    out), each row named by its first cells."""
     _check(table)
     headings = headings or {}
     flat = _flat_rows(table)
@@ -88,10 +89,24 @@ def markdown(table: pd.DataFrame, headings: dict[str, str] | None = None) -> str
         if compact is not None:
             return compact
     shown, rest = flat.iloc[:, :MAX_MD_COLUMNS], flat.iloc[:, MAX_MD_COLUMNS:]
-    below = [f"- **{format_cell(lead)}** — " + "; ".join(f"{_heading(c, headings)}: {format_cell(v)}"
-                                                        for c, v in zip(rest.columns, values))
-             for lead, values in zip(flat.iloc[:, 0], rest.itertuples(index=False))]
+    below = []
+    for label, values in zip(_row_labels(shown), rest.itertuples(index=False)):
+        given = [f"{_heading(c, headings)}: {format_cell(v)}" for c, v in zip(rest.columns, values) if not _blank(v)]
+        if given:
+            below.append(f"- **{label}** — " + "; ".join(given))
     return "\n".join([_pipe(shown, [_heading(c, headings) for c in shown.columns]), "", *below])
+
+
+def _blank(value) -> bool:
+    return _missing(value) or (isinstance(value, str) and not value.strip())
+
+
+def _row_labels(shown: pd.DataFrame) -> list[str]:
+    """Each row's label for the lines below a wide table: its first cells, as many as make every row's label
+    distinct (all of them when none do)."""
+    k = next((k for k in range(1, shown.shape[1] + 1) if not shown.iloc[:, :k].astype(str).duplicated().any()),
+             shown.shape[1])
+    return [" · ".join(format_cell(v) for v in row) for row in shown.iloc[:, :k].itertuples(index=False)]
 
 
 def _pipe(flat: pd.DataFrame, header: list[str]) -> str:

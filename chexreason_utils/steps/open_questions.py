@@ -12,34 +12,26 @@ Each readout carries the shared verdict (``claims.judge``) with the registration
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..evaluation import claims, evaluate, metrics, registration, scores
-from .. import jsonl_store
+from ..evaluation import claims, metrics, registration
 from ..evaluation import label_count
 from ..config import Config, training_seeds
 from ..data.phantom import NIH_VARIANT_FACTORS, nih_variant_current, write_nih_variant
 from ..jobs import run_jobs
 from ..data.manifests import in_run
 from ..evaluation.metrics import eval_labels, matrices
-from ..train.model_registry import image_pixels
 from ..paths import RunPaths
 from .evaluation import claim_floors, entry_predictions, read_evaluation, test_entries
+from .predictions import covers, image_set_digest, predict_image_set
 from .sampling import nih_test_selection, pool_prevalence
 
 STAGE = "07_open_questions"
 FLOOR_CLAIM = {"CheXpert": "C1", "NIH": "C2"}   # the claim whose entries E0 and E4 compare on each set
-
-
-def _judged(what: dict, result: dict, reg: registration.Registration, group: str, floor: str) -> dict:
-    row = {**scores.contrast_row(what, result), "not_measurable": f"floor: {floor}" if floor else ""}
-    v, note = claims.judge(row, reg.direction_of(group), reg.sesoi_of(group), f"{reg.file.name}: sesoi")
-    return {**row, "verdict": v, "note": note, "sesoi": reg.sesoi_of(group)}
 
 
 def _pair_matrices(cfg: Config, paths: RunPaths, dataset: str) -> tuple[np.ndarray, dict[str, list[np.ndarray]]]:
@@ -65,7 +57,7 @@ def label_count_decomposition(cfg: Config, paths: RunPaths) -> tuple[pd.DataFram
         parts = label_count.decompose(y_true, preds["SFT"], preds["GRPO"], order, E.n_bootstrap, E.bootstrap_seed)
         per_image = parts["labels_per_image"]
         for part in label_count.PARTS:
-            rows.append({**_judged({"test_set": dataset, "part": part}, parts[part], reg, dataset,
+            rows.append({**claims.judged({"test_set": dataset, "part": part}, parts[part], reg, dataset,
                                    floors[FLOOR_CLAIM[dataset]]),
                          "labels_per_image_sft": float(np.mean(per_image["SFT"])),
                          "labels_per_image_grpo": float(np.mean(per_image["GRPO"]))})
@@ -78,14 +70,6 @@ def label_count_decomposition(cfg: Config, paths: RunPaths) -> tuple[pd.DataFram
     return pd.DataFrame(rows), pd.DataFrame(oracle_rows)
 
 
-def _digest(frame: pd.DataFrame) -> str:
-    """What the variant predictions depend on besides the model: image ids, truths and the images' bytes."""
-    h = hashlib.sha256()
-    for image_id, path, truth in zip(frame["image_id"], frame["image_path"], frame["truth"]):
-        h.update(f"{image_id}|{sorted(truth)}|".encode() + hashlib.sha256(Path(path).read_bytes()).digest())
-    return h.hexdigest()[:12]
-
-
 def _render_variant(root: Path, world, factor: str) -> None:
     """One variant site, in a worker; the world writer's progress bars are kept out of the runner's output."""
     with contextlib.redirect_stderr(io.StringIO()):
@@ -95,7 +79,7 @@ def _render_variant(root: Path, world, factor: str) -> None:
 def variant_manifest(cfg: Config, paths: RunPaths) -> tuple[str, pd.DataFrame]:
     """(name, frame) of the E4 test images of every variant: each variant's NIH-like site regenerated under
     ``07_open_questions/e4/<factor>/`` and its test set selected by 01's rule; ``image_id`` is
-    ``<factor>/<image>``, ``variant`` the factor. The name carries the digest of the images (``_digest``)."""
+    ``<factor>/<image>``, ``variant`` the factor. The name carries the digest of the images (``predictions.image_set_digest``)."""
     factors = registration.get("E4").grid["factor"]
     for factor in factors:
         if factor != "all" and factor not in NIH_VARIANT_FACTORS:
@@ -112,18 +96,7 @@ def variant_manifest(cfg: Config, paths: RunPaths) -> tuple[str, pd.DataFrame]:
     frame = pd.concat(frames, ignore_index=True)
     frame.assign(labels=[list(t) for t in frame["truth"]], image_path=[in_run(paths, p) for p in frame["image_path"]]) \
         .drop(columns="truth").to_csv(paths.stage(STAGE) / "e4" / "test_images.csv", index=False)
-    return f"e4_nih_{_digest(frame)}", frame
-
-
-def _cached(cfg: Config, file: Path, model: str, prompt: str, image_ids) -> bool:
-    key = evaluate.prediction_key(model, prompt, cfg.evaluation.max_new_tokens, image_pixels(cfg))
-    return set(image_ids) <= {r["image_id"] for r in jsonl_store.read_rows(file)[0] if r.get("key") == key}
-
-
-def _predict_variants(cfg: Config, model: str, images: pd.DataFrame, prompt: str, out: Path) -> pd.DataFrame:
-    return evaluate.predict_sharded(model, images, prompt, out, batch_size=cfg.evaluation.batch_size,
-                                    max_new_tokens=cfg.evaluation.max_new_tokens, device=cfg.device,
-                                    image_pixels=image_pixels(cfg))
+    return f"e4_nih_{image_set_digest(frame)}", frame
 
 
 def variant_predictions(cfg: Config, paths: RunPaths, name: str, frame: pd.DataFrame) -> dict[str, dict]:
@@ -134,9 +107,9 @@ def variant_predictions(cfg: Config, paths: RunPaths, name: str, frame: pd.DataF
             for name_, e in test_entries(cfg, paths, "NIH").items()}
     jobs = [dict(cfg=cfg, model=m, images=images, prompt=p, out=paths.prediction_file(t, name, p))
             for by_seed in todo.values() for t, m, p in by_seed.values()
-            if not _cached(cfg, paths.prediction_file(t, name, p), m, p, images["image_id"])]
-    run_jobs(_predict_variants, jobs, cfg.workers)
-    return {name_: {s: frame.merge(_predict_variants(cfg, m, images, p, paths.prediction_file(t, name, p)),
+            if not covers(cfg, paths.prediction_file(t, name, p), m, p, images["image_id"])]
+    run_jobs(predict_image_set, jobs, cfg.workers)
+    return {name_: {s: frame.merge(predict_image_set(cfg, m, images, p, paths.prediction_file(t, name, p)),
                                    on="image_id", how="left") for s, (t, m, p) in by_seed.items()}
             for name_, by_seed in todo.items()}
 
@@ -164,7 +137,7 @@ def shift_attribution(cfg: Config, paths: RunPaths) -> pd.DataFrame:
         attribution = metrics.gap_change((y_var, sft, grpo), (y_main, main["SFT"], main["GRPO"]), E.n_bootstrap,
                                          E.bootstrap_seed)
         f1 = lambda ps: float(np.mean([metrics.weighted_macro_f1(y_var, p, np.ones((1, len(p))))[0] for p in ps]))  # noqa: E731
-        rows.append({**_judged({"factor": factor, "readout": "attribution"}, attribution, reg, "", floor),
+        rows.append({**claims.judged({"factor": factor, "readout": "attribution"}, attribution, reg, "", floor),
                      "change_on_variant": change["effect"], "change_lo": change["lo"], "change_hi": change["hi"],
                      "sft_macro_f1": f1(sft), "grpo_macro_f1": f1(grpo), "n_images": len(y_var),
                      "truth_labels_per_image": float(y_var.sum(axis=1).mean())})

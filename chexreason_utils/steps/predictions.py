@@ -1,7 +1,10 @@
-"""Cached predictions of a model on a manifest with a prompt, shared by stages 03-06: one process per missing
-prediction file, a cached one costs a read; every frame comes back merged with the manifest's truth."""
+"""Cached predictions of a model on a manifest with a prompt, shared by stages 03-08: one process per missing
+prediction file, a cached one costs a read; every frame comes back merged with the manifest's truth. Image sets
+outside the manifests (07's E4 variants, 08's E2 counterfactual images) are cached the same way, named by
+``image_set_digest`` and written by ``predict_image_set``."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -19,14 +22,17 @@ def _predict_job(cfg: Config, paths: RunPaths, tag: str, model_dir: str, manifes
     predictions(cfg, paths, model_dir, manifest_name, prompt, tag)
 
 
-def _cached(cfg: Config, paths: RunPaths, tag: str, model_dir: str, manifest_name: str, prompt: str) -> bool:
-    """A prediction file with a row of this model, prompt and generation settings for every manifest image."""
-    f = paths.prediction_file(tag, manifest_name, prompt)
-    if not f.exists():
+def covers(cfg: Config, file: Path, model_dir: str, prompt: str, image_ids) -> bool:
+    """Whether prediction ``file`` has a row of this model, prompt and generation settings for every image id."""
+    if not file.exists():
         return False
     key = evaluate.prediction_key(model_dir, prompt, cfg.evaluation.max_new_tokens, image_pixels(cfg))
-    done = {row["image_id"] for row in jsonl_store.read_rows(f)[0] if row.get("key") == key}
-    return set(load_manifest(paths, manifest_name)["image_id"]) <= done
+    return set(image_ids) <= {row["image_id"] for row in jsonl_store.read_rows(file)[0] if row.get("key") == key}
+
+
+def _cached(cfg: Config, paths: RunPaths, tag: str, model_dir: str, manifest_name: str, prompt: str) -> bool:
+    return covers(cfg, paths.prediction_file(tag, manifest_name, prompt), model_dir, prompt,
+                  load_manifest(paths, manifest_name)["image_id"])
 
 
 def predict_many(cfg: Config, paths: RunPaths, requests: list[tuple[str, str | Path, str, str]]) -> list[pd.DataFrame]:
@@ -43,8 +49,22 @@ def predictions(cfg: Config, paths: RunPaths, model_dir: str | Path, manifest_na
                 tag: str) -> pd.DataFrame:
     """Cached predictions of one model on one manifest with one prompt, merged with the truth."""
     manifest = load_manifest(paths, manifest_name)
-    pred = evaluate.predict_sharded(model_dir, manifest[["image_id", "image_path"]], prompt,
-                                    paths.prediction_file(tag, manifest_name, prompt),
-                                    batch_size=cfg.evaluation.batch_size, max_new_tokens=cfg.evaluation.max_new_tokens,
-                                    device=cfg.device, image_pixels=image_pixels(cfg))
+    pred = predict_image_set(cfg, model_dir, manifest[["image_id", "image_path"]], prompt,
+                             paths.prediction_file(tag, manifest_name, prompt))
     return manifest.merge(pred, on="image_id", how="left")
+
+
+def image_set_digest(frame: pd.DataFrame) -> str:
+    """What predictions on an image set outside the manifests depend on besides the model: image ids, truths and
+    the images' bytes (part of its prediction files' names)."""
+    h = hashlib.sha256()
+    for image_id, path, truth in zip(frame["image_id"], frame["image_path"], frame["truth"]):
+        h.update(f"{image_id}|{sorted(truth)}|".encode() + hashlib.sha256(Path(path).read_bytes()).digest())
+    return h.hexdigest()[:12]
+
+
+def predict_image_set(cfg: Config, model: str | Path, images: pd.DataFrame, prompt: str, out: Path) -> pd.DataFrame:
+    """Predictions of ``model`` on ``images`` (image_id, image_path) with ``prompt``, cached in ``out``."""
+    return evaluate.predict_sharded(model, images, prompt, out, batch_size=cfg.evaluation.batch_size,
+                                    max_new_tokens=cfg.evaluation.max_new_tokens, device=cfg.device,
+                                    image_pixels=image_pixels(cfg))

@@ -1,0 +1,261 @@
+"""Stage 08's readouts: what the pre-registered grids' runs (``experiments.run_cells``) measure, each ruled readout
+with the shared verdict (``claims.judged``: the registration's SESOI and sign).
+
+- E1 ``dose_readout``: CheXpert / NIH macro-F1 and validation labels per answer at each dose, and their registered
+  slopes against log3(steps / 40).
+- E2 ``shortcut_readout`` (the counterfactual test images: ``shortcut``): the base, SFT and GRPO models' shortcut
+  sensitivity on every test image with and without the marker, and GRPO - SFT.
+- E3 ``multisite_readout``: each run's final checkpoint scored on both test sets (cached predictions), the change
+  from SFT per share and the change minus the change at share 0.
+- Q1 ``reward_unit_readout``: the change from SFT on both test sets per reward, the change minus the change under
+  hard, and labels per answer on validation (E3 and Q1 share ``changes_from_sft``).
+- E5 ``collapse_readout``: the 06 detector's collapse share per run, cell minus the final recipe (03's run).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import Config
+from ..evaluation import claims, metrics, registration, scores
+from ..evaluation.metrics import eval_labels, matrices, weighted_macro_f1
+from ..jobs import run_jobs
+from ..labels import CHEXPERT_LABELS
+from ..paths import RunPaths, model_tag
+from ..train.model_registry import base_model
+from . import shortcut
+from .diagnostics import folder_diagnostics
+from .evaluation import SETS, claim_floors, read_evaluation, test_entries, zero_shot_prompt
+from .experiments import STAGE, e2_own_sft, e2_planted_root, experiment_seeds, final_tag, scaled_steps
+from .open_questions import FLOOR_CLAIM
+from .predictions import covers, image_set_digest, predict_image_set, predict_many
+from .sft import sft_start
+
+E1_UNIT = 40   # E1's slope is against log3(steps / 40) (registered steps, the tiny profile's)
+
+
+def changes_from_sft(cfg: Config, paths: RunPaths, runs: pd.DataFrame, reg_id: str, factor: str, reference,
+                      contrast: str, note: str) -> pd.DataFrame:
+    """Per test set and value of ``factor`` (a column of ``runs``): the final checkpoint's macro-F1 change from SFT
+    (descriptive) and, for each value but ``reference``, that change minus the change at ``reference`` (= the two
+    GRPO models' paired difference, SFT cancels: the registered readout ``contrast``, with its verdict); mean over
+    seeds, 95% CI over seeds x images."""
+    reg, E, seeds = registration.get(reg_id), cfg.evaluation, experiment_seeds(cfg)
+    floors = claim_floors(cfg, read_evaluation(paths).scores)
+    values = list(dict.fromkeys(runs[factor]))
+    if reference not in values:
+        raise ValueError(f"{reg_id} needs the {factor} {reference!r} cell (the change there is its reference)")
+    rows = []
+    for dataset in reg.sesoi:
+        pair, labels = test_entries(cfg, paths, dataset), eval_labels(cfg, dataset)
+        prompt = pair["GRPO"].keys.prompt
+        sft = predict_many(cfg, paths, [(*pair["SFT"].models[s], SETS[dataset], pair["SFT"].keys.prompt)
+                                        for s in seeds])
+        by_value = {}
+        for value in values:
+            chosen = runs.loc[runs[factor] == value].set_index("seed").loc[seeds]
+            frames = predict_many(cfg, paths, [(final_tag(paths, r), r.final_checkpoint, SETS[dataset], prompt)
+                                               for r in chosen.reset_index().itertuples()])
+            by_value[value] = [matrices(f, cfg, labels)[1] for f in frames]
+        y_true = matrices(sft[0], cfg, labels)[0]
+        sft_preds = [matrices(f, cfg, labels)[1] for f in sft]
+        f1 = lambda ps: float(np.mean([weighted_macro_f1(y_true, p, np.ones((1, len(y_true))))[0] for p in ps]))  # noqa: E731
+        for value in values:
+            change = metrics.paired_bootstrap(y_true, sft_preds, by_value[value], E.n_bootstrap, E.bootstrap_seed)
+            base = {"test_set": dataset, factor: value, "sft_macro_f1": f1(sft_preds),
+                    "grpo_macro_f1": f1(by_value[value]), "n_images": len(y_true)}
+            rows.append({**scores.contrast_row({**base, "readout": "change from SFT"}, change),
+                         "verdict": "descriptive", "sesoi": reg.sesoi_of(dataset), "note": note})
+            if value != reference:
+                diff = metrics.paired_bootstrap(y_true, by_value[reference], by_value[value], E.n_bootstrap,
+                                                E.bootstrap_seed)
+                rows.append({**claims.judged({**base, "readout": contrast}, diff, reg, dataset,
+                                       floors[FLOOR_CLAIM[dataset]])})
+    return pd.DataFrame(rows)
+
+
+def multisite_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> pd.DataFrame:
+    """E3: per test set and share, the change from SFT and the change minus the change at share 0
+    (``changes_from_sft``)."""
+    return changes_from_sft(cfg, paths, runs, "E3", "nih_share", 0, "change - change at share 0",
+                             "the registration rules on the change minus the change at share 0")
+
+
+def reward_unit_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> pd.DataFrame:
+    """Q1: per test set and reward, the change from SFT and the change minus the change under hard
+    (``changes_from_sft``); then, per
+    reward and for the SFT model, the scored labels named per answer on validation (03's checkpoint prompt;
+    descriptive: mean over seeds, each seed's beside it)."""
+    reference = registration.get("Q1").grid["reward"][0]
+    table = changes_from_sft(cfg, paths, runs, "Q1", "reward", reference, f"change - change under {reference}",
+                              f"the registration rules on the change minus the change under {reference}")
+    seeds, fmt = experiment_seeds(cfg), cfg.grpo.start_format
+    models = {"SFT": [(*map(str, sft_start(cfg, paths, s)), "val", fmt) for s in seeds]}
+    for reward in dict.fromkeys(runs["reward"]):
+        chosen = runs.loc[runs["reward"] == reward].set_index("seed").loc[seeds].reset_index()
+        models[reward] = [(final_tag(paths, r), r.final_checkpoint, "val", fmt) for r in chosen.itertuples()]
+    rows = []
+    for model, jobs in models.items():
+        per_seed = [float(matrices(f, cfg, CHEXPERT_LABELS)[1].sum(axis=1).mean()) for f in predict_many(cfg, paths, jobs)]
+        rows.append({"test_set": "validation", "reward": model, "readout": "labels per answer", "verdict": "descriptive",
+                     "effect": float(np.mean(per_seed)), "per_seed": ", ".join(f"{v:.3f}" for v in per_seed),
+                     "note": "no SESOI registered for this readout"})
+    return pd.concat([table, pd.DataFrame(rows)], ignore_index=True)
+
+
+def counterfactual_predictions(cfg: Config, paths: RunPaths, frame: pd.DataFrame,
+                                models: list[tuple[str, str, str]]) -> dict[tuple[str, str], tuple[pd.DataFrame, ...]]:
+    """{(tag, test set): (predictions without the marker, with it), merged with ``frame``'s rows} of (tag, model,
+    kind) models on the counterfactual images of each test set, with 04's prompt of the kind's entry (base: the
+    zero-shot prompt; SFT; GRPO) on that set; the missing files made in one batch of jobs, cached in the shared
+    prediction folder keyed on the images' bytes (as E4's variants)."""
+    prompts = {d: {"base": zero_shot_prompt(cfg), **{k: e.keys.prompt for k, e in test_entries(cfg, paths, d).items()}}
+               for d in shortcut.TEST_MANIFESTS}
+    todo = {}
+    for dataset, images in frame.groupby("test_set", sort=False):
+        name = f"e2_{SETS[dataset]}_{image_set_digest(images)}"
+        for tag, model, kind in models:
+            prompt = prompts[dataset][kind]
+            todo[(tag, dataset)] = (images, dict(cfg=cfg, model=str(model), images=images[["image_id", "image_path"]],
+                                                 prompt=prompt, out=paths.prediction_file(tag, name, prompt)))
+    missing = [job for _, job in todo.values()
+               if not covers(cfg, job["out"], job["model"], job["prompt"], job["images"]["image_id"])]
+    run_jobs(predict_image_set, missing, cfg.workers)
+    merged = {key: images.merge(predict_image_set(**job), on="image_id", how="left")
+              for key, (images, job) in todo.items()}
+    return {key: tuple(f.loc[f["condition"] == c] for c in shortcut.CONDITIONS) for key, f in merged.items()}
+
+
+E2_NOTES = {"base": "one fixed model (no seed): the image-only CI",
+            "SFT": "the frozen-policy control is this policy (its weights never move): its sensitivity is this row's",
+            "GRPO": "the run's final checkpoint"}
+
+
+def shortcut_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> pd.DataFrame:
+    """E2: per cell (rho x arm), the shortcut sensitivity (``shortcut.marker_effect``: naming the finding with the
+    marker minus without it, on ``shortcut.counterfactual_tests``) of the base model, the cell's SFT model and its
+    GRPO run's final checkpoint (descriptive, with the share naming the finding with and without the marker), and
+    GRPO - SFT (the registered readout, with its verdict); mean over seeds, 95% CI over seeds x images of both test
+    sets pooled (``shortcut.sensitivity_ci``); with the RL and SFT images that carry the marker."""
+    reg, E, seeds = registration.get("E2"), cfg.evaluation, experiment_seeds(cfg)
+    frame = shortcut.counterfactual_tests(paths, paths.stage(STAGE) / "E2" / "counterfactual")
+    base = (model_tag("base-medical"), base_model(cfg, paths, "medical"), "base")
+    models = [base, *[(r.sft_tag, r.sft_model, "SFT") for r in runs.itertuples()],
+              *[(r.tag, r.final_checkpoint, "GRPO") for r in runs.itertuples()]]
+    pairs = counterfactual_predictions(cfg, paths, frame, list(dict.fromkeys(models)))
+    rows = []
+    for name, group in runs.groupby("cell", sort=False):
+        cell = group.set_index("seed").loc[seeds]
+        first, finding = cell.iloc[0], cell["finding"].iloc[0]
+        tags = {"base": [base[0]], "SFT": list(cell["sft_tag"]), "GRPO": list(cell["tag"])}
+        per = {model: [[shortcut.marker_effect(*pairs[(t, d)], finding, E.invalid_policy)
+                        for d in shortcut.TEST_MANIFESTS] for t in by_seed] for model, by_seed in tags.items()}
+        named = {model: np.mean([shortcut.named_shares([pairs[(t, d)] for d in shortcut.TEST_MANIFESTS], finding,
+                                                       E.invalid_policy) for t in by_seed], axis=0)
+                 for model, by_seed in tags.items()}
+        root = e2_planted_root(paths, first)
+        what = {"cell": name, "rho": first["rho"], "arm": first["arm"], "finding": finding,
+                "marked_rl_images": shortcut.marked_count(paths, "rl", root) if first["rho"] > 0 else 0,
+                "marked_sft_images": shortcut.marked_count(paths, "sft", root) if e2_own_sft(first) else 0,
+                "n_images": sum(len(d) for d in per["SFT"][0])}
+        for model, by_seed in per.items():
+            result = shortcut.sensitivity_ci(by_seed, E.n_bootstrap, E.bootstrap_seed)
+            rows.append({**scores.contrast_row({**what, "model": model, "readout": "shortcut sensitivity"}, result),
+                         "not_measurable": "", "verdict": "descriptive", "note": E2_NOTES[model],
+                         "sesoi": reg.sesoi_of(),
+                         "named_without_marker": named[model][0], "named_with_marker": named[model][1]})
+        diff = [[g - s for g, s in zip(grpo_, sft_)] for grpo_, sft_ in zip(per["GRPO"], per["SFT"])]
+        rows.append(claims.judged({**what, "model": "GRPO - SFT", "readout": "GRPO - SFT sensitivity"},
+                            shortcut.sensitivity_ci(diff, E.n_bootstrap, E.bootstrap_seed), reg, "", ""))
+    return pd.DataFrame(rows)
+
+
+def collapse_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> pd.DataFrame:
+    """E5: per cell, the 06 detector's collapse share of each seed's run and of the final recipe (03's run of
+    ``diagnostics.ablation_reward``), and cell - final (mean over seeds, 95% CI over seeds; not measurable when
+    the detector fires in no run of either arm), with its verdict."""
+    reg, seeds = registration.get("E5"), experiment_seeds(cfg)
+    share = lambda folder: claims.collapse_share(*folder_diagnostics(cfg, paths, Path(folder)))  # noqa: E731
+    final = [share(paths.grpo_run(cfg.diagnostics.ablation_reward, s)) for s in seeds]
+    rows = []
+    for name, group in runs.groupby("cell", sort=False):
+        cell = group.set_index("seed").loc[seeds]
+        shares = [share(f) for f in cell["out_dir"]]
+        result = metrics.seed_image_ci(lambda s, w: shares[s] - final[s], len(seeds), ())
+        row = scores.contrast_row({"cell": name, **{k: cell[k].iloc[0] for k in reg.grid if k != "seeds"},
+                                   "readout": "cell - final recipe collapse share"}, result)
+        row["not_measurable"] = "" if max(shares + final) > 0 else "the detector fired in no run of either arm"
+        verdict, note = claims.judge(row, reg.direction_of(), reg.sesoi_of(), f"{reg.file.name}: sesoi")
+        rows.append({**row, "verdict": verdict, "note": note, "sesoi": reg.sesoi_of(),
+                     "cell_share": float(np.mean(shares)), "final_share": float(np.mean(final)),
+                     "steps": int(cell["steps"].max())})
+    return pd.DataFrame(rows)
+
+
+def e1_predictions(cfg: Config, paths: RunPaths, live: pd.DataFrame) -> dict[str, list[pd.DataFrame]]:
+    """Each live row's predictions (cached) on the CheXpert and NIH tests (04's prompts: the SFT entry's at step 0,
+    ChexReason's after) and on validation (03's checkpoint prompt)."""
+    out = {}
+    for dataset in ("CheXpert", "NIH"):
+        pair = test_entries(cfg, paths, dataset)
+        prompt = lambda steps: pair["SFT" if steps == 0 else "GRPO"].keys.prompt  # noqa: E731
+        out[dataset] = predict_many(cfg, paths, [(r.tag, r.model, SETS[dataset], prompt(r.steps)) for r in live.itertuples()])
+    out["validation"] = predict_many(cfg, paths, [(r.tag, r.model, "val", cfg.grpo.start_format) for r in live.itertuples()])
+    return out
+
+
+def dose_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """E1: (doses, slopes). Doses: per arm (lr_schedule x rl_set), step count and seed-mean, CheXpert and NIH
+    macro-F1 and validation scored labels per answer (each seed's beside it). Slopes: per arm, the registered
+    least-squares slope against log3(steps / 40) over the non-zero doses, per seed, mean over seeds with its 95% CI
+    over seeds x images (``metrics.slope_ci``): macro-F1 with the verdict (the registration's SESOI and sign per
+    set), labels per answer descriptive (no SESOI registered); an arm with fewer than two doses is not measurable."""
+    reg, E, seeds = registration.get("E1"), cfg.evaluation, experiment_seeds(cfg)
+    floors = claim_floors(cfg, read_evaluation(paths).scores)
+    live = runs.loc[runs["skipped"] == ""].reset_index(drop=True)
+    frames = e1_predictions(cfg, paths, live)
+    labels = {"CheXpert": eval_labels(cfg, "CheXpert"), "NIH": eval_labels(cfg, "NIH"), "validation": CHEXPERT_LABELS}
+    readout = {"CheXpert": "macro-F1", "NIH": "macro-F1", "validation": "labels per answer"}
+    y_true = {d: matrices(frames[d][0], cfg, labels[d])[0] for d in frames}
+    preds = {d: [matrices(f, cfg, labels[d])[1] for f in frames[d]] for d in frames}
+
+    def stat(d: str, i: int, w: np.ndarray) -> np.ndarray:   # row i's value on image weights w (rows, n)
+        if d == "validation":
+            return w @ preds[d][i].sum(axis=1) / w.sum(axis=1)
+        return weighted_macro_f1(y_true[d], preds[d][i], w)
+
+    ones = {d: np.ones((1, len(y)), float) for d, y in y_true.items()}
+    dose_rows, slope_rows = [], []
+    for (schedule, rl_set), arm in runs.groupby(["lr_schedule", "rl_set"], sort=False):
+        idx = {(r.grpo_steps, r.seed): i for i, r in live.iterrows() if (r.lr_schedule, r.rl_set) == (schedule, rl_set)}
+        what = {"lr_schedule": schedule, "rl_set": rl_set}
+        for steps in dict.fromkeys(arm["grpo_steps"]):
+            note = arm.loc[arm["grpo_steps"] == steps, "skipped"].iloc[0]
+            for d in frames:
+                values = [float(stat(d, idx[(steps, s)], ones[d])[0]) for s in seeds] if not note else []
+                dose_rows.append({**what, "grpo_steps": steps, "steps": scaled_steps(cfg, steps) if steps else 0,
+                                  "set": d, "readout": readout[d], "value": np.mean(values) if values else np.nan,
+                                  "per_seed": ", ".join(f"{v:.6f}" for v in values), "n_images": len(y_true[d]),
+                                  "note": note})
+        doses = sorted({k[0] for k in idx if k[0] > 0})
+        reason = arm["skipped"].max() or ("" if len(doses) > 1 else
+                                          f"a slope needs two non-zero step counts; this profile runs {doses}")
+        for d in frames:
+            base = {**what, "set": d, "readout": f"slope of {readout[d]} per tripling of steps",
+                    "doses": ", ".join(str(s) for s in doses), "n_images": len(y_true[d])}
+            result = metrics.slope_ci(lambda j, s, w: stat(d, idx[(doses[j], seeds[s])], w),
+                                      [math.log(s / E1_UNIT, 3) for s in doses], len(seeds), len(y_true[d]),
+                                      E.n_bootstrap, E.bootstrap_seed) if not reason else None
+            if reason:
+                slope_rows.append({**base, "effect": np.nan, "lo": np.nan, "hi": np.nan, "per_seed": "",
+                                   "not_measurable": reason, "verdict": "not measurable", "note": reason,
+                                   "sesoi": reg.sesoi.get(d, np.nan)})
+            elif d == "validation":
+                slope_rows.append({**scores.contrast_row(base, result), "not_measurable": "", "verdict": "descriptive",
+                                   "note": "no SESOI registered for this readout", "sesoi": np.nan})
+            else:
+                slope_rows.append(claims.judged(base, result, reg, d, floors[FLOOR_CLAIM[d]]))
+    return pd.DataFrame(dose_rows), pd.DataFrame(slope_rows)
