@@ -62,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
             w.add_argument("--manifest", required=True, help="sft | rl | val | chexpert_test | nih_test")
             w.add_argument("--prompt", required=True, help="prompt name, e.g. free_reasoning")
             w.add_argument("--tag", required=True, help="cache tag of the prediction file, e.g. seed-0-sft-medical-free_reasoning")
+    dg = add("digest", "a short smoke training (SFT, GRPO, a prediction batch) under portable arithmetic, its tensors "
+                       "digested and compared with the committed digests: the same bytes on any x86-64 CPU with AVX2")
+    dg.add_argument("--write", action="store_true", help="record this machine's digests as the committed ones")
+    dg.add_argument("--without", action="append", default=[], metavar="VAR",
+                    help="leave this portable cap out, e.g. MKL_CBWR (repeatable): shows what the cap protects")
     pl = add("plan", "print trainings, generations, GPU memory and the checkpoint-scoring plan")
     pl.add_argument("--profile", default="paper", help="smoke | tiny | paper, or a YAML path (default: paper)")
     pl.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a profile value (repeatable)")
@@ -108,11 +113,16 @@ def _dispatch(args) -> int:
         return _launchable(args)
     if args.command in ("rehearse", "gpu-check"):
         return _rehearse(args)
+    if args.command == "digest":
+        return _digest(args)
     if args.command == "plan":
         from .plan import render
 
         print(render(_profile(args)))
         return 0
+    from . import arithmetic
+
+    arithmetic.enter(_profile(args).arithmetic, restart=True)   # before any stage: kernels inherit the mode
     try:
         opts = RunOptions(profile=args.profile, run_dir=args.run_dir, figure_dir=args.figure_dir,
                           only=[s for s in args.only.split(",") if s], start=args.start, force=args.force,
@@ -124,6 +134,28 @@ def _dispatch(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, StageFailed) else 2
     return 0
+
+
+def _digest(args) -> int:
+    from . import arithmetic, portable_digest
+
+    missing = arithmetic.missing_flags()
+    if missing:
+        print(f"error: portable arithmetic needs {', '.join(missing)}, which this CPU ({arithmetic.cpu()['model']}) "
+              "lacks", file=sys.stderr)
+        return 2
+    got = portable_digest.measure("portable", tuple(args.without))
+    if args.write:
+        made_on = {k: v for k, v in arithmetic.record().items() if k != "variables"} | {"mode": "portable"}
+        portable_digest.write(got, made_on)
+        print(f"{portable_digest.DIGESTS}: {len(got)} digests written")
+        return 0
+    made_on, expected = portable_digest.read()
+    difference = portable_digest.compare(expected, got)
+    left_out = f" without {', '.join(args.without)}" if args.without else ""
+    print(f"portable digests{left_out} on {arithmetic.cpu()['model']} against those made on {made_on['cpu']}: "
+          + (difference or f"all {len(got)} equal"))
+    return 1 if difference else 0
 
 
 def _config(args) -> int:
@@ -140,9 +172,11 @@ def _config(args) -> int:
 
 
 def _rehearse(args) -> int:
+    from . import arithmetic
     from .rehearsal import rehearse, render
 
     cfg = _profile(args)
+    arithmetic.enter(cfg.arithmetic, restart=True)
     if args.command == "gpu-check":
         from .gpu_check import gpu_check
 
@@ -169,10 +203,11 @@ def _report(args) -> int:
 
 
 def _launchable(args) -> int:
-    from . import launch
+    from . import arithmetic, launch
     from .paths import RunPaths
 
     cfg = _profile(args)
+    arithmetic.enter(cfg.arithmetic, restart=True)
     paths = RunPaths.for_profile(cfg.profile, args.run_dir)
     if args.command == "sft":
         launch.run_sft(cfg, paths, args.role or (["medical", "general"] if cfg.sft.general_model_too else ["medical"]))

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from .arithmetic import MODES
 from .labels import CHEXPERT_LABELS, NIH_LABEL_SETS, UNCERTAINTY_POLICIES
 from .prompts import PROMPT_VARIANTS, SFT_FORMATS
 from .tracking import TRACKERS
@@ -489,6 +490,11 @@ class Config:
                               "per seed; world, manifests and tiny base models stay fixed. The paper reports one "
                               "run.", min=0)
     device: str = option("auto", "Where models run (auto: cuda when available).", "run", choices=DEVICES)
+    arithmetic: str = option("native", "Float path of every process (arithmetic.py): native (each library picks code "
+                                       "by this CPU: fastest, bytes differ between CPUs) | portable (ATen, MKL, oneDNN "
+                                       "and NumPy capped to code every x86-64 CPU with AVX2 runs alike: the same bytes "
+                                       "on Intel and AMD, training about 3x slower). The committed figures are "
+                                       "portable.", "run", choices=MODES)
     workers: int = option(0, "Processes for independent jobs (jobs.run_jobs); 0: one per CPU core.", "run", min=0)
     report_to: str = option("none", "Experiment tracker for trl's training logs (trl report_to), one tracker run per "
                                     "SFT, GRPO and control: none | tensorboard | trackio (local, no account) | wandb "

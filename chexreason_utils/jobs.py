@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
 
+from .arithmetic import MODE_ENV, configure_torch
 from .config_reads import READS_ENV
 from .run_records import RECORDS_ENV
 
@@ -24,8 +25,9 @@ from .run_records import RECORDS_ENV
 # notebook or the terminal, nothing a reader can act on.
 RENAMED_IN_TRANSFORMERS = r".* is deprecated and will be removed in v6"
 
-# Variables that workers inherit at their start and report through (run records, config reads).
-INHERITED_ENV = (RECORDS_ENV, READS_ENV)
+# Variables that workers inherit at their start: what they report through (run records, config reads) and the
+# arithmetic mode their libraries load under.
+INHERITED_ENV = (RECORDS_ENV, READS_ENV, MODE_ENV)
 _pool: tuple[tuple, ProcessPoolExecutor] | None = None
 
 
@@ -64,7 +66,7 @@ def die_with_parent(parent: int, poll_seconds: float = 1.0) -> None:
 
 
 def _one_thread(parent: int) -> None:
-    """Worker start: one torch thread; the libraries' progress bars and renamed-name warnings off (a worker's output
+    """Worker start: one torch thread, torch's arithmetic settings; the libraries' progress bars and renamed-name warnings off (a worker's output
     lands in the runner's terminal, where progress lines say what runs), their other warnings kept; SIGINT ignored, because Jupyter interrupts a kernel's
     whole process group before it shuts it down: an interrupted ``run_jobs`` stops its workers itself."""
     die_with_parent(parent)
@@ -77,6 +79,7 @@ def _one_thread(parent: int) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
+    configure_torch()
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()
     warnings.filterwarnings("ignore", RENAMED_IN_TRANSFORMERS, FutureWarning)

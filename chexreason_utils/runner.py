@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import config_reads, progress, run_records
+from . import arithmetic, config_reads, progress, run_records
 from .config import Config, load_profile
 from .report.figure_registry import ARTIFACTS
 from .paths import NOTEBOOK_DIR, PACKAGE_DIR, REPO_ROOT, RunPaths
@@ -308,6 +308,7 @@ def run(opts: RunOptions) -> list[StageResult]:
     """Run the selected stages; raises StageFailed on the first failure (after writing the manifest)."""
     cfg = load_profile(opts.profile, opts.overrides)
     paths = RunPaths.for_profile(cfg.profile, opts.run_dir, opts.figure_dir)
+    print(arithmetic_line(arithmetic.enter(cfg.arithmetic)), flush=True)
     notebooks = discover(opts.notebook_dir)
     if not opts.experiments:
         asked = [nb.stem for nb in select(notebooks, opts.only, None) if nb.stem in EXPERIMENT_STAGES] if opts.only else []
@@ -384,6 +385,15 @@ def run(opts: RunOptions) -> list[StageResult]:
     return results
 
 
+def arithmetic_line(mode: str) -> str:
+    """What a run says at its start about its float path (``arithmetic``)."""
+    line = f"arithmetic: {arithmetic.describe(arithmetic.record())}"
+    if arithmetic.differs_from_committed(mode):
+        line += ("; numbers and bytes will differ from a portable run's and from the committed figures, which are "
+                 "portable (make figures PORTABLE=1, or -p arithmetic=portable, reproduces them)")
+    return line
+
+
 def _shared(paths: RunPaths, entry: dict) -> list[str]:
     """A manifest entry's shared outputs as ``run_relative`` names (older manifests hold absolute paths)."""
     return [run_relative(paths, p) for p in entry.get("shared_outputs", [])]
@@ -407,7 +417,8 @@ def _write_manifest(paths: RunPaths, cfg: Config, opts: RunOptions, stages: dict
                 "overrides": opts.overrides, "parameters": cfg.to_dict(),
                 "seeds": {"global": cfg.seed, "world": cfg.world.seed, "sampling": cfg.sampling.seed,
                           "grpo": cfg.grpo.seed, "bootstrap": cfg.evaluation.bootstrap_seed, "training": cfg.seeds},
-                "packages": _versions(), "git_commit": _git_commit(), "stages": stages}
+                "packages": _versions(), "git_commit": _git_commit(), "arithmetic": arithmetic.record(),
+                "stages": stages}
     tmp = paths.manifest.with_suffix(".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
     tmp.replace(paths.manifest)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config_reads, run_records
+from . import arithmetic, config_reads, run_records
 from .config import Config, load_profile
 from .jobs import RENAMED_IN_TRANSFORMERS
 from .paths import RunPaths
@@ -76,8 +76,8 @@ class _ReadLog:
 
 def start_stage(name: str, profile: str, run_dir: str = "", figure_dir: str = "",
                 overrides: dict[str, Any] | None = None) -> Stage:
-    """Load the profile with overrides, start recording what the stage reads, seed everything, set the plot
-    style, return the stage handle."""
+    """Load the profile with overrides, start recording what the stage reads, check the arithmetic mode, seed
+    everything, set the plot style, return the stage handle."""
     run_records.write_record({"kind": "ready", "task": name})   # the kernel is up: ``timing_records`` times its start
     cfg = load_profile(profile, overrides)
     paths = RunPaths.for_profile(cfg.profile, run_dir or None, figure_dir or None)
@@ -86,6 +86,7 @@ def start_stage(name: str, profile: str, run_dir: str = "", figure_dir: str = ""
     (folder / WORKER_READS_FILE).unlink(missing_ok=True)
     os.environ[config_reads.READS_ENV] = str(folder / WORKER_READS_FILE)
     config_reads.track(cfg, _ReadLog(folder / READS_FILE))
+    arithmetic.enter(cfg.arithmetic)   # set by the runner already; in JupyterLab: make lab PORTABLE=1
     seed_everything(cfg.seed)
     from .report.plotting import set_style   # the plotting stack, for the stage's kernel only
 

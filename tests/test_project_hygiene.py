@@ -97,16 +97,6 @@ def test_notebooks_are_stripped_parameterised_and_thin():
                 assert length <= 4, f"{nb.name}: {node.name} is {length} lines; move logic into chexreason_utils"
 
 
-def test_environment_yml_mirrors_pyproject():
-    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["test"])
-    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
-    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    assert set(pip) - {"-e ."} == wanted
-    assert "python=3.11" in env["dependencies"]
-    assert "torch==2.13.0" in wanted and not any(d.startswith("torchvision") for d in wanted)
-
-
 def _figure():
     plotting.set_style()
     fig, ax = plt.subplots()

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from . import figure_registry, reference
+from .. import arithmetic
 from ..evaluation import registration
 from ..paths import PACKAGE_DIR, REPO_ROOT, RunPaths
 
@@ -192,9 +193,19 @@ def _beyond(paths: RunPaths, notebooks: dict[str, Path], missing: list) -> list[
 
 
 def _run_record(manifest: Path) -> list[str]:
-    """Where the run's times, versions and commit are: kept out of the page, so identical runs give the same page."""
-    return [f"Wall times, package versions, seeds and the git commit of this run are in its `{manifest.name}` "
-            f"(`{display_path(manifest)}`), not on this page, so the page is byte-identical for identical runs.", ""]
+    """The run's float path, and where its times, versions and commit are: kept out of the page, so identical runs
+    give the same page (a portable run's page names no CPU: every x86-64 CPU with AVX2 writes the same one)."""
+    record = json.loads(manifest.read_text()).get("arithmetic", {}) if manifest.exists() else {}
+    mode = record.get("mode", "native")
+    if arithmetic.differs_from_committed(mode):
+        made = (f"Made with **{arithmetic.describe(record)}**: another CPU computes other bytes, so its numbers may "
+                "differ from this page's (`-p arithmetic=portable` gives the same bytes on any x86-64 CPU with AVX2).")
+    else:
+        made = ("Made with **portable arithmetic** (`arithmetic.py`): any x86-64 CPU with AVX2, Intel or AMD, at the "
+                "locked package versions, writes this page and its files byte for byte.")
+    return [made, "", f"Wall times, package versions, seeds, the CPU and the git commit of this run are in its "
+            f"`{manifest.name}` (`{display_path(manifest)}`), not on this page, so the page is byte-identical for "
+            "identical runs.", ""]
 
 
 def report_markdown(paths: RunPaths, profile: str, notebooks: dict[str, Path]) -> str:
