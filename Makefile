@@ -44,7 +44,7 @@ experiments: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# On a CUDA machine: a few SFT / GRPO steps and an evaluation batch with the real models (README, GPU check)
+# On a CUDA machine: a few SFT / GRPO steps and an evaluation batch with the real models (docs/paper_profile.md, GPU check)
 gpu-check: $(STAMP)
 	$(PY) -m chexreason_utils gpu-check
 

@@ -30,14 +30,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
     r.add_argument("--experiments", action="store_true",
                    help="also run stage 08_experiments (the pre-registered training grids; make experiments)")
-    add("readme-table", "print the README's figure table from the registry")
+    add("readme-table", "print the figure table of docs/figures.md from the registry")
     c = add("config", "print every option: its value, paper tag (stated | open | embedded | run) and help")
     c.add_argument("--profile", default="tiny", help="smoke | tiny | paper, or a YAML path (default: tiny)")
     c.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                    help="override a profile value, e.g. -p report_to=tensorboard (repeatable)")
     c.add_argument("--tag", default="", help="only the options with this tag, e.g. open")
     c.add_argument("--update-readme", action="store_true",
-                   help="rewrite the README's 'Where the paper is open' table from the open options' help")
+                   help="rewrite docs/configuration.md's 'Where the paper is open' table from the open options' help")
     rep = add("report", "write figures/<profile>/REPORT.md and .html from a run's files")
     rep.add_argument("--profile", default="tiny", help="smoke | tiny | paper, or a YAML path (default: tiny)")
     rep.add_argument("--run-dir", default=None, help="run directory (default: runs/<profile>)")
@@ -163,7 +163,7 @@ def _config(args) -> int:
     from .config import PAPER_TAGS
 
     if args.update_readme:
-        print(f"{config_docs.README}: {'updated' if config_docs.update_readme() else 'already in sync'}")
+        print(f"{config_docs.PAGE}: {'updated' if config_docs.update_readme() else 'already in sync'}")
         return 0
     if args.tag and args.tag not in PAPER_TAGS:
         raise ConfigError(f"unknown tag {args.tag!r}: choose one of {', '.join(PAPER_TAGS)}")

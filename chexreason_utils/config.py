@@ -31,8 +31,8 @@ class ConfigError(ValueError):
 
 # Every option says where its value comes from (``metadata["paper"]``, one of PAPER_TAGS) and what it does
 # (``metadata["help"]``); a ``stated`` one also names the docs/paper.md section that states it
-# (``metadata["cite"]``). ``chexreason config`` prints them; the README's "Where the paper is
-# open" table is rendered from the ``open`` ones (``config_docs.open_choices_table``) and a test keeps it in sync.
+# (``metadata["cite"]``). ``chexreason config`` prints them; the "Where the paper is open" table of
+# docs/configuration.md is rendered from the ``open`` ones (``config_docs.open_choices_table``) and a test keeps it in sync.
 PAPER_TAGS: dict[str, str] = {
     "stated": "the paper states this value (docs/paper.md, the section named in `cite`)",
     "open": "the paper is silent: the value is our choice, and the help says why",
@@ -340,9 +340,9 @@ class GRPOConfig:
                                              "(trl's default; Dr. GRPO divides the loss by it).", min=1)
     use_vllm: bool = option(False, "Rollouts by vLLM (trl use_vllm; vllm installed by you, GPU only): the same "
                                    "samples, faster. Colocate mode is refused for these VLMs on trl <= 1.16 (trl "
-                                   "issues 6294 / 6401: image tokens expanded twice); see README, vLLM.", "run")
+                                   "issues 6294 / 6401: image tokens expanded twice); see docs/paper_profile.md, vLLM rollouts.", "run")
     vllm_mode: str = option("server", "trl vllm_mode with use_vllm: server (a `vllm serve` process on other "
-                                      "GPUs, README) | colocate.", "run", choices=VLLM_MODES)
+                                      "GPUs, docs/paper_profile.md) | colocate.", "run", choices=VLLM_MODES)
     vllm_server_base_url: str = option("http://localhost:8000", "Server mode: the vLLM server's URL.", "run",
                                        nonempty=True)
     save_steps: int = option(50, "A checkpoint every this many steps (the candidates for Table 4's best-F1 "

@@ -3,9 +3,9 @@
 - ``options()``: every option (leaf field) of ``Config`` as a dotted key with its tag, citation, help and what
   values it allows (checked at load, ``config.check_values``).
 - ``describe(cfg)``: each option's value, tag and help (``chexreason config --profile tiny``).
-- ``open_choices_table()``: the README's "Where the paper is open" table, one row per ``open`` option, with the
-  paper profile's value (and tiny's where it differs). A test checks that the README's block equals it;
-  ``chexreason config --update-readme`` rewrites the block.
+- ``open_choices_table()``: the "Where the paper is open" table of ``docs/configuration.md`` (``PAGE``), one row
+  per ``open`` option, with the paper profile's value (and tiny's where it differs). A test checks that the page's
+  block equals it; ``chexreason config --update-readme`` rewrites the block.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any
 from .config import PAPER_TAGS, Config, allowed, get_value, load_profile
 from .paths import REPO_ROOT
 
-README = REPO_ROOT / "README.md"
+PAGE = REPO_ROOT / "docs" / "configuration.md"   # the page that holds the open-choices block
 BEGIN = "<!-- open-choices: generated from config.py by chexreason config --update-readme -->"
 END = "<!-- /open-choices -->"
 
@@ -81,7 +81,7 @@ def _cell(text: str) -> str:
 
 
 def open_choices_table() -> str:
-    """The README block: one row per ``open`` option, its paper-profile value (tiny's if different) and why."""
+    """The docs block: one row per ``open`` option, its paper-profile value (tiny's if different) and why."""
     paper, tiny = load_profile("paper"), load_profile("tiny")
     lines = [BEGIN, "| option | our default (paper profile; tiny where it differs) | why |", "|---|---|---|"]
     for opt in options():
@@ -99,8 +99,8 @@ def readme_block(text: str) -> str:
     return text[start:end + len(END)] if 0 <= start < end else ""
 
 
-def update_readme(path: Path = README) -> bool:
-    """Rewrite the README's block from the config; True when it changed."""
+def update_readme(path: Path = PAGE) -> bool:
+    """Rewrite the block in ``path`` (docs/configuration.md) from the config; True when it changed."""
     text = path.read_text()
     old = readme_block(text)
     if not old:

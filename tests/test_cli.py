@@ -32,7 +32,9 @@ def test_each_sub_command_help_lists_every_option_with_its_help(name, capsys):
         assert "".join(option.help.split()) in shown and all(s in shown for s in option.option_strings)
 
 
-def test_the_readme_teaches_the_command_not_the_module():
-    readme = (REPO_ROOT / "README.md").read_text()
-    assert "python -m chexreason_utils" not in readme and readme.count("chexreason run") >= 4
-    assert all("accelerate launch" in line for line in readme.splitlines() if re.search(r"-m chexreason_utils \w", line))
+def test_the_readme_and_docs_teach_the_command_not_the_module():
+    pages = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+    text = "\n".join(p.read_text() for p in pages)
+    assert "python -m chexreason_utils" not in text and text.count("chexreason run") >= 4
+    assert "chexreason run" in pages[0].read_text()
+    assert all("accelerate launch" in line for line in text.splitlines() if re.search(r"-m chexreason_utils \w", line))

@@ -1,4 +1,4 @@
-"""Every config option carries help and a paper tag; the README's open-choices table is rendered from them."""
+"""Every config option carries help and a paper tag; docs/configuration.md's open-choices table is rendered from them."""
 import dataclasses
 import re
 
@@ -65,10 +65,11 @@ def test_help_metadata_leaves_read_tracking_and_fingerprints_alone():
     assert config_reads.values(cfg, [""]) == before
 
 
-def test_readme_open_choices_table_is_generated_from_the_config():
-    readme = (REPO_ROOT / "README.md").read_text()
-    assert config_docs.readme_block(readme) == config_docs.open_choices_table(), (
-        "README.md's open-choices table is out of date; regenerate it with "
+def test_docs_open_choices_table_is_generated_from_the_config():
+    assert config_docs.PAGE == REPO_ROOT / "docs" / "configuration.md"
+    page = config_docs.PAGE.read_text()
+    assert config_docs.readme_block(page) == config_docs.open_choices_table(), (
+        "docs/configuration.md's open-choices table is out of date; regenerate it with "
         "`chexreason config --update-readme`")
 
 

@@ -1,5 +1,5 @@
-"""Notebook hygiene, the package's import layering, environment drift, figure determinism and the README's
-figure table."""
+"""Notebook hygiene, the package's import layering, environment drift, figure determinism, the figure table of
+docs/figures.md and the layout of docs/layout.md."""
 import ast
 import hashlib
 import json
@@ -126,9 +126,9 @@ def test_saving_the_same_figure_or_table_again_leaves_the_files_untouched(tmp_pa
     assert files[2].stat().st_mtime_ns != mtimes[2]                               # changed bytes are written
 
 
-def test_readme_figure_table_matches_the_registry():
-    readme = (REPO_ROOT / "README.md").read_text()
-    assert figure_registry.markdown_table() in readme
+def test_docs_figure_table_matches_the_registry():
+    page = (REPO_ROOT / "docs" / "figures.md").read_text()
+    assert figure_registry.markdown_table() in page
     notebooks = {nb.stem for nb in NOTEBOOKS}
     for art in figure_registry.ARTIFACTS:
         assert art.notebook in notebooks
@@ -137,9 +137,9 @@ def test_readme_figure_table_matches_the_registry():
         assert f'"{art.id}"' in source, f"{art.id} not made by {art.notebook}"
 
 
-def _readme_layout_modules() -> set[str]:
-    """The modules the README's Layout block names (``train/sft``), read from the package lines of the block."""
-    block = (REPO_ROOT / "README.md").read_text().split("## Layout", 1)[1].split("```")[1]
+def _docs_layout_modules() -> set[str]:
+    """The modules docs/layout.md's Layout block names (``train/sft``), read from the package lines of the block."""
+    block = (REPO_ROOT / "docs" / "layout.md").read_text().split("## Layout", 1)[1].split("```")[1]
     named, package = set(), None
     for line in block.splitlines():
         head, rest = line[:20].strip(), line[20:]
@@ -154,11 +154,11 @@ def _readme_layout_modules() -> set[str]:
     return named
 
 
-def test_readme_layout_names_every_module_and_only_modules_that_exist():
+def test_docs_layout_names_every_module_and_only_modules_that_exist():
     tree = {p.relative_to(PACKAGE).with_suffix("").as_posix() for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
-    named = _readme_layout_modules()
-    assert not tree - named, f"modules the README's Layout does not name: {sorted(tree - named)}"
-    assert not named - tree, f"the README's Layout names modules that do not exist: {sorted(named - tree)}"
+    named = _docs_layout_modules()
+    assert not tree - named, f"modules docs/layout.md does not name: {sorted(tree - named)}"
+    assert not named - tree, f"docs/layout.md names modules that do not exist: {sorted(named - tree)}"
 
 
 def test_readme_opens_with_the_two_commands():

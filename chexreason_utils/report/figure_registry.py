@@ -1,7 +1,7 @@
 """Every figure and table the companion makes: id -> notebook -> data file -> output files.
 
-The README's figure table is rendered from this list (``chexreason readme-table``) and a
-test checks that the README matches it, so a figure cannot exist without being documented.
+The figure table of docs/figures.md is rendered from this list (``chexreason readme-table``) and a
+test checks that the page matches it, so a figure cannot exist without being documented.
 """
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def get(artifact_id: str) -> Artifact:
 
 
 def markdown_table(profile: str = "tiny") -> str:
-    """The README's figure table."""
+    """The figure table of docs/figures.md."""
     lines = ["| id | what | paper | notebook | files (under `figures/<profile>/`) |",
              "|---|---|---|---|---|"]
     for a in ARTIFACTS:

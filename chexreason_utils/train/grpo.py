@@ -264,8 +264,8 @@ def vllm_args(cfg: GRPOConfig, trl_version: str | None = None) -> dict:
     if cfg.vllm_mode == "colocate" and version.release[:2] <= Version(VLLM_COLOCATE_BROKEN_UP_TO).release[:2]:
         raise ValueError(f"grpo.vllm_mode=colocate with trl {version}: these VLM prompts would reach vLLM with their "
                          "image tokens already expanded and be expanded again (trl issues 6294 and 6401: garbage "
-                         "rollouts or an M-RoPE shape crash). Use grpo.vllm_mode=server with a vLLM server (README, "
-                         "vLLM), or grpo.use_vllm=false")
+                         "rollouts or an M-RoPE shape crash). Use grpo.vllm_mode=server with a vLLM server (docs/paper_profile.md, "
+                         "vLLM rollouts), or grpo.use_vllm=false")
     server = {"vllm_server_base_url": cfg.vllm_server_base_url} if cfg.vllm_mode == "server" else {}
     return {"use_vllm": True, "vllm_mode": cfg.vllm_mode, **server}
 
