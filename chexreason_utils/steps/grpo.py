@@ -201,22 +201,37 @@ def answer_statistics_table(cfg: Config, paths: RunPaths, runs_by_reward: dict[s
 
 def grpo_worked_example(cfg: Config, paths: RunPaths, run: grpo.GRPORun) -> tuple[pd.DataFrame, dict]:
     """The first group the frozen SFT policy sampled in a GRPO run's control (one image, ``num_generations``
-    completions) scored by both rewards, and that image's path and truth."""
+    completions) scored by both rewards, with the advantages trl computes under the run's ``scale_rewards``
+    (``"batch"``: over every completion of that step's control batch), and that image's path and truth."""
     path = run.out_dir / RunPaths.CONTROL / RunPaths.CONTROL_COMPLETIONS
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: the worked example needs the run's control (grpo.frozen_control)")
     comps = pd.read_parquet(path)
-    group = comps.loc[comps["step"] == comps["step"].min()].iloc[:cfg.grpo.num_generations]
+    batch = comps.loc[comps["step"] == comps["step"].min()]
+    group = batch.iloc[:cfg.grpo.num_generations]
     manifest = load_manifest(paths, "rl")
-    row = manifest.iloc[[in_run(paths, p) for p in manifest["image_path"]].index(group["image_path"].iloc[0])]
+    truths = {in_run(paths, p): list(t) for p, t in zip(manifest["image_path"], manifest["truth"])}
+    images = [in_run(paths, p) for p in manifest["image_path"]]
+    row = manifest.iloc[images.index(group["image_path"].iloc[0])]
     truth = list(row["truth"])
     tokenizer = models.load_processor(base_model(cfg, paths, "medical")).tokenizer
-    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in group["completion"]]
+
+    def lengths(texts):
+        return [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+
     g = resolve_length_threshold(cfg, paths, cfg.grpo)
-    table = reward_analysis.worked_example(list(group["completion"]), lengths, truth, pool_prevalence(paths),
-                                           g.hard, g.nuanced, prompts.requires_think(g.start_format))
+    prevalence, think = pool_prevalence(paths), prompts.requires_think(g.start_format)
+    batch_rewards = None
+    if g.scale_rewards == "batch":
+        scored = [reward_analysis.worked_example(list(b["completion"]), lengths(b["completion"]),
+                                                 truths[b["image_path"].iloc[0]], prevalence, g.hard, g.nuanced,
+                                                 think, "none")
+                  for _, b in batch.groupby(np.arange(len(batch)) // cfg.grpo.num_generations)]
+        batch_rewards = {r: [v for t in scored for v in t[r]] for r in ("hard", "nuanced")}
+    table = reward_analysis.worked_example(list(group["completion"]), lengths(group["completion"]), truth, prevalence,
+                                           g.hard, g.nuanced, think, g.scale_rewards, batch_rewards)
     return table, {"image_path": row["image_path"], "truth": truth,
-                   "length_threshold": g.hard.length_threshold}
+                   "length_threshold": g.hard.length_threshold, "scale_rewards": g.scale_rewards}
 
 
 def trl_arguments(cfg: Config) -> pd.DataFrame:
