@@ -72,7 +72,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
 BY_ID = {a.id: a for a in ARTIFACTS}
 
 # The package function(s) whose output each artifact shows, as ``module.function`` called in its notebook
-# (the report links each to its source line; a test checks that the notebook calls them).
+# (the report links each to its module by name; a test checks that the notebook calls them).
 MADE_BY: dict[str, tuple[str, ...]] = {
     "world_examples": ("steps.setup.run_setup",),   # which saves report.figures.world_examples in the world profiles
     "label_prevalence": ("steps.sampling.prevalence_tables", "report.figures.label_prevalence"),

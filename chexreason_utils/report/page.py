@@ -99,20 +99,20 @@ def making_cell(executed_notebook: Path, artifact_id: str) -> str | None:
 
 
 def source_link(dotted: str, page_dir: Path) -> str:
-    """``[`module.function`](relative/path.py#L<line>)`` for a top-level function of this package.
+    """``[`module.function`](relative/path.py)`` for a top-level function of this package: linked by module and
+    named by function, never by line (a line number goes stale with any edit above the function).
 
-    The line is read from the source with ``ast``: nothing is imported (some modules pull in torch and trl).
+    The function is looked up in the source with ``ast`` when the page is written (nothing is imported: some
+    modules pull in torch and trl), so a renamed or moved function fails here, not as a dead link.
     """
     module, name = dotted.rsplit(".", 1)
     path = PACKAGE_DIR.joinpath(*module.split(".")).with_suffix(".py")
     if not path.exists():
         raise ValueError(f"{dotted!r}: no module {path} in {__package__} (figure_registry.MADE_BY)")
     tree = ast.parse(path.read_text(), filename=str(path))
-    line = next((node.lineno for node in tree.body
-                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name), None)
-    if line is None:
+    if not any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name for node in tree.body):
         raise ValueError(f"{dotted!r}: {path.name} defines no top-level function {name} (figure_registry.MADE_BY)")
-    return f"[`{dotted}`]({_relative(path, page_dir)}#L{line})"
+    return f"[`{dotted}`]({_relative(path, page_dir)})"
 
 
 def _relative(path: Path, page_dir: Path) -> str:
