@@ -30,14 +30,27 @@ def run_grpo(cfg: Config, paths: RunPaths, reward: str, seed: int, out_dir: Path
              grpo_cfg=None, manifest: pd.DataFrame | None = None, start: Path | None = None) -> grpo.GRPORun:
     """One GRPO run of one training seed from that seed's Free-Reasoning SFT (``grpo_cfg`` with ``seed=seed``);
     stage 08 passes its own RL ``manifest`` and, for E2's SFT on planted images, its ``start`` model."""
-    manifest = load_manifest(paths, "rl") if manifest is None else manifest
-    fmt = cfg.grpo.start_format
-    data = rl_dataset(paths, manifest, fmt)
+    sft_dir, data, run_cfg = grpo_inputs(cfg, paths, seed, grpo_cfg, manifest, start)
     out_dir = out_dir or paths.grpo_run(reward, seed)
     tracking = Tracking(cfg.report_to, paths.tracking, run_name("grpo", base_model(cfg, paths, "medical"), out_dir.name, seed))
-    return grpo.train_grpo(start or paths.sft_model("medical", fmt, seed), data, out_dir,
-                           resolve_length_threshold(cfg, paths, replace(grpo_cfg or cfg.grpo, seed=seed)), reward,
-                           pool_prevalence(paths), cfg.device, fmt, tracking)
+    return grpo.train_grpo(sft_dir, data, out_dir, run_cfg, reward, pool_prevalence(paths), cfg.device,
+                           cfg.grpo.start_format, tracking)
+
+
+def grpo_inputs(cfg: Config, paths: RunPaths, seed: int, grpo_cfg=None, manifest: pd.DataFrame | None = None,
+                start: Path | None = None):
+    """(SFT start folder, prompt dataset, GRPO settings) of ``run_grpo``'s run."""
+    manifest = load_manifest(paths, "rl") if manifest is None else manifest
+    fmt = cfg.grpo.start_format
+    return (start or paths.sft_model("medical", fmt, seed), rl_dataset(paths, manifest, fmt),
+            resolve_length_threshold(cfg, paths, replace(grpo_cfg or cfg.grpo, seed=seed)))
+
+
+def is_finished(cfg: Config, paths: RunPaths, reward: str, seed: int, out_dir: Path, grpo_cfg=None,
+                manifest: pd.DataFrame | None = None, start: Path | None = None) -> bool:
+    """Whether ``out_dir`` holds a finished run of exactly ``run_grpo``'s inputs (which it would reuse)."""
+    sft_dir, data, run_cfg = grpo_inputs(cfg, paths, seed, grpo_cfg, manifest, start)
+    return grpo.is_finished(sft_dir, data, out_dir, run_cfg, reward, pool_prevalence(paths))
 
 
 def rl_dataset(paths: RunPaths, manifest, fmt: str):
@@ -265,20 +278,3 @@ def scored_completion(cfg: Config, paths: RunPaths, name: str, seed: int,
                                          pool_prevalence(paths), prompts.requires_think(g.start_format))
     return table, {"reward": reward, "index": index, "step": int(row["step"]), "image_path": row["image_path"],
                    "truth": truths[row["image_path"]], "completion": text, "length": length}
-
-
-def grpo_inputs(cfg: Config, paths: RunPaths, seed: int, grpo_cfg=None, manifest: pd.DataFrame | None = None,
-                start: Path | None = None):
-    """(SFT start folder, prompt dataset, GRPO settings) of ``run_grpo``'s run (kept beside it at the end of the
-    module: the report links the functions above by line)."""
-    manifest = load_manifest(paths, "rl") if manifest is None else manifest
-    fmt = cfg.grpo.start_format
-    return (start or paths.sft_model("medical", fmt, seed), rl_dataset(paths, manifest, fmt),
-            resolve_length_threshold(cfg, paths, replace(grpo_cfg or cfg.grpo, seed=seed)))
-
-
-def is_finished(cfg: Config, paths: RunPaths, reward: str, seed: int, out_dir: Path, grpo_cfg=None,
-                manifest: pd.DataFrame | None = None, start: Path | None = None) -> bool:
-    """Whether ``out_dir`` holds a finished run of exactly ``run_grpo``'s inputs (which it would reuse)."""
-    sft_dir, data, run_cfg = grpo_inputs(cfg, paths, seed, grpo_cfg, manifest, start)
-    return grpo.is_finished(sft_dir, data, out_dir, run_cfg, reward, pool_prevalence(paths))
