@@ -108,10 +108,10 @@ def source_link(dotted: str, page_dir: Path) -> str:
     module, name = dotted.rsplit(".", 1)
     path = PACKAGE_DIR.joinpath(*module.split(".")).with_suffix(".py")
     if not path.exists():
-        raise ValueError(f"{dotted!r}: no module {path} in {__package__} (figure_registry.MADE_BY)")
+        raise ValueError(f"{dotted!r}: no module {path} in {__package__} (figure_registry.ARTIFACTS' made_by)")
     tree = ast.parse(path.read_text(), filename=str(path))
     if not any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name for node in tree.body):
-        raise ValueError(f"{dotted!r}: {path.name} defines no top-level function {name} (figure_registry.MADE_BY)")
+        raise ValueError(f"{dotted!r}: {path.name} defines no top-level function {name} (figure_registry.ARTIFACTS' made_by)")
     return f"[`{dotted}`]({_relative(path, page_dir)})"
 
 
@@ -127,7 +127,7 @@ def _table_body(md_file: Path) -> str:
 
 def _provenance(art: figure_registry.Artifact, paths: RunPaths, notebooks: dict[str, Path]) -> str:
     page_dir = paths.figures
-    made_by = ", ".join(source_link(d, page_dir) for d in figure_registry.MADE_BY.get(art.id, ()))
+    made_by = ", ".join(source_link(d, page_dir) for d in art.made_by)
     if art.notebook in notebooks:
         cell = making_cell(paths.executed_notebooks / f"{art.notebook}.ipynb", art.id)
         where = f"[`{art.notebook}`]({_relative(notebooks[art.notebook], page_dir)}{f'#cell-id={cell}' if cell else ''})"
