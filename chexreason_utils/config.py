@@ -62,7 +62,7 @@ SCALE_REWARDS = ("group", "batch", "none")            # trl 1.16 GRPOConfig.scal
 VLLM_MODES = ("server", "colocate")
 EVAL_PROMPTS = ("", *PROMPT_VARIANTS, *(f for f in SFT_FORMATS if f not in PROMPT_VARIANTS))   # prompts.prompt_text
 INVALID_POLICIES = ("empty", "salvage")               # metrics.INVALID_POLICIES
-CHECKPOINT_CHOICES = ("best_f1", "final")             # scoring_plan.TEST_CHOICES
+CHECKPOINT_CHOICES = ("best_f1", "final")   # a GRPO run's checkpoints chosen from its validation scores (owner)
 
 
 def option(default: Any, help: str, paper: str = "open", cite: str = "", *, choices: tuple = (),
@@ -391,7 +391,7 @@ class EvaluationConfig:
     val_checkpoint_every: int = option(1, "Score every k-th GRPO checkpoint on validation (the final one always): "
                                           "the paper reports best-F1 checkpoints without saying how many it "
                                           "scored.", min=1)
-    test_checkpoints: list = option(["best_f1", "final"], "GRPO checkpoints also scored on the test sets: "
+    test_checkpoints: list = option(list(CHECKPOINT_CHOICES), "GRPO checkpoints also scored on the test sets: "
                                                           "Table 4 reports these two on validation; the paper "
                                                           "does not say which it tested.", choices=CHECKPOINT_CHOICES)
     test_checkpoint_every: int = option(1, "And every k-th checkpoint on the test sets (0: none), for the "

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..evaluation import claims, metrics, scores
 from ..report import reporting
-from ..config import Config, training_seeds
+from ..config import CHECKPOINT_CHOICES, Config, training_seeds
 from ..labels import CHEXPERT_LABELS
 from ..data.manifests import load_manifest
 from ..evaluation.metrics import eval_labels, matrices, valid_mask
@@ -29,7 +29,6 @@ from .predictions import predict_many
 from .sft import sft_start
 
 SETS = {"validation": "val", "CheXpert": "chexpert_test", "NIH": "nih_test"}   # dataset -> manifest
-SELECTIONS = ("best_f1", "final")   # GRPO checkpoints chosen per run and seed from the validation scores
 
 
 @dataclass
@@ -60,7 +59,7 @@ def _grpo_entries(cfg: Config, paths: RunPaths, dataset: str) -> list[Entry]:
             for step, tag, model in grpo_models(cfg, paths, reward, seed, SETS[dataset])[1:]:
                 by_step.setdefault((reward, step), {})[seed] = (tag, model)
             chosen = read_checkpoint_scores(paths, reward, seed).set_index("step")
-            for which in SELECTIONS:
+            for which in CHECKPOINT_CHOICES:
                 step = int(chosen.index[chosen[f"is_{which}"]][0])
                 entry = picked.setdefault((reward, which), Entry(EntryKeys(dataset, "medical", stage="grpo", name=reward,
                                                                            checkpoint=which, step=np.nan, prompt=fmt)))
