@@ -61,7 +61,7 @@ IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 SCALE_REWARDS = ("group", "batch", "none")            # trl 1.16 GRPOConfig.scale_rewards
 VLLM_MODES = ("server", "colocate")
 EVAL_PROMPTS = ("", *PROMPT_VARIANTS, *(f for f in SFT_FORMATS if f not in PROMPT_VARIANTS))   # prompts.prompt_text
-INVALID_POLICIES = ("empty", "salvage")               # metrics.INVALID_POLICIES
+INVALID_POLICIES = ("empty", "salvage")   # how an invalid output enters F1 (owner; evaluation.metrics checks it)
 CHECKPOINT_CHOICES = ("best_f1", "final")   # a GRPO run's checkpoints chosen from its validation scores (owner)
 
 
