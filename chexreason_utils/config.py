@@ -55,7 +55,7 @@ TEACHERS = ("http", "template")                       # teacher.make_teacher
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                  "inverse_sqrt")
 LENGTH_UNITS = ("tokens", "chars")
-REWARDS = ("hard", "nuanced", "per_label")   # train.rewards; per_label: ours (Q1), not the paper's
+REWARDS = ("hard", "nuanced", "per_label")   # train.rewards.REWARD_FACTORIES; per_label: ours (Q1), not the paper's
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")   # trl 1.16 GRPOConfig
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 SCALE_REWARDS = ("group", "batch", "none")            # trl 1.16 GRPOConfig.scale_rewards

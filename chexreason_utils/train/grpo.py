@@ -38,12 +38,12 @@ from transformers import PrinterCallback, TrainerCallback
 
 from .. import run_records
 from . import resume
-from ..config import REWARDS, GRPOConfig
+from ..config import GRPOConfig
 from ..cache_keys import digest, files_digest, model_fingerprint
 from .models import device_and_dtype, is_adapter, load_model, load_processor
 from ..paths import RunPaths, checkpoint_name
 from ..prompts import completion_text, requires_think, user_message
-from .rewards import CollapseGuard, hard_reward_functions, nuanced_reward_functions, per_label_reward_functions
+from .rewards import CollapseGuard, reward_functions
 from ..tracking import Tracking
 from .trainer_progress import ProgressCallback, task_name
 
@@ -216,17 +216,7 @@ def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GR
     ``resume_from``: the checkpoint whose weights are restored strictly when training starts; ``tracking``: where
     trl reports."""
     think = requires_think(fmt)
-    guard = None
-    if reward == "hard":
-        funcs = hard_reward_functions(cfg.hard, think)
-    elif reward == "per_label":
-        funcs = per_label_reward_functions(cfg.hard, think)
-    elif reward == "nuanced":
-        n = cfg.nuanced
-        guard = CollapseGuard(n.window, n.dominance, n.excess_repetition, n.collapse, n.min_window)
-        funcs = nuanced_reward_functions(n, prevalence, guard, think)
-    else:
-        raise ValueError(f"unknown reward {reward!r}; choose one of {', '.join(REWARDS)}")
+    funcs, guard = reward_functions(reward, cfg, prevalence, think)
 
     task = task_name("GRPO", out_dir)
     dev, _ = device_and_dtype(device)
