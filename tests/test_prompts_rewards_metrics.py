@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from chexreason_utils.evaluation import metrics
-from chexreason_utils.report import reference
+from chexreason_utils.evaluation import reference
 from chexreason_utils.config import HardRewardConfig, NuancedRewardConfig
 from chexreason_utils.prompts import PROMPT_VARIANTS, SFT_FORMATS, format_target, parse_output
 from chexreason_utils.train.rewards import (CollapseGuard, balanced_accuracy, fp_weights, hard_components, hard_reward_functions,

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from table_checks import broken_links, check_markdown_file, local_links
 
-from chexreason_utils.report import figure_registry, plotting, reference, page as report, reporting
+from chexreason_utils.evaluation import reference
+from chexreason_utils.report import figure_registry, plotting, page as report, reporting
 from chexreason_utils.paths import REPO_ROOT, RunPaths
 from conftest import write_notebook
 

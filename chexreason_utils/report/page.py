@@ -14,7 +14,8 @@ import json
 import os
 from pathlib import Path
 
-from . import figure_registry, reference
+from . import figure_registry
+from ..evaluation import reference
 from ..evaluation import registration
 from ..paths import PACKAGE_DIR, REPO_ROOT, RunPaths
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..config import CHECKPOINT_CHOICES
 from ..evaluation import metrics, scores
-from . import reference
+from ..evaluation import reference
 from ..paths import is_checkpoint_name
 
 SUMMARY_COLUMNS = scores.SUMMARY_COLUMNS
