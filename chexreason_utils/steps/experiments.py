@@ -45,7 +45,8 @@ from ..paths import RunPaths, checkpoint_name, model_tag
 from . import shortcut
 from .grpo import ablation_name, grpo_plan, is_finished, run_grpo
 from .sampling import nih_test_selection
-from .sft import run_sft, sft_start
+from ..queries.stage_outputs import sft_start
+from .sft import run_sft
 
 STAGE = "08_experiments"
 BUILT = ("E1", "E2", "E3", "E5", "Q1")

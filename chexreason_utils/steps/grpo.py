@@ -18,12 +18,11 @@ from ..jobs import run_jobs
 from ..data.manifests import in_run, load_manifest
 from ..evaluation.metrics import scores
 from ..train.model_registry import base_model
-from ..paths import RunPaths, checkpoint_name, checkpoint_step, model_tag
-from ..evaluation.scoring_plan import checkpoints_to_score, scoring_plan as plan_scoring
+from ..paths import RunPaths, checkpoint_name
 from ..tracking import Tracking, run_name
 from .predictions import predict_many
-from .sampling import pool_prevalence
-from .sft import sft_start, sft_targets
+from ..queries.stage_outputs import grpo_models, pool_prevalence
+from .sft import sft_targets
 
 
 def run_grpo(cfg: Config, paths: RunPaths, reward: str, seed: int, out_dir: Path | None = None,
@@ -126,26 +125,6 @@ def resolve_length_threshold(cfg: Config, paths: RunPaths, grpo_cfg):
     return replace(grpo_cfg, hard=replace(grpo_cfg.hard, length_threshold=threshold, length_threshold_quantile=0.0))
 
 
-def grpo_models(cfg: Config, paths: RunPaths, reward: str, seed: int,
-                evaluation_set: str | None = None) -> list[tuple[int, str, Path]]:
-    """(step, cache tag, folder) of the SFT start (step 0) and of the checkpoints of one GRPO run: all of them, or
-    those the profile's scoring plan (``scoring_plan``) scores on ``evaluation_set`` (val, chexpert_test, nih_test;
-    the test sets' best-F1 checkpoint is read from the run's validation scores)."""
-    tag, folder = sft_start(cfg, paths, seed)
-    out = [(0, tag, folder)]
-    found = grpo.checkpoints(paths.grpo_run(reward, seed))
-    if evaluation_set is not None:
-        best = None
-        if evaluation_set != "val":
-            table = read_checkpoint_scores(paths, reward, seed)
-            best = int(table.loc[table["is_best_f1"], "step"].iloc[0]) if table["is_best_f1"].any() else None
-        plan = plan_scoring(cfg.evaluation, [checkpoint_step(c) for c in found], best)
-        found = checkpoints_to_score(found, plan, evaluation_set)
-    for c in found:
-        out.append((checkpoint_step(c), model_tag(f"grpo-{reward}-{c.name}", seed), c))
-    return out
-
-
 def checkpoint_predictions(cfg: Config, paths: RunPaths, name: str, seed: int) -> dict[int, pd.DataFrame]:
     """Validation predictions (cached) of the SFT start (step 0) and every checkpoint the scoring plan scores on
     validation, of one GRPO run and seed."""
@@ -176,21 +155,6 @@ def checkpoint_scores(cfg: Config, paths: RunPaths, names: list[str] | None = No
                               for _, tag, model in grpo_models(cfg, paths, name, s, "val")])
     return pd.concat([score_checkpoints(cfg, paths, name, s) for name in names for s in training_seeds(cfg)],
                      ignore_index=True)
-
-
-def read_checkpoint_scores(paths: RunPaths, reward: str, seed: int) -> pd.DataFrame:
-    """The ``checkpoint_scores.csv`` 03 wrote for one GRPO run and seed (read, never rewritten, by later stages)."""
-    path = paths.checkpoint_scores(reward, seed)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run 03_grpo first (it scores every checkpoint)")
-    return pd.read_csv(path)
-
-
-def grpo_checkpoint(paths: RunPaths, reward: str, which: str, seed: int) -> Path:
-    """The best-F1 or final checkpoint of one GRPO run and seed, from its checkpoint_scores.csv."""
-    table = read_checkpoint_scores(paths, reward, seed)
-    row = table.loc[table["is_best_f1" if which == "best_f1" else "is_final"]].iloc[0]
-    return paths.grpo_run(reward, seed) / row["checkpoint"]
 
 
 def reward_strategy_table(cfg: Config, paths: RunPaths) -> pd.DataFrame:

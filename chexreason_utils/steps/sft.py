@@ -17,7 +17,7 @@ from ..jobs import run_jobs
 from ..data.manifests import load_manifest
 from ..train.model_registry import base_model, image_pixels
 from ..train.models import load_processor
-from ..paths import RunPaths, model_tag
+from ..paths import RunPaths
 from ..train.teacher import TraceRequest, generate_traces, make_teacher
 from ..train.trainer_log import log_rows
 from ..tracking import Tracking, run_name
@@ -138,9 +138,3 @@ def sample_validity(cfg: Config, paths: RunPaths) -> pd.DataFrame:
     GRPO's start format that keep the output contract."""
     jobs = [dict(cfg=cfg, paths=paths, seed=s) for s in training_seeds(cfg)]
     return pd.DataFrame(run_jobs(_validity_job, jobs, cfg.workers))
-
-
-def sft_start(cfg: Config, paths: RunPaths, seed: int) -> tuple[str, Path]:
-    """(cache tag, folder) of the medical SFT model GRPO starts from, for one seed."""
-    fmt = cfg.grpo.start_format
-    return model_tag(f"sft-medical-{fmt}", seed), paths.sft_model("medical", fmt, seed)

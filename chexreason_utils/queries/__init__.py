@@ -1,0 +1,1 @@
+"""Queries several stages share (below ``steps/``, so that no stage imports another)."""
