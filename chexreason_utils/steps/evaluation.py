@@ -25,7 +25,7 @@ from ..paths import RunPaths, checkpoint_name, model_tag
 from ..evaluation.scores import EntryKeys
 from ..queries.stage_outputs import Evaluation, claim_floors, grpo_models, read_checkpoint_scores, sft_start
 from .diagnostics import collapse_evidence
-from .predictions import predict_many
+from ..queries.predictions import predict_many
 
 SETS = {"validation": "val", "CheXpert": "chexpert_test", "NIH": "nih_test"}   # dataset -> manifest
 

@@ -20,7 +20,7 @@ from ..evaluation.metrics import scores
 from ..train.model_registry import base_model
 from ..paths import RunPaths, checkpoint_name
 from ..tracking import Tracking, run_name
-from .predictions import predict_many
+from ..queries.predictions import predict_many
 from ..queries.stage_outputs import grpo_models, pool_prevalence
 from .sft import sft_targets
 

@@ -28,7 +28,7 @@ from ..evaluation.metrics import eval_labels, matrices
 from ..paths import RunPaths
 from ..queries.stage_outputs import claim_floors, pool_prevalence, read_evaluation
 from .evaluation import entry_predictions, test_entries
-from .predictions import covers, image_set_digest, predict_image_set
+from ..queries.predictions import covers, image_set_digest, predict_image_set
 from .sampling import nih_test_selection
 
 STAGE = "07_open_questions"
