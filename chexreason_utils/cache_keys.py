@@ -18,9 +18,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
+from .paths import ADAPTER_CONFIG
+
 WHOLE_FILE_LIMIT = 64 << 20   # bytes: smaller files are hashed whole; larger ones (real weights) by samples
 SAMPLES, SAMPLE_BYTES = 64, 1 << 16
-MODEL_FILES = ("config.json", "generation_config.json", "adapter_config.json", "processor_config.json",
+MODEL_FILES = ("config.json", "generation_config.json", ADAPTER_CONFIG, "processor_config.json",
                "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
                "chat_template.json", "special_tokens_map.json")
 
@@ -64,7 +66,7 @@ def model_fingerprint(path: str | Path) -> str:
         return digest({"hub id": str(path)})
     parts: dict[str, Any] = {}
     for f in sorted(path.iterdir()):
-        if f.name == "adapter_config.json":
+        if f.name == ADAPTER_CONFIG:
             config = json.loads(f.read_text())
             config["base_model_name_or_path"] = model_fingerprint(config.get("base_model_name_or_path", ""))
             parts[f.name] = config

@@ -50,18 +50,20 @@ NIH_SELECTIONS = ("greedy_balanced", "random")
 WITHOUT_SCORED_POSITIVE = ("exclude", "keep")
 SFT_FORMAT_NAMES = tuple(SFT_FORMATS)
 TEACHERS = ("http", "template")                       # teacher.make_teacher
+# transformers' SchedulerType values that both trainers (SFT and GRPO, both ``lr_scheduler_type``) can build as
+# configured: neither passes ``lr_scheduler_kwargs``, so cosine_with_min_lr (needs min_lr) and warmup_stable_decay
+# (needs num_decay_steps) would fail when training starts; reduce_lr_on_plateau needs an eval metric every step
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-                 "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay")   # transformers' SchedulerType
+                 "inverse_sqrt")
 LENGTH_UNITS = ("tokens", "chars")
-REWARDS = ("hard", "nuanced", "per_label")   # train.rewards; per_label: ours (Q1), not the paper's
+REWARDS = ("hard", "nuanced", "per_label")   # train.rewards.REWARD_FACTORIES; per_label: ours (Q1), not the paper's
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")   # trl 1.16 GRPOConfig
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 SCALE_REWARDS = ("group", "batch", "none")            # trl 1.16 GRPOConfig.scale_rewards
-LR_SCHEDULERS = ("linear", "constant", "cosine")      # transformers SchedulerType values GRPO may use
 VLLM_MODES = ("server", "colocate")
 EVAL_PROMPTS = ("", *PROMPT_VARIANTS, *(f for f in SFT_FORMATS if f not in PROMPT_VARIANTS))   # prompts.prompt_text
-INVALID_POLICIES = ("empty", "salvage")               # metrics.INVALID_POLICIES
-CHECKPOINT_CHOICES = ("best_f1", "final")             # scoring_plan.TEST_CHOICES
+INVALID_POLICIES = ("empty", "salvage")   # how an invalid output enters F1 (owner; evaluation.metrics checks it)
+CHECKPOINT_CHOICES = ("best_f1", "final")   # a GRPO run's checkpoints chosen from its validation scores (owner)
 
 
 def option(default: Any, help: str, paper: str = "open", cite: str = "", *, choices: tuple = (),
@@ -390,7 +392,7 @@ class EvaluationConfig:
     val_checkpoint_every: int = option(1, "Score every k-th GRPO checkpoint on validation (the final one always): "
                                           "the paper reports best-F1 checkpoints without saying how many it "
                                           "scored.", min=1)
-    test_checkpoints: list = option(["best_f1", "final"], "GRPO checkpoints also scored on the test sets: "
+    test_checkpoints: list = option(list(CHECKPOINT_CHOICES), "GRPO checkpoints also scored on the test sets: "
                                                           "Table 4 reports these two on validation; the paper "
                                                           "does not say which it tested.", choices=CHECKPOINT_CHOICES)
     test_checkpoint_every: int = option(1, "And every k-th checkpoint on the test sets (0: none), for the "

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from .config import Config, training_seeds
 from .paths import RunPaths
-from .steps import grpo as grpo_steps, predictions as prediction_steps, sft as sft_steps
+from .queries import predictions as prediction_cache
+from .steps import grpo as grpo_steps, sft as sft_steps
 
 
 def run_sft(cfg: Config, paths: RunPaths, roles: list[str]) -> dict:
@@ -33,4 +34,4 @@ def run_grpo(cfg: Config, paths: RunPaths, rewards: list[str]) -> dict:
 
 def run_evaluation(cfg: Config, paths: RunPaths, model: str | Path, manifest: str, prompt: str, tag: str):
     """Predictions of one model on one manifest (the file the notebooks read), sharded over the processes."""
-    return prediction_steps.predictions(cfg, paths, model, manifest, prompt, tag)
+    return prediction_cache.predictions(cfg, paths, model, manifest, prompt, tag)

@@ -15,6 +15,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent   # chexreason_utils/ itself
 REPO_ROOT = Path(os.environ.get("CHEXREASON_ROOT", PACKAGE_DIR.parent))
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 FIGURE_ROOT = REPO_ROOT / "figures"
+ADAPTER_CONFIG = "adapter_config.json"   # a PEFT adapter folder's config (peft names it so): an adapter, not full weights
 _CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")   # a trainer's checkpoint folder (transformers names them so)
 
 

@@ -128,3 +128,19 @@ def test_a_bad_value_in_a_profile_file_names_the_file(tmp_path):
     bad.write_text("grpo: {num_generations: 1}\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: grpo\.num_generations = 1 is not allowed: >= 2"):
         load_profile(bad)
+
+
+def test_one_lr_scheduler_list_serves_both_trainers_and_every_value_in_use_is_accepted():
+    import inspect
+    import transformers
+
+    from chexreason_utils import config
+    assert inspect.getsource(config).count("\nLR_SCHEDULERS =") == 1
+    assert set(config.LR_SCHEDULERS) <= {s.value for s in transformers.SchedulerType}
+    for name in available_profiles():
+        cfg = load_profile(name)
+        assert cfg.sft.lr_scheduler in config.LR_SCHEDULERS and cfg.grpo.lr_scheduler in config.LR_SCHEDULERS
+    for schedule in ("linear", "constant", "cosine"):          # E1's and Q1's arms, the SFT recipe's cosine
+        assert load_profile("smoke", {"grpo.lr_scheduler": schedule, "sft.lr_scheduler": schedule})
+    with pytest.raises(ConfigError, match="grpo.lr_scheduler = 'warmup_stable_decay' is not allowed"):
+        load_profile("smoke", {"grpo.lr_scheduler": "warmup_stable_decay"})   # needs num_decay_steps: no kwargs given

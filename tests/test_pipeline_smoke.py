@@ -23,7 +23,8 @@ from chexreason_utils.jobs import run_jobs
 from chexreason_utils.paths import RunPaths, checkpoint_step
 from chexreason_utils.train.model_registry import base_model
 from chexreason_utils.runner import EXPERIMENT_STAGES, run
-from chexreason_utils.steps import evaluation as evaluation_steps, grpo as grpo_steps, sampling as sampling_steps
+from chexreason_utils.queries import stage_outputs
+from chexreason_utils.steps import evaluation as evaluation_steps, grpo as grpo_steps
 
 pytestmark = pytest.mark.pipeline
 
@@ -277,7 +278,7 @@ def test_an_interrupted_control_resumes_to_the_same_numbers(smoke_run, tmp_path)
     data = grpo_steps.rl_dataset(paths, manifest, "free_reasoning")
     g = grpo_steps.resolve_length_threshold(cfg, paths, replace(cfg.grpo, seed=seed))
     again = grpo.run_control(paths.sft_model("medical", "free_reasoning", seed), data, folder, g, "hard",
-                             sampling_steps.pool_prevalence(paths), "cpu")
+                             stage_outputs.pool_prevalence(paths), "cpu")
     pd.testing.assert_frame_equal(again, whole)
     pd.testing.assert_frame_equal(pd.read_parquet(control / paths.CONTROL_COMPLETIONS), texts)
 

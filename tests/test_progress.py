@@ -73,12 +73,18 @@ def test_training_callback_reports_steps_and_splits_the_time(tmp_path, monkeypat
     assert task_name("SFT", tmp_path / "02_sft" / "medical" / "only_label" / "seed2") == "SFT medical/only_label/seed2"
     assert task_name("SFT", tmp_path / "run" / "models" / "tiny-gemma3") == "SFT models/tiny-gemma3"
     cb = ProgressCallback(task)
-    worker = SimpleNamespace(generate=lambda: time.sleep(0.02))
-    cb.time_method(worker, "generate", "train.generate")
+    reward = cb.timed_reward(lambda completions, **kw: [1.0] * len(completions))
+    assert reward.__name__ == "<lambda>"                # trl names the metric after it
     state = SimpleNamespace(global_step=0, max_steps=2)
     cb.on_train_begin(None, state, None)
     for step in (1, 2):
-        worker.generate()
+        cb.rollout_begin()                       # GRPO's training_step: generation ...
+        time.sleep(0.02)
+        assert reward(["a", "b"]) == [1.0, 1.0]  # ... then scoring ...
+        time.sleep(0.01)
+        cb.rollout_end()                         # ... then the loss
+        cb.rollout_begin()                       # a step reusing the buffered batch: no reward call
+        cb.rollout_end()
         state.global_step = step
         cb.on_step_end(None, state, None)
     time.sleep(0.05)
@@ -89,9 +95,44 @@ def test_training_callback_reports_steps_and_splits_the_time(tmp_path, monkeypat
     rows = records(log)
     assert [(r["step"], r["total"]) for r in rows if r["kind"] == "step"] == [(1, 2), (2, 2)]
     times = {r["phase"]: r["seconds"] for r in rows if r["kind"] == "time"}
-    assert set(times) == {"train.steps", "train.eval", "train.checkpoint", "train.generate"}
+    assert set(times) == {"train.steps", "train.eval", "train.checkpoint", "train.generate", "train.rollout"}
     assert times["train.eval"] >= 0.05 and times["train.checkpoint"] >= 0.03
-    assert times["train.steps"] >= times["train.generate"] >= 0.04
+    assert times["train.steps"] >= times["train.rollout"] >= times["train.generate"] + 0.02
+    assert times["train.generate"] >= 0.04
+
+
+def test_grpo_rollouts_are_timed_through_public_trainer_methods_only(tmp_path, monkeypatch):
+    """A one-step GRPO run of a tiny model records both rollout phases; the trainer overrides only public
+    ``GRPOTrainer`` methods that trl still has (a rename there fails here, not silently)."""
+    from dataclasses import replace
+
+    import numpy as np
+    from PIL import Image
+    from trl import GRPOTrainer
+
+    from chexreason_utils.config import load_profile
+    from chexreason_utils.prompts import PROMPT_VARIANTS
+    from chexreason_utils.train import grpo, models
+
+    cls = grpo.timed_grpo_trainer()
+    overridden = {n for n in vars(cls) if callable(vars(cls)[n]) and n != "__init__"}
+    assert overridden == {"training_step", "compute_loss"}
+    assert all(callable(getattr(GRPOTrainer, n, None)) and not n.startswith("_") for n in overridden)
+
+    log = tmp_path / "stage.jsonl"
+    monkeypatch.setenv(run_records.RECORDS_ENV, str(log))
+    corpus = list(PROMPT_VARIANTS.values()) + ["<think>heart.</think><solution>Cardiomegaly</solution>"] * 10
+    sft_dir = models.TINY_BUILDERS["gemma3"](corpus, tmp_path / "tiny", hidden=64, vocab=500)
+    image = tmp_path / "x.png"
+    Image.fromarray((np.random.default_rng(0).random((64, 64)) * 255).astype("uint8")).convert("RGB").save(image)
+    cfg = replace(load_profile("smoke").grpo, max_steps=1, prompts_per_step=1, max_completion_length=8,
+                  frozen_control=False)
+    data = grpo.make_dataset(next(iter(PROMPT_VARIANTS.values())), [str(image)] * 2, [["Cardiomegaly"]] * 2)
+    trainer, _ = grpo.build_trainer(sft_dir, data, tmp_path / "03_grpo" / "hard", cfg, "hard", {}, "cpu")
+    assert type(trainer).__name__ == "TimedGRPOTrainer" and isinstance(trainer, GRPOTrainer)
+    trainer.train()
+    times = {r["phase"]: r["seconds"] for r in records(log) if r["kind"] == "time"}
+    assert times["train.rollout"] >= times["train.generate"] > 0
 
 
 def test_runner_prints_progress_of_a_cell_and_no_transport_warning(tmp_path, capfd, monkeypatch):

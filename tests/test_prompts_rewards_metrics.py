@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from chexreason_utils.evaluation import metrics
-from chexreason_utils.report import reference
+from chexreason_utils.evaluation import reference
 from chexreason_utils.config import HardRewardConfig, NuancedRewardConfig
 from chexreason_utils.prompts import PROMPT_VARIANTS, SFT_FORMATS, format_target, parse_output
 from chexreason_utils.train.rewards import (CollapseGuard, balanced_accuracy, fp_weights, hard_components, hard_reward_functions,
@@ -172,3 +172,17 @@ def test_paper_macro_numbers_follow_from_the_per_label_columns():
             assert abs(means[model] - macro) <= 0.0006, (which, model)
     assert reference.per_label_table(5).shape == (14, 5) and reference.per_label_table(6).shape == (9, 5)
     assert len(reference.TABLE1) == 9 and set(reference.TABLE4["reward"]) == {"hard", "nuanced"}
+
+
+def test_every_configurable_reward_has_one_factory_and_only_nuanced_has_a_collapse_guard():
+    from chexreason_utils import config
+    from chexreason_utils.train.rewards import REWARD_FACTORIES, reward_functions
+
+    assert tuple(REWARD_FACTORIES) == config.REWARDS
+    grpo = config.load_profile("smoke").grpo
+    for name in config.REWARDS:
+        funcs, guard = reward_functions(name, grpo, {"Edema": 0.5, "No Finding": 0.5})
+        assert funcs and all(f.__name__.startswith(name) for f in funcs)
+        assert (guard is not None) == (name == "nuanced")
+    with pytest.raises(ValueError, match="unknown reward 'soft'; choose one of hard, nuanced, per_label"):
+        reward_functions("soft", grpo, {})

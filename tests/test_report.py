@@ -1,12 +1,14 @@
 """The run report: claims first, figures with notebook and function links, tables, notebooks as HTML."""
 import json
+import re
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 from table_checks import broken_links, check_markdown_file, local_links
 
-from chexreason_utils.report import figure_registry, plotting, reference, page as report, reporting
+from chexreason_utils.evaluation import reference
+from chexreason_utils.report import figure_registry, plotting, page as report, reporting
 from chexreason_utils.paths import REPO_ROOT, RunPaths
 from conftest import write_notebook
 
@@ -38,23 +40,31 @@ def test_report_links_the_figure_to_its_notebook_and_function_and_every_link_res
     cell = report.making_cell(paths.executed_notebooks / "04_evaluation.ipynb", "headline")
     assert f"[`04_evaluation`](notebooks/04_evaluation.html#cell-id={cell})" in text
     assert f'id="cell-id={cell}"' in (paths.notebooks_html / "04_evaluation.html").read_text()
-    made_by = figure_registry.MADE_BY["headline"][-1]                      # figures.headline, wherever it lives
+    made_by = figure_registry.get("headline").made_by[-1]                      # figures.headline, wherever it lives
     module_file = f"chexreason_utils/{made_by.rpartition('.')[0].replace('.', '/')}.py"
-    assert f"[`{made_by}`](" in text and f"{module_file}#L" in text
+    assert f"[`{made_by}`](" in text and f"{module_file})" in text
     assert "reported (paper): Micro F1" in text and "`table2_sft_medical` (04_evaluation)" in text
     assert "1.5" not in text and "abc" not in text   # times and commit stay in manifest.json: identical runs, same page
     assert f"{reference.HEADLINE['chexpert']['sft']:.3f}" in text
     check_markdown_file(md)
     for page in (md, html):
         assert local_links(page) and broken_links(page) == [], page.name
-    line = int(text.split(f"{module_file}#L", 1)[1].split(")", 1)[0])
-    source = (REPO_ROOT / module_file).read_text().splitlines()
-    assert source[line - 1].startswith("def headline(")
+    assert f"\ndef {made_by.rpartition('.')[2]}(" in (REPO_ROOT / module_file).read_text()
+
+
+def test_a_generated_page_links_functions_by_name_never_by_line(tmp_path):
+    paths = _fake_run(tmp_path)
+    md, html = report.write_report(paths, "smoke")
+    for page in (md, html):
+        text = page.read_text()
+        assert "made by" in text
+        assert not re.search(r"#L\d+", text), page.name
+        assert not re.search(r"\.py:\d+", text), page.name
 
 
 def test_claims_come_first_when_the_run_wrote_them(tmp_path, monkeypatch):
     paths = _fake_run(tmp_path, with_claims=True)
-    claims = figure_registry.Artifact("claims", "table", "04_evaluation", "new", "Claims")
+    claims = figure_registry.Artifact("claims", "table", "04_evaluation", "new", "Claims", ("evaluation.claims.claims_table",))
     monkeypatch.setitem(figure_registry.BY_ID, "claims", claims)
     text = report.write_report(paths, "smoke")[0].read_text()
     assert "| RL helps CheXpert | supported |" in text and "No claims table" not in text
@@ -74,10 +84,10 @@ def test_notebook_export_is_deterministic_and_skipped_when_up_to_date(tmp_path):
 
 def test_every_artifact_names_the_functions_its_notebook_calls():
     for art in figure_registry.ARTIFACTS:
-        assert art.id in figure_registry.MADE_BY, f"add {art.id} to figure_registry.MADE_BY"
+        assert art.made_by, f"name the functions that make {art.id} (figure_registry.ARTIFACTS, made_by)"
         cells = json.loads((REPO_ROOT / "notebooks" / f"{art.notebook}.ipynb").read_text())["cells"]
         source = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-        for dotted in figure_registry.MADE_BY[art.id]:
+        for dotted in art.made_by:
             call = ".".join(dotted.split(".")[-2:])        # as the notebook calls it: module.function
             assert f"{call}(" in source, f"{art.notebook} does not call {dotted}"
             assert report.source_link(dotted, REPO_ROOT).startswith(f"[`{dotted}`](chexreason_utils/")
@@ -93,6 +103,6 @@ def test_report_command_writes_both_pages(tmp_path, capsys):
 
 def test_a_made_by_entry_that_names_nothing_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="defines no top-level function nope"):
-        report.source_link(figure_registry.MADE_BY["headline"][-1].rpartition(".")[0] + ".nope", tmp_path)
+        report.source_link(figure_registry.get("headline").made_by[-1].rpartition(".")[0] + ".nope", tmp_path)
     with pytest.raises(ValueError, match="no module"):
         report.source_link("nomodule.f", tmp_path)

@@ -89,11 +89,36 @@ def test_answer_statistics_rare_and_common_recall():
     assert row["fail_rate"] == pytest.approx(1 / 3)
 
 
-def test_group_advantages_as_trl_computes_them():
-    adv = ra.group_advantages([1.0, 0.0, 0.0, 0.0])
-    std = pd.Series([1.0, 0.0, 0.0, 0.0]).std()                  # unbiased, 0.5
-    assert adv == pytest.approx([0.75 / (std + 1e-4), -0.25 / (std + 1e-4), -0.25 / (std + 1e-4), -0.25 / (std + 1e-4)])
-    assert ra.group_advantages([2.0, 2.0]).tolist() == [0.0, 0.0]
+def test_group_advantages_as_trl_computes_them_under_each_scale_rewards():
+    group = [1.0, 0.0, 0.0, 0.0]                                  # mean 0.25; unbiased std sqrt(0.75 / 3) = 0.5
+    centred = [0.75, -0.25, -0.25, -0.25]
+    assert ra.group_advantages(group, "none") == pytest.approx(centred)          # Dr. GRPO: no division
+    assert ra.group_advantages(group, "group") == pytest.approx([c / (0.5 + 1e-4) for c in centred])
+    batch = group + [1.0, 1.0, 1.0, 1.0]                          # five 1s, three 0s: unbiased variance 15 / 56
+    assert ra.group_advantages(group, "batch", batch) == pytest.approx([c / (math.sqrt(15 / 56) + 1e-4)
+                                                                        for c in centred])
+    assert ra.group_advantages([2.0, 2.0], "group").tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="batch_rewards"):
+        ra.group_advantages(group, "batch")
+    with pytest.raises(ValueError, match="group | batch | none"):
+        ra.group_advantages(group, "per_token")
+
+
+def test_group_advantages_match_trls_own_arithmetic():
+    import torch
+    from trl.trainer.utils import nanstd                          # what GRPOTrainer divides by
+    group = torch.tensor([1.0, 0.0, 0.5, 0.0])
+    expected = (group - group.mean()) / (nanstd(group) + 1e-4)
+    assert ra.group_advantages(group.tolist(), "group") == pytest.approx(expected.tolist(), rel=1e-5)
+
+
+def test_worked_example_advantages_follow_scale_rewards():
+    texts = [ra.answer_text(["Edema"]), ra.answer_text(["Pleural Effusion"])]
+    scaled = ra.worked_example(texts, [300, 300], ["Edema"], PREV, HardRewardConfig(), NuancedRewardConfig())
+    plain = ra.worked_example(texts, [300, 300], ["Edema"], PREV, HardRewardConfig(), NuancedRewardConfig(),
+                              scale_rewards="none")
+    assert plain["hard advantage"].tolist() == pytest.approx((plain["hard"] - plain["hard"].mean()).tolist())
+    assert abs(scaled["hard advantage"].iloc[0]) > abs(plain["hard advantage"].iloc[0])
 
 
 def test_worked_example_scores_one_group_with_both_rewards():

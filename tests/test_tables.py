@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 from table_checks import check_latex_file, check_latex_structure, check_markdown_file, markdown_cells
 
-from chexreason_utils.report import plotting, reference, reporting, tables
+from chexreason_utils.evaluation import reference
+from chexreason_utils.report import plotting, reporting, tables
 
 
 def _table2(profile="tiny"):

@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 
 from ..labels import CHEXPERT_LABELS, apply_policy
-from .records import (DataLayoutError, LoadResult, check_image_files, drop_rows, numeric_labels, require_columns,
+from .records import (FRONTAL, DataLayoutError, LoadResult, check_image_files, drop_rows, numeric_labels, require_columns,
                       require_file, source_json, to_result)
 
 SPLIT_FILES = {"train": "train.csv", "valid": "valid.csv"}
+TEST_LABELS = "test_labels.csv"   # the CheXpert test set's radiologist labels (config data.chexpert_test_csv's default)
 
 
 def resolve_path(root: Path, rel: str) -> Path:
@@ -33,18 +34,18 @@ def resolve_path(root: Path, rel: str) -> Path:
 
 def _view(frame: pd.DataFrame, paths: pd.Series) -> pd.Series:
     if "Frontal/Lateral" in frame.columns:
-        frontal = frame["Frontal/Lateral"].astype(str).str.lower() == "frontal"
+        frontal = frame["Frontal/Lateral"].astype(str).str.lower() == FRONTAL.lower()
     else:
         frontal = paths.str.contains("_frontal", regex=False)
     if "AP/PA" in frame.columns:
-        appa = frame["AP/PA"].where(frame["AP/PA"].isin(["AP", "PA"]), "Frontal")
+        appa = frame["AP/PA"].where(frame["AP/PA"].isin(["AP", "PA"]), FRONTAL)
     else:
-        appa = pd.Series("Frontal", index=frame.index)
+        appa = pd.Series(FRONTAL, index=frame.index)
     return appa.where(frontal, "Lateral")
 
 
 def load_chexpert(root: str | Path, split: str = "test", policy: str = "positive_only",
-                  test_csv: str = "test_labels.csv", frontal_only: bool = True,
+                  test_csv: str = TEST_LABELS, frontal_only: bool = True,
                   check_images: bool = True) -> LoadResult:
     """Records of one CheXpert split (``train``, ``valid`` or ``test``)."""
     root = Path(root)

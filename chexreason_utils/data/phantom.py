@@ -32,7 +32,10 @@ from tqdm.auto import tqdm
 from ..config import WorldConfig
 from ..labels import CHEXPERT_CSV_ORDER, CHEXPERT_LABELS, NIH_LABELS, NIH_NO_FINDING, NIH_TO_CHEXPERT
 from ..paths import RunPaths
+from . import chexpert, nih
 from .phantom_render import SiteStyle, add_shortcut_marker, render
+
+CAPTIONS = "captions.jsonl"   # a pretraining pool's image captions, one JSON row per image
 
 FINDINGS = tuple(label for label in CHEXPERT_LABELS if label != "No Finding")
 
@@ -243,7 +246,7 @@ def write_chexpert(root: Path, cfg: WorldConfig, rng: np.random.Generator, recor
             rows.append({"Path": rel, **{k: values[k] for k in CHEXPERT_CSV_ORDER}})
             records.append({"site": "chexpert", "image_id": rel, "path": str((base / rel).relative_to(root)),
                             "view": view, "truth": findings, "findings": drawn})
-    pd.DataFrame(rows).to_csv(base / "test_labels.csv", index=False)
+    pd.DataFrame(rows).to_csv(base / chexpert.TEST_LABELS, index=False)
     return {"studies": n, "images": len(rows), "truth": truth}
 
 
@@ -285,9 +288,9 @@ def write_nih(root: Path, cfg: WorldConfig, rng: np.random.Generator, records: l
                         "view": view, "truth": _findings_of(truth.iloc[i]), "findings": drawn})
     frame = pd.DataFrame(rows)
     text = frame.to_csv(index=False).replace("OriginalImage[Width,Height]", "OriginalImage[Width,Height]")
-    (base / "Data_Entry_2017_v2020.csv").write_text(text)
-    (base / "train_val_list.txt").write_text("\n".join(train_val) + "\n")
-    (base / "test_list.txt").write_text("\n".join(test) + "\n")
+    (base / nih.ENTRY_FILES[0]).write_text(text)
+    (base / nih.SPLIT_LISTS["train_val"]).write_text("\n".join(train_val) + "\n")
+    (base / nih.SPLIT_LISTS["test"]).write_text("\n".join(test) + "\n")
     return {"images": n, "truth": truth}
 
 
@@ -304,7 +307,7 @@ def write_pretraining(root: Path, cfg: WorldConfig, rng: np.random.Generator) ->
         report = "; ".join(drawn.values()) if drawn else "clear lungs, normal heart size, no acute abnormality"
         rows.append({"image": f"images/med_{i:05d}.png", "text": f"Chest radiograph. Findings: {report}.",
                      "findings": drawn})
-    (med / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (med / CAPTIONS).write_text("".join(json.dumps(r) + "\n" for r in rows))
     gen = root / "pretrain" / "general"
     colours = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40),
                "purple": (150, 60, 190), "orange": (240, 140, 30)}
@@ -331,7 +334,7 @@ def write_pretraining(root: Path, cfg: WorldConfig, rng: np.random.Generator) ->
         Image.fromarray(img, mode="RGB").save(path, format="PNG")
         rows.append({"image": f"images/gen_{i:05d}.png", "text": "A picture of " + ", ".join(parts) + ".",
                      "objects": objects})
-    (gen / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (gen / CAPTIONS).write_text("".join(json.dumps(r) + "\n" for r in rows))
     return {"medical": cfg.n_pretrain, "general": cfg.n_pretrain}
 
 
@@ -441,7 +444,7 @@ def generate_world(root: str | Path, cfg: WorldConfig, force: bool = False) -> d
                        "chexpert_test_studies": chex["studies"], "chexpert_test_images": chex["images"],
                        "nih_images": nih["images"], "pretrain": pre},
             "layouts": {"mimic": "mimic-cxr-jpg/2.0.0", "chexpert": "CheXpert-v1.0", "nih": "ChestX-ray14",
-                        "pretrain": "pretrain/{medical,general}/captions.jsonl"}}
+                        "pretrain": f"pretrain/{{medical,general}}/{CAPTIONS}"}}
     card_path.write_text(json.dumps(card, indent=2, sort_keys=True))
     return card
 

@@ -16,7 +16,8 @@ from ..labels import CHEXPERT_LABELS
 
 COLUMNS = ("image", "image_path", "dataset", "image_id", "patient_id", "study_id", "view", "sex", "age",
            "split", "labels", "source_labels")
-FRONTAL_VIEWS = ("AP", "PA", "Frontal")
+FRONTAL = "Frontal"                  # a frontal view of unknown AP/PA position (CheXpert's spelling)
+FRONTAL_VIEWS = ("AP", "PA", FRONTAL)
 
 
 class DataLayoutError(FileNotFoundError):

@@ -1,1 +1,2 @@
-"""Evaluation: batched generation, metrics, the scores frame and contrasts, claims, diagnostics."""
+"""Evaluation: batched generation, metrics, the scores frame and contrasts, the paper's reported numbers (reference),
+claims, diagnostics."""

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics, scores
-from ..report import reference
+from . import reference
 
 VERDICTS = ("supported", "contradicted", "no effect of the paper's size", "inconclusive", "not measurable")
 SCAFFOLD = "reasoning_a"

@@ -12,10 +12,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..config import Config
+from ..config import INVALID_POLICIES, Config
 from ..labels import CHEXPERT_LABELS, NIH_LABEL_SETS, names_to_vector
 
-INVALID_POLICIES = ("empty", "salvage")
 CI_METHOD = ("t-interval over training seeds (between-seed variance / n, df n - 1) plus the image noise the seeds "
              "share (image bootstrap), Satterthwaite df; one seed: the image bootstrap alone")
 

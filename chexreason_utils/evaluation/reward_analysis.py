@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
-from ..config import HardRewardConfig, NuancedRewardConfig
+from ..config import SCALE_REWARDS, HardRewardConfig, NuancedRewardConfig
 from ..labels import CHEXPERT_LABELS, names_to_vector
 from ..prompts import completion_text, parse_output
 from ..train.rewards import CollapseGuard, fp_weights, hard_components, nuanced_components, per_label_components
@@ -186,18 +186,39 @@ def answer_statistics(frames: dict[int, pd.DataFrame], prevalence: dict[str, flo
     return pd.DataFrame(rows)
 
 
-def group_advantages(rewards, scale: bool = True) -> np.ndarray:
-    """GRPO's group-relative advantages as trl computes them: reward minus the group mean, divided by the group's
-    (unbiased) standard deviation + 1e-4 when ``scale`` (trl's default ``scale_rewards="group"``)."""
+def group_advantages(rewards, scale_rewards: str = "group", batch_rewards=None) -> np.ndarray:
+    """GRPO's advantages of one group as trl 1.16 computes them (``GRPOTrainer``, ``multi_objective_aggregation=
+    "sum_then_normalize"``, its default): reward minus the group mean, then divided by
+
+    - ``scale_rewards="group"``: the group's (unbiased) standard deviation + 1e-4;
+    - ``"batch"``: the (unbiased) standard deviation of ``batch_rewards`` (every reward of the generation batch the
+      group belongs to, the group's included) + 1e-4;
+    - ``"none"``: nothing (Dr. GRPO, the paper's setting).
+
+    The values are ``trl.GRPOConfig.scale_rewards``'s (``config.SCALE_REWARDS``)."""
     r = np.asarray(rewards, dtype=float)
     adv = r - r.mean()
-    return adv / ((r.std(ddof=1) if len(r) > 1 else 0.0) + 1e-4) if scale else adv
+    if scale_rewards == "none":
+        return adv
+    if scale_rewards == "group":
+        spread = r
+    elif scale_rewards == "batch":
+        if batch_rewards is None:
+            raise ValueError('scale_rewards="batch" divides by the whole generation batch\'s standard deviation: '
+                             "pass that batch's rewards as batch_rewards")
+        spread = np.asarray(batch_rewards, dtype=float)
+    else:
+        raise ValueError(f"scale_rewards={scale_rewards!r}: one of {' | '.join(SCALE_REWARDS)}")
+    return adv / ((spread.std(ddof=1) if len(spread) > 1 else 0.0) + 1e-4)
 
 
 def worked_example(texts: list[str], lengths: list[int], truth: list[str], prevalence: dict[str, float],
-                   hard: HardRewardConfig, nuanced: NuancedRewardConfig, think: bool = True) -> pd.DataFrame:
+                   hard: HardRewardConfig, nuanced: NuancedRewardConfig, think: bool = True,
+                   scale_rewards: str = "group", batch_rewards: dict[str, list[float]] | None = None) -> pd.DataFrame:
     """One group of sampled completions for one image: labels, validity, every component of both rewards (the
-    nuanced collapse window starts empty, as at step 1), each total and its group-relative advantage."""
+    nuanced collapse window starts empty, as at step 1), each total and its advantage as trl computes it under
+    ``scale_rewards`` (``group_advantages``; ``batch_rewards``: reward -> the generation batch's totals, needed for
+    ``"batch"`` only)."""
     weights = fp_weights(prevalence, nuanced.fp_base)
     rows = []
     for i, (text, length) in enumerate(zip(texts, lengths)):
@@ -208,7 +229,8 @@ def worked_example(texts: list[str], lengths: list[int], truth: list[str], preva
                      "tokens": length, **h, "hard": sum(h.values()), **n, "nuanced": sum(n.values())})
     table = pd.DataFrame(rows)
     for reward in ("hard", "nuanced"):
-        table[f"{reward} advantage"] = group_advantages(table[reward])
+        table[f"{reward} advantage"] = group_advantages(table[reward], scale_rewards,
+                                                        (batch_rewards or {}).get(reward))
     return table
 
 

@@ -16,9 +16,8 @@ from typing import Iterable
 
 import pandas as pd
 
+from ..config import CHECKPOINT_CHOICES
 from ..paths import checkpoint_step
-
-TEST_CHOICES = ("best_f1", "final")
 
 
 def validation_steps(steps: Iterable[int], every: int) -> list[int]:
@@ -33,9 +32,9 @@ def validation_steps(steps: Iterable[int], every: int) -> list[int]:
 def test_steps(steps: Iterable[int], named: Iterable[str], every: int, best_step: int | None = None) -> dict[int | str, str]:
     """Test-set checkpoints -> why each is scored. Without ``best_step``, ``best_f1`` is a placeholder key."""
     steps = sorted(set(int(s) for s in steps))
-    unknown = [n for n in named if n not in TEST_CHOICES]
+    unknown = [n for n in named if n not in CHECKPOINT_CHOICES]
     if unknown:
-        raise ValueError(f"evaluation.test_checkpoints: unknown {unknown}; choose from {', '.join(TEST_CHOICES)}")
+        raise ValueError(f"evaluation.test_checkpoints: unknown {unknown}; choose from {', '.join(CHECKPOINT_CHOICES)}")
     if every < 0:
         raise ValueError(f"evaluation.test_checkpoint_every must be >= 0, got {every}")
     why: dict[int | str, list[str]] = {}

@@ -1,1 +1,1 @@
-"""Reporting: the paper's reference numbers, tables, figures, the artifact registry and the report page."""
+"""Reporting: tables, figures, the artifact registry and the report page (the paper's numbers: evaluation.reference)."""

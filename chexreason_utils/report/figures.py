@@ -12,6 +12,7 @@ from PIL import Image
 
 from ..evaluation import reward_analysis
 from ..data.phantom import read_findings
+from ..data.records import FRONTAL_VIEWS
 from ..train.trainer_log import log_rows
 from ..labels import CHEXPERT_LABELS
 from .plotting import PALETTE
@@ -27,7 +28,7 @@ def world_examples(world_root: Path, per_site: int = 6) -> tuple[plt.Figure, pd.
     records = read_findings(world_root)
     picks, seen = [], set()
     for r in records:
-        if r["view"] in ("AP", "PA", "frontal") and len(r["findings"]) == 1:
+        if r["view"] in FRONTAL_VIEWS and len(r["findings"]) == 1:
             f = next(iter(r["findings"]))
             if f not in seen and r["site"] == "mimic":
                 seen.add(f)

@@ -14,8 +14,9 @@ import json
 import os
 from pathlib import Path
 
-from . import figure_registry, reference
+from . import figure_registry
 from .. import arithmetic
+from ..evaluation import reference
 from ..evaluation import registration
 from ..paths import PACKAGE_DIR, REPO_ROOT, RunPaths
 
@@ -100,20 +101,20 @@ def making_cell(executed_notebook: Path, artifact_id: str) -> str | None:
 
 
 def source_link(dotted: str, page_dir: Path) -> str:
-    """``[`module.function`](relative/path.py#L<line>)`` for a top-level function of this package.
+    """``[`module.function`](relative/path.py)`` for a top-level function of this package: linked by module and
+    named by function, never by line (a line number goes stale with any edit above the function).
 
-    The line is read from the source with ``ast``: nothing is imported (some modules pull in torch and trl).
+    The function is looked up in the source with ``ast`` when the page is written (nothing is imported: some
+    modules pull in torch and trl), so a renamed or moved function fails here, not as a dead link.
     """
     module, name = dotted.rsplit(".", 1)
     path = PACKAGE_DIR.joinpath(*module.split(".")).with_suffix(".py")
     if not path.exists():
-        raise ValueError(f"{dotted!r}: no module {path} in {__package__} (figure_registry.MADE_BY)")
+        raise ValueError(f"{dotted!r}: no module {path} in {__package__} (figure_registry.ARTIFACTS' made_by)")
     tree = ast.parse(path.read_text(), filename=str(path))
-    line = next((node.lineno for node in tree.body
-                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name), None)
-    if line is None:
-        raise ValueError(f"{dotted!r}: {path.name} defines no top-level function {name} (figure_registry.MADE_BY)")
-    return f"[`{dotted}`]({_relative(path, page_dir)}#L{line})"
+    if not any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name for node in tree.body):
+        raise ValueError(f"{dotted!r}: {path.name} defines no top-level function {name} (figure_registry.ARTIFACTS' made_by)")
+    return f"[`{dotted}`]({_relative(path, page_dir)})"
 
 
 def _relative(path: Path, page_dir: Path) -> str:
@@ -128,7 +129,7 @@ def _table_body(md_file: Path) -> str:
 
 def _provenance(art: figure_registry.Artifact, paths: RunPaths, notebooks: dict[str, Path]) -> str:
     page_dir = paths.figures
-    made_by = ", ".join(source_link(d, page_dir) for d in figure_registry.MADE_BY.get(art.id, ()))
+    made_by = ", ".join(source_link(d, page_dir) for d in art.made_by)
     if art.notebook in notebooks:
         cell = making_cell(paths.executed_notebooks / f"{art.notebook}.ipynb", art.id)
         where = f"[`{art.notebook}`]({_relative(notebooks[art.notebook], page_dir)}{f'#cell-id={cell}' if cell else ''})"

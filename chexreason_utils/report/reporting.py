@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..config import CHECKPOINT_CHOICES
 from ..evaluation import metrics, scores
-from . import reference
+from ..evaluation import reference
 from ..paths import is_checkpoint_name
 
 SUMMARY_COLUMNS = scores.SUMMARY_COLUMNS
@@ -117,7 +118,7 @@ def sft_table(frame: pd.DataFrame, model: str, profile: str) -> pd.DataFrame:
 def table4(frame: pd.DataFrame, profile: str) -> pd.DataFrame:
     """Table 4: the best-F1 and final GRPO checkpoint of each reward on validation, per seed, beside the paper's
     (rows "<reward> / <checkpoint>")."""
-    rows = seed_rows(frame, dataset="validation", stage="grpo", checkpoint=["best_f1", "final"])
+    rows = seed_rows(frame, dataset="validation", stage="grpo", checkpoint=list(CHECKPOINT_CHOICES))
     rows = rows.assign(key=rows["name"] + " / " + rows["checkpoint"])
     reported = reference.TABLE4.assign(key=reference.TABLE4["reward"] + " / " + reference.TABLE4["checkpoint"])
     return with_baselines(beside(rows, reported, "key", profile, SUMMARY_COLUMNS), frame, "validation",

@@ -17,9 +17,16 @@ from .grpo import ablation_name, grpo_plan
 
 def run_diagnostics_of(cfg: Config, paths: RunPaths, name: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-step diagnostics, collapse episodes) of one GRPO run and seed, from its log and completions."""
-    folder, log = paths.grpo_run(name, seed), paths.grpo_log(name, seed)
+    return folder_diagnostics(cfg, paths, paths.grpo_run(name, seed), "run 03_grpo first")
+
+
+def folder_diagnostics(cfg: Config, paths: RunPaths, folder,
+                       missing: str = "an unfinished stage 08 run?") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-step diagnostics, collapse episodes) of the GRPO run in ``folder`` (03's runs through
+    ``run_diagnostics_of``, stage 08's directly); ``missing``: what the error says when it has no log."""
+    log = folder / RunPaths.LOG_HISTORY
     if not log.exists():
-        raise FileNotFoundError(f"GRPO run log {log} not found: run 03_grpo first")
+        raise FileNotFoundError(f"GRPO run log {log} not found ({missing})")
     return run_diagnostics(pd.read_csv(log), grpo.completions_table(folder), cfg.grpo.num_generations,
                            truth_set_shares(load_manifest(paths, "rl")["truth"]), collapse_rule(cfg),
                            cfg.diagnostics.window)
@@ -57,12 +64,3 @@ def collapse_evidence(cfg: Config, paths: RunPaths) -> dict | None:
     return {"final": [run_collapse_share(cfg, paths, cfg.diagnostics.ablation_reward, s) for s in seeds],
             "unstable": [run_collapse_share(cfg, paths, ablation_name(cfg), s) for s in seeds]}
 
-
-def folder_diagnostics(cfg: Config, paths: RunPaths, folder) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``run_diagnostics_of`` of the GRPO run in ``folder`` (stage 08's runs)."""
-    log = folder / RunPaths.LOG_HISTORY
-    if not log.exists():
-        raise FileNotFoundError(f"GRPO run log {log} not found (an unfinished stage 08 run?)")
-    return run_diagnostics(pd.read_csv(log), grpo.completions_table(folder), cfg.grpo.num_generations,
-                           truth_set_shares(load_manifest(paths, "rl")["truth"]), collapse_rule(cfg),
-                           cfg.diagnostics.window)

@@ -16,20 +16,18 @@ import pandas as pd
 
 from ..evaluation import claims, metrics, scores
 from ..report import reporting
-from ..config import Config, training_seeds
+from ..config import CHECKPOINT_CHOICES, Config, training_seeds
 from ..labels import CHEXPERT_LABELS
 from ..data.manifests import load_manifest
 from ..evaluation.metrics import eval_labels, matrices, valid_mask
 from ..train.model_registry import ROLES, base_model
 from ..paths import RunPaths, checkpoint_name, model_tag
 from ..evaluation.scores import EntryKeys
+from ..queries.stage_outputs import Evaluation, claim_floors, grpo_models, read_checkpoint_scores, sft_start
 from .diagnostics import collapse_evidence
-from .grpo import grpo_models, read_checkpoint_scores
-from .predictions import predict_many
-from .sft import sft_start
+from ..queries.predictions import predict_many
 
 SETS = {"validation": "val", "CheXpert": "chexpert_test", "NIH": "nih_test"}   # dataset -> manifest
-SELECTIONS = ("best_f1", "final")   # GRPO checkpoints chosen per run and seed from the validation scores
 
 
 @dataclass
@@ -60,7 +58,7 @@ def _grpo_entries(cfg: Config, paths: RunPaths, dataset: str) -> list[Entry]:
             for step, tag, model in grpo_models(cfg, paths, reward, seed, SETS[dataset])[1:]:
                 by_step.setdefault((reward, step), {})[seed] = (tag, model)
             chosen = read_checkpoint_scores(paths, reward, seed).set_index("step")
-            for which in SELECTIONS:
+            for which in CHECKPOINT_CHOICES:
                 step = int(chosen.index[chosen[f"is_{which}"]][0])
                 entry = picked.setdefault((reward, which), Entry(EntryKeys(dataset, "medical", stage="grpo", name=reward,
                                                                            checkpoint=which, step=np.nan, prompt=fmt)))
@@ -99,12 +97,6 @@ def entry_predictions(cfg: Config, paths: RunPaths, todo: list[Entry]) -> list[d
     return [{seed: next(frames) for seed in e.models} for e in todo]
 
 
-@dataclass
-class Evaluation:
-    scores: pd.DataFrame      # the scores frame (``scores`` module)
-    contrasts: pd.DataFrame   # paired differences and claim effects with CIs
-
-
 def evaluate_run(cfg: Config, paths: RunPaths) -> Evaluation:
     """Predict and score every entry, measure the contrasts, write both frames under ``04_evaluation/``."""
     E = cfg.evaluation
@@ -135,14 +127,6 @@ def evaluate_run(cfg: Config, paths: RunPaths) -> Evaluation:
     return Evaluation(score_frame, contrasts)
 
 
-def read_evaluation(paths: RunPaths) -> Evaluation:
-    """The two frames 04 wrote (05 and later read them, never recompute them)."""
-    for f in (paths.scores_file, paths.contrasts_file):
-        if not f.exists():
-            raise FileNotFoundError(f"{f} not found: run 04_evaluation first (it writes the scores frame)")
-    return Evaluation(scores.read_scores(paths.scores_file), pd.read_csv(paths.contrasts_file))
-
-
 def read_floor_criterion(paths: RunPaths) -> pd.DataFrame:
     """The floor criterion 04 wrote (``reporting.floor_criterion``), for 05."""
     path = paths.floor_criterion_file
@@ -157,18 +141,6 @@ def _matrices_of(mats: list, seeds: list[int], **keys) -> tuple[np.ndarray, list
         if all(getattr(entry.keys, k) == v for k, v in keys.items()):
             return y_true, [preds[None]] if None in preds else [preds[s] for s in seeds]
     raise LookupError(f"no evaluated entry with {keys}")
-
-
-def claim_floors(cfg: Config, frame: pd.DataFrame) -> dict[str, str]:
-    """Per claim, the entries at floor its comparison involves (``scores.entries_at_floor``; "" for none)."""
-    chex = {"stage": "grpo", "name": cfg.evaluation.test_grpo_reward, "checkpoint": cfg.evaluation.test_grpo_checkpoint}
-    sft = {"stage": "sft", "model": "medical"}
-    involved = {"C1": [{"dataset": "CheXpert", **sft}, {"dataset": "CheXpert", **chex}],
-                "C2": [{"dataset": "NIH", **sft}, {"dataset": "NIH", **chex}],
-                "C3": [{"dataset": "NIH", "stage": "base", "model": "medical"}, {"dataset": "NIH", **sft}]}
-    if cfg.sft.general_model_too:
-        involved["C4"] = [{"dataset": "validation", "stage": "sft"}]
-    return {claim: scores.entries_at_floor(frame, *all_keys) for claim, all_keys in involved.items()}
 
 
 def measure_contrasts(cfg: Config, paths: RunPaths, mats: list, frame: pd.DataFrame) -> pd.DataFrame:

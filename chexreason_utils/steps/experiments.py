@@ -45,7 +45,8 @@ from ..paths import RunPaths, checkpoint_name, model_tag
 from . import shortcut
 from .grpo import ablation_name, grpo_plan, is_finished, run_grpo
 from .sampling import nih_test_selection
-from .sft import _sft_job, sft_start
+from ..queries.stage_outputs import sft_start
+from .sft import run_sft
 
 STAGE = "08_experiments"
 BUILT = ("E1", "E2", "E3", "E5", "Q1")
@@ -288,7 +289,7 @@ def _e2_sft_job(cfg: Config, paths: RunPaths, cell: dict, seed: int) -> dict:
     manifest's planted renders, with a progress line."""
     t0, out_dir = time.perf_counter(), e2_sft_dir(paths, cell, seed)
     images = list(shortcut.planted_manifest(paths, "sft", e2_planted_root(paths, cell))["image_path"])
-    result = _sft_job(cfg, paths, "medical", cfg.grpo.start_format, seed, out_dir=out_dir, image_paths=images)
+    result = run_sft(cfg, paths, "medical", cfg.grpo.start_format, seed, out_dir=out_dir, image_paths=images)
     run_records.write_record({"kind": "step", "task": f"E2 {registration.cell_name(cell)} SFT seed {seed} "
                               f"({'reused' if result.reused else 'trained'})", "step": 1, "total": 1, "unit": "run",
                               "elapsed": round(time.perf_counter() - t0, 2)})

@@ -18,26 +18,38 @@ from ..jobs import run_jobs
 from ..data.manifests import in_run, load_manifest
 from ..evaluation.metrics import scores
 from ..train.model_registry import base_model
-from ..paths import RunPaths, checkpoint_name, checkpoint_step, model_tag
-from ..evaluation.scoring_plan import checkpoints_to_score, scoring_plan as plan_scoring
+from ..paths import RunPaths, checkpoint_name
 from ..tracking import Tracking, run_name
-from .predictions import predict_many
-from .sampling import pool_prevalence
-from .sft import sft_start, sft_targets
+from ..queries.predictions import predict_many
+from ..queries.stage_outputs import grpo_models, pool_prevalence
+from .sft import sft_targets
 
 
 def run_grpo(cfg: Config, paths: RunPaths, reward: str, seed: int, out_dir: Path | None = None,
              grpo_cfg=None, manifest: pd.DataFrame | None = None, start: Path | None = None) -> grpo.GRPORun:
     """One GRPO run of one training seed from that seed's Free-Reasoning SFT (``grpo_cfg`` with ``seed=seed``);
     stage 08 passes its own RL ``manifest`` and, for E2's SFT on planted images, its ``start`` model."""
-    manifest = load_manifest(paths, "rl") if manifest is None else manifest
-    fmt = cfg.grpo.start_format
-    data = rl_dataset(paths, manifest, fmt)
+    sft_dir, data, run_cfg = grpo_inputs(cfg, paths, seed, grpo_cfg, manifest, start)
     out_dir = out_dir or paths.grpo_run(reward, seed)
     tracking = Tracking(cfg.report_to, paths.tracking, run_name("grpo", base_model(cfg, paths, "medical"), out_dir.name, seed))
-    return grpo.train_grpo(start or paths.sft_model("medical", fmt, seed), data, out_dir,
-                           resolve_length_threshold(cfg, paths, replace(grpo_cfg or cfg.grpo, seed=seed)), reward,
-                           pool_prevalence(paths), cfg.device, fmt, tracking)
+    return grpo.train_grpo(sft_dir, data, out_dir, run_cfg, reward, pool_prevalence(paths), cfg.device,
+                           cfg.grpo.start_format, tracking)
+
+
+def grpo_inputs(cfg: Config, paths: RunPaths, seed: int, grpo_cfg=None, manifest: pd.DataFrame | None = None,
+                start: Path | None = None):
+    """(SFT start folder, prompt dataset, GRPO settings) of ``run_grpo``'s run."""
+    manifest = load_manifest(paths, "rl") if manifest is None else manifest
+    fmt = cfg.grpo.start_format
+    return (start or paths.sft_model("medical", fmt, seed), rl_dataset(paths, manifest, fmt),
+            resolve_length_threshold(cfg, paths, replace(grpo_cfg or cfg.grpo, seed=seed)))
+
+
+def is_finished(cfg: Config, paths: RunPaths, reward: str, seed: int, out_dir: Path, grpo_cfg=None,
+                manifest: pd.DataFrame | None = None, start: Path | None = None) -> bool:
+    """Whether ``out_dir`` holds a finished run of exactly ``run_grpo``'s inputs (which it would reuse)."""
+    sft_dir, data, run_cfg = grpo_inputs(cfg, paths, seed, grpo_cfg, manifest, start)
+    return grpo.is_finished(sft_dir, data, out_dir, run_cfg, reward, pool_prevalence(paths))
 
 
 def rl_dataset(paths: RunPaths, manifest, fmt: str):
@@ -113,26 +125,6 @@ def resolve_length_threshold(cfg: Config, paths: RunPaths, grpo_cfg):
     return replace(grpo_cfg, hard=replace(grpo_cfg.hard, length_threshold=threshold, length_threshold_quantile=0.0))
 
 
-def grpo_models(cfg: Config, paths: RunPaths, reward: str, seed: int,
-                evaluation_set: str | None = None) -> list[tuple[int, str, Path]]:
-    """(step, cache tag, folder) of the SFT start (step 0) and of the checkpoints of one GRPO run: all of them, or
-    those the profile's scoring plan (``scoring_plan``) scores on ``evaluation_set`` (val, chexpert_test, nih_test;
-    the test sets' best-F1 checkpoint is read from the run's validation scores)."""
-    tag, folder = sft_start(cfg, paths, seed)
-    out = [(0, tag, folder)]
-    found = grpo.checkpoints(paths.grpo_run(reward, seed))
-    if evaluation_set is not None:
-        best = None
-        if evaluation_set != "val":
-            table = read_checkpoint_scores(paths, reward, seed)
-            best = int(table.loc[table["is_best_f1"], "step"].iloc[0]) if table["is_best_f1"].any() else None
-        plan = plan_scoring(cfg.evaluation, [checkpoint_step(c) for c in found], best)
-        found = checkpoints_to_score(found, plan, evaluation_set)
-    for c in found:
-        out.append((checkpoint_step(c), model_tag(f"grpo-{reward}-{c.name}", seed), c))
-    return out
-
-
 def checkpoint_predictions(cfg: Config, paths: RunPaths, name: str, seed: int) -> dict[int, pd.DataFrame]:
     """Validation predictions (cached) of the SFT start (step 0) and every checkpoint the scoring plan scores on
     validation, of one GRPO run and seed."""
@@ -165,21 +157,6 @@ def checkpoint_scores(cfg: Config, paths: RunPaths, names: list[str] | None = No
                      ignore_index=True)
 
 
-def read_checkpoint_scores(paths: RunPaths, reward: str, seed: int) -> pd.DataFrame:
-    """The ``checkpoint_scores.csv`` 03 wrote for one GRPO run and seed (read, never rewritten, by later stages)."""
-    path = paths.checkpoint_scores(reward, seed)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run 03_grpo first (it scores every checkpoint)")
-    return pd.read_csv(path)
-
-
-def grpo_checkpoint(paths: RunPaths, reward: str, which: str, seed: int) -> Path:
-    """The best-F1 or final checkpoint of one GRPO run and seed, from its checkpoint_scores.csv."""
-    table = read_checkpoint_scores(paths, reward, seed)
-    row = table.loc[table["is_best_f1" if which == "best_f1" else "is_final"]].iloc[0]
-    return paths.grpo_run(reward, seed) / row["checkpoint"]
-
-
 def reward_strategy_table(cfg: Config, paths: RunPaths) -> pd.DataFrame:
     """``reward_analysis.strategy_rewards`` on the validation truth sets; the constant strategy answers the most
     frequent label set of the SFT and RL selections (the training data GRPO sees)."""
@@ -201,22 +178,37 @@ def answer_statistics_table(cfg: Config, paths: RunPaths, runs_by_reward: dict[s
 
 def grpo_worked_example(cfg: Config, paths: RunPaths, run: grpo.GRPORun) -> tuple[pd.DataFrame, dict]:
     """The first group the frozen SFT policy sampled in a GRPO run's control (one image, ``num_generations``
-    completions) scored by both rewards, and that image's path and truth."""
+    completions) scored by both rewards, with the advantages trl computes under the run's ``scale_rewards``
+    (``"batch"``: over every completion of that step's control batch), and that image's path and truth."""
     path = run.out_dir / RunPaths.CONTROL / RunPaths.CONTROL_COMPLETIONS
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: the worked example needs the run's control (grpo.frozen_control)")
     comps = pd.read_parquet(path)
-    group = comps.loc[comps["step"] == comps["step"].min()].iloc[:cfg.grpo.num_generations]
+    batch = comps.loc[comps["step"] == comps["step"].min()]
+    group = batch.iloc[:cfg.grpo.num_generations]
     manifest = load_manifest(paths, "rl")
-    row = manifest.iloc[[in_run(paths, p) for p in manifest["image_path"]].index(group["image_path"].iloc[0])]
+    truths = {in_run(paths, p): list(t) for p, t in zip(manifest["image_path"], manifest["truth"])}
+    images = [in_run(paths, p) for p in manifest["image_path"]]
+    row = manifest.iloc[images.index(group["image_path"].iloc[0])]
     truth = list(row["truth"])
     tokenizer = models.load_processor(base_model(cfg, paths, "medical")).tokenizer
-    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in group["completion"]]
+
+    def lengths(texts):
+        return [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+
     g = resolve_length_threshold(cfg, paths, cfg.grpo)
-    table = reward_analysis.worked_example(list(group["completion"]), lengths, truth, pool_prevalence(paths),
-                                           g.hard, g.nuanced, prompts.requires_think(g.start_format))
+    prevalence, think = pool_prevalence(paths), prompts.requires_think(g.start_format)
+    batch_rewards = None
+    if g.scale_rewards == "batch":
+        scored = [reward_analysis.worked_example(list(b["completion"]), lengths(b["completion"]),
+                                                 truths[b["image_path"].iloc[0]], prevalence, g.hard, g.nuanced,
+                                                 think, "none")
+                  for _, b in batch.groupby(np.arange(len(batch)) // cfg.grpo.num_generations)]
+        batch_rewards = {r: [v for t in scored for v in t[r]] for r in ("hard", "nuanced")}
+    table = reward_analysis.worked_example(list(group["completion"]), lengths(group["completion"]), truth, prevalence,
+                                           g.hard, g.nuanced, think, g.scale_rewards, batch_rewards)
     return table, {"image_path": row["image_path"], "truth": truth,
-                   "length_threshold": g.hard.length_threshold}
+                   "length_threshold": g.hard.length_threshold, "scale_rewards": g.scale_rewards}
 
 
 def trl_arguments(cfg: Config) -> pd.DataFrame:
@@ -250,20 +242,3 @@ def scored_completion(cfg: Config, paths: RunPaths, name: str, seed: int,
                                          pool_prevalence(paths), prompts.requires_think(g.start_format))
     return table, {"reward": reward, "index": index, "step": int(row["step"]), "image_path": row["image_path"],
                    "truth": truths[row["image_path"]], "completion": text, "length": length}
-
-
-def grpo_inputs(cfg: Config, paths: RunPaths, seed: int, grpo_cfg=None, manifest: pd.DataFrame | None = None,
-                start: Path | None = None):
-    """(SFT start folder, prompt dataset, GRPO settings) of ``run_grpo``'s run (kept beside it at the end of the
-    module: the report links the functions above by line)."""
-    manifest = load_manifest(paths, "rl") if manifest is None else manifest
-    fmt = cfg.grpo.start_format
-    return (start or paths.sft_model("medical", fmt, seed), rl_dataset(paths, manifest, fmt),
-            resolve_length_threshold(cfg, paths, replace(grpo_cfg or cfg.grpo, seed=seed)))
-
-
-def is_finished(cfg: Config, paths: RunPaths, reward: str, seed: int, out_dir: Path, grpo_cfg=None,
-                manifest: pd.DataFrame | None = None, start: Path | None = None) -> bool:
-    """Whether ``out_dir`` holds a finished run of exactly ``run_grpo``'s inputs (which it would reuse)."""
-    sft_dir, data, run_cfg = grpo_inputs(cfg, paths, seed, grpo_cfg, manifest, start)
-    return grpo.is_finished(sft_dir, data, out_dir, run_cfg, reward, pool_prevalence(paths))

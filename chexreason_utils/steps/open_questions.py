@@ -26,9 +26,10 @@ from ..jobs import run_jobs
 from ..data.manifests import in_run
 from ..evaluation.metrics import eval_labels, matrices
 from ..paths import RunPaths
-from .evaluation import claim_floors, entry_predictions, read_evaluation, test_entries
-from .predictions import covers, image_set_digest, predict_image_set
-from .sampling import nih_test_selection, pool_prevalence
+from ..queries.stage_outputs import claim_floors, pool_prevalence, read_evaluation
+from .evaluation import entry_predictions, test_entries
+from ..queries.predictions import covers, image_set_digest, predict_image_set
+from .sampling import nih_test_selection
 
 STAGE = "07_open_questions"
 FLOOR_CLAIM = {"CheXpert": "C1", "NIH": "C2"}   # the claim whose entries E0 and E4 compare on each set

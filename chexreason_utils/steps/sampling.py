@@ -54,12 +54,6 @@ def nih_test_selection(cfg: Config, nih_root: Path):
     return nih, frame, selection
 
 
-def pool_prevalence(paths: RunPaths) -> dict[str, float]:
-    """Label -> fraction of the training pool's images that carry it."""
-    table = pd.read_csv(paths.pool_prevalence_file)
-    return dict(zip(table["label"], table["fraction"]))
-
-
 def prevalence_tables(paths: RunPaths) -> pd.DataFrame:
     """Label prevalence of the pool and of each training subset (long form, for the 01 figure)."""
     pool = pd.read_csv(paths.pool_prevalence_file)

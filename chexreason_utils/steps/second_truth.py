@@ -10,7 +10,7 @@ from ..evaluation.metrics import eval_labels, scores
 from ..paths import RunPaths
 from ..data.second_truth import RELABEL_MANIFEST, drawn_truth, write_relabel_manifest
 from .evaluation import nih_entries
-from .predictions import predictions
+from ..queries.predictions import predictions
 
 
 def second_truth_scores(cfg: Config, paths: RunPaths) -> pd.DataFrame:

@@ -14,7 +14,8 @@ from ..train import instruct, models, sft
 from .. import prompts
 from ..config import Config
 from ..data import DataLayoutError
-from ..data.phantom import generate_world, load_findings
+from ..data import nih
+from ..data.phantom import CAPTIONS, generate_world, load_findings
 from ..labels import CHEXPERT_LABELS
 from ..jobs import run_jobs
 from ..jsonl_store import write_if_changed
@@ -81,7 +82,7 @@ def world_corpus(world_root: Path) -> list[str]:
             texts.append(prompts.format_target(fmt, list(labels), teacher.trace(
                 TraceRequest(rec["image_id"], rec["path"], labels, fmt, tuple(rec["findings"].items())))))
     for pool in ("medical", "general"):
-        f = world_root / "pretrain" / pool / "captions.jsonl"
+        f = world_root / "pretrain" / pool / CAPTIONS
         texts += [json.loads(line)["text"] for line in f.read_text().splitlines()]
     return texts
 
@@ -112,7 +113,7 @@ def _prepare_base(cfg: Config, paths: RunPaths, role: str, corpus: list[str], ex
         models.TINY_BUILDERS[TINY_CLASSES[name]](corpus, raw, hidden=m.tiny_hidden, layers=m.tiny_layers,
                                                   image_size=m.tiny_image_size, vocab=m.tiny_vocab, seed=cfg.seed)
     pool = paths.world / "pretrain" / role   # radiographs + reports (medical), scenes + captions (general)
-    caps = [json.loads(line) for line in (pool / "captions.jsonl").read_text().splitlines()]
+    caps = [json.loads(line) for line in (pool / CAPTIONS).read_text().splitlines()]
     data = sft.make_dataset(["Describe this image."] * len(caps), [c["text"] for c in caps],
                             [str(pool / c["image"]) for c in caps])
     pre_cfg = replace(cfg.sft, learning_rate=m.pretrain_lr, max_steps=m.pretrain_steps, eval_steps=0,
@@ -172,7 +173,7 @@ def _zero_shot_job(cfg: Config, paths: RunPaths, role: str, variant: str, images
 
 DATA_LAYOUT = ("MIMIC-CXR-JPG: <data.mimic_root>/mimic-cxr-2.0.0-{chexpert,metadata,split}.csv.gz + files/pNN/pSUBJECT/"
                "sSTUDY/DICOM.jpg; CheXpert: <data.chexpert_root>/<data.chexpert_test_csv> + the test/ images it lists; "
-               "NIH ChestX-ray14: <data.nih_root>/Data_Entry_2017_v2020.csv + test_list.txt + images*/")
+               f"NIH ChestX-ray14: <data.nih_root>/{nih.ENTRY_FILES[0]} + {nih.SPLIT_LISTS['test']} + images*/")
 
 
 def inventory(cfg: Config, paths: RunPaths) -> pd.DataFrame:
@@ -183,8 +184,8 @@ def inventory(cfg: Config, paths: RunPaths) -> pd.DataFrame:
               ("MIMIC-CXR-JPG metadata", paths.resolve(d.mimic_root) / "mimic-cxr-2.0.0-metadata.csv.gz"),
               ("MIMIC-CXR-JPG split", paths.resolve(d.mimic_root) / "mimic-cxr-2.0.0-split.csv.gz"),
               ("CheXpert test labels", paths.resolve(d.chexpert_root) / d.chexpert_test_csv),
-              ("NIH Data_Entry", paths.resolve(d.nih_root) / "Data_Entry_2017_v2020.csv"),
-              ("NIH test list", paths.resolve(d.nih_root) / "test_list.txt")]
+              ("NIH Data_Entry", paths.resolve(d.nih_root) / nih.ENTRY_FILES[0]),
+              ("NIH test list", paths.resolve(d.nih_root) / nih.SPLIT_LISTS["test"])]
     rows = [{"item": k, "where": str(v), "present": v.exists()} for k, v in checks]
     missing = [f"{r['item']} ({r['where']})" for r in rows if not r["present"]]
     if missing:

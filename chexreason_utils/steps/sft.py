@@ -17,7 +17,7 @@ from ..jobs import run_jobs
 from ..data.manifests import load_manifest
 from ..train.model_registry import base_model, image_pixels
 from ..train.models import load_processor
-from ..paths import RunPaths, model_tag
+from ..paths import RunPaths
 from ..train.teacher import TraceRequest, generate_traces, make_teacher
 from ..train.trainer_log import log_rows
 from ..tracking import Tracking, run_name
@@ -72,9 +72,10 @@ def loss_mask_example(cfg: Config, paths: RunPaths, fmt: str, role: str = "medic
     return sft_data.loss_mask(collator.examples[0], processor.tokenizer, processor.tokenizer.image_token)
 
 
-def _sft_job(cfg: Config, paths: RunPaths, role: str, fmt: str, seed: int, out_dir: Path | None = None,
+def run_sft(cfg: Config, paths: RunPaths, role: str, fmt: str, seed: int, out_dir: Path | None = None,
              image_paths: list[str] | None = None) -> sft.SFTResult:
-    """One SFT run (``out_dir``, ``image_paths``: E2's run on planted images, else 02's folder and images)."""
+    """One SFT run of ``role`` in format ``fmt`` from training seed ``seed`` (``out_dir``, ``image_paths``: E2's run on
+    planted images; default 02's folder and images)."""
     train, held_out = sft_datasets(cfg, paths, fmt, image_paths)
     base = base_model(cfg, paths, role)
     return sft.train_sft(base, train, held_out, out_dir or paths.sft_model(role, fmt, seed), cfg.sft,
@@ -89,7 +90,7 @@ def train_formats(cfg: Config, paths: RunPaths, roles: list[str]) -> dict[str, d
     for fmt in cfg.sft.formats:   # teacher traces first, here: one cache file per format, one writer
         sft_datasets(cfg, paths, fmt)
     keys = [(r, f, s) for r in roles for f in cfg.sft.formats for s in training_seeds(cfg)]
-    done = run_jobs(_sft_job, [dict(cfg=cfg, paths=paths, role=r, fmt=f, seed=s) for r, f, s in keys], cfg.workers)
+    done = run_jobs(run_sft, [dict(cfg=cfg, paths=paths, role=r, fmt=f, seed=s) for r, f, s in keys], cfg.workers)
     results: dict = {}
     for (r, f, s), res in zip(keys, done):
         results.setdefault(r, {}).setdefault(f, {})[s] = res
@@ -137,9 +138,3 @@ def sample_validity(cfg: Config, paths: RunPaths) -> pd.DataFrame:
     GRPO's start format that keep the output contract."""
     jobs = [dict(cfg=cfg, paths=paths, seed=s) for s in training_seeds(cfg)]
     return pd.DataFrame(run_jobs(_validity_job, jobs, cfg.workers))
-
-
-def sft_start(cfg: Config, paths: RunPaths, seed: int) -> tuple[str, Path]:
-    """(cache tag, folder) of the medical SFT model GRPO starts from, for one seed."""
-    fmt = cfg.grpo.start_format
-    return model_tag(f"sft-medical-{fmt}", seed), paths.sft_model("medical", fmt, seed)

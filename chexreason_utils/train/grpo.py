@@ -26,6 +26,7 @@ uninterrupted one. Every completion of both runs carries its ``image_path``, so 
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -37,12 +38,12 @@ from transformers import PrinterCallback, TrainerCallback
 
 from .. import run_records
 from . import resume
-from ..config import REWARDS, GRPOConfig
+from ..config import GRPOConfig
 from ..cache_keys import digest, files_digest, model_fingerprint
 from .models import device_and_dtype, is_adapter, load_model, load_processor
 from ..paths import RunPaths, checkpoint_name
 from ..prompts import completion_text, requires_think, user_message
-from .rewards import CollapseGuard, hard_reward_functions, nuanced_reward_functions, per_label_reward_functions
+from .rewards import CollapseGuard, reward_functions
 from ..tracking import Tracking
 from .trainer_progress import ProgressCallback, task_name
 
@@ -214,20 +215,8 @@ def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GR
     """The configured ``GRPOTrainer`` (policy and reference = the SFT checkpoint) and its collapse guard;
     ``resume_from``: the checkpoint whose weights are restored strictly when training starts; ``tracking``: where
     trl reports."""
-    from trl import GRPOTrainer
-
     think = requires_think(fmt)
-    guard = None
-    if reward == "hard":
-        funcs = hard_reward_functions(cfg.hard, think)
-    elif reward == "per_label":
-        funcs = per_label_reward_functions(cfg.hard, think)
-    elif reward == "nuanced":
-        n = cfg.nuanced
-        guard = CollapseGuard(n.window, n.dominance, n.excess_repetition, n.collapse, n.min_window)
-        funcs = nuanced_reward_functions(n, prevalence, guard, think)
-    else:
-        raise ValueError(f"unknown reward {reward!r}; choose one of {', '.join(REWARDS)}")
+    funcs, guard = reward_functions(reward, cfg, prevalence, think)
 
     task = task_name("GRPO", out_dir)
     dev, _ = device_and_dtype(device)
@@ -236,15 +225,38 @@ def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GR
         processor = load_processor(sft_dir)
     args = trl_config(cfg, out_dir, dev, tracking)
     timer = ProgressCallback(task)
+    funcs = [timer.timed_reward(funcs[0]), *funcs[1:]]   # the first reward call ends a rollout's generation
     with tracking.environment(), run_records.timed(task, "build"):   # includes loading the reference model
-        trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=args, train_dataset=train,
+        trainer = timed_grpo_trainer()(timer, model=policy, reward_funcs=funcs, args=args, train_dataset=train,
                               processing_class=processor, callbacks=[SaveRewardState(guard, processor), timer,
                                                                                  SeedGeneration(cfg.seed),
                                                                                  resume.StrictRestore(resume_from)])
     trainer.remove_callback(PrinterCallback)   # progress lines come from ProgressCallback; logs go to the CSV
-    timer.time_method(trainer, "_generate", "train.generate")
-    timer.time_method(trainer, "_generate_and_score_completions", "train.rollout")
     return trainer, guard
+
+
+@functools.cache
+def timed_grpo_trainer() -> type:
+    """``trl.GRPOTrainer`` telling a ``ProgressCallback`` where each training step's rollout starts and ends,
+    through the public ``training_step`` and ``compute_loss`` only (a trl rename of its private generation methods
+    cannot silently stop the timing). Built on first use: trl is imported lazily."""
+    from trl import GRPOTrainer
+
+    class TimedGRPOTrainer(GRPOTrainer):
+        def __init__(self, timer: ProgressCallback, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.rollout_timer = timer
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            self.rollout_timer.rollout_begin()
+            return super().training_step(model, inputs, num_items_in_batch)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            self.rollout_timer.rollout_end()
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    return TimedGRPOTrainer
 
 
 # trl versions whose vLLM colocate path hands vLLM processor-expanded image tokens (trl issues 6294, 6401; the fix,

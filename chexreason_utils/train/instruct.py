@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .. import prompts
+from ..data.phantom import CAPTIONS
 from ..labels import CHEXPERT_LABELS, format_label_list
 
 DOMAINS = {"medical": "phantom radiographs with short reports", "general": "coloured-shape scenes with captions"}
@@ -125,10 +126,10 @@ class Domain:
 def build_examples(pool_dir: str | Path, role: str, n: int, seed: int) -> pd.DataFrame:
     """``n`` instruction examples (instruction, target, image, task format, tags, separator) from one pool."""
     pool_dir = Path(pool_dir)
-    rows = [json.loads(line) for line in (pool_dir / "captions.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (pool_dir / CAPTIONS).read_text().splitlines()]
     key = "findings" if role == "medical" else "objects"
     if not rows or key not in rows[0]:
-        raise ValueError(f"{pool_dir / 'captions.jsonl'}: rows need a {key!r} field (regenerate the world)")
+        raise ValueError(f"{pool_dir / CAPTIONS}: rows need a {key!r} field (regenerate the world)")
     domain = Domain(role)
     rng = np.random.default_rng([seed, list(DOMAINS).index(role)])
     out = []

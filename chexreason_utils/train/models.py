@@ -28,6 +28,8 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from transformers.image_utils import SizeDict
 from transformers.processing_utils import ProcessorMixin
 
+from ..paths import ADAPTER_CONFIG
+
 # LoRA on the language model's attention and MLP projections only; the vision tower stays frozen (paper).
 LANGUAGE_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
 
@@ -51,7 +53,7 @@ def device_and_dtype(device: str = "auto", dtype: str = "auto") -> tuple[str, to
 
 
 def is_adapter(path: str | Path) -> bool:
-    return (Path(path) / "adapter_config.json").is_file()
+    return (Path(path) / ADAPTER_CONFIG).is_file()
 
 
 def load_processor(path: str | Path, min_pixels: int = 0, max_pixels: int = 0):
@@ -108,7 +110,7 @@ def load_model(path: str | Path, device: str = "auto", dtype: str = "auto", trai
     if is_adapter(path):
         from peft import PeftModel
 
-        base_id = json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
+        base_id = json.loads((Path(path) / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
         base = AutoModelForImageTextToText.from_pretrained(base_id, dtype=torch_dtype, use_safetensors=True)
         model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable_adapter)
     else:

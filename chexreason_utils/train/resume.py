@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from transformers import TrainerCallback
 
-from ..paths import RunPaths, checkpoint_step, is_checkpoint_name
+from ..paths import ADAPTER_CONFIG, RunPaths, checkpoint_step, is_checkpoint_name
 from ..run_records import count
 
 RUN_ID_FILE = "run_id.txt"
@@ -83,7 +83,7 @@ def checkpoint_tensors(model, checkpoint: str | Path) -> dict[str, torch.Tensor]
     """The checkpoint's tensors under ``model``'s own state-dict names; a ``ResumeError`` naming the checkpoint
     when a tensor of the model is missing from it or it holds one the model does not have."""
     checkpoint = Path(checkpoint)
-    if (checkpoint / "adapter_config.json").is_file():
+    if (checkpoint / ADAPTER_CONFIG).is_file():
         from peft import get_peft_model_state_dict
         from peft.utils import load_peft_weights
 

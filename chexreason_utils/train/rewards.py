@@ -39,7 +39,7 @@ from collections import Counter, deque
 from pathlib import Path
 from typing import Callable
 
-from ..config import HardRewardConfig, NuancedRewardConfig
+from ..config import REWARDS, GRPOConfig, HardRewardConfig, NuancedRewardConfig
 from ..labels import CHEXPERT_LABELS
 from ..prompts import Parsed, completion_text, parse_output
 
@@ -207,3 +207,34 @@ def nuanced_reward_functions(cfg: NuancedRewardConfig, prevalence: dict[str, flo
 
     names = ("nuanced_match", "nuanced_partial", "nuanced_fp", "nuanced_collapse", "nuanced_format")
     return component_functions(names, score_batch)
+
+
+def _hard(cfg: GRPOConfig, prevalence: dict[str, float], think: bool) -> tuple[list[Callable], None]:
+    return hard_reward_functions(cfg.hard, think), None
+
+
+def _per_label(cfg: GRPOConfig, prevalence: dict[str, float], think: bool) -> tuple[list[Callable], None]:
+    return per_label_reward_functions(cfg.hard, think), None
+
+
+def _nuanced(cfg: GRPOConfig, prevalence: dict[str, float], think: bool) -> tuple[list[Callable], CollapseGuard]:
+    n = cfg.nuanced
+    guard = CollapseGuard(n.window, n.dominance, n.excess_repetition, n.collapse, n.min_window)
+    return nuanced_reward_functions(n, prevalence, guard, think), guard
+
+
+# Every GRPO reward: name -> factory (GRPO settings, pool prevalence, whether the answer has a think block) ->
+# (trl reward functions whose sum is the reward, its collapse guard or None). The names are config.REWARDS (config
+# sits below this module and validates grpo.rewards with them); the check below keeps the two the same.
+REWARD_FACTORIES: dict[str, Callable[[GRPOConfig, dict, bool], tuple[list[Callable], CollapseGuard | None]]] = {
+    "hard": _hard, "nuanced": _nuanced, "per_label": _per_label}
+if tuple(REWARD_FACTORIES) != REWARDS:
+    raise ImportError(f"train.rewards.REWARD_FACTORIES {tuple(REWARD_FACTORIES)} and config.REWARDS {REWARDS} differ")
+
+
+def reward_functions(reward: str, cfg: GRPOConfig, prevalence: dict[str, float],
+                     think: bool = True) -> tuple[list[Callable], CollapseGuard | None]:
+    """The trl reward functions of GRPO reward ``reward`` (and its collapse guard, None but for nuanced)."""
+    if reward not in REWARD_FACTORIES:
+        raise ValueError(f"unknown reward {reward!r}; choose one of {', '.join(REWARD_FACTORIES)}")
+    return REWARD_FACTORIES[reward](cfg, prevalence, think)

@@ -1,7 +1,18 @@
 """A trainer callback that shows training progress (``progress.Bar``) and splits a run's training time into
-optimisation steps, in-training evaluation, checkpoint saving and (GRPO) generation, as timing records."""
+optimisation steps, in-training evaluation, checkpoint saving and (GRPO) rollouts, as timing records.
+
+GRPO's rollout phases come through public hooks only (``train.grpo.TimedGRPOTrainer`` overrides the public
+``training_step`` and ``compute_loss``; the first reward function is wrapped by ``timed_reward``):
+
+- ``train.rollout``: from the start of a training step to its loss: trl's input preparation, i.e. on a generation
+  step generation, log-probabilities, rewards and advantages (trl's ``_generate_and_score_completions``);
+- ``train.generate``: from the start of a generation step to its first reward call: generation, plus the old /
+  reference log-probability passes trl makes before scoring (with ``beta > 0`` or several iterations per batch).
+  trl exposes no public hook between generating and those passes, so this is the part of a rollout before scoring,
+  not the sampling alone."""
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections import defaultdict
@@ -33,21 +44,34 @@ class ProgressCallback(TrainerCallback):
         self.seconds: dict[str, float] = defaultdict(float)
         self.bar: progress.Bar | None = None
         self._start = self._mark = 0.0
+        self._rollout: float | None = None
+        self._generate: float | None = None
 
-    def time_method(self, obj, name: str, phase: str) -> None:
-        """Count the time spent in ``obj.name(...)`` (e.g. GRPO's generation) as ``phase``."""
-        method = getattr(obj, name, None)
-        if method is None:
-            return
+    def rollout_begin(self) -> None:
+        """A training step starts (``TimedGRPOTrainer.training_step``): trl prepares its inputs, generating and
+        scoring a new batch when the step is a generation step."""
+        self._rollout = self._generate = time.perf_counter()
 
-        def wrapped(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return method(*args, **kwargs)
-            finally:
-                self.seconds[phase] += time.perf_counter() - t0
+    def scoring_begin(self) -> None:
+        """The step's first reward call: the time since ``rollout_begin`` is ``train.generate`` (once per step)."""
+        if self._generate is not None:
+            self.seconds["train.generate"] += time.perf_counter() - self._generate
+            self._generate = None
 
-        setattr(obj, name, wrapped)
+    def rollout_end(self) -> None:
+        """The loss is computed (``TimedGRPOTrainer.compute_loss``): the time since ``rollout_begin`` is
+        ``train.rollout``; a step that generated nothing (it reuses the buffered batch) adds only the slicing."""
+        if self._rollout is not None:
+            self.seconds["train.rollout"] += time.perf_counter() - self._rollout
+        self._rollout = self._generate = None
+
+    def timed_reward(self, func):
+        """``func`` (a trl reward function), calling ``scoring_begin`` first; name and behaviour unchanged."""
+        @functools.wraps(func)
+        def timed(*args, **kwargs):
+            self.scoring_begin()
+            return func(*args, **kwargs)
+        return timed
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._start = self._mark = time.perf_counter()
