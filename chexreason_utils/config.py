@@ -495,8 +495,8 @@ class Config:
     arithmetic: str = option("native", "Float path of every process (arithmetic.py): native (each library picks code "
                                        "by this CPU: fastest, bytes differ between CPUs) | portable (ATen, MKL, oneDNN "
                                        "and NumPy capped to code every x86-64 CPU with AVX2 runs alike: the same bytes "
-                                       "on Intel and AMD, training about 3x slower). The committed figures are "
-                                       "portable.", "run", choices=MODES)
+                                       "on Intel and AMD; training steps 2.5-3.9x and generation 1.7x slower on an "
+                                       "AVX-512 Xeon). The committed figures are portable.", "run", choices=MODES)
     workers: int = option(0, "Processes for independent jobs (jobs.run_jobs); 0: one per CPU core.", "run", min=0)
     report_to: str = option("none", "Experiment tracker for trl's training logs (trl report_to), one tracker run per "
                                     "SFT, GRPO and control: none | tensorboard | trackio (local, no account) | wandb "
