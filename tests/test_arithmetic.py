@@ -132,3 +132,19 @@ def test_the_mode_is_a_profile_option_with_allowed_values():
     assert load_profile("tiny", {"arithmetic": "portable"}).arithmetic == "portable"
     with pytest.raises(ConfigError, match="arithmetic"):
         load_profile("tiny", {"arithmetic": "fast"})
+
+
+def test_the_run_command_restarts_itself_under_the_profiles_mode_and_says_so(tmp_path):
+    """``chexreason run`` loads the profile (and NumPy with it) before it knows the mode: it starts itself afresh
+    under the caps, and its first line says which float path the run takes."""
+    if arithmetic.missing_flags():
+        pytest.skip("portable arithmetic needs AVX2")
+    command = [sys.executable, "-m", "chexreason_utils", "run", "--profile", "smoke", "--only", "99",
+               "--run-dir", str(tmp_path / "run"), "--figure-dir", str(tmp_path / "figures")]
+    env = {k: v for k, v in os.environ.items() if k not in arithmetic.PORTABLE_ENV and k != arithmetic.MODE_ENV}
+    portable = subprocess.run([*command, "-p", "arithmetic=portable"], env=env, capture_output=True, text=True)
+    native = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert portable.stdout.startswith("arithmetic: portable arithmetic on ")
+    assert "will differ" not in portable.stdout and "no stage '99'" in portable.stderr
+    assert native.stdout.startswith("arithmetic: native arithmetic on ")
+    assert "will differ from a portable run's and from the committed figures" in native.stdout
