@@ -14,9 +14,13 @@ from chexreason_utils import arithmetic, portable_digest
 from chexreason_utils.config import ConfigError, load_profile
 
 
+def _clean_env() -> dict[str, str]:
+    """This process's environment without any arithmetic setting: a child starts as a fresh shell would."""
+    return {k: v for k, v in os.environ.items() if k not in arithmetic.PORTABLE_ENV and k != arithmetic.MODE_ENV}
+
+
 def _python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in arithmetic.PORTABLE_ENV and k != arithmetic.MODE_ENV}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=base | env, capture_output=True,
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=_clean_env() | env, capture_output=True,
                           text=True, timeout=300)
 
 
@@ -141,9 +145,8 @@ def test_the_run_command_restarts_itself_under_the_profiles_mode_and_says_so(tmp
         pytest.skip("portable arithmetic needs AVX2")
     command = [sys.executable, "-m", "chexreason_utils", "run", "--profile", "smoke", "--only", "99",
                "--run-dir", str(tmp_path / "run"), "--figure-dir", str(tmp_path / "figures")]
-    env = {k: v for k, v in os.environ.items() if k not in arithmetic.PORTABLE_ENV and k != arithmetic.MODE_ENV}
-    portable = subprocess.run([*command, "-p", "arithmetic=portable"], env=env, capture_output=True, text=True)
-    native = subprocess.run(command, env=env, capture_output=True, text=True)
+    portable = subprocess.run([*command, "-p", "arithmetic=portable"], env=_clean_env(), capture_output=True, text=True)
+    native = subprocess.run(command, env=_clean_env(), capture_output=True, text=True)
     assert portable.stdout.startswith("arithmetic: portable arithmetic on ")
     assert "will differ" not in portable.stdout and "no stage '99'" in portable.stderr
     assert native.stdout.startswith("arithmetic: native arithmetic on ")
