@@ -6,7 +6,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from chexreason_utils.steps import grpo as grpo_steps
+from chexreason_utils.training_runs import grpo as grpo_runs
 from chexreason_utils.config import load_profile
 from chexreason_utils.paths import RunPaths
 
@@ -18,8 +18,9 @@ def main(steps: int = 8) -> None:
         sys.exit(f"no SFT checkpoint under {paths.sft}: run `make figures` (or stages 00-02) first")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        run = grpo_steps.run_grpo(cfg, paths, "hard", cfg.seeds[0], out_dir=Path(tmp),
-                                  grpo_cfg=replace(cfg.grpo, max_steps=steps, save_steps=steps))
+        inputs = grpo_runs.grpo_inputs(cfg, paths, "hard", cfg.seeds[0],
+                                       replace(cfg.grpo, max_steps=steps, save_steps=steps))
+        run = grpo_runs.run_grpo(cfg, paths, inputs, Path(tmp))
         wall = time.perf_counter() - t0
     runtime = run.log["train_runtime"].dropna().iloc[-1] if "train_runtime" in run.log else wall
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

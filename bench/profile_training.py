@@ -21,7 +21,7 @@ from chexreason_utils.train import sft  # noqa: E402
 from chexreason_utils.config import load_profile  # noqa: E402
 from chexreason_utils.train.model_registry import base_model  # noqa: E402
 from chexreason_utils.paths import RunPaths  # noqa: E402
-from chexreason_utils.steps import grpo as grpo_steps, sft as sft_steps  # noqa: E402
+from chexreason_utils.training_runs import grpo as grpo_runs, sft as sft_runs  # noqa: E402
 
 
 def profiled(label: str, fn, top: int) -> None:
@@ -47,15 +47,15 @@ def main() -> None:
     fmt, seed = cfg.grpo.start_format, cfg.seeds[0]
     if not (paths.sft_model("medical", fmt, seed) / "config.json").exists():
         sys.exit(f"no SFT model at {paths.sft_model('medical', fmt, seed)}: run stages 00-02 of profile {cfg.profile} first")
-    train, held_out = sft_steps.sft_datasets(cfg, paths, fmt)
+    train, held_out = sft_runs.sft_datasets(cfg, paths, fmt)
     sft_cfg = replace(cfg.sft, max_steps=args.sft_steps, eval_steps=args.sft_steps)
     grpo_cfg = replace(cfg.grpo, max_steps=args.grpo_steps, save_steps=args.grpo_steps)
     with tempfile.TemporaryDirectory() as tmp:
         profiled(f"SFT medical/{fmt}, {args.sft_steps} steps", lambda: sft.train_sft(
             base_model(cfg, paths, "medical"), train, held_out, Path(tmp) / "sft", sft_cfg,
             full_finetune=not cfg.sft.use_lora, seed=seed, device=cfg.device), args.top)
-        profiled(f"GRPO hard, {args.grpo_steps} steps", lambda: grpo_steps.run_grpo(
-            cfg, paths, "hard", seed, out_dir=Path(tmp) / "grpo", grpo_cfg=grpo_cfg), args.top)
+        profiled(f"GRPO hard, {args.grpo_steps} steps", lambda: grpo_runs.run_grpo(
+            cfg, paths, grpo_runs.grpo_inputs(cfg, paths, "hard", seed, grpo_cfg), Path(tmp) / "grpo"), args.top)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ seconds (on a shared machine wall time measures the neighbours):
   run (loading, data preparation and saving cancel; n is below the checkpoint interval), against forward +
   backward + AdamW on n collated batches of the same examples;
 - GRPO: trl's loss (``GRPOTrainer.compute_loss``) + backward + AdamW against a bare policy-gradient loss with the
-  same KL term, on the same generated completions (generation itself is measured under "generation");
+  same KL term, on the same generated completions: those of a short run, recorded by a trainer subclass as trl hands
+  them to its public ``compute_loss`` (generation itself is measured under "generation");
 - generation: ``evaluate.predict`` (whole call) against a bare batched greedy ``model.generate`` of the same inputs;
 - ``--only sft-variants``: the bare SFT step eager, under ``torch.compile`` and under bf16 autocast, and whether
   reruns give bit-identical losses (the condition for adopting either).
@@ -148,22 +149,27 @@ def bench_sft_variants(cfg, base, paths, reps: int, steps: int) -> list[dict]:
     return rows_out
 
 
-def _endless(loader):
-    """The loader's batches epoch after epoch (GRPO's prompts repeat when the steps outrun them)."""
-    while True:
-        yield from loader
-
-
 def bench_grpo(cfg, base, paths, root: Path, reps: int, steps: int) -> dict:
     g = replace(cfg.grpo, max_steps=steps, save_steps=steps)
     fmt = g.start_format
     n = g.prompts_per_step
     train = grpo.make_dataset(prompts.prompt_for(fmt), paths[:n * steps], [["Cardiomegaly"]] * (n * steps))
-    trainer, _ = grpo.build_trainer(base, train, root / "grpo", g, "hard", {}, device="cpu", fmt=fmt)
+    inputs, recording = [], [True]
+
+    class Recorded(grpo.timed_grpo_trainer()):
+        """Keeps the generated and scored batch trl hands its public ``compute_loss`` at each training step."""
+
+        def compute_loss(self, model, batch, return_outputs=False, num_items_in_batch=None):
+            if recording[0]:
+                inputs.append({k: v.detach() if torch.is_tensor(v) else v for k, v in batch.items()})
+            return super().compute_loss(model, batch, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    trainer, _ = grpo.build_trainer(grpo.GRPOInputs(base, train, g, "hard", {}), root / "grpo", device="cpu",
+                                    trainer_class=Recorded)
+    trainer.train()   # the run's own rollouts: one batch a step, recorded as trl passes it to the loss
+    recording[0] = False
     trainer.model.train()
-    trainer.current_gradient_accumulation_steps = 1   # set by the training loop, read by compute_loss
-    inputs = [trainer._generate_and_score_completions(batch)
-              for batch, _ in zip(_endless(trainer.get_train_dataloader()), range(steps))]
     tokens = sum(int(i["prompt_mask"].sum() + i["completion_mask"].sum()) for i in inputs)
     model = trainer.model
     opt = torch.optim.AdamW(model.parameters(), lr=g.learning_rate)

@@ -350,7 +350,7 @@ class GRPOConfig:
     save_steps: int = option(50, "A checkpoint every this many steps (the candidates for Table 4's best-F1 "
                                  "checkpoint): the paper does not say how often it checkpointed.", min=1)
     seed: int = option(21, "Recorded in run_info.json only: every GRPO run replaces it by its training seed "
-                           "(steps.grpo.run_grpo), which seeds the data order and, with the step, the sampling.", "run",
+                           "(training_runs.grpo.grpo_inputs), which seeds the data order and, with the step, the sampling.", "run",
                            min=0)
     lr_scheduler: str = option("linear", "Learning-rate schedule (trl lr_scheduler_type; no warmup): linear decay "
                                          "to 0 at max_steps (trl's default) | constant (E1's arm: more steps is "

@@ -96,7 +96,7 @@ def compute(work: Path) -> list[tuple[str, str]]:
     g = replace(cfg.grpo, max_steps=GRPO_STEPS, save_steps=GRPO_STEPS)
     truths = [FINDINGS[i % len(FINDINGS)] for i in range(N_IMAGES)]
     train = grpo.make_dataset(prompts.prompt_for(fmt), paths, truths, [Path(p).name for p in paths])
-    run = grpo.train_grpo(tuned.out_dir, train, work / "grpo", g, "hard", {}, device="cpu", fmt=fmt)
+    run = grpo.train_grpo(grpo.GRPOInputs(tuned.out_dir, train, g, "hard", {}), work / "grpo", device="cpu")
     out += _tensors("grpo", run.checkpoints[-1])
     out += _log("grpo", run.log) + _log("control", run.control)
     images = pd.DataFrame({"image_id": [Path(p).stem for p in paths], "image_path": paths})

@@ -259,7 +259,8 @@ def rehearse(cfg: Config, out_dir: Path, roles: tuple[str, ...] = ("medical", "g
                 ds = grpo.make_dataset(prompt_for(fmt), [str(p) for p in mimic[s.n_sft:]],
                                        [labels[i % len(labels)] for i in range(s.n_rl)])
                 with peak_rss() as rss:
-                    run = grpo.train_grpo(result.out_dir, ds, out_dir / role / "grpo", g, "hard", {}, cfg.device, fmt)
+                    run = grpo.train_grpo(grpo.GRPOInputs(result.out_dir, ds, g, "hard", {}),
+                                          out_dir / role / "grpo", cfg.device)
                 length = float(run.log["completions/mean_length"].dropna().mean())
                 rows.append(_row(name, "GRPO", run.log, prompt, image_tokens, length, rss))
                 model_dir = run.checkpoints[-1]

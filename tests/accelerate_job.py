@@ -21,7 +21,7 @@ targets = [prompts.format_target(fmt, [t], "The image shows it.") for t in image
 data = sft.make_dataset([prompts.prompt_for(fmt)] * len(images), targets, list(images["image_path"]))
 result = sft.train_sft(work / "base", data, None, work / "sft", cfg.sft, full_finetune=True, seed=0, device="cpu")
 rl = grpo.make_dataset(prompts.prompt_for(fmt), list(images["image_path"]), [[t] for t in images["truth"]])
-run = grpo.train_grpo(work / "sft", rl, work / "grpo", cfg.grpo, "hard", {}, device="cpu", fmt=fmt)
+run = grpo.train_grpo(grpo.GRPOInputs(work / "sft", rl, cfg.grpo, "hard", {}), work / "grpo", device="cpu")
 pred = evaluate.predict_sharded(work / "sft", images[["image_id", "image_path"]], fmt, work / "pred.jsonl",
                                 batch_size=4, max_new_tokens=12, device="cpu", progress=False)
 state = PartialState()

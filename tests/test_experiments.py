@@ -23,7 +23,9 @@ from chexreason_utils.evaluation import claims, registration
 from chexreason_utils.report import figure_registry
 from chexreason_utils.paths import RunPaths
 from chexreason_utils.runner import RunnerError, RunOptions, run
-from chexreason_utils.steps import experiment_readouts, experiments, shortcut
+from chexreason_utils.evaluation import shortcut
+from chexreason_utils.training_runs import experiment_plan
+from chexreason_utils.steps import experiment_readouts, experiments
 from chexreason_utils.train import grpo
 
 
@@ -37,10 +39,10 @@ def test_each_grid_expands_to_its_registered_cells():
     with pytest.raises(registration.RegistrationError, match="neither a number"):
         registration.multiple_of("five", 1.0, "E5")
     tiny, smoke = load_profile("tiny"), load_profile("smoke")
-    assert experiments.cells(tiny, "E5") == e5 and [experiments.scaled_steps(tiny, s) for s in (40, 160)] == [40, 160]
-    assert [experiments.scaled_steps(smoke, s) for s in (40, 160)] == [4, 16]   # 40 = tiny's grpo.max_steps = 1 epoch
-    assert experiments.cells(smoke, "E3") == [{"nih_share": 0.0}, {"nih_share": 0.25}]
-    assert experiments.cells(smoke, "E5") == e5[:1] and experiments.experiment_seeds(smoke) == [0]
+    assert experiment_plan.cells(tiny, "E5") == e5 and [experiment_plan.scaled_steps(tiny, s) for s in (40, 160)] == [40, 160]
+    assert [experiment_plan.scaled_steps(smoke, s) for s in (40, 160)] == [4, 16]   # 40 = tiny's grpo.max_steps = 1 epoch
+    assert experiment_plan.cells(smoke, "E3") == [{"nih_share": 0.0}, {"nih_share": 0.25}]
+    assert experiment_plan.cells(smoke, "E5") == e5[:1] and experiment_plan.experiment_seeds(smoke) == [0]
 
 
 def test_e1_runs_one_run_per_linear_dose_and_one_checkpointed_constant_run():
@@ -57,7 +59,7 @@ def test_e1_runs_one_run_per_linear_dose_and_one_checkpointed_constant_run():
     assert experiments.e1_settings(tiny, {**constant, "lr_schedule": "linear", "grpo_steps": 120}).save_steps == 40
     first = {"grpo_steps": 40, "lr_schedule": "linear", "rl_set": "sampling.n_rl"}
     assert replace(experiments.e1_settings(tiny, first), frozen_control=True) == tiny.grpo   # = 03's run: reused
-    assert experiments.cells(smoke, "E1") == [{**first, "grpo_steps": 0}, first]
+    assert experiment_plan.cells(smoke, "E1") == [{**first, "grpo_steps": 0}, first]
     assert experiments.e1_rl_size(tiny, "4 x sampling.n_rl") == 4 * tiny.sampling.n_rl
 
 
@@ -84,15 +86,15 @@ def test_the_larger_rl_set_keeps_out_every_excluded_patient_or_says_why():
 def test_e2_one_point_is_rho_0_and_the_largest_rho_with_the_marker_in_rl_data_only():
     grid = registration.grid_cells(registration.get("E2"))
     assert len(grid) == 3 * 2 and {c["finding"] for c in grid} == {"Atelectasis"}
-    smoke, rl_only = load_profile("smoke"), experiments.E2_RL
-    assert experiments.cells(smoke, "E2") == [{"rho": 0.0, "arm": rl_only, "finding": "Atelectasis"},
+    smoke, rl_only = load_profile("smoke"), experiment_plan.E2_RL
+    assert experiment_plan.cells(smoke, "E2") == [{"rho": 0.0, "arm": rl_only, "finding": "Atelectasis"},
                                               {"rho": 0.9, "arm": rl_only, "finding": "Atelectasis"}]
-    both = {"rho": 0.0, "arm": experiments.E2_BOTH, "finding": "Atelectasis"}
-    assert experiments.e2_run_cell(both)["arm"] == rl_only   # rho 0: the main world's models in both arms
-    assert [experiments.e2_own_sft({**both, "rho": r}) for r in (0.0, 0.5)] == [False, True]
+    both = {"rho": 0.0, "arm": experiment_plan.E2_BOTH, "finding": "Atelectasis"}
+    assert experiment_plan.e2_run_cell(both)["arm"] == rl_only   # rho 0: the main world's models in both arms
+    assert [experiment_plan.e2_own_sft({**both, "rho": r}) for r in (0.0, 0.5)] == [False, True]
     assert registration.cell_name({**both, "rho": 0.5}) == "rho-0.5_arm-marker-in-SFT-and-RL-data_finding-Atelectasis"
     with pytest.raises(ValueError, match="grid.arm 'marker everywhere'"):
-        experiments.e2_own_sft({**both, "arm": "marker everywhere"})
+        experiment_plan.e2_own_sft({**both, "arm": "marker everywhere"})
     with pytest.raises(ValueError, match="grid.finding 'Hernia' is not a world finding"):
         shortcut.planted_world(smoke, 0.5, "Hernia")
 
@@ -209,9 +211,9 @@ def _check_e2_files(copy: RunPaths) -> None:
     the world's pixels."""
     from PIL import Image
 
-    cell = {"rho": 0.9, "arm": experiments.E2_RL, "finding": "Atelectasis"}
-    root = experiments.e2_planted_root(copy, cell)
-    planted = pd.read_csv(experiments.cell_dir(copy, "E2", cell) / experiments.RL_MANIFEST, dtype=str)
+    cell = {"rho": 0.9, "arm": experiment_plan.E2_RL, "finding": "Atelectasis"}
+    root = experiment_plan.e2_planted_root(copy, cell)
+    planted = pd.read_csv(experiment_plan.cell_dir(copy, "E2", cell) / experiment_plan.RL_MANIFEST, dtype=str)
     rl = load_manifest(copy, "rl")
     marked = {r["path"] for r in read_findings(root) if r.get("shortcut_marker")}
     differ, rl_images = set(), set()
@@ -223,7 +225,7 @@ def _check_e2_files(copy: RunPaths) -> None:
             differ.add(rel)
             assert not ((a != b) & ~_jpeg_blocks(shortcut_mask(len(a)))).any()   # JPEG: the ring's 8x8 blocks only
     assert differ and differ == marked & rl_images and len(differ) == shortcut.marked_count(copy, "rl", root)
-    folder = copy.stage(experiments.STAGE) / "E2" / "counterfactual"
+    folder = copy.stage(experiment_plan.STAGE) / "E2" / "counterfactual"
     for name in shortcut.TEST_MANIFESTS.values():
         test = load_manifest(copy, name)
         assert len(list((folder / "plain" / name).glob("*.png"))) == len(test) == len(list((folder / "marker" / name).glob("*.png")))
@@ -247,7 +249,7 @@ def check_one_point_grids(paths: RunPaths, where: Path) -> None:
     assert _file_digests(copy.world) == world   # E2 plants its marker in folders of its own
     assert json.loads((copy.world / "world_card.json").read_text())["knobs_hash"] == knobs_hash(load_profile("smoke").world)
     page = (copy.figures / "EXPERIMENTS.md").read_text()
-    for art in (a for a in figure_registry.ARTIFACTS if a.notebook == experiments.STAGE):
+    for art in (a for a in figure_registry.ARTIFACTS if a.notebook == experiment_plan.STAGE):
         assert all((copy.figures / name).stat().st_size > 0 for name in art.files()), art.id
         assert f"### {art.title}" in page
     assert "## E2" in page and "not built in this version" not in page and "## E0" not in page   # E0, E4: REPORT.md
@@ -262,7 +264,7 @@ def check_one_point_grids(paths: RunPaths, where: Path) -> None:
     assert set(e3["test_set"]) == {"CheXpert", "NIH"} and set(e3["nih_share"]) == {0.0, 0.25}
     ruled = e3.loc[e3["readout"] == "change - change at share 0"]
     assert len(ruled) == 2 and ruled["verdict"].isin(claims.VERDICTS).all()   # one seed: not measurable
-    mixed = pd.read_csv(experiments.cell_dir(copy, "E3", {"nih_share": 0.25}) / experiments.RL_MANIFEST, dtype=str)
+    mixed = pd.read_csv(experiment_plan.cell_dir(copy, "E3", {"nih_share": 0.25}) / experiment_plan.RL_MANIFEST, dtype=str)
     rl, nih_test = load_manifest(copy, "rl"), load_manifest(copy, "nih_test")
     from_nih = mixed.loc[~mixed["image_id"].isin(rl["image_id"])]
     assert len(mixed) == len(rl) and len(from_nih) == round(0.25 * len(rl))
@@ -270,7 +272,7 @@ def check_one_point_grids(paths: RunPaths, where: Path) -> None:
     e5 = pd.read_csv(copy.figures / "e5_collapse.csv")
     assert len(e5) == 1 and e5["verdict"].isin(claims.VERDICTS).all() and e5["steps"].tolist() == [4]
     e2 = pd.read_csv(copy.figures / "e2_shortcut.csv")
-    assert set(e2["rho"]) == {0.0, 0.9} and set(e2["arm"]) == {experiments.E2_RL} and e2["effect"].between(-1, 1).all()
+    assert set(e2["rho"]) == {0.0, 0.9} and set(e2["arm"]) == {experiment_plan.E2_RL} and e2["effect"].between(-1, 1).all()
     assert e2.groupby("rho")["model"].apply(list).tolist() == [["base", "SFT", "GRPO", "GRPO - SFT"]] * 2
     ruled = e2.loc[e2["readout"] == "GRPO - SFT sensitivity"]
     assert len(ruled) == 2 and ruled["verdict"].isin(claims.VERDICTS).all()   # one seed: not measurable
@@ -290,7 +292,7 @@ def check_one_point_grids(paths: RunPaths, where: Path) -> None:
                                                                       str(copy.grpo_run("hard", 0) / "checkpoint-4")]
     e3_runs = experiments.run_cells(cfg, copy, "E3")
     assert e3_runs["reused"].all() and Path(e3_runs["out_dir"].iloc[0]) == copy.grpo_run("hard", 0)   # 03's run
-    folder = copy.stage(experiments.STAGE)
+    folder = copy.stage(experiment_plan.STAGE)
     ids, files = _run_ids(folder), sorted(p for p in folder.rglob("*") if p.is_file())
     e2_runs = experiments.run_cells(cfg, copy, "E2")   # a second call trains nothing and rewrites nothing
     assert e2_runs["reused"].all() and Path(e2_runs["out_dir"].iloc[0]) == copy.grpo_run("hard", 0)   # rho 0: 03's
@@ -298,7 +300,7 @@ def check_one_point_grids(paths: RunPaths, where: Path) -> None:
     q1_runs = experiments.run_cells(cfg, copy, "Q1")   # hard: 03's run; per_label: trained once, in its cell
     assert q1_runs["reused"].all() and q1_runs["reward"].tolist() == ["hard", "per_label"]
     assert Path(q1_runs["out_dir"].iloc[0]) == copy.grpo_run("hard", 0)
-    assert Path(q1_runs["out_dir"].iloc[1]).parent.parent == copy.stage(experiments.STAGE) / "Q1"
+    assert Path(q1_runs["out_dir"].iloc[1]).parent.parent == copy.stage(experiment_plan.STAGE) / "Q1"
     logged = pd.read_csv(Path(q1_runs["out_dir"].iloc[1]) / RunPaths.LOG_HISTORY)
     paid = logged["rewards/per_label_accuracy/mean"].dropna()
     assert len(paid) and paid.between(0, 1).all()   # trl logged the per-label reward

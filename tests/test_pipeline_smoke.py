@@ -23,8 +23,9 @@ from chexreason_utils.jobs import run_jobs
 from chexreason_utils.paths import RunPaths, checkpoint_step
 from chexreason_utils.train.model_registry import base_model
 from chexreason_utils.runner import EXPERIMENT_STAGES, run
-from chexreason_utils.queries import stage_outputs
-from chexreason_utils.steps import evaluation as evaluation_steps, grpo as grpo_steps
+from chexreason_utils.queries import entries as evaluation_entries
+from chexreason_utils.training_runs import grpo as grpo_runs
+from chexreason_utils.steps import evaluation as evaluation_steps
 
 pytestmark = pytest.mark.pipeline
 
@@ -92,10 +93,10 @@ def test_the_smoke_profile_learns(smoke_run):
     paths, _, _ = smoke_run
     cfg = load_profile("smoke")
     for seed in cfg.seeds:
-        pred = evaluation_steps.entry_predictions(cfg, paths, [e for e in evaluation_steps.entries(cfg, paths) if
-                                                               e.keys.dataset == "validation" and e.keys.stage == "sft"
-                                                               and e.keys.model == "medical" and
-                                                               e.keys.name == "free_reasoning"])[0][seed]
+        pred = evaluation_entries.entry_predictions(cfg, paths, [e for e in evaluation_entries.entries(cfg, paths) if
+                                                                 e.keys.dataset == "validation" and e.keys.stage == "sft"
+                                                                 and e.keys.model == "medical" and
+                                                                 e.keys.name == "free_reasoning"])[0][seed]
         assert pred["valid"].mean() > 0.5 and pred["labels"].map(len).mean() >= 0.9, pred["raw"].head().tolist()
         for reward in cfg.grpo.rewards:
             log = pd.read_csv(paths.grpo_log(reward, seed)).dropna(subset=["reward"])
@@ -117,7 +118,7 @@ def test_grpo_reference_is_the_sft_model_not_the_base(smoke_run, tmp_path):
     sft_dir = paths.sft_model("medical", "free_reasoning", 0)
     manifest = load_manifest(paths, "rl")
     data = grpo.make_dataset("x", list(manifest["image_path"][:4]), list(manifest["truth"][:4]))
-    trainer, _ = grpo.build_trainer(sft_dir, data, tmp_path, cfg.grpo, "hard", {}, "cpu")
+    trainer, _ = grpo.build_trainer(grpo.GRPOInputs(sft_dir, data, cfg.grpo, "hard", {}), tmp_path, "cpu")
     ref = trainer.ref_model
     assert ref.config._name_or_path == str(sft_dir)
     sft_model = models.load_model(sft_dir, device="cpu")
@@ -143,8 +144,11 @@ def resume_run(run_root, out):
     paths = RunPaths.for_profile("smoke", str(run_root), str(run_root) + "/figures")
     grpo_cfg = replace(cfg.grpo, max_steps=6, save_steps=2, frozen_control=False,
                        nuanced=replace(cfg.grpo.nuanced, min_window=1))
-    return run_jobs(grpo_steps.run_grpo, [dict(cfg=cfg, paths=paths, reward="nuanced", seed=0, out_dir=Path(out),
-                                               grpo_cfg=grpo_cfg)], workers=1)[0]
+    return run_jobs(_nuanced_run, [dict(cfg=cfg, paths=paths, grpo_cfg=grpo_cfg, out_dir=Path(out))], workers=1)[0]
+
+
+def _nuanced_run(cfg, paths, grpo_cfg, out_dir):
+    return grpo_runs.run_grpo(cfg, paths, grpo_runs.grpo_inputs(cfg, paths, "nuanced", 0, grpo_cfg), out_dir)
 
 
 def test_a_killed_grpo_run_resumes_to_the_weights_of_an_uninterrupted_one(smoke_run, tmp_path, capfd):
@@ -180,7 +184,7 @@ def test_a_killed_grpo_run_resumes_to_the_weights_of_an_uninterrupted_one(smoke_
     window_at_6 = json.loads((out / "checkpoint-6" / "reward_state.json").read_text())["history"]
     assert len(window_at_6) > len(window_at_2) and window_at_6[:len(window_at_2)] == window_at_2
     cfg = load_profile("smoke")
-    changed = grpo_steps.run_grpo(cfg, paths, "nuanced", 0, out_dir=out, grpo_cfg=replace(cfg.grpo, max_steps=2, save_steps=2, frozen_control=False))
+    changed = _nuanced_run(cfg, paths, replace(cfg.grpo, max_steps=2, save_steps=2, frozen_control=False), out)
     assert changed.resumed_from is None and [c.name for c in changed.checkpoints] == ["checkpoint-2"]
 
 
@@ -244,7 +248,7 @@ def test_the_controls_batches_are_the_policys_batches(smoke_run):
     generated batch: the control scores the generation steps only)."""
     paths, _, _ = smoke_run
     cfg = load_profile("smoke")
-    folders = [paths.grpo_run(name, s) for name in grpo_steps.grpo_plan(cfg) for s in cfg.seeds]
+    folders = [paths.grpo_run(name, s) for name in grpo_runs.grpo_plan(cfg) for s in cfg.seeds]
     for folder in folders:
         control, policy = grpo.control_log(folder), grpo.policy_batches(folder)
         both = policy.merge(control[["step", "image_paths"]], on="step", suffixes=("", "_control"))
@@ -255,7 +259,7 @@ def test_the_controls_batches_are_the_policys_batches(smoke_run):
         ctrl = pd.read_parquet(folder / paths.CONTROL / paths.CONTROL_COMPLETIONS).query("step == 1")
         texts = [prompts.completion_text(c) for c in first["completion"]]
         assert texts == ctrl["completion"].tolist(), f"{folder}: step 1 samples differ (same weights, same seed)"
-    ablation = grpo.control_log(paths.grpo_run(grpo_steps.ablation_name(cfg), cfg.seeds[0]))
+    ablation = grpo.control_log(paths.grpo_run(grpo_runs.ablation_name(cfg), cfg.seeds[0]))
     assert ablation["step"].tolist() == list(range(1, cfg.grpo.max_steps + 1, cfg.diagnostics.ablation_num_iterations))
 
 
@@ -274,11 +278,7 @@ def test_an_interrupted_control_resumes_to_the_same_numbers(smoke_run, tmp_path)
             logged.unlink()
     (control / paths.CONTROL_LOG).unlink()
     (control / paths.CONTROL_COMPLETIONS).unlink()
-    manifest = load_manifest(paths, "rl")
-    data = grpo_steps.rl_dataset(paths, manifest, "free_reasoning")
-    g = grpo_steps.resolve_length_threshold(cfg, paths, replace(cfg.grpo, seed=seed))
-    again = grpo.run_control(paths.sft_model("medical", "free_reasoning", seed), data, folder, g, "hard",
-                             stage_outputs.pool_prevalence(paths), "cpu")
+    again = grpo.run_control(grpo_runs.grpo_inputs(cfg, paths, "hard", seed), folder, "cpu")
     pd.testing.assert_frame_equal(again, whole)
     pd.testing.assert_frame_equal(pd.read_parquet(control / paths.CONTROL_COMPLETIONS), texts)
 

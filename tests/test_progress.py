@@ -128,7 +128,8 @@ def test_grpo_rollouts_are_timed_through_public_trainer_methods_only(tmp_path, m
     cfg = replace(load_profile("smoke").grpo, max_steps=1, prompts_per_step=1, max_completion_length=8,
                   frozen_control=False)
     data = grpo.make_dataset(next(iter(PROMPT_VARIANTS.values())), [str(image)] * 2, [["Cardiomegaly"]] * 2)
-    trainer, _ = grpo.build_trainer(sft_dir, data, tmp_path / "03_grpo" / "hard", cfg, "hard", {}, "cpu")
+    trainer, _ = grpo.build_trainer(grpo.GRPOInputs(sft_dir, data, cfg, "hard", {}), tmp_path / "03_grpo" / "hard",
+                                    "cpu")
     assert type(trainer).__name__ == "TimedGRPOTrainer" and isinstance(trainer, GRPOTrainer)
     trainer.train()
     times = {r["phase"]: r["seconds"] for r in records(log) if r["kind"] == "time"}

@@ -144,13 +144,13 @@ def test_only_language_model_lora_weights_train(rehearsal):
 def test_grpo_reference_is_the_frozen_sft_adapter(rehearsal):
     """trl 1.16 with a trained adapter: the reference is a frozen copy named "ref" (not the adapter-disabled base,
     which would pull GRPO towards the model before SFT)."""
-    from chexreason_utils.train.grpo import build_trainer, make_dataset
+    from chexreason_utils.train.grpo import GRPOInputs, build_trainer, make_dataset
 
     cfg = load_profile("rehearsal")
     sft_dir = rehearsal.folders["medical/sft"]
     images = sorted((sft_dir.parent.parent / "images").glob("mimic-*.jpg"))[:2]
     ds = make_dataset(prompt_for("free_reasoning"), [str(p) for p in images], [["Edema"], ["No Finding"]])
-    trainer, _ = build_trainer(sft_dir, ds, sft_dir.parent / "ref-check", cfg.grpo, "hard", {}, "cpu")
+    trainer, _ = build_trainer(GRPOInputs(sft_dir, ds, cfg.grpo, "hard", {}), sft_dir.parent / "ref-check", "cpu")
     model = trainer.model
     assert trainer.ref_model is None and "ref" in model.peft_config
     with safe_open(str(sft_dir / "adapter_model.safetensors"), "pt") as f:

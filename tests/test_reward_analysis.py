@@ -135,19 +135,16 @@ def test_worked_example_scores_one_group_with_both_rewards():
 
 
 def test_length_threshold_is_the_papers_in_paper_and_relative_in_tiny_profiles():
-    from dataclasses import replace
-
-    from chexreason_utils.steps import grpo as grpo_steps
-    from chexreason_utils.config import load_profile
+    from chexreason_utils.config import ConfigError, load_profile
+    from chexreason_utils.training_runs import grpo as grpo_runs
 
     paper = load_profile("paper").grpo
     assert paper.hard.length_threshold == 250 and paper.hard.length_threshold_quantile == 0.0
-    assert grpo_steps.resolve_length_threshold(load_profile("paper"), None, paper) is paper   # nothing measured
+    assert grpo_runs.resolve_length_threshold(load_profile("paper"), None, paper) is paper   # nothing measured
     for name in ("tiny", "smoke"):
         assert 0 < load_profile(name).grpo.hard.length_threshold_quantile < 1
-    bad = replace(paper, hard=replace(paper.hard, length_threshold_quantile=1.5))
-    with pytest.raises(ValueError, match="length_threshold_quantile"):
-        grpo_steps.resolve_length_threshold(load_profile("paper"), None, bad)
+    with pytest.raises(ConfigError, match="length_threshold_quantile = 1.5 is not allowed"):   # checked once, on load
+        load_profile("paper", {"grpo.hard.length_threshold_quantile": 1.5})
     assert paper.num_iterations == 1 and paper.steps_per_generation == 1 and paper.frozen_control
     assert load_profile("tiny").diagnostics.ablation_num_iterations > 1
 

@@ -9,7 +9,7 @@ from chexreason_utils.evaluation import claims, metrics
 from chexreason_utils.report import reporting
 from chexreason_utils.config import ConfigError, load_profile
 from chexreason_utils.paths import RunPaths, model_tag
-from chexreason_utils.steps import diagnostics as diagnostic_steps
+from chexreason_utils.training_runs import diagnostics as run_diagnostics
 
 
 def test_profiles_default_seeds_and_bad_seed_lists_name_the_parameter():
@@ -157,7 +157,7 @@ def test_a_claim_whose_input_is_missing_names_the_artifact(tmp_path):
     cfg = load_profile("smoke")
     paths = RunPaths.for_profile("smoke", tmp_path, tmp_path / "fig")
     with pytest.raises(FileNotFoundError, match=r"03_grpo/seed-1/ablation-hard/log_history\.csv"):
-        diagnostic_steps.run_collapse_share(cfg, paths, "ablation-hard", 1)
+        run_diagnostics.run_collapse_share(cfg, paths, "ablation-hard", 1)
 
 
 def test_collapse_share_and_scaffold_gain():

@@ -46,12 +46,12 @@ def test_each_grpo_run_has_a_completions_page_whose_rewards_are_the_training_log
     from chexreason_utils.report import browser
     from chexreason_utils.train import grpo
     from chexreason_utils.config import load_profile
-    from chexreason_utils.steps import grpo as grpo_steps
+    from chexreason_utils.training_runs import grpo as grpo_runs
 
     paths, _, _ = smoke_run
     cfg = load_profile("smoke")
     report, notebook = paths.report.read_text(), (paths.notebooks_html / "03_grpo.html").read_text()
-    for name in grpo_steps.grpo_plan(cfg):
+    for name in grpo_runs.grpo_plan(cfg):
         page = paths.completions_page(name)
         assert f"(completions/{name}.html)" in report and f'href="../completions/{name}.html"' in notebook, name
         assert not re.search(r"""(src|href)=["']?(https?:)?//""", page.read_text()), "the page must work offline"
@@ -79,12 +79,13 @@ def test_a_logged_grpo_completion_rescored_term_by_term_equals_what_trl_logged(s
     import numpy as np
 
     from chexreason_utils.config import load_profile
+    from chexreason_utils.training_runs import grpo as grpo_runs
     from chexreason_utils.steps import grpo as grpo_steps
     from chexreason_utils.train import grpo
 
     paths, _, _ = smoke_run
     cfg = load_profile("smoke")
-    for name in grpo_steps.grpo_plan(cfg):
+    for name in grpo_runs.grpo_plan(cfg):
         for seed in cfg.seeds:
             n = len(grpo.completions_table(paths.grpo_run(name, seed)))
             for index in (0, n - 1, None):        # None: the first that keeps the output contract

@@ -39,7 +39,7 @@ def test_sft_grpo_and_control_write_tensorboard_logs_with_trl_metric_names(tmp_p
     g = GRPOConfig(learning_rate=1e-4, max_steps=2, prompts_per_step=1, num_generations=2,
                    max_completion_length=6, save_steps=10, seed=0)
     name = run_name("grpo", base, "hard", 0)
-    run = grpo.train_grpo(tmp_path / "sft", rl, tmp_path / "grpo", g, "hard", {}, device="cpu",
+    run = grpo.train_grpo(grpo.GRPOInputs(tmp_path / "sft", rl, g, "hard", {}), tmp_path / "grpo", device="cpu",
                           tracking=Tracking("tensorboard", track, name))
     policy, control = scalars(track / "tensorboard" / name), scalars(track / "tensorboard" / f"{name}-control")
     metrics = {"train/reward", "train/reward_std", "train/rewards/hard_jaccard/mean", "train/rewards/hard_length/mean",

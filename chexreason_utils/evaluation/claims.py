@@ -27,6 +27,7 @@ from . import reference
 
 VERDICTS = ("supported", "contradicted", "no effect of the paper's size", "inconclusive", "not measurable")
 SCAFFOLD = "reasoning_a"
+FLOOR_CLAIM = {"CheXpert": "C1", "NIH": "C2"}   # the claim whose entries E0 and E4 compare on each set
 C4_GAINS = ("C4 general gain", "C4 medical gain")   # the parts of C4 reported beside its difference
 
 

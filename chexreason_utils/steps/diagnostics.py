@@ -1,41 +1,13 @@
-"""Stage 06 (entropy and mode collapse), and claim C5's evidence at the end of 04: the per-step diagnostics and
-collapse episodes of every GRPO run (``diagnostics``, the profile's detection rule, relative to each run's start
-and to the RL prompts' label sets), and the collapse share of the final recipe and of the unstable-recipe
-ablation."""
+"""Stage 06 (entropy and mode collapse): the per-step diagnostics and collapse episodes of every GRPO run of 03
+(``training_runs.diagnostics``)."""
 from __future__ import annotations
 
 import pandas as pd
 
-from ..evaluation import claims
-from ..train import grpo
 from ..config import Config, training_seeds
-from ..evaluation.diagnostics import CollapseRule, run_diagnostics, truth_set_shares
-from ..data.manifests import load_manifest
 from ..paths import RunPaths
-from .grpo import ablation_name, grpo_plan
-
-
-def run_diagnostics_of(cfg: Config, paths: RunPaths, name: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-step diagnostics, collapse episodes) of one GRPO run and seed, from its log and completions."""
-    return folder_diagnostics(cfg, paths, paths.grpo_run(name, seed), "run 03_grpo first")
-
-
-def folder_diagnostics(cfg: Config, paths: RunPaths, folder,
-                       missing: str = "an unfinished stage 08 run?") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-step diagnostics, collapse episodes) of the GRPO run in ``folder`` (03's runs through
-    ``run_diagnostics_of``, stage 08's directly); ``missing``: what the error says when it has no log."""
-    log = folder / RunPaths.LOG_HISTORY
-    if not log.exists():
-        raise FileNotFoundError(f"GRPO run log {log} not found ({missing})")
-    return run_diagnostics(pd.read_csv(log), grpo.completions_table(folder), cfg.grpo.num_generations,
-                           truth_set_shares(load_manifest(paths, "rl")["truth"]), collapse_rule(cfg),
-                           cfg.diagnostics.window)
-
-
-def collapse_rule(cfg: Config) -> CollapseRule:
-    """The profile's collapse-detection thresholds (``DiagnosticsConfig``)."""
-    d = cfg.diagnostics
-    return CollapseRule(d.entropy_fraction, d.set_margin, d.zero_std_min, d.start_steps, d.episode_min_steps)
+from ..training_runs.diagnostics import run_diagnostics_of
+from ..training_runs.grpo import grpo_plan
 
 
 def grpo_diagnostics(cfg: Config, paths: RunPaths) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -48,19 +20,3 @@ def grpo_diagnostics(cfg: Config, paths: RunPaths) -> tuple[pd.DataFrame, pd.Dat
             per_step.append(steps.assign(run=f"{name}-seed-{seed}"))
             episodes.append(found.assign(run=f"{name}-seed-{seed}"))
     return pd.concat(per_step, ignore_index=True), pd.concat(episodes, ignore_index=True)
-
-
-def run_collapse_share(cfg: Config, paths: RunPaths, name: str, seed: int) -> float:
-    """Share of a GRPO run's steps inside a collapse episode (06's detection rule and profile settings)."""
-    return claims.collapse_share(*run_diagnostics_of(cfg, paths, name, seed))
-
-
-def collapse_evidence(cfg: Config, paths: RunPaths) -> dict | None:
-    """Claim C5's evidence: the collapse share of the final recipe and of the unstable-recipe ablation per
-    training seed (None where the profile runs no ablation)."""
-    if not cfg.diagnostics.run_ablation:
-        return None
-    seeds = training_seeds(cfg)
-    return {"final": [run_collapse_share(cfg, paths, cfg.diagnostics.ablation_reward, s) for s in seeds],
-            "unstable": [run_collapse_share(cfg, paths, ablation_name(cfg), s) for s in seeds]}
-

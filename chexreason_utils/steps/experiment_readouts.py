@@ -26,13 +26,13 @@ from ..jobs import run_jobs
 from ..labels import CHEXPERT_LABELS
 from ..paths import RunPaths, model_tag
 from ..train.model_registry import base_model
-from . import shortcut
-from .diagnostics import folder_diagnostics
-from ..queries.stage_outputs import claim_floors, read_evaluation, sft_start
-from .evaluation import SETS, test_entries, zero_shot_prompt
-from .experiments import STAGE, e2_own_sft, e2_planted_root, experiment_seeds, final_tag, scaled_steps
-from .open_questions import FLOOR_CLAIM
+from ..evaluation import shortcut
+from ..evaluation.claims import FLOOR_CLAIM
+from ..queries.entries import SETS, test_entries, zero_shot_prompt
 from ..queries.predictions import covers, image_set_digest, predict_image_set, predict_many
+from ..queries.stage_outputs import claim_floors, read_evaluation, sft_start
+from ..training_runs.diagnostics import folder_diagnostics
+from ..training_runs.experiment_plan import STAGE, e2_own_sft, e2_planted_root, experiment_seeds, final_tag, scaled_steps
 
 E1_UNIT = 40   # E1's slope is against log3(steps / 40) (registered steps, the tiny profile's)
 

@@ -1,7 +1,7 @@
 """Stage 08 (experiments, run only with ``--experiments``): the training runs of the pre-registered grids.
 
 Each cell of a registration's grid (``registration.grid_cells``; ``experiments.cells: one_point`` runs one) and
-training seed is one GRPO run through ``steps.grpo.run_grpo`` (so ``train_grpo`` resumes an interrupted run and
+training seed is one GRPO run through ``training_runs.grpo.run_grpo`` (so ``train_grpo`` resumes an interrupted run and
 reuses a finished one by its run id) from that seed's Free-Reasoning SFT model (or E2's, trained here), in
 ``08_experiments/<E>/<cell>/seed-<s>/``; the runs go out as one batch of jobs (``jobs.run_jobs``, ``workers`` at
 once), each writing a progress line when it ends. Registered step counts are the tiny profile's
@@ -34,62 +34,21 @@ from pathlib import Path
 import pandas as pd
 
 from .. import run_records
-from ..config import Config, training_seeds
-from ..data.phantom import planted_site_current
-from ..data.manifests import in_run, load_manifest, manifest_frame
+from ..config import Config
 from ..data import load_mimic
+from ..data.manifests import in_run, load_manifest, manifest_frame
+from ..data.nih import nih_test_selection
+from ..data.phantom import planted_site_current
 from ..data.sampling import draw_rl_set, mix_rl_prompts
-from ..evaluation import registration
+from ..evaluation import registration, shortcut
 from ..jobs import run_jobs
 from ..paths import RunPaths, checkpoint_name, model_tag
-from . import shortcut
-from .grpo import ablation_name, grpo_plan, is_finished, run_grpo
-from .sampling import nih_test_selection
 from ..queries.stage_outputs import sft_start
-from .sft import run_sft
-
-STAGE = "08_experiments"
-BUILT = ("E1", "E2", "E3", "E5", "Q1")
-RL_MANIFEST = "rl_manifest.csv"   # E3, E1: a cell's RL set, written beside its runs
-N_RL = "sampling.n_rl"   # E1's registered RL set of 01's size (the RL manifest itself)
-E2_BOTH, E2_RL = "marker in SFT and RL data", "marker in RL data only"   # E2's registered arms
-
-
-def experiment_seeds(cfg: Config) -> list[int]:
-    """The training seeds every cell runs: the first ``experiments.max_seeds`` of ``seeds`` (0: all)."""
-    seeds = training_seeds(cfg)
-    return seeds[:cfg.experiments.max_seeds] if cfg.experiments.max_seeds else seeds
-
-
-def scaled_steps(cfg: Config, registered) -> int:
-    """A registered GRPO step count (the tiny profile's) in this profile's steps (``experiments.steps_scale``)."""
-    return max(1, int(round(float(registered) * cfg.experiments.steps_scale)))
-
-
-def cells(cfg: Config, reg_id: str) -> list[dict]:
-    """The cells of ``reg_id`` this profile runs: the whole grid, or (``one_point``) the first cell that trains
-    beside its reference (E1: step 0 and the smallest dose, linear, 01's RL set; E3: share 0 and the first share
-    above it; E2: rho 0 and the largest rho, marker in RL data only (no SFT of its own); Q1: both rewards; E5: the
-    first cell)."""
-    grid = registration.grid_cells(registration.get(reg_id))
-    if cfg.experiments.cells == "all":
-        return grid
-    if reg_id == "E2":
-        top = max(c["rho"] for c in grid)
-        return [c for c in grid if c["arm"] == E2_RL and c["rho"] in (0, top)]
-    if reg_id == "E3":
-        return [next(c for c in grid if c["nih_share"] == 0), next(c for c in grid if c["nih_share"] > 0)]
-    if reg_id == "Q1":   # one step count: both rewards
-        return grid
-    if reg_id == "E1":   # step 0 and the smallest dose of one arm (linear, the RL manifest)
-        first = min(c["grpo_steps"] for c in grid if c["grpo_steps"] > 0)
-        return [c for c in grid if c["grpo_steps"] <= first and c["lr_schedule"] == "linear" and c["rl_set"] == N_RL]
-    return grid[:1]
-
-
-def cell_dir(paths: RunPaths, reg_id: str, cell: dict) -> Path:
-    return paths.stage(STAGE) / reg_id / registration.cell_name(cell)
-
+from ..training_runs.experiment_plan import (BUILT, N_RL, RL_MANIFEST, cell_dir, cells, checkpoint_tag, e2_own_sft,
+                                    e2_planted_root, e2_run_cell, e2_sft_dir, experiment_seeds, scaled_steps)
+from ..training_runs.grpo import ablation_name, grpo_inputs, grpo_plan, run_grpo
+from ..training_runs.sft import run_sft
+from ..train import grpo
 
 def e3_rl_set(cfg: Config, paths: RunPaths, share: float) -> pd.DataFrame:
     """E3's RL prompts at ``share``: the RL manifest with that share replaced by NIH-like images of patients
@@ -146,31 +105,9 @@ def e1_settings(cfg: Config, cell: dict):
                    save_steps=cfg.grpo.save_steps if as_03 else math.gcd(*doses))
 
 
-def e2_run_cell(cell: dict) -> dict:
-    """The cell whose run holds E2 ``cell``'s models: at rho 0 both arms are the main world's (one run)."""
-    return {**cell, "arm": E2_RL} if float(cell["rho"]) == 0 else cell
-
-
-def e2_planted_root(paths: RunPaths, cell: dict) -> Path:
-    """The planted MIMIC-like site of E2 ``cell``'s rho and finding (shared by both arms)."""
-    return paths.stage(STAGE) / "E2" / f"world_rho-{float(cell['rho']):g}_finding-{cell['finding']}"
-
-
-def e2_own_sft(cell: dict) -> bool:
-    """Whether E2 ``cell`` trains an SFT model of its own (marker in SFT and RL data, rho > 0), not 02's."""
-    if cell["arm"] not in (E2_BOTH, E2_RL):
-        raise ValueError(f"E2 registration: grid.arm {cell['arm']!r}; the arms are {E2_BOTH!r} and {E2_RL!r}")
-    return float(cell["rho"]) > 0 and cell["arm"] == E2_BOTH
-
-
-def e2_sft_dir(paths: RunPaths, cell: dict, seed: int) -> Path | None:
-    """The SFT model E2 ``cell`` trains (``e2_own_sft``) for ``seed``; None: the seed's 02 model."""
-    return cell_dir(paths, "E2", cell) / f"sft-seed-{seed}" if e2_own_sft(cell) else None
-
-
-def recipe(cfg: Config, paths: RunPaths, reg_id: str, cell: dict, seed: int) -> dict:
-    """The ``run_grpo`` arguments of one cell and seed (reward, grpo_cfg, manifest, out_dir, start: the SFT
-    model, None for the seed's 02 model). The runs read no frozen-policy control (no computed readout uses it; E1's
+def recipe(cfg: Config, paths: RunPaths, reg_id: str, cell: dict, seed: int) -> tuple[grpo.GRPOInputs, Path]:
+    """The run record of one cell and seed (``training_runs.grpo.grpo_inputs``: reward, settings, RL prompts, start model)
+    and the folder it runs in. The runs read no frozen-policy control (no computed readout uses it; E1's
     paired reward gain is left out, as its page says), so theirs is off; E3's share 0, E2's rho 0 and E1's cell of
     03's settings and RL set (and Q1's cell of the same, under each reward), is 03's run of that seed when it is the
     identical run (``is_finished``), else trained here. E2 at rho > 0: the RL manifest's planted renders, from E2's SFT model in the arm that plants it there."""
@@ -196,16 +133,17 @@ def recipe(cfg: Config, paths: RunPaths, reg_id: str, cell: dict, seed: int) -> 
                            max_steps=scaled_steps(cfg, cell["grpo_steps"]), frozen_control=False)
     else:
         raise ValueError(f"stage 08 builds {', '.join(BUILT)}, not {reg_id!r}")
-    if same_as_03 and is_finished(cfg, paths, reward, seed, paths.grpo_run(reward, seed)):
-        return dict(reward=reward, grpo_cfg=cfg.grpo, manifest=None, out_dir=paths.grpo_run(reward, seed), start=None)
-    return dict(reward=reward, grpo_cfg=grpo_cfg, manifest=manifest, start=start,
-                out_dir=cell_dir(paths, reg_id, cell) / f"seed-{seed}")
+    if same_as_03:
+        ours = grpo_inputs(cfg, paths, reward, seed)
+        if grpo.is_finished(ours, paths.grpo_run(reward, seed)):
+            return ours, paths.grpo_run(reward, seed)
+    return (grpo_inputs(cfg, paths, reward, seed, grpo_cfg, manifest, start),
+            cell_dir(paths, reg_id, cell) / f"seed-{seed}")
 
 
 def _cell_job(cfg: Config, paths: RunPaths, reg_id: str, cell: dict, seed: int) -> dict:
-    t0, spec = time.perf_counter(), recipe(cfg, paths, reg_id, cell, seed)
-    run = run_grpo(cfg, paths, spec["reward"], seed, out_dir=spec["out_dir"], grpo_cfg=spec["grpo_cfg"],
-                   manifest=spec["manifest"], start=spec["start"])
+    t0 = time.perf_counter()
+    run = run_grpo(cfg, paths, *recipe(cfg, paths, reg_id, cell, seed))
     name = registration.cell_name(cell)
     run_records.write_record({"kind": "step", "task": f"{reg_id} {name} seed {seed} ({'reused' if run.reused else 'trained'})",
                               "step": 1, "total": 1, "unit": "run", "elapsed": round(time.perf_counter() - t0, 2)})
@@ -278,7 +216,7 @@ def dose_runs(cfg: Config, paths: RunPaths, todo: list[dict]) -> pd.DataFrame:
                 ckpt = Path(run["out_dir"]) / checkpoint_name(row["steps"])
                 if not ckpt.is_dir():
                     raise FileNotFoundError(f"E1 {row['cell']} seed {seed}: no checkpoint {ckpt} in its run")
-                row.update(tag=_checkpoint_tag(paths, "E1", run["cell"], run["out_dir"], ckpt, seed), model=str(ckpt),
+                row.update(tag=checkpoint_tag(paths, "E1", run["cell"], run["out_dir"], ckpt, seed), model=str(ckpt),
                            reused=run["reused"])
             rows.append(row)
     return pd.DataFrame(rows).fillna({"tag": "", "model": ""})
@@ -324,20 +262,7 @@ def shortcut_runs(cfg: Config, paths: RunPaths, todo: list[dict]) -> pd.DataFram
             sft_tag, sft_model = sft_start(cfg, paths, seed) if folder is None else \
                 (model_tag(f"e2-{registration.cell_name(cell)}-sft", seed), folder)
             rows.append({**cell, **run, "cell": registration.cell_name(cell), "run_cell": run["cell"],
-                         "tag": _checkpoint_tag(paths, "E2", run["cell"], run["out_dir"], Path(run["final_checkpoint"]),
+                         "tag": checkpoint_tag(paths, "E2", run["cell"], run["out_dir"], Path(run["final_checkpoint"]),
                                                 seed),
                          "sft_tag": sft_tag, "sft_model": str(sft_model)})
     return pd.DataFrame(rows)
-
-
-def _checkpoint_tag(paths: RunPaths, reg_id: str, cell: str, out_dir, ckpt: Path, seed: int) -> str:
-    """The prediction-cache tag of a checkpoint of one run: 03's own tag for 03's run (cached by 03 and 04), else
-    the experiment's and cell's."""
-    if Path(out_dir).parent.parent == paths.grpo:
-        return model_tag(f"grpo-{Path(out_dir).name}-{ckpt.name}", seed)
-    return model_tag(f"{reg_id.lower()}-{cell}-{ckpt.name}", seed)
-
-
-def final_tag(paths: RunPaths, row) -> str:
-    """The prediction-cache tag of a run's final checkpoint (``_checkpoint_tag``)."""
-    return _checkpoint_tag(paths, row.experiment, row.cell, row.out_dir, Path(row.final_checkpoint), row.seed)

@@ -1,10 +1,7 @@
-"""Stage 03 (GRPO): the runs of every reward (and the 06 ablation) and training seed, the hard reward's length
-threshold, validation scores of every checkpoint, and the reward tables: answer strategies, answer statistics,
+"""Stage 03 (GRPO): the runs of every reward (and the 06 ablation) and training seed (``training_runs.grpo``), validation
+scores of every checkpoint, and the reward tables: answer strategies, answer statistics,
 a worked example of one group, the trl arguments beside the paper's, and one logged completion term by term."""
 from __future__ import annotations
-
-from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,64 +16,13 @@ from ..data.manifests import in_run, load_manifest
 from ..evaluation.metrics import scores
 from ..train.model_registry import base_model
 from ..paths import RunPaths, checkpoint_name
-from ..tracking import Tracking, run_name
 from ..queries.predictions import predict_many
 from ..queries.stage_outputs import grpo_models, pool_prevalence
-from .sft import sft_targets
-
-
-def run_grpo(cfg: Config, paths: RunPaths, reward: str, seed: int, out_dir: Path | None = None,
-             grpo_cfg=None, manifest: pd.DataFrame | None = None, start: Path | None = None) -> grpo.GRPORun:
-    """One GRPO run of one training seed from that seed's Free-Reasoning SFT (``grpo_cfg`` with ``seed=seed``);
-    stage 08 passes its own RL ``manifest`` and, for E2's SFT on planted images, its ``start`` model."""
-    sft_dir, data, run_cfg = grpo_inputs(cfg, paths, seed, grpo_cfg, manifest, start)
-    out_dir = out_dir or paths.grpo_run(reward, seed)
-    tracking = Tracking(cfg.report_to, paths.tracking, run_name("grpo", base_model(cfg, paths, "medical"), out_dir.name, seed))
-    return grpo.train_grpo(sft_dir, data, out_dir, run_cfg, reward, pool_prevalence(paths), cfg.device,
-                           cfg.grpo.start_format, tracking)
-
-
-def grpo_inputs(cfg: Config, paths: RunPaths, seed: int, grpo_cfg=None, manifest: pd.DataFrame | None = None,
-                start: Path | None = None):
-    """(SFT start folder, prompt dataset, GRPO settings) of ``run_grpo``'s run."""
-    manifest = load_manifest(paths, "rl") if manifest is None else manifest
-    fmt = cfg.grpo.start_format
-    return (start or paths.sft_model("medical", fmt, seed), rl_dataset(paths, manifest, fmt),
-            resolve_length_threshold(cfg, paths, replace(grpo_cfg or cfg.grpo, seed=seed)))
-
-
-def is_finished(cfg: Config, paths: RunPaths, reward: str, seed: int, out_dir: Path, grpo_cfg=None,
-                manifest: pd.DataFrame | None = None, start: Path | None = None) -> bool:
-    """Whether ``out_dir`` holds a finished run of exactly ``run_grpo``'s inputs (which it would reuse)."""
-    sft_dir, data, run_cfg = grpo_inputs(cfg, paths, seed, grpo_cfg, manifest, start)
-    return grpo.is_finished(sft_dir, data, out_dir, run_cfg, reward, pool_prevalence(paths))
-
-
-def rl_dataset(paths: RunPaths, manifest, fmt: str):
-    """The GRPO prompts of the RL manifest, each completion logged with its image's run-relative path."""
-    return grpo.make_dataset(prompts.prompt_for(fmt), list(manifest["image_path"]), list(manifest["truth"]),
-                             [in_run(paths, p) for p in manifest["image_path"]])
-
-
-def ablation_name(cfg: Config) -> str:
-    return f"ablation-{cfg.diagnostics.ablation_reward}"
-
-
-def grpo_plan(cfg: Config) -> dict[str, tuple[str, object]]:
-    """Every GRPO run of a seed: run name -> (reward, GRPO config): each reward, and the 06 ablation (a recipe
-    of the kind the paper reports as unstable) when ``diagnostics.run_ablation``."""
-    plan = {reward: (reward, cfg.grpo) for reward in cfg.grpo.rewards}
-    D = cfg.diagnostics
-    if D.run_ablation:
-        plan[ablation_name(cfg)] = (D.ablation_reward, replace(
-            cfg.grpo, beta=D.ablation_beta, epsilon=D.ablation_epsilon, epsilon_high=D.ablation_epsilon_high,
-            loss_type=D.ablation_loss_type, num_iterations=D.ablation_num_iterations))
-    return plan
+from ..training_runs.grpo import grpo_plan, plan_inputs, resolve_length_threshold, run_grpo
 
 
 def _grpo_job(cfg: Config, paths: RunPaths, name: str, seed: int) -> grpo.GRPORun:
-    reward, grpo_cfg = grpo_plan(cfg)[name]
-    return run_grpo(cfg, paths, reward, seed, out_dir=paths.grpo_run(name, seed), grpo_cfg=grpo_cfg)
+    return run_grpo(cfg, paths, plan_inputs(cfg, paths, name, seed), paths.grpo_run(name, seed))
 
 
 def grpo_runs(cfg: Config, paths: RunPaths) -> dict[str, dict[int, grpo.GRPORun]]:
@@ -102,27 +48,6 @@ def completion_pages(cfg: Config, paths: RunPaths) -> pd.DataFrame:
         rows.append({"run": name, "groups": browser.page_groups(page)["group"].nunique(),
                      "page": page.relative_to(paths.figures).as_posix()})
     return pd.DataFrame(rows)
-
-
-def sft_target_lengths(cfg: Config, paths: RunPaths, fmt: str) -> np.ndarray:
-    """Token lengths (the start model's tokenizer) of the SFT targets of one format."""
-    manifest = load_manifest(paths, "sft")
-    tokenizer = models.load_processor(base_model(cfg, paths, "medical")).tokenizer   # SFT keeps the base's tokenizer
-    return np.array([len(tokenizer(t, add_special_tokens=False)["input_ids"])
-                     for t in sft_targets(cfg, paths, manifest, fmt)])
-
-
-def resolve_length_threshold(cfg: Config, paths: RunPaths, grpo_cfg):
-    """``grpo_cfg`` with the hard reward's length threshold set from the SFT targets when
-    ``hard.length_threshold_quantile`` > 0 (tiny profiles); unchanged otherwise (the paper's 250 tokens)."""
-    q = grpo_cfg.hard.length_threshold_quantile
-    if q <= 0:
-        return grpo_cfg
-    if not 0 < q < 1:
-        raise ValueError(f"grpo.hard.length_threshold_quantile must be in (0, 1), got {q}")
-    lengths = sft_target_lengths(cfg, paths, grpo_cfg.start_format)
-    threshold = int(np.quantile(lengths, q))
-    return replace(grpo_cfg, hard=replace(grpo_cfg.hard, length_threshold=threshold, length_threshold_quantile=0.0))
 
 
 def checkpoint_predictions(cfg: Config, paths: RunPaths, name: str, seed: int) -> dict[int, pd.DataFrame]:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation import claims, metrics, registration
+from ..evaluation.claims import FLOOR_CLAIM
 from ..evaluation import label_count
 from ..config import Config, training_seeds
 from ..data.phantom import NIH_VARIANT_FACTORS, nih_variant_current, write_nih_variant
@@ -27,12 +28,11 @@ from ..data.manifests import in_run
 from ..evaluation.metrics import eval_labels, matrices
 from ..paths import RunPaths
 from ..queries.stage_outputs import claim_floors, pool_prevalence, read_evaluation
-from .evaluation import entry_predictions, test_entries
+from ..queries.entries import entry_predictions, test_entries
 from ..queries.predictions import covers, image_set_digest, predict_image_set
-from .sampling import nih_test_selection
+from ..data.nih import nih_test_selection
 
 STAGE = "07_open_questions"
-FLOOR_CLAIM = {"CheXpert": "C1", "NIH": "C2"}   # the claim whose entries E0 and E4 compare on each set
 
 
 def _pair_matrices(cfg: Config, paths: RunPaths, dataset: str) -> tuple[np.ndarray, dict[str, list[np.ndarray]]]:

@@ -2,18 +2,16 @@
 manifests; the pool's label prevalence (the nuanced reward's false-positive weights read it)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 from ..config import Config
-from ..data import load_chexpert, load_mimic, load_nih
+from ..data import load_chexpert, load_mimic
+from ..data.nih import nih_test_selection
 from ..jsonl_store import write_if_changed
-from ..labels import NIH_LABEL_SETS
 from ..data.manifests import load_manifest, manifest_frame, write_manifest
 from ..evaluation.metrics import label_matrix
 from ..paths import RunPaths
-from ..data.sampling import label_table, select_nih_test, split_train_pool
+from ..data.sampling import label_table, split_train_pool
 from ..run_records import count
 
 
@@ -41,17 +39,6 @@ def build_manifests(cfg: Config, paths: RunPaths) -> dict:
         count(f"{row.source} dropped ({row.reason}{': ' + row.files if row.files else ''})", row.rows)
     return {"frames": frames, "selections": selections, "pool_labels": pool_labels, "loads": (pool, chex, nih),
             "drops": drops}
-
-
-def nih_test_selection(cfg: Config, nih_root: Path):
-    """(the NIH load result, the NIH test manifest frame, its selection report) of the NIH folder ``nih_root``,
-    by the profile's selection rule."""
-    d, s = cfg.data, cfg.sampling
-    nih = load_nih(nih_root, splits=s.nih_splits, check_images=d.check_images)
-    frame, selection = select_nih_test(
-        manifest_frame(nih.dataset), nih.labels(), s.nih_test_size, NIH_LABEL_SETS[cfg.evaluation.nih_label_set],
-        s.nih_selection, s.seed, s.min_fraction, s.max_fraction, s.nih_without_scored_positive)
-    return nih, frame, selection
 
 
 def prevalence_tables(paths: RunPaths) -> pd.DataFrame:

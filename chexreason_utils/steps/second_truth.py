@@ -9,7 +9,7 @@ from ..data.nih_relabels import RELABEL_EVAL_LABELS
 from ..evaluation.metrics import eval_labels, scores
 from ..paths import RunPaths
 from ..data.second_truth import RELABEL_MANIFEST, drawn_truth, write_relabel_manifest
-from .evaluation import nih_entries
+from ..queries.entries import nih_entries
 from ..queries.predictions import predictions
 
 

@@ -109,43 +109,52 @@ class SeedGeneration(TrainerCallback):
         torch.manual_seed(generation_seed(self.seed, state.global_step + 1))
 
 
-def _run_id(sft_dir: Path, train: datasets.Dataset, ds_paths: list[str], cfg: GRPOConfig, reward: str,
-            prevalence: dict) -> str:
-    """The run's key: start model, prompts, truths and image bytes, settings, reward and its prevalences."""
-    return digest({"sft_fp": model_fingerprint(sft_dir), "prompts": list(train["prompt"]), "truth": list(train["truth"]),
-                   "images": files_digest(ds_paths), "cfg": run_settings(cfg), "reward": reward, "prev": prevalence,
-                   "sampling": "seeded per step"})
+@dataclass(frozen=True)
+class GRPOInputs:
+    """Everything one GRPO run is a function of, resolved once (``training_runs.grpo.grpo_inputs``) and handed to
+    ``train_grpo``, ``is_finished`` and the control: the start model (an SFT folder, full model or LoRA adapter), the
+    prompt dataset, the settings with every derived value resolved (the hard reward's length threshold), the reward
+    and the pool prevalences it reads."""
+    sft_dir: Path
+    train: datasets.Dataset
+    cfg: GRPOConfig
+    reward: str
+    prevalence: dict
+
+    @functools.cached_property
+    def run_id(self) -> str:
+        """The run's key: start model, prompts, truths and image bytes, settings, reward and its prevalences."""
+        images = [i["path"] for i in self.train.cast_column("image", datasets.Image(decode=False))["image"]]
+        return digest({"sft_fp": model_fingerprint(self.sft_dir), "prompts": list(self.train["prompt"]),
+                       "truth": list(self.train["truth"]), "images": files_digest(images),
+                       "cfg": run_settings(self.cfg), "reward": self.reward, "prev": self.prevalence,
+                       "sampling": "seeded per step"})
 
 
-def is_finished(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOConfig, reward: str,
-                prevalence: dict[str, float]) -> bool:
+def is_finished(inputs: GRPOInputs, out_dir: Path) -> bool:
     """Whether ``out_dir`` holds a finished run of exactly these inputs (``train_grpo`` would reuse it)."""
-    paths = [i["path"] for i in train.cast_column("image", datasets.Image(decode=False))["image"]]
-    return resume.finished_run(Path(out_dir), _run_id(sft_dir, train, paths, cfg, reward, prevalence)) is not None
+    return resume.finished_run(Path(out_dir), inputs.run_id) is not None
 
 
-def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOConfig, reward: str,
-               prevalence: dict[str, float], device: str = "auto", fmt: str = "free_reasoning",
-               tracking: Tracking = Tracking()) -> GRPORun:
-    """GRPO from an SFT folder (full model or LoRA adapter) with the ``hard`` or ``nuanced`` reward; ``tracking``:
-    where trl reports (the policy's run and, as ``tracking.control()``, the control's; not part of the run id)."""
+def train_grpo(inputs: GRPOInputs, out_dir: Path, device: str = "auto", tracking: Tracking = Tracking()) -> GRPORun:
+    """GRPO from ``inputs`` (its start model, prompts, settings and ``hard`` or ``nuanced`` reward) into
+    ``out_dir``; ``tracking``: where trl reports (the policy's run and, as ``tracking.control()``, the control's;
+    not part of the run id)."""
     out_dir = Path(out_dir)
-    paths = [i["path"] for i in train.cast_column("image", datasets.Image(decode=False))["image"]]
-    run_id = _run_id(sft_dir, train, paths, cfg, reward, prevalence)
-    finished = resume.finished_run(out_dir, run_id)
+    finished = resume.finished_run(out_dir, inputs.run_id)
     if finished is not None:
         info, log = finished
-        control = _control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt, tracking)
-        return GRPORun(reward, out_dir, log, checkpoints(out_dir), info.get("resumed_from"), reused=True,
+        control = _control(inputs, out_dir, device, tracking)
+        return GRPORun(inputs.reward, out_dir, log, checkpoints(out_dir), info.get("resumed_from"), reused=True,
                        control=control)
 
     state = PartialState(cpu=device_and_dtype(device)[0] == "cpu")   # the trainer's state (gloo on CPU)
     if state.is_main_process:
-        resume.prepare(out_dir, run_id, "GRPO", complete=REWARD_STATE)
+        resume.prepare(out_dir, inputs.run_id, "GRPO", complete=REWARD_STATE)
     state.wait_for_everyone()
     existing = checkpoints(out_dir)
     resume_from = str(existing[-1]) if existing else None
-    trainer, guard = build_trainer(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt, resume_from, tracking)
+    trainer, guard = build_trainer(inputs, out_dir, device, resume_from, tracking)
     if resume_from and guard is not None:
         guard.load(Path(resume_from) / REWARD_STATE)
     with tracking.environment():
@@ -153,23 +162,24 @@ def train_grpo(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOC
         tracking.finish()
     log = pd.DataFrame(trainer.state.log_history)   # restored from the checkpoint on resume, so complete
     if state.is_main_process:
-        resume.save_finished(out_dir, run_id, log, reward=reward, sft_dir=str(sft_dir),
+        sft_dir = inputs.sft_dir
+        resume.save_finished(out_dir, inputs.run_id, log, reward=inputs.reward, sft_dir=str(sft_dir),
                              reference="frozen SFT adapter" if is_adapter(sft_dir) else str(sft_dir),
                              resumed_from=resume_from, global_step=trainer.state.global_step)
     state.wait_for_everyone()
     del trainer
-    control = _control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt, tracking)
-    return GRPORun(reward, out_dir, log, checkpoints(out_dir), resume_from, reused=False, control=control)
+    control = _control(inputs, out_dir, device, tracking)
+    return GRPORun(inputs.reward, out_dir, log, checkpoints(out_dir), resume_from, reused=False, control=control)
 
 
-def _control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt, tracking) -> pd.DataFrame | None:
+def _control(inputs: GRPOInputs, out_dir: Path, device: str, tracking: Tracking) -> pd.DataFrame | None:
     """The frozen-policy control, in a one-process run only: under ``accelerate launch`` a second trainer would
     wait on collectives the other processes never reach. The control is resumable, so the notebook's
     one-process call of the same (reused) run computes it afterwards."""
     if PartialState().num_processes > 1:
         print("frozen-policy control skipped under several processes; a one-process call of this run computes it")
         return None
-    return run_control(sft_dir, train, out_dir, cfg, reward, prevalence, device, fmt, tracking.control())
+    return run_control(inputs, out_dir, device, tracking.control())
 
 
 def trl_config(cfg: GRPOConfig, out_dir: Path, dev: str, tracking: Tracking = Tracking()):
@@ -209,28 +219,28 @@ def argument_table(cfg: GRPOConfig, paper: GRPOConfig, dev: str = "cpu") -> pd.D
                          for name in TRL_ARGUMENTS]).astype({"paper": str, "this profile": str})
 
 
-def build_trainer(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOConfig, reward: str,
-                  prevalence: dict[str, float], device: str = "auto", fmt: str = "free_reasoning",
-                  resume_from: str | None = None, tracking: Tracking = Tracking()):
-    """The configured ``GRPOTrainer`` (policy and reference = the SFT checkpoint) and its collapse guard;
-    ``resume_from``: the checkpoint whose weights are restored strictly when training starts; ``tracking``: where
-    trl reports."""
-    think = requires_think(fmt)
-    funcs, guard = reward_functions(reward, cfg, prevalence, think)
+def build_trainer(inputs: GRPOInputs, out_dir: Path, device: str = "auto", resume_from: str | None = None,
+                  tracking: Tracking = Tracking(), trainer_class: type | None = None):
+    """The configured ``GRPOTrainer`` of ``inputs`` writing to ``out_dir`` (policy and reference = the SFT
+    checkpoint) and its collapse guard; ``resume_from``: the checkpoint whose weights are restored strictly when
+    training starts; ``tracking``: where trl reports; ``trainer_class``: a subclass of ``timed_grpo_trainer()``
+    (bench/throughput.py records the loss inputs through one)."""
+    cfg = inputs.cfg
+    funcs, guard = reward_functions(inputs.reward, cfg, inputs.prevalence, requires_think(cfg.start_format))
 
     task = task_name("GRPO", out_dir)
     dev, _ = device_and_dtype(device)
     with run_records.timed(task, "load"):
-        policy = load_model(sft_dir, device=dev, trainable_adapter=True)
-        processor = load_processor(sft_dir)
+        policy = load_model(inputs.sft_dir, device=dev, trainable_adapter=True)
+        processor = load_processor(inputs.sft_dir)
     args = trl_config(cfg, out_dir, dev, tracking)
     timer = ProgressCallback(task)
     funcs = [timer.timed_reward(funcs[0]), *funcs[1:]]   # the first reward call ends a rollout's generation
     with tracking.environment(), run_records.timed(task, "build"):   # includes loading the reference model
-        trainer = timed_grpo_trainer()(timer, model=policy, reward_funcs=funcs, args=args, train_dataset=train,
-                              processing_class=processor, callbacks=[SaveRewardState(guard, processor), timer,
-                                                                                 SeedGeneration(cfg.seed),
-                                                                                 resume.StrictRestore(resume_from)])
+        trainer = (trainer_class or timed_grpo_trainer())(
+            timer, model=policy, reward_funcs=funcs, args=args, train_dataset=inputs.train, processing_class=processor,
+            callbacks=[SaveRewardState(guard, processor), timer, SeedGeneration(cfg.seed),
+                       resume.StrictRestore(resume_from)])
     trainer.remove_callback(PrinterCallback)   # progress lines come from ProgressCallback; logs go to the CSV
     return trainer, guard
 
@@ -296,8 +306,7 @@ def control_log(out_dir: Path) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.exists() else None
 
 
-def run_control(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPOConfig, reward: str,
-                prevalence: dict[str, float], device: str = "auto", fmt: str = "free_reasoning",
+def run_control(inputs: GRPOInputs, out_dir: Path, device: str = "auto",
                 tracking: Tracking = Tracking()) -> pd.DataFrame | None:
     """The frozen SFT policy's rewards on the run's batches, per generation step (``cfg.frozen_control``).
 
@@ -309,6 +318,7 @@ def run_control(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPO
     ``log_completions`` files. Checkpoints every ``save_steps`` as the run does, so an interrupted control resumes
     from its last complete one; trl reports its metrics to ``tracking``'s run.
     """
+    cfg = inputs.cfg
     if not cfg.frozen_control:
         return None
     folder = Path(out_dir) / RunPaths.CONTROL
@@ -321,8 +331,8 @@ def run_control(sft_dir: Path, train: datasets.Dataset, out_dir: Path, cfg: GRPO
             return rows
     existing = checkpoints(folder)
     resume_from = str(existing[-1]) if existing else None
-    trainer, guard = build_trainer(sft_dir, train, folder, replace(cfg, beta=0.0, learning_rate=0.0), reward,
-                                   prevalence, device, fmt, resume_from, tracking)
+    frozen = replace(inputs, cfg=replace(cfg, beta=0.0, learning_rate=0.0))
+    trainer, guard = build_trainer(frozen, folder, device, resume_from, tracking)
     if resume_from and guard is not None:
         guard.load(Path(resume_from) / REWARD_STATE)
     with tracking.environment():

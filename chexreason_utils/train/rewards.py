@@ -11,7 +11,7 @@ Hard (docs/paper.md): r = J(Y, Yhat) - lambda_len   if valid and |t| < threshold
   answer (-lambda_len). The threshold is the paper's 250 tokens in the paper profile; the tiny profiles cap
   completions far below that, where 250 would make -lambda_len a flat tax on every valid answer, so they set it
   to a quantile of the SFT traces' token lengths (``length_threshold_quantile``, an open choice; see
-  ``steps.grpo.resolve_length_threshold``). Both rewards pay more for one safe label than for a longer list with a
+  ``training_runs.grpo.resolve_length_threshold``). Both rewards pay more for one safe label than for a longer list with a
   wrong label in it (``reward_analysis.strategy_rewards`` tabulates this).
 
 Per-label (ours; registrations/Q1_per_label_reward.yaml): the hard reward with J(Y, Yhat) replaced by per-label
