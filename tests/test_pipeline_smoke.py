@@ -34,7 +34,7 @@ def test_every_registered_figure_and_table_is_made(smoke_run):
     paths, results, _ = smoke_run
     assert [r.status for r in results] == ["ran"] * 8
     for art in figure_registry.ARTIFACTS:
-        for name in art.files() if art.notebook not in EXPERIMENT_STAGES else ():   # test_experiments.py: those
+        for name in art.files() if art.notebook not in EXPERIMENT_STAGES else ():   # steps/test_experiments.py: those
             assert (paths.figures / name).stat().st_size > 0, name
     table5 = pd.read_csv(paths.figures / "table5_chexpert.csv")
     assert list(table5["source"].unique()) == ["reported (paper)", "reproduced (smoke, mean of 2 seeds)",

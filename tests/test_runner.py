@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -27,15 +28,19 @@ def opts(tmp_path, profile="smoke", **kw):
 
 
 def test_order_injection_skip_force_and_manifest(tmp_path):
-    make_stages(tmp_path / "nbs")
+    make_stages(tmp_path / "nbs", second_source="import time\ntime.sleep(0.3)")
+    t0 = time.perf_counter()
     first = run(opts(tmp_path, overrides={"sft.max_steps": 3}))
+    first_s = time.perf_counter() - t0
     assert [r.status for r in first] == ["ran", "ran"]
     assert (tmp_path / "run" / "order.txt").read_text() == "True"          # 00 ran before 01
     assert "{'sft.max_steps': 3}" in (tmp_path / "run" / "00_first" / "seen.json").read_text()
     again = run(opts(tmp_path, overrides={"sft.max_steps": 3}))
     assert [r.status for r in again] == ["skipped", "skipped"]
     assert all("unchanged" in r.reason for r in again)
+    t0 = time.perf_counter()
     forced = run(opts(tmp_path, overrides={"sft.max_steps": 3}, force=True, only=["01"]))
+    forced_s = time.perf_counter() - t0
     assert [(r.name, r.status) for r in forced] == [("01_second", "ran")]
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["profile"] == "smoke" and manifest["overrides"] == {"sft.max_steps": 3}
@@ -44,7 +49,11 @@ def test_order_injection_skip_force_and_manifest(tmp_path):
     assert manifest["packages"]["torch"].startswith("2.13.0")
     assert "git_commit" in manifest and manifest["seeds"]["global"] == 0
     assert set(manifest["stages"]) == {"00_first", "01_second"}
-    assert all(s["wall_s"] >= 0 for s in manifest["stages"].values())
+    # wall_s is the time a stage's notebook ran, inside the run() call that ran it: 01 sleeps 0.3 s
+    assert first[0].wall_s > 0 and first[1].wall_s >= 0.3 and first[0].wall_s + first[1].wall_s <= first_s
+    walls = {name: s["wall_s"] for name, s in manifest["stages"].items()}
+    assert walls["01_second"] == round(forced[0].wall_s, 2) and 0.3 <= walls["01_second"] <= forced_s
+    assert manifest["stages"]["00_first"]["status"] == "skipped" and walls["00_first"] == 0   # last run: skipped
 
 
 def test_changed_parameter_or_upstream_output_reruns(tmp_path):

@@ -2,9 +2,9 @@
 
 Each claim names the metric, the comparison, the paper's direction and value (from ``reference``), and the
 artifact it is measured on. The CI is ``metrics.seed_image_ci`` (a t-interval over training seeds plus the image
-noise the seeds share, Satterthwaite df; its coverage is tested in tests/test_interval_coverage.py). Five verdicts,
-ruled before any run (``verdict``, ``judge``) with each claim's smallest effect of interest (SESOI, ``ClaimsConfig``,
-justified in docs/paper.md):
+noise the seeds share, Satterthwaite df; its coverage is tested in tests/evaluation/test_interval_coverage.py).
+Five verdicts, ruled before any run (``verdict``, ``judge``) with each claim's smallest effect of interest (SESOI,
+``ClaimsConfig``, justified in docs/paper.md):
 
 - *supported*: the CI excludes 0 on the paper's side; *contradicted*: it excludes 0 on the other side;
 - *no effect of the paper's size*: the CI holds 0 and lies inside +-SESOI;

@@ -76,7 +76,7 @@ class TemplateTeacher:
 
     @property
     def identity(self) -> dict:
-        return {"teacher": self.name, "code": digest(inspect.getsource(TemplateTeacher))}
+        return {"teacher": self.name, "code": _TEMPLATE_CODE}
 
     def trace(self, r: TraceRequest) -> str:
         seen = dict(r.findings)
@@ -113,6 +113,11 @@ class TemplateTeacher:
             ("summary", ", ".join(abnormal).lower() or "no acute abnormality"),
         ]
         return " ".join(f"{i}. {name}: {text}." for i, (name, text) in enumerate(steps, start=1))
+
+
+# The template teacher's code, digested once, at import: inspect.getsource parses this module's syntax tree, and
+# doing so for every trace key raised "AST constructor recursion depth mismatch" on CPython 3.11.7.
+_TEMPLATE_CODE = digest(inspect.getsource(TemplateTeacher))
 
 
 class TeacherError(RuntimeError):

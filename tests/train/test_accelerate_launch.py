@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from chexreason_utils.evaluation import evaluate
+from chexreason_utils.paths import PACKAGE_DIR
 from chexreason_utils.train.models import build_tiny_gemma3
 
 pytestmark = pytest.mark.multiprocess
@@ -26,7 +27,8 @@ LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--
 
 
 def _launch(work: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "CUDA_VISIBLE_DEVICES": ""}
+    # the children import the package under test, from wherever this file lies
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE_DIR.parent), "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(LAUNCH + [str(work)], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads((work / "summary.json").read_text())

@@ -1,5 +1,5 @@
-"""Run by tests/test_accelerate_launch.py under ``accelerate launch``: SFT, GRPO and sharded evaluation of a
-tiny model, exactly through the package's functions. Usage: python tests/accelerate_job.py WORKDIR"""
+"""Run by tests/train/test_accelerate_launch.py under ``accelerate launch``: SFT, GRPO and sharded evaluation of a
+tiny model, exactly through the package's functions. Usage: python tests/train/accelerate_job.py WORKDIR"""
 import json
 import sys
 from pathlib import Path

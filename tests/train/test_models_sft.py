@@ -35,7 +35,12 @@ def test_build_reload_template_and_batched_generate(tiny_models, kind, cls, proc
     inputs = processor(text=[text] * 3, images=[[img]] * 3, return_tensors="pt", padding=True)
     assert (inputs["input_ids"][:, -1] == inputs["input_ids"][0, -1]).all()           # left padding
     out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
-    assert out.shape == (3, inputs["input_ids"].shape[1] + 5) or out.shape[1] <= inputs["input_ids"].shape[1] + 5
+    prompt_len = inputs["input_ids"].shape[1]
+    new = out[:, prompt_len:]
+    assert out.shape[0] == 3 and torch.equal(out[:, :prompt_len], inputs["input_ids"])   # each row continues its prompt
+    assert 1 <= new.shape[1] <= 5 and (new == new[0]).all()       # at most 5 new tokens; the same prompt, the same answer
+    eos = torch.tensor(model.generation_config.eos_token_id).reshape(-1)
+    assert new.shape[1] == 5 or torch.isin(new, eos).any(dim=1).all()   # fewer than 5 only when every row reached EOS
 
 
 def test_gemma3_projector_is_not_zero(tiny_models):
