@@ -4,13 +4,11 @@ import ast
 import hashlib
 import json
 import re
-import tomllib
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
-import yaml
 
 from chexreason_utils.report import figure_registry, plotting
 from chexreason_utils.paths import NOTEBOOK_DIR, REPO_ROOT
