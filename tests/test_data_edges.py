@@ -150,3 +150,12 @@ def test_setup_of_the_paper_profile_is_the_inventory_or_an_error_naming_the_miss
     table = inventory(cfg, paths)
     assert table["present"].iloc[:6].all() and table["item"].iloc[-2:].tolist() == ["medical model", "general model"]
     assert not (paths.root / "world").exists()
+
+
+def test_the_tiny_bases_are_built_only_from_tiny_models(tmp_path):
+    from chexreason_utils.config import load_profile
+    from chexreason_utils.paths import RunPaths
+    from chexreason_utils.steps.setup import instruction_examples
+
+    with pytest.raises(ValueError, match="models.medical = 'google/medgemma-4b-it' is not a tiny model"):
+        instruction_examples(load_profile("paper"), RunPaths(tmp_path / "run", tmp_path / "figures"))
