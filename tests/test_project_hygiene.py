@@ -124,6 +124,23 @@ def test_saving_the_same_figure_or_table_again_leaves_the_files_untouched(tmp_pa
     assert files[2].stat().st_mtime_ns != mtimes[2]                               # changed bytes are written
 
 
+def test_show_figure_saves_the_figure_then_displays_it(tmp_path, monkeypatch):
+    import IPython.display
+
+    shown = []
+    folder = tmp_path / "shown"
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append((obj, sorted(p.name for p in folder.iterdir()))))
+    data = pd.DataFrame({"x": [0, 1, 2], "y": [0.2, 0.5, 0.4]})
+    fig = _figure()
+    assert plotting.show_figure(fig, "headline", data, folder) is None
+    saved = plotting.save_figure(_figure(), "headline", data, tmp_path / "saved")
+    assert shown == [(fig, ["headline.csv", "headline.pdf", "headline.png"])]     # displayed once, after it was saved
+    assert [f.read_bytes() for f in saved] == [(folder / f.name).read_bytes() for f in saved]   # as save_figure writes
+    with pytest.raises(ValueError, match="registered as a table"):
+        plotting.show_figure(_figure(), "sft_final_values", data, tmp_path)
+    assert len(shown) == 1
+
+
 def test_docs_figure_table_matches_the_registry():
     page = (REPO_ROOT / "docs" / "figures.md").read_text()
     assert figure_registry.markdown_table() in page

@@ -28,7 +28,7 @@ class Artifact:
 
 ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("world_examples", "figure", "00_setup", "new", "Phantom radiographs, one per finding and site",
-             made_by=("steps.setup.run_setup",)),   # which saves report.figures.world_examples in the world profiles
+             made_by=("steps.setup.setup_world", "report.figures.world_examples")),
     Artifact("label_prevalence", "figure", "01_sampling", "Sec. data", "Label prevalence: pool vs SFT vs RL vs validation",
              made_by=("steps.sampling.prevalence_tables", "report.figures.label_prevalence")),
     Artifact("label_cooccurrence", "figure", "01_sampling", "new", "Label co-occurrence in the SFT selection",

@@ -2,7 +2,8 @@
 
 ``save_figure`` writes PNG + PDF with no timestamps or version strings (two saves of the same figure are
 byte-identical) and the CSV of the numbers plotted beside them; like ``save_table``, it leaves a file that
-already holds the same bytes untouched (``jsonl_store.write_if_changed``).
+already holds the same bytes untouched (``jsonl_store.write_if_changed``). ``show_figure`` saves a figure and
+displays it: the notebooks' one call per figure.
 """
 from __future__ import annotations
 
@@ -44,8 +45,17 @@ def save_figure(fig: plt.Figure, artifact_id: str, data: pd.DataFrame, out_dir: 
         fig.savefig(buffer, format=path.suffix[1:], metadata=metadata, bbox_inches="tight")
         write_if_changed(path, buffer.getvalue())
     write_if_changed(csv, data.to_csv(index=False, float_format="%.6g"))
-    plt.close(fig)   # shown once, by the notebook cell that returns it, not again by the inline backend
+    plt.close(fig)   # shown once, by show_figure (or the cell that returns it), not again by the inline backend
     return [png, pdf, csv]
+
+
+def show_figure(fig: plt.Figure, artifact_id: str, data: pd.DataFrame, out_dir: Path) -> None:
+    """What a notebook does with each figure it makes: save it (``save_figure``: PNG, PDF and the plotted numbers
+    in ``out_dir``), then display it in the cell's output."""
+    from IPython.display import display
+
+    save_figure(fig, artifact_id, data, out_dir)
+    display(fig)
 
 
 def save_table(table: pd.DataFrame, artifact_id: str, out_dir: Path, caption: str = "") -> list[Path]:

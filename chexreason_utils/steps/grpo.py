@@ -104,7 +104,8 @@ def answer_statistics_table(cfg: Config, paths: RunPaths, runs_by_reward: dict[s
 def grpo_worked_example(cfg: Config, paths: RunPaths, run: grpo.GRPORun) -> tuple[pd.DataFrame, dict]:
     """The first group the frozen SFT policy sampled in a GRPO run's control (one image, ``num_generations``
     completions) scored by both rewards, with the advantages trl computes under the run's ``scale_rewards``
-    (``"batch"``: over every completion of that step's control batch), and that image's path and truth."""
+    (``"batch"``: over every completion of that step's control batch), and that image's path and truth (and, for
+    ``"batch"``, that batch's rewards: reward -> totals; None otherwise)."""
     path = run.out_dir / RunPaths.CONTROL / RunPaths.CONTROL_COMPLETIONS
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: the worked example needs the run's control (grpo.frozen_control)")
@@ -133,7 +134,8 @@ def grpo_worked_example(cfg: Config, paths: RunPaths, run: grpo.GRPORun) -> tupl
     table = reward_analysis.worked_example(list(group["completion"]), lengths(group["completion"]), truth, prevalence,
                                            g.hard, g.nuanced, think, g.scale_rewards, batch_rewards)
     return table, {"image_path": row["image_path"], "truth": truth,
-                   "length_threshold": g.hard.length_threshold, "scale_rewards": g.scale_rewards}
+                   "length_threshold": g.hard.length_threshold, "scale_rewards": g.scale_rewards,
+                   "batch_rewards": batch_rewards}
 
 
 def trl_arguments(cfg: Config) -> pd.DataFrame:

@@ -1,9 +1,11 @@
-"""Stage 00 (setup): the phantom world, the two tiny base models with their pretraining and instruction tuning,
-a zero-shot look at them, and the paper profile's inventory of data files and model ids."""
+"""Stage 00 (setup), one function per step the notebook shows: the phantom world (``setup_world``, ``world_table``),
+the two tiny base models (``world_corpus`` and ``instruction_examples``, then ``build_bases``, ``pretrain_bases`` and
+``instruct_bases``), what their instruction data holds (``instruction_cards``), a zero-shot look at them
+(``zero_shot_demo``), and the paper profile's inventory of data files and model ids (``inventory``)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,39 +25,6 @@ from ..train.model_registry import ROLES, TINY_CLASSES, base_model
 from ..paths import RunPaths
 from ..train.teacher import TemplateTeacher, TraceRequest
 from ..train.trainer_log import log_rows
-from ..report import figures, plotting
-
-
-@dataclass
-class Setup:
-    """What stage 00 made or found, as the notebook shows it; None where the profile has no such part."""
-
-    world: pd.DataFrame               # target vs drawn prevalence; the paper profile: the data files and model ids
-    world_counts: pd.Series | None    # images, studies and patients per site
-    figures: dict                     # figure id -> the figure, saved with its data (``world_examples``)
-    models: pd.DataFrame | None       # the two tiny bases (``prepare_tiny_models``)
-    instruction_data: pd.DataFrame | None
-    zero_shot_rates: pd.DataFrame | None   # valid-output rate, variant x model
-    zero_shot_answers: pd.DataFrame | None
-
-
-def run_setup(cfg: Config, paths: RunPaths, n_images: int = 16) -> Setup:
-    """Stage 00 for any profile: the phantom world (``world.enabled``) and the tiny bases with their zero-shot
-    look (``models.build_tiny``), or else the paper profile's ``inventory`` (which stops on a missing data file)."""
-    if cfg.world.enabled:
-        card = setup_world(cfg, paths)
-        fig, data = figures.world_examples(paths.world)
-        plotting.save_figure(fig, "world_examples", data, paths.figures)
-        world = dict(world=world_table(card), world_counts=pd.Series(card["counts"]), figures={"world_examples": fig})
-    else:
-        world = dict(world=inventory(cfg, paths), world_counts=None, figures={})
-    if not cfg.models.build_tiny:
-        return Setup(**world, models=None, instruction_data=None, zero_shot_rates=None, zero_shot_answers=None)
-    models_table = prepare_tiny_models(cfg, paths)
-    rates, answers = zero_shot_demo(cfg, paths, n_images)
-    return Setup(**world, models=models_table, instruction_data=instruction_cards(paths, models_table),
-                 zero_shot_rates=rates.pivot(index="variant", columns="model", values="valid_rate"),
-                 zero_shot_answers=answers)
 
 
 def world_table(card: dict) -> pd.DataFrame:
@@ -87,10 +56,9 @@ def world_corpus(world_root: Path) -> list[str]:
     return texts
 
 
-def prepare_tiny_models(cfg: Config, paths: RunPaths) -> pd.DataFrame:
-    """Build both tiny base models, give each its short domain pretraining (captioning its pool), then its
-    instruction tuning on the same pool (``instruct``); a ``model_card.json`` beside each says what it saw.
-    The two bases are independent jobs (``jobs.run_jobs``), one process each."""
+def instruction_examples(cfg: Config, paths: RunPaths) -> dict[str, pd.DataFrame]:
+    """Each base's instruction-tuning data (``instruct.build_examples`` on its own pretraining pool), checked to
+    hold none of the held-out prompts (``instruct.check_held_out``); stops if a base is not a tiny model."""
     m = cfg.models
     for role in ROLES:
         if getattr(m, role) not in TINY_CLASSES:
@@ -99,30 +67,75 @@ def prepare_tiny_models(cfg: Config, paths: RunPaths) -> pd.DataFrame:
                     for role in ROLES}
     for examples in instructions.values():
         instruct.check_held_out(examples)
-    corpus = world_corpus(paths.world)
-    jobs = [dict(cfg=cfg, paths=paths, role=role, corpus=corpus, examples=instructions[role]) for role in ROLES]
-    return pd.DataFrame(run_jobs(_prepare_base, jobs, cfg.workers))
+    return instructions
 
 
-def _prepare_base(cfg: Config, paths: RunPaths, role: str, corpus: list[str], examples: pd.DataFrame) -> dict:
-    """One tiny base: built (tokenizer trained on ``corpus``), pretrained on its pool, instruction-tuned."""
+def build_bases(cfg: Config, paths: RunPaths, corpus: list[str]) -> pd.DataFrame:
+    """Both tiny bases built from their configs, randomly initialised, with a tokenizer trained on ``corpus``
+    (``build_base``); one job each (``jobs.run_jobs``)."""
+    jobs = [dict(cfg=cfg, paths=paths, role=role, corpus=corpus) for role in ROLES]
+    return pd.DataFrame(run_jobs(build_base, jobs, cfg.workers))
+
+
+def build_base(cfg: Config, paths: RunPaths, role: str, corpus: list[str]) -> dict:
+    """One tiny base, built into ``models/<name>-random`` (kept if it is already there)."""
     m = cfg.models
     name = getattr(m, role)
     raw = paths.models / f"{name}-random"
     if not (raw / "config.json").exists():
         models.TINY_BUILDERS[TINY_CLASSES[name]](corpus, raw, hidden=m.tiny_hidden, layers=m.tiny_layers,
                                                   image_size=m.tiny_image_size, vocab=m.tiny_vocab, seed=cfg.seed)
+    return {"role": role, "model": name, "class": TINY_CLASSES[name], "path": str(raw.relative_to(paths.root))}
+
+
+def pretrain_bases(cfg: Config, paths: RunPaths) -> pd.DataFrame:
+    """Both built bases given their short domain pretraining, captioning their own pool (``pretrain_base``); one
+    job each."""
+    jobs = [dict(cfg=cfg, paths=paths, role=role) for role in ROLES]
+    return pd.DataFrame(run_jobs(pretrain_base, jobs, cfg.workers))
+
+
+def _pool(paths: RunPaths, role: str) -> tuple[Path, list[dict]]:
     pool = paths.world / "pretrain" / role   # radiographs + reports (medical), scenes + captions (general)
-    caps = [json.loads(line) for line in (pool / CAPTIONS).read_text().splitlines()]
+    return pool, [json.loads(line) for line in (pool / CAPTIONS).read_text().splitlines()]
+
+
+def _pretrain_settings(cfg: Config):
+    m = cfg.models
+    return replace(cfg.sft, learning_rate=m.pretrain_lr, max_steps=m.pretrain_steps, eval_steps=0, warmup_ratio=0.05)
+
+
+def pretrain_base(cfg: Config, paths: RunPaths, role: str) -> dict:
+    """One built base (``build_base``) fully fine-tuned to caption its pool ("Describe this image.") into
+    ``models/<name>-pretrained``: the pool, its size, the final training loss and the checkpoint."""
+    name = getattr(cfg.models, role)
+    pool, caps = _pool(paths, role)
     data = sft.make_dataset(["Describe this image."] * len(caps), [c["text"] for c in caps],
                             [str(pool / c["image"]) for c in caps])
-    pre_cfg = replace(cfg.sft, learning_rate=m.pretrain_lr, max_steps=m.pretrain_steps, eval_steps=0,
-                      warmup_ratio=0.05)
-    pre = sft.train_sft(raw, data, None, paths.models / f"{name}-pretrained", pre_cfg, full_finetune=True,
-                        seed=cfg.seed, device=cfg.device)
-    it_cfg = replace(pre_cfg, learning_rate=m.instruct_lr, max_steps=m.instruct_steps,
+    pre = sft.train_sft(paths.models / f"{name}-random", data, None, paths.models / f"{name}-pretrained",
+                        _pretrain_settings(cfg), full_finetune=True, seed=cfg.seed, device=cfg.device)
+    return {"role": role, "model": name, "pretrain_pool": pool.name, "pretrain_examples": len(caps),
+            "pretrain_final_loss": _final_loss(pre), "path": str(pre.out_dir.relative_to(paths.root))}
+
+
+def instruct_bases(cfg: Config, paths: RunPaths, instructions: dict[str, pd.DataFrame],
+                   pretrained: pd.DataFrame) -> pd.DataFrame:
+    """Both pretrained bases (``pretrain_bases``) instruction-tuned on their ``instructions`` (``instruct_base``),
+    one job each: the table of the two bases the later stages use."""
+    jobs = [dict(cfg=cfg, paths=paths, role=row["role"], examples=instructions[row["role"]], pretrained=row)
+            for row in pretrained.to_dict("records")]
+    return pd.DataFrame(run_jobs(instruct_base, jobs, cfg.workers))
+
+
+def instruct_base(cfg: Config, paths: RunPaths, role: str, examples: pd.DataFrame, pretrained: dict) -> dict:
+    """One pretrained base (a row of ``pretrain_bases``) fully fine-tuned on its instruction ``examples`` into
+    ``models/<name>``, with a ``model_card.json`` beside it saying what it saw; its row of the models table."""
+    m = cfg.models
+    name = getattr(m, role)
+    _, caps = _pool(paths, role)
+    it_cfg = replace(_pretrain_settings(cfg), learning_rate=m.instruct_lr, max_steps=m.instruct_steps,
                      batch_size=m.instruct_batch_size)
-    it = sft.train_sft(pre.out_dir, sft.make_dataset(list(examples["instruction"]), list(examples["target"]), list(examples["image"])),
+    it = sft.train_sft(paths.root / pretrained["path"], sft.make_dataset(list(examples["instruction"]), list(examples["target"]), list(examples["image"])),
                        None, paths.models / name, it_cfg, full_finetune=True, seed=cfg.seed, device=cfg.device)
     model_card = {"role": role, "model": name, "class": TINY_CLASSES[name],
                   "pretraining": {"pool": f"pretrain/{role}", "domain": instruct.DOMAINS[role],
@@ -133,8 +146,9 @@ def _prepare_base(cfg: Config, paths: RunPaths, role: str, corpus: list[str], ex
                                          "seed": cfg.seed}}
     write_if_changed(it.out_dir / RunPaths.MODEL_CARD, json.dumps(model_card, indent=2, sort_keys=True))
     return {"role": role, "model": name, "class": TINY_CLASSES[name], "parameters": models.parameter_count(it.out_dir),
-            "pretrain_pool": pool.name, "pretrain_examples": len(caps), "pretrain_final_loss": _final_loss(pre),
-            "instruct_examples": len(examples), "instruct_final_loss": _final_loss(it), "path": str(it.out_dir.relative_to(paths.root))}
+            "pretrain_pool": pretrained["pretrain_pool"], "pretrain_examples": pretrained["pretrain_examples"],
+            "pretrain_final_loss": pretrained["pretrain_final_loss"], "instruct_examples": len(examples),
+            "instruct_final_loss": _final_loss(it), "path": str(it.out_dir.relative_to(paths.root))}
 
 
 def instruction_cards(paths: RunPaths, models_table: pd.DataFrame) -> pd.DataFrame:

@@ -133,20 +133,29 @@ def test_manifest_paths_inside_the_run_are_stored_relative_and_read_back_absolut
 def test_setup_of_the_paper_profile_is_the_inventory_or_an_error_naming_the_missing_files(tmp_path):
     from chexreason_utils.config import load_profile
     from chexreason_utils.paths import RunPaths
-    from chexreason_utils.steps.setup import run_setup
+    from chexreason_utils.steps.setup import inventory
 
     roots = {"mimic": tmp_path / "mimic", "chexpert": tmp_path / "chexpert", "nih": tmp_path / "nih"}
     cfg = load_profile("paper", {f"data.{k}_root": str(v) for k, v in roots.items()})
+    assert not cfg.world.enabled and not cfg.models.build_tiny     # 00 takes the inventory branch, builds no model
     paths = RunPaths(tmp_path / "run", tmp_path / "figures")
     with pytest.raises(DataLayoutError, match="6 data file.*mimic-cxr-2.0.0-chexpert.csv.gz.*test_list.txt"):
-        run_setup(cfg, paths)
+        inventory(cfg, paths)
     for folder, names in ((roots["mimic"], [f"mimic-cxr-2.0.0-{s}.csv.gz" for s in ("chexpert", "metadata", "split")]),
                           (roots["chexpert"], ["test_labels.csv"]),
                           (roots["nih"], ["Data_Entry_2017_v2020.csv", "test_list.txt"])):
         folder.mkdir()
         for name in names:
             (folder / name).write_text("")
-    view = run_setup(cfg, paths)
-    assert view.world["present"].iloc[:6].all() and view.world["item"].iloc[-2:].tolist() == ["medical model", "general model"]
-    assert view.figures == {} and view.models is None and view.zero_shot_rates is None
+    table = inventory(cfg, paths)
+    assert table["present"].iloc[:6].all() and table["item"].iloc[-2:].tolist() == ["medical model", "general model"]
     assert not (paths.root / "world").exists()
+
+
+def test_the_tiny_bases_are_built_only_from_tiny_models(tmp_path):
+    from chexreason_utils.config import load_profile
+    from chexreason_utils.paths import RunPaths
+    from chexreason_utils.steps.setup import instruction_examples
+
+    with pytest.raises(ValueError, match="models.medical = 'google/medgemma-4b-it' is not a tiny model"):
+        instruction_examples(load_profile("paper"), RunPaths(tmp_path / "run", tmp_path / "figures"))
