@@ -174,3 +174,13 @@ def test_an_unreachable_file_host_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match=rf"torchxrayvision==1.5.7 \(http://127.0.0.1:9/.*\).*{padchest_table.CACHE_ENV}"):
         padchest_table.label_table_path()
 
+
+def test_the_docs_table_is_the_mapping_with_its_real_coverage(real_table):
+    """docs/padchest.md shows every entry with the frontal rows it covers, as ``coverage`` measures them."""
+    from chexreason_utils.paths import REPO_ROOT
+
+    frontal = real_table[real_table["Projection"].isin(["PA", "AP", "AP_horizontal"])]
+    table, _ = coverage(frontal["padchest_labels"].dropna().tolist())
+    text = (REPO_ROOT / "docs" / "padchest.md").read_text()
+    for row in table.itertuples():
+        assert f"| {row.padchest_label} | {row.chexpert_label or '—'} | {row.rows:,} | {row.note} |" in text, row
