@@ -418,11 +418,6 @@ class CrossModelConfig:
 class DiagnosticsConfig:
     """Notebook 06: entropy / mode-collapse measures and the unstable-recipe ablation."""
 
-    window: int = option(100, "Label-dominance window, in predictions: the paper reports collapse in words "
-                              "only; we measure it over the nuanced guard's stated 100.", min=1)
-    dominance_threshold: float = option(0.70, "The nuanced guard's stated 70% dominance share, drawn as a "
-                                              "reference line in 06's label-dominance figure (the collapse rule "
-                                              "uses relative thresholds instead).", above=0, max=1)
     entropy_fraction: float = option(0.5, "Collapse rule: token entropy at or below this fraction of the run's "
                                           "own start (mean of its first `start_steps` steps).", above=0, below=1)
     set_margin: float = option(0.30, "Collapse rule: or one predicted label set's share of the window above its "

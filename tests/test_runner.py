@@ -137,7 +137,7 @@ EDITS = [("seed", 3, {"00_alpha", "01_beta", "02_gamma"}), ("device", "cuda", se
          ("sft.batch_size", 2, {"02_gamma"}), ("sft.learning_rate", 0.5, set()), ("grpo.hard.lambda_len", 0.3, {"02_gamma"}),
          ("grpo.beta", 0.2, set()), ("evaluation.nih_label_set", "with_effusion", {"01_beta"}),
          ("evaluation.batch_size", 3, set()), ("cross_model.general_zero_shot", False, set()),
-         ("diagnostics.window", 9, set()), ("claims.sesoi_c1", 0.05, set()), ("experiments.steps_scale", 0.5, set()),
+         ("diagnostics.set_margin", 0.2, set()), ("claims.sesoi_c1", 0.05, set()), ("experiments.steps_scale", 0.5, set()),
          ("profile", "smoke-copy", {"02_gamma"}),
          ("seeds", [4, 5], {"02_gamma"})]
 # Two rounds of edits: world.seed alone (only 00 reruns, and its unchanged card.txt reruns nothing after it), then

@@ -28,7 +28,7 @@ def folder_diagnostics(cfg: Config, paths: RunPaths, folder,
         raise FileNotFoundError(f"GRPO run log {log} not found ({missing})")
     return run_diagnostics(pd.read_csv(log), grpo.completions_table(folder), cfg.grpo.num_generations,
                            truth_set_shares(load_manifest(paths, "rl")["truth"]), collapse_rule(cfg),
-                           cfg.diagnostics.window)
+                           cfg.grpo.nuanced.window)   # the guard's window: one fact
 
 
 def collapse_rule(cfg: Config) -> CollapseRule:
