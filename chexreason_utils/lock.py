@@ -54,7 +54,7 @@ def environment_yml(locked: dict[str, str]) -> str:
              "# every package at the version the lock pins. conda env create -f environment.yml",
              "name: chexreason", "channels:", "  - conda-forge", "dependencies:", f"  - python={PYTHON}", "  - pip",
              "  - pip:", f"      - --extra-index-url {TORCH_INDEX}"]
-    lines += [f"      - {name}=={version}" for name, version in sorted(locked.items()) if name not in ("pip",)]
+    lines += [f"      - {name}=={version}" for name, version in sorted(locked.items())]
     lines += ["      - -e ."]
     return "\n".join(lines) + "\n"
 

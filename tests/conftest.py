@@ -68,15 +68,17 @@ def smoke_run(smoke_process):
     return RunPaths.for_profile("smoke", opts.run_dir, opts.figure_dir), results, opts
 
 
-SECOND_RUN = ("-p", "workers=1", "-p", "seeds=[1]", "--only", "00,01,02,03,04")
+SECOND_RUN = ("-p", "workers=1", "-p", "seeds=[1]", "-p", "sft.formats=[free_reasoning]", "-p", "sft.general_model_too=false",
+              "--only", "00,01,02,03")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def second_smoke_run(request, tmp_path_factory):
     """The repro test's second clean smoke run, started in the background when the session starts, so that it runs
-    beside the rest of the suite instead of after it: one worker, seed 1 only, stages 00-04 (everything a seed's
-    models and predictions come from; 05-07 read them and are checked by their own tests). Yields (process, run dir,
-    figure dir, log), or None when no repro test is selected."""
+    beside the rest of the suite instead of after it: one worker, seed 1 only, stages 00-03 with GRPO's chain alone
+    (the world, both bases, the manifests, the medical model's SFT in GRPO's start format, every GRPO run and its
+    validation predictions; the other SFT runs and 04's predictions come from the same code). Yields (process, run
+    dir, figure dir, log), or None when no repro test is selected."""
     if not any(item.get_closest_marker("repro") for item in request.session.items):
         yield None
         return

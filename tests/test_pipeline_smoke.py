@@ -319,9 +319,10 @@ def _comparable(run_dir, seed):
 def test_a_second_clean_smoke_run_in_another_process_gives_identical_bytes(smoke_run, second_smoke_run):
     """Same machine and profile -> the same world, bases, manifests, seed-1 SFT and GRPO weights and predictions, byte
     for byte. The fixture ran seeds 0 and 1 with the default workers (one per core); the second run
-    (``conftest.SECOND_RUN``) runs seed 1 alone with one worker through stage 04, so it also shows that neither the
-    worker count nor the other seeds change a seed's results. Figures average over seeds, so they are not compared here
-    (``test_project_hygiene`` checks that saving a figure twice gives the same bytes)."""
+    (``conftest.SECOND_RUN``) runs seed 1 alone with one worker through stage 03, GRPO's chain only, so it also shows
+    that neither the worker count, the other seeds nor the other SFT runs change a run's results. Figures average over
+    seeds, so they are not compared here (``test_project_hygiene`` checks that saving a figure twice gives the same
+    bytes)."""
     paths, _, _ = smoke_run
     proc, run_dir, _, log = second_smoke_run
     assert proc.wait(timeout=3000) == 0, log.read_text()[-3000:]
