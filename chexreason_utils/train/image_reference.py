@@ -19,6 +19,8 @@ thresholds chosen on a validation frame. Its predictions come back in the schema
 - **Thresholds** (``choose_thresholds``): per label, the one that maximises F1 on the validation frame (ties:
   the fewest positives), placed halfway between the chosen probability and the next lower one; a label without a
   positive in validation gets ``FALLBACK_THRESHOLD`` (0.5), and ``ImageReference.threshold_source`` says so.
+  Scored on validation itself, the thresholds are in-sample (optimistic); ``predict_cross_fitted`` answers each
+  validation image with thresholds chosen on the other half.
 - **Answers.** The labels above their thresholds, written as an Only-Label answer (``prompts.format_target``) and
   read back by the same parser as the VLMs' answers: an image with no label above threshold answers
   "No Finding", as an SFT target with no label does. Every answer is valid (fail rate 0).
@@ -165,18 +167,35 @@ class ImageReference:
         return predict_probabilities(self.model, load_images(list(frame["image_path"]), self.settings.image_size),
                                      batch_size)
 
-    def answers(self, probs: np.ndarray) -> list[list[str]]:
-        """The label names above threshold per image, as the answer parser reads them (none: No Finding)."""
+    def answers(self, probs: np.ndarray, thresholds: np.ndarray | None = None) -> list[list[str]]:
+        """The label names at or above threshold per image (``thresholds``: the fitted ones, or one row per image),
+        as the answer parser reads them: none above threshold answers No Finding."""
         labels = self.settings.labels
-        return [list(parse_output(answer_text([labels[j] for j in np.flatnonzero(row >= self.thresholds)]),
-                                  think=False).labels) for row in np.asarray(probs)]
+        probs = np.asarray(probs)
+        cuts = np.broadcast_to(self.thresholds if thresholds is None else thresholds, probs.shape)
+        return [list(parse_output(answer_text([labels[j] for j in np.flatnonzero(p >= t)]), think=False).labels)
+                for p, t in zip(probs, cuts)]
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``frame`` with the VLM evaluation's prediction columns added (``raw``, ``labels``, ``valid``,
         ``reason``, ``key``, ``prompt`` "") and ``probabilities`` (one per label of the settings, in order):
         with a ``truth`` column, ``metrics.scores`` reads it as it reads a VLM's predictions."""
         probs = self.probabilities(frame)
-        answers = self.answers(probs)
+        return self._answered(frame, probs, self.answers(probs))
+
+    def predict_cross_fitted(self, val: pd.DataFrame, folds: int = 2) -> pd.DataFrame:
+        """``predict`` on the validation frame the thresholds were chosen on, each image answered with thresholds
+        chosen on the other folds (``choose_thresholds``; images dealt to ``folds`` folds by a permutation of the
+        settings' seed): an out-of-sample validation score, where ``predict(val)`` scores the thresholds on the
+        images that chose them (optimistic, most for rare labels)."""
+        probs, y = self.probabilities(val), truth_matrix(val, self.settings.labels)
+        fold = np.random.default_rng(self.settings.seed).permutation(len(val)) % folds
+        cuts = np.empty_like(probs, dtype=float)
+        for f in range(folds):
+            cuts[fold == f] = choose_thresholds(y[fold != f], probs[fold != f])[0]
+        return self._answered(val, probs, self.answers(probs, cuts))
+
+    def _answered(self, frame: pd.DataFrame, probs: np.ndarray, answers: list[list[str]]) -> pd.DataFrame:
         return frame.assign(raw=[answer_text(a) for a in answers], labels=answers, valid=True, reason="",
                             key=self.key, prompt="", probabilities=[[float(v) for v in row] for row in probs])
 

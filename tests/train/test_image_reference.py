@@ -139,3 +139,16 @@ def test_predictions_have_the_vlm_schema_and_score_like_vlm_predictions(world):
     assert out["fail_rate"] == 0.0 and out["n"] == len(test)
     blob_f1 = metrics.per_label(*metrics.matrices(frame, load_profile("smoke"), [BLOB]), [BLOB])["f1"][0]
     assert blob_f1 >= 0.9
+
+
+def test_cross_fitted_validation_answers_use_thresholds_chosen_on_the_other_fold(world):
+    train, val, test, reference = world
+    crossed = reference.predict_cross_fitted(val)
+    assert list(crossed["image_id"]) == list(val["image_id"]) and crossed["valid"].all()
+    fold = np.random.default_rng(SETTINGS.seed).permutation(len(val)) % 2
+    probs, y = reference.probabilities(val), ref.truth_matrix(val)
+    first = fold == 0
+    cuts, _ = ref.choose_thresholds(y[~first], probs[~first])
+    assert list(crossed["labels"][first]) == reference.answers(probs[first], cuts)
+    cuts, _ = ref.choose_thresholds(y[first], probs[first])
+    assert list(crossed["labels"][~first]) == reference.answers(probs[~first], cuts)
