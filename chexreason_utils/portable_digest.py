@@ -68,7 +68,7 @@ def compute(work: Path) -> list[tuple[str, str]]:
     import pandas as pd
 
     from . import prompts
-    from .config import load_profile
+    from .config import SFTConfig, load_profile
     from .data.phantom import generate_world
     from .evaluation import evaluate
     from .seeding import seed_everything
@@ -83,7 +83,8 @@ def compute(work: Path) -> list[tuple[str, str]]:
     paths = _images(work / "images")
     out += [(f"image/{Path(p).name}", _sha(Path(p).read_bytes())) for p in paths]
     fmt = cfg.grpo.start_format
-    corpus = [prompts.prompt_for(f) for f in cfg.sft.formats] * 5 + [TARGET] * 20
+    # the tokenizer's corpus: every SFT format of the default profile, not the smoke profile's selection
+    corpus = [prompts.prompt_for(f) for f in SFTConfig().formats] * 5 + [TARGET] * 20
     m = cfg.models
     base = models.build_tiny_gemma3(corpus, work / "base", hidden=m.tiny_hidden, layers=m.tiny_layers,
                                     image_size=m.tiny_image_size, vocab=m.tiny_vocab)
