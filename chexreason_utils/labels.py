@@ -84,6 +84,11 @@ def names_to_vector(names: Iterable[str], labels: Sequence[str] = CHEXPERT_LABEL
     return out
 
 
+def label_matrix(frame, labels: Sequence[str] = CHEXPERT_LABELS) -> np.ndarray:
+    """Binary (n, len(labels)) truth matrix from a frame's ``truth`` column (lists of names)."""
+    return np.array([names_to_vector(t, labels) for t in frame["truth"]], dtype=np.int8).reshape(len(frame), len(labels))
+
+
 def nih_to_chexpert(nih_names: Iterable[str]) -> list[str]:
     """NIH finding names -> the CheXpert labels they map to (unmapped NIH findings disappear)."""
     mapped = {NIH_TO_CHEXPERT.get(name) for name in nih_names}

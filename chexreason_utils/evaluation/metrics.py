@@ -13,7 +13,7 @@ import pandas as pd
 from scipy import stats
 
 from ..config import INVALID_POLICIES, Config
-from ..labels import CHEXPERT_LABELS, NIH_LABEL_SETS, names_to_vector
+from ..labels import CHEXPERT_LABELS, NIH_LABEL_SETS, label_matrix, names_to_vector
 
 CI_METHOD = ("t-interval over training seeds (between-seed variance / n, df n - 1) plus the image noise the seeds "
              "share (image bootstrap), Satterthwaite df; one seed: the image bootstrap alone")
@@ -22,11 +22,6 @@ CI_METHOD = ("t-interval over training seeds (between-seed variance / n, df n - 
 def eval_labels(cfg: Config, dataset: str) -> tuple[str, ...]:
     """The labels a test set is scored on: CheXpert's 14, or the profile's NIH label set."""
     return CHEXPERT_LABELS if dataset == "CheXpert" else NIH_LABEL_SETS[cfg.evaluation.nih_label_set]
-
-
-def label_matrix(frame: pd.DataFrame, labels: Sequence[str] = CHEXPERT_LABELS) -> np.ndarray:
-    """Binary (n, len(labels)) truth matrix from a frame's ``truth`` column (lists of names)."""
-    return np.array([names_to_vector(t, labels) for t in frame["truth"]], dtype=np.int8).reshape(len(frame), len(labels))
 
 
 def prediction_matrix(predictions: pd.DataFrame, labels: Sequence[str], policy: str = "empty") -> np.ndarray:

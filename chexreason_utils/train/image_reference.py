@@ -43,7 +43,7 @@ from PIL import Image
 from torch import nn
 
 from ..cache_keys import digest, file_digest
-from ..labels import CHEXPERT_LABELS, names_to_vector
+from ..labels import CHEXPERT_LABELS, label_matrix
 from ..prompts import format_target, parse_output
 from ..seeding import seed_everything
 
@@ -114,12 +114,6 @@ def load_images(image_paths: Sequence[str | Path], size: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def truth_matrix(frame: pd.DataFrame, labels: Sequence[str] = CHEXPERT_LABELS) -> np.ndarray:
-    """(n, len(labels)) 0/1 truth of a manifest frame's ``truth`` column (lists of names)."""
-    return np.array([names_to_vector(t, labels) for t in frame["truth"]], dtype=np.float32).reshape(len(frame),
-                                                                                                     len(labels))
-
-
 def reference_key(train: pd.DataFrame, val: pd.DataFrame, settings: ReferenceSettings) -> str:
     """What a fitted reference depends on: the settings, ``FORMAT``, and each training and validation image's id,
     truth and bytes (validation chooses the thresholds). Locations do not enter: a copied run keys the same."""
@@ -188,7 +182,7 @@ class ImageReference:
         chosen on the other folds (``choose_thresholds``; images dealt to ``folds`` folds by a permutation of the
         settings' seed): an out-of-sample validation score, where ``predict(val)`` scores the thresholds on the
         images that chose them (optimistic, most for rare labels)."""
-        probs, y = self.probabilities(val), truth_matrix(val, self.settings.labels)
+        probs, y = self.probabilities(val), label_matrix(val, self.settings.labels)
         fold = np.random.default_rng(self.settings.seed).permutation(len(val)) % folds
         cuts = np.empty_like(probs, dtype=float)
         for f in range(folds):
@@ -284,9 +278,9 @@ def fit(train: pd.DataFrame, val: pd.DataFrame, settings: ReferenceSettings = Re
     if not len(train) or not len(val):
         raise ValueError(f"fit needs training and validation images, got {len(train)} and {len(val)}")
     model, losses = train_network(load_images(list(train["image_path"]), settings.image_size),
-                                  truth_matrix(train, settings.labels), settings)
+                                  label_matrix(train, settings.labels), settings)
     probs = predict_probabilities(model, load_images(list(val["image_path"]), settings.image_size))
-    thresholds, chosen = choose_thresholds(truth_matrix(val, settings.labels), probs)
+    thresholds, chosen = choose_thresholds(label_matrix(val, settings.labels), probs)
     source = {lbl: "validation" if c else "fallback (no positive in validation)"
               for lbl, c in zip(settings.labels, chosen)}
     info = {"n_train": len(train), "n_val": len(val), "epoch_loss": [round(v, 6) for v in losses]}

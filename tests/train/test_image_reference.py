@@ -10,6 +10,7 @@ from PIL import Image
 
 from chexreason_utils.config import load_profile
 from chexreason_utils.evaluation import metrics
+from chexreason_utils.labels import label_matrix
 from chexreason_utils.train import image_reference as ref
 
 SETTINGS = ref.ReferenceSettings(seed=3, image_size=32, widths=(8, 16), epochs=8, batch_size=16, learning_rate=1e-2,
@@ -87,11 +88,11 @@ def test_thresholds_come_from_validation_only(world):
     assert reference.thresholds[list(SETTINGS.labels).index("Fracture")] == ref.FALLBACK_THRESHOLD
     # the chosen thresholds are those of the validation probabilities, and give the best F1 there
     probs = reference.probabilities(val)
-    expected, _ = ref.choose_thresholds(ref.truth_matrix(val), probs)
+    expected, _ = ref.choose_thresholds(label_matrix(val), probs)
     np.testing.assert_array_equal(reference.thresholds, expected)
     # another validation truth moves the thresholds (the training images alone do not decide them)
     other = val.assign(truth=[[NOISE] if BLOB in t else ["No Finding"] for t in val["truth"]])
-    moved, _ = ref.choose_thresholds(ref.truth_matrix(other), probs)
+    moved, _ = ref.choose_thresholds(label_matrix(other), probs)
     assert moved[list(SETTINGS.labels).index(BLOB)] != reference.thresholds[list(SETTINGS.labels).index(BLOB)]
 
 
@@ -146,7 +147,7 @@ def test_cross_fitted_validation_answers_use_thresholds_chosen_on_the_other_fold
     crossed = reference.predict_cross_fitted(val)
     assert list(crossed["image_id"]) == list(val["image_id"]) and crossed["valid"].all()
     fold = np.random.default_rng(SETTINGS.seed).permutation(len(val)) % 2
-    probs, y = reference.probabilities(val), ref.truth_matrix(val)
+    probs, y = reference.probabilities(val), label_matrix(val)
     first = fold == 0
     cuts, _ = ref.choose_thresholds(y[~first], probs[~first])
     assert list(crossed["labels"][first]) == reference.answers(probs[first], cuts)
