@@ -23,7 +23,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from chexreason_utils.config import load_profile  # noqa: E402
-from chexreason_utils.data import load_mimic  # noqa: E402
+from chexreason_utils.data.mimic import load_pool  # noqa: E402
 from chexreason_utils.data.manifests import load_manifest, manifest_frame  # noqa: E402
 from chexreason_utils.evaluation import metrics, scores  # noqa: E402
 from chexreason_utils.labels import CHEXPERT_LABELS  # noqa: E402
@@ -33,11 +33,9 @@ from chexreason_utils.train import image_reference  # noqa: E402
 
 
 def training_pool(cfg, paths: RunPaths, held_out: list[pd.DataFrame]) -> pd.DataFrame:
-    """The training site's frontal pool as 01_sampling loads it (``load_mimic``, the profile's splits), without
+    """The training site's frontal pool as 01_sampling loads it (``data.mimic.load_pool``), without
     every patient of ``held_out`` (validation and the test sets)."""
-    d, s = cfg.data, cfg.sampling
-    pool = load_mimic(paths.resolve(d.mimic_root), d.uncertainty_policy, splits=s.pool_splits,
-                      check_images=d.check_images)
+    pool = load_pool(cfg, paths)
     frame = manifest_frame(pool.dataset).rename(columns={"labels": "truth"})
     held = {(ds, str(p)) for f in held_out for ds, p in zip(f["dataset"], f["patient_id"])}
     keep = [(ds, str(p)) not in held for ds, p in zip(frame["dataset"], frame["patient_id"])]

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..config import Config
 from ..labels import CHEXPERT_CSV_ORDER, CHEXPERT_LABELS, apply_policy
+from ..paths import RunPaths
 from .records import (DataLayoutError, LoadResult, check_image_files, drop_rows, numeric_labels, require_columns,
                       require_file, source_json, to_result)
 
@@ -74,3 +76,11 @@ def load_mimic(root: str | Path, policy: str = "positive_only", frontal_only: bo
     if check_images:
         frame = check_image_files(frame, dropped, named)
     return to_result("MIMIC-CXR-JPG", frame, dropped, total, named)
+
+
+def load_pool(cfg: Config, paths: RunPaths) -> LoadResult:
+    """The training site's pool as the profile loads it (01's sampling, E1's larger RL sets): ``data.mimic_root``
+    under its uncertainty policy, the splits ``sampling.pool_splits``."""
+    d = cfg.data
+    return load_mimic(paths.resolve(d.mimic_root), d.uncertainty_policy, splits=cfg.sampling.pool_splits,
+                      check_images=d.check_images)

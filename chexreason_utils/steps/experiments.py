@@ -35,7 +35,7 @@ import pandas as pd
 
 from .. import run_records
 from ..config import Config
-from ..data import load_mimic
+from ..data.mimic import load_pool
 from ..data.manifests import in_run, load_manifest, manifest_frame
 from ..data.nih import nih_test_selection
 from ..data.phantom import planted_site_current
@@ -74,9 +74,8 @@ def e1_rl_set(cfg: Config, paths: RunPaths, rl_set: str) -> pd.DataFrame:
     validation and both test manifests; a ValueError naming the numbers when the pool is too small."""
     if rl_set == N_RL:
         return load_manifest(paths, "rl")
-    d, s = cfg.data, cfg.sampling
-    pool = load_mimic(paths.resolve(d.mimic_root), d.uncertainty_policy, splits=s.pool_splits,
-                      check_images=d.check_images)
+    s = cfg.sampling
+    pool = load_pool(cfg, paths)
     excluded = [p for name in ("sft", "val", "chexpert_test", "nih_test") for p in load_manifest(paths, name)["patient_id"]]
     drawn = draw_rl_set(manifest_frame(pool.dataset), pool.labels(), excluded, e1_rl_size(cfg, rl_set), s.min_fraction,
                         s.max_fraction, s.overrep_penalty, s.seed + 1, f"E1 RL set {rl_set!r}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from ..config import Config
-from ..data import load_chexpert, load_mimic
+from ..data import load_chexpert
+from ..data.mimic import load_pool
 from ..data.nih import nih_test_selection
 from ..jsonl_store import write_if_changed
 from ..data.manifests import load_manifest, manifest_frame, write_manifest
@@ -18,8 +19,7 @@ from ..run_records import count
 def build_manifests(cfg: Config, paths: RunPaths) -> dict:
     """Load the three datasets, sample SFT / RL / validation, select the test sets, write the manifests."""
     d, s = cfg.data, cfg.sampling
-    pool = load_mimic(paths.resolve(d.mimic_root), d.uncertainty_policy, splits=s.pool_splits,
-                      check_images=d.check_images)
+    pool = load_pool(cfg, paths)
     chex = load_chexpert(paths.resolve(d.chexpert_root), "test", d.uncertainty_policy, d.chexpert_test_csv,
                          check_images=d.check_images)
     pool_frame, pool_labels = manifest_frame(pool.dataset), pool.labels()
