@@ -99,22 +99,24 @@ def collapsed_steps(diag: pd.DataFrame, truth_shares: dict[str, float], rule: Co
     return (diag["frac_zero_std"] >= rule.zero_std_min) & (low_entropy | takeover)
 
 
+def episodes_of(flags, min_steps: int) -> list[tuple[int, int]]:
+    """(first, past-the-last) positions of every run of at least ``min_steps`` consecutive True flags: an episode."""
+    runs, start = [], None
+    for i, flag in enumerate([*flags, False]):
+        if flag and start is None:
+            start = i
+        if not flag and start is not None:
+            runs.append((start, i))
+            start = None
+    return [(a, b) for a, b in runs if b - a >= min_steps]
+
+
 def collapse_episodes(diag: pd.DataFrame, truth_shares: dict[str, float], rule: CollapseRule) -> pd.DataFrame:
     """Episodes (start, end, length) of at least ``rule.min_steps`` consecutive collapsed steps."""
-    collapsed = collapsed_steps(diag, truth_shares, rule)
-    episodes, start, prev = [], None, None
-    for step, flag in zip(diag["step"], collapsed):
-        if flag and start is None:
-            start = step
-        if not flag and start is not None:
-            episodes.append((start, prev))
-            start = None
-        prev = step
-    if start is not None:
-        episodes.append((start, prev))
     steps = list(diag["step"])
-    out = [{"start": a, "end": b, "steps": steps.index(b) - steps.index(a) + 1} for a, b in episodes]
-    return pd.DataFrame([e for e in out if e["steps"] >= rule.min_steps], columns=["start", "end", "steps"])
+    return pd.DataFrame([{"start": steps[a], "end": steps[b - 1], "steps": b - a}
+                         for a, b in episodes_of(collapsed_steps(diag, truth_shares, rule), rule.min_steps)],
+                        columns=["start", "end", "steps"])
 
 
 def generation_steps(completions: pd.DataFrame, log: pd.DataFrame) -> pd.DataFrame:

@@ -28,6 +28,7 @@ import pandas as pd
 from scipy import stats
 
 from . import claims
+from .diagnostics import episodes_of
 
 ALPHA = 0.05   # the shared rule's level: a two-sided 95% CI; one side of it is a one-sided test at ALPHA / 2
 COUNT_TEST = "one-sided Boschloo exact test (unconditional; Fisher's exact p as its statistic), each side at alpha/2"
@@ -113,15 +114,10 @@ def _stride(steps: np.ndarray) -> int:
 
 
 def _episode_mask(flags: np.ndarray, min_steps: int) -> np.ndarray:
-    """Which points lie in a run of at least ``min_steps`` consecutive True flags."""
-    inside, start = np.zeros(len(flags), bool), None
-    for i, f in enumerate([*flags, False]):
-        if f and start is None:
-            start = i
-        if not f and start is not None:
-            if i - start >= min_steps:
-                inside[start:i] = True
-            start = None
+    """Which points lie in an episode (``diagnostics.episodes_of``)."""
+    inside = np.zeros(len(flags), bool)
+    for a, b in episodes_of(flags, min_steps):
+        inside[a:b] = True
     return inside
 
 
