@@ -16,7 +16,7 @@ from ..train import instruct, models, sft
 from .. import prompts
 from ..config import Config
 from ..data import DataLayoutError
-from ..data import nih
+from ..data import mimic, nih
 from ..data.phantom import CAPTIONS, generate_world, load_findings
 from ..labels import CHEXPERT_LABELS
 from ..jobs import run_jobs
@@ -132,14 +132,13 @@ def instruct_base(cfg: Config, paths: RunPaths, role: str, examples: pd.DataFram
     ``models/<name>``, with a ``model_card.json`` beside it saying what it saw; its row of the models table."""
     m = cfg.models
     name = getattr(m, role)
-    _, caps = _pool(paths, role)
     it_cfg = replace(_pretrain_settings(cfg), learning_rate=m.instruct_lr, max_steps=m.instruct_steps,
                      batch_size=m.instruct_batch_size)
     it = sft.train_sft(paths.root / pretrained["path"], sft.make_dataset(list(examples["instruction"]), list(examples["target"]), list(examples["image"])),
                        None, paths.models / name, it_cfg, full_finetune=True, seed=cfg.seed, device=cfg.device)
     model_card = {"role": role, "model": name, "class": TINY_CLASSES[name],
                   "pretraining": {"pool": f"pretrain/{role}", "domain": instruct.DOMAINS[role],
-                                  "examples": len(caps), "instruction": "Describe this image.",
+                                  "examples": pretrained["pretrain_examples"], "instruction": "Describe this image.",
                                   "steps": m.pretrain_steps, "learning_rate": m.pretrain_lr},
                   "instruction_tuning": {**instruct.card(examples, role), "steps": m.instruct_steps,
                                          "learning_rate": m.instruct_lr, "batch_size": m.instruct_batch_size,
@@ -194,9 +193,9 @@ def inventory(cfg: Config, paths: RunPaths) -> pd.DataFrame:
     """Paper profile: which data files and model ids the run will use. A missing data file is a one-line
     ``DataLayoutError`` naming every missing file and the expected layout, so the run stops here, in 00."""
     d = cfg.data
-    checks = [("MIMIC-CXR-JPG labels", paths.resolve(d.mimic_root) / "mimic-cxr-2.0.0-chexpert.csv.gz"),
-              ("MIMIC-CXR-JPG metadata", paths.resolve(d.mimic_root) / "mimic-cxr-2.0.0-metadata.csv.gz"),
-              ("MIMIC-CXR-JPG split", paths.resolve(d.mimic_root) / "mimic-cxr-2.0.0-split.csv.gz"),
+    checks = [("MIMIC-CXR-JPG labels", paths.resolve(d.mimic_root) / mimic.CHEXPERT_CSV),
+              ("MIMIC-CXR-JPG metadata", paths.resolve(d.mimic_root) / mimic.METADATA_CSV),
+              ("MIMIC-CXR-JPG split", paths.resolve(d.mimic_root) / mimic.SPLIT_CSV),
               ("CheXpert test labels", paths.resolve(d.chexpert_root) / d.chexpert_test_csv),
               ("NIH Data_Entry", paths.resolve(d.nih_root) / nih.ENTRY_FILES[0]),
               ("NIH test list", paths.resolve(d.nih_root) / nih.SPLIT_LISTS["test"])]
