@@ -1,6 +1,6 @@
 """What the pixels allow (issue 36): the supervised image reference (``train.image_reference``) fitted per training
-seed (a) on the SFT images and (b) on the training site's whole frontal pool without the validation and test
-patients, thresholds on validation, scored on every evaluation set beside the trivial baselines and, where 04 has
+seed (a) on the SFT images and (b) on the training site's whole frontal pool without the validation patients
+(01's ``reference_pool`` manifest), thresholds on validation, scored on every evaluation set beside the trivial baselines and, where 04 has
 run, the medical model's SFT (Free-Reasoning) macro-F1. Validation is scored twice: with the thresholds it chose
 (in-sample, optimistic) and cross-fitted (each half answered with thresholds chosen on the other half).
 
@@ -23,23 +23,13 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from chexreason_utils.config import load_profile  # noqa: E402
-from chexreason_utils.data.mimic import load_pool  # noqa: E402
-from chexreason_utils.data.manifests import load_manifest, manifest_frame  # noqa: E402
+from chexreason_utils.data.manifests import load_manifest  # noqa: E402
+from chexreason_utils.data.sampling import REFERENCE_POOL  # noqa: E402
 from chexreason_utils.evaluation import metrics, scores  # noqa: E402
 from chexreason_utils.labels import CHEXPERT_LABELS  # noqa: E402
 from chexreason_utils.paths import RunPaths  # noqa: E402
 from chexreason_utils.queries.entries import SETS  # noqa: E402
 from chexreason_utils.train import image_reference  # noqa: E402
-
-
-def training_pool(cfg, paths: RunPaths, held_out: list[pd.DataFrame]) -> pd.DataFrame:
-    """The training site's frontal pool as 01_sampling loads it (``data.mimic.load_pool``), without
-    every patient of ``held_out`` (validation and the test sets)."""
-    pool = load_pool(cfg, paths)
-    frame = manifest_frame(pool.dataset).rename(columns={"labels": "truth"})
-    held = {(ds, str(p)) for f in held_out for ds, p in zip(f["dataset"], f["patient_id"])}
-    keep = [(ds, str(p)) not in held for ds, p in zip(frame["dataset"], frame["patient_id"])]
-    return frame.loc[keep].reset_index(drop=True)
 
 
 def vlm_sft_macro(paths: RunPaths) -> dict:
@@ -66,7 +56,7 @@ def main() -> None:
     cfg = load_profile(run["profile"], run.get("overrides") or {})
     paths = RunPaths.for_profile(cfg.profile, args.run_dir)
     sets = {dataset: load_manifest(paths, name) for dataset, name in SETS.items()}
-    train = {"SFT images": load_manifest(paths, "sft"), "site pool": training_pool(cfg, paths, list(sets.values()))}
+    train = {"SFT images": load_manifest(paths, "sft"), "site pool": load_manifest(paths, REFERENCE_POOL)}
     print(f"{cfg.profile} run {paths.root}: training sets " + ", ".join(f"{k} {len(v)}" for k, v in train.items())
           + "; evaluation sets " + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
     labels = {ds: metrics.eval_labels(cfg, ds) if ds != "validation" else CHEXPERT_LABELS for ds in sets}

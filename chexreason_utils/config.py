@@ -323,10 +323,11 @@ class GRPOConfig:
                          _GRPO, min=0)
     loss_type: str = option("dr_grpo", "Loss normalisation (trl loss_type): Dr. GRPO.", "stated",
                             _GRPO, choices=LOSS_TYPES)
-    scale_rewards: str = option("group", "Advantage scaling (trl scale_rewards): group divides each reward by its "
-                                         "group's std (trl's default, kept by tiny / smoke), none does not: Dr. "
-                                         "GRPO's other change besides the loss normalisation, so the paper profile "
-                                         "uses none (docs/paper.md).", "stated", _GRPO, choices=SCALE_REWARDS)
+    scale_rewards: str = option("none", "Advantage scaling (trl scale_rewards): none leaves each group's centred "
+                                        "rewards unscaled, Dr. GRPO's other change besides the loss normalisation "
+                                        "(docs/paper.md), every profile; group divides by the group's std (trl's "
+                                        "default, which the embedded profiles ran with until issue 36).", "stated",
+                                _GRPO, choices=SCALE_REWARDS)
     epsilon: float = option(0.15, "Lower clipping bound ε_low of the importance ratio.", "stated", _GRPO, min=0)
     epsilon_high: float = option(0.22, "Upper clipping bound ε_high (asymmetric clipping).", "stated", _GRPO, min=0)
     importance_sampling_level: str = option("token", "Importance ratios per token (trl: token | sequence).",
@@ -399,6 +400,20 @@ class EvaluationConfig:
                                            "CheXpert-vs-NIH curve along GRPO, which the paper does not have.", min=0)
     relabel_csv: str = option("", "Optional: Google's 2019 NIH expert relabels (data/nih_relabels.py), for a "
                                   "second, cleaner truth.", "run")
+
+
+@dataclass
+class ReferenceConfig:
+    """The supervised image-only reference (train/image_reference.py): what the pixels allow, beside the VLMs."""
+
+    enabled: bool = option(True, "Fit a small CNN per training seed on the SFT images and on the training site's "
+                                 "pool and score it on every evaluation set (Tables 5-6, the headline): the "
+                                 "paper has no such reference; chest X-ray papers compare against CNNs.")
+    epochs: int = option(30, "Passes over its training images (fixed; validation chooses thresholds only).", min=1)
+    image_size: int = option(64, "Images resized to this many pixels square, grayscale.", min=8)
+    pool_size: int = option(0, "Images of the training site's pool it is also trained on, drawn at random by "
+                               "sampling.seed (0: the whole frontal pool; validation patients are always left "
+                               "out).", min=0)
 
 
 @dataclass
@@ -505,6 +520,7 @@ class Config:
     sft: SFTConfig = section(SFTConfig)
     grpo: GRPOConfig = section(GRPOConfig)
     evaluation: EvaluationConfig = section(EvaluationConfig)
+    reference: ReferenceConfig = section(ReferenceConfig)
     cross_model: CrossModelConfig = section(CrossModelConfig)
     diagnostics: DiagnosticsConfig = section(DiagnosticsConfig)
     claims: ClaimsConfig = section(ClaimsConfig)

@@ -171,6 +171,15 @@ class RunPaths:
         """04's floor criterion: every SFT entry of both models vs the best trivial baseline, per seed (05 shows it)."""
         return self.evaluation / "floor_criterion.csv"
 
+    def reference_dir(self, training_set: str, seed: int) -> Path:
+        """04's supervised image reference fitted on one training set (``sft``, ``reference_pool``) for one seed."""
+        return self.evaluation / "reference" / f"{training_set}-seed-{seed}"
+
+    @property
+    def competence_gate_record(self) -> Path:
+        """The competence gate's text as it stood when this run's base models were first built (00)."""
+        return self.root / "competence_gate.registered.yaml"
+
     def prediction_file(self, tag: str, manifest: str, prompt: str) -> Path:
         """Cached predictions of one model (``tag``: see ``model_tag``) on one manifest with one prompt."""
         return self.predictions / f"{tag}__{manifest}__{prompt}.jsonl"

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..labels import CHEXPERT_LABELS
+from ..run_records import count
 
 
 @dataclass
@@ -236,3 +237,17 @@ def draw_rl_set(frame: pd.DataFrame, labels: np.ndarray, excluded_patients, n: i
             "patients removed)")
     sel = greedy_select(labels, n, min_fraction, max_fraction, penalty, seed=seed, available=available, pool_note=note)
     return frame.iloc[sel.indices].assign(subset="rl").reset_index(drop=True)
+
+
+REFERENCE_POOL = "reference_pool"   # the manifest the image reference is also trained on (04)
+
+
+def reference_pool(pool: pd.DataFrame, val: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
+    """The training site's frontal pool without the validation patients (validation chooses the reference's
+    thresholds), ``size`` images of it drawn at random by ``seed`` (0: all), in pool order."""
+    kept = pool.loc[~pool["patient_id"].astype(str).isin(set(val["patient_id"].astype(str)))]
+    count("pool images left out of the image reference (validation patients)", len(pool) - len(kept))
+    if size and size < len(kept):
+        count("pool images left out of the image reference (reference.pool_size)", len(kept) - size)
+        kept = kept.sample(n=size, random_state=seed).sort_index()
+    return kept.reset_index(drop=True)

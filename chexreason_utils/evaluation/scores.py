@@ -11,6 +11,9 @@ t-interval over training seeds plus the image noise they share, ``metrics.seed_i
 Contrasts: one row per paired comparison (the SFT -> GRPO differences, the gap change, the claims): effect as
 the mean over seeds, each seed's value, and its seed x image CI.
 
+The supervised image-only reference (``stage`` and ``model`` "reference", ``name`` what it was trained on,
+``REFERENCES``) has a row per training seed and a mean row, like a trained model.
+
 Trivial baselines (``stage`` "baseline", ``model`` "trivial", one fixed row per evaluation set, ``baseline_scores``):
 always "No Finding", the SFT pool's commonest label set, and prevalence-matched random guessing, whose expected
 F1 is computed analytically (the F1 of the expected confusion counts when each label is guessed independently
@@ -90,6 +93,9 @@ def read_scores(path) -> pd.DataFrame:
 
 
 BASELINE = {"stage": "baseline", "model": "trivial", "checkpoint": "baseline"}
+# The supervised image-only reference (training_runs.image_reference): one entry per training set, per seed.
+REFERENCE = {"stage": "reference", "model": "reference", "checkpoint": "reference"}
+REFERENCES = ("SFT images", "site pool")   # its entries' names: what it was trained on
 BASELINES = ("always No Finding", "SFT pool's commonest label set", "prevalence-matched random")
 
 

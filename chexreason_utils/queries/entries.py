@@ -65,6 +65,8 @@ def entries(cfg: Config, paths: RunPaths) -> list[Entry]:
     roles = [r for r in ROLES if r == "medical" or cfg.sft.general_model_too]
     zs_roles = [r for r in ROLES if r == "medical" or cfg.cross_model.general_zero_shot]
     out = [_base(cfg, paths, "validation", role, v) for role in zs_roles for v in cfg.cross_model.prompt_variants]
+    if zero_shot_prompt(cfg) not in cfg.cross_model.prompt_variants:   # the test sets' prompt, for the competence gate
+        out.append(_base(cfg, paths, "validation", "medical", zero_shot_prompt(cfg)))
     out += [Entry(EntryKeys("validation", role, stage="sft", name=f, checkpoint="sft", step=0, prompt=f),
                   {s: (model_tag(f"sft-{role}-{f}", s), paths.sft_model(role, f, s)) for s in seeds})
             for role in roles for f in cfg.sft.formats]

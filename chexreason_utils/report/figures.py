@@ -118,11 +118,12 @@ def _mean_and_seeds(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def headline(summary: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
     """Macro-F1 per model on CheXpert and NIH: bars = mean over training seeds with the 95% seed x image CI
-    (``metrics.CI_METHOD``), dots = each seed; rows whose model starts "baseline: " are drawn as dashed reference
-    lines (columns model, dataset, seed, macro_f1, lo, hi)."""
+    (``metrics.CI_METHOD``), dots = each seed; rows whose model starts "image-only CNN" (the supervised image
+    reference) are hatched grey bars, rows whose model starts "baseline: " dashed reference lines (columns model,
+    dataset, seed, macro_f1, lo, hi)."""
     is_baseline = summary["model"].str.startswith("baseline: ")
     mean, seeds = _mean_and_seeds(summary.loc[~is_baseline])
-    fig, ax = plt.subplots(figsize=(8, 4.2))
+    fig, ax = plt.subplots(figsize=(9, 5))
     models = list(dict.fromkeys(mean["model"]))
     width = 0.8 / len(models)
     baselines = summary.loc[is_baseline]
@@ -131,17 +132,22 @@ def headline(summary: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
         for j, ds in enumerate(["CheXpert", "NIH"]):
             ax.hlines(t.loc[ds, "macro_f1"], j - width / 2, j + 0.8 - width / 2, colors=f"C{k + 4}",
                       linestyles="--", linewidth=1.5, zorder=3, label=name if j == 0 else None)
+    references = [m for m in models if m.startswith("image-only CNN")]
     for i, m in enumerate(models):
         t = mean.loc[mean["model"] == m].set_index("dataset").loc[["CheXpert", "NIH"]]
         x = np.arange(2) + i * width
-        ax.bar(x, t["macro_f1"], width, label=m, color=PALETTE.get(m.split()[0].lower(), None))
+        if m in references:
+            shade = ("0.82", "0.62")[references.index(m) % 2]
+            ax.bar(x, t["macro_f1"], width, label=m, color=shade, hatch="//", edgecolor="0.35", linewidth=0.5)
+        else:
+            ax.bar(x, t["macro_f1"], width, label=m, color=PALETTE.get(m.split()[0].lower(), None))
         ax.errorbar(x, t["macro_f1"], yerr=[t["macro_f1"] - t["lo"], t["hi"] - t["macro_f1"]], fmt="none", ecolor="k", capsize=3)
         for j, ds in enumerate(["CheXpert", "NIH"]):
             v = seeds.loc[(seeds["model"] == m) & (seeds["dataset"] == ds), "macro_f1"]
             ax.plot(np.full(len(v), x[j]), v, "o", color="k", ms=3, alpha=0.7)
     ax.set_xticks(np.arange(2) + width * (len(models) - 1) / 2, ["CheXpert (in-ontology)", "NIH (cross-dataset)"])
-    ax.set_ylabel("macro-F1 (mean over seeds, 95% CI seeds x images; dots: seeds)")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("macro-F1 (bars: mean over seeds, 95% CI;\ndots: seeds)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     fig.tight_layout()
     return fig, summary
 

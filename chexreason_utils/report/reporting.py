@@ -76,6 +76,8 @@ TEST_COLUMNS = {"MedGemma base": {"stage": "base", "model": "medical"}, "Qwen2.5
                 "MedGemma SFT": {"stage": "sft", "model": "medical"}}   # + "ChexReason": the chosen GRPO checkpoint
 FIXED_MODELS = ("MedGemma base", "Qwen2.5-VL")   # test-table columns that do not depend on the training seed
 STAGE_NAMES = {"MedGemma base": "base", "MedGemma SFT": "SFT", "ChexReason": "GRPO"}   # the headline's bars
+REFERENCE_PREFIX = "image-only CNN, "   # the supervised image reference's rows in the headline (``reference_name``)
+REFERENCE_BLOCK = "image-only CNN"      # and its block in Tables 5-6, one column per training set
 BASELINE_PREFIX = "baseline: "   # reference rows and columns of the trivial baselines (``scores.BASELINES``)
 
 
@@ -145,13 +147,16 @@ def test_columns(frame: pd.DataFrame, dataset: str, chexreason: dict) -> dict[in
 
 def headline_summary(frame: pd.DataFrame, chexreason: dict) -> pd.DataFrame:
     """Macro-F1 of the medical model before and after each stage on both test sets: the mean over seeds with the
-    95% seed x image CI (``aggregate`` "mean") and each seed, and the trivial baselines (``model`` "baseline:
-    <name>") as reference (columns model, dataset, seed, aggregate, macro_f1, lo, hi, n)."""
+    95% seed x image CI (``aggregate`` "mean") and each seed, the supervised image-only reference likewise
+    (``reference_name``), and the trivial baselines (``model`` "baseline: <name>") as reference (columns model,
+    dataset, seed, aggregate, macro_f1, lo, hi, n)."""
     columns = {"MedGemma base": TEST_COLUMNS["MedGemma base"], "MedGemma SFT": TEST_COLUMNS["MedGemma SFT"],
                "ChexReason": {"stage": "grpo", **chexreason}}
     parts = [mean_and_seed_rows(frame, dataset=ds, **keys).assign(model=STAGE_NAMES[column])
              for ds in ("CheXpert", "NIH") for column, keys in columns.items()]
     for ds in ("CheXpert", "NIH"):
+        parts += [mean_and_seed_rows(frame, dataset=ds, **scores.REFERENCE, name=name).assign(model=reference_name(name))
+                  for name in reference_names(frame)]
         base = baseline_rows(frame, ds)
         parts.append(base.assign(model=BASELINE_PREFIX + base["name"], aggregate=scores.MEAN))
     out = pd.concat(parts, ignore_index=True).rename(columns={"n_images": "n"})
@@ -237,18 +242,39 @@ def baseline_columns(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
     return rows.pivot(index="label", columns="name", values="f1").reindex(columns=list(scores.BASELINES))
 
 
+def reference_names(frame: pd.DataFrame) -> list[str]:
+    """The supervised image-only reference's entries in a scores frame (``scores.REFERENCES``; none when
+    ``reference.enabled`` was off)."""
+    return [n for n in scores.REFERENCES if ((frame["stage"] == scores.REFERENCE["stage"]) & (frame["name"] == n)).any()]
+
+
+def reference_name(name: str) -> str:
+    """How tables and figures name the reference trained on ``name``."""
+    return f"{REFERENCE_PREFIX}{name}"
+
+
+def reference_columns(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Per-label F1 of the supervised image-only reference on ``dataset``, mean over training seeds: label rows, one
+    column per training set (empty when there is none)."""
+    rows = frame.loc[(frame["dataset"] == dataset) & (frame["stage"] == scores.REFERENCE["stage"])
+                     & (frame["aggregate"] == scores.MEAN) & ~frame["label"].isin(["micro", "macro"])]
+    return rows.pivot(index="label", columns="name", values="f1").reindex(columns=reference_names(frame))
+
+
 def test_table(per_seed: dict[int, pd.DataFrame], which: int, profile: str, fixed: tuple[str, ...] = (),
-               baselines: pd.DataFrame | None = None) -> pd.DataFrame:
+               baselines: pd.DataFrame | None = None, references: pd.DataFrame | None = None) -> pd.DataFrame:
     """Table 5/6 layout: label rows, then the Macro row (mean over labels, zeros included); the paper's model
     columns as one block, this run's (mean over training seeds) as the next, then one block per seed without the
-    ``fixed`` models, which do not depend on the seed, then the ``baselines`` (``baseline_columns``) as a
-    reference block."""
+    ``fixed`` models, which do not depend on the seed, then the supervised image-only ``references``
+    (``reference_columns``, mean over seeds) and the ``baselines`` (``baseline_columns``) as reference blocks."""
     rep = reference.per_label_table(which)
     n = len(per_seed)
     mean = sum(per_seed.values()) / n
     parts = {REPORTED: rep, reproduced_label(profile, n): mean}
     if n > 1:
         parts.update({f"seed {s}": t.drop(columns=[c for c in fixed if c in t]) for s, t in per_seed.items()})
+    if references is not None and len(references.columns):
+        parts[REFERENCE_BLOCK] = references
     if baselines is not None:
         parts["trivial baselines"] = baselines
     table = blocks(parts, list(rep.index), "model")

@@ -3,8 +3,8 @@
 ``evaluate_run`` lists every entry the paper's tables and our figures score — base models with each prompt
 variant, SFT formats of both models, GRPO checkpoints and their best-F1 / final selections, on validation, CheXpert
 and NIH — predicts all of them in one batch of independent jobs (cached), and writes two tidy frames under
-``04_evaluation/``: the scores frame (``scores``: entry × seed × label, with the mean over seeds and its CI, and
-the trivial baselines of every set) and the contrasts (the paired SFT -> GRPO differences and every claim's
+``04_evaluation/``: the scores frame (``scores``: entry × seed × label, with the mean over seeds and its CI, the
+supervised image-only reference (``training_runs.image_reference``) and the trivial baselines of every set) and the contrasts (the paired SFT -> GRPO differences and every claim's
 effect, with CIs), and the floor criterion (``reporting.floor_criterion``) that 05 shows. ``reporting`` builds the
 tables from those two files alone; 05 reads them too.
 """
@@ -15,14 +15,15 @@ import pandas as pd
 
 from ..config import Config, training_seeds
 from ..data.manifests import load_manifest
-from ..evaluation import claims, metrics, scores
+from ..evaluation import claims, competence_gate, metrics, scores
 from ..evaluation.metrics import eval_labels, matrices, valid_mask
 from ..labels import CHEXPERT_LABELS
 from ..paths import RunPaths
 from ..train.model_registry import ROLES
-from ..queries.entries import SETS, entries, entry_predictions, nih_entries
+from ..queries.entries import SETS, entries, entry_predictions, nih_entries, zero_shot_prompt
 from ..queries.stage_outputs import Evaluation, claim_floors
 from ..report import reporting
+from ..training_runs import image_reference
 from ..training_runs.diagnostics import collapse_evidence
 
 
@@ -32,7 +33,7 @@ def evaluate_run(cfg: Config, paths: RunPaths) -> Evaluation:
     todo = entries(cfg, paths)
     mats, parts = [], []
     for entry, by_seed in zip(todo, entry_predictions(cfg, paths, todo)):
-        labels = eval_labels(cfg, entry.keys.dataset) if entry.keys.dataset != "validation" else CHEXPERT_LABELS
+        labels = _labels(cfg, entry.keys.dataset)
         pairs = {s: matrices(f, cfg, labels) for s, f in by_seed.items()}
         y_true = next(iter(pairs.values()))[0]
         frame = scores.entry_scores(entry.keys, y_true, {s: p for s, (_, p) in pairs.items()},
@@ -42,11 +43,19 @@ def evaluate_run(cfg: Config, paths: RunPaths) -> Evaluation:
             frame.loc[frame["seed"].eq(seed).fillna(False).astype(bool), "step"] = step
         parts.append(frame)
         mats.append((entry, y_true, {s: p for s, (_, p) in pairs.items()}))
+    for name, by_dataset in image_reference.reference_predictions(cfg, paths, SETS).items():
+        for dataset, by_seed in by_dataset.items():
+            labels = _labels(cfg, dataset)
+            pairs = {s: matrices(f, cfg, labels) for s, f in by_seed.items()}
+            parts.append(scores.entry_scores(image_reference.entry_keys(dataset, name), next(iter(pairs.values()))[0],
+                                             {s: p for s, (_, p) in pairs.items()},
+                                             {s: valid_mask(f) for s, f in by_seed.items()}, labels, E.n_bootstrap,
+                                             E.bootstrap_seed))
     sft_truths = load_manifest(paths, "sft")["truth"]
     for dataset in SETS:
         y_true = next(y for e, y, _ in mats if e.keys.dataset == dataset)
-        labels = eval_labels(cfg, dataset) if dataset != "validation" else CHEXPERT_LABELS
-        parts.append(scores.baseline_scores(dataset, y_true, labels, sft_truths, E.n_bootstrap, E.bootstrap_seed))
+        parts.append(scores.baseline_scores(dataset, y_true, _labels(cfg, dataset), sft_truths, E.n_bootstrap,
+                                            E.bootstrap_seed))
     score_frame = pd.concat(parts, ignore_index=True)
     contrasts = measure_contrasts(cfg, paths, mats, score_frame)
     paths.evaluation.mkdir(parents=True, exist_ok=True)
@@ -54,6 +63,21 @@ def evaluate_run(cfg: Config, paths: RunPaths) -> Evaluation:
     contrasts.to_csv(paths.contrasts_file, index=False)
     reporting.floor_criterion(score_frame).to_csv(paths.floor_criterion_file, index=False)
     return Evaluation(score_frame, contrasts)
+
+
+def _labels(cfg: Config, dataset: str):
+    """The labels scored on ``dataset``: every CheXpert label on validation, the profile's on a test set."""
+    return eval_labels(cfg, dataset) if dataset != "validation" else CHEXPERT_LABELS
+
+
+def judge_gate(cfg: Config, paths: RunPaths, frame: pd.DataFrame) -> pd.DataFrame:
+    """The competence gate on this run's scores (``competence_gate.judge``), after checking the run recorded the
+    gate's text before its models were built; written to ``04_evaluation/competence_gate.csv``."""
+    gate = competence_gate.load()
+    competence_gate.check_registered(paths, gate)
+    table = competence_gate.judge(frame, gate, zero_shot_prompt(cfg))
+    table.to_csv(paths.evaluation / "competence_gate.csv", index=False)
+    return table
 
 
 def read_floor_criterion(paths: RunPaths) -> pd.DataFrame:

@@ -12,7 +12,7 @@ from ..jsonl_store import write_if_changed
 from ..data.manifests import load_manifest, manifest_frame, write_manifest
 from ..evaluation.metrics import label_matrix
 from ..paths import RunPaths
-from ..data.sampling import label_table, split_train_pool
+from ..data.sampling import REFERENCE_POOL, label_table, reference_pool, split_train_pool
 from ..run_records import count
 
 
@@ -29,6 +29,7 @@ def build_manifests(cfg: Config, paths: RunPaths) -> dict:
     frames = {name: train.loc[train["subset"] == name].reset_index(drop=True) for name in ("sft", "rl", "val")}
     frames["chexpert_test"] = manifest_frame(chex.dataset, "test")
     frames["nih_test"] = nih_frame.reset_index(drop=True)
+    frames[REFERENCE_POOL] = reference_pool(pool_frame, frames["val"], cfg.reference.pool_size, s.seed)
     for name, frame in frames.items():
         write_manifest(paths, name, frame)
     prevalence = label_table(pool_labels, "pool")

@@ -1,4 +1,5 @@
-"""Stage 00 (setup), one function per step the notebook shows: the phantom world (``setup_world``, ``world_table``),
+"""Stage 00 (setup), one function per step the notebook shows: the competence gate recorded before any model
+(``register_gate``), the phantom world (``setup_world``, ``world_table``),
 the two tiny base models (``world_corpus`` and ``instruction_examples``, then ``build_bases``, ``pretrain_bases`` and
 ``instruct_bases``), what their instruction data holds (``instruction_cards``), a zero-shot look at them
 (``zero_shot_demo``), and the paper profile's inventory of data files and model ids (``inventory``)."""
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..evaluation import evaluate
+from ..evaluation import competence_gate, evaluate
 from ..train import instruct, models, sft
 from .. import prompts
 from ..config import Config
@@ -25,6 +26,14 @@ from ..train.model_registry import ROLES, TINY_CLASSES, base_model
 from ..paths import RunPaths
 from ..train.teacher import TemplateTeacher, TraceRequest
 from ..train.trainer_log import log_rows
+
+
+def register_gate(paths: RunPaths) -> pd.DataFrame:
+    """Record the competence gate in the run before its models are built (``competence_gate.register``; an edited
+    gate stops here); what each part asks."""
+    gate = competence_gate.load()
+    competence_gate.register(paths, gate)
+    return pd.DataFrame([{"part": name, "asks": " ".join(part["what"].split())} for name, part in gate.parts.items()])
 
 
 def world_table(card: dict) -> pd.DataFrame:

@@ -277,8 +277,13 @@ def fit(train: pd.DataFrame, val: pd.DataFrame, settings: ReferenceSettings = Re
     ``truth``)."""
     if not len(train) or not len(val):
         raise ValueError(f"fit needs training and validation images, got {len(train)} and {len(val)}")
-    model, losses = train_network(load_images(list(train["image_path"]), settings.image_size),
-                                  label_matrix(train, settings.labels), settings)
+    targets = label_matrix(train, settings.labels)
+    absent = [lbl for lbl, n in zip(settings.labels, targets.sum(axis=0)) if n == 0]
+    if absent:
+        raise ValueError(f"the image reference cannot be trained: label(s) {', '.join(absent)} have no positive "
+                         f"image among its {len(train)} training images (it would learn never to say them); "
+                         "train it on a set that holds every label of ReferenceSettings.labels")
+    model, losses = train_network(load_images(list(train["image_path"]), settings.image_size), targets, settings)
     probs = predict_probabilities(model, load_images(list(val["image_path"]), settings.image_size))
     thresholds, chosen = choose_thresholds(label_matrix(val, settings.labels), probs)
     source = {lbl: "validation" if c else "fallback (no positive in validation)"

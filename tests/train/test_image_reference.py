@@ -1,5 +1,6 @@
 """The supervised image reference on a synthetic image set where Cardiomegaly is an obvious bright blob (a CNN must
-learn it), Edema is a coin flip the pixels do not show, and No Finding is "no blob"."""
+learn it), Edema is a coin flip the pixels do not show, Fracture a rare label of the training images only, and No
+Finding is "no blob"."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,13 +14,15 @@ from chexreason_utils.evaluation import metrics
 from chexreason_utils.labels import label_matrix
 from chexreason_utils.train import image_reference as ref
 
+BLOB, NOISE, RARE = "Cardiomegaly", "Edema", "Fracture"
 SETTINGS = ref.ReferenceSettings(seed=3, image_size=32, widths=(8, 16), epochs=8, batch_size=16, learning_rate=1e-2,
-                                 shift=2)
-BLOB, NOISE = "Cardiomegaly", "Edema"
+                                 shift=2, labels=(BLOB, NOISE, RARE, "No Finding"))
 
 
-def blob_images(folder, n: int, seed: int, prevalence: float = 0.3, name: str = "img") -> pd.DataFrame:
-    """``n`` 40-px noisy grayscale PNGs; a bright disc somewhere in the middle marks Cardiomegaly."""
+def blob_images(folder, n: int, seed: int, prevalence: float = 0.3, name: str = "img",
+                rare: float = 0.0) -> pd.DataFrame:
+    """``n`` 40-px noisy grayscale PNGs; a bright disc somewhere in the middle marks Cardiomegaly; ``rare`` of them
+    are labelled Fracture, which the pixels do not show."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -32,7 +35,7 @@ def blob_images(folder, n: int, seed: int, prevalence: float = 0.3, name: str = 
             pixels[(y - cy) ** 2 + (x - cx) ** 2 <= 25] += 0.5
         path = folder / f"{name}-{i}.png"
         Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8)).save(path)
-        truth = [lbl for lbl, on in ((BLOB, blob), (NOISE, noise)) if on] or ["No Finding"]
+        truth = [lbl for lbl, on in ((BLOB, blob), (NOISE, noise), (RARE, rng.random() < rare)) if on] or ["No Finding"]
         rows.append({"image_id": f"{name}-{i}", "image_path": str(path), "truth": truth})
     return pd.DataFrame(rows)
 
@@ -50,8 +53,8 @@ def one_thread():
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, one_thread):
     root = tmp_path_factory.mktemp("blobs")
-    train, val, test = (blob_images(root / part, n, seed, name=part)
-                        for part, n, seed in (("train", 160, 0), ("val", 60, 1), ("test", 80, 2)))
+    train, val, test = (blob_images(root / part, n, seed, name=part, rare=rare)
+                        for part, n, seed, rare in (("train", 160, 0, 0.1), ("val", 60, 1, 0), ("test", 80, 2, 0)))
     return train, val, test, ref.fit(train, val, SETTINGS)
 
 
@@ -88,11 +91,11 @@ def test_thresholds_come_from_validation_only(world):
     assert reference.thresholds[list(SETTINGS.labels).index("Fracture")] == ref.FALLBACK_THRESHOLD
     # the chosen thresholds are those of the validation probabilities, and give the best F1 there
     probs = reference.probabilities(val)
-    expected, _ = ref.choose_thresholds(label_matrix(val), probs)
+    expected, _ = ref.choose_thresholds(label_matrix(val, SETTINGS.labels), probs)
     np.testing.assert_array_equal(reference.thresholds, expected)
     # another validation truth moves the thresholds (the training images alone do not decide them)
     other = val.assign(truth=[[NOISE] if BLOB in t else ["No Finding"] for t in val["truth"]])
-    moved, _ = ref.choose_thresholds(label_matrix(other), probs)
+    moved, _ = ref.choose_thresholds(label_matrix(other, SETTINGS.labels), probs)
     assert moved[list(SETTINGS.labels).index(BLOB)] != reference.thresholds[list(SETTINGS.labels).index(BLOB)]
 
 
@@ -147,9 +150,16 @@ def test_cross_fitted_validation_answers_use_thresholds_chosen_on_the_other_fold
     crossed = reference.predict_cross_fitted(val)
     assert list(crossed["image_id"]) == list(val["image_id"]) and crossed["valid"].all()
     fold = np.random.default_rng(SETTINGS.seed).permutation(len(val)) % 2
-    probs, y = reference.probabilities(val), label_matrix(val)
+    probs, y = reference.probabilities(val), label_matrix(val, SETTINGS.labels)
     first = fold == 0
     cuts, _ = ref.choose_thresholds(y[~first], probs[~first])
     assert list(crossed["labels"][first]) == reference.answers(probs[first], cuts)
     cuts, _ = ref.choose_thresholds(y[first], probs[first])
     assert list(crossed["labels"][~first]) == reference.answers(probs[~first], cuts)
+
+
+def test_a_label_without_a_positive_training_image_stops_the_fit_naming_it(world):
+    train, val, test, reference = world
+    without = train.assign(truth=[[lbl for lbl in t if lbl != RARE] or ["No Finding"] for t in train["truth"]])
+    with pytest.raises(ValueError, match=f"cannot be trained: label.s. {RARE} have no positive image among its 160"):
+        ref.fit(without, val, SETTINGS)
