@@ -74,7 +74,7 @@ def test_trl_config_carries_dr_grpo_and_passes_vllm_through(tmp_path):
     paper = load_profile("paper").grpo
     args = trl_config(paper, tmp_path, "cpu")
     assert (args.loss_type, args.scale_rewards, args.use_vllm) == ("dr_grpo", "none", False)
-    assert trl_config(load_profile("tiny").grpo, tmp_path, "cpu").scale_rewards == "group"   # committed results
+    assert trl_config(load_profile("tiny").grpo, tmp_path, "cpu").scale_rewards == "none"   # Dr. GRPO everywhere
     paper.use_vllm, paper.vllm_server_base_url = True, "http://gpu-2:8000"
     args = trl_config(paper, tmp_path, "cpu")
     assert (args.use_vllm, args.vllm_mode, args.vllm_server_base_url) == (True, "server", "http://gpu-2:8000")
@@ -99,5 +99,5 @@ def test_the_grpo_argument_table_reads_the_trl_configs_the_project_builds(tmp_pa
         assert row["this profile"] == str(getattr(built, name))
         assert row["paper"] == (str(getattr(paper_built, name)) if name in stated else "open")
         assert row["paper says"] == ("stated" if name in stated else "open")
-    assert table.loc["scale_rewards", ["paper", "this profile"]].tolist() == ["none", "group"]
+    assert table.loc["scale_rewards", ["paper", "this profile"]].tolist() == ["none", "none"]
     assert table.loc["beta", "paper"] == "0.15" and table.loc["learning_rate", "paper"] == "open"
