@@ -38,14 +38,15 @@ def test_every_registered_figure_and_table_is_made(smoke_run):
             assert (paths.figures / name).stat().st_size > 0, name
     table5 = pd.read_csv(paths.figures / "table5_chexpert.csv")
     assert list(table5["source"].unique()) == ["reported (paper)", "reproduced (smoke, mean of 2 seeds)",
-                                               "seed 0", "seed 1", "trivial baselines"]
-    assert len(table5) == 5 * 15
+                                               "seed 0", "seed 1", "image-only CNN", "trivial baselines"]
+    assert len(table5) == 6 * 15
 
 
 def test_one_evaluation_route_the_tables_are_read_from_the_scores_frame(smoke_run):
     paths, _, _ = smoke_run
     frame = scores.read_scores(paths.scores_file)
-    assert set(frame["dataset"]) == {"validation", "CheXpert", "NIH"} and set(frame["stage"]) == {"base", "sft", "grpo", "baseline"}
+    assert set(frame["dataset"]) == {"validation", "CheXpert", "NIH"}
+    assert set(frame["stage"]) == {"base", "sft", "grpo", "reference", "baseline"}
     assert set(frame["seed"].dropna()) == {0, 1} and set(frame["aggregate"]) == {"seed", "mean"}
     assert frame.loc[frame["aggregate"] == "mean", "seed"].isna().all()
     sft_chexpert = scores.select(frame, dataset="CheXpert", stage="sft", seed=1)
@@ -72,6 +73,27 @@ def test_claims_table_has_five_verdicts_from_every_seed(smoke_run):
     for seed in (0, 1):
         assert (paths.grpo_run("hard", seed) / "checkpoint_scores.csv").exists()
         assert (paths.grpo_run("ablation-hard", seed) / "log_history.csv").exists()
+
+
+def test_the_image_reference_is_scored_per_seed_everywhere_and_beats_the_trivial_baselines(smoke_run):
+    """What the pixels allow: the CNN trained on the site's pool beats the best trivial baseline's CI upper bound on
+    every evaluation set (its mean over seeds), and every reference has a row per seed on every set."""
+    paths, _, _ = smoke_run
+    frame = scores.read_scores(paths.scores_file)
+    macro = frame.loc[(frame["label"] == "macro") & (frame["stage"] == "reference")]
+    for dataset in ("validation", "CheXpert", "NIH"):
+        for name in scores.REFERENCES:
+            rows = macro.loc[(macro["dataset"] == dataset) & (macro["name"] == name)]
+            assert sorted(rows["seed"].dropna()) == [0, 1] and (rows["aggregate"] == scores.MEAN).sum() == 1
+        pool = macro.loc[(macro["dataset"] == dataset) & (macro["name"] == "site pool") & (macro["aggregate"] == "mean")]
+        best = scores.best_baseline(frame, dataset)
+        assert pool["f1"].iloc[0] > best["hi"], (dataset, pool["f1"].iloc[0], best["name"], best["hi"])
+    assert len(load_manifest(paths, "reference_pool")) > len(load_manifest(paths, "sft"))
+    assert not set(load_manifest(paths, "reference_pool")["patient_id"]) & set(load_manifest(paths, "val")["patient_id"])
+    gate = pd.read_csv(paths.evaluation / "competence_gate.csv")
+    assert list(gate["part"].unique()) == ["a_reference", "b_off_floor", "c_zero_shot"] and gate["passes"].dtype == bool
+    report = (paths.figures / "REPORT.md").read_text()
+    assert -1 < report.index("## The competence gate") < report.index("## Claims")
 
 
 def test_instruction_tuned_bases_have_cards_and_their_zero_shot_answers_parse(smoke_run):
