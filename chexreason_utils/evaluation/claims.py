@@ -9,8 +9,10 @@ Five verdicts, ruled before any run (``verdict``, ``judge``) with each claim's s
 - *supported*: the CI excludes 0 on the paper's side; *contradicted*: it excludes 0 on the other side;
 - *no effect of the paper's size*: the CI holds 0 and lies inside +-SESOI;
 - *inconclusive*: the CI holds 0 and is wider than that (the note says how many seeds would do);
-- *not measurable*: an entry the comparison involves is at floor (``scores.floor_reason``), the detector fired in
-  no run of either arm, or there is one training seed (no seed-level CI).
+- *not measurable*: a floor decides the sign (both arms at floor, or the arm at floor is the better one:
+  ``verdict_statistics.directional_floor`` on ``scores.floor_reason``; an arm above floor that beats one at floor
+  is the model's doing and is ruled as usual), the detector fired in no run of either arm, or there is one training
+  seed (no seed-level CI).
 
 C4 is the paper's two-part statement (the general model's scaffold gain > 0 *and* larger than the medical
 model's): supported only when both parts are (``combine``).
@@ -24,6 +26,7 @@ import pandas as pd
 
 from . import metrics, scores
 from . import reference
+from .verdict_statistics import directional_floor
 
 VERDICTS = ("supported", "contradicted", "no effect of the paper's size", "inconclusive", "not measurable")
 SCAFFOLD = "reasoning_a"
@@ -188,16 +191,23 @@ def _effects(claim: Claim, evidence: dict, n_boot: int, seed: int) -> dict[str, 
 
 def measure(evidence: dict, floors: dict | None = None, n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
     """Each claim's contrast(s) (effect = mean over seeds, each seed's value, 95% seed x image CI, variance parts)
-    by id, with ``not_measurable`` (a reason, or ""): ``floors`` maps a claim id to the entries at floor it
-    involves (``scores.floor_reason`` text). ``evidence`` maps each claim's artifact name to its data (see
-    ``steps.evaluation.measure_contrasts``); a missing one is a ``MissingEvidence``."""
+    by id, with ``not_measurable`` (a reason, or ""). ``floors`` maps a contrast id (C1-C3, C4's two gains) to the
+    entries at floor of its (reference arm, treatment arm) (``queries.stage_outputs.claim_arm_floors``): a floor
+    makes a contrast not measurable only where it decides the sign (``verdict_statistics.directional_floor``), and
+    C4's difference is not measurable where either gain is. ``evidence`` maps each claim's artifact name to its
+    data (see ``steps.evaluation.measure_contrasts``); a missing one is a ``MissingEvidence``."""
     floors = floors or {}
     out = {}
     for claim in CLAIMS:
         for key, result in _effects(claim, evidence, n_boot, seed).items():
-            at_floor = floors.get(claim.id, "")
-            out[key] = {**result, "not_measurable": f"floor: {at_floor}" if at_floor else
-                        result.get("not_measurable", "")}
+            reason = result.get("not_measurable", "")
+            if key in floors and not reason:
+                why = directional_floor(result["lo"], result["hi"], *floors[key])
+                reason = f"floor: {why}" if why else ""
+            out[key] = {**result, "not_measurable": reason}
+    if "C4" in out and not out["C4"]["not_measurable"]:
+        parts = [key for key in C4_GAINS if out[key]["not_measurable"]]
+        out["C4"]["not_measurable"] = f"as {' and '.join(parts)}" if parts else ""
     return out
 
 
@@ -236,7 +246,9 @@ def claims_table(contrasts: pd.DataFrame, sesoi_by_id: dict[str, float]) -> pd.D
             shared = note if note and note == note_gain else ""   # one floor for both parts: said once
             note = "; ".join([f"gain(general) {_ci(g)}, SESOI {sesoi_by_id['C4 general gain']:g}: {v_gain}"
                               + (f" ({note_gain})" if note_gain and not shared else ""),
-                              f"gain(medical) {_ci(m)}",
+                              f"gain(medical) {_ci(m)}" + (f" (not measurable: {m['not_measurable']})"
+                                                           if isinstance(m["not_measurable"], str)
+                                                           and m["not_measurable"] else ""),
                               f"difference: {v}" + (f" ({note})" if note and not shared else ""),
                               *([f"both parts: {shared}"] if shared else [])])
             v = combine([v_gain, v])

@@ -1,8 +1,8 @@
 """Rules registered for the next run (issue 37): the statistics a verdict needs beyond ``claims.verdict``.
 
 Each function states a rule fixed before the run it judges; tests/evaluation/test_verdict_statistics.py checks each
-on synthetic cases with a known answer. Nothing in the current pipeline calls them yet (docs/statistics.md, "Rules
-registered for the next run", says where each is to be read).
+on synthetic cases with a known answer; docs/statistics.md, "Rules registered for the next run", says where each is
+read (``claims`` reads the floor rule, the count rule and the family view).
 
 - **Collapse as a count of runs** (``collapse_count_test``): collapsed / not collapsed runs in two arms, a one-sided
   Boschloo exact test per side, the verdict in the shared vocabulary (``claims.VERDICTS``);
@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import claims
 from .diagnostics import episodes_of
 
 ALPHA = 0.05   # the shared rule's level: a two-sided 95% CI; one side of it is a one-sided test at ALPHA / 2
@@ -245,6 +244,8 @@ def family_view(family: pd.DataFrame, alpha: float = ALPHA) -> tuple[pd.DataFram
     contradicted" verdicts chance alone would give if every effect were zero (alpha * m), and the sign verdicts
     before and after the adjustment.
     """
+    from .claims import verdict   # claims reads this module's rules; the shared verdict rule is claims'
+
     out = family.copy()
     if "df" not in out:
         out["df"] = np.inf
@@ -252,7 +253,7 @@ def family_view(family: pd.DataFrame, alpha: float = ALPHA) -> tuple[pd.DataFram
     ruled = reason == ""
     if "p" not in out:
         out["p"] = [p_from_ci(r.lo, r.hi, r.df, alpha) for r in out.itertuples()]
-    out["verdict"] = [claims.verdict(r.lo, r.hi, r.direction, r.sesoi) if ok else "not measurable"
+    out["verdict"] = [verdict(r.lo, r.hi, r.direction, r.sesoi) if ok else "not measurable"
                       for r, ok in zip(out.itertuples(), ruled)]
     out["p_holm"], out["p_bh"], out["verdict_holm"] = np.nan, np.nan, out["verdict"]
     m = int(ruled.sum())

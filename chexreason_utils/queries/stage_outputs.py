@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import Config
-from ..evaluation import scores
+from ..evaluation import claims, scores
 from ..evaluation.scoring_plan import checkpoints_to_score, scoring_plan as plan_scoring
 from ..paths import RunPaths, checkpoint_step, model_tag
 from ..train import grpo
@@ -76,8 +76,28 @@ def read_evaluation(paths: RunPaths) -> Evaluation:
     return Evaluation(scores.read_scores(paths.scores_file), pd.read_csv(paths.contrasts_file))
 
 
+def claim_arm_floors(cfg: Config, frame: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """Per claim contrast (C1-C3, C4's two scaffold gains), the entries at floor in its reference arm and in its
+    treatment arm (``scores.entries_at_floor``; "" for none), for the directional floor rule
+    (``verdict_statistics.directional_floor``). A scaffold gain's reference arm is the model's other SFT formats."""
+    chex = {"stage": "grpo", "name": cfg.evaluation.test_grpo_reward, "checkpoint": cfg.evaluation.test_grpo_checkpoint}
+    sft = {"stage": "sft", "model": "medical"}
+    arms = {"C1": ({"dataset": "CheXpert", **sft}, {"dataset": "CheXpert", **chex}),
+            "C2": ({"dataset": "NIH", **sft}, {"dataset": "NIH", **chex}),
+            "C3": ({"dataset": "NIH", "stage": "base", "model": "medical"}, {"dataset": "NIH", **sft})}
+    if cfg.sft.general_model_too:
+        others = [f for f in cfg.sft.formats if f != claims.SCAFFOLD]
+        for role in ("general", "medical"):
+            arms[f"C4 {role} gain"] = ({"dataset": "validation", "stage": "sft", "model": role, "name": others},
+                                       {"dataset": "validation", "stage": "sft", "model": role, "name": claims.SCAFFOLD})
+    return {key: (scores.entries_at_floor(frame, ref), scores.entries_at_floor(frame, treat))
+            for key, (ref, treat) in arms.items()}
+
+
 def claim_floors(cfg: Config, frame: pd.DataFrame) -> dict[str, str]:
-    """Per claim, the entries at floor its comparison involves (``scores.entries_at_floor``; "" for none)."""
+    """Per claim, the entries at floor its comparison involves (``scores.entries_at_floor``; "" for none): the blunt
+    rule the experiments' readouts (E0-E5, Q1) still apply through ``FLOOR_CLAIM``; the claims read
+    ``claim_arm_floors``."""
     chex = {"stage": "grpo", "name": cfg.evaluation.test_grpo_reward, "checkpoint": cfg.evaluation.test_grpo_checkpoint}
     sft = {"stage": "sft", "model": "medical"}
     involved = {"C1": [{"dataset": "CheXpert", **sft}, {"dataset": "CheXpert", **chex}],

@@ -21,7 +21,7 @@ from ..labels import CHEXPERT_LABELS
 from ..paths import RunPaths
 from ..train.model_registry import ROLES
 from ..queries.entries import SETS, entries, entry_predictions, nih_entries, zero_shot_prompt
-from ..queries.stage_outputs import Evaluation, claim_floors
+from ..queries.stage_outputs import Evaluation, claim_arm_floors
 from ..report import reporting
 from ..training_runs import image_reference
 from ..training_runs.diagnostics import collapse_evidence
@@ -122,7 +122,7 @@ def measure_contrasts(cfg: Config, paths: RunPaths, mats: list, frame: pd.DataFr
         evidence["validation formats"] = (y_val, {role: {f: p for f, (_, p) in by_fmt.items()}
                                                   for role, by_fmt in by_role.items()})
     evidence["collapse"] = collapse_evidence(cfg, paths)
-    measured = claims.measure(evidence, claim_floors(cfg, frame), E.n_bootstrap, E.bootstrap_seed)
+    measured = claims.measure(evidence, claim_arm_floors(cfg, frame), E.n_bootstrap, E.bootstrap_seed)
     rows += claims.contrast_rows(measured)
     return pd.DataFrame(rows)
 

@@ -132,9 +132,29 @@ def test_c4_is_the_papers_two_part_claim():
     table = _table(ev)
     assert table.loc["C4", "effect"] > 0 and table.loc["C4", "lo"] > 0           # the difference alone would pass
     assert table.loc["C4", "verdict"] == "contradicted" and "gain(general) -" in table.loc["C4", "note"]
+    # the general model's other formats at floor and better than its scaffold (gain < 0): the floor decides the sign
     floor = "general sft only_label (sft) on validation: answers with 1 distinct label set(s)"
-    assert _table(_evidence(), {"C4": floor}).loc["C4", ["verdict", "note"]].tolist()[0] == "not measurable"
-    assert _table(_evidence(), {"C4": floor}).loc["C4", "note"].count(floor) == 1      # said once, for both parts
+    ev = _evidence()
+    ev["validation formats"][1]["general"]["reasoning_a"] = [np.zeros_like(y)] * 3
+    row = _table(ev, {"C4 general gain": (floor, "")}).loc["C4"]
+    assert row["verdict"] == "not measurable" and row["note"].count(floor) == 1       # said once, for both parts
+    assert "the reference, at floor" in row["note"]
+
+
+def test_a_floor_makes_a_claim_not_measurable_only_where_it_decides_the_sign():
+    """Synthetic cases of the directional floor rule: the base at floor and SFT above it (C3: measurable, the model
+    beat a trivial answer); both arms at floor (C1: not measurable); the scaffold at floor and worse than the other
+    formats (C4's general gain < 0: measurable evidence that the scaffold hurts)."""
+    ev = _evidence()
+    ev["NIH"][1]["base"] = [np.zeros_like(ev["NIH"][0])]          # a base that answers nothing: SFT beats it
+    base_floor, arm_floor = "medical base reasoning_a (base) on NIH: macro-F1 0.000", "an arm at floor"
+    table = _table(ev, {"C3": (base_floor, ""), "C1": (arm_floor, arm_floor)})
+    assert table.loc["C3", "verdict"] == "supported" and table.loc["C3", "lo"] > 0
+    assert table.loc["C1", "verdict"] == "not measurable" and "both arms at floor" in table.loc["C1", "note"]
+    y, preds = ev["validation formats"]
+    preds["general"]["reasoning_a"] = [np.zeros_like(y)] * 3       # the scaffold collapses to answering nothing
+    row = _table(ev, {"C4 general gain": ("", "general sft reasoning_a (sft) on validation: 1 distinct label set")}).loc["C4"]
+    assert row["verdict"] == "contradicted" and "gain(general) -" in row["note"]
 
 
 def test_c5_is_not_measurable_when_the_detector_fires_in_no_run():
