@@ -486,8 +486,12 @@ class ClaimsConfig:
     sesoi_c4_general_gain: float = option(0.056, "C4 SESOI of its first part, the general model's scaffold gain "
                                                  "(Reasoning A - mean of the other formats): half the paper's +0.113.",
                                                  above=0)
-    sesoi_c5: float = option(0.10, "C5 SESOI, share of GRPO steps inside a collapse episode (unstable - final): "
-                                   "an absolute tenth of training; the paper states collapse in words only.", above=0)
+    collapse_axis: str = option("generation", "C5 is a count of collapsed runs per arm (one-sided Boschloo exact "
+                                              "tests, verdict_statistics.collapse_count_test) read on one step "
+                                              "axis: generation (every run on the coarsest generation grid, the "
+                                              "unstable recipe's every second step) | optimiser (each generation's "
+                                              "flag held over the steps it trains). Fixed before the run (issue 37).",
+                                choices=("generation", "optimiser"))
 
 
 @dataclass

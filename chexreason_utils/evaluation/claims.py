@@ -15,7 +15,8 @@ Five verdicts, ruled before any run (``verdict``, ``judge``) with each claim's s
   seed (no seed-level CI).
 
 C4 is the paper's two-part statement (the general model's scaffold gain > 0 *and* larger than the medical
-model's): supported only when both parts are (``combine``).
+model's): supported only when both parts are (``combine``). C5 is ruled by a count rule instead of a CI
+(``collapse_count``): collapsed runs per arm on one step axis, an exact test per side; it has no SESOI.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import pandas as pd
 
 from . import metrics, scores
 from . import reference
-from .verdict_statistics import directional_floor
+from .verdict_statistics import COUNT_TEST, collapse_count_test, collapse_on_axis, directional_floor
 
 VERDICTS = ("supported", "contradicted", "no effect of the paper's size", "inconclusive", "not measurable")
 SCAFFOLD = "reasoning_a"
@@ -137,7 +138,7 @@ CLAIMS: tuple[Claim, ...] = (
           "unstable-recipe ablation - final recipe (same reward, per seed)", +1, None, "collapse"),
 )
 SESOI_OPTIONS = {"C1": "claims.sesoi_c1", "C2": "claims.sesoi_c2", "C3": "claims.sesoi_c3", "C4": "claims.sesoi_c4",
-                 "C4 general gain": "claims.sesoi_c4_general_gain", "C5": "claims.sesoi_c5"}
+                 "C4 general gain": "claims.sesoi_c4_general_gain"}   # C5 is a count rule: no SESOI
 
 
 def sesoi(cfg) -> dict[str, float]:
@@ -181,12 +182,28 @@ def _effects(claim: Claim, evidence: dict, n_boot: int, seed: int) -> dict[str, 
         ci = lambda f: metrics.seed_image_ci(f, n, [len(y_true)], n_boot, seed)  # noqa: E731
         return {"C4": ci(lambda s, w: general(s, w) - medical(s, w)),
                 "C4 general gain": ci(general), "C4 medical gain": ci(medical)}
-    shares = data                     # {"final": [per seed], "unstable": [per seed]}
-    diff = np.asarray(shares["unstable"], float) - np.asarray(shares["final"], float)
-    out = metrics.seed_image_ci(lambda s, w: diff[s], len(diff), (), n_boot, seed)
-    fired = any(v > 0 for arm in ("final", "unstable") for v in shares[arm])
-    return {"C5": {**out, "not_measurable": "" if fired else
-                   "the collapse detector fired in no run of either arm (no CI of [0, 0] is a measurement)"}}
+    return {"C5": collapse_count(data)}
+
+
+def collapse_count(runs: dict) -> dict:
+    """C5's count rule: on the registered step axis (``verdict_statistics.collapse_on_axis``), which runs of the
+    unstable recipe and of the final recipe collapsed (an episode on that axis), compared by
+    ``verdict_statistics.collapse_count_test``. ``runs``: {"unstable": [per seed], "final": [per seed]} frames of
+    generation steps (``step``, ``collapsed``), "axis" and "min_steps". The effect is the difference of the shares
+    of collapsed runs (Newcombe's interval); each seed's value is its runs' difference (collapsed = 1)."""
+    tables = [collapse_on_axis({"unstable": u, "final": f}, runs["axis"], runs["min_steps"]).set_index("run")
+              for u, f in zip(runs["unstable"], runs["final"])]
+    n = len(tables)
+    hit = {arm: [int(t.loc[arm, "collapsed"]) for t in tables] for arm in ("unstable", "final")}
+    test = collapse_count_test(sum(hit["unstable"]), n, sum(hit["final"]), n, +1)
+    share = lambda arm: ", ".join(f"{t.loc[arm, 'share']:.3f}" for t in tables)   # noqa: E731
+    note = "; ".join([f"runs collapsed on the {runs['axis']} axis: unstable {sum(hit['unstable'])} of {n}, final "
+                      f"{sum(hit['final'])} of {n} ({COUNT_TEST}; smallest p of the design {test['smallest_p']:.4f})",
+                      *([test["note"]] if test["note"] else []),
+                      f"share of each run's points inside an episode: unstable {share('unstable')}; final {share('final')}"])
+    return {"effect": test["share_difference"], "lo": test["lo"], "hi": test["hi"],
+            "per_seed": [a - b for a, b in zip(hit["unstable"], hit["final"])], "n_seeds": n, "var_seeds": np.nan,
+            "var_images": np.nan, "df": np.nan, "rule": "count", "rule_verdict": test["verdict"], "rule_note": note}
 
 
 def measure(evidence: dict, floors: dict | None = None, n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
@@ -215,7 +232,8 @@ def contrast_rows(measured: dict[str, dict]) -> list[dict]:
     """``measure``'s result as rows of the contrasts frame: kind "claim" (C1-C5) or "claim part" (C4's gains),
     with ``not_measurable``."""
     return [{**scores.contrast_row({"kind": "claim part" if key in C4_GAINS else "claim", "contrast": key}, r),
-             "not_measurable": r["not_measurable"]} for key, r in measured.items()]
+             "not_measurable": r["not_measurable"], "rule": r.get("rule", "ci"), "rule_verdict": r.get("rule_verdict", ""),
+             "rule_note": r.get("rule_note", "")} for key, r in measured.items()]
 
 
 def _ci(r) -> str:
@@ -239,7 +257,10 @@ def claims_table(contrasts: pd.DataFrame, sesoi_by_id: dict[str, float]) -> pd.D
             if key not in sesoi_by_id:
                 raise KeyError(f"no SESOI for {key}: set {SESOI_OPTIONS[key]}")
         r = measured.loc[claim.id]
-        v, note = judge(r, claim.direction, sesoi_by_id[claim.id], SESOI_OPTIONS[claim.id])
+        if r.get("rule") == "count":
+            v, note = r["rule_verdict"], r["rule_note"]
+        else:
+            v, note = judge(r, claim.direction, sesoi_by_id[claim.id], SESOI_OPTIONS[claim.id])
         if claim.id == "C4":
             g, m = measured.loc["C4 general gain"], measured.loc["C4 medical gain"]
             v_gain, note_gain = judge(g, +1, sesoi_by_id["C4 general gain"], SESOI_OPTIONS["C4 general gain"])
@@ -254,7 +275,7 @@ def claims_table(contrasts: pd.DataFrame, sesoi_by_id: dict[str, float]) -> pd.D
             v = combine([v_gain, v])
         paper = np.nan if claim.paper_value is None else round(float(claim.paper_value), 4)
         rows.append({"claim": claim.id, "verdict": v, "effect [95% CI]": _ci(r), "note": note,
-                     "sesoi": sesoi_by_id[claim.id], "paper_value": paper,
+                     "sesoi": sesoi_by_id.get(claim.id, np.nan), "paper_value": paper,
                      "paper_in_ci": "stated in words" if claim.paper_value is None else
                      ("yes" if r["lo"] <= claim.paper_value <= r["hi"] else "no"),
                      "per_seed": r["per_seed"], "seeds": int(r["seeds"]), "effect": r["effect"], "lo": r["lo"],

@@ -1,6 +1,6 @@
 """The diagnostics of a GRPO run (per-step diagnostics and collapse episodes: ``evaluation.diagnostics`` under the
 profile's detection rule, relative to each run's start and to the RL prompts' label sets), read by 06, 08 and, as
-claim C5's evidence at the end of 04, the collapse share of the final recipe and of the unstable-recipe ablation."""
+claim C5's evidence at the end of 04, the detector's flags of the final recipe and of the unstable-recipe ablation."""
 from __future__ import annotations
 
 import pandas as pd
@@ -8,7 +8,7 @@ import pandas as pd
 from ..evaluation import claims
 from ..train import grpo
 from ..config import Config, training_seeds
-from ..evaluation.diagnostics import CollapseRule, run_diagnostics, truth_set_shares
+from ..evaluation.diagnostics import CollapseRule, collapsed_steps, run_diagnostics, truth_set_shares
 from ..data.manifests import load_manifest
 from ..paths import RunPaths
 from .grpo import ablation_name
@@ -37,17 +37,21 @@ def collapse_rule(cfg: Config) -> CollapseRule:
     return CollapseRule(d.entropy_fraction, d.set_margin, d.zero_std_min, d.start_steps, d.episode_min_steps)
 
 
-def run_collapse_share(cfg: Config, paths: RunPaths, name: str, seed: int) -> float:
-    """Share of a GRPO run's steps inside a collapse episode (06's detection rule and profile settings)."""
-    return claims.collapse_share(*run_diagnostics_of(cfg, paths, name, seed))
+def collapse_flags(cfg: Config, paths: RunPaths, name: str, seed: int) -> pd.DataFrame:
+    """The detector's flag (``collapsed_steps``, 06's rule) at each generation step of one GRPO run: step, collapsed."""
+    per_step, _ = run_diagnostics_of(cfg, paths, name, seed)
+    generated = per_step.dropna(subset=["dominance"]).reset_index(drop=True)
+    flags = collapsed_steps(generated, truth_set_shares(load_manifest(paths, "rl")["truth"]), collapse_rule(cfg))
+    return pd.DataFrame({"step": generated["step"].astype(int), "collapsed": flags.to_numpy(bool)})
 
 
 def collapse_evidence(cfg: Config, paths: RunPaths) -> dict | None:
-    """Claim C5's evidence: the collapse share of the final recipe and of the unstable-recipe ablation per
-    training seed (None where the profile runs no ablation)."""
+    """Claim C5's evidence (``claims.collapse_count``): per training seed, the detector's flags at the generation
+    steps of the final recipe and of the unstable-recipe ablation, and the axis and episode length they are read
+    with (None where the profile runs no ablation)."""
     if not cfg.diagnostics.run_ablation:
         return None
     seeds = training_seeds(cfg)
-    return {"final": [run_collapse_share(cfg, paths, cfg.diagnostics.ablation_reward, s) for s in seeds],
-            "unstable": [run_collapse_share(cfg, paths, ablation_name(cfg), s) for s in seeds]}
-
+    return {"final": [collapse_flags(cfg, paths, cfg.diagnostics.ablation_reward, s) for s in seeds],
+            "unstable": [collapse_flags(cfg, paths, ablation_name(cfg), s) for s in seeds],
+            "axis": cfg.claims.collapse_axis, "min_steps": cfg.diagnostics.episode_min_steps}

@@ -29,7 +29,21 @@ def test_every_seed_has_its_own_folders_and_cache_tags(tmp_path):
         "seed-0-grpo-hard__val__free_reasoning.jsonl"
 
 
-SESOI = {"C1": 0.03, "C2": 0.03, "C3": 0.03, "C4": 0.1, "C4 general gain": 0.05, "C5": 0.1}
+SESOI = {"C1": 0.03, "C2": 0.03, "C3": 0.03, "C4": 0.1, "C4 general gain": 0.05}
+
+
+def flags(collapsed_steps=(), stride=1, last=16) -> pd.DataFrame:
+    """One run's detector flags at its generation steps (every ``stride``-th optimiser step from 1)."""
+    steps = np.arange(1, last + 1, stride)
+    return pd.DataFrame({"step": steps, "collapsed": np.isin(steps, collapsed_steps)})
+
+
+def collapse_runs(unstable: int, final: int, seeds: int = 3) -> dict:
+    """C5's evidence: ``unstable`` / ``final`` of ``seeds`` runs with a 3-point episode on the generation axis."""
+    episode = [5, 7, 9]                                  # three consecutive points of the ablation's every-2nd grid
+    return {"unstable": [flags(episode if s < unstable else (), 2) for s in range(seeds)],
+            "final": [flags(range(5, 10) if s < final else ()) for s in range(seeds)],
+            "axis": "generation", "min_steps": 3}
 
 
 def test_each_of_the_five_verdicts_is_reached_by_a_synthetic_case():
@@ -97,7 +111,7 @@ def _evidence(n=120, seeds=3):
     return {"CheXpert": (y, {"base": [flip(0.5)], "sft": bad, "grpo": good}),      # GRPO better: C1 supported
             "NIH": (y, {"base": bad[:1], "sft": bad, "grpo": good}),               # GRPO better: C2 contradicted
             "validation formats": (y, {"general": fmts(good), "medical": fmts(bad)}),   # C4 supported
-            "collapse": {"final": [0.0, 0.1, 0.0][:seeds], "unstable": [0.5, 0.6, 0.4][:seeds]}}   # C5 supported
+            "collapse": collapse_runs(3, 0, seeds)}                                  # C5 supported: 3 of 3 vs 0 of 3
 
 
 def _table(ev, floors=None, n_boot=200):
@@ -159,9 +173,26 @@ def test_a_floor_makes_a_claim_not_measurable_only_where_it_decides_the_sign():
 
 def test_c5_is_not_measurable_when_the_detector_fires_in_no_run():
     ev = _evidence()
-    ev["collapse"] = {"final": [0.0] * 3, "unstable": [0.0] * 3}
+    ev["collapse"] = collapse_runs(0, 0)
     row = _table(ev).loc["C5"]
     assert row["verdict"] == "not measurable" and "fired in no run" in row["note"]
+
+
+def test_c5_counts_collapsed_runs_on_the_registered_axis_with_an_exact_test():
+    """Known answers of the count rule: 3 of 3 vs 0 of 3 is Boschloo's smallest one-sided p, 1/64 < 0.025; 2 of 3
+    vs 0 of 3 cannot decide; the reverse count contradicts. On the generation axis a final-recipe episode of three
+    consecutive optimiser steps is two points of the ablation's grid: no episode there."""
+    table = _table({**_evidence(), "collapse": collapse_runs(3, 0)}).loc["C5"]
+    assert table["verdict"] == "supported" and table["effect"] == pytest.approx(1.0)
+    assert "unstable 3 of 3, final 0 of 3" in table["note"] and "0.0156" in table["note"]
+    assert -1 <= table["lo"] <= table["hi"] <= 1 and np.isnan(table["sesoi"])
+    assert _table({**_evidence(), "collapse": collapse_runs(2, 0)}).loc["C5", "verdict"] == "inconclusive"
+    short = collapse_runs(0, 0)
+    short["final"] = [flags([5, 6, 7]), flags([5, 6, 7]), flags([5, 6, 7])]   # 3 optimiser steps: 2 grid points
+    assert _table({**_evidence(), "collapse": short}).loc["C5", "verdict"] == "not measurable"
+    short["axis"] = "optimiser"                                               # read on optimiser steps: 3 in a row
+    reversed_ = _table({**_evidence(), "collapse": short}).loc["C5"]
+    assert reversed_["verdict"] == "contradicted" and "unstable 0 of 3, final 3 of 3" in reversed_["note"]
 
 
 def test_a_claim_whose_input_is_missing_names_the_artifact(tmp_path):
@@ -177,7 +208,7 @@ def test_a_claim_whose_input_is_missing_names_the_artifact(tmp_path):
     cfg = load_profile("smoke")
     paths = RunPaths.for_profile("smoke", tmp_path, tmp_path / "fig")
     with pytest.raises(FileNotFoundError, match=r"03_grpo/seed-1/ablation-hard/log_history\.csv"):
-        run_diagnostics.run_collapse_share(cfg, paths, "ablation-hard", 1)
+        run_diagnostics.collapse_flags(cfg, paths, "ablation-hard", 1)
 
 
 def test_collapse_share_and_scaffold_gain():
