@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from chexreason_utils.evaluation import claims, evaluate, scores
+from chexreason_utils.evaluation import verdict_statistics
+from chexreason_utils.evaluation import evaluate, scores
 from chexreason_utils.report import figure_registry
 from chexreason_utils.train import grpo, models
 from chexreason_utils import jsonl_store, prompts
@@ -66,7 +67,7 @@ def test_claims_table_has_five_verdicts_from_every_seed(smoke_run):
     assert table["claim"].tolist() == ["C1", "C2", "C3", "C4", "C5"]
     assert table[["effect", "lo", "hi", "verdict"]].notna().all().all() and (table["seeds"] == 2).all()
     assert table.columns[:3].tolist() == ["claim", "verdict", "effect [95% CI]"]
-    assert set(table["verdict"]) <= set(claims.VERDICTS)
+    assert set(table["verdict"]) <= set(verdict_statistics.VERDICTS)
     criterion = evaluation_steps.read_floor_criterion(paths)
     assert len(criterion) == 2 * len(load_profile("smoke").sft.formats) * 2 and criterion["passes"].dtype == bool
     assert "in the phantom world" in (paths.figures / "claims.md").read_text()

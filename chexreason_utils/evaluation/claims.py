@@ -27,9 +27,9 @@ import pandas as pd
 
 from . import metrics, scores
 from . import reference
-from .verdict_statistics import COUNT_TEST, collapse_count_test, collapse_on_axis, directional_floor
+from .verdict_statistics import (COUNT_TEST, collapse_count_test, collapse_on_axis, directional_floor, p_from_ci,
+                                 verdict)
 
-VERDICTS = ("supported", "contradicted", "no effect of the paper's size", "inconclusive", "not measurable")
 SCAFFOLD = "reasoning_a"
 FLOOR_CLAIM = {"CheXpert": "C1", "NIH": "C2"}   # the claim whose entries E0 and E4 compare on each set
 C4_GAINS = ("C4 general gain", "C4 medical gain")   # the parts of C4 reported beside its difference
@@ -37,20 +37,6 @@ C4_GAINS = ("C4 general gain", "C4 medical gain")   # the parts of C4 reported b
 
 class MissingEvidence(LookupError):
     """A claim's input artifact is not there."""
-
-
-def verdict(lo: float, hi: float, direction: int, sesoi: float, option: str = "sesoi") -> str:
-    """The verdict rule on a CI [lo, hi] of an effect whose paper sign is ``direction`` (+1 or -1), with the
-    smallest effect of interest ``sesoi`` (> 0; ``option`` names it in the error)."""
-    if direction not in (1, -1):
-        raise ValueError(f"direction must be +1 or -1, got {direction!r}")
-    if not sesoi > 0:
-        raise ValueError(f"{option} must be > 0 (the smallest effect of interest), got {sesoi!r}")
-    if lo > hi:
-        raise ValueError(f"CI lower bound {lo} is above its upper bound {hi}")
-    if lo > 0 or hi < 0:
-        return "supported" if (lo > 0) == (direction > 0) else "contradicted"
-    return "no effect of the paper's size" if -sesoi < lo and hi < sesoi else "inconclusive"
 
 
 def combine(parts: list[str]) -> str:
@@ -203,7 +189,8 @@ def collapse_count(runs: dict) -> dict:
                       f"share of each run's points inside an episode: unstable {share('unstable')}; final {share('final')}"])
     return {"effect": test["share_difference"], "lo": test["lo"], "hi": test["hi"],
             "per_seed": [a - b for a, b in zip(hit["unstable"], hit["final"])], "n_seeds": n, "var_seeds": np.nan,
-            "var_images": np.nan, "df": np.nan, "rule": "count", "rule_verdict": test["verdict"], "rule_note": note}
+            "var_images": np.nan, "df": np.nan, "rule": "count", "rule_verdict": test["verdict"], "rule_note": note,
+            "rule_p": min(1.0, 2 * min(test["p_claim"], test["p_other"]))}
 
 
 def measure(evidence: dict, floors: dict | None = None, n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
@@ -233,7 +220,7 @@ def contrast_rows(measured: dict[str, dict]) -> list[dict]:
     with ``not_measurable``."""
     return [{**scores.contrast_row({"kind": "claim part" if key in C4_GAINS else "claim", "contrast": key}, r),
              "not_measurable": r["not_measurable"], "rule": r.get("rule", "ci"), "rule_verdict": r.get("rule_verdict", ""),
-             "rule_note": r.get("rule_note", "")} for key, r in measured.items()]
+             "rule_note": r.get("rule_note", ""), "rule_p": r.get("rule_p", np.nan)} for key, r in measured.items()]
 
 
 def _ci(r) -> str:
@@ -284,11 +271,34 @@ def claims_table(contrasts: pd.DataFrame, sesoi_by_id: dict[str, float]) -> pd.D
     return pd.DataFrame(rows)
 
 
+def family_rows(table: pd.DataFrame, contrasts: pd.DataFrame) -> pd.DataFrame:
+    """The claims as members of the family-wise view (``verdict_statistics.family_view``): one row per claim with
+    its verdict, CI, df, sign, SESOI and p. A CI-ruled claim's p agrees with its CI (``p_from_ci``); C4's is the
+    larger of its two parts' (both must hold); C5's is the count rule's two-sided exact p. A not measurable claim
+    leaves the family."""
+    measured = contrasts.loc[contrasts["kind"].isin(["claim", "claim part"])].set_index("contrast")
+    direction = {c.id: c.direction for c in CLAIMS}
+    rows = []
+    for r in table.itertuples():
+        m = measured.loc[r.claim]
+        count = m.get("rule") == "count"
+        p = m["rule_p"] if count else p_from_ci(m["lo"], m["hi"], m["df"])
+        if r.claim == "C4":
+            g = measured.loc["C4 general gain"]
+            p = max(p, p_from_ci(g["lo"], g["hi"], g["df"]))
+        rows.append({"readout": r.claim, "verdict": r.verdict, "effect": r.effect, "lo": r.lo, "hi": r.hi,
+                     "df": np.inf if count else m["df"], "direction": direction[r.claim], "sesoi": r.sesoi, "p": p,
+                     "rule": "count" if count else "ci",
+                     "not_measurable": r.note if r.verdict == "not measurable" else ""})
+    return pd.DataFrame(rows)
+
+
 def caption(profile: str, phantom: bool, n_seeds: int) -> str:
     """The claims table's caption: where it was measured, how the CI was made, how the verdict is ruled."""
     where = f"in the phantom world (profile {profile}, tiny models)" if phantom else f"on profile {profile}"
-    return (f"five claims tested together, {where}, each at 95% without a multiplicity correction; effect = mean "
+    return (f"five claims tested together, {where}, each at 95% (the family-wise view, Holm-adjusted over every "
+            f"verdict of the report, is in 07's family_view); effect = mean "
             f"over {n_seeds} training seed(s); 95% CI: {metrics.CI_METHOD}; verdicts ruled before the run: "
             "supported / contradicted (CI excludes 0 on the paper's / the other side), no effect of the paper's size "
-            "(CI inside +-SESOI), inconclusive (wider), not measurable (an entry at floor, a detector that never "
-            "fired, or one seed)")
+            "(CI inside +-SESOI), inconclusive (wider), not measurable (a floor that decides the sign, a detector "
+            "that never fired, or one seed); C5: a count of collapsed runs, one-sided exact tests")

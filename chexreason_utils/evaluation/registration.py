@@ -14,12 +14,12 @@ from pathlib import Path
 
 import yaml
 
-from . import claims
+from .verdict_statistics import VERDICTS
 from ..paths import PACKAGE_DIR
 
 REGISTRATION_DIR = PACKAGE_DIR / "registrations"
 STATUSES = ("built", "registered")   # built: runs in this version; registered: fixed in advance, not built yet
-VERDICT_RULES = {"shared": "the claims table's rule (claims.judge): " + ", ".join(claims.VERDICTS)}
+VERDICT_RULES = {"shared": "the claims table's rule (claims.judge): " + ", ".join(VERDICTS)}
 REQUIRED = ("id", "title", "status", "question", "grid", "readouts", "sesoi", "direction", "verdict_rule",
             "interpretation")
 OPTIONAL = ("rules",)

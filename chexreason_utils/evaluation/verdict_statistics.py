@@ -1,11 +1,13 @@
-"""Rules registered for the next run (issue 37): the statistics a verdict needs beyond ``claims.verdict``.
+"""The shared verdict rule and the rules registered with issue 37: the statistics a verdict needs.
 
 Each function states a rule fixed before the run it judges; tests/evaluation/test_verdict_statistics.py checks each
 on synthetic cases with a known answer; docs/statistics.md, "Rules registered for the next run", says where each is
 read (``claims`` reads the floor rule, the count rule and the family view).
 
+- **The shared verdict rule** (``verdict``, ``VERDICTS``): the five verdicts of a CI against 0 and the SESOI, which
+  the claims table (``claims``) and every registered readout use.
 - **Collapse as a count of runs** (``collapse_count_test``): collapsed / not collapsed runs in two arms, a one-sided
-  Boschloo exact test per side, the verdict in the shared vocabulary (``claims.VERDICTS``);
+  Boschloo exact test per side, the verdict in the shared vocabulary (``VERDICTS``);
   ``smallest_count_p`` computes the smallest p any table of the given arm sizes can reach, so a design that cannot
   decide is "not measurable" before the run.
 - **Collapse on a common step axis** (``collapse_on_axis``): runs that generate at different strides are read on
@@ -29,9 +31,26 @@ from scipy import stats
 
 from .diagnostics import episodes_of
 
+VERDICTS = ("supported", "contradicted", "no effect of the paper's size", "inconclusive", "not measurable")
 ALPHA = 0.05   # the shared rule's level: a two-sided 95% CI; one side of it is a one-sided test at ALPHA / 2
 COUNT_TEST = "one-sided Boschloo exact test (unconditional; Fisher's exact p as its statistic), each side at alpha/2"
 AXES = ("optimiser", "generation")
+
+
+# -- the shared verdict rule ------------------------------------------------------------------------------------------
+
+def verdict(lo: float, hi: float, direction: int, sesoi: float, option: str = "sesoi") -> str:
+    """The verdict rule on a CI [lo, hi] of an effect whose paper sign is ``direction`` (+1 or -1), with the
+    smallest effect of interest ``sesoi`` (> 0; ``option`` names it in the error)."""
+    if direction not in (1, -1):
+        raise ValueError(f"direction must be +1 or -1, got {direction!r}")
+    if not sesoi > 0:
+        raise ValueError(f"{option} must be > 0 (the smallest effect of interest), got {sesoi!r}")
+    if lo > hi:
+        raise ValueError(f"CI lower bound {lo} is above its upper bound {hi}")
+    if lo > 0 or hi < 0:
+        return "supported" if (lo > 0) == (direction > 0) else "contradicted"
+    return "no effect of the paper's size" if -sesoi < lo and hi < sesoi else "inconclusive"
 
 
 # -- collapse as a count of runs ------------------------------------------------------------------------------------
@@ -66,7 +85,7 @@ def collapse_count_test(collapsed_a: int, n_a: int, collapsed_b: int, n_b: int, 
     ``collapsed_*`` of ``n_*`` runs collapsed; ``direction`` +1: the claim says a collapses more often.
 
     Rule: each side is a one-sided exact test at ``alpha / 2`` (the level at which a 95% CI excludes 0 on one
-    side, as in ``claims.verdict``). Verdict: "not measurable" when no run of either arm collapsed (the detector
+    side, as in ``verdict``). Verdict: "not measurable" when no run of either arm collapsed (the detector
     never fired) or when ``smallest_count_p`` of the design is not below ``alpha / 2`` (no count could decide);
     "supported" / "contradicted" when the side of the claim / the other side rejects; otherwise "inconclusive"
     (a count of a few runs never shows an effect inside a SESOI, so "no effect of the paper's size" is not
@@ -236,16 +255,16 @@ def family_view(family: pd.DataFrame, alpha: float = ALPHA) -> tuple[pd.DataFram
     """Holm-adjusted verdicts beside the unadjusted ones over a registered family of readouts.
 
     ``family``: one row per readout with ``readout``, ``lo``, ``hi`` (95% CI), ``direction``, ``sesoi``, and
-    optionally ``df`` (default inf), ``p`` (else ``p_from_ci``) and ``not_measurable`` (a reason; such rows are
-    not ruled and leave the family). ``verdict`` is ``claims.verdict`` on the CI. The Holm verdict: a supported /
+    optionally ``df`` (default inf), ``p`` (else ``p_from_ci``), ``not_measurable`` (a reason; such rows are
+    not ruled and leave the family) and ``rule`` ("count" for a count rule's readout, whose ``verdict`` is given:
+    losing its sign, it becomes "inconclusive", a count never showing an effect inside a SESOI). ``verdict`` is
+    ``verdict`` on the CI unless the row gives one. The Holm verdict: a supported /
     contradicted readout whose Holm-adjusted p is not below ``alpha`` loses its sign and is ruled on its CI widened
     to Holm's level at its rank, alpha / (m - k + 1) ("no effect of the paper's size" when that CI lies inside
     +-SESOI, else "inconclusive"); every other verdict stands. Summary: readouts ruled (m), the false "supported /
     contradicted" verdicts chance alone would give if every effect were zero (alpha * m), and the sign verdicts
     before and after the adjustment.
     """
-    from .claims import verdict   # claims reads this module's rules; the shared verdict rule is claims'
-
     out = family.copy()
     if "df" not in out:
         out["df"] = np.inf
@@ -253,8 +272,10 @@ def family_view(family: pd.DataFrame, alpha: float = ALPHA) -> tuple[pd.DataFram
     ruled = reason == ""
     if "p" not in out:
         out["p"] = [p_from_ci(r.lo, r.hi, r.df, alpha) for r in out.itertuples()]
-    out["verdict"] = [verdict(r.lo, r.hi, r.direction, r.sesoi) if ok else "not measurable"
-                      for r, ok in zip(out.itertuples(), ruled)]
+    given = out["verdict"] if "verdict" in out else pd.Series("", out.index)
+    out["verdict"] = [("not measurable" if not ok else g if isinstance(g, str) and g else
+                       verdict(r.lo, r.hi, r.direction, r.sesoi)) for r, ok, g in zip(out.itertuples(), ruled, given)]
+    rule = out["rule"] if "rule" in out else pd.Series("ci", out.index)
     out["p_holm"], out["p_bh"], out["verdict_holm"] = np.nan, np.nan, out["verdict"]
     m = int(ruled.sum())
     if m:
@@ -264,6 +285,9 @@ def family_view(family: pd.DataFrame, alpha: float = ALPHA) -> tuple[pd.DataFram
         for i in out.index[ruled]:
             r = out.loc[i]
             if r["verdict"] in ("supported", "contradicted") and not r["p_holm"] < alpha:
+                if rule[i] == "count":
+                    out.loc[i, "verdict_holm"] = "inconclusive"
+                    continue
                 level = alpha / (m - rank[i] + 1)
                 half = (r["hi"] - r["lo"]) / 2 * stats.t.ppf(1 - level / 2, r["df"]) / stats.t.ppf(1 - alpha / 2,
                                                                                                    r["df"])

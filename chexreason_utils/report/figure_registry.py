@@ -93,6 +93,8 @@ ARTIFACTS: tuple[Artifact, ...] = (
              made_by=("steps.open_questions.label_count_decomposition",)),
     Artifact("e0_oracles", "table", "07_open_questions", "new (E0)", "E0: no-model oracle strategies on each test set's truths",
              made_by=("steps.open_questions.label_count_decomposition",)),
+    Artifact("family_view", "table", "07_open_questions", "new", "The family-wise view: every verdict of the report beside its Holm-adjusted verdict",
+             made_by=("steps.open_questions.family_table", "steps.open_questions.family_caption")),
     Artifact("e4_shift_attribution", "figure", "07_open_questions", "new (E4)", "E4: which NIH-site factor carries the SFT->GRPO change, 95% CIs",
              made_by=("steps.open_questions.shift_attribution", "report.figures.effect_intervals")),
     Artifact("e4_attribution", "table", "07_open_questions", "new (E4)", "E4: SFT->GRPO change on each re-rendered NIH test and its attribution, with verdicts",

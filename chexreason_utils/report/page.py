@@ -1,6 +1,6 @@
 """One page a reader opens per run: ``figures/<profile>/REPORT.md`` and ``REPORT.html``.
 
-The competence gate and the claims table first (when this run wrote them), then every registered figure with its caption, the
+The competence gate, the claims table and the family-wise view of every verdict first (when this run wrote them), then every registered figure with its caption, the
 notebook (as executed, exported to HTML beside the report, linked to the cell that saved it) and the package
 function(s) that made it, linked to their source lines; then every table, reported beside reproduced. The page holds no number typed by hand:
 numbers come from the run's files (tables, ``manifest.json``) and from ``reference``.
@@ -21,7 +21,6 @@ from ..evaluation import registration
 from ..paths import PACKAGE_DIR, REPO_ROOT, RunPaths
 
 CLAIMS_ID = "claims"
-GATE_ID = "competence_gate"   # shown before the claims
 BEYOND = "07_open_questions"   # its artifacts go under "Beyond the paper", each experiment with its registration
 EXPERIMENTS = "08_experiments"  # run only with --experiments: its own page, EXPERIMENTS.md, never in REPORT.md
 _PAGE = """<!DOCTYPE html>
@@ -155,15 +154,23 @@ def _artifact(art: figure_registry.Artifact, paths: RunPaths, notebooks: dict[st
             _files(art, page_dir, ".md")]
 
 
-def _gate(page_dir: Path) -> list[str]:
-    """The competence gate's table, when this run wrote one: the report shows it before the claims."""
-    art = figure_registry.BY_ID.get(GATE_ID)
-    md = page_dir / f"{GATE_ID}.md"
+LEAD_TABLES = {   # shown around the claims, in this order, when the run wrote them: id -> (heading, what it is)
+    "competence_gate": ("The competence gate", "Registered before the run (`chexreason_utils/gates/competence_gate.yaml`): "
+                        "are the models, on validation only, good enough for the claims below to be about RL rather "
+                        "than about weak models?"),
+    "family_view": ("The family-wise view", "Every verdict of this report (the claims, E0, E4) beside its Holm-adjusted "
+                    "verdict, by the rule registered before the run (docs/statistics.md)."),
+}
+
+
+def _lead_table(page_dir: Path, art_id: str) -> list[str]:
+    """A table the report shows beside the claims (``LEAD_TABLES``), when this run wrote it."""
+    art = figure_registry.BY_ID.get(art_id)
+    md = page_dir / f"{art_id}.md"
     if art is None or not md.exists():
         return []
-    return ["## The competence gate", "", "Registered before the run (`chexreason_utils/gates/competence_gate.yaml`): "
-            "are the models, on validation only, good enough for the claims below to be about RL rather than about "
-            "weak models?", "", _table_body(md), "", _files(art, page_dir, ".md"), ""]
+    heading, intro = LEAD_TABLES[art_id]
+    return [f"## {heading}", "", intro, "", _table_body(md), "", _files(art, page_dir, ".md"), ""]
 
 
 def _claims(page_dir: Path) -> list[str]:
@@ -231,12 +238,13 @@ def report_markdown(paths: RunPaths, profile: str, notebooks: dict[str, Path]) -
              f"{head['nih']['sft']:.3f} → {head['nih']['grpo']:.3f} on NIH). Reproduced numbers come from this "
              f"run's files under profile `{profile}`"
              + (" — a phantom world with tiny models, never a reproduction of the paper's numbers." if profile != "paper" else "."),
-             "", *_run_record(paths.manifest), *_gate(page_dir), *_claims(page_dir)]
+             "", *_run_record(paths.manifest), *_lead_table(page_dir, "competence_gate"), *_claims(page_dir),
+             *_lead_table(page_dir, "family_view")]
     missing = []
     for kind, heading in (("figure", "## Figures"), ("table", "## Tables")):
         lines += [heading, ""]
         for art in figure_registry.ARTIFACTS:
-            if art.kind != kind or art.id in (CLAIMS_ID, GATE_ID) or art.notebook in (BEYOND, EXPERIMENTS):
+            if art.kind != kind or art.id in (CLAIMS_ID, *LEAD_TABLES) or art.notebook in (BEYOND, EXPERIMENTS):
                 continue
             if not all((page_dir / name).exists() for name in art.files()):
                 missing.append(art)

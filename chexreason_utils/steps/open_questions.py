@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..evaluation import claims, metrics, registration
+from ..evaluation import claims, metrics, registration, verdict_statistics
 from ..evaluation.claims import FLOOR_CLAIM
 from ..evaluation import label_count
 from ..config import Config, training_seeds
@@ -143,3 +143,43 @@ def shift_attribution(cfg: Config, paths: RunPaths) -> pd.DataFrame:
                      "sft_macro_f1": f1(sft), "grpo_macro_f1": f1(grpo), "n_images": len(y_var),
                      "truth_labels_per_image": float(y_var.sum(axis=1).mean())})
     return pd.DataFrame(rows)
+
+
+def family_table(cfg: Config, paths: RunPaths, decomposition: pd.DataFrame,
+                 attribution: pd.DataFrame | None) -> tuple[pd.DataFrame, dict]:
+    """The family-wise view of every verdict this report rules (``verdict_statistics.family_view``): the claims
+    (04's contrasts, ``claims.family_rows``), E0's readouts and E4's attributions (when run), each with its
+    unadjusted and Holm-adjusted verdict and p; and the summary (readouts ruled, false sign verdicts chance alone
+    would give)."""
+    evaluation = read_evaluation(paths)
+    table = claims.claims_table(evaluation.contrasts, claims.sesoi(cfg))
+    parts = [claims.family_rows(table, evaluation.contrasts)]
+    e0 = registration.get("E0")
+    parts.append(decomposition.assign(readout="E0 " + decomposition["test_set"] + " " + decomposition["part"],
+                                      direction=[e0.direction_of(t) for t in decomposition["test_set"]]))
+    if attribution is not None:
+        e4 = registration.get("E4")
+        parts.append(attribution.assign(readout="E4 " + attribution["factor"], direction=e4.direction_of("")))
+    columns = ["readout", "verdict", "effect", "lo", "hi", "df", "direction", "sesoi", "not_measurable", "note"]
+    family = pd.concat([p.reindex(columns=[*columns, "p", "rule"]) for p in parts], ignore_index=True)
+    why = family["not_measurable"].fillna("").astype(str).where(family["not_measurable"].fillna("") != "",
+                                                                  family["note"].fillna("").astype(str))
+    family["not_measurable"] = [(w or v) if v == "not measurable" else "" for w, v in zip(why, family["verdict"])]
+    family = family.drop(columns="note")
+    family["rule"] = family["rule"].fillna("ci")
+    given_p = family["p"]
+    family = family.drop(columns="p")
+    viewed, summary = verdict_statistics.family_view(family.assign(p=[
+        p if not np.isnan(p) else verdict_statistics.p_from_ci(lo, hi, df)
+        for p, lo, hi, df in zip(given_p.astype(float), family["lo"], family["hi"], family["df"].fillna(np.inf))]))
+    return viewed[["readout", "verdict", "verdict_holm", "effect", "lo", "hi", "p", "p_holm", "p_bh", "sesoi",
+                   "rule"]], summary
+
+
+def family_caption(profile: str, summary: dict) -> str:
+    """The family view's caption: how many readouts were ruled and how many false sign verdicts chance would give."""
+    return (f"profile {profile}: {summary['ruled']} readouts ruled ({summary['not_ruled']} not measurable, outside "
+            f"the family); if every effect were zero, chance alone would give about "
+            f"{summary['expected_false_sign_verdicts']:.2f} false 'supported / contradicted' verdicts at 95% each; "
+            f"sign verdicts {summary['sign_verdicts']} unadjusted, {summary['sign_verdicts_holm']} after Holm "
+            "(p_bh: Benjamini-Hochberg, for reference)")

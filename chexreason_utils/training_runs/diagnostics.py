@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..evaluation import claims
 from ..train import grpo
 from ..config import Config, training_seeds
 from ..evaluation.diagnostics import CollapseRule, collapsed_steps, run_diagnostics, truth_set_shares

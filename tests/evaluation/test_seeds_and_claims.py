@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from chexreason_utils.evaluation import verdict_statistics
 from chexreason_utils.evaluation import claims, metrics
 from chexreason_utils.report import reporting
 from chexreason_utils.config import ConfigError, load_profile
@@ -58,16 +59,16 @@ def test_each_of_the_five_verdicts_is_reached_by_a_synthetic_case():
     assert v == "inconclusive" and re.search(r"half-width 0.100 > SESOI 0.03: about \d+ seeds would bring it below", note)
     assert claims.judge(row(-0.1, 0.1, reason="floor: general sft only_label"), +1, 0.03, "x") == \
         ("not measurable", "floor: general sft only_label")
-    assert claims.verdict(0.0, 0.0, -1, 0.03) == "no effect of the paper's size"   # touching 0 does not exclude it
-    assert set(claims.VERDICTS) == {"supported", "contradicted", "no effect of the paper's size", "inconclusive",
+    assert verdict_statistics.verdict(0.0, 0.0, -1, 0.03) == "no effect of the paper's size"   # touching 0 does not exclude it
+    assert set(verdict_statistics.VERDICTS) == {"supported", "contradicted", "no effect of the paper's size", "inconclusive",
                                     "not measurable"}
 
 
 def test_bad_verdict_input_names_the_cause():
     with pytest.raises(ValueError, match="direction"):
-        claims.verdict(0.1, 0.2, 0, 0.03)
+        verdict_statistics.verdict(0.1, 0.2, 0, 0.03)
     with pytest.raises(ValueError, match=r"claims.sesoi_c1 must be > 0"):
-        claims.verdict(0.1, 0.2, +1, 0.0, "claims.sesoi_c1")
+        verdict_statistics.verdict(0.1, 0.2, +1, 0.0, "claims.sesoi_c1")
     one = pd.Series({"effect": 0.1, "lo": 0.05, "hi": 0.15, "seeds": 1, "var_seeds": 0.0, "var_images": 1e-3,
                      "not_measurable": ""})
     v, note = claims.judge(one, +1, 0.03, "claims.sesoi_c1")
@@ -128,7 +129,7 @@ def test_claims_table_has_five_rows_leading_with_verdict_and_effect_ci():
     assert table[["effect", "lo", "hi"]].notna().all().all() and (table["seeds"] == 3).all()
     v = table["verdict"]
     assert (v["C1"], v["C2"], v["C4"], v["C5"]) == ("supported", "contradicted", "supported", "supported")
-    assert set(v) <= set(claims.VERDICTS)
+    assert set(v) <= set(verdict_statistics.VERDICTS)
     assert table.loc["C4", "paper_value"] == pytest.approx(0.1983, abs=1e-4)
     assert "gain(general) +" in table.loc["C4", "note"] and "gain(medical)" in table.loc["C4", "note"]
     assert table.loc["C5", "paper_in_ci"] == "stated in words"

@@ -4,7 +4,6 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from chexreason_utils.evaluation import claims
 from chexreason_utils.evaluation import verdict_statistics as vs
 
 
@@ -113,7 +112,7 @@ def test_p_from_a_ci_agrees_with_the_verdict_rule():
     rng = np.random.default_rng(0)
     for a, b, df in zip(*rng.uniform(-0.1, 0.1, (2, 200)), rng.choice([2, 4, np.inf], 200)):
         lo, hi = min(a, b), max(a, b)     # a t-interval with df: p < 0.05 exactly when the verdict has a sign
-        signed = claims.verdict(lo, hi, +1, 0.03) in ("supported", "contradicted")
+        signed = vs.verdict(lo, hi, +1, 0.03) in ("supported", "contradicted")
         assert (vs.p_from_ci(lo, hi, df) < 0.05) == signed
     draws = np.r_[np.full(970, 0.1), np.full(30, -0.1)]
     assert vs.p_from_bootstrap(draws) == pytest.approx(0.06)
@@ -161,6 +160,22 @@ def test_holm_adjusted_verdicts_beside_the_unadjusted_ones():
     assert out.loc["tight", "verdict_holm"] == "no effect of the paper's size"
     assert out.loc["floor", "verdict_holm"] == "not measurable" and np.isnan(out.loc["floor", "p_holm"])
     assert (summary["sign_verdicts"], summary["sign_verdicts_holm"]) == (4, 1)
+
+
+def test_a_count_rule_readout_keeps_its_given_verdict_and_loses_its_sign_to_inconclusive():
+    """C5 as a family member: its verdict comes from the count rule (given), its p from the exact tests; with 3
+    readouts, p 0.03 is 0.06 after Holm (the second smallest, x2), so 'supported' becomes 'inconclusive' (a count has no 'no effect')."""
+    family = pd.DataFrame([
+        {"readout": "C5", "lo": -0.2, "hi": 1.0, "direction": 1, "sesoi": np.nan, "p": 0.03, "verdict": "supported",
+         "rule": "count"},
+        {"readout": "strong", "lo": 0.1, "hi": 0.3, "direction": 1, "sesoi": 0.03, "p": 1e-5, "verdict": "",
+         "rule": "ci"},
+        {"readout": "null", "lo": -0.1, "hi": 0.1, "direction": 1, "sesoi": 0.03, "p": 0.9, "verdict": "", "rule": "ci"}])
+    out = vs.family_view(family)[0].set_index("readout")
+    assert out.loc["C5", "verdict"] == "supported" and out.loc["C5", "p_holm"] == pytest.approx(0.06)
+    assert out.loc["C5", "verdict_holm"] == "inconclusive"
+    assert out.loc["strong", "verdict"] == out.loc["strong", "verdict_holm"] == "supported"
+    assert out.loc["null", "verdict"] == "inconclusive"   # computed from its CI: no verdict given
 
 
 # -- intervals inside the metric's range ------------------------------------------------------------------------------

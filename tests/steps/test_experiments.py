@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from chexreason_utils.evaluation import verdict_statistics
 from chexreason_utils.cache_keys import digest
 from chexreason_utils.config import WorldConfig, load_profile
 from chexreason_utils.data.manifests import load_manifest
 from chexreason_utils.data.phantom import generate_world, knobs_hash, read_findings, write_planted_site
 from chexreason_utils.data.phantom_render import shortcut_mask
 from chexreason_utils.data.sampling import draw_rl_set
-from chexreason_utils.evaluation import claims, registration
+from chexreason_utils.evaluation import registration
 from chexreason_utils.report import figure_registry
 from chexreason_utils.paths import RunPaths
 from chexreason_utils.runner import RunnerError, RunOptions, run
@@ -263,26 +264,26 @@ def check_one_point_grids(paths: RunPaths, where: Path) -> None:
     e3 = pd.read_csv(copy.figures / "e3_multisite.csv")
     assert set(e3["test_set"]) == {"CheXpert", "NIH"} and set(e3["nih_share"]) == {0.0, 0.25}
     ruled = e3.loc[e3["readout"] == "change - change at share 0"]
-    assert len(ruled) == 2 and ruled["verdict"].isin(claims.VERDICTS).all()   # one seed: not measurable
+    assert len(ruled) == 2 and ruled["verdict"].isin(verdict_statistics.VERDICTS).all()   # one seed: not measurable
     mixed = pd.read_csv(experiment_plan.cell_dir(copy, "E3", {"nih_share": 0.25}) / experiment_plan.RL_MANIFEST, dtype=str)
     rl, nih_test = load_manifest(copy, "rl"), load_manifest(copy, "nih_test")
     from_nih = mixed.loc[~mixed["image_id"].isin(rl["image_id"])]
     assert len(mixed) == len(rl) and len(from_nih) == round(0.25 * len(rl))
     assert not set(from_nih["patient_id"]) & set(nih_test["patient_id"])   # no NIH test patient in E3's RL set
     e5 = pd.read_csv(copy.figures / "e5_collapse.csv")
-    assert len(e5) == 1 and e5["verdict"].isin(claims.VERDICTS).all() and e5["steps"].tolist() == [4]
+    assert len(e5) == 1 and e5["verdict"].isin(verdict_statistics.VERDICTS).all() and e5["steps"].tolist() == [4]
     e2 = pd.read_csv(copy.figures / "e2_shortcut.csv")
     assert set(e2["rho"]) == {0.0, 0.9} and set(e2["arm"]) == {experiment_plan.E2_RL} and e2["effect"].between(-1, 1).all()
     assert e2.groupby("rho")["model"].apply(list).tolist() == [["base", "SFT", "GRPO", "GRPO - SFT"]] * 2
     ruled = e2.loc[e2["readout"] == "GRPO - SFT sensitivity"]
-    assert len(ruled) == 2 and ruled["verdict"].isin(claims.VERDICTS).all()   # one seed: not measurable
+    assert len(ruled) == 2 and ruled["verdict"].isin(verdict_statistics.VERDICTS).all()   # one seed: not measurable
     assert (e2.loc[e2["rho"] == 0.9, "marked_rl_images"] > 0).all() and (e2.loc[e2["rho"] == 0, "marked_rl_images"] == 0).all()
     _check_e2_files(copy)
     q1 = pd.read_csv(copy.figures / "q1_per_label.csv")
     tests = q1.loc[q1["test_set"] != "validation"]
     assert set(tests["test_set"]) == {"CheXpert", "NIH"} and set(tests["reward"]) == {"hard", "per_label"}
     ruled = q1.loc[q1["readout"] == "change - change under hard"]
-    assert ruled["reward"].tolist() == ["per_label"] * 2 and ruled["verdict"].isin(claims.VERDICTS).all()
+    assert ruled["reward"].tolist() == ["per_label"] * 2 and ruled["verdict"].isin(verdict_statistics.VERDICTS).all()
     per_answer = q1.loc[q1["test_set"] == "validation"].set_index("reward")["effect"]
     assert list(per_answer.index) == ["SFT", "hard", "per_label"] and per_answer.between(0, 14).all()
 
