@@ -14,6 +14,7 @@ from scipy import stats
 
 from ..config import INVALID_POLICIES, Config
 from ..labels import CHEXPERT_LABELS, NIH_LABEL_SETS, label_matrix, names_to_vector
+from .verdict_statistics import bounded_mean_interval
 
 CI_METHOD = ("t-interval over training seeds (between-seed variance / n, df n - 1) plus the image noise the seeds "
              "share (image bootstrap), Satterthwaite df; one seed: the image bootstrap alone")
@@ -179,11 +180,16 @@ def prob_improvement(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def bootstrap_macro_f1(y_true: np.ndarray, preds, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
-    """Macro-F1 (mean over seeds) with its ``seed_image_ci``; ``preds`` is one prediction matrix per seed (or a
-    single matrix: one seed, the image bootstrap alone)."""
+    """Macro-F1 (mean over seeds) with its ``seed_image_ci``'s SE and df, the interval built on the logit scale so
+    that it stays inside [0, 1] (``verdict_statistics.bounded_mean_interval``; ``at_bound`` when the mean is 0 or 1,
+    ``t_lo`` / ``t_hi`` the plain t-interval); ``preds`` is one prediction matrix per seed (or a single matrix: one
+    seed, the image bootstrap alone)."""
     preds = _per_seed(preds)
-    return seed_image_ci(lambda s, w: weighted_macro_f1(y_true, preds[s], w[0]), len(preds), [len(y_true)],
-                         n_boot, seed, alpha)
+    out = seed_image_ci(lambda s, w: weighted_macro_f1(y_true, preds[s], w[0]), len(preds), [len(y_true)],
+                        n_boot, seed, alpha)
+    bounded = bounded_mean_interval(out["per_seed"], 0.0, 1.0, se=out["se"], df=out["df"], alpha=alpha)
+    return {**out, "t_lo": out["lo"], "t_hi": out["hi"], "lo": bounded["lo"], "hi": bounded["hi"],
+            "at_bound": bounded["at_bound"]}
 
 
 def _paired(y_true: np.ndarray, preds_a: list, preds_b: list):

@@ -93,6 +93,19 @@ def test_seed_image_ci_of_a_macro_f1_and_identical_seeds():
     assert mixed["hi"] - mixed["lo"] > one["hi"] - one["lo"] and mixed["df"] < np.inf
 
 
+def test_a_macro_f1_interval_near_zero_stays_inside_the_metrics_range():
+    """Three seeds near macro-F1 0 (one seed finds a rare label, two answer nothing right): the t-interval leaves
+    [0, 1]; the interval on the logit scale does not, and an all-zero entry sits at the bound."""
+    y = np.zeros((60, 3), dtype=int)
+    y[:6, 0] = 1
+    hit = np.zeros_like(y)
+    hit[:6, 0] = 1
+    out = metrics.bootstrap_macro_f1(y, [hit, np.zeros_like(y), np.zeros_like(y)], 300, seed=2)
+    assert out["t_lo"] < 0 <= out["lo"] < out["effect"] < out["hi"] <= 1 and not out["at_bound"]
+    zero = metrics.bootstrap_macro_f1(y, [np.zeros_like(y)] * 3, 300, seed=2)
+    assert zero["at_bound"] and zero["lo"] == zero["hi"] == zero["effect"] == 0.0
+
+
 def test_paired_with_a_fixed_model_and_the_probability_of_improvement():
     y = np.ones((10, 2), dtype=int)
     d = metrics.paired_bootstrap(y, np.zeros_like(y), [np.ones_like(y), np.zeros_like(y)], 200, seed=0)
