@@ -73,11 +73,12 @@ def judge(row, direction: int, sesoi: float, option: str) -> tuple[str, str]:
     return v, f"half-width {half:.3f} > SESOI {sesoi:g}: about {m} seeds would bring it below at the measured variance"
 
 
-def judged(what: dict, result: dict, reg, group: str, floor: str) -> dict:
+def judged(what: dict, result: dict, reg, group: str, floor: str, room: str = "") -> dict:
     """A registered readout's row: ``what`` with the contrast ``result`` (``scores.contrast_row``), its verdict and
     note (``judge``, with the registration ``reg``'s sign and SESOI for ``group``) and the SESOI; a non-empty
-    ``floor`` (the claim's entries sit at a trivial baseline) makes it not measurable."""
-    row = {**scores.contrast_row(what, result), "not_measurable": f"floor: {floor}" if floor else ""}
+    ``floor`` (the claim's entries sit at a trivial baseline) or ``room`` (``verdict_statistics.room_for_effect``:
+    less effect available than the SESOI asks) makes it not measurable."""
+    row = {**scores.contrast_row(what, result), "not_measurable": f"floor: {floor}" if floor else room}
     v, note = judge(row, reg.direction_of(group), reg.sesoi_of(group), f"{reg.file.name}: sesoi")
     return {**row, "verdict": v, "note": note, "sesoi": reg.sesoi_of(group)}
 

@@ -118,7 +118,8 @@ def variant_predictions(cfg: Config, paths: RunPaths, name: str, frame: pd.DataF
 def shift_attribution(cfg: Config, paths: RunPaths) -> pd.DataFrame:
     """E4: per variant, the SFT -> GRPO change on its NIH test ("change on the variant") and that change minus the
     change on the main NIH test ("attribution", images resampled per set; the registered readout, with its
-    verdict), with SFT's and GRPO's macro-F1 there."""
+    verdict), with SFT's and GRPO's macro-F1 there. Where the main NIH test's drop is smaller than the SESOI asked
+    of a factor, every attribution is not measurable (``verdict_statistics.room_for_effect``)."""
     if not cfg.world.enabled:
         raise ValueError("E4 re-renders the phantom world's NIH-like site: it needs world.enabled (not the paper "
                          "profile)")
@@ -126,6 +127,8 @@ def shift_attribution(cfg: Config, paths: RunPaths) -> pd.DataFrame:
     labels, seeds = eval_labels(cfg, "NIH"), training_seeds(cfg)
     floor = claim_floors(cfg, read_evaluation(paths).scores)["C2"]
     y_main, main = _pair_matrices(cfg, paths, "NIH")
+    drop = metrics.paired_bootstrap(y_main, main["SFT"], main["GRPO"], E.n_bootstrap, E.bootstrap_seed)["effect"]
+    room = verdict_statistics.room_for_effect(max(0.0, -drop), reg.sesoi_of(""), "the main NIH test's SFT -> GRPO drop")
     name, frame = variant_manifest(cfg, paths)
     preds = variant_predictions(cfg, paths, name, frame)
     rows = []
@@ -138,7 +141,7 @@ def shift_attribution(cfg: Config, paths: RunPaths) -> pd.DataFrame:
         attribution = metrics.gap_change((y_var, sft, grpo), (y_main, main["SFT"], main["GRPO"]), E.n_bootstrap,
                                          E.bootstrap_seed)
         f1 = lambda ps: float(np.mean([metrics.weighted_macro_f1(y_var, p, np.ones((1, len(p))))[0] for p in ps]))  # noqa: E731
-        rows.append({**claims.judged({"factor": factor, "readout": "attribution"}, attribution, reg, "", floor),
+        rows.append({**claims.judged({"factor": factor, "readout": "attribution"}, attribution, reg, "", floor, room),
                      "change_on_variant": change["effect"], "change_lo": change["lo"], "change_hi": change["hi"],
                      "sft_macro_f1": f1(sft), "grpo_macro_f1": f1(grpo), "n_images": len(y_var),
                      "truth_labels_per_image": float(y_var.sum(axis=1).mean())})
@@ -149,8 +152,9 @@ def family_table(cfg: Config, paths: RunPaths, decomposition: pd.DataFrame,
                  attribution: pd.DataFrame | None) -> tuple[pd.DataFrame, dict]:
     """The family-wise view of every verdict this report rules (``verdict_statistics.family_view``): the claims
     (04's contrasts, ``claims.family_rows``), E0's readouts and E4's attributions (when run), each with its
-    unadjusted and Holm-adjusted verdict and p; and the summary (readouts ruled, false sign verdicts chance alone
-    would give)."""
+    unadjusted and Holm-adjusted verdict and p, and the effect its CI detects with 80% power (``mde_80``,
+    ``verdict_statistics.minimum_detectable_effect``; a null is only as strong as that); and the summary (readouts
+    ruled, false sign verdicts chance alone would give)."""
     evaluation = read_evaluation(paths)
     table = claims.claims_table(evaluation.contrasts, claims.sesoi(cfg))
     parts = [claims.family_rows(table, evaluation.contrasts)]
@@ -172,8 +176,10 @@ def family_table(cfg: Config, paths: RunPaths, decomposition: pd.DataFrame,
     viewed, summary = verdict_statistics.family_view(family.assign(p=[
         p if not np.isnan(p) else verdict_statistics.p_from_ci(lo, hi, df)
         for p, lo, hi, df in zip(given_p.astype(float), family["lo"], family["hi"], family["df"].fillna(np.inf))]))
+    viewed["mde_80"] = [verdict_statistics.minimum_detectable_effect(half_width=(hi - lo) / 2) if rule == "ci" else np.nan
+                        for lo, hi, rule in zip(viewed["lo"], viewed["hi"], viewed["rule"])]
     return viewed[["readout", "verdict", "verdict_holm", "effect", "lo", "hi", "p", "p_holm", "p_bh", "sesoi",
-                   "rule"]], summary
+                   "mde_80", "rule"]], summary
 
 
 def family_caption(profile: str, summary: dict) -> str:

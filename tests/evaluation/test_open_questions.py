@@ -105,7 +105,7 @@ def test_nih_variants_change_one_factor_and_leave_the_main_world_alone(small_wor
 
 @pytest.mark.pipeline
 def test_the_smoke_run_writes_e0_and_e4_with_verdicts(smoke_run):
-    from chexreason_utils.evaluation.claims import VERDICTS
+    from chexreason_utils.evaluation.verdict_statistics import VERDICTS
     from chexreason_utils.config import load_profile
 
     paths, _, _ = smoke_run
@@ -121,6 +121,12 @@ def test_the_smoke_run_writes_e0_and_e4_with_verdicts(smoke_run):
     card = json.loads((paths.world / "world_card.json").read_text())
     assert card["knobs_hash"] == knobs_hash(load_profile("smoke").world)
     assert "### E4 · Shift attribution" in paths.report.read_text()
+    family = pd.read_csv(paths.figures / "family_view.csv")
+    assert family["readout"].tolist()[:5] == ["C1", "C2", "C3", "C4", "C5"] and len(family) == 5 + 6 + len(attribution)
+    ruled = family.loc[family["verdict"] != "not measurable"]
+    assert ruled["p_holm"].ge(ruled["p"] - 1e-12).all() and family.loc[family["verdict"] == "not measurable", "p_holm"].isna().all()
+    assert set(family["verdict_holm"]) <= set(VERDICTS)
+    assert paths.report.read_text().index("## The family-wise view") > paths.report.read_text().index("## Claims")
 
 
 @pytest.mark.parametrize("site, view", [("mimic", "PA"), ("chexpert", "AP"), ("nih", "PA")])
