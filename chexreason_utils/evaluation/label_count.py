@@ -4,7 +4,8 @@
 (registrations/E0_label_count.yaml): drop the rarest named labels, or add the commonest unnamed ones, by SFT-pool
 prevalence. ``decompose`` splits the change into the length part (count-matched SFT - SFT) and the residual (GRPO -
 count-matched SFT), each with ``metrics.seed_image_ci``; the two sum to the measured change, per seed and per image
-resample. ``oracle`` gives the no-model strategies of the issue on a set's truths.
+resample. E0's amendment (issue 37) makes the match under each of ``ORDERS`` (the registered one, its reverse, the
+mean of random orders: ``orders``). ``oracle`` gives the no-model strategies of the issue on a set's truths.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from . import metrics
 
 ORACLES = ("only the commonest true label", "the truth plus the commonest missing label")
 PARTS = ("measured change", "length part", "residual")
+ORDERS = ("rarest dropped first", "commonest dropped first", "random order")   # the first is the registered one
+RANDOM_ORDERS = 20   # random orders averaged in "random order" (E0's amendment)
 
 
 def commonness_order(labels: Sequence[str], prevalence: dict[str, float]) -> np.ndarray:
@@ -57,18 +60,34 @@ def oracle(y_true: np.ndarray, order: np.ndarray, strategy: str) -> np.ndarray:
     return out
 
 
-def decompose(y_true: np.ndarray, sft: list[np.ndarray], grpo: list[np.ndarray], order: np.ndarray,
+def orders(commonest_first: np.ndarray, which: str, seed: int = 0) -> list[np.ndarray]:
+    """The commonness orders one of ``ORDERS`` matches with: the registered one (drop the rarest, add the
+    commonest), its reverse, or ``RANDOM_ORDERS`` random permutations drawn with ``seed``."""
+    if which == ORDERS[0]:
+        return [commonest_first]
+    if which == ORDERS[1]:
+        return [commonest_first[::-1]]
+    if which == ORDERS[2]:
+        rng = np.random.default_rng(seed)
+        return [rng.permutation(commonest_first) for _ in range(RANDOM_ORDERS)]
+    raise ValueError(f"unknown order {which!r}; choose one of {', '.join(ORDERS)}")
+
+
+def decompose(y_true: np.ndarray, sft: list[np.ndarray], grpo: list[np.ndarray], order: np.ndarray | list,
               n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
     """The ``PARTS`` of macro-F1(GRPO) - macro-F1(SFT), paired per training seed (``sft[s]``, ``grpo[s]``) and
     image, each a ``metrics.seed_image_ci`` result on the same image resamples; plus ``labels_per_image`` (mean
-    named labels of SFT and GRPO, per seed)."""
+    named labels of SFT and GRPO, per seed). ``order``: one commonness order, or a list of them whose count-matched
+    macro-F1 is averaged (``orders``)."""
     if len(sft) != len(grpo) or not sft:
         raise ValueError(f"decompose needs one SFT and one GRPO matrix per seed, got {len(sft)} and {len(grpo)}")
-    matched = [count_matched(s, g.sum(axis=1), order) for s, g in zip(sft, grpo)]
+    order_list = order if isinstance(order, list) else [order]
+    matched = [[count_matched(s, g.sum(axis=1), o) for s, g in zip(sft, grpo)] for o in order_list]
     f1 = lambda preds, s, w: metrics.weighted_macro_f1(y_true, preds[s], w[0])  # noqa: E731
+    f1_matched = lambda s, w: np.mean([f1(m, s, w) for m in matched], axis=0)  # noqa: E731
     effects = {"measured change": lambda s, w: f1(grpo, s, w) - f1(sft, s, w),
-               "length part": lambda s, w: f1(matched, s, w) - f1(sft, s, w),
-               "residual": lambda s, w: f1(grpo, s, w) - f1(matched, s, w)}
+               "length part": lambda s, w: f1_matched(s, w) - f1(sft, s, w),
+               "residual": lambda s, w: f1(grpo, s, w) - f1_matched(s, w)}
     out = {part: metrics.seed_image_ci(effects[part], len(sft), [len(y_true)], n_boot, seed) for part in PARTS}
     out["labels_per_image"] = {"SFT": [float(s.sum(axis=1).mean()) for s in sft],
                                "GRPO": [float(g.sum(axis=1).mean()) for g in grpo]}

@@ -1,7 +1,8 @@
 """Stage 07 (open questions): the pre-registered experiments that need no training (``registration``).
 
 - E0 ``label_count_decomposition``: the SFT -> GRPO change on each test set split into a pure label-count part and
-  a residual (``label_count``), and the no-model oracles, on 04's cached predictions.
+  a residual (``label_count``) under each count-matching order, and the no-model oracles, on 04's cached
+  predictions.
 - E4 ``shift_attribution``: the NIH-like test site regenerated with one factor at a time at its MIMIC-like value
   (``data.phantom.write_nih_variant``, folders under ``07_open_questions/e4/``), its test images selected by 01's
   rule, the SFT model and ChexReason scored there (cached predictions keyed on the variant images' bytes), and the
@@ -45,9 +46,10 @@ def _pair_matrices(cfg: Config, paths: RunPaths, dataset: str) -> tuple[np.ndarr
 
 
 def label_count_decomposition(cfg: Config, paths: RunPaths) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """E0: (decomposition, oracles). Decomposition: per test set, the measured SFT -> GRPO change, its length part
-    and residual (effect, 95% seed x image CI, each seed's value, verdict) and the scored labels named per image;
-    oracles: macro-F1 of ``label_count.ORACLES`` on each set's truths (image-bootstrap CI)."""
+    """E0: (decomposition, oracles). Decomposition: per test set, the measured SFT -> GRPO change, and its length
+    part and residual under each count-matching order (``label_count.ORDERS``; effect, 95% seed x image CI, each
+    seed's value, verdict), each part's verdict over the orders (``over_orders``), and the scored labels named per
+    image; oracles: macro-F1 of ``label_count.ORACLES`` on each set's truths (image-bootstrap CI)."""
     reg, E = registration.get("E0"), cfg.evaluation
     floors = claim_floors(cfg, read_evaluation(paths).scores)
     prevalence = pool_prevalence(paths)
@@ -55,20 +57,51 @@ def label_count_decomposition(cfg: Config, paths: RunPaths) -> tuple[pd.DataFram
     for dataset in reg.grid["test_set"]:
         y_true, preds = _pair_matrices(cfg, paths, dataset)
         order = label_count.commonness_order(eval_labels(cfg, dataset), prevalence)
-        parts = label_count.decompose(y_true, preds["SFT"], preds["GRPO"], order, E.n_bootstrap, E.bootstrap_seed)
-        per_image = parts["labels_per_image"]
-        for part in label_count.PARTS:
-            rows.append({**claims.judged({"test_set": dataset, "part": part}, parts[part], reg, dataset,
-                                   floors[FLOOR_CLAIM[dataset]]),
-                         "labels_per_image_sft": float(np.mean(per_image["SFT"])),
-                         "labels_per_image_grpo": float(np.mean(per_image["GRPO"]))})
+        for which in label_count.ORDERS:
+            parts = label_count.decompose(y_true, preds["SFT"], preds["GRPO"],
+                                          label_count.orders(order, which, E.bootstrap_seed), E.n_bootstrap,
+                                          E.bootstrap_seed)
+            per_image = parts["labels_per_image"]
+            for part in label_count.PARTS if which == label_count.ORDERS[0] else label_count.PARTS[1:]:
+                rows.append({**claims.judged({"test_set": dataset, "part": part,
+                                              "order": "" if part == label_count.PARTS[0] else which},
+                                             parts[part], reg, dataset, floors[FLOOR_CLAIM[dataset]]),
+                             "labels_per_image_sft": float(np.mean(per_image["SFT"])),
+                             "labels_per_image_grpo": float(np.mean(per_image["GRPO"]))})
         for strategy in label_count.ORACLES:
             ci = metrics.bootstrap_macro_f1(y_true, label_count.oracle(y_true, order, strategy), E.n_bootstrap,
                                             E.bootstrap_seed)
             oracle_rows.append({"test_set": dataset, "strategy": strategy, "macro_f1": ci["effect"], "lo": ci["lo"],
                                 "hi": ci["hi"], "truth_labels_per_image": float(y_true.sum(axis=1).mean()),
                                 "n_images": len(y_true)})
-    return pd.DataFrame(rows), pd.DataFrame(oracle_rows)
+    table = pd.DataFrame(rows)
+    table["over_orders"] = [over_orders(table, t, p) for t, p in zip(table["test_set"], table["part"])]
+    table["readout"] = [f"{p}, {o}" if o else p for p, o in zip(table["part"], table["order"])]
+    return table, pd.DataFrame(oracle_rows)
+
+
+def over_orders(table: pd.DataFrame, test_set: str, part: str) -> str:
+    """E0's verdict of one part over the count-matching orders (its amendment): the shared verdict when every
+    order gives it, else "inconclusive (the order decides)"."""
+    verdicts = set(table.loc[(table["test_set"] == test_set) & (table["part"] == part), "verdict"])
+    return verdicts.pop() if len(verdicts) == 1 else "inconclusive (the order decides)"
+
+
+def e0_family_rows(decomposition: pd.DataFrame) -> pd.DataFrame:
+    """E0's members of the family view: per test set, the length part and the residual over the orders (the
+    measured change is C1 / C2's contrast, already a member): its verdict over orders, the interval spanning every
+    order's CI, and the largest of the orders' p (each order must give the verdict)."""
+    e0, rows = registration.get("E0"), []
+    for (test_set, part), g in decomposition.loc[decomposition["part"] != label_count.PARTS[0]].groupby(
+            ["test_set", "part"], sort=False):
+        verdict = g["over_orders"].iloc[0]
+        rows.append({"readout": f"E0 {test_set} {part}", "verdict": verdict.split(" (")[0],
+                     "effect": g["effect"].iloc[0], "lo": g["lo"].min(), "hi": g["hi"].max(), "df": g["df"].min(),
+                     "direction": e0.direction_of(test_set), "sesoi": g["sesoi"].iloc[0],
+                     "p": max(verdict_statistics.p_from_ci(lo, hi, df) for lo, hi, df in zip(g["lo"], g["hi"], g["df"])),
+                     "not_measurable": "; ".join(sorted(set(g.loc[g["verdict"] == "not measurable", "note"])))
+                     if verdict == "not measurable" else ""})
+    return pd.DataFrame(rows)
 
 
 def _render_variant(root: Path, world, factor: str) -> None:
@@ -158,9 +191,7 @@ def family_table(cfg: Config, paths: RunPaths, decomposition: pd.DataFrame,
     evaluation = read_evaluation(paths)
     table = claims.claims_table(evaluation.contrasts, claims.sesoi(cfg))
     parts = [claims.family_rows(table, evaluation.contrasts)]
-    e0 = registration.get("E0")
-    parts.append(decomposition.assign(readout="E0 " + decomposition["test_set"] + " " + decomposition["part"],
-                                      direction=[e0.direction_of(t) for t in decomposition["test_set"]]))
+    parts.append(e0_family_rows(decomposition))
     if attribution is not None:
         e4 = registration.get("E4")
         parts.append(attribution.assign(readout="E4 " + attribution["factor"], direction=e4.direction_of("")))

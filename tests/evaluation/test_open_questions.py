@@ -75,6 +75,27 @@ def test_the_decomposition_sums_to_the_measured_change():
     assert (matched.sum(1) == grpo[0].sum(1)).all()
 
 
+def test_the_orders_of_the_amendment_and_their_mean():
+    """The registered order, its reverse and 20 seeded random orders; the decomposition under several orders
+    averages their count-matched macro-F1 and still sums to the measured change."""
+    order = np.array([2, 0, 1, 4, 3])
+    assert [o.tolist() for o in label_count.orders(order, "rarest dropped first")] == [order.tolist()]
+    assert label_count.orders(order, "commonest dropped first")[0].tolist() == order[::-1].tolist()
+    randoms = label_count.orders(order, "random order", seed=3)
+    assert len(randoms) == label_count.RANDOM_ORDERS and all(sorted(o) == list(range(5)) for o in randoms)
+    assert [o.tolist() for o in randoms] == [o.tolist() for o in label_count.orders(order, "random order", seed=3)]
+    rng = np.random.default_rng(0)
+    y = (rng.random((40, 5)) < 0.35).astype(np.int8)
+    sft = [(rng.random((40, 5)) < 0.45).astype(np.int8) for _ in range(2)]
+    grpo = [(rng.random((40, 5)) < 0.2).astype(np.int8) for _ in range(2)]
+    both = label_count.decompose(y, sft, grpo, [order, order[::-1]], n_boot=50, seed=1)
+    one, other = (label_count.decompose(y, sft, grpo, o, n_boot=50, seed=1) for o in (order, order[::-1]))
+    assert both["length part"]["effect"] == pytest.approx((one["length part"]["effect"] + other["length part"]["effect"]) / 2)
+    assert both["measured change"]["effect"] == pytest.approx(both["length part"]["effect"] + both["residual"]["effect"])
+    with pytest.raises(ValueError, match="unknown order 'backwards'"):
+        label_count.orders(order, "backwards")
+
+
 def _files(root):
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
@@ -109,10 +130,17 @@ def test_the_smoke_run_writes_e0_and_e4_with_verdicts(smoke_run):
     from chexreason_utils.config import load_profile
 
     paths, _, _ = smoke_run
-    parts = pd.read_csv(paths.figures / "e0_decomposition.csv").set_index(["test_set", "part"])["effect"]
-    for test_set in ("CheXpert", "NIH"):
-        assert parts[(test_set, "measured change")] == pytest.approx(
-            parts[(test_set, "length part")] + parts[(test_set, "residual")], abs=2e-6)   # CSV keeps 6 digits
+    table = pd.read_csv(paths.figures / "e0_decomposition.csv").fillna({"order": ""})
+    assert set(table["order"]) == {"", *label_count.ORDERS}
+    for order in label_count.ORDERS:   # under every order the two parts sum to the measured change
+        parts = table.loc[table["order"].isin(["", order])].set_index(["test_set", "part"])["effect"]
+        for test_set in ("CheXpert", "NIH"):
+            assert parts[(test_set, "measured change")] == pytest.approx(
+                parts[(test_set, "length part")] + parts[(test_set, "residual")], abs=2e-6)   # CSV keeps 6 digits
+    for _, g in table.loc[table["order"] != ""].groupby(["test_set", "part"]):
+        assert g["over_orders"].nunique() == 1
+        assert g["over_orders"].iloc[0] == (g["verdict"].iloc[0] if g["verdict"].nunique() == 1
+                                            else "inconclusive (the order decides)")
     contrasts = pd.read_csv(paths.contrasts_file).set_index("contrast")
     assert parts[("NIH", "measured change")] == pytest.approx(contrasts.loc["SFT -> GRPO on NIH", "effect"], abs=2e-6)
     attribution = pd.read_csv(paths.figures / "e4_attribution.csv")
@@ -122,7 +150,7 @@ def test_the_smoke_run_writes_e0_and_e4_with_verdicts(smoke_run):
     assert card["knobs_hash"] == knobs_hash(load_profile("smoke").world)
     assert "### E4 · Shift attribution" in paths.report.read_text()
     family = pd.read_csv(paths.figures / "family_view.csv")
-    assert family["readout"].tolist()[:5] == ["C1", "C2", "C3", "C4", "C5"] and len(family) == 5 + 6 + len(attribution)
+    assert family["readout"].tolist()[:5] == ["C1", "C2", "C3", "C4", "C5"] and len(family) == 5 + 4 + len(attribution)
     ruled = family.loc[family["verdict"] != "not measurable"]
     assert ruled["p_holm"].ge(ruled["p"] - 1e-12).all() and family.loc[family["verdict"] == "not measurable", "p_holm"].isna().all()
     assert set(family["verdict_holm"]) <= set(VERDICTS)
