@@ -44,7 +44,9 @@ from torch import nn
 
 from ..cache_keys import digest, file_digest
 from ..labels import CHEXPERT_LABELS, label_matrix
+from ..progress import Bar
 from ..prompts import format_target, parse_output
+from ..run_records import timed
 from ..seeding import seed_everything
 
 FORMAT = 1                   # bump when the recipe changes in a way the settings do not show: refits every cache
@@ -242,9 +244,10 @@ def _shifted(batch: torch.Tensor, most: int, generator: torch.Generator) -> torc
     return torch.stack([padded[i, :, dy:dy + size, dx:dx + size] for i, (dy, dx) in enumerate(offsets.tolist())])
 
 
-def train_network(images: torch.Tensor, targets: np.ndarray, settings: ReferenceSettings) -> tuple[SmallCNN, list]:
+def train_network(images: torch.Tensor, targets: np.ndarray, settings: ReferenceSettings,
+                  task: str = "image reference") -> tuple[SmallCNN, list]:
     """A ``SmallCNN`` trained on (images, targets) with the settings' recipe; (model in eval mode, mean loss per
-    epoch)."""
+    epoch). Progress goes to a bar named ``task``, one unit per epoch."""
     s = settings
     seed_everything(s.seed)
     generator = torch.Generator().manual_seed(s.seed)
@@ -255,6 +258,7 @@ def train_network(images: torch.Tensor, targets: np.ndarray, settings: Reference
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * step / max(1, s.epochs * steps_per_epoch))))
     loss_fn, losses = nn.BCEWithLogitsLoss(), []
+    bar = Bar(task, s.epochs, unit="epoch")
     for _ in range(s.epochs):
         model.train()
         order, total = torch.randperm(len(images), generator=generator), 0.0
@@ -269,12 +273,15 @@ def train_network(images: torch.Tensor, targets: np.ndarray, settings: Reference
             schedule.step()
             total += loss.item() * len(idx)
         losses.append(total / len(images))
+        bar.update()
+    bar.close()
     return model.eval(), losses
 
 
-def fit(train: pd.DataFrame, val: pd.DataFrame, settings: ReferenceSettings = ReferenceSettings()) -> ImageReference:
+def fit(train: pd.DataFrame, val: pd.DataFrame, settings: ReferenceSettings = ReferenceSettings(),
+        task: str = "image reference") -> ImageReference:
     """Train on ``train``, choose each label's threshold on ``val`` (manifest frames with ``image_path`` and
-    ``truth``)."""
+    ``truth``); ``task`` names its progress bar and timing records."""
     if not len(train) or not len(val):
         raise ValueError(f"fit needs training and validation images, got {len(train)} and {len(val)}")
     targets = label_matrix(train, settings.labels)
@@ -283,7 +290,10 @@ def fit(train: pd.DataFrame, val: pd.DataFrame, settings: ReferenceSettings = Re
         raise ValueError(f"the image reference cannot be trained: label(s) {', '.join(absent)} have no positive "
                          f"image among its {len(train)} training images (it would learn never to say them); "
                          "train it on a set that holds every label of ReferenceSettings.labels")
-    model, losses = train_network(load_images(list(train["image_path"]), settings.image_size), targets, settings)
+    with timed(task, "load"):
+        images = load_images(list(train["image_path"]), settings.image_size)
+    with timed(task, "training"):
+        model, losses = train_network(images, targets, settings, task)
     probs = predict_probabilities(model, load_images(list(val["image_path"]), settings.image_size))
     thresholds, chosen = choose_thresholds(label_matrix(val, settings.labels), probs)
     source = {lbl: "validation" if c else "fallback (no positive in validation)"
@@ -293,13 +303,13 @@ def fit(train: pd.DataFrame, val: pd.DataFrame, settings: ReferenceSettings = Re
 
 
 def fit_cached(train: pd.DataFrame, val: pd.DataFrame, settings: ReferenceSettings,
-               folder: str | Path) -> ImageReference:
+               folder: str | Path, task: str = "image reference") -> ImageReference:
     """The reference saved in ``folder`` when its key is ``reference_key(train, val, settings)``; else ``fit`` it
-    and save it there."""
+    (progress and timings as ``task``) and save it there."""
     folder, key = Path(folder), reference_key(train, val, settings)
     record = folder / SETTINGS_FILE
     if record.exists() and (folder / WEIGHTS_FILE).exists() and json.loads(record.read_text()).get("key") == key:
         return ImageReference.load(folder)
-    reference = fit(train, val, settings)
+    reference = fit(train, val, settings, task)
     reference.save(folder)
     return reference

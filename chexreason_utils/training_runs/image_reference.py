@@ -28,7 +28,7 @@ def settings(cfg: Config, seed: int) -> ReferenceSettings:
 def fit_one(cfg: Config, paths: RunPaths, manifest: str, seed: int) -> ImageReference:
     """One reference: trained on ``manifest`` under ``seed``, thresholds on validation (cached)."""
     return fit_cached(load_manifest(paths, manifest), load_manifest(paths, "val"), settings(cfg, seed),
-                      paths.reference_dir(manifest, seed))
+                      paths.reference_dir(manifest, seed), f"image reference {manifest} seed-{seed}")
 
 
 def _predict_job(cfg: Config, paths: RunPaths, manifest: str, seed: int, sets: dict[str, str]) -> dict:
