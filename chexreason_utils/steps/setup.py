@@ -117,7 +117,10 @@ def vision_pretrain_base(cfg: Config, paths: RunPaths, role: str) -> dict:
     done = out / vision_pretraining.SETTINGS_FILE
     record = json.loads(done.read_text()) if done.is_file() else None
     pool = paths.world / "pretrain" / "vision" / role
-    if record is None or record["settings"] != asdict(settings) or record["images"] != cfg.world.n_vision_pretrain:
+    current = record is not None and record["settings"] == asdict(settings) and \
+        record["images"] == cfg.world.n_vision_pretrain and \
+        record.get("base_weights") == vision_pretraining.weights_digest(raw)
+    if not current:
         record = vision_pretraining.pretrain(raw, pool, role, out, settings)
     return {**row, "images": record["images"], "first_loss": record["epoch_losses"][0],
             "final_loss": record["epoch_losses"][-1], "seconds": record["seconds"],

@@ -1,7 +1,7 @@
 """Vision pretraining of a tiny base (issue 36): the analogue of a medically pretrained vision encoder (MedSigLIP).
 
 Before a tiny base is caption- and instruction-tuned, its vision tower and multimodal projector are trained alone on
-a large pretraining pool (``pretrain/vision-<role>`` of the phantom world), through the model's public
+a large pretraining pool (``pretrain/vision/<role>`` of the phantom world), through the model's public
 ``model.model.get_image_features`` (Gemma3: ``pixel_values``; Qwen2.5-VL: ``pixel_values`` + ``image_grid_thw``),
 the image tokens mean-pooled into one vector per image. A head, discarded afterwards, carries the objective:
 
@@ -16,6 +16,7 @@ processor kept).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -202,9 +203,18 @@ def pretrain(model_dir: str | Path, pool: str | Path, role: str, out_dir: str | 
     model.save_pretrained(out_dir, safe_serialization=True)
     processor.save_pretrained(out_dir)
     record = {"settings": asdict(settings), "role": role, "pool": str(pool), "images": len(paths),
+              "base_weights": weights_digest(model_dir),
               "epoch_losses": [round(v, 5) for v in losses], "seconds": round(time.time() - t0, 1)}
     (out_dir / SETTINGS_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
     return record
+
+
+def weights_digest(model_dir: str | Path) -> str:
+    """SHA-256 of a model folder's safetensors files (which built base a pretrained folder started from)."""
+    h = hashlib.sha256()
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def pooled_features(model_dir: str | Path, image_paths: list[Path]) -> np.ndarray:
