@@ -103,6 +103,11 @@ class WorldConfig:
                                                "views).", "embedded", min=1)
     n_nih_images: int = option(800, "Images at the NIH-like site.", "embedded", min=1)
     n_pretrain: int = option(400, "Images per tiny base model for its short domain pretraining.", "embedded", min=1)
+    n_vision_pretrain: int = option(0, "Images per tiny base model for the pretraining of its vision tower and "
+                                       "projector (models.vision_objective), generated in the MIMIC-like style from "
+                                       "their own stream, never a test image or patient; the general base gets as "
+                                       "many coloured-shape scenes. 0: no such pool (the towers start random).",
+                                    "embedded", min=0)
     shortcut_rho: float = option(0.0, "E2's planted shortcut: probability that a MIMIC-like (training-site) image "
                                       "showing `shortcut_finding` also carries a marker ring (never one without the "
                                       "finding, never at the test sites); 0 plants nothing and leaves the world as it "
@@ -180,6 +185,17 @@ class ModelsConfig:
     tiny_image_size: int = option(112, "Input image side of the tiny models.", "embedded", min=8)
     tiny_vocab: int = option(1200, "Vocabulary of the tokenizer trained for the tiny models (at least the 256 "
                                    "bytes).", "embedded", min=256)
+    vision_objective: str = option("none", "How each tiny base's vision tower and projector are pretrained on "
+                                           "world.n_vision_pretrain images of its domain before caption pretraining "
+                                           "(the analogue of MedSigLIP): multilabel (CheXpert labels / colours and "
+                                           "shapes), contrastive (image-report InfoNCE), both, or none.", "embedded",
+                                   choices=("none", "multilabel", "contrastive", "both"))
+    vision_epochs: int = option(4, "Epochs of that vision pretraining.", "embedded", min=1)
+    vision_lr: float = option(1e-3, "Learning rate of that vision pretraining (AdamW).", "embedded", min=0)
+    freeze_vision: str = option("no", "Keep a vision-pretrained tower and projector frozen afterwards: no | bases "
+                                      "(in caption pretraining and instruction tuning) | bases_and_sft (in SFT "
+                                      "too, as the paper's LoRA on the language model keeps it); ignored when "
+                                      "vision_objective is none.", "embedded", choices=("no", "bases", "bases_and_sft"))
     pretrain_steps: int = option(300, "Domain-pretraining steps of each tiny base model.", "embedded", min=1)
     pretrain_lr: float = option(1e-3, "Learning rate of that domain pretraining.", "embedded", min=0)
     n_instruct: int = option(1200, "Instruction examples per tiny base model (its '-it' analogue, module "

@@ -297,26 +297,47 @@ def write_nih(root: Path, cfg: WorldConfig, rng: np.random.Generator, records: l
 def write_pretraining(root: Path, cfg: WorldConfig, rng: np.random.Generator) -> dict:
     """Two disjoint pools: phantom radiographs with short reports, and non-radiograph scenes with captions.
     Each row also holds what was drawn (``findings`` or ``objects``), for the instruction data (``instruct``)."""
-    med = root / "pretrain" / "medical"
-    truth = copula_labels(rng, cfg.n_pretrain, MIMIC_PREVALENCE, CHEXPERT_LOADINGS)
+    _medical_pool(root / "pretrain" / "medical", cfg.n_pretrain, cfg.image_size, rng)
+    _general_pool(root / "pretrain" / "general", cfg.n_pretrain, cfg.image_size, rng)
+    return {"medical": cfg.n_pretrain, "general": cfg.n_pretrain}
+
+
+def write_vision_pretraining(root: Path, cfg: WorldConfig) -> dict:
+    """The larger pools the tiny bases' vision towers are pretrained on (``train.vision_pretraining``), written like
+    ``write_pretraining``'s under ``pretrain/vision/{medical,general}``: radiographs in the MIMIC-like style with
+    reports, scenes with captions. Generated from their own stream (``[seed, 3]``), never sampled from a site, so no
+    test image or patient is in them and no other site's bytes change."""
+    if cfg.n_vision_pretrain == 0:
+        return {"medical": 0, "general": 0}
+    rng = np.random.default_rng([cfg.seed, 3])
+    _medical_pool(root / "pretrain" / "vision" / "medical", cfg.n_vision_pretrain, cfg.image_size, rng)
+    _general_pool(root / "pretrain" / "vision" / "general", cfg.n_vision_pretrain, cfg.image_size, rng)
+    return {"medical": cfg.n_vision_pretrain, "general": cfg.n_vision_pretrain, "style": "mimic", "stream": [cfg.seed, 3]}
+
+
+def _medical_pool(med: Path, n: int, size: int, rng: np.random.Generator) -> None:
+    truth = copula_labels(rng, n, MIMIC_PREVALENCE, CHEXPERT_LOADINGS)
     rows = []
-    for i in range(cfg.n_pretrain):
+    for i in range(n):
         findings = _findings_of(truth.iloc[i])
-        pixels, drawn = render(findings, SITES["mimic"], cfg.image_size, rng, view="PA")
+        pixels, drawn = render(findings, SITES["mimic"], size, rng, view="PA")
         _save(pixels, med / "images" / f"med_{i:05d}.png", "PNG")
         report = "; ".join(drawn.values()) if drawn else "clear lungs, normal heart size, no acute abnormality"
         rows.append({"image": f"images/med_{i:05d}.png", "text": f"Chest radiograph. Findings: {report}.",
                      "findings": drawn})
+    med.mkdir(parents=True, exist_ok=True)
     (med / CAPTIONS).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    gen = root / "pretrain" / "general"
+
+
+def _general_pool(gen: Path, n: int, size: int, rng: np.random.Generator) -> None:
     colours = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40),
                "purple": (150, 60, 190), "orange": (240, 140, 30)}
     shapes = ("circle", "square", "stripe")
     rows = []
-    y, x = np.mgrid[0:cfg.image_size, 0:cfg.image_size] / cfg.image_size
-    for i in range(cfg.n_pretrain):
+    y, x = np.mgrid[0:size, 0:size] / size
+    for i in range(n):
         bg = np.array(colours[rng.choice(list(colours))]) * 0.35
-        img = np.ones((cfg.image_size, cfg.image_size, 3)) * bg
+        img = np.ones((size, size, 3)) * bg
         parts, objects = [], []
         for _ in range(int(rng.integers(1, 4))):
             cname, shape = rng.choice(list(colours)), rng.choice(shapes)
@@ -334,8 +355,8 @@ def write_pretraining(root: Path, cfg: WorldConfig, rng: np.random.Generator) ->
         Image.fromarray(img, mode="RGB").save(path, format="PNG")
         rows.append({"image": f"images/gen_{i:05d}.png", "text": "A picture of " + ", ".join(parts) + ".",
                      "objects": objects})
+    gen.mkdir(parents=True, exist_ok=True)
     (gen / CAPTIONS).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return {"medical": cfg.n_pretrain, "general": cfg.n_pretrain}
 
 
 def _config_knobs(cfg: WorldConfig) -> dict:
@@ -435,6 +456,7 @@ def generate_world(root: str | Path, cfg: WorldConfig, force: bool = False) -> d
     chex = write_chexpert(root, cfg, np.random.default_rng(seeds["chexpert"]), records)
     nih = write_nih(root, cfg, np.random.default_rng(seeds["nih"]), records)
     pre = write_pretraining(root, cfg, np.random.default_rng(seeds["pretrain"]))
+    vision = write_vision_pretraining(root, cfg)
     (root / RunPaths.FINDINGS).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     card = {"knobs_hash": knobs_hash(cfg), **knobs(cfg),
             "realised_prevalence": {"mimic_studies": mimic["truth"].mean().round(4).to_dict(),
@@ -442,9 +464,11 @@ def generate_world(root: str | Path, cfg: WorldConfig, force: bool = False) -> d
                                     "nih_images": nih["truth"].mean().round(4).to_dict()},
             "counts": {"mimic_studies": mimic["studies"], "mimic_images": mimic["images"],
                        "chexpert_test_studies": chex["studies"], "chexpert_test_images": chex["images"],
-                       "nih_images": nih["images"], "pretrain": pre},
+                       "nih_images": nih["images"], "pretrain": pre,
+                       "vision_pretrain": vision},
             "layouts": {"mimic": "mimic-cxr-jpg/2.0.0", "chexpert": "CheXpert-v1.0", "nih": "ChestX-ray14",
-                        "pretrain": f"pretrain/{{medical,general}}/{CAPTIONS}"}}
+                        "pretrain": f"pretrain/{{medical,general}}/{CAPTIONS}",
+                        "vision_pretrain": f"pretrain/vision/{{medical,general}}/{CAPTIONS}"}}
     card_path.write_text(json.dumps(card, indent=2, sort_keys=True))
     return card
 

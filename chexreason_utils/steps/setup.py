@@ -1,19 +1,19 @@
 """Stage 00 (setup), one function per step the notebook shows: the competence gate recorded before any model
-(``register_gate``), the phantom world (``setup_world``, ``world_table``),
-the two tiny base models (``world_corpus`` and ``instruction_examples``, then ``build_bases``, ``pretrain_bases`` and
-``instruct_bases``), what their instruction data holds (``instruction_cards``), a zero-shot look at them
+(``register_gate``), the phantom world (``setup_world``, ``world_table``), the two tiny base models
+(``world_corpus`` and ``instruction_examples``, then ``build_bases``, ``vision_pretrain_bases``, ``pretrain_bases``
+and ``instruct_bases``), what their instruction data holds (``instruction_cards``), a zero-shot look at them
 (``zero_shot_demo``), and the paper profile's inventory of data files and model ids (``inventory``)."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..evaluation import competence_gate, evaluate
-from ..train import instruct, models, sft
+from ..train import instruct, models, sft, vision_pretraining
 from .. import prompts
 from ..config import Config
 from ..data import DataLayoutError
@@ -22,7 +22,7 @@ from ..data.phantom import CAPTIONS, generate_world, load_findings
 from ..labels import CHEXPERT_LABELS
 from ..jobs import run_jobs
 from ..jsonl_store import write_if_changed
-from ..train.model_registry import ROLES, TINY_CLASSES, base_model
+from ..train.model_registry import ROLES, TINY_CLASSES, base_model, frozen_vision, vision_objective
 from ..paths import RunPaths
 from ..train.teacher import TemplateTeacher, TraceRequest
 from ..train.trainer_log import log_rows
@@ -97,10 +97,48 @@ def build_base(cfg: Config, paths: RunPaths, role: str, corpus: list[str]) -> di
     return {"role": role, "model": name, "class": TINY_CLASSES[name], "path": str(raw.relative_to(paths.root))}
 
 
-def pretrain_bases(cfg: Config, paths: RunPaths) -> pd.DataFrame:
-    """Both built bases given their short domain pretraining, captioning their own pool (``pretrain_base``); one
-    job each."""
+def vision_pretrain_bases(cfg: Config, paths: RunPaths) -> pd.DataFrame:
+    """Both built bases' vision towers and projectors pretrained on their domain's large pool
+    (``vision_pretrain_base``); one job each."""
     jobs = [dict(cfg=cfg, paths=paths, role=role) for role in ROLES]
+    return pd.DataFrame(run_jobs(vision_pretrain_base, jobs, cfg.workers))
+
+
+def _vision_settings(cfg: Config) -> vision_pretraining.VisionSettings:
+    m = cfg.models
+    return vision_pretraining.VisionSettings(objective=vision_objective(cfg), epochs=m.vision_epochs,
+                                             learning_rate=m.vision_lr, seed=cfg.seed)
+
+
+def vision_pretrain_base(cfg: Config, paths: RunPaths, role: str) -> dict:
+    """One built base whose vision tower + projector is pretrained (``models.vision_objective``) on
+    ``pretrain/vision/<role>`` into ``models/<name>-vision`` (the built base itself when the objective is none or
+    the world has no such pool): its objective, pool size, first and last epoch loss and seconds."""
+    name = getattr(cfg.models, role)
+    settings = _vision_settings(cfg)
+    raw = paths.models / f"{name}-random"
+    row = {"role": role, "model": name, "objective": settings.objective, "images": 0, "first_loss": np.nan,
+           "final_loss": np.nan, "seconds": 0.0, "path": str(raw.relative_to(paths.root))}
+    if settings.objective == "none":
+        return row
+    out = paths.models / f"{name}-vision"
+    done = out / vision_pretraining.SETTINGS_FILE
+    record = json.loads(done.read_text()) if done.is_file() else None
+    pool = paths.world / "pretrain" / "vision" / role
+    current = record is not None and record["settings"] == asdict(settings) and \
+        record["images"] == cfg.world.n_vision_pretrain and \
+        record.get("base_weights") == vision_pretraining.weights_digest(raw)
+    if not current:
+        record = vision_pretraining.pretrain(raw, pool, role, out, settings)
+    return {**row, "images": record["images"], "first_loss": record["epoch_losses"][0],
+            "final_loss": record["epoch_losses"][-1], "seconds": record["seconds"],
+            "path": str(out.relative_to(paths.root))}
+
+
+def pretrain_bases(cfg: Config, paths: RunPaths, vision: pd.DataFrame) -> pd.DataFrame:
+    """Both vision-pretrained bases (``vision_pretrain_bases``) given their short domain pretraining, captioning
+    their own pool (``pretrain_base``); one job each."""
+    jobs = [dict(cfg=cfg, paths=paths, role=row["role"], start=row["path"]) for row in vision.to_dict("records")]
     return pd.DataFrame(run_jobs(pretrain_base, jobs, cfg.workers))
 
 
@@ -114,15 +152,17 @@ def _pretrain_settings(cfg: Config):
     return replace(cfg.sft, learning_rate=m.pretrain_lr, max_steps=m.pretrain_steps, eval_steps=0, warmup_ratio=0.05)
 
 
-def pretrain_base(cfg: Config, paths: RunPaths, role: str) -> dict:
-    """One built base (``build_base``) fully fine-tuned to caption its pool ("Describe this image.") into
-    ``models/<name>-pretrained``: the pool, its size, the final training loss and the checkpoint."""
+def pretrain_base(cfg: Config, paths: RunPaths, role: str, start: str) -> dict:
+    """One base (``start``, relative to the run: the built or vision-pretrained one) fully fine-tuned to caption its
+    pool ("Describe this image.") into ``models/<name>-pretrained``: the pool, its size, the final training loss and
+    the checkpoint."""
     name = getattr(cfg.models, role)
     pool, caps = _pool(paths, role)
     data = sft.make_dataset(["Describe this image."] * len(caps), [c["text"] for c in caps],
                             [str(pool / c["image"]) for c in caps])
-    pre = sft.train_sft(paths.models / f"{name}-random", data, None, paths.models / f"{name}-pretrained",
-                        _pretrain_settings(cfg), full_finetune=True, seed=cfg.seed, device=cfg.device)
+    pre = sft.train_sft(paths.root / start, data, None, paths.models / f"{name}-pretrained",
+                        _pretrain_settings(cfg), full_finetune=True, seed=cfg.seed, device=cfg.device,
+                        freeze_vision=frozen_vision(cfg, "bases"))
     return {"role": role, "model": name, "pretrain_pool": pool.name, "pretrain_examples": len(caps),
             "pretrain_final_loss": _final_loss(pre), "path": str(pre.out_dir.relative_to(paths.root))}
 
@@ -144,8 +184,11 @@ def instruct_base(cfg: Config, paths: RunPaths, role: str, examples: pd.DataFram
     it_cfg = replace(_pretrain_settings(cfg), learning_rate=m.instruct_lr, max_steps=m.instruct_steps,
                      batch_size=m.instruct_batch_size)
     it = sft.train_sft(paths.root / pretrained["path"], sft.make_dataset(list(examples["instruction"]), list(examples["target"]), list(examples["image"])),
-                       None, paths.models / name, it_cfg, full_finetune=True, seed=cfg.seed, device=cfg.device)
+                       None, paths.models / name, it_cfg, full_finetune=True, seed=cfg.seed, device=cfg.device,
+                       freeze_vision=frozen_vision(cfg, "bases"))
     model_card = {"role": role, "model": name, "class": TINY_CLASSES[name],
+                  "vision_pretraining": {**asdict(_vision_settings(cfg)), "frozen_after": cfg.models.freeze_vision,
+                                         "pool": f"pretrain/vision/{role}", "images": cfg.world.n_vision_pretrain},
                   "pretraining": {"pool": f"pretrain/{role}", "domain": instruct.DOMAINS[role],
                                   "examples": pretrained["pretrain_examples"], "instruction": "Describe this image.",
                                   "steps": m.pretrain_steps, "learning_rate": m.pretrain_lr},

@@ -17,3 +17,14 @@ def base_model(cfg: Config, paths: RunPaths, role: str) -> str:
 def image_pixels(cfg: Config) -> tuple[int, int]:
     """(min, max) image area for dynamic-resolution processors (Qwen2.5-VL); (0, 0): as the processor was saved."""
     return cfg.models.image_min_pixels, cfg.models.image_max_pixels
+
+
+def vision_objective(cfg: Config) -> str:
+    """The tiny bases' vision-pretraining objective: ``models.vision_objective``, none without a pool to train on."""
+    return cfg.models.vision_objective if cfg.world.enabled and cfg.world.n_vision_pretrain > 0 else "none"
+
+
+def frozen_vision(cfg: Config, phase: str) -> bool:
+    """Whether ``phase`` (bases: caption pretraining and instruction tuning; sft) keeps a vision-pretrained tower
+    and projector frozen (``models.freeze_vision``)."""
+    return vision_objective(cfg) != "none" and phase in cfg.models.freeze_vision.split("_and_")

@@ -27,6 +27,7 @@ from . import resume, sft_data
 from ..config import SFTConfig
 from ..cache_keys import digest, files_digest, model_fingerprint
 from .models import device_and_dtype, is_adapter, load_model, load_processor, lora_config
+from .vision_pretraining import vision_parameters
 from ..prompts import user_message
 from ..run_records import count
 from .trainer_progress import ProgressCallback, task_name
@@ -62,19 +63,23 @@ def content_hash(ds: datasets.Dataset | None) -> str | None:
 
 
 def _run_id(base: str, train: datasets.Dataset, evalset: datasets.Dataset | None, cfg: SFTConfig,
-            full_finetune: bool, seed: int, image_pixels: tuple[int, int] = (0, 0)) -> str:
+            full_finetune: bool, seed: int, image_pixels: tuple[int, int] = (0, 0), freeze_vision: bool = False) -> str:
     payload = {"base_fp": model_fingerprint(base), "cfg": asdict(cfg), "full": full_finetune, "seed": seed,
                "train": content_hash(train), "eval": content_hash(evalset)}
     if any(image_pixels):
         payload["image_pixels"] = list(image_pixels)
+    if freeze_vision:
+        payload["freeze_vision"] = True
     return digest(payload)
 
 
 def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Dataset | None, out_dir: Path,
               cfg: SFTConfig, full_finetune: bool = False, seed: int = 0, device: str = "auto",
-              image_pixels: tuple[int, int] = (0, 0), tracking: Tracking = Tracking()) -> SFTResult:
+              image_pixels: tuple[int, int] = (0, 0), tracking: Tracking = Tracking(),
+              freeze_vision: bool = False) -> SFTResult:
     """Fine-tune ``base`` (folder or hub id) and save the result in ``out_dir``.
 
+    ``freeze_vision``: keep the vision tower and multimodal projector as they are (full fine-tuning of the rest).
     ``image_pixels``: (min, max) image area of a dynamic-resolution processor; saved with the result.
     ``tracking``: where trl reports its logs (not part of the run id: no result depends on it)."""
     from transformers import PrinterCallback
@@ -84,7 +89,7 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
     from .sft_cpu import CPUSFTTrainer
 
     out_dir = Path(out_dir)
-    run_id = _run_id(str(base), train, evalset, cfg, full_finetune, seed, image_pixels)
+    run_id = _run_id(str(base), train, evalset, cfg, full_finetune, seed, image_pixels, freeze_vision)
     finished = resume.finished_run(out_dir, run_id)
     if finished is not None:
         count("SFT runs reused")
@@ -94,6 +99,8 @@ def train_sft(base: str | Path, train: datasets.Dataset, evalset: datasets.Datas
     dev, dtype = device_and_dtype(device)
     with run_records.timed(task, "load"):
         model = load_model(base, device=dev)
+        for param in vision_parameters(model) if freeze_vision else []:
+            param.requires_grad_(False)
         processor = load_processor(base, *image_pixels)
     steps_per_epoch = math.ceil(len(train) / (cfg.batch_size * cfg.grad_accum))
     eval_every = cfg.eval_steps or steps_per_epoch

@@ -13,7 +13,7 @@ from ..data.phantom import load_findings
 from ..paths import RunPaths
 from ..tracking import Tracking, run_name
 from ..train import sft
-from ..train.model_registry import base_model, image_pixels
+from ..train.model_registry import base_model, frozen_vision, image_pixels
 from ..train.teacher import TraceRequest, generate_traces, make_teacher
 
 
@@ -59,5 +59,5 @@ def run_sft(cfg: Config, paths: RunPaths, role: str, fmt: str, seed: int, out_di
     base = base_model(cfg, paths, role)
     return sft.train_sft(base, train, held_out, out_dir or paths.sft_model(role, fmt, seed), cfg.sft,
                          full_finetune=not cfg.sft.use_lora, seed=seed, device=cfg.device,
-                         image_pixels=image_pixels(cfg),
+                         image_pixels=image_pixels(cfg), freeze_vision=frozen_vision(cfg, "sft"),
                          tracking=Tracking(cfg.report_to, paths.tracking, run_name("sft", base, fmt, seed)))

@@ -37,6 +37,25 @@ def test_same_seed_same_bytes_and_card(tmp_path):
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
 
 
+def test_vision_pool_leaves_every_other_file_as_it_was(tmp_path):
+    """The vision-pretraining pool draws from its own stream: the sites and the caption pool keep their bytes, the
+    card records the pool, and no pool image is a site image."""
+    cfg = WorldConfig(n_mimic_studies=20, n_chexpert_test_studies=5, n_nih_images=10, n_pretrain=4)
+    generate_world(tmp_path / "a", cfg)
+    generate_world(tmp_path / "b", WorldConfig(**{**cfg.__dict__, "n_vision_pretrain": 6}))
+    files = lambda root: {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))  # noqa: E731
+                          if p.is_file() and p.name != "world_card.json"}
+    a, b = files(tmp_path / "a"), files(tmp_path / "b")
+    vision = {k: v for k, v in b.items() if k.startswith("pretrain/vision/")}
+    assert {k: v for k, v in b.items() if k not in vision} == a
+    assert len([k for k in vision if k.endswith(".png")]) == 12
+    assert not set(vision.values()) & set(a.values())
+    card = json.loads((tmp_path / "b" / "world_card.json").read_text())
+    assert card["counts"]["vision_pretrain"]["medical"] == 6 and card["config"]["n_vision_pretrain"] == 6
+    rows = [json.loads(x) for x in (tmp_path / "b" / "pretrain/vision/medical/captions.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all({"image", "text", "findings"} <= set(r) for r in rows)
+
+
 def test_real_loaders_read_the_world(small_world):
     root, cfg = small_world
     mimic = load_mimic(root / "mimic-cxr-jpg" / "2.0.0")
