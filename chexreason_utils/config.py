@@ -194,8 +194,9 @@ class ModelsConfig:
     vision_lr: float = option(1e-3, "Learning rate of that vision pretraining (AdamW).", "embedded", min=0)
     freeze_vision: str = option("no", "Keep a vision-pretrained tower and projector frozen afterwards: no | bases "
                                       "(in caption pretraining and instruction tuning) | bases_and_sft (in SFT "
-                                      "too, as the paper's LoRA on the language model keeps it); ignored when "
-                                      "vision_objective is none.", "embedded", choices=("no", "bases", "bases_and_sft"))
+                                      "too) | bases_and_sft_and_grpo (in GRPO too, as the paper's LoRA on the "
+                                      "language model keeps it in both); ignored when vision_objective is none.",
+                                "embedded", choices=("no", "bases", "bases_and_sft", "bases_and_sft_and_grpo"))
     pretrain_steps: int = option(300, "Domain-pretraining steps of each tiny base model.", "embedded", min=1)
     pretrain_lr: float = option(1e-3, "Learning rate of that domain pretraining.", "embedded", min=0)
     n_instruct: int = option(1200, "Instruction examples per tiny base model (its '-it' analogue, module "

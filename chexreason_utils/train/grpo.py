@@ -44,6 +44,7 @@ from .models import device_and_dtype, is_adapter, load_model, load_processor
 from ..paths import RunPaths, checkpoint_name
 from ..prompts import completion_text, requires_think, user_message
 from .rewards import CollapseGuard, reward_functions
+from .vision_pretraining import vision_parameters
 from ..tracking import Tracking
 from .trainer_progress import ProgressCallback, task_name
 
@@ -120,15 +121,17 @@ class GRPOInputs:
     cfg: GRPOConfig
     reward: str
     prevalence: dict
+    freeze_vision: bool = False   # keep the vision tower and projector as the start model has them
 
     @functools.cached_property
     def run_id(self) -> str:
-        """The run's key: start model, prompts, truths and image bytes, settings, reward and its prevalences."""
+        """The run's key: start model, prompts, truths and image bytes, settings, reward and its prevalences (and a
+        frozen vision tower, when it is)."""
         images = [i["path"] for i in self.train.cast_column("image", datasets.Image(decode=False))["image"]]
         return digest({"sft_fp": model_fingerprint(self.sft_dir), "prompts": list(self.train["prompt"]),
                        "truth": list(self.train["truth"]), "images": files_digest(images),
                        "cfg": run_settings(self.cfg), "reward": self.reward, "prev": self.prevalence,
-                       "sampling": "seeded per step"})
+                       "sampling": "seeded per step", **({"freeze_vision": True} if self.freeze_vision else {})})
 
 
 def is_finished(inputs: GRPOInputs, out_dir: Path) -> bool:
@@ -233,6 +236,8 @@ def build_trainer(inputs: GRPOInputs, out_dir: Path, device: str = "auto", resum
     with run_records.timed(task, "load"):
         policy = load_model(inputs.sft_dir, device=dev, trainable_adapter=True)
         processor = load_processor(inputs.sft_dir)
+    for param in vision_parameters(policy) if inputs.freeze_vision else []:
+        param.requires_grad_(False)   # the Trainer's optimiser takes only parameters that require grad
     args = trl_config(cfg, out_dir, dev, tracking)
     timer = ProgressCallback(task)
     funcs = [timer.timed_reward(funcs[0]), *funcs[1:]]   # the first reward call ends a rollout's generation

@@ -25,6 +25,6 @@ def vision_objective(cfg: Config) -> str:
 
 
 def frozen_vision(cfg: Config, phase: str) -> bool:
-    """Whether ``phase`` (bases: caption pretraining and instruction tuning; sft) keeps a vision-pretrained tower
+    """Whether ``phase`` (bases: caption pretraining and instruction tuning; sft; grpo) keeps a vision-pretrained tower
     and projector frozen (``models.freeze_vision``)."""
     return vision_objective(cfg) != "none" and phase in cfg.models.freeze_vision.split("_and_")

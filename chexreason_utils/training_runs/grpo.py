@@ -16,7 +16,7 @@ from ..paths import RunPaths
 from ..queries.stage_outputs import pool_prevalence
 from ..tracking import Tracking, run_name
 from ..train import grpo, models
-from ..train.model_registry import base_model
+from ..train.model_registry import base_model, frozen_vision
 from .sft import sft_targets
 
 
@@ -29,7 +29,7 @@ def grpo_inputs(cfg: Config, paths: RunPaths, reward: str, seed: int, grpo_cfg=N
     fmt = cfg.grpo.start_format
     return grpo.GRPOInputs(start or paths.sft_model("medical", fmt, seed), rl_dataset(paths, manifest, fmt),
                            resolve_length_threshold(cfg, paths, replace(grpo_cfg or cfg.grpo, seed=seed)), reward,
-                           pool_prevalence(paths))
+                           pool_prevalence(paths), frozen_vision(cfg, "grpo"))
 
 
 def run_grpo(cfg: Config, paths: RunPaths, inputs: grpo.GRPOInputs, out_dir: Path) -> grpo.GRPORun:
