@@ -113,12 +113,13 @@ def _vision_settings(cfg: Config) -> vision_pretraining.VisionSettings:
 def vision_pretrain_base(cfg: Config, paths: RunPaths, role: str) -> dict:
     """One built base whose vision tower + projector is pretrained (``models.vision_objective``) on
     ``pretrain/vision/<role>`` into ``models/<name>-vision`` (the built base itself when the objective is none or
-    the world has no such pool): its objective, pool size, first and last epoch loss and seconds."""
+    the world has no such pool): its objective, pool size and first and last epoch loss (its seconds stay in the
+    folder's record: a page that shows them would differ between two identical runs)."""
     name = getattr(cfg.models, role)
     settings = _vision_settings(cfg)
     raw = paths.models / f"{name}-random"
     row = {"role": role, "model": name, "objective": settings.objective, "images": 0, "first_loss": np.nan,
-           "final_loss": np.nan, "seconds": 0.0, "path": str(raw.relative_to(paths.root))}
+           "final_loss": np.nan, "path": str(raw.relative_to(paths.root))}
     if settings.objective == "none":
         return row
     out = paths.models / f"{name}-vision"
@@ -131,8 +132,7 @@ def vision_pretrain_base(cfg: Config, paths: RunPaths, role: str) -> dict:
     if not current:
         record = vision_pretraining.pretrain(raw, pool, role, out, settings)
     return {**row, "images": record["images"], "first_loss": record["epoch_losses"][0],
-            "final_loss": record["epoch_losses"][-1], "seconds": record["seconds"],
-            "path": str(out.relative_to(paths.root))}
+            "final_loss": record["epoch_losses"][-1], "path": str(out.relative_to(paths.root))}
 
 
 def pretrain_bases(cfg: Config, paths: RunPaths, vision: pd.DataFrame) -> pd.DataFrame:

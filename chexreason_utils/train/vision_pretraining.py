@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..labels import CHEXPERT_LABELS
+from ..progress import Bar
 from ..seeding import seed_everything
 from .models import load_model, load_processor
 
@@ -175,6 +176,7 @@ def pretrain(model_dir: str | Path, pool: str | Path, role: str, out_dir: str | 
         optimiser = torch.optim.AdamW(tower + list(heads.parameters()), lr=settings.learning_rate)
         order = torch.Generator().manual_seed(settings.seed)
         model.train()
+        bar = Bar(f"vision pretraining {Path(out_dir).name}", settings.epochs, unit="epoch")
         for _ in range(settings.epochs):
             total, batches = 0.0, 0
             for index in torch.randperm(len(paths), generator=order).split(settings.batch_size):
@@ -195,6 +197,8 @@ def pretrain(model_dir: str | Path, pool: str | Path, role: str, out_dir: str | 
                 optimiser.step()
                 total, batches = total + loss.item(), batches + 1
             losses.append(total / batches)
+            bar.update()
+        bar.close()
         model.eval()
         for p in model.parameters():
             p.requires_grad_(True)
