@@ -136,7 +136,7 @@ EDITS = [("seed", 3, {"00_alpha", "01_beta", "02_gamma"}), ("device", "cuda", se
          ("sampling.n_sft", 50, {"01_beta"}), ("models.tiny_hidden", 64, {"00_alpha"}), ("models.tiny_vocab", 333, set()),
          ("sft.batch_size", 2, {"02_gamma"}), ("sft.learning_rate", 0.5, set()), ("grpo.hard.lambda_len", 0.3, {"02_gamma"}),
          ("grpo.beta", 0.2, set()), ("evaluation.nih_label_set", "with_effusion", {"01_beta"}),
-         ("evaluation.batch_size", 3, set()), ("cross_model.general_zero_shot", False, set()),
+         ("evaluation.batch_size", 3, set()), ("reference.epochs", 5, set()), ("cross_model.general_zero_shot", False, set()),
          ("diagnostics.set_margin", 0.2, set()), ("claims.sesoi_c1", 0.05, set()), ("experiments.steps_scale", 0.5, set()),
          ("profile", "smoke-copy", {"02_gamma"}),
          ("seeds", [4, 5], {"02_gamma"})]
