@@ -126,7 +126,7 @@ def main() -> None:
                                  "valid": valid, "vision_s": round(t_vision, 1), "bases_s": round(t_base, 1),
                                  "sft_eval_s": round(time.time() - t1, 1)})
             print(pd.DataFrame(rows).tail(len(args.roles) * len(formats)).to_string(index=False), flush=True)
-            print(vision[["role", "objective", "images", "first_loss", "final_loss", "seconds"]].to_string(index=False),
+            print(vision[["role", "objective", "images", "first_loss", "final_loss"]].to_string(index=False),
                   flush=True)
     table = pd.DataFrame(rows)
     pd.set_option("display.width", 160)

@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 from ..labels import CHEXPERT_LABELS
 from ..progress import Bar
+from ..run_records import record_time
 from ..seeding import seed_everything
 from .models import load_model, load_processor
 
@@ -144,7 +145,8 @@ def _token_bags(tokenizer, texts: list[str]) -> list[torch.Tensor]:
 def pretrain(model_dir: str | Path, pool: str | Path, role: str, out_dir: str | Path,
              settings: VisionSettings) -> dict:
     """Pretrain ``model_dir``'s vision tower + projector on ``pool`` (a folder with ``captions.jsonl``), save the
-    whole model with its processor into ``out_dir``; returns the per-epoch mean losses and seconds."""
+    whole model with its processor into ``out_dir``; returns its record (settings, pool, per-epoch mean losses; no
+    wall time, so that two identical runs write the same bytes: the time goes to the stage's run records)."""
     if settings.objective not in OBJECTIVES:
         raise ValueError(f"objective {settings.objective!r}: choose one of {', '.join(OBJECTIVES)}")
     if role not in ("medical", "general"):
@@ -206,9 +208,10 @@ def pretrain(model_dir: str | Path, pool: str | Path, role: str, out_dir: str | 
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     processor.save_pretrained(out_dir)
-    record = {"settings": asdict(settings), "role": role, "pool": str(pool), "images": len(paths),
+    record = {"settings": asdict(settings), "role": role, "pool": "/".join(Path(pool).parts[-3:]), "images": len(paths),
               "base_weights": weights_digest(model_dir),
-              "epoch_losses": [round(v, 5) for v in losses], "seconds": round(time.time() - t0, 1)}
+              "epoch_losses": [round(v, 5) for v in losses]}
+    record_time(f"vision pretraining {out_dir.name}", "total", time.time() - t0)
     (out_dir / SETTINGS_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
     return record
 
