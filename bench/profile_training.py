@@ -52,7 +52,7 @@ def main() -> None:
     grpo_cfg = replace(cfg.grpo, max_steps=args.grpo_steps, save_steps=args.grpo_steps)
     with tempfile.TemporaryDirectory() as tmp:
         profiled(f"SFT medical/{fmt}, {args.sft_steps} steps", lambda: sft.train_sft(
-            base_model(cfg, paths, "medical"), train, held_out, Path(tmp) / "sft", sft_cfg,
+            base_model(cfg, paths, "medical", seed), train, held_out, Path(tmp) / "sft", sft_cfg,
             full_finetune=not cfg.sft.use_lora, seed=seed, device=cfg.device), args.top)
         profiled(f"GRPO hard, {args.grpo_steps} steps", lambda: grpo_runs.run_grpo(
             cfg, paths, grpo_runs.grpo_inputs(cfg, paths, "hard", seed, grpo_cfg), Path(tmp) / "grpo"), args.top)

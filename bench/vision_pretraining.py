@@ -1,5 +1,5 @@
 """Which vision-pretraining objective (issue 36): for each objective (none = no vision pretraining, multilabel,
-contrastive, both), both tiny bases are rebuilt from the run's built bases (``models/<name>-random``) through stage
+contrastive, both), both tiny bases are rebuilt from the run's built bases of the seed (``models/seed-<s>/<name>-random``) through stage
 00's steps (vision pretraining, caption pretraining, instruction tuning), SFT'd as stage 02 does in the run's
 formats, and scored on the VALIDATION set only (macro-F1, as 04 scores it), beside the supervised CNN reference
 (``train.image_reference``) fitted on the same SFT images. Seconds spent per objective are printed too.
@@ -37,9 +37,9 @@ from chexreason_utils.train.model_registry import ROLES  # noqa: E402
 from chexreason_utils.training_runs.sft import run_sft  # noqa: E402
 
 
-def scratch_run(run: RunPaths, root: Path, pool: Path) -> RunPaths:
+def scratch_run(run: RunPaths, root: Path, pool: Path, seed: int) -> RunPaths:
     """A run folder holding hard links to ``run``'s world (its vision pool: ``pool``'s) and manifests, and links to
-    its built bases (hard links keep every image path inside the scratch world, as the teacher needs)."""
+    its built bases of ``seed`` (hard links keep every image path inside the scratch world, as the teacher needs)."""
     world = root / "world"
     if not world.exists():
         shutil.copytree(run.world, world, copy_function=os.link,
@@ -47,11 +47,12 @@ def scratch_run(run: RunPaths, root: Path, pool: Path) -> RunPaths:
         shutil.copytree(pool, world / "pretrain" / "vision", copy_function=os.link)
     if not (root / "01_sampling").exists():
         shutil.copytree(run.sampling, root / "01_sampling", copy_function=os.link)
-    (root / "models").mkdir(exist_ok=True)
-    for raw in run.models.glob("*-random"):
-        if not (root / "models" / raw.name).exists():
-            (root / "models" / raw.name).symlink_to(raw.resolve())
-    return RunPaths(root.resolve(), root.resolve() / "figures")
+    scratch = RunPaths(root.resolve(), root.resolve() / "figures")
+    scratch.base_models(seed).mkdir(parents=True, exist_ok=True)
+    for raw in run.base_models(seed).glob("*-random"):
+        if not (scratch.base_models(seed) / raw.name).exists():
+            (scratch.base_models(seed) / raw.name).symlink_to(raw.resolve())
+    return scratch
 
 
 def validation_macro(cfg, paths: RunPaths, model: Path, prompt: str, out: Path) -> tuple[float, float]:
@@ -106,15 +107,15 @@ def main() -> None:
         for objective in args.objectives:
             ocfg = replace(cfg, models=replace(cfg.models, vision_objective=objective))
             folder = out / (objective if ocfg.models.freeze_vision == "no" else f"{objective}-{ocfg.models.freeze_vision}")
-            opaths = scratch_run(paths, folder, pool)
+            opaths = scratch_run(paths, folder, pool, seed)
             t0 = time.time()
-            vision = pd.DataFrame([setup.vision_pretrain_base(ocfg, opaths, role) for role in args.roles])
+            vision = pd.DataFrame([setup.vision_pretrain_base(ocfg, opaths, role, seed) for role in args.roles])
             t_vision = time.time() - t0
-            pretrained = pd.DataFrame([setup.pretrain_base(ocfg, opaths, r["role"], r["path"])
+            pretrained = pd.DataFrame([setup.pretrain_base(ocfg, opaths, r["role"], seed, r["path"])
                                        for r in vision.to_dict("records")])
             instructions = setup.instruction_examples(ocfg, opaths)
             for r in pretrained.to_dict("records"):
-                setup.instruct_base(ocfg, opaths, r["role"], instructions[r["role"]], r)
+                setup.instruct_base(ocfg, opaths, r["role"], seed, instructions[r["role"]], r)
             t_base = time.time() - t0
             for role in args.roles:
                 for fmt in formats:

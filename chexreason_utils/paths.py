@@ -125,6 +125,10 @@ class RunPaths:
         """Cached teacher rationales of one SFT format."""
         return self.sft / "traces" / f"{fmt}.jsonl"
 
+    def base_models(self, seed: int) -> Path:
+        """The tiny base models one training seed builds (00): ``models/seed-<s>/<name>[-random|-vision|-pretrained]``."""
+        return self.models / f"seed-{seed}"
+
     def zero_shot_demo_file(self, role: str, variant: str) -> Path:
         """00's zero-shot answers of one base model with one prompt variant."""
         return self.models / "zero_shot_demo" / f"{role}__{variant}.jsonl"
@@ -203,5 +207,6 @@ def checkpoint_step(path: str | Path) -> int:
 
 
 def model_tag(kind: str, seed: int | None = None) -> str:
-    """Prediction-cache tag: a trained model's tag carries its training seed; a fixed base model's has none."""
+    """Prediction-cache tag: a trained or seed-built model's tag carries its training seed; a fixed (hub) base
+    model's has none."""
     return kind if seed is None else f"seed-{seed}-{kind}"

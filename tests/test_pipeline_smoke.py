@@ -100,13 +100,31 @@ def test_the_image_reference_is_scored_per_seed_everywhere_and_beats_the_trivial
 def test_instruction_tuned_bases_have_cards_and_their_zero_shot_answers_parse(smoke_run):
     paths, _, _ = smoke_run
     for role, name in (("medical", "tiny-gemma3"), ("general", "tiny-qwen2_5_vl")):
-        card = json.loads((paths.models / name / "model_card.json").read_text())["instruction_tuning"]
+        card = json.loads((paths.base_models(0) / name / "model_card.json").read_text())["instruction_tuning"]
         assert card["examples"] > 0 and card["finding_names_in_targets"] == (role == "medical")
     for role in ("medical", "general"):
         rows = [r for f in sorted((paths.models / "zero_shot_demo").glob(f"{role}__*.jsonl"))
                 for r in jsonl_store.read_rows(f)[0]]
         assert len(rows) >= 9
         assert all(prompts.parse_output(r["raw"]).valid == r["valid"] for r in rows)
+
+
+def test_each_seed_builds_its_own_bases_and_the_claims_pair_them(smoke_run):
+    """A replicate is a whole model (issue 36): the two training seeds' bases differ in nearly every tensor, the base
+    entries have one score row per seed, and C3's per-seed values are each seed's SFT minus that seed's own base."""
+    paths, _, _ = smoke_run
+    cfg = load_profile("smoke")
+    for role in ("medical", "general"):
+        w0, w1 = (models.load_model(base_model(cfg, paths, role, s), device="cpu").state_dict() for s in cfg.seeds)
+        same = [k for k in w0 if torch.equal(w0[k], w1[k])]
+        assert len(same) < 0.1 * len(w0), (role, same)
+    macro = scores.select(scores.read_scores(paths.scores_file), dataset="NIH", label="macro", aggregate=scores.SEED)
+    base = scores.select(macro, stage="base", model="medical").set_index("seed")["f1"]
+    sft = scores.select(macro, stage="sft", model="medical").set_index("seed")["f1"]
+    assert sorted(base.index) == cfg.seeds
+    contrasts = pd.read_csv(paths.contrasts_file).set_index("contrast")
+    c3 = [float(v) for v in contrasts.loc["C3", "per_seed"].split(",")]
+    assert c3 == pytest.approx([sft[s] - base[s] for s in cfg.seeds], abs=6e-4)
 
 
 def test_the_smoke_profile_learns(smoke_run):
@@ -145,7 +163,7 @@ def test_grpo_reference_is_the_sft_model_not_the_base(smoke_run, tmp_path):
     ref = trainer.ref_model
     assert ref.config._name_or_path == str(sft_dir)
     sft_model = models.load_model(sft_dir, device="cpu")
-    base = models.load_model(base_model(cfg, paths, "medical"), device="cpu")
+    base = models.load_model(base_model(cfg, paths, "medical", 0), device="cpu")
     name = "model.language_model.layers.0.self_attn.q_proj.weight"
     ref_w, sft_w, base_w = (dict(m.named_parameters())[name] for m in (ref, sft_model, base))
     assert torch.equal(ref_w, sft_w) and not torch.equal(ref_w, base_w)

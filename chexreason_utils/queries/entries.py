@@ -11,7 +11,7 @@ from ..config import CHECKPOINT_CHOICES, Config, training_seeds
 from ..evaluation import scores
 from ..evaluation.scores import EntryKeys
 from ..paths import RunPaths, checkpoint_name, model_tag
-from ..train.model_registry import ROLES, base_model
+from ..train.model_registry import ROLES, base_model, built_bases
 from .predictions import predict_many
 from .stage_outputs import grpo_models, read_checkpoint_scores, sft_start
 
@@ -32,9 +32,17 @@ def zero_shot_prompt(cfg: Config) -> str:
     return cfg.evaluation.prompt_variant or cfg.grpo.start_format
 
 
+def base_models(cfg: Config, paths: RunPaths, role: str) -> dict:
+    """A role's base models as an entry holds them: each training seed's own (built bases), or one fixed model under
+    the key None (the paper's hub models)."""
+    if built_bases(cfg):
+        return {s: (model_tag(f"base-{role}", s), base_model(cfg, paths, role, s)) for s in training_seeds(cfg)}
+    return {None: (model_tag(f"base-{role}"), getattr(cfg.models, role))}
+
+
 def _base(cfg, paths, dataset, role, prompt) -> Entry:
     return Entry(EntryKeys(dataset, role, stage="base", name=prompt, checkpoint="base", step=np.nan, prompt=prompt),
-                 {None: (model_tag(f"base-{role}"), base_model(cfg, paths, role))})
+                 base_models(cfg, paths, role))
 
 
 def _grpo_entries(cfg: Config, paths: RunPaths, dataset: str) -> list[Entry]:

@@ -74,7 +74,6 @@ def beside(reproduced: pd.DataFrame, reported: pd.DataFrame, key: str, profile: 
 
 TEST_COLUMNS = {"MedGemma base": {"stage": "base", "model": "medical"}, "Qwen2.5-VL": {"stage": "base", "model": "general"},
                 "MedGemma SFT": {"stage": "sft", "model": "medical"}}   # + "ChexReason": the chosen GRPO checkpoint
-FIXED_MODELS = ("MedGemma base", "Qwen2.5-VL")   # test-table columns that do not depend on the training seed
 STAGE_NAMES = {"MedGemma base": "base", "MedGemma SFT": "SFT", "ChexReason": "GRPO"}   # the headline's bars
 REFERENCE_PREFIX = "image-only CNN, "   # the supervised image reference's rows in the headline (``reference_name``)
 REFERENCE_BLOCK = "image-only CNN"      # and its block in Tables 5-6, one column per training set
@@ -127,6 +126,14 @@ def table4(frame: pd.DataFrame, profile: str) -> pd.DataFrame:
                           SUMMARY_COLUMNS)
 
 
+def fixed_columns(frame: pd.DataFrame, dataset: str) -> tuple[str, ...]:
+    """The test-table base columns that do not depend on the training seed: entries without seed rows (the paper's
+    hub bases; the tiny profiles build one base per seed)."""
+    rows = scores.select(frame, dataset=dataset)
+    return tuple(column for column, keys in TEST_COLUMNS.items()
+                 if not (scores.select(rows, **keys)["aggregate"] == scores.SEED).any())
+
+
 def test_columns(frame: pd.DataFrame, dataset: str, chexreason: dict) -> dict[int, pd.DataFrame]:
     """Per training seed: label rows x the paper's model columns of per-label F1 on one test set; a fixed model's
     column is the same in every seed. ``chexreason`` selects the GRPO entry (``name``, ``checkpoint``)."""
@@ -164,13 +171,15 @@ def headline_summary(frame: pd.DataFrame, chexreason: dict) -> pd.DataFrame:
 
 
 def per_label_columns(frame: pd.DataFrame, dataset: str, chexreason: dict) -> pd.DataFrame:
-    """Per-label F1 on one test set, one column per model and training seed (one column for a fixed model)."""
+    """Per-label F1 on one test set, one column per model and training seed (one column for a ``fixed_columns``
+    model)."""
     by_seed = test_columns(frame, dataset, chexreason)
+    fixed = fixed_columns(frame, dataset)
     out = {}
     for seed, table in by_seed.items():
         for column in table:
             name = STAGE_NAMES.get(column, column)
-            out[name if column in FIXED_MODELS else f"{name} · seed {seed}"] = table[column]
+            out[name if column in fixed else f"{name} · seed {seed}"] = table[column]
     return pd.DataFrame(out)
 
 

@@ -24,11 +24,10 @@ from ..evaluation import claims, metrics, registration, scores
 from ..evaluation.metrics import eval_labels, matrices, weighted_macro_f1
 from ..jobs import run_jobs
 from ..labels import CHEXPERT_LABELS
-from ..paths import RunPaths, model_tag
-from ..train.model_registry import base_model
+from ..paths import RunPaths
 from ..evaluation import shortcut
 from ..evaluation.claims import FLOOR_CLAIM
-from ..queries.entries import SETS, test_entries, zero_shot_prompt
+from ..queries.entries import SETS, base_models, test_entries, zero_shot_prompt
 from ..queries.predictions import covers, image_set_digest, predict_image_set, predict_many
 from ..queries.stage_outputs import claim_floors, read_evaluation, sft_start
 from ..training_runs.diagnostics import folder_diagnostics
@@ -129,7 +128,7 @@ def counterfactual_predictions(cfg: Config, paths: RunPaths, frame: pd.DataFrame
     return {key: tuple(f.loc[f["condition"] == c] for c in shortcut.CONDITIONS) for key, f in merged.items()}
 
 
-E2_NOTES = {"base": "one fixed model (no seed): the image-only CI",
+E2_NOTES = {"base": "each seed's own base (a fixed base model: the image-only CI)",
             "SFT": "the frozen-policy control is this policy (its weights never move): its sensitivity is this row's",
             "GRPO": "the run's final checkpoint"}
 
@@ -142,15 +141,15 @@ def shortcut_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> pd.Dat
     sets pooled (``shortcut.sensitivity_ci``); with the RL and SFT images that carry the marker."""
     reg, E, seeds = registration.get("E2"), cfg.evaluation, experiment_seeds(cfg)
     frame = shortcut.counterfactual_tests(paths, paths.stage(STAGE) / "E2" / "counterfactual")
-    base = (model_tag("base-medical"), base_model(cfg, paths, "medical"), "base")
-    models = [base, *[(r.sft_tag, r.sft_model, "SFT") for r in runs.itertuples()],
+    bases = base_models(cfg, paths, "medical")
+    models = [*[(tag, model, "base") for tag, model in bases.values()], *[(r.sft_tag, r.sft_model, "SFT") for r in runs.itertuples()],
               *[(r.tag, r.final_checkpoint, "GRPO") for r in runs.itertuples()]]
     pairs = counterfactual_predictions(cfg, paths, frame, list(dict.fromkeys(models)))
     rows = []
     for name, group in runs.groupby("cell", sort=False):
         cell = group.set_index("seed").loc[seeds]
         first, finding = cell.iloc[0], cell["finding"].iloc[0]
-        tags = {"base": [base[0]], "SFT": list(cell["sft_tag"]), "GRPO": list(cell["tag"])}
+        tags = {"base": [bases[None][0]] if None in bases else [bases[s][0] for s in seeds], "SFT": list(cell["sft_tag"]), "GRPO": list(cell["tag"])}
         per = {model: [[shortcut.marker_effect(*pairs[(t, d)], finding, E.invalid_policy)
                         for d in shortcut.TEST_MANIFESTS] for t in by_seed] for model, by_seed in tags.items()}
         named = {model: np.mean([shortcut.named_shares([pairs[(t, d)] for d in shortcut.TEST_MANIFESTS], finding,

@@ -14,7 +14,7 @@ from ..config import Config, load_profile, training_seeds
 from ..jobs import run_jobs
 from ..data.manifests import in_run, load_manifest
 from ..evaluation.metrics import scores
-from ..train.model_registry import base_model
+from ..train.model_registry import processor_source
 from ..paths import RunPaths, checkpoint_name
 from ..queries.predictions import predict_many
 from ..queries.stage_outputs import grpo_models, pool_prevalence
@@ -117,7 +117,7 @@ def grpo_worked_example(cfg: Config, paths: RunPaths, run: grpo.GRPORun) -> tupl
     images = [in_run(paths, p) for p in manifest["image_path"]]
     row = manifest.iloc[images.index(group["image_path"].iloc[0])]
     truth = list(row["truth"])
-    tokenizer = models.load_processor(base_model(cfg, paths, "medical")).tokenizer
+    tokenizer = models.load_processor(processor_source(cfg, paths, "medical")).tokenizer
 
     def lengths(texts):
         return [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
@@ -161,7 +161,7 @@ def scored_completion(cfg: Config, paths: RunPaths, name: str, seed: int,
     truths = {in_run(paths, p): list(t) for p, t in zip(manifest["image_path"], manifest["truth"])}
     row = comps.iloc[index]
     text = prompts.completion_text(row["completion"])
-    tokenizer = models.load_processor(base_model(cfg, paths, "medical")).tokenizer   # SFT keeps the base's tokenizer
+    tokenizer = models.load_processor(processor_source(cfg, paths, "medical")).tokenizer   # SFT keeps the base's tokenizer
     # trl counts a completion's tokens with its end-of-sequence token, absent only when it was cut at the maximum
     tokens = min(len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1, g.max_completion_length)
     length = tokens if g.hard.length_unit == "tokens" else len(text)

@@ -1,8 +1,9 @@
 """Stage 00 (setup), one function per step the notebook shows: the competence gate recorded before any model
 (``register_gate``), the phantom world (``setup_world``, ``world_table``), the two tiny base models
 (``world_corpus`` and ``instruction_examples``, then ``build_bases``, ``vision_pretrain_bases``, ``pretrain_bases``
-and ``instruct_bases``), what their instruction data holds (``instruction_cards``), a zero-shot look at them
-(``zero_shot_demo``), and the paper profile's inventory of data files and model ids (``inventory``)."""
+and ``instruct_bases``: one pair per training seed, so a replicate is a whole model), what their instruction data
+holds (``instruction_cards``), a zero-shot look at them (``zero_shot_demo``), and the paper profile's inventory of
+data files and model ids (``inventory``)."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ import pandas as pd
 from ..evaluation import competence_gate, evaluate
 from ..train import instruct, models, sft, vision_pretraining
 from .. import prompts
-from ..config import Config
+from ..config import Config, training_seeds
 from ..data import DataLayoutError
 from ..data import mimic, nih
 from ..data.phantom import CAPTIONS, generate_world, load_findings
@@ -79,50 +80,54 @@ def instruction_examples(cfg: Config, paths: RunPaths) -> dict[str, pd.DataFrame
     return instructions
 
 
+def _role_seed_jobs(cfg: Config, paths: RunPaths, **extra) -> list[dict]:
+    """One job per (training seed, role): every seed builds its own pair of bases."""
+    return [dict(cfg=cfg, paths=paths, role=role, seed=seed, **extra) for seed in training_seeds(cfg) for role in ROLES]
+
+
 def build_bases(cfg: Config, paths: RunPaths, corpus: list[str]) -> pd.DataFrame:
-    """Both tiny bases built from their configs, randomly initialised, with a tokenizer trained on ``corpus``
-    (``build_base``); one job each (``jobs.run_jobs``)."""
-    jobs = [dict(cfg=cfg, paths=paths, role=role, corpus=corpus) for role in ROLES]
-    return pd.DataFrame(run_jobs(build_base, jobs, cfg.workers))
+    """Both tiny bases of every training seed built from their configs, randomly initialised under that seed, with
+    a tokenizer trained on ``corpus`` (``build_base``); one job each (``jobs.run_jobs``)."""
+    return pd.DataFrame(run_jobs(build_base, _role_seed_jobs(cfg, paths, corpus=corpus), cfg.workers))
 
 
-def build_base(cfg: Config, paths: RunPaths, role: str, corpus: list[str]) -> dict:
-    """One tiny base, built into ``models/<name>-random`` (kept if it is already there)."""
+def build_base(cfg: Config, paths: RunPaths, role: str, seed: int, corpus: list[str]) -> dict:
+    """One tiny base, built into ``models/seed-<s>/<name>-random`` (kept if it is already there)."""
     m = cfg.models
     name = getattr(m, role)
-    raw = paths.models / f"{name}-random"
+    raw = paths.base_models(seed) / f"{name}-random"
     if not (raw / "config.json").exists():
         models.TINY_BUILDERS[TINY_CLASSES[name]](corpus, raw, hidden=m.tiny_hidden, layers=m.tiny_layers,
-                                                  image_size=m.tiny_image_size, vocab=m.tiny_vocab, seed=cfg.seed)
-    return {"role": role, "model": name, "class": TINY_CLASSES[name], "path": str(raw.relative_to(paths.root))}
+                                                  image_size=m.tiny_image_size, vocab=m.tiny_vocab, seed=seed)
+    return {"seed": seed, "role": role, "model": name, "class": TINY_CLASSES[name],
+            "path": str(raw.relative_to(paths.root))}
 
 
 def vision_pretrain_bases(cfg: Config, paths: RunPaths) -> pd.DataFrame:
-    """Both built bases' vision towers and projectors pretrained on their domain's large pool
+    """Every built base's vision tower and projector pretrained on its domain's large pool under its seed
     (``vision_pretrain_base``); one job each."""
-    jobs = [dict(cfg=cfg, paths=paths, role=role) for role in ROLES]
-    return pd.DataFrame(run_jobs(vision_pretrain_base, jobs, cfg.workers))
+    return pd.DataFrame(run_jobs(vision_pretrain_base, _role_seed_jobs(cfg, paths), cfg.workers))
 
 
-def _vision_settings(cfg: Config) -> vision_pretraining.VisionSettings:
+def _vision_settings(cfg: Config, seed: int) -> vision_pretraining.VisionSettings:
     m = cfg.models
     return vision_pretraining.VisionSettings(objective=vision_objective(cfg), epochs=m.vision_epochs,
-                                             learning_rate=m.vision_lr, seed=cfg.seed)
+                                             learning_rate=m.vision_lr, seed=seed)
 
 
-def vision_pretrain_base(cfg: Config, paths: RunPaths, role: str) -> dict:
+def vision_pretrain_base(cfg: Config, paths: RunPaths, role: str, seed: int) -> dict:
     """One built base whose vision tower + projector is pretrained (``models.vision_objective``) on
-    ``pretrain/vision/<role>`` into ``models/<name>-vision`` (the built base itself when the objective is none or
-    the world has no such pool): its objective, pool size and first and last epoch loss (its seconds stay in the
-    folder's record: a page that shows them would differ between two identical runs)."""
+    ``pretrain/vision/<role>`` into ``models/seed-<s>/<name>-vision`` (the built base itself when the objective is
+    none or the world has no such pool): its objective, pool size and first and last epoch loss (its seconds stay
+    in the folder's record: a page that shows them would differ between two identical runs)."""
     name = getattr(cfg.models, role)
-    settings = _vision_settings(cfg)
-    raw = paths.models / f"{name}-random"
-    row = {"role": role, "model": name, "objective": settings.objective, "images": 0, "first_loss": np.nan,
-           "final_loss": np.nan, "path": str(raw.relative_to(paths.root))}
+    settings = _vision_settings(cfg, seed)
+    raw = paths.base_models(seed) / f"{name}-random"
+    row = {"seed": seed, "role": role, "model": name, "objective": settings.objective, "images": 0,
+           "first_loss": np.nan, "final_loss": np.nan, "path": str(raw.relative_to(paths.root))}
     if settings.objective == "none":
         return row
-    out = paths.models / f"{name}-vision"
+    out = paths.base_models(seed) / f"{name}-vision"
     done = out / vision_pretraining.SETTINGS_FILE
     record = json.loads(done.read_text()) if done.is_file() else None
     pool = paths.world / "pretrain" / "vision" / role
@@ -136,9 +141,10 @@ def vision_pretrain_base(cfg: Config, paths: RunPaths, role: str) -> dict:
 
 
 def pretrain_bases(cfg: Config, paths: RunPaths, vision: pd.DataFrame) -> pd.DataFrame:
-    """Both vision-pretrained bases (``vision_pretrain_bases``) given their short domain pretraining, captioning
-    their own pool (``pretrain_base``); one job each."""
-    jobs = [dict(cfg=cfg, paths=paths, role=row["role"], start=row["path"]) for row in vision.to_dict("records")]
+    """Every vision-pretrained base (``vision_pretrain_bases``) given its short domain pretraining, captioning its
+    own pool (``pretrain_base``); one job each."""
+    jobs = [dict(cfg=cfg, paths=paths, role=row["role"], seed=row["seed"], start=row["path"])
+            for row in vision.to_dict("records")]
     return pd.DataFrame(run_jobs(pretrain_base, jobs, cfg.workers))
 
 
@@ -152,59 +158,64 @@ def _pretrain_settings(cfg: Config):
     return replace(cfg.sft, learning_rate=m.pretrain_lr, max_steps=m.pretrain_steps, eval_steps=0, warmup_ratio=0.05)
 
 
-def pretrain_base(cfg: Config, paths: RunPaths, role: str, start: str) -> dict:
-    """One base (``start``, relative to the run: the built or vision-pretrained one) fully fine-tuned to caption its
-    pool ("Describe this image.") into ``models/<name>-pretrained``: the pool, its size, the final training loss and
-    the checkpoint."""
+def pretrain_base(cfg: Config, paths: RunPaths, role: str, seed: int, start: str) -> dict:
+    """One base (``start``, relative to the run: the built or vision-pretrained one) fully fine-tuned under its
+    ``seed`` to caption its pool ("Describe this image.") into ``models/seed-<s>/<name>-pretrained``: the pool, its
+    size, the final training loss and the checkpoint."""
     name = getattr(cfg.models, role)
     pool, caps = _pool(paths, role)
     data = sft.make_dataset(["Describe this image."] * len(caps), [c["text"] for c in caps],
                             [str(pool / c["image"]) for c in caps])
-    pre = sft.train_sft(paths.root / start, data, None, paths.models / f"{name}-pretrained",
-                        _pretrain_settings(cfg), full_finetune=True, seed=cfg.seed, device=cfg.device,
+    pre = sft.train_sft(paths.root / start, data, None, paths.base_models(seed) / f"{name}-pretrained",
+                        _pretrain_settings(cfg), full_finetune=True, seed=seed, device=cfg.device,
                         freeze_vision=frozen_vision(cfg, "bases"))
-    return {"role": role, "model": name, "pretrain_pool": pool.name, "pretrain_examples": len(caps),
+    return {"seed": seed, "role": role, "model": name, "pretrain_pool": pool.name, "pretrain_examples": len(caps),
             "pretrain_final_loss": _final_loss(pre), "path": str(pre.out_dir.relative_to(paths.root))}
 
 
 def instruct_bases(cfg: Config, paths: RunPaths, instructions: dict[str, pd.DataFrame],
                    pretrained: pd.DataFrame) -> pd.DataFrame:
-    """Both pretrained bases (``pretrain_bases``) instruction-tuned on their ``instructions`` (``instruct_base``),
-    one job each: the table of the two bases the later stages use."""
-    jobs = [dict(cfg=cfg, paths=paths, role=row["role"], examples=instructions[row["role"]], pretrained=row)
-            for row in pretrained.to_dict("records")]
+    """Every pretrained base (``pretrain_bases``) instruction-tuned on its role's ``instructions``
+    (``instruct_base``), one job each: the table of the bases the later stages use, two per training seed."""
+    jobs = [dict(cfg=cfg, paths=paths, role=row["role"], seed=row["seed"], examples=instructions[row["role"]],
+                 pretrained=row) for row in pretrained.to_dict("records")]
     return pd.DataFrame(run_jobs(instruct_base, jobs, cfg.workers))
 
 
-def instruct_base(cfg: Config, paths: RunPaths, role: str, examples: pd.DataFrame, pretrained: dict) -> dict:
-    """One pretrained base (a row of ``pretrain_bases``) fully fine-tuned on its instruction ``examples`` into
-    ``models/<name>``, with a ``model_card.json`` beside it saying what it saw; its row of the models table."""
+def instruct_base(cfg: Config, paths: RunPaths, role: str, seed: int, examples: pd.DataFrame,
+                  pretrained: dict) -> dict:
+    """One pretrained base (a row of ``pretrain_bases``) fully fine-tuned under its ``seed`` on its instruction
+    ``examples`` into ``models/seed-<s>/<name>``, with a ``model_card.json`` beside it saying what it saw; its row
+    of the models table."""
     m = cfg.models
     name = getattr(m, role)
     it_cfg = replace(_pretrain_settings(cfg), learning_rate=m.instruct_lr, max_steps=m.instruct_steps,
                      batch_size=m.instruct_batch_size)
     it = sft.train_sft(paths.root / pretrained["path"], sft.make_dataset(list(examples["instruction"]), list(examples["target"]), list(examples["image"])),
-                       None, paths.models / name, it_cfg, full_finetune=True, seed=cfg.seed, device=cfg.device,
+                       None, paths.base_models(seed) / name, it_cfg, full_finetune=True, seed=seed, device=cfg.device,
                        freeze_vision=frozen_vision(cfg, "bases"))
     model_card = {"role": role, "model": name, "class": TINY_CLASSES[name],
-                  "vision_pretraining": {**asdict(_vision_settings(cfg)), "frozen_after": cfg.models.freeze_vision,
+                  "vision_pretraining": {**asdict(_vision_settings(cfg, seed)), "frozen_after": cfg.models.freeze_vision,
                                          "pool": f"pretrain/vision/{role}", "images": cfg.world.n_vision_pretrain},
                   "pretraining": {"pool": f"pretrain/{role}", "domain": instruct.DOMAINS[role],
                                   "examples": pretrained["pretrain_examples"], "instruction": "Describe this image.",
                                   "steps": m.pretrain_steps, "learning_rate": m.pretrain_lr},
                   "instruction_tuning": {**instruct.card(examples, role), "steps": m.instruct_steps,
                                          "learning_rate": m.instruct_lr, "batch_size": m.instruct_batch_size,
-                                         "seed": cfg.seed}}
+                                         "seed": seed}}
     write_if_changed(it.out_dir / RunPaths.MODEL_CARD, json.dumps(model_card, indent=2, sort_keys=True))
-    return {"role": role, "model": name, "class": TINY_CLASSES[name], "parameters": models.parameter_count(it.out_dir),
+    return {"seed": seed, "role": role, "model": name, "class": TINY_CLASSES[name],
+            "parameters": models.parameter_count(it.out_dir),
             "pretrain_pool": pretrained["pretrain_pool"], "pretrain_examples": pretrained["pretrain_examples"],
             "pretrain_final_loss": pretrained["pretrain_final_loss"], "instruct_examples": len(examples),
             "instruct_final_loss": _final_loss(it), "path": str(it.out_dir.relative_to(paths.root))}
 
 
 def instruction_cards(paths: RunPaths, models_table: pd.DataFrame) -> pd.DataFrame:
-    """What each base's instruction data holds (task kinds, counts, formats, domain), from its ``model_card.json``."""
-    cards = {row.role: json.loads((paths.root / row.path / RunPaths.MODEL_CARD).read_text()) for row in models_table.itertuples()}
+    """What each role's instruction data holds (task kinds, counts, formats, domain), from the ``model_card.json``
+    of the first seed's base (every seed tunes on the same examples)."""
+    first = models_table[models_table["seed"] == models_table["seed"].iloc[0]]
+    cards = {row.role: json.loads((paths.root / row.path / RunPaths.MODEL_CARD).read_text()) for row in first.itertuples()}
     return pd.DataFrame({role: card["instruction_tuning"] for role, card in cards.items()})
 
 
@@ -214,8 +225,8 @@ def _final_loss(result: sft.SFTResult) -> float:
 
 
 def zero_shot_demo(cfg: Config, paths: RunPaths, n_images: int = 16) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Each base, zero-shot with every prompt variant on the first ``n_images`` frontal MIMIC-like images:
-    the valid-output rate per variant, and the answer to the first image for each (role, variant)."""
+    """Each base of the first training seed, zero-shot with every prompt variant on the first ``n_images`` frontal
+    MIMIC-like images: the valid-output rate per variant, and the answer to the first image for each (role, variant)."""
     records = sorted((r for r in load_findings(paths.world).values() if r["site"] == "mimic" and r["view"] != "LATERAL"),
                      key=lambda r: r["path"])[:n_images]
     images = pd.DataFrame({"image_id": [r["image_id"] for r in records],
@@ -232,7 +243,7 @@ def zero_shot_demo(cfg: Config, paths: RunPaths, n_images: int = 16) -> tuple[pd
 
 
 def _zero_shot_job(cfg: Config, paths: RunPaths, role: str, variant: str, images: pd.DataFrame) -> pd.DataFrame:
-    return evaluate.predict(base_model(cfg, paths, role), images, variant, paths.zero_shot_demo_file(role, variant),
+    return evaluate.predict(base_model(cfg, paths, role, training_seeds(cfg)[0]), images, variant, paths.zero_shot_demo_file(role, variant),
                             cfg.evaluation.batch_size, cfg.evaluation.max_new_tokens, cfg.device, progress=False)
 
 
@@ -257,5 +268,5 @@ def inventory(cfg: Config, paths: RunPaths) -> pd.DataFrame:
         raise DataLayoutError(f"{len(missing)} data file(s) missing: {'; '.join(missing)}. Expected layout: {DATA_LAYOUT}. "
                               "Point data.mimic_root, data.chexpert_root and data.nih_root at your copies "
                               "(-p data.mimic_root=/data/mimic-cxr-jpg/2.0.0 ...)")
-    rows += [{"item": f"{role} model", "where": base_model(cfg, paths, role), "present": None} for role in ROLES]
+    rows += [{"item": f"{role} model", "where": getattr(cfg.models, role), "present": None} for role in ROLES]
     return pd.DataFrame(rows)

@@ -13,7 +13,7 @@ from ..jobs import run_jobs
 from ..paths import RunPaths
 from ..training_runs.sft import run_sft, sft_datasets, sft_targets
 from ..train import sft, sft_data
-from ..train.model_registry import base_model, image_pixels
+from ..train.model_registry import image_pixels, processor_source
 from ..train.models import load_processor
 from ..train.trainer_log import log_rows
 
@@ -28,7 +28,7 @@ def loss_mask_example(cfg: Config, paths: RunPaths, fmt: str, role: str = "medic
     """One training example of a format as SFT prepares it (``sft_data.prepare``: trl's collator on the base's
     processor), its tokens in runs marking which the loss trains on (``sft_data.loss_mask``)."""
     train, _ = sft_datasets(cfg, paths, fmt)
-    processor = load_processor(base_model(cfg, paths, role), *image_pixels(cfg))
+    processor = load_processor(processor_source(cfg, paths, role), *image_pixels(cfg))
     _, collator = sft_data.prepare([train.select([index])], processor, cfg.sft.max_length)
     return sft_data.loss_mask(collator.examples[0], processor.tokenizer, processor.tokenizer.image_token)
 

@@ -1,17 +1,30 @@
 """Model registry: which model plays each role (medical, general) in a profile, and where it lives."""
 from __future__ import annotations
 
-from ..config import Config
+from ..config import Config, training_seeds
 from ..paths import RunPaths
 
 ROLES = ("medical", "general")
 TINY_CLASSES = {"tiny-gemma3": "gemma3", "tiny-qwen2_5_vl": "qwen2_5_vl"}   # tiny model name -> class built
 
 
-def base_model(cfg: Config, paths: RunPaths, role: str) -> str:
-    """The profile's name for a role -> a folder (tiny) or a hub id / folder (paper)."""
+def built_bases(cfg: Config) -> bool:
+    """Whether the profile builds its bases (tiny models: each training seed builds its own in 00) rather than
+    loading one fixed pretrained model per role (the paper's hub models)."""
+    return all(getattr(cfg.models, role) in TINY_CLASSES for role in ROLES)
+
+
+def base_model(cfg: Config, paths: RunPaths, role: str, seed: int) -> str:
+    """The base a training ``seed`` starts from in ``role``: its own built tiny base (a folder), or the profile's
+    fixed hub id / folder (paper)."""
     name = getattr(cfg.models, role)
-    return str(paths.models / name) if name in TINY_CLASSES else name
+    return str(paths.base_models(seed) / name) if name in TINY_CLASSES else name
+
+
+def processor_source(cfg: Config, paths: RunPaths, role: str) -> str:
+    """Where a role's tokenizer and processor are read: the first training seed's base (every seed's base is built
+    with the same tokenizer, trained on one corpus)."""
+    return base_model(cfg, paths, role, training_seeds(cfg)[0])
 
 
 def image_pixels(cfg: Config) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from ..paths import RunPaths
 from ..queries.stage_outputs import pool_prevalence
 from ..tracking import Tracking, run_name
 from ..train import grpo, models
-from ..train.model_registry import base_model, frozen_vision
+from ..train.model_registry import base_model, frozen_vision, processor_source
 from .sft import sft_targets
 
 
@@ -36,7 +36,8 @@ def run_grpo(cfg: Config, paths: RunPaths, inputs: grpo.GRPOInputs, out_dir: Pat
     """``inputs``' run in ``out_dir`` (reused when finished, resumed when cut off), reporting where the profile
     says."""
     tracking = Tracking(cfg.report_to, paths.tracking,
-                        run_name("grpo", base_model(cfg, paths, "medical"), Path(out_dir).name, inputs.cfg.seed))
+                        run_name("grpo", base_model(cfg, paths, "medical", inputs.cfg.seed), Path(out_dir).name,
+                                 inputs.cfg.seed))
     return grpo.train_grpo(inputs, out_dir, cfg.device, tracking)
 
 
@@ -71,7 +72,7 @@ def plan_inputs(cfg: Config, paths: RunPaths, name: str, seed: int) -> grpo.GRPO
 def sft_target_lengths(cfg: Config, paths: RunPaths, fmt: str) -> np.ndarray:
     """Token lengths (the start model's tokenizer) of the SFT targets of one format."""
     manifest = load_manifest(paths, "sft")
-    tokenizer = models.load_processor(base_model(cfg, paths, "medical")).tokenizer   # SFT keeps the base's tokenizer
+    tokenizer = models.load_processor(processor_source(cfg, paths, "medical")).tokenizer   # SFT keeps the base's tokenizer
     return np.array([len(tokenizer(t, add_special_tokens=False)["input_ids"])
                      for t in sft_targets(cfg, paths, manifest, fmt)])
 

@@ -56,7 +56,7 @@ def run_sft(cfg: Config, paths: RunPaths, role: str, fmt: str, seed: int, out_di
     """One SFT run of ``role`` in format ``fmt`` from training seed ``seed`` (``out_dir``, ``image_paths``: E2's run on
     planted images; default 02's folder and images)."""
     train, held_out = sft_datasets(cfg, paths, fmt, image_paths)
-    base = base_model(cfg, paths, role)
+    base = base_model(cfg, paths, role, seed)
     return sft.train_sft(base, train, held_out, out_dir or paths.sft_model(role, fmt, seed), cfg.sft,
                          full_finetune=not cfg.sft.use_lora, seed=seed, device=cfg.device,
                          image_pixels=image_pixels(cfg), freeze_vision=frozen_vision(cfg, "sft"),

@@ -10,6 +10,8 @@ from chexreason_utils.evaluation import claims, metrics
 from chexreason_utils.report import reporting
 from chexreason_utils.config import ConfigError, load_profile
 from chexreason_utils.paths import RunPaths, model_tag
+from chexreason_utils.queries import entries
+from chexreason_utils.train.model_registry import base_model
 from chexreason_utils.training_runs import diagnostics as run_diagnostics
 
 
@@ -28,6 +30,17 @@ def test_every_seed_has_its_own_folders_and_cache_tags(tmp_path):
     assert model_tag("sft-medical-x", 3) == "seed-3-sft-medical-x" and model_tag("base-medical") == "base-medical"
     assert paths.prediction_file(model_tag("grpo-hard", 0), "val", "free_reasoning").name == \
         "seed-0-grpo-hard__val__free_reasoning.jsonl"
+
+
+def test_each_seed_starts_from_its_own_built_base_and_the_paper_from_one_hub_model(tmp_path):
+    paths = RunPaths.for_profile("smoke", tmp_path, tmp_path / "fig")
+    tiny = load_profile("smoke")
+    assert base_model(tiny, paths, "medical", 1) == str(tmp_path / "models/seed-1/tiny-gemma3")
+    assert entries.base_models(tiny, paths, "general") == {
+        s: (f"seed-{s}-base-general", str(tmp_path / f"models/seed-{s}/tiny-qwen2_5_vl")) for s in tiny.seeds}
+    paper = load_profile("paper")
+    assert entries.base_models(paper, paths, "medical") == {None: ("base-medical", paper.models.medical)}
+    assert base_model(paper, paths, "medical", 3) == paper.models.medical
 
 
 SESOI = {"C1": 0.03, "C2": 0.03, "C3": 0.03, "C4": 0.1, "C4 general gain": 0.05}
