@@ -1,6 +1,6 @@
 """The ``chexreason`` command (also ``python -m chexreason_utils``): run the notebooks, print the configuration or the
-plan, write the report, and the accelerate-launchable training and evaluation commands. ``chexreason <sub-command>
---help`` lists each one's options."""
+plan, write the report, verify a figures folder from its committed predictions, and the accelerate-launchable
+training and evaluation commands. ``chexreason <sub-command> --help`` lists each one's options."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .config import REWARDS, ConfigError, parse_override
-from .paths import NOTEBOOK_DIR
+from .paths import FIGURE_ROOT, NOTEBOOK_DIR
 from .runner import RunnerError, RunOptions, StageFailed, run
 
 
@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     dg.add_argument("--write", action="store_true", help="record this machine's digests as the committed ones")
     dg.add_argument("--without", action="append", default=[], metavar="VAR",
                     help="leave this portable cap out, e.g. MKL_CBWR (repeatable): shows what the cap protects")
+    vf = add("verify", "recompute a figures folder's scores frame, claims and competence gate from the per-image "
+                       "predictions committed in it, and compare them with its files (exit 1 naming each difference)")
+    vf.add_argument("folder", nargs="?", default=str(FIGURE_ROOT / "tiny"),
+                    help="the figures folder (default: figures/tiny)")
     pl = add("plan", "print trainings, generations, GPU memory and the checkpoint-scoring plan")
     pl.add_argument("--profile", default="paper", help="smoke | tiny | paper, or a YAML path (default: paper)")
     pl.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a profile value (repeatable)")
@@ -115,6 +119,8 @@ def _dispatch(args) -> int:
         return _rehearse(args)
     if args.command == "digest":
         return _digest(args)
+    if args.command == "verify":
+        return _verify(args)
     if args.command == "plan":
         from .plan import render
 
@@ -156,6 +162,21 @@ def _digest(args) -> int:
     print(f"portable digests{left_out} on {arithmetic.cpu()['model']} against those made on {made_on['cpu']}: "
           + (difference or f"all {len(got)} equal"))
     return 1 if difference else 0
+
+
+def _verify(args) -> int:
+    from . import arithmetic
+    from .evaluation.prediction_export import read_config
+    from .verify import verify
+
+    try:
+        arithmetic.enter(read_config(args.folder).arithmetic, restart=True)   # the run's float path, where it can
+        outcome = verify(args.folder)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(outcome.summary(Path(args.folder)))
+    return 1 if outcome.differences else 0
 
 
 def _config(args) -> int:

@@ -6,7 +6,7 @@ import ast
 
 from chexreason_utils.paths import PACKAGE_DIR
 
-ORCHESTRATION = {"stage", "runner", "launch", "execution", "plan", "rehearsal", "gpu_check", "portable_digest",
+ORCHESTRATION = {"stage", "runner", "launch", "execution", "plan", "rehearsal", "gpu_check", "portable_digest", "verify",
                  "__main__"}
 LAYERS = ("foundations", "data", "train", "evaluation", "report", "queries", "training_runs", "steps",
           "orchestration")

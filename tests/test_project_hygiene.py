@@ -15,7 +15,8 @@ from chexreason_utils.paths import NOTEBOOK_DIR, REPO_ROOT
 
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 PACKAGE = REPO_ROOT / "chexreason_utils"
-ENTRY_POINTS = {"chexreason_utils.launch"}   # commands that run stage steps (``__main__`` reaches them via launch)
+# commands that run stage steps (``__main__`` reaches them via launch and verify)
+ENTRY_POINTS = {"chexreason_utils.launch", "chexreason_utils.verify"}
 
 
 def _module_name(path: Path) -> str:

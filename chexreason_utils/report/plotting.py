@@ -58,6 +58,11 @@ def show_figure(fig: plt.Figure, artifact_id: str, data: pd.DataFrame, out_dir: 
     display(fig)
 
 
+def table_csv(table: pd.DataFrame) -> str:
+    """The text of a registered table's ``<id>.csv`` (tidy, 6 significant digits): what ``save_table`` writes."""
+    return tables.tidy(table).to_csv(index=False, float_format="%.6g")
+
+
 def save_table(table: pd.DataFrame, artifact_id: str, out_dir: Path, caption: str = "") -> list[Path]:
     """Write ``<id>.csv`` (tidy), ``<id>.md`` and ``<id>.tex`` (booktabs) for a registered table.
 
@@ -70,7 +75,7 @@ def save_table(table: pd.DataFrame, artifact_id: str, out_dir: Path, caption: st
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv, md, tex = (out_dir / name for name in art.files())
-    write_if_changed(csv, tables.tidy(table).to_csv(index=False, float_format="%.6g"))
+    write_if_changed(csv, table_csv(table))
     write_if_changed(md, f"**{art.title}**{(' — ' + caption) if caption else ''}\n\n"
                      + tables.markdown(table, reporting.PAPER_HEADINGS) + "\n")
     write_if_changed(tex, tables.latex(table, caption=f"{art.title}{(' (' + caption + ')') if caption else ''}",

@@ -6,7 +6,9 @@ and NIH — predicts all of them in one batch of independent jobs (cached), and 
 ``04_evaluation/``: the scores frame (``scores``: entry × seed × label, with the mean over seeds and its CI, the
 supervised image-only reference (``training_runs.image_reference``) and the trivial baselines of every set) and the contrasts (the paired SFT -> GRPO differences and every claim's
 effect, with CIs), and the floor criterion (``reporting.floor_criterion``) that 05 shows. ``reporting`` builds the
-tables from those two files alone; 05 reads them too.
+tables from those two files alone; 05 reads them too. It also writes the per-image predictions it scored under the
+figures folder (``prediction_export``), from which ``recompute`` (``chexreason verify``) recomputes the scores frame,
+the claims and the competence gate with the same ``score``.
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ import pandas as pd
 
 from ..config import Config, training_seeds
 from ..data.manifests import load_manifest
-from ..evaluation import claims, competence_gate, metrics, scores
+from ..evaluation import claims, competence_gate, metrics, prediction_export, scores
+from ..evaluation.prediction_export import Scored
 from ..evaluation.metrics import eval_labels, matrices, valid_mask
 from ..labels import CHEXPERT_LABELS
 from ..paths import RunPaths
@@ -28,41 +31,70 @@ from ..training_runs.diagnostics import collapse_evidence
 
 
 def evaluate_run(cfg: Config, paths: RunPaths) -> Evaluation:
-    """Predict and score every entry, measure the contrasts, write both frames under ``04_evaluation/``."""
-    E = cfg.evaluation
+    """Predict and score every entry, measure the contrasts, write both frames under ``04_evaluation/`` and the
+    per-image predictions they come from under the figures folder (``prediction_export``)."""
     todo = entries(cfg, paths)
+    scored = [Scored(e.keys, e.steps, by_seed) for e, by_seed in zip(todo, entry_predictions(cfg, paths, todo))]
+    references = [Scored(image_reference.entry_keys(dataset, name), {}, by_seed)
+                  for name, by_dataset in image_reference.reference_predictions(cfg, paths, SETS).items()
+                  for dataset, by_seed in by_dataset.items()]
+    commonest = scores.commonest_set(load_manifest(paths, "sft")["truth"])
+    collapse = collapse_evidence(cfg, paths)
+    evaluation = score(cfg, scored, references, commonest, collapse)
+    paths.evaluation.mkdir(parents=True, exist_ok=True)
+    evaluation.scores.to_csv(paths.scores_file, index=False)
+    evaluation.contrasts.to_csv(paths.contrasts_file, index=False)
+    reporting.floor_criterion(evaluation.scores).to_csv(paths.floor_criterion_file, index=False)
+    prediction_export.write(paths.figures, cfg, scored + references, evaluation.scores, commonest,
+                            competence_gate.load().digest, collapse)
+    return evaluation
+
+
+def score(cfg: Config, scored: list[Scored], references: list[Scored], sft_commonest_set,
+          collapse: dict | None) -> Evaluation:
+    """The scores frame and the contrasts of the model entries ``scored`` and the image-only ``references`` (each
+    with its predictions merged with the truth), the trivial baselines (with the SFT pool's commonest label set)
+    and claim C5's ``collapse`` evidence: the one computation ``evaluate_run`` and ``recompute`` share."""
+    E = cfg.evaluation
     mats, parts = [], []
-    for entry, by_seed in zip(todo, entry_predictions(cfg, paths, todo)):
+    for entry, is_model in [(e, True) for e in scored] + [(e, False) for e in references]:
         labels = _labels(cfg, entry.keys.dataset)
-        pairs = {s: matrices(f, cfg, labels) for s, f in by_seed.items()}
+        pairs = {s: matrices(f, cfg, labels) for s, f in entry.by_seed.items()}
         y_true = next(iter(pairs.values()))[0]
         frame = scores.entry_scores(entry.keys, y_true, {s: p for s, (_, p) in pairs.items()},
-                                    {s: valid_mask(f) for s, f in by_seed.items()}, labels, E.n_bootstrap,
+                                    {s: valid_mask(f) for s, f in entry.by_seed.items()}, labels, E.n_bootstrap,
                                     E.bootstrap_seed)
         for seed, step in entry.steps.items():
             frame.loc[frame["seed"].eq(seed).fillna(False).astype(bool), "step"] = step
         parts.append(frame)
-        mats.append((entry, y_true, {s: p for s, (_, p) in pairs.items()}))
-    for name, by_dataset in image_reference.reference_predictions(cfg, paths, SETS).items():
-        for dataset, by_seed in by_dataset.items():
-            labels = _labels(cfg, dataset)
-            pairs = {s: matrices(f, cfg, labels) for s, f in by_seed.items()}
-            parts.append(scores.entry_scores(image_reference.entry_keys(dataset, name), next(iter(pairs.values()))[0],
-                                             {s: p for s, (_, p) in pairs.items()},
-                                             {s: valid_mask(f) for s, f in by_seed.items()}, labels, E.n_bootstrap,
-                                             E.bootstrap_seed))
-    sft_truths = load_manifest(paths, "sft")["truth"]
+        if is_model:
+            mats.append((entry, y_true, {s: p for s, (_, p) in pairs.items()}))
     for dataset in SETS:
         y_true = next(y for e, y, _ in mats if e.keys.dataset == dataset)
-        parts.append(scores.baseline_scores(dataset, y_true, _labels(cfg, dataset), sft_truths, E.n_bootstrap,
-                                            E.bootstrap_seed))
+        parts.append(scores.baseline_scores(dataset, y_true, _labels(cfg, dataset), [sft_commonest_set],
+                                            E.n_bootstrap, E.bootstrap_seed))
     score_frame = pd.concat(parts, ignore_index=True)
-    contrasts = measure_contrasts(cfg, paths, mats, score_frame)
-    paths.evaluation.mkdir(parents=True, exist_ok=True)
-    score_frame.to_csv(paths.scores_file, index=False)
-    contrasts.to_csv(paths.contrasts_file, index=False)
-    reporting.floor_criterion(score_frame).to_csv(paths.floor_criterion_file, index=False)
-    return Evaluation(score_frame, contrasts)
+    return Evaluation(score_frame, measure_contrasts(cfg, mats, score_frame, collapse))
+
+
+def recompute(folder) -> dict[str, pd.DataFrame]:
+    """From a figures folder alone (``prediction_export``'s files): the scores frame, the claims table and the
+    competence gate's summary, recomputed by ``score``, ``claims.claims_table`` and ``competence_gate``, keyed by
+    the committed file each is compared with."""
+    cfg, inputs = prediction_export.read_config(folder), prediction_export.read_inputs(folder)
+    gate = competence_gate.load()
+    if gate.digest != inputs["competence_gate_digest"]:
+        raise ValueError(f"{gate.file} (sha256 {gate.digest}...) is not the gate the run was judged by "
+                         f"({inputs['competence_gate_digest']}..., {folder}/{prediction_export.INPUTS})")
+    everything = prediction_export.read(folder)
+    is_reference = [e.keys.stage == scores.REFERENCE["stage"] for e in everything]
+    evaluation = score(cfg, [e for e, r in zip(everything, is_reference) if not r],
+                       [e for e, r in zip(everything, is_reference) if r], inputs["sft_commonest_set"],
+                       inputs["collapse"])
+    gate_rows = competence_gate.judge(evaluation.scores, gate, zero_shot_prompt(cfg))
+    return {prediction_export.SCORES: evaluation.scores,
+            "claims.csv": claims.claims_table(evaluation.contrasts, claims.sesoi(cfg)),
+            "competence_gate.csv": competence_gate.summary(gate_rows)}
 
 
 def _labels(cfg: Config, dataset: str):
@@ -96,10 +128,11 @@ def _matrices_of(mats: list, seeds: list[int], **keys) -> tuple[np.ndarray, list
     raise LookupError(f"no evaluated entry with {keys}")
 
 
-def measure_contrasts(cfg: Config, paths: RunPaths, mats: list, frame: pd.DataFrame) -> pd.DataFrame:
+def measure_contrasts(cfg: Config, mats: list, frame: pd.DataFrame, collapse: dict | None) -> pd.DataFrame:
     """The paired SFT -> GRPO differences on each test set and the change of the CheXpert - NIH gap (mean over
     seeds, paired per seed and image, seed x image CI, probability of improvement), and the effect of every claim
-    (``claims.measure``, with the entries at floor from the scores ``frame``)."""
+    (``claims.measure``, with the entries at floor from the scores ``frame`` and C5's ``collapse`` evidence,
+    ``training_runs.diagnostics.collapse_evidence``)."""
     E, seeds = cfg.evaluation, training_seeds(cfg)
     chex = {"checkpoint": E.test_grpo_checkpoint, "name": E.test_grpo_reward}
     tests = {}
@@ -121,7 +154,7 @@ def measure_contrasts(cfg: Config, paths: RunPaths, mats: list, frame: pd.DataFr
         y_val = next(iter(by_role["medical"].values()))[0]
         evidence["validation formats"] = (y_val, {role: {f: p for f, (_, p) in by_fmt.items()}
                                                   for role, by_fmt in by_role.items()})
-    evidence["collapse"] = collapse_evidence(cfg, paths)
+    evidence["collapse"] = collapse
     measured = claims.measure(evidence, claim_arm_floors(cfg, frame), E.n_bootstrap, E.bootstrap_seed)
     rows += claims.contrast_rows(measured)
     return pd.DataFrame(rows)
