@@ -99,9 +99,11 @@ class WorldConfig:
     image_size: int = option(128, "Side of the phantom radiographs, in pixels.", "embedded", min=8)
     n_mimic_studies: int = option(1200, "Studies at the MIMIC-like training site; each has 1-2 frontal and 0-1 "
                                         "lateral images.", "embedded", min=1)
-    n_chexpert_test_studies: int = option(200, "Studies at the CheXpert-like test site (frontal and some lateral "
-                                               "views).", "embedded", min=1)
-    n_nih_images: int = option(800, "Images at the NIH-like site.", "embedded", min=1)
+    n_chexpert_test_studies: int = option(200, "Studies at the CheXpert-like test site, one frontal view each and "
+                                               "some a lateral too (tiny 518: the paper's 518 test images).",
+                                          "embedded", min=1)
+    n_nih_images: int = option(800, "Images at the NIH-like site; about a quarter of its patients form the official "
+                                    "test list (tiny 2,400: room for the paper's 488 test images).", "embedded", min=1)
     n_pretrain: int = option(400, "Images per tiny base model for its short domain pretraining.", "embedded", min=1)
     n_vision_pretrain: int = option(0, "Images per tiny base model for the pretraining of its vision tower and "
                                        "projector (models.vision_objective), generated in the MIMIC-like style from "
@@ -519,9 +521,9 @@ class Config:
     seed: int = option(0, "Global seed: tiny model building, the SFT early-stopping split, every stage's RNGs. "
                           "The paper gives none.", min=0)
     seeds: list = option([0], "Training seeds, distinct integers, at least one: the chain that carries the "
-                              "paper's claims (SFT, GRPO, the 06 ablation, sampling checks, evaluation) runs once "
-                              "per seed; world, manifests and tiny base models stay fixed. The paper reports one "
-                              "run.", min=0)
+                              "paper's claims (the tiny bases, SFT, GRPO, the 06 ablation, sampling checks, "
+                              "evaluation) runs once per seed, so a replicate is a whole model; world and manifests "
+                              "stay fixed, as do the paper's hub bases. The paper reports one run.", min=0)
     device: str = option("auto", "Where models run (auto: cuda when available).", "run", choices=DEVICES)
     arithmetic: str = option("native", "Float path of every process (arithmetic.py): native (each library picks code "
                                        "by this CPU: fastest, bytes differ between CPUs) | portable (ATen, MKL, oneDNN "
