@@ -27,6 +27,7 @@ import pandas as pd
 
 from . import metrics, scores
 from . import reference
+from .diagnostics import NEIGHBOUR_EPISODE_STEPS, NEIGHBOUR_FACTORS
 from .verdict_statistics import (COUNT_TEST, collapse_count_test, collapse_on_axis, directional_floor, p_from_ci,
                                  verdict)
 
@@ -115,7 +116,8 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("C2", "GRPO lowers NIH macro-F1 from SFT", "NIH test macro-F1 (9 labels)",
           "GRPO - SFT (medical model, paired per seed)", -1, T6["ChexReason"] - T6["MedGemma SFT"], "NIH"),
     Claim("C3", "SFT raises NIH macro-F1 over the base model", "NIH test macro-F1 (9 labels)",
-          "SFT - base (medical model; the base model is fixed)", +1, T6["MedGemma SFT"] - T6["MedGemma base"], "NIH"),
+          "SFT - base (medical model, paired per seed: each seed's own base where bases are built)", +1,
+          T6["MedGemma SFT"] - T6["MedGemma base"], "NIH"),
     Claim("C4", "The Reasoning-A scaffold helps the general model (gain > 0) and more than the medical one",
           "validation macro-F1 scaffold gain: Reasoning A - mean of the other SFT formats",
           "gain(general) > 0 and gain(general) - gain(medical) > 0, per seed", +1,
@@ -172,22 +174,53 @@ def _effects(claim: Claim, evidence: dict, n_boot: int, seed: int) -> dict[str, 
     return {"C5": collapse_count(data)}
 
 
+def _collapsed_runs(runs: dict, flag: str, min_steps: int) -> tuple[dict, list[pd.DataFrame]]:
+    """Which runs of each arm collapsed (1 / 0 per seed) with the detector's ``flag`` column and episodes of
+    ``min_steps`` on the registered axis, and each seed's ``collapse_on_axis`` table."""
+    pick = lambda r: r[["step", flag]].rename(columns={flag: "collapsed"})   # noqa: E731
+    tables = [collapse_on_axis({"unstable": pick(u), "final": pick(f)}, runs["axis"], min_steps).set_index("run")
+              for u, f in zip(runs["unstable"], runs["final"])]
+    return {arm: [int(t.loc[arm, "collapsed"]) for t in tables] for arm in ("unstable", "final")}, tables
+
+
+def detector_neighbourhood(runs: dict, verdict: str) -> str:
+    """How C5's count verdict fares over the detector's registered neighbourhood (``diagnostics.neighbour_rules``:
+    the flag columns ``collapsed_<i>`` of ``runs``, each with the episode lengths ``NEIGHBOUR_EPISODE_STEPS``
+    around ``min_steps``): in how many settings the verdict is ``verdict``, and the range of collapsed runs per arm
+    ("" when the runs carry no neighbourhood)."""
+    flags = [c for c in runs["final"][0].columns if c.startswith("collapsed_")]
+    if not flags:
+        return ""
+    n, verdicts, counts = len(runs["final"]), [], {"unstable": [], "final": []}
+    for flag in flags:
+        for extra in NEIGHBOUR_EPISODE_STEPS:
+            hit, _ = _collapsed_runs(runs, flag, max(1, runs["min_steps"] + extra))
+            verdicts.append(collapse_count_test(sum(hit["unstable"]), n, sum(hit["final"]), n, +1)["verdict"])
+            for arm in counts:
+                counts[arm].append(sum(hit[arm]))
+    spread = "; ".join(f"{arm} {min(c)}-{max(c)} of {n} runs collapsed" for arm, c in counts.items())
+    return (f"detector neighbourhood (each threshold x {'/'.join(f'{f:g}' for f in NEIGHBOUR_FACTORS)}, episode "
+            f"length {'/'.join(f'{e:+d}' for e in NEIGHBOUR_EPISODE_STEPS)}): the same verdict in "
+            f"{verdicts.count(verdict)} of {len(verdicts)} settings; {spread}")
+
+
 def collapse_count(runs: dict) -> dict:
     """C5's count rule: on the registered step axis (``verdict_statistics.collapse_on_axis``), which runs of the
     unstable recipe and of the final recipe collapsed (an episode on that axis), compared by
-    ``verdict_statistics.collapse_count_test``. ``runs``: {"unstable": [per seed], "final": [per seed]} frames of
-    generation steps (``step``, ``collapsed``), "axis" and "min_steps". The effect is the difference of the shares
-    of collapsed runs (Newcombe's interval); each seed's value is its runs' difference (collapsed = 1)."""
-    tables = [collapse_on_axis({"unstable": u, "final": f}, runs["axis"], runs["min_steps"]).set_index("run")
-              for u, f in zip(runs["unstable"], runs["final"])]
+    ``verdict_statistics.collapse_count_test``, with the verdict's stability over the detector's neighbourhood
+    (``detector_neighbourhood``). ``runs``: {"unstable": [per seed], "final": [per seed]} frames of generation steps
+    (``step``, ``collapsed`` and any ``collapsed_<i>`` neighbour flags), "axis" and "min_steps". The effect is the
+    difference of the shares of collapsed runs (Newcombe's interval); each seed's value is its runs' difference
+    (collapsed = 1)."""
+    hit, tables = _collapsed_runs(runs, "collapsed", runs["min_steps"])
     n = len(tables)
-    hit = {arm: [int(t.loc[arm, "collapsed"]) for t in tables] for arm in ("unstable", "final")}
     test = collapse_count_test(sum(hit["unstable"]), n, sum(hit["final"]), n, +1)
     share = lambda arm: ", ".join(f"{t.loc[arm, 'share']:.3f}" for t in tables)   # noqa: E731
     note = "; ".join([f"runs collapsed on the {runs['axis']} axis: unstable {sum(hit['unstable'])} of {n}, final "
                       f"{sum(hit['final'])} of {n} ({COUNT_TEST}; smallest p of the design {test['smallest_p']:.4f})",
                       *([test["note"]] if test["note"] else []),
-                      f"share of each run's points inside an episode: unstable {share('unstable')}; final {share('final')}"])
+                      f"share of each run's points inside an episode: unstable {share('unstable')}; final {share('final')}",
+                      *filter(None, [detector_neighbourhood(runs, test["verdict"])])])
     return {"effect": test["share_difference"], "lo": test["lo"], "hi": test["hi"],
             "per_seed": [a - b for a, b in zip(hit["unstable"], hit["final"])], "n_seeds": n, "var_seeds": np.nan,
             "var_images": np.nan, "df": np.nan, "rule": "count", "rule_verdict": test["verdict"], "rule_note": note,

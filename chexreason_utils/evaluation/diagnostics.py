@@ -15,6 +15,10 @@ included) holds more of the last ``window`` predictions than its share among the
 ``set_margin``. Both thresholds are relative, to the run's own start and to the data's label distribution, so the
 rule can fire on any data set (an absolute share such as 70% cannot when the commonest true set is 30%). An episode
 is a run of at least ``min_steps`` consecutive collapsed steps.
+
+The detector's neighbourhood (registered here, before the runs it reads): each of the three thresholds at 0.8, 1 and
+1.25 times its value (``zero_std_min`` capped at 1) and the episode length at -1, 0 and +1 steps (at least 1), 81
+settings; claim C5 reports in how many of them its count verdict stays the same (``claims.collapse_count``).
 """
 from __future__ import annotations
 
@@ -88,6 +92,18 @@ class CollapseRule:
     zero_std_min: float
     start_steps: int
     min_steps: int
+
+
+NEIGHBOUR_FACTORS = (0.8, 1.0, 1.25)     # each threshold's neighbours, as factors of its value
+NEIGHBOUR_EPISODE_STEPS = (-1, 0, 1)    # the episode length's neighbours, as steps added
+
+
+def neighbour_rules(rule: CollapseRule) -> list[CollapseRule]:
+    """The 27 threshold settings of the detector's registered neighbourhood around ``rule`` (the episode length
+    kept: ``NEIGHBOUR_EPISODE_STEPS`` varies it where episodes are counted), ``rule`` itself in the middle."""
+    return [CollapseRule(rule.entropy_fraction * e, rule.set_margin * s, min(1.0, rule.zero_std_min * z),
+                         rule.start_steps, rule.min_steps)
+            for e in NEIGHBOUR_FACTORS for s in NEIGHBOUR_FACTORS for z in NEIGHBOUR_FACTORS]
 
 
 def collapsed_steps(diag: pd.DataFrame, truth_shares: dict[str, float], rule: CollapseRule) -> pd.Series:

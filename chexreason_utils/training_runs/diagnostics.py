@@ -7,7 +7,7 @@ import pandas as pd
 
 from ..train import grpo
 from ..config import Config, training_seeds
-from ..evaluation.diagnostics import CollapseRule, collapsed_steps, run_diagnostics, truth_set_shares
+from ..evaluation.diagnostics import CollapseRule, collapsed_steps, neighbour_rules, run_diagnostics, truth_set_shares
 from ..data.manifests import load_manifest
 from ..paths import RunPaths
 from .grpo import ablation_name
@@ -37,11 +37,17 @@ def collapse_rule(cfg: Config) -> CollapseRule:
 
 
 def collapse_flags(cfg: Config, paths: RunPaths, name: str, seed: int) -> pd.DataFrame:
-    """The detector's flag (``collapsed_steps``, 06's rule) at each generation step of one GRPO run: step, collapsed."""
+    """The detector's flag (``collapsed_steps``, 06's rule) at each generation step of one GRPO run: step,
+    collapsed, and the flag under each threshold setting of the detector's neighbourhood (``neighbour_rules``,
+    columns ``collapsed_0`` ...)."""
     per_step, _ = run_diagnostics_of(cfg, paths, name, seed)
     generated = per_step.dropna(subset=["dominance"]).reset_index(drop=True)
-    flags = collapsed_steps(generated, truth_set_shares(load_manifest(paths, "rl")["truth"]), collapse_rule(cfg))
-    return pd.DataFrame({"step": generated["step"].astype(int), "collapsed": flags.to_numpy(bool)})
+    shares = truth_set_shares(load_manifest(paths, "rl")["truth"])
+    rule = collapse_rule(cfg)
+    flags = {"step": generated["step"].astype(int), "collapsed": collapsed_steps(generated, shares, rule).to_numpy(bool)}
+    flags.update({f"collapsed_{i}": collapsed_steps(generated, shares, r).to_numpy(bool)
+                  for i, r in enumerate(neighbour_rules(rule))})
+    return pd.DataFrame(flags)
 
 
 def collapse_evidence(cfg: Config, paths: RunPaths) -> dict | None:

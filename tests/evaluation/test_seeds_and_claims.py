@@ -7,6 +7,7 @@ import pytest
 
 from chexreason_utils.evaluation import verdict_statistics
 from chexreason_utils.evaluation import claims, metrics
+from chexreason_utils.evaluation.diagnostics import CollapseRule, neighbour_rules
 from chexreason_utils.report import reporting
 from chexreason_utils.config import ConfigError, load_profile
 from chexreason_utils.paths import RunPaths, model_tag
@@ -220,6 +221,33 @@ def test_c5_counts_collapsed_runs_on_the_registered_axis_with_an_exact_test():
     short["axis"] = "optimiser"                                               # read on optimiser steps: 3 in a row
     reversed_ = _table({**_evidence(), "collapse": short}).loc["C5"]
     assert reversed_["verdict"] == "contradicted" and "unstable 0 of 3, final 3 of 3" in reversed_["note"]
+
+
+def test_c5_reports_how_its_verdict_fares_over_the_detectors_neighbourhood():
+    """Known answers of the registered neighbourhood (27 threshold settings x 3 episode lengths): long episodes in
+    every unstable run and none in the final recipe keep "supported" in all 81 settings; where the looser third of the
+    threshold settings also flags every final-recipe step, 27 of the 81 settings say otherwise."""
+    runs = collapse_runs(0, 0)
+    runs["unstable"] = [flags(range(3, 17, 2), 2) for _ in range(3)]          # 7 points of the ablation's grid
+    for arm in ("unstable", "final"):
+        for run in runs[arm]:
+            for i in range(27):
+                run[f"collapsed_{i}"] = run["collapsed"]
+    row = _table({**_evidence(), "collapse": runs}).loc["C5"]
+    assert row["verdict"] == "supported" and "the same verdict in 81 of 81 settings" in row["note"]
+    for run in runs["final"]:
+        for i in range(9):
+            run[f"collapsed_{i}"] = True
+    row = _table({**_evidence(), "collapse": runs}).loc["C5"]
+    assert row["verdict"] == "supported" and "the same verdict in 54 of 81 settings" in row["note"]
+    assert "final 0-3 of 3 runs collapsed" in row["note"] and "unstable 3-3 of 3" in row["note"]
+
+
+def test_the_detector_neighbourhood_brackets_the_rule():
+    rule = CollapseRule(0.5, 0.2, 0.9, 5, 3)
+    near = neighbour_rules(rule)
+    assert len(near) == 27 and near[13] == rule
+    assert {r.entropy_fraction for r in near} == {0.4, 0.5, 0.625} and max(r.zero_std_min for r in near) == 1.0
 
 
 def test_a_claim_whose_input_is_missing_names_the_artifact(tmp_path):
