@@ -115,9 +115,9 @@ ARTIFACTS: tuple[Artifact, ...] = (
              made_by=("steps.experiment_readouts.reward_unit_readout", "report.figures.effect_intervals")),
     Artifact("q1_per_label", "table", "08_experiments", "new (Q1)", "Q1: macro-F1 change from SFT under each reward and their difference, with verdicts; labels per answer",
              made_by=("steps.experiments.run_cells", "steps.experiment_readouts.reward_unit_readout")),
-    Artifact("e5_collapse_grid", "figure", "08_experiments", "new (E5)", "E5: collapse share of each recipe cell minus the final recipe's, 95% CIs over seeds",
+    Artifact("e5_collapse_grid", "figure", "08_experiments", "new (E5)", "E5: share of runs collapsed, each recipe cell minus its matched final recipe (same learning rate and steps), Newcombe 95% intervals",
              made_by=("steps.experiment_readouts.collapse_readout", "report.figures.effect_intervals")),
-    Artifact("e5_collapse", "table", "08_experiments", "new (E5)", "E5: the 06 detector's collapse share per recipe cell and the final recipe, with verdicts",
+    Artifact("e5_collapse", "table", "08_experiments", "new (E5)", "E5: collapsed runs per recipe cell and its matched final recipe, count verdicts, and the 06 detector's collapse shares",
              made_by=("steps.experiments.run_cells", "steps.experiment_readouts.collapse_readout")),
 )
 

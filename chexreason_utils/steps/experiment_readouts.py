@@ -9,7 +9,8 @@ with the shared verdict (``claims.judged``: the registration's SESOI and sign).
   from SFT per share and the change minus the change at share 0.
 - Q1 ``reward_unit_readout``: the change from SFT on both test sets per reward, the change minus the change under
   hard, and labels per answer on validation (E3 and Q1 share ``changes_from_sft``).
-- E5 ``collapse_readout``: the 06 detector's collapse share per run, cell minus the final recipe (03's run).
+- E5 ``collapse_readout``: the collapsed runs of each cell against its matched final recipe (C5's count rule), the
+  06 detector's collapse shares as description.
 """
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ from ..evaluation.claims import FLOOR_CLAIM
 from ..queries.entries import SETS, base_models, test_entries, zero_shot_prompt
 from ..queries.predictions import covers, image_set_digest, predict_image_set, predict_many
 from ..queries.stage_outputs import claim_floors, read_evaluation, sft_start
-from ..training_runs.diagnostics import folder_diagnostics
-from ..training_runs.experiment_plan import STAGE, e2_own_sft, e2_planted_root, experiment_seeds, final_tag, scaled_steps
+from ..training_runs.diagnostics import folder_diagnostics, folder_flags
+from ..training_runs.experiment_plan import (E5_FINAL, STAGE, e2_own_sft, e2_planted_root, e5_control, experiment_seeds,
+                                             final_tag, scaled_steps)
 
 E1_UNIT = 40   # E1's slope is against log3(steps / 40) (registered steps, the tiny profile's)
 
@@ -173,24 +175,33 @@ def shortcut_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> pd.Dat
 
 
 def collapse_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> pd.DataFrame:
-    """E5: per cell, the 06 detector's collapse share of each seed's run and of the final recipe (03's run of
-    ``diagnostics.ablation_reward``), and cell - final (mean over seeds, 95% CI over seeds; not measurable when
-    the detector fires in no run of either arm), with its verdict."""
+    """E5 (``run_cells``' rows: the cells, then their matched controls, ``recipe`` E5_FINAL): per cell, its runs
+    against its control's, the final recipe with the cell's learning rate and steps (registration
+    rules.matched_control), by C5's count rule (``claims.collapse_count`` on ``claims.collapse_axis``, with the
+    detector's neighbourhood; the effect is the difference of the shares of collapsed runs), its verdict; as
+    description the 06 detector's collapse share of both and cell - control (mean over seeds, CI over seeds)."""
     reg, seeds = registration.get("E5"), experiment_seeds(cfg)
     share = lambda folder: claims.collapse_share(*folder_diagnostics(cfg, paths, Path(folder)))  # noqa: E731
-    final = [share(paths.grpo_run(cfg.diagnostics.ablation_reward, s)) for s in seeds]
+    flags = lambda frame: [folder_flags(cfg, paths, Path(f)) for f in frame["out_dir"]]  # noqa: E731
+    is_control = runs["recipe"].eq(E5_FINAL).fillna(False).astype(bool)
+    controls = {name: g.set_index("seed").loc[seeds] for name, g in runs[is_control].groupby("cell", sort=False)}
     rows = []
-    for name, group in runs.groupby("cell", sort=False):
+    for name, group in runs[~is_control].groupby("cell", sort=False):
         cell = group.set_index("seed").loc[seeds]
-        shares = [share(f) for f in cell["out_dir"]]
-        result = metrics.seed_image_ci(lambda s, w: shares[s] - final[s], len(seeds), ())
-        row = scores.contrast_row({"cell": name, **{k: cell[k].iloc[0] for k in reg.grid if k != "seeds"},
-                                   "readout": "cell - final recipe collapse share"}, result)
-        row["not_measurable"] = "" if max(shares + final) > 0 else "the detector fired in no run of either arm"
-        verdict, note = claims.judge(row, reg.direction_of(), reg.sesoi_of(), f"{reg.file.name}: sesoi")
-        rows.append({**row, "verdict": verdict, "note": note, "sesoi": reg.sesoi_of(),
-                     "cell_share": float(np.mean(shares)), "final_share": float(np.mean(final)),
-                     "steps": int(cell["steps"].max())})
+        factors = {k: cell[k].iloc[0] for k in reg.grid if k != "seeds"}
+        matched = registration.cell_name(e5_control(factors))
+        control = controls[matched]
+        counted = claims.collapse_count({"unstable": flags(cell), "final": flags(control),
+                                         "axis": cfg.claims.collapse_axis,
+                                         "min_steps": cfg.diagnostics.episode_min_steps})
+        shares, final = [share(f) for f in cell["out_dir"]], [share(f) for f in control["out_dir"]]
+        described = metrics.seed_image_ci(lambda s, w: shares[s] - final[s], len(seeds), ())
+        row = scores.contrast_row({"cell": name, **factors, "control": matched,
+                                   "readout": "collapsed runs: cell - matched final recipe"}, counted)
+        rows.append({**row, "verdict": counted["rule_verdict"], "note": counted["rule_note"], "p": counted["rule_p"],
+                     "sesoi": reg.sesoi_of(), "cell_share": float(np.mean(shares)), "final_share": float(np.mean(final)),
+                     "share_difference": described["effect"], "share_lo": max(-1.0, described["lo"]),
+                     "share_hi": min(1.0, described["hi"]), "steps": int(cell["steps"].max())})
     return pd.DataFrame(rows)
 
 

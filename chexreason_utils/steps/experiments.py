@@ -19,7 +19,8 @@ once), each writing a progress line when it ends. Registered step counts are the
   ``e3_rl_set``), reward ``evaluation.test_grpo_reward``.
 - Q1: E1's 40-step cell (linear, 01's RL set) under each registered reward (``train.rewards``).
 - E5: the 06 ablation recipe with each cell's iterations, learning rate and steps, reward
-  ``diagnostics.ablation_reward``.
+  ``diagnostics.ablation_reward``, and each cell's matched control: the final recipe with the cell's learning rate
+  and steps (``experiment_plan.e5_control``).
 
 A cell identical to 03's run of a seed (E3's share 0, E2's rho 0, E1's and Q1's cell of 03's settings) is that run.
 The readouts of the runs are ``experiment_readouts``.
@@ -44,8 +45,9 @@ from ..evaluation import registration, shortcut
 from ..jobs import run_jobs
 from ..paths import RunPaths, checkpoint_name, model_tag
 from ..queries.stage_outputs import sft_start
-from ..training_runs.experiment_plan import (BUILT, N_RL, RL_MANIFEST, cell_dir, cells, checkpoint_tag, e2_own_sft,
-                                    e2_planted_root, e2_run_cell, e2_sft_dir, experiment_seeds, scaled_steps)
+from ..training_runs.experiment_plan import (BUILT, E5_FINAL, N_RL, RL_MANIFEST, cell_dir, cells, checkpoint_tag,
+                                    e2_own_sft, e2_planted_root, e2_run_cell, e2_sft_dir, e5_controls,
+                                    experiment_seeds, scaled_steps)
 from ..training_runs.grpo import ablation_name, grpo_inputs, grpo_plan, run_grpo
 from ..training_runs.sft import run_sft
 from ..train import grpo
@@ -126,10 +128,15 @@ def recipe(cfg: Config, paths: RunPaths, reg_id: str, cell: dict, seed: int) -> 
         manifest = e3_rl_set(cfg, paths, share)
     elif reg_id == "E5":
         reward, manifest, where = cfg.diagnostics.ablation_reward, None, f"{registration.get('E5').file.name}: grid"
-        ablation = grpo_plan(replace(cfg, diagnostics=replace(cfg.diagnostics, run_ablation=True)))[ablation_name(cfg)][1]
-        grpo_cfg = replace(ablation, num_iterations=int(cell["num_iterations"]),
-                           learning_rate=registration.multiple_of(cell["learning_rate"], cfg.grpo.learning_rate, where),
-                           max_steps=scaled_steps(cfg, cell["grpo_steps"]), frozen_control=False)
+        changed = dict(learning_rate=registration.multiple_of(cell["learning_rate"], cfg.grpo.learning_rate, where),
+                       max_steps=scaled_steps(cfg, cell["grpo_steps"]), frozen_control=False)
+        if cell.get("recipe") == E5_FINAL:   # a matched control: 03's recipe at the cell's learning rate and steps
+            grpo_cfg = replace(cfg.grpo, **changed)
+            same_as_03 = reward in cfg.grpo.rewards and \
+                replace(grpo_cfg, frozen_control=cfg.grpo.frozen_control) == cfg.grpo
+        else:
+            ablation = grpo_plan(replace(cfg, diagnostics=replace(cfg.diagnostics, run_ablation=True)))[ablation_name(cfg)][1]
+            grpo_cfg = replace(ablation, num_iterations=int(cell["num_iterations"]), **changed)
     else:
         raise ValueError(f"stage 08 builds {', '.join(BUILT)}, not {reg_id!r}")
     if same_as_03:
@@ -162,8 +169,12 @@ def run_cells(cfg: Config, paths: RunPaths, reg_id: str) -> pd.DataFrame:
     if reg_id == "E3":
         for cell in todo:
             _write_rl_set(paths, cell_dir(paths, reg_id, cell), e3_rl_set(cfg, paths, float(cell["nih_share"])))
-    table = pd.DataFrame(_run_batch(cfg, paths, reg_id, todo, experiment_seeds(cfg)))
-    return table.assign(**{k: [c[k] for c in todo for _ in experiment_seeds(cfg)] for k in todo[0]})
+    seeds = experiment_seeds(cfg)
+    if reg_id == "E5":   # the cells, then their matched controls (``recipe`` E5_FINAL; empty for the cells)
+        todo = todo + e5_controls(todo)
+    table = pd.DataFrame(_run_batch(cfg, paths, reg_id, todo, seeds))
+    factors = list(dict.fromkeys(k for c in todo for k in c))
+    return table.assign(**{k: [c.get(k) for c in todo for _ in seeds] for k in factors})
 
 
 def _run_batch(cfg: Config, paths: RunPaths, reg_id: str, cells_: list[dict], seeds: list[int]) -> list[dict]:

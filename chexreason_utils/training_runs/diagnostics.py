@@ -37,10 +37,15 @@ def collapse_rule(cfg: Config) -> CollapseRule:
 
 
 def collapse_flags(cfg: Config, paths: RunPaths, name: str, seed: int) -> pd.DataFrame:
-    """The detector's flag (``collapsed_steps``, 06's rule) at each generation step of one GRPO run: step,
-    collapsed, and the flag under each threshold setting of the detector's neighbourhood (``neighbour_rules``,
+    """``folder_flags`` of 03's GRPO run ``name`` of ``seed``."""
+    return folder_flags(cfg, paths, paths.grpo_run(name, seed), "run 03_grpo first")
+
+
+def folder_flags(cfg: Config, paths: RunPaths, folder, missing: str = "an unfinished stage 08 run?") -> pd.DataFrame:
+    """The detector's flag (``collapsed_steps``, 06's rule) at each generation step of the GRPO run in ``folder``:
+    step, collapsed, and the flag under each threshold setting of the detector's neighbourhood (``neighbour_rules``,
     columns ``collapsed_0`` ...)."""
-    per_step, _ = run_diagnostics_of(cfg, paths, name, seed)
+    per_step, _ = folder_diagnostics(cfg, paths, folder, missing)
     generated = per_step.dropna(subset=["dominance"]).reset_index(drop=True)
     shares = truth_set_shares(load_manifest(paths, "rl")["truth"])
     rule = collapse_rule(cfg)

@@ -14,6 +14,7 @@ BUILT = ("E1", "E2", "E3", "E5", "Q1")
 RL_MANIFEST = "rl_manifest.csv"   # E3, E1: a cell's RL set, written beside its runs
 N_RL = "sampling.n_rl"   # E1's registered RL set of 01's size (the RL manifest itself)
 E2_BOTH, E2_RL = "marker in SFT and RL data", "marker in RL data only"   # E2's registered arms
+E5_FINAL = "final recipe"   # E5's matched controls (registration rules.matched_control): the recipe they run
 
 
 def experiment_seeds(cfg: Config) -> list[int]:
@@ -46,6 +47,16 @@ def cells(cfg: Config, reg_id: str) -> list[dict]:
         first = min(c["grpo_steps"] for c in grid if c["grpo_steps"] > 0)
         return [c for c in grid if c["grpo_steps"] <= first and c["lr_schedule"] == "linear" and c["rl_set"] == N_RL]
     return grid[:1]
+
+
+def e5_control(cell: dict) -> dict:
+    """E5 ``cell``'s matched control: the final recipe with the cell's learning rate and step count."""
+    return {"recipe": E5_FINAL, "learning_rate": cell["learning_rate"], "grpo_steps": cell["grpo_steps"]}
+
+
+def e5_controls(cells_: list[dict]) -> list[dict]:
+    """The matched controls of E5 ``cells_``, each once, in the cells' order."""
+    return list({registration.cell_name(c): c for c in map(e5_control, cells_)}.values())
 
 
 def cell_dir(paths: RunPaths, reg_id: str, cell: dict) -> Path:

@@ -41,6 +41,10 @@ def test_each_grid_expands_to_its_registered_cells():
         registration.multiple_of("five", 1.0, "E5")
     tiny, smoke = load_profile("tiny"), load_profile("smoke")
     assert experiment_plan.cells(tiny, "E5") == e5 and [experiment_plan.scaled_steps(tiny, s) for s in (40, 160)] == [40, 160]
+    controls = experiment_plan.e5_controls(e5)   # one final-recipe control per (learning rate, steps): matched arms
+    assert [(c["learning_rate"], c["grpo_steps"]) for c in controls] == \
+        list(dict.fromkeys((c["learning_rate"], c["grpo_steps"]) for c in e5)) and len(controls) == 4
+    assert all(c["recipe"] == experiment_plan.E5_FINAL for c in controls)
     assert [experiment_plan.scaled_steps(smoke, s) for s in (40, 160)] == [4, 16]   # 40 = tiny's grpo.max_steps = 1 epoch
     assert experiment_plan.cells(smoke, "E3") == [{"nih_share": 0.0}, {"nih_share": 0.25}]
     assert experiment_plan.cells(smoke, "E5") == e5[:1] and experiment_plan.experiment_seeds(smoke) == [0]
@@ -273,6 +277,7 @@ def check_one_point_grids(paths: RunPaths, where: Path) -> None:
     assert not set(from_nih["patient_id"]) & set(nih_test["patient_id"])   # no NIH test patient in E3's RL set
     e5 = pd.read_csv(copy.figures / "e5_collapse.csv")
     assert len(e5) == 1 and e5["verdict"].isin(verdict_statistics.VERDICTS).all() and e5["steps"].tolist() == [4]
+    assert e5["note"].str.contains("runs collapsed on the").all() and e5["effect"].between(-1, 1).all()
     e2 = pd.read_csv(copy.figures / "e2_shortcut.csv")
     assert set(e2["rho"]) == {0.0, 0.9} and set(e2["arm"]) == {experiment_plan.E2_RL} and e2["effect"].between(-1, 1).all()
     assert e2.groupby("rho")["model"].apply(list).tolist() == [["base", "SFT", "GRPO", "GRPO - SFT"]] * 2
@@ -308,6 +313,8 @@ def check_one_point_grids(paths: RunPaths, where: Path) -> None:
     assert len(paid) and paid.between(0, 1).all()   # trl logged the per-label reward
     e5_runs = experiments.run_cells(cfg, copy, "E5")   # a second call trains nothing
     assert e5_runs["reused"].all() and _run_ids(folder) == ids and sorted(p for p in folder.rglob("*") if p.is_file()) == files
+    assert e5_runs["recipe"].tolist() == [None, experiment_plan.E5_FINAL]   # the cell, then its matched control:
+    assert Path(e5_runs["out_dir"].iloc[1]) == copy.grpo_run("hard", 0)    # 03's run at 1 x and 03's steps
     before = experiment_readouts.collapse_readout(cfg, copy, e5_runs)
 
     run_dir = Path(e5_runs["out_dir"].iloc[0])   # interrupted after its first checkpoint: resumes from it
@@ -315,7 +322,7 @@ def check_one_point_grids(paths: RunPaths, where: Path) -> None:
     shutil.rmtree(last)
     (run_dir / RunPaths.RUN_INFO).unlink()
     resumed = experiments.run_cells(cfg, copy, "E5")
-    assert not resumed["reused"].any() and _run_ids(folder) == ids
+    assert resumed["reused"].tolist() == [False, True] and _run_ids(folder) == ids
     assert json.loads((run_dir / RunPaths.RUN_INFO).read_text())["resumed_from"] == str(first)
     pd.testing.assert_frame_equal(experiment_readouts.collapse_readout(cfg, copy, resumed), before)
 
