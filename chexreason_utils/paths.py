@@ -175,6 +175,11 @@ class RunPaths:
         """04's floor criterion: every SFT entry of both models vs the best trivial baseline, per seed (05 shows it)."""
         return self.evaluation / "floor_criterion.csv"
 
+    @property
+    def family_members_file(self) -> Path:
+        """07's family-wise view's members (claims, E0, E4), before the adjustment; 08 adds the experiments'."""
+        return self.stage("07_open_questions") / "family_members.csv"
+
     def reference_dir(self, training_set: str, seed: int) -> Path:
         """04's supervised image reference fitted on one training set (``sft``, ``reference_pool``) for one seed."""
         return self.evaluation / "reference" / f"{training_set}-seed-{seed}"

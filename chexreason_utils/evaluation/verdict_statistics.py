@@ -301,6 +301,47 @@ def family_view(family: pd.DataFrame, alpha: float = ALPHA) -> tuple[pd.DataFram
     return out, summary
 
 
+FAMILY_MEMBER_COLUMNS = ["readout", "verdict", "effect", "lo", "hi", "df", "direction", "sesoi", "not_measurable",
+                         "p", "rule"]   # a family member's row (``family_table``)
+
+
+def family_members(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Readout tables as family members (``FAMILY_MEMBER_COLUMNS``): a not-measurable row's
+    reason is its ``not_measurable`` or, failing that, its ``note``; ruled rows have none."""
+    columns = [*FAMILY_MEMBER_COLUMNS, "note"]
+    family = pd.concat([p.reindex(columns=columns) for p in parts], ignore_index=True)
+    given, note = (family[c].astype(object).fillna("").astype(str) for c in ("not_measurable", "note"))
+    why = given.where(given != "", note)
+    family["not_measurable"] = [(w or v) if v == "not measurable" else "" for w, v in zip(why, family["verdict"])]
+    return family.drop(columns="note")
+
+
+def family_table(members: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """``family_view`` of registered ``members`` (``FAMILY_MEMBER_COLUMNS``: a not-measurable row's reason in
+    ``not_measurable``; a missing ``p`` from its CI, ``p_from_ci``; ``rule`` "ci" unless given), with the effect
+    each CI readout detects with 80% power (``mde_80``, ``minimum_detectable_effect``: a null is only as strong as
+    that); and the summary (readouts ruled, false sign verdicts chance alone would give)."""
+    family = members.reindex(columns=FAMILY_MEMBER_COLUMNS).copy()
+    family["rule"] = family["rule"].fillna("ci")
+    family["p"] = [p if not np.isnan(p) else p_from_ci(lo, hi, df)
+                   for p, lo, hi, df in zip(family["p"].astype(float), family["lo"], family["hi"],
+                                            family["df"].fillna(np.inf))]
+    viewed, summary = family_view(family)
+    viewed["mde_80"] = [minimum_detectable_effect(half_width=(hi - lo) / 2) if rule == "ci" else np.nan
+                        for lo, hi, rule in zip(viewed["lo"], viewed["hi"], viewed["rule"])]
+    return viewed[["readout", "verdict", "verdict_holm", "effect", "lo", "hi", "p", "p_holm", "p_bh", "sesoi",
+                   "mde_80", "rule"]], summary
+
+
+def family_caption(profile: str, summary: dict) -> str:
+    """A family view's caption: how many readouts were ruled and how many false sign verdicts chance would give."""
+    return (f"profile {profile}: {summary['ruled']} readouts ruled ({summary['not_ruled']} not measurable, outside "
+            f"the family); if every effect were zero, chance alone would give about "
+            f"{summary['expected_false_sign_verdicts']:.2f} false 'supported / contradicted' verdicts at 95% each; "
+            f"sign verdicts {summary['sign_verdicts']} unadjusted, {summary['sign_verdicts_holm']} after Holm "
+            "(p_bh: Benjamini-Hochberg, for reference)")
+
+
 # -- intervals inside the metric's range ---------------------------------------------------------------------------
 
 def wilson_interval(k: int, n: int, alpha: float = ALPHA) -> tuple[float, float]:

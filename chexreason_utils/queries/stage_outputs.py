@@ -76,6 +76,14 @@ def read_evaluation(paths: RunPaths) -> Evaluation:
     return Evaluation(scores.read_scores(paths.scores_file), pd.read_csv(paths.contrasts_file))
 
 
+def read_family_members(paths: RunPaths) -> pd.DataFrame:
+    """The members of 07's family-wise view (claims, E0, E4), which stage 08 extends with the experiments'."""
+    if not paths.family_members_file.exists():
+        raise FileNotFoundError(f"{paths.family_members_file} not found: run 07_open_questions first (its family-wise "
+                                "view writes the members)")
+    return pd.read_csv(paths.family_members_file)
+
+
 def claim_arm_floors(cfg: Config, frame: pd.DataFrame) -> dict[str, tuple[str, str]]:
     """Per claim contrast (C1-C3, C4's two scaffold gains), the entries at floor in its reference arm and in its
     treatment arm (``scores.entries_at_floor``; "" for none), for the directional floor rule

@@ -11,6 +11,7 @@ with the shared verdict (``claims.judged``: the registration's SESOI and sign).
   hard, and labels per answer on validation (E3 and Q1 share ``changes_from_sft``).
 - E5 ``collapse_readout``: the collapsed runs of each cell against its matched final recipe (C5's count rule), the
   06 detector's collapse shares as description.
+- ``experiment_family``: the family-wise view of EXPERIMENTS.md, 07's members and every experiment readout ruled.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config
-from ..evaluation import claims, metrics, registration, scores
+from ..evaluation import claims, metrics, registration, scores, verdict_statistics
 from ..evaluation.metrics import eval_labels, matrices, weighted_macro_f1
 from ..jobs import run_jobs
 from ..labels import CHEXPERT_LABELS
@@ -30,7 +31,7 @@ from ..evaluation import shortcut
 from ..evaluation.claims import FLOOR_CLAIM
 from ..queries.entries import SETS, base_models, test_entries, zero_shot_prompt
 from ..queries.predictions import covers, image_set_digest, predict_image_set, predict_many
-from ..queries.stage_outputs import claim_floors, read_evaluation, sft_start
+from ..queries.stage_outputs import claim_floors, read_evaluation, read_family_members, sft_start
 from ..training_runs.diagnostics import folder_diagnostics, folder_flags
 from ..training_runs.experiment_plan import (E5_FINAL, STAGE, e2_own_sft, e2_planted_root, e5_control, experiment_seeds,
                                              final_tag, scaled_steps)
@@ -199,6 +200,7 @@ def collapse_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> pd.Dat
         row = scores.contrast_row({"cell": name, **factors, "control": matched,
                                    "readout": "collapsed runs: cell - matched final recipe"}, counted)
         rows.append({**row, "verdict": counted["rule_verdict"], "note": counted["rule_note"], "p": counted["rule_p"],
+                     "rule": "count",
                      "sesoi": reg.sesoi_of(), "cell_share": float(np.mean(shares)), "final_share": float(np.mean(final)),
                      "share_difference": described["effect"], "share_lo": max(-1.0, described["lo"]),
                      "share_hi": min(1.0, described["hi"]), "steps": int(cell["steps"].max())})
@@ -269,3 +271,19 @@ def dose_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> tuple[pd.D
             else:
                 slope_rows.append(claims.judged(base, result, reg, d, floors[FLOOR_CLAIM[d]]))
     return pd.DataFrame(dose_rows), pd.DataFrame(slope_rows)
+
+
+FAMILY_KEYS = {"E1": ("lr_schedule", "rl_set", "set"), "E2": ("rho", "arm"), "E3": ("test_set", "nih_share"),
+               "E5": ("cell",), "Q1": ("test_set", "reward")}   # what names an experiment's readout in the family view
+
+
+def experiment_family(paths: RunPaths, readouts: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict]:
+    """The registered family of EXPERIMENTS.md (``verdict_statistics.family_table``): 07's members (the claims, E0
+    and E4; ``read_family_members``) and every ruled readout of ``readouts`` (experiment id -> its readout table;
+    descriptive rows are not members), named by ``FAMILY_KEYS``."""
+    parts = [read_family_members(paths)]
+    for reg_id, table in readouts.items():
+        ruled = table.loc[table["verdict"] != "descriptive"]
+        names = ruled[list(FAMILY_KEYS[reg_id])].astype(str).agg(", ".join, axis=1)
+        parts.append(ruled.assign(readout=f"{reg_id} " + names))
+    return verdict_statistics.family_table(verdict_statistics.family_members(parts))

@@ -183,11 +183,11 @@ def shift_attribution(cfg: Config, paths: RunPaths) -> pd.DataFrame:
 
 def family_table(cfg: Config, paths: RunPaths, decomposition: pd.DataFrame,
                  attribution: pd.DataFrame | None) -> tuple[pd.DataFrame, dict]:
-    """The family-wise view of every verdict this report rules (``verdict_statistics.family_view``): the claims
+    """The family-wise view of every verdict this report rules (``verdict_statistics.family_table``): the claims
     (04's contrasts, ``claims.family_rows``), E0's readouts and E4's attributions (when run), each with its
-    unadjusted and Holm-adjusted verdict and p, and the effect its CI detects with 80% power (``mde_80``,
-    ``verdict_statistics.minimum_detectable_effect``; a null is only as strong as that); and the summary (readouts
-    ruled, false sign verdicts chance alone would give)."""
+    unadjusted and Holm-adjusted verdict and p and its ``mde_80``; and the summary (readouts ruled, false sign
+    verdicts chance alone would give). The members are written to ``07_open_questions/family_members.csv``, which
+    stage 08 extends with the experiments' readouts."""
     evaluation = read_evaluation(paths)
     table = claims.claims_table(evaluation.contrasts, claims.sesoi(cfg))
     parts = [claims.family_rows(table, evaluation.contrasts)]
@@ -195,28 +195,6 @@ def family_table(cfg: Config, paths: RunPaths, decomposition: pd.DataFrame,
     if attribution is not None:
         e4 = registration.get("E4")
         parts.append(attribution.assign(readout="E4 " + attribution["factor"], direction=e4.direction_of("")))
-    columns = ["readout", "verdict", "effect", "lo", "hi", "df", "direction", "sesoi", "not_measurable", "note"]
-    family = pd.concat([p.reindex(columns=[*columns, "p", "rule"]) for p in parts], ignore_index=True)
-    why = family["not_measurable"].fillna("").astype(str).where(family["not_measurable"].fillna("") != "",
-                                                                  family["note"].fillna("").astype(str))
-    family["not_measurable"] = [(w or v) if v == "not measurable" else "" for w, v in zip(why, family["verdict"])]
-    family = family.drop(columns="note")
-    family["rule"] = family["rule"].fillna("ci")
-    given_p = family["p"]
-    family = family.drop(columns="p")
-    viewed, summary = verdict_statistics.family_view(family.assign(p=[
-        p if not np.isnan(p) else verdict_statistics.p_from_ci(lo, hi, df)
-        for p, lo, hi, df in zip(given_p.astype(float), family["lo"], family["hi"], family["df"].fillna(np.inf))]))
-    viewed["mde_80"] = [verdict_statistics.minimum_detectable_effect(half_width=(hi - lo) / 2) if rule == "ci" else np.nan
-                        for lo, hi, rule in zip(viewed["lo"], viewed["hi"], viewed["rule"])]
-    return viewed[["readout", "verdict", "verdict_holm", "effect", "lo", "hi", "p", "p_holm", "p_bh", "sesoi",
-                   "mde_80", "rule"]], summary
-
-
-def family_caption(profile: str, summary: dict) -> str:
-    """The family view's caption: how many readouts were ruled and how many false sign verdicts chance would give."""
-    return (f"profile {profile}: {summary['ruled']} readouts ruled ({summary['not_ruled']} not measurable, outside "
-            f"the family); if every effect were zero, chance alone would give about "
-            f"{summary['expected_false_sign_verdicts']:.2f} false 'supported / contradicted' verdicts at 95% each; "
-            f"sign verdicts {summary['sign_verdicts']} unadjusted, {summary['sign_verdicts_holm']} after Holm "
-            "(p_bh: Benjamini-Hochberg, for reference)")
+    members = verdict_statistics.family_members(parts)
+    members.to_csv(paths.family_members_file, index=False)
+    return verdict_statistics.family_table(members)

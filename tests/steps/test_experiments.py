@@ -331,3 +331,29 @@ def check_one_point_grids(paths: RunPaths, where: Path) -> None:
 def test_one_point_grids_run_resume_and_carry_verdicts(smoke_run, tmp_path):
     paths, _, _ = smoke_run
     check_one_point_grids(paths, tmp_path)
+
+
+def test_the_experiments_family_extends_07s_with_every_ruled_readout(tmp_path):
+    """EXPERIMENTS.md's family: 07's members (here C1, ruled, and C4, not measurable) and the experiments' ruled rows,
+    named by their keys; descriptive rows stay out. Three ruled readouts, p 1, 0.01 and 0.03: Holm keeps the
+    smallest one's sign (0.01 x 3 = 0.03) and takes the count row's (0.03 x 2 = 0.06), which turns inconclusive."""
+    paths = RunPaths.for_profile("smoke", tmp_path, tmp_path / "fig")
+    paths.family_members_file.parent.mkdir(parents=True)
+    pd.DataFrame([{"readout": "C1", "verdict": "inconclusive", "effect": 0.0, "lo": -0.05, "hi": 0.05, "df": 2,
+                   "sesoi": 0.03, "p": 1.0, "rule": "ci"},
+                  {"readout": "C4", "verdict": "not measurable", "effect": 0.1, "lo": -0.1, "hi": 0.3, "df": 2,
+                   "sesoi": 0.1, "not_measurable": "floor: both arms"}]).to_csv(paths.family_members_file, index=False)
+    e3 = pd.DataFrame([{"test_set": "NIH", "nih_share": 0.25, "verdict": "supported", "effect": 0.1, "lo": 0.05,
+                        "hi": 0.15, "df": 2, "sesoi": 0.03, "p": 0.01},
+                       {"test_set": "NIH", "nih_share": 0.0, "verdict": "descriptive", "effect": 0.0, "lo": 0.0,
+                        "hi": 0.0, "df": 2, "sesoi": 0.03}])
+    e5 = pd.DataFrame([{"cell": "num_iterations-2", "verdict": "supported", "effect": 1.0, "lo": 0.3, "hi": 1.0,
+                        "sesoi": 0.1, "p": 0.03, "rule": "count"}])
+    family, summary = experiment_readouts.experiment_family(paths, {"E3": e3, "E5": e5})
+    family = family.set_index("readout")
+    assert list(family.index) == ["C1", "C4", "E3 NIH, 0.25", "E5 num_iterations-2"]
+    assert summary["ruled"] == 3 and summary["sign_verdicts"] == 2 and summary["sign_verdicts_holm"] == 1
+    assert family.loc["E3 NIH, 0.25", "p_holm"] == pytest.approx(0.03) and family.loc["E3 NIH, 0.25", "verdict_holm"] == "supported"
+    assert family.loc["E5 num_iterations-2", "p_holm"] == pytest.approx(0.06)
+    assert family.loc["E5 num_iterations-2", "verdict_holm"] == "inconclusive"
+    assert family.loc["C4", "verdict_holm"] == "not measurable" and np.isnan(family.loc["C4", "p_holm"])
