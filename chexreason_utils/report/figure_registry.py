@@ -94,7 +94,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("e0_oracles", "table", "07_open_questions", "new (E0)", "E0: no-model oracle strategies on each test set's truths",
              made_by=("steps.open_questions.label_count_decomposition",)),
     Artifact("family_view", "table", "07_open_questions", "new", "The family-wise view: every verdict of the report beside its Holm-adjusted verdict",
-             made_by=("steps.open_questions.family_table", "evaluation.verdict_statistics.family_table")),
+             made_by=("steps.open_questions.family_table", "evaluation.verdict_statistics.family_caption")),
     Artifact("e4_shift_attribution", "figure", "07_open_questions", "new (E4)", "E4: which NIH-site factor carries the SFT->GRPO change, 95% CIs",
              made_by=("steps.open_questions.shift_attribution", "report.figures.effect_intervals")),
     Artifact("e4_attribution", "table", "07_open_questions", "new (E4)", "E4: SFT->GRPO change on each re-rendered NIH test and its attribution, with verdicts",
@@ -120,7 +120,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("e5_collapse", "table", "08_experiments", "new (E5)", "E5: collapsed runs per recipe cell and its matched final recipe, count verdicts, and the 06 detector's collapse shares",
              made_by=("steps.experiments.run_cells", "steps.experiment_readouts.collapse_readout")),
     Artifact("family_view_experiments", "table", "08_experiments", "new", "The family-wise view of EXPERIMENTS.md: every verdict of the report and of the experiments beside its Holm-adjusted verdict",
-             made_by=("steps.experiment_readouts.experiment_family", "evaluation.verdict_statistics.family_table")),
+             made_by=("steps.experiment_readouts.experiment_family", "evaluation.verdict_statistics.family_caption")),
 )
 
 BY_ID = {a.id: a for a in ARTIFACTS}
