@@ -129,9 +129,9 @@ class RunPaths:
         """The tiny base models one training seed builds (00): ``models/seed-<s>/<name>[-random|-vision|-pretrained]``."""
         return self.models / f"seed-{seed}"
 
-    def zero_shot_demo_file(self, role: str, variant: str) -> Path:
-        """00's zero-shot answers of one base model with one prompt variant."""
-        return self.models / "zero_shot_demo" / f"{role}__{variant}.jsonl"
+    def zero_shot_demo_file(self, role: str, variant: str, seed: int) -> Path:
+        """00's zero-shot answers of one seed's base model with one prompt variant, beside that seed's bases."""
+        return self.base_models(seed) / "zero_shot_demo" / f"{role}__{variant}.jsonl"
 
     def sft_model(self, role: str, fmt: str, seed: int) -> Path:
         """One SFT run of one training seed: ``02_sft/seed-<s>/<role>/<format>``."""

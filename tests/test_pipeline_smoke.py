@@ -103,7 +103,7 @@ def test_instruction_tuned_bases_have_cards_and_their_zero_shot_answers_parse(sm
         card = json.loads((paths.base_models(0) / name / "model_card.json").read_text())["instruction_tuning"]
         assert card["examples"] > 0 and card["finding_names_in_targets"] == (role == "medical")
     for role in ("medical", "general"):
-        rows = [r for f in sorted((paths.models / "zero_shot_demo").glob(f"{role}__*.jsonl"))
+        rows = [r for f in sorted((paths.base_models(0) / "zero_shot_demo").glob(f"{role}__*.jsonl"))
                 for r in jsonl_store.read_rows(f)[0]]
         assert len(rows) >= 9
         assert all(prompts.parse_output(r["raw"]).valid == r["valid"] for r in rows)

@@ -320,15 +320,15 @@ def family_table(members: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """``family_view`` of registered ``members`` (``FAMILY_MEMBER_COLUMNS``: a not-measurable row's reason in
     ``not_measurable``; a missing ``p`` from its CI, ``p_from_ci``; ``rule`` "ci" unless given), with the effect
     each CI readout detects with 80% power (``mde_80``, ``minimum_detectable_effect``: a null is only as strong as
-    that); and the summary (readouts ruled, false sign verdicts chance alone would give)."""
+    that; none without a CI, e.g. one seed); and the summary (readouts ruled, false sign verdicts chance alone would give)."""
     family = members.reindex(columns=FAMILY_MEMBER_COLUMNS).copy()
     family["rule"] = family["rule"].fillna("ci")
     family["p"] = [p if not np.isnan(p) else p_from_ci(lo, hi, df)
                    for p, lo, hi, df in zip(family["p"].astype(float), family["lo"], family["hi"],
                                             family["df"].fillna(np.inf))]
     viewed, summary = family_view(family)
-    viewed["mde_80"] = [minimum_detectable_effect(half_width=(hi - lo) / 2) if rule == "ci" else np.nan
-                        for lo, hi, rule in zip(viewed["lo"], viewed["hi"], viewed["rule"])]
+    viewed["mde_80"] = [minimum_detectable_effect(half_width=(hi - lo) / 2) if rule == "ci" and np.isfinite(hi - lo)
+                        else np.nan for lo, hi, rule in zip(viewed["lo"], viewed["hi"], viewed["rule"])]
     return viewed[["readout", "verdict", "verdict_holm", "effect", "lo", "hi", "p", "p_holm", "p_bh", "sesoi",
                    "mde_80", "rule"]], summary
 

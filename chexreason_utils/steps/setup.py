@@ -225,26 +225,32 @@ def _final_loss(result: sft.SFTResult) -> float:
 
 
 def zero_shot_demo(cfg: Config, paths: RunPaths, n_images: int = 16) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Each base of the first training seed, zero-shot with every prompt variant on the first ``n_images`` frontal
-    MIMIC-like images: the valid-output rate per variant, and the answer to the first image for each (role, variant)."""
+    """Each base of every training seed, zero-shot with every prompt variant on the first ``n_images`` frontal
+    MIMIC-like images: the valid-output rate per seed and variant, and the first seed's answer to the first image
+    for each (role, variant). Every seed's answers are kept beside its bases, so no seed's files depend on which
+    other seeds run."""
     records = sorted((r for r in load_findings(paths.world).values() if r["site"] == "mimic" and r["view"] != "LATERAL"),
                      key=lambda r: r["path"])[:n_images]
     images = pd.DataFrame({"image_id": [r["image_id"] for r in records],
                            "image_path": [str(paths.world / r["path"]) for r in records]})
-    keys = [(role, variant) for role in ROLES for variant in cfg.cross_model.prompt_variants]
-    preds = run_jobs(_zero_shot_job, [dict(cfg=cfg, paths=paths, role=r, variant=v, images=images) for r, v in keys],
-                     cfg.workers)
+    seeds = training_seeds(cfg)
+    keys = [(seed, role, variant) for seed in seeds for role in ROLES for variant in cfg.cross_model.prompt_variants]
+    preds = run_jobs(_zero_shot_job, [dict(cfg=cfg, paths=paths, seed=s, role=r, variant=v, images=images)
+                                      for s, r, v in keys], cfg.workers)
     rates, answers = [], []
-    for (role, variant), pred in zip(keys, preds):
-        rates.append({"model": role, "variant": variant, "images": len(pred), "valid_rate": pred["valid"].mean()})
-        answers.append({"model": role, "variant": variant, "answer": pred["raw"].iloc[0],
-                        "valid": pred["valid"].iloc[0], "reason": pred["reason"].iloc[0]})
+    for (seed, role, variant), pred in zip(keys, preds):
+        rates.append({"seed": seed, "model": role, "variant": variant, "images": len(pred),
+                      "valid_rate": pred["valid"].mean()})
+        if seed == seeds[0]:
+            answers.append({"model": role, "variant": variant, "answer": pred["raw"].iloc[0],
+                            "valid": pred["valid"].iloc[0], "reason": pred["reason"].iloc[0]})
     return pd.DataFrame(rates), pd.DataFrame(answers)
 
 
-def _zero_shot_job(cfg: Config, paths: RunPaths, role: str, variant: str, images: pd.DataFrame) -> pd.DataFrame:
-    return evaluate.predict(base_model(cfg, paths, role, training_seeds(cfg)[0]), images, variant, paths.zero_shot_demo_file(role, variant),
-                            cfg.evaluation.batch_size, cfg.evaluation.max_new_tokens, cfg.device, progress=False)
+def _zero_shot_job(cfg: Config, paths: RunPaths, seed: int, role: str, variant: str, images: pd.DataFrame) -> pd.DataFrame:
+    return evaluate.predict(base_model(cfg, paths, role, seed), images, variant,
+                            paths.zero_shot_demo_file(role, variant, seed), cfg.evaluation.batch_size,
+                            cfg.evaluation.max_new_tokens, cfg.device, progress=False)
 
 
 DATA_LAYOUT = ("MIMIC-CXR-JPG: <data.mimic_root>/mimic-cxr-2.0.0-{chexpert,metadata,split}.csv.gz + files/pNN/pSUBJECT/"

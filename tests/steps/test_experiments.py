@@ -349,9 +349,12 @@ def test_the_experiments_family_extends_07s_with_every_ruled_readout(tmp_path):
                         "hi": 0.0, "df": 2, "sesoi": 0.03}])
     e5 = pd.DataFrame([{"cell": "num_iterations-2", "verdict": "supported", "effect": 1.0, "lo": 0.3, "hi": 1.0,
                         "sesoi": 0.1, "p": 0.03, "rule": "count"}])
-    family, summary = experiment_readouts.experiment_family(paths, {"E3": e3, "E5": e5})
+    q1 = pd.DataFrame([{"test_set": "NIH", "reward": "per_label", "verdict": "not measurable", "effect": 0.01,
+                        "lo": np.nan, "hi": np.nan, "df": np.nan, "sesoi": 0.028, "note": "one training seed"}])
+    family, summary = experiment_readouts.experiment_family(paths, {"E3": e3, "E5": e5, "Q1": q1})
     family = family.set_index("readout")
-    assert list(family.index) == ["C1", "C4", "E3 NIH, 0.25", "E5 num_iterations-2"]
+    assert list(family.index) == ["C1", "C4", "E3 NIH, 0.25", "E5 num_iterations-2", "Q1 NIH, per_label"]
+    assert np.isnan(family.loc["Q1 NIH, per_label", "mde_80"])   # one seed: no CI, no MDE, outside the family
     assert summary["ruled"] == 3 and summary["sign_verdicts"] == 2 and summary["sign_verdicts_holm"] == 1
     assert family.loc["E3 NIH, 0.25", "p_holm"] == pytest.approx(0.03) and family.loc["E3 NIH, 0.25", "verdict_holm"] == "supported"
     assert family.loc["E5 num_iterations-2", "p_holm"] == pytest.approx(0.06)
