@@ -312,6 +312,12 @@ def experiments_markdown(paths: RunPaths, profile: str, notebooks: dict[str, Pat
             lines += ["*Built, not run into this figure folder yet (`make experiments`).*", ""]
         for art in done:
             lines += [f"### {art.title}", "", *_artifact(art, paths, notebooks), ""]
+    shared = [a for a in arts if experiment_of(a) not in registration.load_all()   # e.g. the family-wise view
+              and all((paths.figures / name).exists() for name in a.files())]
+    if shared:
+        lines += ["## Across the experiments", ""]
+        for art in shared:
+            lines += [f"### {art.title}", "", *_artifact(art, paths, notebooks), ""]
     if EXPERIMENTS in notebooks:
         lines += ["## Executed notebook", "", f"- [`{EXPERIMENTS}`]({_relative(notebooks[EXPERIMENTS], paths.figures)})", ""]
     return "\n".join(lines)
