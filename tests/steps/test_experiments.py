@@ -313,7 +313,7 @@ def check_one_point_grids(paths: RunPaths, where: Path) -> None:
     assert len(paid) and paid.between(0, 1).all()   # trl logged the per-label reward
     e5_runs = experiments.run_cells(cfg, copy, "E5")   # a second call trains nothing
     assert e5_runs["reused"].all() and _run_ids(folder) == ids and sorted(p for p in folder.rglob("*") if p.is_file()) == files
-    assert e5_runs["recipe"].tolist() == [None, experiment_plan.E5_FINAL]   # the cell, then its matched control:
+    assert e5_runs["recipe"].fillna("").tolist() == ["", experiment_plan.E5_FINAL]   # the cell, then its matched control:
     assert Path(e5_runs["out_dir"].iloc[1]) == copy.grpo_run("hard", 0)    # 03's run at 1 x and 03's steps
     before = experiment_readouts.collapse_readout(cfg, copy, e5_runs)
 
