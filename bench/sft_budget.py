@@ -15,7 +15,10 @@ SFT budget grows only if at the larger budget every measured format of that mode
 validation by the competence gate's part (b) (macro-F1 above the best trivial baseline's CI upper bound on
 validation, from the run's scores, by ``b_off_floor.margin``, with at least ``min_label_sets`` distinct label sets),
 where at the profile's budget at least one is not; the smallest such budget is taken. The paper trains each model
-until its own validation loss stops falling, so a per-model budget is the paper's practice.
+until its own validation loss stops falling, so a per-model budget is the paper's practice. (Measured on the same
+run, seed 0, general model: only_label 0.122 / 0.187 / 0.159 and free_reasoning 0.039 / 0.161 / 0.095 validation
+macro-F1 at 200 / 400 / 800 steps, with 2 / 7 / 4 and 1 / 8 / 5 distinct label sets, against the bar 0.177: at 400
+steps the model leaves its constant answer but free_reasoning stays under the bar: not met, the budget stays.)
 
     python bench/sft_budget.py --run-dir runs/tiny --steps 400 800 --roles general --formats only_label free_reasoning
 
@@ -88,7 +91,7 @@ def main() -> None:
             rows += run_jobs(one, jobs, cfg.workers)
     table = pd.DataFrame(rows)
     wide = table.pivot_table(index=["model", "format"], columns="steps", values="val_macro_f1")
-    print(f"{cfg.profile} run {paths.root}, seed {seed}, validation only ({wide.columns.max()} = the run's own SFT)")
+    print(f"{cfg.profile} run {paths.root}, seed {seed}, validation only ({cfg.sft.max_steps} = the run's own SFT)")
     print(table.round(3).to_string(index=False))
     print("\nvalidation macro-F1:\n" + wide.round(3).to_string())
     full = wide[cfg.sft.max_steps]

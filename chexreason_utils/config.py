@@ -116,6 +116,12 @@ class WorldConfig:
                                       "is (registrations/E2_planted_shortcut.yaml).", "embedded", min=0, max=1)
     shortcut_finding: str = option("Atelectasis", "The finding E2's marker co-occurs with (shortcut_rho > 0).",
                                    "embedded", choices=tuple(x for x in CHEXPERT_LABELS if x != "No Finding"))
+    shortcut_radius: float = option(0.045, "Outer radius of E2's marker ring as a share of the image width (the ring "
+                                           "is 0.02 wide); E2's decodability check picks it among the registered "
+                                           "sizes (shortcut_rho > 0).", "embedded", min=0.03, max=0.11)
+    shortcut_only: bool = option(False, "E2's marker-only positive control: the planted site does not draw "
+                                        "`shortcut_finding` (its label stays), so the marker is the only sign of it "
+                                        "in the image (shortcut_rho > 0).", "embedded")
 
 
 @dataclass
@@ -490,6 +496,9 @@ class ExperimentsConfig:
                                      "grpo.max_steps, one epoch of its RL set); each registered count is multiplied "
                                      "by this (rounded, at least 1), so another profile runs the same grid in its "
                                      "own epochs.", above=0)
+    policy_images: int = option(100, "Test images per set the what-RL-does readouts read (steps/policy_readouts.py): "
+                                     "the first this many of the NIH-like set for the drift, of each set for "
+                                     "coverage (8 sampled answers each).", "run", min=1)
 
 
 @dataclass

@@ -16,6 +16,8 @@ of their own, never touching the main world.
 """
 from __future__ import annotations
 
+import copy
+
 import gzip
 import hashlib
 import io
@@ -202,10 +204,15 @@ def write_mimic(root: Path, cfg: WorldConfig, rng: np.random.Generator, records:
             views.append("LATERAL")
         for view in views:
             dicom = _hexid(rng)
+            hidden = cfg.shortcut_rho > 0 and cfg.shortcut_only and cfg.shortcut_finding in findings
+            state = copy.deepcopy(rng) if hidden else None
             pixels, drawn = render(findings, SITES["mimic"], cfg.image_size, rng, view=view)
+            if hidden:   # E2's marker-only control: the same random state without the finding; rng moves on as ever
+                shown = [f for f in findings if f != cfg.shortcut_finding]
+                pixels, drawn = render(shown, SITES["mimic"], cfg.image_size, state, view=view)
             marker = cfg.shortcut_rho > 0 and cfg.shortcut_finding in findings and marker_rng.random() < cfg.shortcut_rho
             if marker:
-                pixels = add_shortcut_marker(pixels)
+                pixels = add_shortcut_marker(pixels, cfg.shortcut_radius)
             s = str(subject_of[i])
             rel = Path("files") / f"p{s[:2]}" / f"p{s}" / f"s{study_ids[i]}" / f"{dicom}.jpg"
             _save(pixels, base / rel, "JPEG")
@@ -427,7 +434,9 @@ def planted_site_current(root: str | Path, cfg: WorldConfig) -> bool:
 
 def write_planted_site(root: str | Path, cfg: WorldConfig) -> None:
     """E2: the MIMIC-like site regenerated from the world's MIMIC seed with ``cfg``'s shortcut (``shortcut_rho``,
-    ``shortcut_finding``) into ``root`` (``mimic-cxr-jpg/``, ``phantom_findings.jsonl``, ``planted_card.json``).
+    ``shortcut_finding``, ``shortcut_radius``; with ``shortcut_only`` the finding is not drawn, each such image
+    rendered from the same random state without it) into ``root`` (``mimic-cxr-jpg/``, ``phantom_findings.jsonl``,
+    ``planted_card.json``).
     The marker draws from its own stream, so only the marked images differ from the main world's; the main world
     is not read or touched. Skipped when ``planted_site_current``."""
     root = Path(root)

@@ -332,24 +332,28 @@ def acquire(img: np.ndarray, s: SiteStyle, rng: np.random.Generator) -> np.ndarr
     return (np.clip(out, 0, 1) * 255).astype(np.uint8)
 
 
-def shortcut_mask(size: int) -> np.ndarray:
-    """Where E2's planted marker goes: a ring near the bottom-right corner, where no site marker is."""
+SHORTCUT_RADIUS, SHORTCUT_WIDTH = 0.045, 0.02   # E2's marker ring: outer radius and width, shares of the width
+
+
+def shortcut_mask(size: int, radius: float = SHORTCUT_RADIUS) -> np.ndarray:
+    """Where E2's planted marker goes: a ring of outer ``radius`` near the bottom-right corner, where no site
+    marker is."""
     y, x = np.mgrid[0:size, 0:size] / size
     r = np.hypot(x - 0.88, y - 0.88)
-    return (r > 0.025) & (r < 0.045)
+    return (r > round(radius - SHORTCUT_WIDTH, 6)) & (r < radius)   # rounded: 0.045 - 0.02 is 0.025 exactly
 
 
-def add_shortcut_marker(pixels: np.ndarray) -> np.ndarray:
+def add_shortcut_marker(pixels: np.ndarray, radius: float = SHORTCUT_RADIUS) -> np.ndarray:
     """The image with E2's marker burnt in after acquisition (only the ``shortcut_mask`` pixels change)."""
     out = pixels.copy()
-    out[shortcut_mask(len(out))] = 255
+    out[shortcut_mask(len(out), radius)] = 255
     return out
 
 
 def counterfactual_pair(findings: list[str], style: SiteStyle, size: int, seed: int,
-                        view: str = "PA") -> tuple[np.ndarray, np.ndarray]:
+                        view: str = "PA", radius: float = SHORTCUT_RADIUS) -> tuple[np.ndarray, np.ndarray]:
     """One image rendered twice from the same random state (``seed``), without and with E2's marker."""
     plain, _ = render(findings, style, size, np.random.default_rng(seed), view)
     marked, _ = render(findings, style, size, np.random.default_rng(seed), view)
-    return plain, add_shortcut_marker(marked)
+    return plain, add_shortcut_marker(marked, radius)
 

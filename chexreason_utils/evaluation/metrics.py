@@ -172,6 +172,29 @@ def seed_image_ci(effect: Callable[[int, list[np.ndarray]], np.ndarray | float],
             "n_seeds": n_seeds}
 
 
+def pooled_mean_ci(per_seed: list[list[np.ndarray]], n_boot: int = 1000, seed: int = 0,
+                   bounds: tuple[float, float] | None = None) -> dict:
+    """The mean of per-image values over the images of every data set pooled, mean over seeds, with its
+    ``seed_image_ci``: ``per_seed[s][d]`` is seed s's per-image values on data set d (images resampled within each
+    set, the same resamples for every seed). ``bounds``: the quantity's range (a share: (0, 1); a difference of
+    shares: (-1, 1)), the interval then built inside it (``verdict_statistics.bounded_mean_interval`` with the
+    seed x image SE and df; ``t_lo`` / ``t_hi`` the plain t-interval)."""
+    sizes = [len(d) for d in per_seed[0]]
+    if any([len(d) for d in values] != sizes for values in per_seed):
+        raise ValueError(f"pooled_mean_ci: every seed needs the same data sets and images, got sizes "
+                         f"{[[len(d) for d in values] for values in per_seed]}")
+
+    def share(s: int, weights: list[np.ndarray]) -> np.ndarray:
+        return sum(w @ d for w, d in zip(weights, per_seed[s])) / sum(w.sum(axis=1) for w in weights)
+
+    out = seed_image_ci(share, len(per_seed), sizes, n_boot, seed)
+    if bounds is None:
+        return out
+    bounded = bounded_mean_interval(out["per_seed"], *bounds, se=out["se"], df=out["df"])
+    return {**out, "t_lo": out["lo"], "t_hi": out["hi"], "lo": bounded["lo"], "hi": bounded["hi"],
+            "at_bound": bounded["at_bound"]}
+
+
 def prob_improvement(a: Sequence[float], b: Sequence[float]) -> float:
     """Share of (seed of a, seed of b) pairs in which b beats a, ties counting half (rliable's probability of
     improvement, written here)."""

@@ -2,8 +2,9 @@
 
 Each file states, before the experiment's first run, its question, grid, rules, readouts, smallest effect of
 interest (SESOI), the sign a readout is judged against and the verdict rule ("shared": ``claims.judge``, the rule
-of the claims table). ``load`` validates a file and names the file and key of any fault; the report prints the
-registration beside the experiment's result (``markdown``).
+of the claims table), and optionally the numbers of its positive controls (``controls``). ``load`` validates a
+file and names the file and key of any fault; the report prints the registration beside the experiment's result
+(``markdown``).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ STATUSES = ("built", "registered")   # built: runs in this version; registered: 
 VERDICT_RULES = {"shared": "the claims table's rule (claims.judge): " + ", ".join(VERDICTS)}
 REQUIRED = ("id", "title", "status", "question", "grid", "readouts", "sesoi", "direction", "verdict_rule",
             "interpretation")
-OPTIONAL = ("rules",)
+OPTIONAL = ("rules", "controls")
 
 
 class RegistrationError(ValueError):
@@ -43,6 +44,13 @@ class Registration:
     interpretation: str
     rules: dict[str, str]
     file: Path
+    controls: dict = None   # name -> number or list of numbers: a positive control's registered parameters
+
+    def control(self, name: str):
+        """A registered positive-control parameter; a RegistrationError names the file and key when absent."""
+        if not self.controls or name not in self.controls:
+            raise _fail(self.file, f"controls.{name}", "is not registered")
+        return self.controls[name]
 
     def sesoi_of(self, key: str = "") -> float:
         return self.sesoi[key if key in self.sesoi else ""]
@@ -108,6 +116,11 @@ def load(path: str | Path) -> Registration:
     rules = raw.get("rules", {})
     if not isinstance(rules, dict) or not all(isinstance(v, str) for v in rules.values()):
         raise _fail(path, "rules", "must be a mapping of name -> text")
+    controls = raw.get("controls", {})
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    if not isinstance(controls, dict) or not all(number(v) or (isinstance(v, list) and v and all(map(number, v)))
+                                                 for v in controls.values()):
+        raise _fail(path, "controls", "must be a mapping of name -> number or non-empty list of numbers")
     sesoi = _by_group(raw, "sesoi", path, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0)
     direction = _by_group(raw, "direction", path, lambda v: v in (1, -1) and not isinstance(v, bool))
     if set(direction) != set(sesoi):
@@ -118,7 +131,7 @@ def load(path: str | Path) -> Registration:
     return Registration(reg_id, _text(raw, "title", path), status, _text(raw, "question", path),
                         {str(k): v for k, v in grid.items()}, readouts, {k: float(v) for k, v in sesoi.items()},
                         direction, rule, _text(raw, "interpretation", path),
-                        {str(k): v.strip() for k, v in rules.items()}, path)
+                        {str(k): v.strip() for k, v in rules.items()}, path, {str(k): v for k, v in controls.items()})
 
 
 def load_all(folder: str | Path = REGISTRATION_DIR) -> dict[str, Registration]:
@@ -179,6 +192,8 @@ def markdown(reg: Registration) -> str:
              "| grid | values |", "|---|---|",
              *[f"| {k} | {', '.join(map(str, v))} |" for k, v in reg.grid.items()], ""]
     lines += [f"- rule *{k}*: {v}" for k, v in reg.rules.items()]
+    lines += [f"- positive control *{k}*: {', '.join(map(str, v)) if isinstance(v, list) else v}"
+              for k, v in (reg.controls or {}).items()]
     lines += [f"- readout: {r}" for r in reg.readouts]
     lines += [f"- SESOI {_groups(reg.sesoi)}; judged against the sign {_groups(reg.direction)}; verdict rule: "
               f"{VERDICT_RULES[reg.verdict_rule]}", f"- reading: {reg.interpretation}", ""]

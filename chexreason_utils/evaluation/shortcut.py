@@ -27,7 +27,7 @@ from PIL import Image
 from ..config import Config, WorldConfig
 from ..data.manifests import load_manifest
 from ..data.phantom import FINDINGS, read_findings, write_planted_site
-from ..data.phantom_render import add_shortcut_marker
+from ..data.phantom_render import SHORTCUT_RADIUS, add_shortcut_marker
 from ..evaluation import metrics
 from ..paths import RunPaths
 
@@ -35,15 +35,18 @@ CONDITIONS = ("plain", "marker")   # the counterfactual pair: without and with t
 TEST_MANIFESTS = {"CheXpert": "chexpert_test", "NIH": "nih_test"}
 
 
-def planted_world(cfg: Config, rho: float, finding: str) -> WorldConfig:
-    """The main world's settings with E2's marker planted at rate ``rho`` on images with ``finding``."""
+def planted_world(cfg: Config, rho: float, finding: str, radius: float = SHORTCUT_RADIUS,
+                  only: bool = False) -> WorldConfig:
+    """The main world's settings with E2's marker (outer ``radius``) planted at rate ``rho`` on images with
+    ``finding``; ``only``: the finding not drawn (E2's marker-only control)."""
     if not cfg.world.enabled:
         raise ValueError("E2 plants its marker in the phantom world: it needs world.enabled (not the paper profile)")
     if finding not in FINDINGS:
         raise ValueError(f"E2 registration: grid.finding {finding!r} is not a world finding ({', '.join(FINDINGS)})")
     if not 0 < rho <= 1:
         raise ValueError(f"E2 registration: grid.rho {rho!r}: a planted world needs 0 < rho <= 1")
-    return replace(cfg.world, shortcut_rho=float(rho), shortcut_finding=finding)
+    return replace(cfg.world, shortcut_rho=float(rho), shortcut_finding=finding, shortcut_radius=float(radius),
+                   shortcut_only=bool(only))
 
 
 def write_planted(root: Path, world: WorldConfig) -> None:
@@ -81,9 +84,9 @@ def _write_png(pixels: np.ndarray, path: Path) -> None:
         path.write_bytes(buffer.getvalue())
 
 
-def counterfactual_tests(paths: RunPaths, folder: Path) -> pd.DataFrame:
+def counterfactual_tests(paths: RunPaths, folder: Path, radius: float = SHORTCUT_RADIUS) -> pd.DataFrame:
     """Every image of the CheXpert-like and NIH-like test manifests written without (``plain/``) and with
-    (``marker/``) the marker under ``folder`` (``<condition>/<manifest>/<position>.png``, see the module
+    (``marker/``, outer ``radius``) the marker under ``folder`` (``<condition>/<manifest>/<position>.png``, see the module
     docstring); one row per written image: image_id (``<condition>/<manifest>/<image id>``), image_path,
     test_set, condition, source_id (the test image id) and truth."""
     rows = []
@@ -95,7 +98,7 @@ def counterfactual_tests(paths: RunPaths, folder: Path) -> pd.DataFrame:
                 if im.mode != "L":
                     raise ValueError(f"{source}: mode {im.mode}, E2's marker is drawn on the world's grey images (L)")
                 plain = np.asarray(im)
-            for condition, pixels in zip(CONDITIONS, (plain, add_shortcut_marker(plain))):
+            for condition, pixels in zip(CONDITIONS, (plain, add_shortcut_marker(plain, radius))):
                 path = folder / condition / name / f"{k:05d}.png"
                 _write_png(pixels, path)
                 rows.append({"image_id": f"{condition}/{name}/{image_id}", "image_path": str(path), "test_set": dataset,
@@ -131,13 +134,6 @@ def named_shares(pairs: list[tuple[pd.DataFrame, pd.DataFrame]], finding: str, p
 
 def sensitivity_ci(per_seed: list[list[np.ndarray]], n_boot: int = 1000, seed: int = 0) -> dict:
     """Shortcut sensitivity, mean over seeds, with its ``metrics.seed_image_ci``: ``per_seed[s][d]`` is seed s's
-    ``marker_effect`` on test set d; the sets are pooled (images resampled within each set)."""
-    sizes = [len(d) for d in per_seed[0]]
-    if any([len(d) for d in effects] != sizes for effects in per_seed):
-        raise ValueError(f"sensitivity_ci: every seed needs the same test sets and images, got sizes "
-                         f"{[[len(d) for d in effects] for effects in per_seed]}")
-
-    def share(s: int, weights: list[np.ndarray]) -> np.ndarray:
-        return sum(w @ d for w, d in zip(weights, per_seed[s])) / sum(w.sum(axis=1) for w in weights)
-
-    return metrics.seed_image_ci(share, len(per_seed), sizes, n_boot, seed)
+    ``marker_effect`` on test set d; the sets are pooled (images resampled within each set;
+    ``metrics.pooled_mean_ci``), the interval inside the difference's range [-1, 1]."""
+    return metrics.pooled_mean_ci(per_seed, n_boot, seed, bounds=(-1.0, 1.0))

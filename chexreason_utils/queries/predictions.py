@@ -1,7 +1,8 @@
 """Cached predictions of a model on a manifest with a prompt, shared by stages 03-08: one process per missing
 prediction file, a cached one costs a read; every frame comes back merged with the manifest's truth. Image sets
-outside the manifests (07's E4 variants, 08's E2 counterfactual images) are cached the same way, named by
-``image_set_digest`` and written by ``predict_image_set``."""
+outside the manifests (07's E4 variants, 08's E2 counterfactual images and its blanked and swapped test images) are
+cached the same way, named by ``image_set_digest`` and written by ``predict_image_set`` (``predict_image_sets``: a
+batch of them)."""
 from __future__ import annotations
 
 import hashlib
@@ -68,3 +69,19 @@ def predict_image_set(cfg: Config, model: str | Path, images: pd.DataFrame, prom
     return evaluate.predict_sharded(model, images, prompt, out, batch_size=cfg.evaluation.batch_size,
                                     max_new_tokens=cfg.evaluation.max_new_tokens, device=cfg.device,
                                     image_pixels=image_pixels(cfg))
+
+
+def predict_image_sets(cfg: Config, paths: RunPaths,
+                       requests: list[tuple[str, str | Path, pd.DataFrame, str, str]]) -> list[pd.DataFrame]:
+    """Predictions for (tag, model, images, set name, prompt) requests on image sets outside the manifests
+    (``images``: image_id, image_path and whatever else the caller wants back), each cached in the shared
+    prediction folder under ``<set name>_<image_set_digest>``; the missing files made in one batch of jobs; each
+    returned merged with its images' rows."""
+    jobs = [dict(cfg=cfg, model=str(model), images=images[["image_id", "image_path"]], prompt=prompt,
+                 out=paths.prediction_file(tag, f"{name}_{image_set_digest(images)}", prompt))
+            for tag, model, images, name, prompt in requests]
+    unique = list({str(j["out"]): j for j in jobs}.values())
+    run_jobs(predict_image_set, [j for j in unique if not covers(cfg, j["out"], j["model"], j["prompt"],
+                                                                 j["images"]["image_id"])], cfg.workers)
+    return [images.merge(predict_image_set(**job), on="image_id", how="left")
+            for (_, _, images, _, _), job in zip(requests, jobs)]

@@ -104,8 +104,8 @@ def claim_arm_floors(cfg: Config, frame: pd.DataFrame) -> dict[str, tuple[str, s
 
 def claim_floors(cfg: Config, frame: pd.DataFrame) -> dict[str, str]:
     """Per claim, the entries at floor its comparison involves (``scores.entries_at_floor``; "" for none): the blunt
-    rule the experiments' readouts (E0-E5, Q1) still apply through ``FLOOR_CLAIM``; the claims read
-    ``claim_arm_floors``."""
+    rule 07's readouts (E0, E4) still apply through ``FLOOR_CLAIM``; the claims read ``claim_arm_floors``, stage
+    08's readouts their own arms (``experiment_readouts.arm_floor``)."""
     chex = {"stage": "grpo", "name": cfg.evaluation.test_grpo_reward, "checkpoint": cfg.evaluation.test_grpo_checkpoint}
     sft = {"stage": "sft", "model": "medical"}
     involved = {"C1": [{"dataset": "CheXpert", **sft}, {"dataset": "CheXpert", **chex}],

@@ -385,3 +385,18 @@ def dose_response(doses: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return fig, doses
+
+
+def drift_scatter(models: pd.DataFrame, summary: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
+    """Each GRPO model's KL(SFT || GRPO) against its NIH macro-F1 change from its SFT start, one colour per
+    experiment (columns experiment, kl, nih_change); the title gives Spearman's rho with its interval."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    sns.scatterplot(data=models, x="kl", y="nih_change", hue="experiment", ax=ax, s=36)
+    ax.axhline(0, color="0.5", lw=0.8)
+    row = summary.iloc[0]
+    ax.set_title(f"Spearman rho {row['effect']:+.2f} [{row['lo']:+.2f}, {row['hi']:+.2f}] over {int(row['n_models'])} "
+                 "models (descriptive)", fontsize=9)
+    ax.set_xlabel("KL(SFT || GRPO) per answer token, NIH-like test prompts")
+    ax.set_ylabel("NIH macro-F1 change from SFT")
+    fig.tight_layout()
+    return fig, models[["experiment", "cell", "seed", "kl", "nih_change"]]

@@ -4,13 +4,18 @@ with the shared verdict (``claims.judged``: the registration's SESOI and sign).
 - E1 ``dose_readout``: CheXpert / NIH macro-F1 and validation labels per answer at each dose, and their registered
   slopes against log3(steps / 40).
 - E2 ``shortcut_readout`` (the counterfactual test images: ``shortcut``): the base, SFT and GRPO models' shortcut
-  sensitivity on every test image with and without the marker, and GRPO - SFT.
+  sensitivity on every test image with and without the marker, and GRPO - SFT, behind two positive controls
+  (``e2_controls``: the marker decodable from the image tokens, ``decodability_table``; the marker-only SFT model
+  follows it).
 - E3 ``multisite_readout``: each run's final checkpoint scored on both test sets (cached predictions), the change
   from SFT per share and the change minus the change at share 0.
 - Q1 ``reward_unit_readout``: the change from SFT on both test sets per reward, the change minus the change under
   hard, and labels per answer on validation (E3 and Q1 share ``changes_from_sft``).
 - E5 ``collapse_readout``: the collapsed runs of each cell against its matched final recipe (C5's count rule), the
   06 detector's collapse shares as description.
+- The floor rule reads the direction (``arm_floor``, ``arm_floors_rule``): a ruled readout is not measurable
+  only where an arm at floor (against 04's best trivial baseline) decides its sign; E1's arms are its smallest
+  and largest dose, E3's and Q1's the two GRPO runs of the difference.
 - ``experiment_family``: the family-wise view of EXPERIMENTS.md, 07's members and every experiment readout ruled.
 """
 from __future__ import annotations
@@ -24,19 +29,31 @@ import pandas as pd
 from ..config import Config
 from ..evaluation import claims, metrics, registration, scores, verdict_statistics
 from ..evaluation.metrics import eval_labels, matrices, weighted_macro_f1
-from ..jobs import run_jobs
 from ..labels import CHEXPERT_LABELS
 from ..paths import RunPaths
-from ..evaluation import shortcut
-from ..evaluation.claims import FLOOR_CLAIM
+from ..evaluation import marker_probe, shortcut
 from ..queries.entries import SETS, base_models, test_entries, zero_shot_prompt
-from ..queries.predictions import covers, image_set_digest, predict_image_set, predict_many
-from ..queries.stage_outputs import claim_floors, read_evaluation, read_family_members, sft_start
-from ..training_runs.diagnostics import folder_diagnostics, folder_flags
-from ..training_runs.experiment_plan import (E5_FINAL, STAGE, e2_own_sft, e2_planted_root, e5_control, experiment_seeds,
-                                             final_tag, scaled_steps)
+from ..queries.predictions import predict_image_sets, predict_many
+from ..queries.stage_outputs import read_evaluation, read_family_members, sft_start
+from ..training_runs.diagnostics import folder_diagnostics, step_flags
+from ..training_runs.experiment_plan import (E2_ONLY, E5_FINAL, STAGE, e2_decodability_file, e2_own_sft, e2_planted_root,
+                                             e5_control, experiment_seeds, final_tag, scaled_steps)
 
 E1_UNIT = 40   # E1's slope is against log3(steps / 40) (registered steps, the tiny profile's)
+
+
+def arm_floor(frame: pd.DataFrame, dataset: str, y_true: np.ndarray, preds: list[np.ndarray]) -> str:
+    """``scores.floor_reason`` of one arm of a readout (its seeds' prediction matrices on ``dataset``): its
+    seed-mean macro-F1 and the fewest distinct label sets of any seed against the best trivial baseline of 04's
+    scores ``frame`` ("" when it is above floor)."""
+    ones = np.ones((1, len(y_true)))
+    f1 = float(np.mean([weighted_macro_f1(y_true, p, ones)[0] for p in preds]))
+    return scores.floor_reason(f1, min(scores.distinct_sets(p) for p in preds), scores.best_baseline(frame, dataset))
+
+
+def arm_floors_rule(result: dict, reference_floor: str, treatment_floor: str) -> str:
+    """The directional floor rule (``verdict_statistics.directional_floor``) on a readout's CI and its two arms."""
+    return verdict_statistics.directional_floor(result["lo"], result["hi"], reference_floor, treatment_floor)
 
 
 def changes_from_sft(cfg: Config, paths: RunPaths, runs: pd.DataFrame, reg_id: str, factor: str, reference,
@@ -46,7 +63,7 @@ def changes_from_sft(cfg: Config, paths: RunPaths, runs: pd.DataFrame, reg_id: s
     GRPO models' paired difference, SFT cancels: the registered readout ``contrast``, with its verdict); mean over
     seeds, 95% CI over seeds x images."""
     reg, E, seeds = registration.get(reg_id), cfg.evaluation, experiment_seeds(cfg)
-    floors = claim_floors(cfg, read_evaluation(paths).scores)
+    frame = read_evaluation(paths).scores
     values = list(dict.fromkeys(runs[factor]))
     if reference not in values:
         raise ValueError(f"{reg_id} needs the {factor} {reference!r} cell (the change there is its reference)")
@@ -74,8 +91,9 @@ def changes_from_sft(cfg: Config, paths: RunPaths, runs: pd.DataFrame, reg_id: s
             if value != reference:
                 diff = metrics.paired_bootstrap(y_true, by_value[reference], by_value[value], E.n_bootstrap,
                                                 E.bootstrap_seed)
-                rows.append({**claims.judged({**base, "readout": contrast}, diff, reg, dataset,
-                                       floors[FLOOR_CLAIM[dataset]])})
+                floor = arm_floors_rule(diff, arm_floor(frame, dataset, y_true, by_value[reference]),
+                                        arm_floor(frame, dataset, y_true, by_value[value]))
+                rows.append(claims.judged({**base, "readout": contrast}, diff, reg, dataset, floor))
     return pd.DataFrame(rows)
 
 
@@ -112,22 +130,15 @@ def counterfactual_predictions(cfg: Config, paths: RunPaths, frame: pd.DataFrame
                                 models: list[tuple[str, str, str]]) -> dict[tuple[str, str], tuple[pd.DataFrame, ...]]:
     """{(tag, test set): (predictions without the marker, with it), merged with ``frame``'s rows} of (tag, model,
     kind) models on the counterfactual images of each test set, with 04's prompt of the kind's entry (base: the
-    zero-shot prompt; SFT; GRPO) on that set; the missing files made in one batch of jobs, cached in the shared
-    prediction folder keyed on the images' bytes (as E4's variants)."""
+    zero-shot prompt; SFT; GRPO) on that set (``predict_image_sets``, as E4's variants)."""
     prompts = {d: {"base": zero_shot_prompt(cfg), **{k: e.keys.prompt for k, e in test_entries(cfg, paths, d).items()}}
                for d in shortcut.TEST_MANIFESTS}
-    todo = {}
+    keys, requests = [], []
     for dataset, images in frame.groupby("test_set", sort=False):
-        name = f"e2_{SETS[dataset]}_{image_set_digest(images)}"
         for tag, model, kind in models:
-            prompt = prompts[dataset][kind]
-            todo[(tag, dataset)] = (images, dict(cfg=cfg, model=str(model), images=images[["image_id", "image_path"]],
-                                                 prompt=prompt, out=paths.prediction_file(tag, name, prompt)))
-    missing = [job for _, job in todo.values()
-               if not covers(cfg, job["out"], job["model"], job["prompt"], job["images"]["image_id"])]
-    run_jobs(predict_image_set, missing, cfg.workers)
-    merged = {key: images.merge(predict_image_set(**job), on="image_id", how="left")
-              for key, (images, job) in todo.items()}
+            keys.append((tag, dataset))
+            requests.append((tag, model, images, f"e2_{SETS[dataset]}", prompts[dataset][kind]))
+    merged = dict(zip(keys, predict_image_sets(cfg, paths, requests)))
     return {key: tuple(f.loc[f["condition"] == c] for c in shortcut.CONDITIONS) for key, f in merged.items()}
 
 
@@ -136,43 +147,85 @@ E2_NOTES = {"base": "each seed's own base (a fixed base model: the image-only CI
             "GRPO": "the run's final checkpoint"}
 
 
+def e2_controls(paths: RunPaths, sensitivity: dict) -> str:
+    """Why E2's GRPO - SFT readouts are not measurable by its positive controls (registration
+    rules.decodability, rules.marker_only), or "": no registered marker size decodable in every seed, or the
+    marker-only SFT model's seed-mean ``sensitivity`` (its ``shortcut.sensitivity_ci``) below
+    controls.marker_only_sensitivity."""
+    reg = registration.get("E2")
+    if marker_probe.chosen_radius(pd.read_csv(e2_decodability_file(paths))) is None:
+        return (f"marker not decodable: the probe reaches {reg.control('probe_accuracy'):g} held-out accuracy at no "
+                f"registered size in every seed")
+    bar = float(reg.control("marker_only_sensitivity"))
+    if not sensitivity["effect"] >= bar:
+        return (f"marker not learned: the marker-only SFT model's shortcut sensitivity {sensitivity['effect']:.3f} is "
+                f"below the registered {bar:g}")
+    return ""
+
+
 def shortcut_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> pd.DataFrame:
     """E2: per cell (rho x arm), the shortcut sensitivity (``shortcut.marker_effect``: naming the finding with the
-    marker minus without it, on ``shortcut.counterfactual_tests``) of the base model, the cell's SFT model and its
-    GRPO run's final checkpoint (descriptive, with the share naming the finding with and without the marker), and
-    GRPO - SFT (the registered readout, with its verdict); mean over seeds, 95% CI over seeds x images of both test
-    sets pooled (``shortcut.sensitivity_ci``); with the RL and SFT images that carry the marker."""
+    marker minus without it, on ``shortcut.counterfactual_tests`` at the cells' marker size) of the base model, the
+    cell's SFT model and its GRPO run's final checkpoint (descriptive, with the share naming the finding with and
+    without the marker), and GRPO - SFT (the registered readout, with its verdict; not measurable when a positive
+    control fails: ``e2_controls``); first the marker-only control's SFT sensitivity; mean over seeds, 95% CI over
+    seeds x images of both test sets pooled (``shortcut.sensitivity_ci``); with the RL and SFT images that carry
+    the marker."""
     reg, E, seeds = registration.get("E2"), cfg.evaluation, experiment_seeds(cfg)
-    frame = shortcut.counterfactual_tests(paths, paths.stage(STAGE) / "E2" / "counterfactual")
+    radius = float(runs["radius"].iloc[0])
+    frame = shortcut.counterfactual_tests(paths, paths.stage(STAGE) / "E2" / f"counterfactual_radius-{radius:g}",
+                                          radius)
     bases = base_models(cfg, paths, "medical")
-    models = [*[(tag, model, "base") for tag, model in bases.values()], *[(r.sft_tag, r.sft_model, "SFT") for r in runs.itertuples()],
-              *[(r.tag, r.final_checkpoint, "GRPO") for r in runs.itertuples()]]
+    trained = runs.loc[runs["arm"] != E2_ONLY]
+    models = [*[(tag, model, "base") for tag, model in bases.values()],
+              *[(r.sft_tag, r.sft_model, "SFT") for r in runs.itertuples()],
+              *[(r.tag, r.final_checkpoint, "GRPO") for r in trained.itertuples()]]
     pairs = counterfactual_predictions(cfg, paths, frame, list(dict.fromkeys(models)))
-    rows = []
-    for name, group in runs.groupby("cell", sort=False):
+    rows, blocked = [], None
+    for name, group in sorted(runs.groupby("cell", sort=False), key=lambda g: g[1]["arm"].iloc[0] != E2_ONLY):
         cell = group.set_index("seed").loc[seeds]
         first, finding = cell.iloc[0], cell["finding"].iloc[0]
-        tags = {"base": [bases[None][0]] if None in bases else [bases[s][0] for s in seeds], "SFT": list(cell["sft_tag"]), "GRPO": list(cell["tag"])}
+        control = first["arm"] == E2_ONLY
+        tags = {"SFT": list(cell["sft_tag"])} if control else \
+            {"base": [bases[None][0]] if None in bases else [bases[s][0] for s in seeds], "SFT": list(cell["sft_tag"]),
+             "GRPO": list(cell["tag"])}
         per = {model: [[shortcut.marker_effect(*pairs[(t, d)], finding, E.invalid_policy)
                         for d in shortcut.TEST_MANIFESTS] for t in by_seed] for model, by_seed in tags.items()}
         named = {model: np.mean([shortcut.named_shares([pairs[(t, d)] for d in shortcut.TEST_MANIFESTS], finding,
                                                        E.invalid_policy) for t in by_seed], axis=0)
                  for model, by_seed in tags.items()}
         root = e2_planted_root(paths, first)
-        what = {"cell": name, "rho": first["rho"], "arm": first["arm"], "finding": finding,
-                "marked_rl_images": shortcut.marked_count(paths, "rl", root) if first["rho"] > 0 else 0,
+        what = {"cell": name, "rho": first["rho"], "arm": first["arm"], "finding": finding, "radius": radius,
+                "marked_rl_images": shortcut.marked_count(paths, "rl", root) if first["rho"] > 0 and not control else 0,
                 "marked_sft_images": shortcut.marked_count(paths, "sft", root) if e2_own_sft(first) else 0,
                 "n_images": sum(len(d) for d in per["SFT"][0])}
         for model, by_seed in per.items():
             result = shortcut.sensitivity_ci(by_seed, E.n_bootstrap, E.bootstrap_seed)
+            if control:
+                blocked = e2_controls(paths, result)
+            bar = f"passes (registered bar {reg.control('marker_only_sensitivity'):g})"
+            note = f"positive control: {'fails, ' + blocked if blocked else bar}" if control else E2_NOTES[model]
             rows.append({**scores.contrast_row({**what, "model": model, "readout": "shortcut sensitivity"}, result),
-                         "not_measurable": "", "verdict": "descriptive", "note": E2_NOTES[model],
-                         "sesoi": reg.sesoi_of(),
+                         "not_measurable": "", "verdict": "descriptive", "note": note, "sesoi": reg.sesoi_of(),
                          "named_without_marker": named[model][0], "named_with_marker": named[model][1]})
+        if control:
+            continue
         diff = [[g - s for g, s in zip(grpo_, sft_)] for grpo_, sft_ in zip(per["GRPO"], per["SFT"])]
         rows.append(claims.judged({**what, "model": "GRPO - SFT", "readout": "GRPO - SFT sensitivity"},
-                            shortcut.sensitivity_ci(diff, E.n_bootstrap, E.bootstrap_seed), reg, "", ""))
+                                  shortcut.sensitivity_ci(diff, E.n_bootstrap, E.bootstrap_seed), reg, "", "",
+                                  blocked or ""))
     return pd.DataFrame(rows)
+
+
+def decodability_table(paths: RunPaths) -> pd.DataFrame:
+    """E2's decodability check as stage 08 ran it (``experiments.e2_decodability``): per registered size, the
+    probe's held-out accuracy per seed, its minimum, whether every seed reaches the bar, and the size E2 used."""
+    table = pd.read_csv(e2_decodability_file(paths))
+    chosen = marker_probe.chosen_radius(table)
+    out = table.groupby("radius", sort=True).agg(
+        min_accuracy=("accuracy", "min"), decodable=("decodable", "all"), n_images=("n_images", "first"),
+        per_seed=("accuracy", lambda a: ", ".join(f"{v:.3f}" for v in a))).reset_index()
+    return out.assign(used=out["radius"] == chosen)
 
 
 def collapse_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> pd.DataFrame:
@@ -182,8 +235,9 @@ def collapse_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> pd.Dat
     detector's neighbourhood; the effect is the difference of the shares of collapsed runs), its verdict; as
     description the 06 detector's collapse share of both and cell - control (mean over seeds, CI over seeds)."""
     reg, seeds = registration.get("E5"), experiment_seeds(cfg)
-    share = lambda folder: claims.collapse_share(*folder_diagnostics(cfg, paths, Path(folder)))  # noqa: E731
-    flags = lambda frame: [folder_flags(cfg, paths, Path(f)) for f in frame["out_dir"]]  # noqa: E731
+    diagnostics = {f: folder_diagnostics(cfg, paths, Path(f)) for f in runs["out_dir"]}   # each run's log read once
+    share = lambda folder: claims.collapse_share(*diagnostics[folder])  # noqa: E731
+    flags = lambda frame: [step_flags(cfg, paths, diagnostics[f][0]) for f in frame["out_dir"]]  # noqa: E731
     is_control = runs["recipe"].eq(E5_FINAL).fillna(False).astype(bool)
     controls = {name: g.set_index("seed").loc[seeds] for name, g in runs[is_control].groupby("cell", sort=False)}
     rows = []
@@ -226,7 +280,7 @@ def dose_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> tuple[pd.D
     over seeds x images (``metrics.slope_ci``): macro-F1 with the verdict (the registration's SESOI and sign per
     set), labels per answer descriptive (no SESOI registered); an arm with fewer than two doses is not measurable."""
     reg, E, seeds = registration.get("E1"), cfg.evaluation, experiment_seeds(cfg)
-    floors = claim_floors(cfg, read_evaluation(paths).scores)
+    frame = read_evaluation(paths).scores
     live = runs.loc[runs["skipped"] == ""].reset_index(drop=True)
     frames = e1_predictions(cfg, paths, live)
     labels = {"CheXpert": eval_labels(cfg, "CheXpert"), "NIH": eval_labels(cfg, "NIH"), "validation": CHEXPERT_LABELS}
@@ -268,8 +322,10 @@ def dose_readout(cfg: Config, paths: RunPaths, runs: pd.DataFrame) -> tuple[pd.D
             elif d == "validation":
                 slope_rows.append({**scores.contrast_row(base, result), "not_measurable": "", "verdict": "descriptive",
                                    "note": "no SESOI registered for this readout", "sesoi": np.nan})
-            else:
-                slope_rows.append(claims.judged(base, result, reg, d, floors[FLOOR_CLAIM[d]]))
+            else:   # the floor rule's arms: the smallest and the largest dose
+                ends = [[preds[d][idx[(doses[j], s)]] for s in seeds] for j in (0, -1)]
+                floor = arm_floors_rule(result, *(arm_floor(frame, d, y_true[d], p) for p in ends))
+                slope_rows.append(claims.judged(base, result, reg, d, floor))
     return pd.DataFrame(dose_rows), pd.DataFrame(slope_rows)
 
 

@@ -11,10 +11,12 @@ once), each writing a progress line when it ends. Registered step counts are the
   by 01's sampler rule outside every SFT, validation and test patient: ``e1_rl_set``); step 0 is the seed's SFT
   model; a linear-decay run per dose, one constant-LR run of the largest dose per RL set whose checkpoints at the
   smaller doses are those doses' models (``e1_run_cell``).
-- E2 (``shortcut_runs``; the planted site: ``shortcut``): per rho, a MIMIC-like site with the marker planted
-  (``08_experiments/E2/world_rho-<rho>_finding-<finding>/``), reward ``evaluation.test_grpo_reward``; arm "marker in
-  RL data only" runs GRPO on the RL manifest's planted renders from the seed's SFT model, arm "marker in SFT and RL
-  data" first an SFT run of 02's recipe on the planted SFT images; rho 0 is the main world's models in both arms.
+- E2 (``shortcut_runs``; the planted site: ``shortcut``): first the decodability check (``e2_decodability``), which
+  sets the marker's size; per rho, a MIMIC-like site with the marker planted
+  (``08_experiments/E2/world_rho-<rho>_finding-<finding>_radius-<size>/``), reward ``evaluation.test_grpo_reward``;
+  arm "marker in RL data only" runs GRPO on the RL manifest's planted renders from the seed's SFT model, arm "marker
+  in SFT and RL data" first an SFT run of 02's recipe on the planted SFT images; rho 0 is the main world's models in
+  both arms. The marker-only control (the finding not drawn) trains SFT only.
 - E3: a share of the RL prompts from the NIH-like site (``data.sampling.mix_rl_prompts``, no NIH test patient:
   ``e3_rl_set``), reward ``evaluation.test_grpo_reward``.
 - Q1: E1's 40-step cell (linear, 01's RL set) under each registered reward (``train.rewards``).
@@ -41,13 +43,16 @@ from ..data.manifests import in_run, load_manifest, manifest_frame
 from ..data.nih import nih_test_selection
 from ..data.phantom import planted_site_current
 from ..data.sampling import draw_rl_set, mix_rl_prompts
-from ..evaluation import registration, shortcut
+from ..cache_keys import digest, file_digest, model_fingerprint
+from ..evaluation import marker_probe, registration, shortcut
 from ..jobs import run_jobs
 from ..paths import RunPaths, checkpoint_name, model_tag
+from ..queries.entries import base_models
 from ..queries.stage_outputs import sft_start
-from ..training_runs.experiment_plan import (BUILT, E5_FINAL, N_RL, RL_MANIFEST, cell_dir, cells, checkpoint_tag,
-                                    e2_own_sft, e2_planted_root, e2_run_cell, e2_sft_dir, e5_controls,
-                                    experiment_seeds, scaled_steps)
+from ..training_runs.experiment_plan import (BUILT, E2_ONLY, E5_FINAL, N_RL, RL_MANIFEST, cell_dir, cells,
+                                             checkpoint_tag, e2_decodability_file, e2_marker_only, e2_own_sft,
+                                             e2_planted_root, e2_run_cell, e2_sft_dir, e5_controls, experiment_seeds,
+                                             scaled_steps)
 from ..training_runs.grpo import ablation_name, grpo_inputs, grpo_plan, run_grpo
 from ..training_runs.sft import run_sft
 from ..train import grpo
@@ -244,20 +249,50 @@ def _e2_sft_job(cfg: Config, paths: RunPaths, cell: dict, seed: int) -> dict:
     return {"cell": registration.cell_name(cell), "seed": seed, "reused": result.reused}
 
 
+def e2_decodability(cfg: Config, paths: RunPaths) -> pd.DataFrame:
+    """E2's decodability check (``marker_probe.decodability``, registration rules.decodability) on every
+    experiment seed's medical base, cached in ``e2_decodability_file`` under a key of the bases' weights, the
+    images and the registered numbers."""
+    reg = registration.get("E2")
+    bases = {s: folder for s, (_, folder) in base_models(cfg, paths, "medical").items()
+             if s in experiment_seeds(cfg)}
+    images = list(load_manifest(paths, "sft")["image_path"])[:int(reg.control("probe_images"))]
+    radii, threshold = [float(r) for r in reg.control("marker_radius")], float(reg.control("probe_accuracy"))
+    key = digest({"bases": {s: model_fingerprint(f) for s, f in bases.items()},
+                  "images": [file_digest(p) for p in images], "radii": radii, "threshold": threshold})
+    out = e2_decodability_file(paths)
+    if out.is_file():
+        cached = pd.read_csv(out)
+        if len(cached) and (cached["key"] == key).all():
+            return cached
+    table = marker_probe.decodability(bases, images, radii, threshold).assign(key=key)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    return table
+
+
 def shortcut_runs(cfg: Config, paths: RunPaths, todo: list[dict]) -> pd.DataFrame:
-    """E2: one row per cell and seed with its SFT model (sft_tag, sft_model) and GRPO run. First the planted
-    MIMIC-like site of each rho > 0 (``shortcut.write_planted``, skipped when current) and its RL set
-    (``RL_MANIFEST`` in each cell's folder), then the SFT runs of the arm "marker in SFT and RL data", then the
-    GRPO runs (rho 0: one run for both arms, 03's when identical); each a batch of jobs, ``workers`` at once."""
+    """E2: one row per cell and seed with its SFT model (sft_tag, sft_model) and GRPO run. First the decodability
+    check (``e2_decodability``), whose smallest decodable size (the largest registered one when none is) every
+    cell's marker takes (column ``radius``); then the planted MIMIC-like site of each rho > 0
+    (``shortcut.write_planted``, skipped when current) and its RL set (``RL_MANIFEST`` in each cell's folder), the
+    SFT runs of the arm "marker in SFT and RL data" and of the marker-only control (``e2_marker_only``: its row has
+    no GRPO run), then the GRPO runs (rho 0: one run for both arms, 03's when identical); each a batch of jobs,
+    ``workers`` at once."""
     seeds, planted = experiment_seeds(cfg), {}
-    for cell in (c for c in todo if float(c["rho"]) > 0):
-        planted[e2_planted_root(paths, cell)] = shortcut.planted_world(cfg, float(cell["rho"]), cell["finding"])
+    radius = marker_probe.chosen_radius(e2_decodability(cfg, paths))
+    radius = radius if radius is not None else max(float(r) for r in registration.get("E2").control("marker_radius"))
+    todo = [{**c, "radius": radius} for c in todo]
+    control = {**e2_marker_only(), "radius": radius}
+    for cell in [c for c in todo if float(c["rho"]) > 0] + [control]:
+        planted[e2_planted_root(paths, cell)] = shortcut.planted_world(cfg, float(cell["rho"]), cell["finding"], radius,
+                                                                       only=cell["arm"] == E2_ONLY)
     run_jobs(shortcut.write_planted, [dict(root=root, world=world) for root, world in planted.items()
                                       if not planted_site_current(root, world)], cfg.workers)
     for cell in (c for c in todo if float(c["rho"]) > 0):
         rl = shortcut.planted_manifest(paths, "rl", e2_planted_root(paths, cell))
         _write_rl_set(paths, cell_dir(paths, "E2", cell), rl)
-    trained = [c for c in todo if e2_own_sft(c)]
+    trained = [c for c in todo if e2_own_sft(c)] + [control]
     sft_rows = run_jobs(_e2_sft_job, [dict(cfg=cfg, paths=paths, cell=c, seed=s) for c in trained for s in seeds],
                         cfg.workers)
     run_records.count("E2 SFT runs reused", sum(bool(r["reused"]) for r in sft_rows))
@@ -265,14 +300,20 @@ def shortcut_runs(cfg: Config, paths: RunPaths, todo: list[dict]) -> pd.DataFram
     runs = list({registration.cell_name(r): r for r in map(e2_run_cell, todo)}.values())
     done = {(row["cell"], row["seed"]): row for row in _run_batch(cfg, paths, "E2", runs, seeds)}
     rows = []
-    for cell in todo:
+    for cell in todo + [control]:
         for seed in seeds:
-            run = done[(registration.cell_name(e2_run_cell(cell)), seed)]
             folder = e2_sft_dir(paths, cell, seed)
             sft_tag, sft_model = sft_start(cfg, paths, seed) if folder is None else \
                 (model_tag(f"e2-{registration.cell_name(cell)}-sft", seed), folder)
-            rows.append({**cell, **run, "cell": registration.cell_name(cell), "run_cell": run["cell"],
+            row = {**cell, "experiment": "E2", "cell": registration.cell_name(cell), "seed": seed,
+                   "sft_tag": sft_tag, "sft_model": str(sft_model)}
+            if cell["arm"] == E2_ONLY:   # the control trains SFT only
+                rows.append({**row, "run_cell": "", "out_dir": "", "final_checkpoint": "", "tag": "", "reused": True,
+                             "steps": 0})
+                continue
+            run = done[(registration.cell_name(e2_run_cell(cell)), seed)]
+            rows.append({**row, **run, "cell": registration.cell_name(cell), "run_cell": run["cell"],
                          "tag": checkpoint_tag(paths, "E2", run["cell"], run["out_dir"], Path(run["final_checkpoint"]),
                                                 seed),
-                         "sft_tag": sft_tag, "sft_model": str(sft_model)})
+                         **{k: row[k] for k in ("sft_tag", "sft_model")}})
     return pd.DataFrame(rows)

@@ -118,24 +118,28 @@ def vision_parameters(model) -> list[nn.Parameter]:
 
 
 class Images:
-    """A pool's images processed once by the model's image processor, indexable by batch."""
+    """A pool's images (files or PIL images) processed once by the model's image processor, indexable by batch."""
 
-    def __init__(self, processor, paths: list[Path]):
-        pil = [Image.open(p).convert("RGB") for p in paths]
+    def __init__(self, processor, images: list):
+        pil = [im.convert("RGB") if isinstance(im, Image.Image) else Image.open(im).convert("RGB") for im in images]
         batch = processor.image_processor(images=pil, return_tensors="pt")
         self.pixels = batch["pixel_values"]
         self.grid = batch.get("image_grid_thw")
         if self.grid is not None:   # Qwen2.5-VL: patches of all images concatenated; equal sizes in a pool
-            self.pixels = self.pixels.reshape(len(paths), -1, self.pixels.shape[-1])
+            self.pixels = self.pixels.reshape(len(images), -1, self.pixels.shape[-1])
+
+    def tokens(self, model, index: torch.Tensor) -> list[torch.Tensor]:
+        """Per image, the image tokens ``get_image_features`` hands the language model (tokens x hidden)."""
+        if self.grid is None:
+            return list(model.model.get_image_features(pixel_values=self.pixels[index]).pooler_output)
+        px = self.pixels[index].reshape(-1, self.pixels.shape[-1])
+        return list(model.model.get_image_features(pixel_values=px, image_grid_thw=self.grid[index]).pooler_output)
 
     def features(self, model, index: torch.Tensor) -> torch.Tensor:
         """One vector per image: ``get_image_features``' image tokens, mean-pooled."""
         if self.grid is None:
-            out = model.model.get_image_features(pixel_values=self.pixels[index]).pooler_output
-            return out.mean(dim=1)
-        px = self.pixels[index].reshape(-1, self.pixels.shape[-1])
-        out = model.model.get_image_features(pixel_values=px, image_grid_thw=self.grid[index]).pooler_output
-        return torch.stack([t.mean(dim=0) for t in out])
+            return model.model.get_image_features(pixel_values=self.pixels[index]).pooler_output.mean(dim=1)
+        return torch.stack([t.mean(dim=0) for t in self.tokens(model, index)])
 
 
 def _token_bags(tokenizer, texts: list[str]) -> list[torch.Tensor]:
@@ -222,6 +226,18 @@ def weights_digest(model_dir: str | Path) -> str:
     for f in sorted(Path(model_dir).glob("*.safetensors")):
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
+
+
+def token_features(model_dir: str | Path, images: list, batch_size: int = 64) -> np.ndarray:
+    """Every image token ``get_image_features`` hands the language model, flattened into one row per image (files
+    or PIL images; for probes of what the language model can read)."""
+    model, processor = load_model(model_dir, "cpu").eval(), load_processor(model_dir)
+    rows = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            chunk = Images(processor, images[start:start + batch_size])
+            rows += [t.reshape(-1).float().numpy() for t in chunk.tokens(model, torch.arange(len(chunk.pixels)))]
+    return np.stack(rows)
 
 
 def pooled_features(model_dir: str | Path, image_paths: list[Path]) -> np.ndarray:

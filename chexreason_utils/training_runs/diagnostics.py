@@ -42,10 +42,14 @@ def collapse_flags(cfg: Config, paths: RunPaths, name: str, seed: int) -> pd.Dat
 
 
 def folder_flags(cfg: Config, paths: RunPaths, folder, missing: str = "an unfinished stage 08 run?") -> pd.DataFrame:
-    """The detector's flag (``collapsed_steps``, 06's rule) at each generation step of the GRPO run in ``folder``:
-    step, collapsed, and the flag under each threshold setting of the detector's neighbourhood (``neighbour_rules``,
-    columns ``collapsed_0`` ...)."""
-    per_step, _ = folder_diagnostics(cfg, paths, folder, missing)
+    """The detector's flag (``collapsed_steps``, 06's rule) at each generation step of the GRPO run in ``folder``
+    (``step_flags`` of its ``folder_diagnostics``)."""
+    return step_flags(cfg, paths, folder_diagnostics(cfg, paths, folder, missing)[0])
+
+
+def step_flags(cfg: Config, paths: RunPaths, per_step: pd.DataFrame) -> pd.DataFrame:
+    """The detector's flag at each generation step of a run's per-step diagnostics: step, collapsed, and the flag
+    under each threshold setting of the detector's neighbourhood (``neighbour_rules``, columns ``collapsed_0`` ...)."""
     generated = per_step.dropna(subset=["dominance"]).reset_index(drop=True)
     shares = truth_set_shares(load_manifest(paths, "rl")["truth"])
     rule = collapse_rule(cfg)

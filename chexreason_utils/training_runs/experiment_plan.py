@@ -14,6 +14,7 @@ BUILT = ("E1", "E2", "E3", "E5", "Q1")
 RL_MANIFEST = "rl_manifest.csv"   # E3, E1: a cell's RL set, written beside its runs
 N_RL = "sampling.n_rl"   # E1's registered RL set of 01's size (the RL manifest itself)
 E2_BOTH, E2_RL = "marker in SFT and RL data", "marker in RL data only"   # E2's registered arms
+E2_ONLY = "marker only"   # E2's positive control: the finding not drawn (registration rules.marker_only)
 E5_FINAL = "final recipe"   # E5's matched controls (registration rules.matched_control): the recipe they run
 
 
@@ -68,16 +69,32 @@ def e2_run_cell(cell: dict) -> dict:
     return {**cell, "arm": E2_RL} if float(cell["rho"]) == 0 else cell
 
 
+def e2_marker_only() -> dict:
+    """E2's marker-only control cell (registration rules.marker_only): the grid's largest rho and its finding."""
+    grid = registration.grid_cells(registration.get("E2"))
+    return {"rho": max(float(c["rho"]) for c in grid), "arm": E2_ONLY, "finding": grid[0]["finding"]}
+
+
+def e2_decodability_file(paths: RunPaths) -> Path:
+    """E2's decodability check (``marker_probe``): the probe's accuracy per size and seed, and its cache key."""
+    return paths.stage(STAGE) / "E2" / "decodability.csv"
+
+
 def e2_planted_root(paths: RunPaths, cell: dict) -> Path:
-    """The planted MIMIC-like site of E2 ``cell``'s rho and finding (shared by both arms)."""
-    return paths.stage(STAGE) / "E2" / f"world_rho-{float(cell['rho']):g}_finding-{cell['finding']}"
+    """The planted MIMIC-like site of E2 ``cell``'s rho, finding and marker size (``radius``, set by the
+    decodability check; shared by both registered arms; the marker-only control has its own)."""
+    only = "_marker-only" if cell["arm"] == E2_ONLY else ""
+    return paths.stage(STAGE) / "E2" / \
+        f"world_rho-{float(cell['rho']):g}_finding-{cell['finding']}_radius-{float(cell['radius']):g}{only}"
 
 
 def e2_own_sft(cell: dict) -> bool:
-    """Whether E2 ``cell`` trains an SFT model of its own (marker in SFT and RL data, rho > 0), not 02's."""
-    if cell["arm"] not in (E2_BOTH, E2_RL):
-        raise ValueError(f"E2 registration: grid.arm {cell['arm']!r}; the arms are {E2_BOTH!r} and {E2_RL!r}")
-    return float(cell["rho"]) > 0 and cell["arm"] == E2_BOTH
+    """Whether E2 ``cell`` trains an SFT model of its own (marker in SFT and RL data at rho > 0, or the
+    marker-only control), not 02's."""
+    if cell["arm"] not in (E2_BOTH, E2_RL, E2_ONLY):
+        raise ValueError(f"E2 registration: grid.arm {cell['arm']!r}; the arms are {E2_BOTH!r} and {E2_RL!r} "
+                         f"(and the control {E2_ONLY!r})")
+    return float(cell["rho"]) > 0 and cell["arm"] in (E2_BOTH, E2_ONLY)
 
 
 def e2_sft_dir(paths: RunPaths, cell: dict, seed: int) -> Path | None:

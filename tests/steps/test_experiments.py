@@ -24,7 +24,7 @@ from chexreason_utils.evaluation import registration
 from chexreason_utils.report import figure_registry
 from chexreason_utils.paths import RunPaths
 from chexreason_utils.runner import RunnerError, RunOptions, run
-from chexreason_utils.evaluation import shortcut
+from chexreason_utils.evaluation import claims, marker_probe, shortcut
 from chexreason_utils.training_runs import experiment_plan
 from chexreason_utils.steps import experiment_readouts, experiments
 from chexreason_utils.train import grpo
@@ -103,6 +103,50 @@ def test_e2_one_point_is_rho_0_and_the_largest_rho_with_the_marker_in_rl_data_on
         experiment_plan.e2_own_sft({**both, "arm": "marker everywhere"})
     with pytest.raises(ValueError, match="grid.finding 'Hernia' is not a world finding"):
         shortcut.planted_world(smoke, 0.5, "Hernia")
+    control = experiment_plan.e2_marker_only()   # the marker-only positive control: the largest rho, SFT of its own
+    assert control == {"rho": 0.9, "arm": experiment_plan.E2_ONLY, "finding": "Atelectasis"}
+    assert experiment_plan.e2_own_sft(control)
+    paths = RunPaths.for_profile("smoke", "/tmp/run")
+    roots = {experiment_plan.e2_planted_root(paths, {**c, "radius": r}).name
+             for c in (control, {**control, "arm": rl_only}) for r in (0.045, 0.07)}
+    assert roots == {"world_rho-0.9_finding-Atelectasis_radius-0.045", "world_rho-0.9_finding-Atelectasis_radius-0.07",
+                     "world_rho-0.9_finding-Atelectasis_radius-0.045_marker-only",
+                     "world_rho-0.9_finding-Atelectasis_radius-0.07_marker-only"}   # a site per size and control
+    world = shortcut.planted_world(smoke, 0.9, "Atelectasis", 0.07, only=True)
+    assert (world.shortcut_radius, world.shortcut_only) == (0.07, True)
+
+
+def test_the_probe_reads_a_marker_that_moves_the_features_and_not_one_that_does_not():
+    rng = np.random.default_rng(3)
+    plain = rng.normal(size=(40, 20))
+    moved = plain + np.r_[10.0, np.zeros(19)]   # the marker shifts one feature far: linearly decodable
+    assert marker_probe.probe_accuracy(plain, moved) == 1.0
+    assert marker_probe.probe_accuracy(plain, plain) <= 0.55   # nothing to read: about chance
+    with pytest.raises(ValueError, match="one shape"):
+        marker_probe.probe_accuracy(plain, moved[:30])
+    table = pd.DataFrame({"radius": [0.045, 0.045, 0.07, 0.07], "seed": [0, 1, 0, 1],
+                          "accuracy": [0.95, 0.8, 0.99, 0.97], "n_images": 40})
+    table["decodable"] = table["accuracy"] >= 0.9
+    assert marker_probe.chosen_radius(table) == 0.07   # the smallest size read in every seed
+    assert marker_probe.chosen_radius(table.assign(decodable=False)) is None
+
+
+def test_e2_is_not_measurable_when_a_positive_control_fails(tmp_path):
+    paths = RunPaths.for_profile("smoke", str(tmp_path))
+    out = experiment_plan.e2_decodability_file(paths)
+    out.parent.mkdir(parents=True)
+    read = pd.DataFrame({"radius": [0.045], "seed": [0], "accuracy": [0.99], "n_images": [40], "decodable": [True]})
+    read.to_csv(out, index=False)
+    assert experiment_readouts.e2_controls(paths, {"effect": 0.35}) == ""   # read and learned: E2 is ruled
+    assert experiment_readouts.e2_controls(paths, {"effect": 0.1}).startswith("marker not learned")
+    table = experiment_readouts.decodability_table(paths)
+    assert table[["radius", "min_accuracy", "decodable", "used"]].values.tolist() == [[0.045, 0.99, True, True]]
+    read.assign(accuracy=0.6, decodable=False).to_csv(out, index=False)
+    assert experiment_readouts.e2_controls(paths, {"effect": 0.9}).startswith("marker not decodable")
+    followed = shortcut.sensitivity_ci([[np.ones(6), np.ones(4)]] * 2, n_boot=50)   # GRPO - SFT = 1 everywhere
+    row = claims.judged({"readout": "GRPO - SFT sensitivity"}, followed, registration.get("E2"), "", "",
+                        "marker not learned: the marker-only SFT model's shortcut sensitivity 0.100 is below 0.2")
+    assert row["verdict"] == "not measurable" and row["not_measurable"].startswith("marker not learned")
 
 
 def _jpeg_blocks(mask: np.ndarray) -> np.ndarray:
@@ -134,6 +178,23 @@ def test_a_planted_site_differs_from_the_main_world_only_at_marked_images_inside
     assert after == before and knobs_hash(base) == json.loads((tmp_path / "main" / "world_card.json").read_text())["knobs_hash"]
     with pytest.raises(ValueError, match="shortcut_rho must be > 0"):
         write_planted_site(tmp_path / "none", base)
+
+    # the marker-only control at a larger size: the finding is not drawn, its label stays, the rest is the main world
+    write_planted_site(tmp_path / "only", replace(base, shortcut_rho=0.9, shortcut_radius=0.1, shortcut_only=True))
+    records = [r for r in read_findings(tmp_path / "only") if r["site"] == "mimic"]
+    with_finding = {r["path"] for r in records if "Atelectasis" in r["truth"]}
+    assert with_finding and not any("Atelectasis" in r["findings"] for r in records)
+    big, outside = shortcut_mask(64, 0.1), 0
+    assert big.sum() > mask.sum()
+    for r in records:
+        a, b = (np.asarray(Image.open(tmp_path / w / r["path"]), dtype=int) for w in ("main", "only"))
+        if r["path"] not in with_finding:
+            assert (a == b).all()   # no finding to hide, no marker: the main world's pixels
+        else:
+            outside += bool(((a != b) & ~_jpeg_blocks(big)).any())
+            if r.get("shortcut_marker"):
+                assert (b[big] > 230).all()
+    assert outside > 0   # the finding's pixels are gone
 
 
 def test_each_counterfactual_pair_differs_only_in_the_marker_and_keeps_the_world_pixels(small_world, tmp_path):
@@ -184,8 +245,25 @@ def test_the_shortcut_sensitivity_is_one_when_the_marker_always_adds_the_finding
         shortcut.marker_effect(never, always.iloc[:5], "Atelectasis", "empty")
     with pytest.raises(ValueError, match="no column 'labels'"):
         shortcut.marker_effect(never.drop(columns="labels"), always, "Atelectasis", "empty")
-    with pytest.raises(ValueError, match="same test sets and images"):
+    with pytest.raises(ValueError, match="same data sets and images"):
         shortcut.sensitivity_ci([[np.ones(6)], [np.ones(5)]])
+
+
+def test_an_experiment_readout_is_not_measurable_only_where_an_arm_at_floor_decides_its_sign():
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 2, size=(60, 3))
+    seen, constant = [y_true.copy(), y_true.copy()], [np.tile([1, 0, 0], (60, 1))] * 2   # an arm that reads, one at floor
+    frame = pd.DataFrame([{"dataset": "NIH", "stage": "baseline", "label": "macro", "name": "random", "f1": 0.30,
+                           "lo": 0.25, "hi": 0.35}])
+    assert experiment_readouts.arm_floor(frame, "NIH", y_true, seen) == ""
+    at_floor = experiment_readouts.arm_floor(frame, "NIH", y_true, constant)
+    assert "does not exceed 'random'" in at_floor and "1 distinct label set" in at_floor
+    rule = experiment_readouts.arm_floors_rule
+    assert rule({"lo": 0.1, "hi": 0.3}, at_floor, "") == ""   # the treatment beat a reference at floor: measurable
+    assert "decides the sign" in rule({"lo": 0.1, "hi": 0.3}, "", at_floor)   # the arm at floor is the better one
+    assert "decides the sign" in rule({"lo": -0.3, "hi": -0.1}, at_floor, "")
+    assert rule({"lo": -0.1, "hi": 0.1}, "", at_floor) == ""   # the CI holds 0: ruled as usual
+    assert rule({"lo": -0.1, "hi": 0.1}, at_floor, at_floor).startswith("both arms at floor")
 
 
 def test_the_experiment_stage_runs_only_when_asked(tmp_path):
@@ -217,7 +295,8 @@ def _check_e2_files(copy: RunPaths) -> None:
     the world's pixels."""
     from PIL import Image
 
-    cell = {"rho": 0.9, "arm": experiment_plan.E2_RL, "finding": "Atelectasis"}
+    radius = marker_probe.chosen_radius(pd.read_csv(experiment_plan.e2_decodability_file(copy)))
+    cell = {"rho": 0.9, "arm": experiment_plan.E2_RL, "finding": "Atelectasis", "radius": radius}
     root = experiment_plan.e2_planted_root(copy, cell)
     planted = pd.read_csv(experiment_plan.cell_dir(copy, "E2", cell) / experiment_plan.RL_MANIFEST, dtype=str)
     rl = load_manifest(copy, "rl")
@@ -229,16 +308,16 @@ def _check_e2_files(copy: RunPaths) -> None:
         rl_images.add(rel)
         if (a != b).any():
             differ.add(rel)
-            assert not ((a != b) & ~_jpeg_blocks(shortcut_mask(len(a)))).any()   # JPEG: the ring's 8x8 blocks only
+            assert not ((a != b) & ~_jpeg_blocks(shortcut_mask(len(a), radius))).any()   # JPEG: the ring's blocks only
     assert differ and differ == marked & rl_images and len(differ) == shortcut.marked_count(copy, "rl", root)
-    folder = copy.stage(experiment_plan.STAGE) / "E2" / "counterfactual"
+    folder = copy.stage(experiment_plan.STAGE) / "E2" / f"counterfactual_radius-{radius:g}"
     for name in shortcut.TEST_MANIFESTS.values():
         test = load_manifest(copy, name)
         assert len(list((folder / "plain" / name).glob("*.png"))) == len(test) == len(list((folder / "marker" / name).glob("*.png")))
         for k, source in enumerate(test["image_path"]):
             world, plain, marker = (np.asarray(Image.open(p), dtype=int) for p in
                                     (source, folder / "plain" / name / f"{k:05d}.png", folder / "marker" / name / f"{k:05d}.png"))
-            mask = shortcut_mask(len(plain))
+            mask = shortcut_mask(len(plain), radius)
             assert (plain == world).all() and not ((plain != marker) & ~mask).any() and (marker[mask] == 255).all()
 
 
@@ -278,13 +357,31 @@ def check_one_point_grids(paths: RunPaths, where: Path) -> None:
     e5 = pd.read_csv(copy.figures / "e5_collapse.csv")
     assert len(e5) == 1 and e5["verdict"].isin(verdict_statistics.VERDICTS).all() and e5["steps"].tolist() == [4]
     assert e5["note"].str.contains("runs collapsed on the").all() and e5["effect"].between(-1, 1).all()
-    e2 = pd.read_csv(copy.figures / "e2_shortcut.csv")
-    assert set(e2["rho"]) == {0.0, 0.9} and set(e2["arm"]) == {experiment_plan.E2_RL} and e2["effect"].between(-1, 1).all()
+    e2, only = pd.read_csv(copy.figures / "e2_shortcut.csv"), experiment_plan.E2_ONLY
+    assert set(e2["rho"]) == {0.0, 0.9} and set(e2["arm"]) == {experiment_plan.E2_RL, only}
+    assert e2["effect"].between(-1, 1).all()
+    control, e2 = e2.loc[e2["arm"] == only], e2.loc[e2["arm"] != only]
+    assert control["model"].tolist() == ["SFT"] and control["marked_sft_images"].gt(0).all()   # the positive control
     assert e2.groupby("rho")["model"].apply(list).tolist() == [["base", "SFT", "GRPO", "GRPO - SFT"]] * 2
     ruled = e2.loc[e2["readout"] == "GRPO - SFT sensitivity"]
     assert len(ruled) == 2 and ruled["verdict"].isin(verdict_statistics.VERDICTS).all()   # one seed: not measurable
+    learned = control["effect"].iloc[0] >= registration.get("E2").control("marker_only_sensitivity")
+    assert control["note"].iloc[0].startswith("positive control: " + ("passes" if learned else "fails, marker not"))
+    assert learned or (ruled["verdict"].eq("not measurable") & ruled["note"].str.startswith("marker not")).all()
     assert (e2.loc[e2["rho"] == 0.9, "marked_rl_images"] > 0).all() and (e2.loc[e2["rho"] == 0, "marked_rl_images"] == 0).all()
+    probe = pd.read_csv(copy.figures / "e2_decodability.csv")   # the first control, per registered size
+    assert probe["radius"].tolist() == registration.get("E2").control("marker_radius")
+    assert probe["min_accuracy"].between(0, 1).all() and probe["used"].sum() <= 1
     _check_e2_files(copy)
+    drift = pd.read_csv(copy.figures / "policy_drift_models.csv")   # what RL does: every trained GRPO model once
+    assert {"03", "E5", "Q1"} <= set(drift["experiment"]) and (drift["kl"] >= 0).all()
+    assert drift["nih_change"].between(-1, 1).all() and (drift["kl_images"] > 0).all()
+    reliance = pd.read_csv(copy.figures / "policy_reliance.csv")
+    assert len(reliance) == 2 * 3 and reliance[["sft_macro_f1", "grpo_macro_f1"]].stack().between(0, 1).all()
+    coverage = pd.read_csv(copy.figures / "policy_coverage.csv")
+    assert set(coverage["readout"]) == {"pass@1", "pass@8"} and len(coverage) == 2 * 2 * 3
+    models = coverage.loc[coverage["model"] != "GRPO - SFT"]
+    assert models["effect"].between(0, 1).all() and coverage["effect"].between(-1, 1).all()
     q1 = pd.read_csv(copy.figures / "q1_per_label.csv")
     tests = q1.loc[q1["test_set"] != "validation"]
     assert set(tests["test_set"]) == {"CheXpert", "NIH"} and set(tests["reward"]) == {"hard", "per_label"}
@@ -303,7 +400,9 @@ def check_one_point_grids(paths: RunPaths, where: Path) -> None:
     ids, files = _run_ids(folder), sorted(p for p in folder.rglob("*") if p.is_file())
     e2_runs = experiments.run_cells(cfg, copy, "E2")   # a second call trains nothing and rewrites nothing
     assert e2_runs["reused"].all() and Path(e2_runs["out_dir"].iloc[0]) == copy.grpo_run("hard", 0)   # rho 0: 03's
-    assert e2_runs["sft_model"].tolist() == [str(copy.sft_model("medical", "free_reasoning", 0))] * 2
+    assert e2_runs["sft_model"].tolist()[:2] == [str(copy.sft_model("medical", "free_reasoning", 0))] * 2
+    assert e2_runs["arm"].tolist()[-1] == experiment_plan.E2_ONLY   # the marker-only control: an SFT model of its own
+    assert Path(e2_runs["sft_model"].iloc[-1]).parent.parent == copy.stage(experiment_plan.STAGE) / "E2"
     q1_runs = experiments.run_cells(cfg, copy, "Q1")   # hard: 03's run; per_label: trained once, in its cell
     assert q1_runs["reused"].all() and q1_runs["reward"].tolist() == ["hard", "per_label"]
     assert Path(q1_runs["out_dir"].iloc[0]) == copy.grpo_run("hard", 0)
