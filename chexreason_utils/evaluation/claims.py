@@ -32,7 +32,7 @@ from .verdict_statistics import (COUNT_TEST, collapse_count_test, collapse_on_ax
                                  verdict)
 
 SCAFFOLD = "reasoning_a"
-FLOOR_CLAIM = {"CheXpert": "C1", "NIH": "C2"}   # the claim whose entries E0 and E4 compare on each set
+FLOOR_CLAIM = {"CheXpert": "C1", "NIH": "C2"}   # the claim whose arms E0 and E4 split the change of
 C4_GAINS = ("C4 general gain", "C4 medical gain")   # the parts of C4 reported beside its difference
 
 

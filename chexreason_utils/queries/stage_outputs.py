@@ -101,16 +101,3 @@ def claim_arm_floors(cfg: Config, frame: pd.DataFrame) -> dict[str, tuple[str, s
     return {key: (scores.entries_at_floor(frame, ref), scores.entries_at_floor(frame, treat))
             for key, (ref, treat) in arms.items()}
 
-
-def claim_floors(cfg: Config, frame: pd.DataFrame) -> dict[str, str]:
-    """Per claim, the entries at floor its comparison involves (``scores.entries_at_floor``; "" for none): the blunt
-    rule 07's readouts (E0, E4) still apply through ``FLOOR_CLAIM``; the claims read ``claim_arm_floors``, stage
-    08's readouts their own arms (``experiment_readouts.arm_floor``)."""
-    chex = {"stage": "grpo", "name": cfg.evaluation.test_grpo_reward, "checkpoint": cfg.evaluation.test_grpo_checkpoint}
-    sft = {"stage": "sft", "model": "medical"}
-    involved = {"C1": [{"dataset": "CheXpert", **sft}, {"dataset": "CheXpert", **chex}],
-                "C2": [{"dataset": "NIH", **sft}, {"dataset": "NIH", **chex}],
-                "C3": [{"dataset": "NIH", "stage": "base", "model": "medical"}, {"dataset": "NIH", **sft}]}
-    if cfg.sft.general_model_too:
-        involved["C4"] = [{"dataset": "validation", "stage": "sft"}]
-    return {claim: scores.entries_at_floor(frame, *all_keys) for claim, all_keys in involved.items()}

@@ -28,7 +28,7 @@ from ..jobs import run_jobs
 from ..data.manifests import in_run
 from ..evaluation.metrics import eval_labels, matrices
 from ..paths import RunPaths
-from ..queries.stage_outputs import claim_floors, pool_prevalence, read_evaluation
+from ..queries.stage_outputs import claim_arm_floors, pool_prevalence, read_evaluation
 from ..queries.entries import entry_predictions, test_entries
 from ..queries.predictions import covers, image_set_digest, predict_image_set
 from ..data.nih import nih_test_selection
@@ -51,7 +51,7 @@ def label_count_decomposition(cfg: Config, paths: RunPaths) -> tuple[pd.DataFram
     seed's value, verdict), each part's verdict over the orders (``over_orders``), and the scored labels named per
     image; oracles: macro-F1 of ``label_count.ORACLES`` on each set's truths (image-bootstrap CI)."""
     reg, E = registration.get("E0"), cfg.evaluation
-    floors = claim_floors(cfg, read_evaluation(paths).scores)
+    arms = claim_arm_floors(cfg, read_evaluation(paths).scores)
     prevalence = pool_prevalence(paths)
     rows, oracle_rows = [], []
     for dataset in reg.grid["test_set"]:
@@ -62,10 +62,12 @@ def label_count_decomposition(cfg: Config, paths: RunPaths) -> tuple[pd.DataFram
                                           label_count.orders(order, which, E.bootstrap_seed), E.n_bootstrap,
                                           E.bootstrap_seed)
             per_image = parts["labels_per_image"]
+            change = parts[label_count.PARTS[0]]   # the parts split this change: a floor deciding its sign rules them
+            floor = verdict_statistics.directional_floor(change["lo"], change["hi"], *arms[FLOOR_CLAIM[dataset]])
             for part in label_count.PARTS if which == label_count.ORDERS[0] else label_count.PARTS[1:]:
                 rows.append({**claims.judged({"test_set": dataset, "part": part,
                                               "order": "" if part == label_count.PARTS[0] else which},
-                                             parts[part], reg, dataset, floors[FLOOR_CLAIM[dataset]]),
+                                             parts[part], reg, dataset, floor),
                              "labels_per_image_sft": float(np.mean(per_image["SFT"])),
                              "labels_per_image_grpo": float(np.mean(per_image["GRPO"]))})
         for strategy in label_count.ORACLES:
@@ -158,9 +160,11 @@ def shift_attribution(cfg: Config, paths: RunPaths) -> pd.DataFrame:
                          "profile)")
     reg, E = registration.get("E4"), cfg.evaluation
     labels, seeds = eval_labels(cfg, "NIH"), training_seeds(cfg)
-    floor = claim_floors(cfg, read_evaluation(paths).scores)["C2"]
     y_main, main = _pair_matrices(cfg, paths, "NIH")
-    drop = metrics.paired_bootstrap(y_main, main["SFT"], main["GRPO"], E.n_bootstrap, E.bootstrap_seed)["effect"]
+    main_change = metrics.paired_bootstrap(y_main, main["SFT"], main["GRPO"], E.n_bootstrap, E.bootstrap_seed)
+    drop = main_change["effect"]
+    floor = verdict_statistics.directional_floor(main_change["lo"], main_change["hi"],   # the change attributed
+                                                 *claim_arm_floors(cfg, read_evaluation(paths).scores)["C2"])
     room = verdict_statistics.room_for_effect(max(0.0, -drop), reg.sesoi_of(""), "the main NIH test's SFT -> GRPO drop")
     name, frame = variant_manifest(cfg, paths)
     preds = variant_predictions(cfg, paths, name, frame)

@@ -130,27 +130,32 @@ def condition_images(cfg: Config, paths: RunPaths, dataset: str) -> dict[str, pd
 
 
 def reliance_readout(cfg: Config, paths: RunPaths) -> pd.DataFrame:
-    """Per test set and condition: SFT's and ChexReason's macro-F1 (seed means) and GRPO - SFT with its CI."""
-    E, rows = cfg.evaluation, []
-    for dataset in DATASETS:
-        pair, labels = test_entries(cfg, paths, dataset), eval_labels(cfg, dataset)
-        seeds = [s for s in pair["SFT"].models if s in experiment_seeds(cfg)]
+    """Per test set and condition: SFT's and ChexReason's macro-F1 (seed means) and GRPO - SFT with its CI; the
+    missing predictions of both sets and conditions made in one batch of jobs."""
+    E, rows, keys, requests, got = cfg.evaluation, [], [], [], {}
+    pairs = {d: test_entries(cfg, paths, d) for d in DATASETS}
+    seeds = {d: [s for s in pair["SFT"].models if s in experiment_seeds(cfg)] for d, pair in pairs.items()}
+    for dataset, pair in pairs.items():
         frames = dict(zip(pair, entry_predictions(cfg, paths, list(pair.values()))))
-        by_condition = {CONDITIONS[0]: {k: [frames[k][s] for s in seeds] for k in pair}}
+        got[(dataset, CONDITIONS[0])] = {k: [frames[k][s] for s in seeds[dataset]] for k in pair}
         for condition, images in condition_images(cfg, paths, dataset).items():
             name = f"policy_{CONDITION_FILES[condition]}_{SETS[dataset]}"
-            requests = [(*pair[k].models[s], images, name, pair[k].keys.prompt) for k in pair for s in seeds]
-            got = iter(predict_image_sets(cfg, paths, requests))
-            by_condition[condition] = {k: [next(got) for _ in seeds] for k in pair}
-        for condition, got in by_condition.items():
-            y_true = matrices(got["SFT"][0], cfg, labels)[0]
-            preds = {k: [matrices(f, cfg, labels)[1] for f in got[k]] for k in pair}
-            f1 = {k: float(np.mean([weighted_macro_f1(y_true, p, np.ones((1, len(y_true))))[0] for p in v]))
-                  for k, v in preds.items()}
-            diff = metrics.paired_bootstrap(y_true, preds["SFT"], preds["GRPO"], E.n_bootstrap, E.bootstrap_seed)
-            rows.append(scores.contrast_row({"test_set": dataset, "condition": condition, "sft_macro_f1": f1["SFT"],
-                                             "grpo_macro_f1": f1["GRPO"], "readout": "GRPO - SFT macro-F1",
-                                             "n_images": len(y_true)}, diff))
+            for k in pair:
+                keys += [(dataset, condition, k)] * len(seeds[dataset])
+                requests += [(*pair[k].models[s], images, name, pair[k].keys.prompt) for s in seeds[dataset]]
+    for key, frame in zip(keys, predict_image_sets(cfg, paths, requests)):
+        got.setdefault(key[:2], {}).setdefault(key[2], []).append(frame)
+    for (dataset, condition), by_model in sorted(got.items(), key=lambda kv: (DATASETS.index(kv[0][0]),
+                                                                             CONDITIONS.index(kv[0][1]))):
+        labels = eval_labels(cfg, dataset)
+        y_true = matrices(by_model["SFT"][0], cfg, labels)[0]
+        preds = {k: [matrices(f, cfg, labels)[1] for f in v] for k, v in by_model.items()}
+        f1 = {k: float(np.mean([weighted_macro_f1(y_true, p, np.ones((1, len(y_true))))[0] for p in v]))
+              for k, v in preds.items()}
+        diff = metrics.paired_bootstrap(y_true, preds["SFT"], preds["GRPO"], E.n_bootstrap, E.bootstrap_seed)
+        rows.append(scores.contrast_row({"test_set": dataset, "condition": condition, "sft_macro_f1": f1["SFT"],
+                                         "grpo_macro_f1": f1["GRPO"], "readout": "GRPO - SFT macro-F1",
+                                         "n_images": len(y_true)}, diff))
     return pd.DataFrame(rows)
 
 
