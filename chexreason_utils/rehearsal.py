@@ -195,9 +195,9 @@ def peak_rss():
 
 def prompt_lengths(processor, instruction: str, image: Image.Image) -> tuple[int, int]:
     """(prompt tokens with image tokens, image tokens) of one chat-formatted prompt, as the processor makes it."""
-    from .prompts import user_message
+    from .evaluation.evaluate import chat_prompt
 
-    text = processor.apply_chat_template([user_message(instruction)], add_generation_prompt=True, tokenize=False)[0]
+    text = chat_prompt(processor, instruction)
     ids = processor(text=[text], images=[[image]], return_tensors="pt")["input_ids"][0]
     token = getattr(processor.tokenizer, "image_token", None) or processor.image_token
     return len(ids), int((ids == processor.tokenizer.convert_tokens_to_ids(token)).sum())

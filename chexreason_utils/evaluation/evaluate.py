@@ -75,6 +75,12 @@ def merge_shards(out_path: Path) -> int:
     return added
 
 
+def chat_prompt(processor, instruction: str) -> str:
+    """The generation prompt of one user turn (an image and ``instruction``) as the processor's chat template
+    writes it."""
+    return processor.apply_chat_template([user_message(instruction)], add_generation_prompt=True, tokenize=False)[0]
+
+
 def generation_batch(processor, text: str, images: list[list]):
     """One prompt per image, padded on the left whatever side the tokenizer pads (a decoder-only model continues
     from the last position: right padding would make it continue from pad tokens). Images whose token counts differ
@@ -113,7 +119,7 @@ def predict(model_dir: str | Path, images: pd.DataFrame, prompt_name: str, out_p
             model = load_model(model_dir, device=dev).eval()
             processor = load_processor(model_dir, *image_pixels)
         bs = batch_size or default_batch_size(dev)
-        text = processor.apply_chat_template([user_message(instruction)], add_generation_prompt=True, tokenize=False)[0]
+        text = chat_prompt(processor, instruction)
         bar = Bar(task, len(todo), unit="image", enabled=progress)
         seconds = defaultdict(float)
         for start in range(0, len(todo), bs):
@@ -181,7 +187,7 @@ def sample_validity(model_dir: str | Path, images: pd.DataFrame, prompt_name: st
         model = load_model(model_dir, device=dev).eval()
         processor = load_processor(model_dir)
     instruction, think = prompt_for(prompt_name), requires_think(prompt_name)
-    text = processor.apply_chat_template([user_message(instruction)], add_generation_prompt=True, tokenize=False)[0]
+    text = chat_prompt(processor, instruction)
     chunk = images.iloc[:n]
     torch.manual_seed(seed)
     pics = [[Image.open(p).convert("RGB")] for p in chunk["image_path"]]

@@ -23,16 +23,11 @@ from PIL import Image
 from torch.nn import functional as F
 
 from ..progress import Bar
-from ..prompts import parse_output, prompt_for, requires_think, user_message
+from ..prompts import parse_output, prompt_for, requires_think
 from ..train.models import load_model, load_processor
-from .evaluate import generation_batch
+from .evaluate import chat_prompt, generation_batch
 
 GREY = 128   # the blank image's pixel value
-
-
-def _prompt(processor, prompt_name: str) -> str:
-    return processor.apply_chat_template([user_message(prompt_for(prompt_name))], add_generation_prompt=True,
-                                         tokenize=False)[0]
 
 
 def _with_answer(inputs: dict, answer_ids: list[int]) -> dict:
@@ -58,7 +53,7 @@ def completion_kl(sft_dir: str | Path, grpo_dir: str | Path, image_paths: list, 
         raise ValueError(f"completion_kl: {len(image_paths)} images but {len(answers)} answers")
     models = [load_model(d, device="cpu").eval() for d in (sft_dir, grpo_dir)]
     processor = load_processor(sft_dir)
-    text, out = _prompt(processor, prompt_name), []
+    text, out = chat_prompt(processor, prompt_for(prompt_name)), []
     with torch.inference_mode():
         for path, answer in zip(image_paths, answers):
             ids = processor.tokenizer(answer, add_special_tokens=False)["input_ids"]
@@ -107,7 +102,7 @@ def sampled_answers(model_dir: str | Path, images: pd.DataFrame, prompt_name: st
     """``n`` sampled answers per image (rows image_id, sample, labels, valid), sampled as GRPO samples
     (``temperature``, ``top_p``) after ``torch.manual_seed(seed)``, ``batch_size`` images at a time."""
     model, processor = load_model(model_dir, device="cpu").eval(), load_processor(model_dir)
-    text, think, rows = _prompt(processor, prompt_name), requires_think(prompt_name), []
+    text, think, rows = chat_prompt(processor, prompt_for(prompt_name)), requires_think(prompt_name), []
     torch.manual_seed(seed)
     bar = Bar(f"sample {Path(str(model_dir)).name}", len(images), unit="image", enabled=progress)
     for start in range(0, len(images), batch_size):

@@ -314,6 +314,5 @@ def shortcut_runs(cfg: Config, paths: RunPaths, todo: list[dict]) -> pd.DataFram
             run = done[(registration.cell_name(e2_run_cell(cell)), seed)]
             rows.append({**row, **run, "cell": registration.cell_name(cell), "run_cell": run["cell"],
                          "tag": checkpoint_tag(paths, "E2", run["cell"], run["out_dir"], Path(run["final_checkpoint"]),
-                                                seed),
-                         **{k: row[k] for k in ("sft_tag", "sft_model")}})
+                                                seed)})
     return pd.DataFrame(rows)

@@ -30,7 +30,7 @@ from ..evaluation.metrics import eval_labels, matrices
 from ..paths import RunPaths
 from ..queries.stage_outputs import claim_arm_floors, pool_prevalence, read_evaluation
 from ..queries.entries import entry_predictions, test_entries
-from ..queries.predictions import covers, image_set_digest, predict_image_set
+from ..queries.predictions import predict_image_sets
 from ..data.nih import nih_test_selection
 
 STAGE = "07_open_questions"
@@ -112,10 +112,10 @@ def _render_variant(root: Path, world, factor: str) -> None:
         write_nih_variant(root, world, factor)
 
 
-def variant_manifest(cfg: Config, paths: RunPaths) -> tuple[str, pd.DataFrame]:
-    """(name, frame) of the E4 test images of every variant: each variant's NIH-like site regenerated under
+def variant_manifest(cfg: Config, paths: RunPaths) -> pd.DataFrame:
+    """The E4 test images of every variant: each variant's NIH-like site regenerated under
     ``07_open_questions/e4/<factor>/`` and its test set selected by 01's rule; ``image_id`` is
-    ``<factor>/<image>``, ``variant`` the factor. The name carries the digest of the images (``predictions.image_set_digest``)."""
+    ``<factor>/<image>``, ``variant`` the factor."""
     factors = registration.get("E4").grid["factor"]
     for factor in factors:
         if factor != "all" and factor not in NIH_VARIANT_FACTORS:
@@ -132,22 +132,21 @@ def variant_manifest(cfg: Config, paths: RunPaths) -> tuple[str, pd.DataFrame]:
     frame = pd.concat(frames, ignore_index=True)
     frame.assign(labels=[list(t) for t in frame["truth"]], image_path=[in_run(paths, p) for p in frame["image_path"]]) \
         .drop(columns="truth").to_csv(paths.stage(STAGE) / "e4" / "test_images.csv", index=False)
-    return f"e4_nih_{image_set_digest(frame)}", frame
+    return frame
 
 
-def variant_predictions(cfg: Config, paths: RunPaths, name: str, frame: pd.DataFrame) -> dict[str, dict]:
+def variant_predictions(cfg: Config, paths: RunPaths, frame: pd.DataFrame) -> dict[str, dict]:
     """{"SFT" | "GRPO": {seed: predictions on the variant images, merged with their truth}}; the missing
-    prediction files are made in one batch of jobs (``jobs.run_jobs``), cached in the shared prediction folder."""
-    images = frame[["image_id", "image_path"]]
-    todo = {name_: {s: (tag, str(model), e.keys.prompt) for s, (tag, model) in e.models.items()}
-            for name_, e in test_entries(cfg, paths, "NIH").items()}
-    jobs = [dict(cfg=cfg, model=m, images=images, prompt=p, out=paths.prediction_file(t, name, p))
-            for by_seed in todo.values() for t, m, p in by_seed.values()
-            if not covers(cfg, paths.prediction_file(t, name, p), m, p, images["image_id"])]
-    run_jobs(predict_image_set, jobs, cfg.workers)
-    return {name_: {s: frame.merge(predict_image_set(cfg, m, images, p, paths.prediction_file(t, name, p)),
-                                   on="image_id", how="left") for s, (t, m, p) in by_seed.items()}
-            for name_, by_seed in todo.items()}
+    prediction files are made in one batch of jobs (``predictions.predict_image_sets``: cached in the shared
+    prediction folder under ``e4_nih_<image_set_digest>``)."""
+    entries = test_entries(cfg, paths, "NIH")
+    keys = [(name, s) for name, e in entries.items() for s in e.models]
+    got = predict_image_sets(cfg, paths, [(*entries[name].models[s], frame, "e4_nih", entries[name].keys.prompt)
+                                          for name, s in keys])
+    out: dict[str, dict] = {}
+    for (name, s), predictions in zip(keys, got):
+        out.setdefault(name, {})[s] = predictions
+    return out
 
 
 def shift_attribution(cfg: Config, paths: RunPaths) -> pd.DataFrame:
@@ -166,8 +165,8 @@ def shift_attribution(cfg: Config, paths: RunPaths) -> pd.DataFrame:
     floor = verdict_statistics.directional_floor(main_change["lo"], main_change["hi"],   # the change attributed
                                                  *claim_arm_floors(cfg, read_evaluation(paths).scores)["C2"])
     room = verdict_statistics.room_for_effect(max(0.0, -drop), reg.sesoi_of(""), "the main NIH test's SFT -> GRPO drop")
-    name, frame = variant_manifest(cfg, paths)
-    preds = variant_predictions(cfg, paths, name, frame)
+    frame = variant_manifest(cfg, paths)
+    preds = variant_predictions(cfg, paths, frame)
     rows = []
     for factor in reg.grid["factor"]:
         mats = {m: [matrices(by_seed[s].loc[by_seed[s]["variant"] == factor], cfg, labels) for s in seeds]

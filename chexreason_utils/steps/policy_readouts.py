@@ -164,9 +164,9 @@ def coverage_readout(cfg: Config, paths: RunPaths) -> pd.DataFrame:
     GRPO's temperature and top-p, the test set's scored labels compared as a set) and GRPO - SFT, mean over seeds
     with 95% CIs over seeds x images inside the shares' range (``metrics.pooled_mean_ci``)."""
     E, rows, todo = cfg.evaluation, [], {}
-    for dataset in DATASETS:
+    manifests = {d: load_manifest(paths, SETS[d]).iloc[:cfg.experiments.policy_images] for d in DATASETS}
+    for dataset, manifest in manifests.items():
         pair = test_entries(cfg, paths, dataset)
-        manifest = load_manifest(paths, SETS[dataset]).iloc[:cfg.experiments.policy_images]
         for kind, entry in pair.items():
             for s in (s for s in entry.models if s in experiment_seeds(cfg)):
                 tag, model = entry.models[s]
@@ -175,8 +175,8 @@ def coverage_readout(cfg: Config, paths: RunPaths) -> pd.DataFrame:
                                                 out=samples_file(cfg, paths, tag, model, manifest, dataset,
                                                                  entry.keys.prompt, s))
     run_jobs(cached_samples, [job for job in todo.values() if not job["out"].is_file()], cfg.workers)
-    for dataset in DATASETS:
-        labels, manifest = eval_labels(cfg, dataset), load_manifest(paths, SETS[dataset]).iloc[:cfg.experiments.policy_images]
+    for dataset, manifest in manifests.items():
+        labels = eval_labels(cfg, dataset)
         truth = metrics.prediction_matrix(manifest.assign(labels=manifest["truth"], valid=True), labels)
         correct = {}
         for (d, kind, _), job in todo.items():
