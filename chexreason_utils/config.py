@@ -104,6 +104,11 @@ class WorldConfig:
                                           "embedded", min=1)
     n_nih_images: int = option(800, "Images at the NIH-like site; about a quarter of its patients form the official "
                                     "test list (tiny 2,400: room for the paper's 488 test images).", "embedded", min=1)
+    n_padchest_studies: int = option(0, "Studies at the PadChest-like site (issue 40's third test site: its own "
+                                        "acquisition style, PadChest's fine labels mapped back through "
+                                        "data/padchest_mapping.csv, a physician / RNN labeller split; written from "
+                                        "its own stream, so the other sites keep their bytes). 0: no such site.",
+                                     "embedded", min=0)
     n_pretrain: int = option(400, "Images per tiny base model for its short domain pretraining.", "embedded", min=1)
     n_vision_pretrain: int = option(0, "Images per tiny base model for the pretraining of its vision tower and "
                                        "projector (models.vision_objective), generated in the MIMIC-like style from "
@@ -126,7 +131,7 @@ class WorldConfig:
 
 @dataclass
 class DataConfig:
-    """Where the three datasets live, in their official layouts. Relative paths are under the run dir."""
+    """Where the datasets live, in their official layouts. Relative paths are under the run dir."""
 
     mimic_root: str = option("world/mimic-cxr-jpg/2.0.0", "MIMIC-CXR-JPG folder (official layout).", "run",
                              nonempty=True)
@@ -134,6 +139,9 @@ class DataConfig:
     chexpert_test_csv: str = option("test_labels.csv", "CheXpert test-label CSV, relative to chexpert_root.", "run",
                                     nonempty=True)
     nih_root: str = option("world/ChestX-ray14", "NIH ChestX-ray14 folder (official layout).", "run", nonempty=True)
+    padchest_root: str = option("", "PadChest folder (official layout: the label table and the image folders named by "
+                                    "ImageDir); empty: PadChest is not scored (the paper profile runs as the paper "
+                                    "did, and the report says so).", "run")
     uncertainty_policy: str = option(
         "positive_only", "How uncertain (-1) and blank CheXpert labels count: positive_only (both absent) | "
         "uncertain_as_positive | ignore_uncertain (drop rows with any -1). The paper trains on positive labels "
@@ -166,6 +174,13 @@ class SamplingConfig:
                                           "are disjoint, not whether by image or by patient; by patient avoids "
                                           "leakage.")
     nih_test_size: int = option(488, "NIH ChestX-ray14 test images.", "stated", "Data", min=1)
+    padchest_test_size: int = option(500, "PadChest test images (the paper never used PadChest; about the size of its "
+                                          "other test sets), one per patient, chosen at random among the "
+                                          "images labelled by `padchest_label_methods` with a scored positive.",
+                                     min=1)
+    padchest_label_methods: list = option(["Physician"], "Which of PadChest's labellers the test images may come "
+                                                         "from (MethodLabel): Physician (hand-labelled) | RNN_model.",
+                                          choices=("Physician", "RNN_model"))
     nih_selection: str = option(
         "greedy_balanced", "How the NIH test images are chosen, after taking one image per patient: "
         "greedy_balanced (the penalty-based greedy sampler on the scored labels, so rare ones are present) | "

@@ -29,7 +29,7 @@ def _frame(rng, truths, hit: float) -> pd.DataFrame:
 
 
 def _inputs(cfg):
-    """(model entries, references, collapse evidence) of a two-seed run: validation, CheXpert and NIH."""
+    """(model entries, references, collapse evidence) of a two-seed run: validation, CheXpert, NIH and PadChest."""
     rng = np.random.default_rng(7)
     seeds, fmt, nan = cfg.seeds, cfg.grpo.start_format, float("nan")
     truths = {ds: [sorted(set(rng.choice(CHEXPERT_LABELS, size=rng.integers(1, 3)).tolist())) for _ in range(60)]
@@ -39,7 +39,7 @@ def _inputs(cfg):
                      {None: _frame(rng, truths["validation"], 0.2)})]
     scored += [Scored(EntryKeys("validation", role, "sft", f, "sft", 0, f), {}, by_seed("validation", hit))
                for role, hit in (("medical", 0.6), ("general", 0.4)) for f in cfg.sft.formats]
-    for ds in ("CheXpert", "NIH"):
+    for ds in prediction_export.DATASETS[1:]:   # the smoke profile scores PadChest too
         scored += [Scored(EntryKeys(ds, "medical", "base", fmt, "base", nan, fmt), {},
                           {None: _frame(rng, truths[ds], 0.2)}),
                    Scored(EntryKeys(ds, "medical", "sft", fmt, "sft", 0, fmt), {}, by_seed(ds, 0.5)),
@@ -59,7 +59,7 @@ def write_folder(folder, cfg):
     result = evaluation.score(cfg, scored, references, COMMONEST, collapse)
     gate = competence_gate.load()
     prediction_export.write(folder, cfg, scored + references, result.scores, COMMONEST, gate.digest, collapse)
-    plotting.save_table(claims.claims_table(result.contrasts, claims.sesoi(cfg)), "claims", folder)
+    plotting.save_table(claims.claims_table(result.contrasts, claims.sesoi(cfg), claims.active(cfg)), "claims", folder)
     plotting.save_table(competence_gate.summary(competence_gate.judge(result.scores, gate, zero_shot_prompt(cfg))),
                         "competence_gate", folder)
     return result

@@ -25,7 +25,7 @@ from ..config import Config
 from ..labels import NIH_LABEL_SETS, NIH_LABELS, NIH_NO_FINDING, names_to_vector, nih_to_chexpert
 from .manifests import manifest_frame
 from .records import DataLayoutError, LoadResult, check_image_files, drop_rows, require_columns, to_result
-from .sampling import select_nih_test
+from .sampling import select_test_set
 
 ENTRY_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 REQUIRED = ("Image Index", "Finding Labels", "Patient ID", "Patient Age", "Patient Gender", "View Position")
@@ -124,7 +124,7 @@ def nih_test_selection(cfg: Config, nih_root: Path):
     by the profile's selection rule."""
     d, s = cfg.data, cfg.sampling
     nih = load_nih(nih_root, splits=s.nih_splits, check_images=d.check_images)
-    frame, selection = select_nih_test(
+    frame, selection = select_test_set(
         manifest_frame(nih.dataset), nih.labels(), s.nih_test_size, NIH_LABEL_SETS[cfg.evaluation.nih_label_set],
         s.nih_selection, s.seed, s.min_fraction, s.max_fraction, s.nih_without_scored_positive)
     return nih, frame, selection

@@ -25,10 +25,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..labels import names_to_vector
+from ..labels import PADCHEST_EVAL_LABELS, names_to_vector
 from .padchest_mapping import map_labels, mapping_dict
 from .padchest_table import TABLE_NAME
+from .manifests import manifest_frame
 from .records import DataLayoutError, LoadResult, check_image_files, drop_rows, require_columns, to_result
+from .sampling import select_test_set
 
 TABLE_FILES = (TABLE_NAME, TABLE_NAME.removesuffix(".gz"))
 REQUIRED = ("ImageID", "ImageDir", "StudyID", "PatientID", "Projection", "MethodLabel", "Labels")
@@ -170,3 +172,15 @@ def load_padchest(root: str | Path, label_methods: Sequence[str] | None = None,
 def label_methods_of(result: LoadResult) -> list[str]:
     """Each record's ``MethodLabel`` (Physician or RNN_model), read back from ``source_labels``."""
     return [json.loads(s)["MethodLabel"] for s in result.dataset["source_labels"]]
+
+
+def padchest_test_selection(cfg, root: Path):
+    """(the PadChest load result, the PadChest test manifest frame, its selection report): the frontal images of
+    ``root`` labelled by ``sampling.padchest_label_methods``, one per patient (the first in table order), those
+    with no positive among the registered labels (``labels.PADCHEST_EVAL_LABELS``) left out, then a seeded uniform
+    sample of ``sampling.padchest_test_size`` (the site's own label mix, not balanced)."""
+    s = cfg.sampling
+    loaded = load_padchest(root, label_methods=s.padchest_label_methods, check_images=cfg.data.check_images)
+    frame, selection = select_test_set(manifest_frame(loaded.dataset), loaded.labels(), s.padchest_test_size,
+                                       PADCHEST_EVAL_LABELS, "random", s.seed, s.min_fraction, s.max_fraction)
+    return loaded, frame, selection

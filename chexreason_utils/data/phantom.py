@@ -1,10 +1,13 @@
-"""The embedded phantom world: three sites written in the official dataset layouts.
+"""The embedded phantom world: its sites written in the official dataset layouts.
 
 - ``mimic-cxr-jpg/2.0.0``: MIMIC-like training site (AP/PA and lateral views, CheXpert-labeller values with
   uncertain -1 and blanks), study-level labels, official csv.gz files and ``files/pNN/...`` tree.
 - ``CheXpert-v1.0``: CheXpert-like test site (binary radiologist labels, ``test_labels.csv``).
 - ``ChestX-ray14``: NIH-like site labelled in the NIH ontology (Mass vs Nodule by size, Infiltration,
   Emphysema, Fibrosis, Hernia), with NLP-labeller noise, sex and age, PNG images in ``images_NNN/images``.
+- ``PadChest`` (when ``n_padchest_studies`` > 0): PadChest-like site labelled in PadChest's fine ontology (its
+  real label strings, drawn through ``padchest_mapping``), a physician / RNN labeller split, frontal and lateral
+  projections, the official table and ``<ImageDir>/<ImageID>`` folders; from its own stream (``[seed, 4]``).
 
 Labels come from a Gaussian copula: a few clinical factors (cardiac, infection, ICU, lesion, chronic) load
 on the findings, thresholds are set so each label's marginal matches the target prevalence (sources in
@@ -34,7 +37,8 @@ from tqdm.auto import tqdm
 from ..config import WorldConfig
 from ..labels import CHEXPERT_CSV_ORDER, CHEXPERT_LABELS, NIH_LABELS, NIH_NO_FINDING, NIH_TO_CHEXPERT
 from ..paths import RunPaths
-from . import chexpert, nih
+from . import chexpert, nih, padchest_mapping
+from .padchest_table import TABLE_NAME as PADCHEST_TABLE
 from .phantom_render import SiteStyle, add_shortcut_marker, render
 
 CAPTIONS = "captions.jsonl"   # a pretraining pool's image captions, one JSON row per image
@@ -46,6 +50,8 @@ PREVALENCE_SOURCES = {
     "chexpert_test": "CheXpert test set (Irvin et al. 2019; Saporta et al. 2022), radiologist consensus; approximate, rounded",
     "nih": "ChestX-ray14 (Wang et al. 2017), image-level label counts over 112,120 images, rounded",
 }
+PADCHEST_PREVALENCE_SOURCE = ("PadChest's real label table (torchxrayvision 1.5.7 wheel): share of its 26,432 "
+                              "physician-labelled frontal rows carrying each label")
 MIMIC_PREVALENCE = {
     "Atelectasis": 0.20, "Cardiomegaly": 0.20, "Consolidation": 0.047, "Edema": 0.12,
     "Enlarged Cardiomediastinum": 0.031, "Fracture": 0.019, "Lung Lesion": 0.028, "Lung Opacity": 0.226,
@@ -76,6 +82,40 @@ NIH_LOADINGS = {
     "lesion": {"Mass": 0.5, "Nodule": 0.5},
     "chronic": {"Emphysema": 0.5, "Fibrosis": 0.45, "Pleural_Thickening": 0.45, "Pneumothorax": 0.2},
 }
+# The PadChest-like site's fine labels (real PadChest strings; every one is in padchest_mapping.csv) and their
+# prevalence per frontal image (PADCHEST_PREVALENCE_SOURCE). The commonest labels of each mapped CheXpert label,
+# and the commonest labels with no CheXpert counterpart, which are never scored.
+PADCHEST_PREVALENCE = {
+    "cardiomegaly": 0.0925, "pleural effusion": 0.0446, "costophrenic angle blunting": 0.0404, "pneumonia": 0.0403,
+    "interstitial pattern": 0.0479, "infiltrates": 0.0343, "fibrotic band": 0.033, "increased density": 0.0217,
+    "alveolar pattern": 0.0354, "consolidation": 0.0089, "apical pleural thickening": 0.0396,
+    "laminar atelectasis": 0.0335, "atelectasis": 0.0173, "pacemaker": 0.0217, "nsg tube": 0.0162,
+    "endotracheal tube": 0.0107, "central venous catheter via jugular vein": 0.0095, "callus rib fracture": 0.0197,
+    "vertebral anterior compression": 0.0139, "nodule": 0.0173, "pulmonary mass": 0.0053, "hilar congestion": 0.0169,
+    "heart insufficiency": 0.0152, "superior mediastinal enlargement": 0.0042, "mediastinal enlargement": 0.0027,
+    "pneumothorax": 0.0025, "copd signs": 0.1126, "unchanged": 0.1006, "chronic changes": 0.0968,
+    "aortic elongation": 0.0801, "scoliosis": 0.0684, "air trapping": 0.0426, "calcified granuloma": 0.018,
+    "hiatal hernia": 0.0158, "emphysema": 0.0087,
+}
+# How a fine label is drawn where the world has a drawer more specific than its CheXpert label's; every other mapped
+# label is drawn as its CheXpert label, and an unmapped label without a drawer here ("unchanged", "aortic
+# elongation", "scoliosis", "chronic changes", "calcified granuloma") is a label of nothing the phantom renders.
+PADCHEST_DRAWN_AS = {"nodule": "Nodule", "pulmonary mass": "Mass", "infiltrates": "Infiltration",
+                     "copd signs": "Emphysema", "air trapping": "Emphysema", "emphysema": "Emphysema",
+                     "hiatal hernia": "Hernia"}
+# The chronic factor's loadings at the PadChest-like site (an older outpatient population); the other factors load
+# on each fine label as on its CheXpert label (``padchest_loadings``).
+PADCHEST_CHRONIC = {"copd signs": 0.5, "air trapping": 0.4, "emphysema": 0.5, "chronic changes": 0.45,
+                    "aortic elongation": 0.35, "scoliosis": 0.3, "calcified granuloma": 0.2, "hiatal hernia": 0.2,
+                    "fibrotic band": 0.3, "apical pleural thickening": 0.3, "interstitial pattern": 0.25}
+# Per study: who labelled it (real table: 39,053 of 160,861 rows by a physician) and each labeller's noise.
+PADCHEST_PHYSICIAN_SHARE = 0.243
+PADCHEST_LABELLER = {"Physician": {"miss_true_finding": 0.05, "spurious_finding_per_label": 0.001},
+                     "RNN_model": {"miss_true_finding": 0.12, "spurious_finding_per_label": 0.004}}
+# A study's frontal projection (real physician-labelled frontal rows) and how often it has a lateral / costal view.
+PADCHEST_FRONTAL = {"PA": 0.906, "AP_horizontal": 0.072, "AP": 0.022}
+PADCHEST_EXTRA_VIEWS = {"L": 0.48, "COSTAL": 0.006}
+PADCHEST_AGE = (58, 19)   # mean and sd of age in years (older than the NIH-like site's)
 SITES = {
     "mimic": SiteStyle("mimic", gamma=1.0, contrast=1.0, brightness=0.0, noise=0.03, magnification=1.0,
                        blur=0, border=0, marker="top-right"),
@@ -83,6 +123,8 @@ SITES = {
                           blur=1, border=4, marker="top-left"),
     "nih": SiteStyle("nih", gamma=1.15, contrast=0.85, brightness=0.05, noise=0.045, magnification=0.93,
                      blur=0, border=0, marker="bottom-left"),
+    "padchest": SiteStyle("padchest", gamma=0.85, contrast=1.2, brightness=-0.04, noise=0.035, magnification=1.04,
+                          blur=0, border=6, marker="none"),
 }
 # CheXpert-labeller value model (MIMIC-like site): P(value | truth).
 MIMIC_LABELLER = {"positive": {"1": 0.85, "-1": 0.15}, "absent": {"blank": 0.85, "0": 0.12, "-1": 0.03}}
@@ -301,6 +343,91 @@ def write_nih(root: Path, cfg: WorldConfig, rng: np.random.Generator, records: l
     return {"images": n, "truth": truth}
 
 
+def padchest_loadings() -> dict[str, dict[str, float]]:
+    """The PadChest-like site's factor loadings: each mapped fine label loads like its CheXpert label (scaled by
+    0.9), plus the chronic factor of ``PADCHEST_CHRONIC``; "unchanged" loads on nothing."""
+    mapping = padchest_mapping.mapping_dict()
+    out: dict[str, dict[str, float]] = {}
+    for factor, loads in CHEXPERT_LOADINGS.items():
+        out[factor] = {f: round(0.9 * loads[mapping[f]], 4) for f in PADCHEST_PREVALENCE if mapping[f] in loads}
+    out["chronic"] = dict(PADCHEST_CHRONIC)
+    return out
+
+
+def padchest_drawers() -> dict[str, str | None]:
+    """What each PadChest-like fine label is rendered as: ``PADCHEST_DRAWN_AS``, else its CheXpert label; None for a
+    label of nothing the phantom draws."""
+    mapping = padchest_mapping.mapping_dict()
+    return {f: PADCHEST_DRAWN_AS.get(f) or mapping[f] for f in PADCHEST_PREVALENCE}
+
+
+def _padchest_observed(truth: list[str], labeller: dict, rng: np.random.Generator) -> list[str]:
+    """A labeller's reading of one study: each true label missed with ``miss_true_finding``, each other label
+    added with ``spurious_finding_per_label``; "normal" when nothing is left."""
+    out = []
+    for label in PADCHEST_PREVALENCE:
+        if label in truth:
+            if rng.random() >= labeller["miss_true_finding"]:
+                out.append(label)
+        elif rng.random() < labeller["spurious_finding_per_label"]:
+            out.append(label)
+    return out or [padchest_mapping.NORMAL]
+
+
+def write_padchest(root: Path, cfg: WorldConfig, rng: np.random.Generator, records: list) -> dict:
+    """The PadChest-like site in PadChest's official layout: ``PadChest/<table>`` (its 36 columns, as the real
+    release writes them) and ``PadChest/<ImageDir>/<ImageID>`` PNGs, 1-2 studies per patient, a frontal view per
+    study and sometimes a lateral or costal one; the study's labels come from its labeller (``MethodLabel``)."""
+    base = root / "PadChest"
+    n = cfg.n_padchest_studies
+    age = np.clip(rng.normal(*PADCHEST_AGE, n), 18, 100).round()
+    truth = copula_labels(rng, n, PADCHEST_PREVALENCE, padchest_loadings(),
+                          factor_shift={f: AGE_EFFECT_ON_CARDIAC * (age - PADCHEST_AGE[0]) / PADCHEST_AGE[1]
+                                        for f in ("cardiac", "chronic")})
+    patients = np.sort(rng.integers(1, max(2, int(n / 1.6)), n))
+    birth = {p: int(2015 - a) for p, a in zip(patients, age)}
+    sex = {p: str(rng.choice(["M", "F"])) for p in np.unique(patients)}
+    physician = rng.random(n) < PADCHEST_PHYSICIAN_SHARE
+    drawer = padchest_drawers()
+    rows = []
+    for i in tqdm(range(n), desc="PadChest-like site", leave=False):
+        findings = _findings_of(truth.iloc[i])
+        method = "Physician" if physician[i] else "RNN_model"
+        labels = _padchest_observed(findings, PADCHEST_LABELLER[method], rng)
+        drawn_findings = sorted({drawer[f] for f in findings if drawer[f]})
+        frontal = str(rng.choice(list(PADCHEST_FRONTAL), p=list(PADCHEST_FRONTAL.values())))
+        views = [frontal] + [v for v, share in PADCHEST_EXTRA_VIEWS.items() if rng.random() < share]
+        study = f"{int(rng.integers(10 ** 17, 10 ** 18))}{i:06d}"
+        date = 20090101 + 10000 * int(rng.integers(0, 8)) + int(rng.integers(0, 28))
+        for view in views:
+            image = f"{study}_{_hexid(rng)[:6]}.png"
+            folder = str(len(rows) // 500)
+            render_view = {"L": "LATERAL", "AP_horizontal": "AP", "AP": "AP"}.get(view, "PA")
+            pixels, drawn = render(drawn_findings, SITES["padchest"], cfg.image_size, rng, view=render_view)
+            _save(pixels, base / folder / image, "PNG")
+            rows.append({"ImageID": image, "ImageDir": folder, "StudyDate_DICOM": date, "StudyID": study,
+                         "PatientID": f"{int(patients[i]):012d}", "PatientBirth": float(birth[patients[i]]),
+                         "PatientSex_DICOM": sex[patients[i]],
+                         "ViewPosition_DICOM": {"L": "LATERAL", "PA": "POSTEROANTERIOR"}.get(view, "ANTEROPOSTERIOR"),
+                         "Projection": view, "MethodProjection": "Manual review of DICOM fields", "Pediatric": "No",
+                         "Modality_DICOM": "CR", "Manufacturer_DICOM": "PhantomCo", "PhotometricInterpretation_DICOM":
+                         "MONOCHROME2", "PixelRepresentation_DICOM": 0, "PixelAspectRatio_DICOM": "None",
+                         "SpatialResolution_DICOM": "None", "BitsStored_DICOM": 8, "WindowCenter_DICOM": 128,
+                         "WindowWidth_DICOM": 256, "Rows_DICOM": cfg.image_size, "Columns_DICOM": cfg.image_size,
+                         "XRayTubeCurrent_DICOM": 250, "Exposure_DICOM": 2, "ExposureInuAs_DICOM": 2500,
+                         "ExposureTime": 10, "RelativeXRayExposure_DICOM": "None", "ReportID": 4000000 + i,
+                         "Report": " ".join(f"{label} ." for label in labels), "MethodLabel": method,
+                         "Labels": str(labels), "Localizations": "[]",
+                         "LabelsLocalizationsBySentence": str([[label] for label in labels]), "labelCUIS": "[]",
+                         "LocalizationsCUIS": "[]"})
+            records.append({"site": "padchest", "image_id": image, "path": f"PadChest/{folder}/{image}", "view": view,
+                            "truth": findings, "findings": drawn, "labels": labels, "method": method})
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "", range(len(frame)))   # the real table's unnamed first column
+    _write_csv_gz(frame, base / PADCHEST_TABLE)
+    return {"studies": n, "images": len(rows), "truth": truth, "physician_studies": int(physician.sum())}
+
+
 def write_pretraining(root: Path, cfg: WorldConfig, rng: np.random.Generator) -> dict:
     """Two disjoint pools: phantom radiographs with short reports, and non-radiograph scenes with captions.
     Each row also holds what was drawn (``findings`` or ``objects``), for the instruction data (``instruct``)."""
@@ -367,10 +494,12 @@ def _general_pool(gen: Path, n: int, size: int, rng: np.random.Generator) -> Non
 
 
 def _config_knobs(cfg: WorldConfig) -> dict:
-    """The world config as the card records it: without E2's shortcut fields while no shortcut is planted, so a
-    world without one keeps its fingerprint."""
+    """The world config as the card records it: without E2's shortcut fields while no shortcut is planted and
+    without the PadChest-like site's size while it has none, so a world without them keeps its fingerprint."""
     config = asdict(cfg)
-    return config if cfg.shortcut_rho > 0 else {k: v for k, v in config.items() if not k.startswith("shortcut_")}
+    dropped = ("shortcut_",) if cfg.shortcut_rho <= 0 else ()
+    dropped += ("n_padchest_studies",) if not cfg.n_padchest_studies else ()
+    return {k: v for k, v in config.items() if not k.startswith(dropped)} if dropped else config
 
 
 def knobs(cfg: WorldConfig) -> dict:
@@ -381,7 +510,19 @@ def knobs(cfg: WorldConfig) -> dict:
             "factor_loadings": {"chexpert_ontology": CHEXPERT_LOADINGS, "nih_ontology": NIH_LOADINGS},
             "mimic_labeller": MIMIC_LABELLER, "nih_labeller": NIH_LABELLER,
             "nih_age_effect_on_cardiac_factor": AGE_EFFECT_ON_CARDIAC,
-            "no_finding_rule": "positive exactly when no finding other than Support Devices is present"}
+            "no_finding_rule": "positive exactly when no finding other than Support Devices is present",
+            **({"padchest": padchest_knobs()} if cfg.n_padchest_studies else {})}
+
+
+def padchest_knobs() -> dict:
+    """The PadChest-like site's knobs as the world card records them."""
+    return {"prevalence_targets": PADCHEST_PREVALENCE, "prevalence_source": PADCHEST_PREVALENCE_SOURCE,
+            "drawn_as": padchest_drawers(),
+            "factor_loadings": padchest_loadings(), "physician_share": PADCHEST_PHYSICIAN_SHARE,
+            "labeller": PADCHEST_LABELLER, "frontal_projection": PADCHEST_FRONTAL, "extra_views": PADCHEST_EXTRA_VIEWS,
+            "age_mean_sd": PADCHEST_AGE, "age_effect_on_cardiac_and_chronic_factors": AGE_EFFECT_ON_CARDIAC,
+            "mapping": "data/padchest_mapping.csv (labels scored through it; normal alone is No Finding)",
+            "stream": "[seed, 4]"}
 
 
 def knobs_hash(cfg: WorldConfig) -> str:
@@ -466,6 +607,8 @@ def generate_world(root: str | Path, cfg: WorldConfig, force: bool = False) -> d
     nih = write_nih(root, cfg, np.random.default_rng(seeds["nih"]), records)
     pre = write_pretraining(root, cfg, np.random.default_rng(seeds["pretrain"]))
     vision = write_vision_pretraining(root, cfg)
+    pad = (write_padchest(root, cfg, np.random.default_rng([cfg.seed, 4]), records) if cfg.n_padchest_studies
+           else None)
     (root / RunPaths.FINDINGS).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     card = {"knobs_hash": knobs_hash(cfg), **knobs(cfg),
             "realised_prevalence": {"mimic_studies": mimic["truth"].mean().round(4).to_dict(),
@@ -478,6 +621,11 @@ def generate_world(root: str | Path, cfg: WorldConfig, force: bool = False) -> d
             "layouts": {"mimic": "mimic-cxr-jpg/2.0.0", "chexpert": "CheXpert-v1.0", "nih": "ChestX-ray14",
                         "pretrain": f"pretrain/{{medical,general}}/{CAPTIONS}",
                         "vision_pretrain": f"pretrain/vision/{{medical,general}}/{CAPTIONS}"}}
+    if pad is not None:
+        card["realised_prevalence"]["padchest_studies"] = pad["truth"].mean().round(4).to_dict()
+        card["counts"].update(padchest_studies=pad["studies"], padchest_images=pad["images"],
+                              padchest_physician_studies=pad["physician_studies"])
+        card["layouts"]["padchest"] = f"PadChest/{PADCHEST_TABLE} + PadChest/<ImageDir>/<ImageID>"
     card_path.write_text(json.dumps(card, indent=2, sort_keys=True))
     return card
 

@@ -155,10 +155,11 @@ def _removed_note(split: np.ndarray, available: np.ndarray, patient_disjoint: bo
 NO_SCORED_POSITIVE = ("exclude", "keep")
 
 
-def select_nih_test(frame: pd.DataFrame, labels: np.ndarray, n: int, eval_labels: tuple[str, ...],
+def select_test_set(frame: pd.DataFrame, labels: np.ndarray, n: int, eval_labels: tuple[str, ...],
                     rule: str, seed: int, min_fraction: float = 0.05, max_fraction: float = 0.30,
                     without_scored_positive: str = "exclude") -> tuple[pd.DataFrame, Selection]:
-    """The NIH test manifest and its label report (the paper's 488-image selection rule is not stated).
+    """A cross-site test manifest (NIH's, PadChest's) and its label report (the paper's 488-image NIH selection rule
+    is not stated).
 
     - ``greedy_balanced`` (default): one image per patient (the first in file order), then the
       penalty-based greedy sampler on the evaluation labels, so rare ones (Edema, Pneumonia) are present.
@@ -170,9 +171,9 @@ def select_nih_test(frame: pd.DataFrame, labels: np.ndarray, n: int, eval_labels
     and fractions and names the labels below ``min_fraction`` or above ``max_fraction``.
     """
     if rule not in ("greedy_balanced", "random"):
-        raise ValueError(f"unknown NIH selection rule {rule!r}; choose greedy_balanced or random")
+        raise ValueError(f"unknown test selection rule {rule!r}; choose greedy_balanced or random")
     if without_scored_positive not in NO_SCORED_POSITIVE:
-        raise ValueError(f"unknown sampling.nih_without_scored_positive {without_scored_positive!r}; "
+        raise ValueError(f"unknown without_scored_positive {without_scored_positive!r} (sampling.nih_without_scored_positive); "
                          f"choose one of {', '.join(NO_SCORED_POSITIVE)}")
     first = ~frame["patient_id"].duplicated().to_numpy()
     cols = [CHEXPERT_LABELS.index(lbl) for lbl in eval_labels]

@@ -14,6 +14,12 @@ Five verdicts, ruled before any run (``verdict``, ``judge``) with each claim's s
   is the model's doing and is ruled as usual), the detector fired in no run of either arm, or there is one training
   seed (no seed-level CI).
 
+C2 PadChest, C3 PadChest and C6 are ours, registered before any run scored PadChest (issue 40; the paper names
+PadChest as its next check): C2 and C3 on the PadChest test set, and C6, "the NIH drop reproduces on PadChest",
+supported only when the drop is supported at both sites (``combine`` of C2 and C2 PadChest; its CI column shows the
+difference of the two drops, PadChest - NIH, as description). They are measured where the profile scores PadChest
+(``active``).
+
 C4 is the paper's two-part statement (the general model's scaffold gain > 0 *and* larger than the medical
 model's): supported only when both parts are (``combine``). C5 is ruled by a count rule instead of a CI
 (``collapse_count``): collapsed runs per arm on one step axis, an exact test per side; it has no SESOI.
@@ -32,7 +38,8 @@ from .verdict_statistics import (COUNT_TEST, collapse_count_test, collapse_on_ax
                                  verdict)
 
 SCAFFOLD = "reasoning_a"
-FLOOR_CLAIM = {"CheXpert": "C1", "NIH": "C2"}   # the claim whose arms E0 and E4 split the change of
+FLOOR_CLAIM = {"CheXpert": "C1", "NIH": "C2", "PadChest": "C2 PadChest"}   # the claim whose arms E0 and E4 split the change of
+REPRODUCES = ("C2", "C2 PadChest")   # the drops C6 asks for at both sites
 C4_GAINS = ("C4 general gain", "C4 medical gain")   # the parts of C4 reported beside its difference
 
 
@@ -104,8 +111,9 @@ class Claim:
     metric: str
     comparison: str
     direction: int             # the sign of the effect the paper reports
-    paper_value: float | None  # None: the paper states it in words only
+    paper_value: float | None  # None: the paper states it in words only (or not at all: ``in_paper``)
     evidence: str              # the artifact it is measured on (a key of the evidence mapping)
+    in_paper: bool = True      # False: our claim, registered where the paper points (PadChest)
 
 
 T5, T6 = reference.TABLE5_MACRO, reference.TABLE6_MACRO
@@ -126,8 +134,24 @@ CLAIMS: tuple[Claim, ...] = (
           "share of GRPO steps inside a detected collapse episode (diagnostics.collapse_episodes)",
           "unstable-recipe ablation - final recipe (same reward, per seed)", +1, None, "collapse"),
 )
+PADCHEST_CLAIMS: tuple[Claim, ...] = (
+    Claim("C2 PadChest", "GRPO lowers PadChest macro-F1 from SFT", "PadChest test macro-F1 (13 labels)",
+          "GRPO - SFT (medical model, paired per seed)", -1, None, "PadChest", in_paper=False),
+    Claim("C3 PadChest", "SFT raises PadChest macro-F1 over the base model", "PadChest test macro-F1 (13 labels)",
+          "SFT - base (medical model, paired per seed: each seed's own base where bases are built)", +1, None,
+          "PadChest", in_paper=False),
+    Claim("C6", "The NIH drop reproduces on PadChest: GRPO lowers macro-F1 from SFT at both cross-dataset sites",
+          "NIH and PadChest test macro-F1", "C2 and C2 PadChest both supported (CI: the PadChest drop minus the NIH "
+          "drop, paired per seed, as description)", -1, None, "PadChest", in_paper=False),
+)
 SESOI_OPTIONS = {"C1": "claims.sesoi_c1", "C2": "claims.sesoi_c2", "C3": "claims.sesoi_c3", "C4": "claims.sesoi_c4",
-                 "C4 general gain": "claims.sesoi_c4_general_gain"}   # C5 is a count rule: no SESOI
+                 "C4 general gain": "claims.sesoi_c4_general_gain", "C2 PadChest": "claims.sesoi_c2",
+                 "C3 PadChest": "claims.sesoi_c3", "C6": "claims.sesoi_c2"}   # C5 is a count rule: no SESOI
+
+
+def active(cfg) -> tuple[Claim, ...]:
+    """The claims a profile measures: C1-C5, and the PadChest claims where it scores PadChest."""
+    return CLAIMS + (PADCHEST_CLAIMS if cfg.data.padchest_root else ())
 
 
 def sesoi(cfg) -> dict[str, float]:
@@ -146,6 +170,10 @@ def collapse_share(per_step: pd.DataFrame, episodes: pd.DataFrame) -> float:
     return float(inside.mean())
 
 
+def by_id(claim_id: str) -> Claim:
+    return next(c for c in CLAIMS + PADCHEST_CLAIMS if c.id == claim_id)
+
+
 def _require(evidence: dict, claim: Claim):
     if evidence.get(claim.evidence) is None:
         raise MissingEvidence(f"claim {claim.id} ({claim.statement}) needs the {claim.evidence!r} artifact, "
@@ -156,9 +184,13 @@ def _require(evidence: dict, claim: Claim):
 def _effects(claim: Claim, evidence: dict, n_boot: int, seed: int) -> dict[str, dict]:
     """The claim's contrast(s), by id: C4 gives its difference and both gains."""
     data = _require(evidence, claim)
-    if claim.id in ("C1", "C2", "C3"):
+    if claim.id == "C6":
+        nih, pad = (_require(evidence, by_id(c)) for c in REPRODUCES)
+        arms = [(y, p["sft"], p["grpo"]) for y, p in (pad, nih)]
+        return {"C6": metrics.gap_change(*arms, n_boot, seed)}
+    if claim.id in ("C1", "C2", "C3", "C2 PadChest", "C3 PadChest"):
         y_true, preds = data          # preds: {"base": [matrix], "sft": [per seed], "grpo": [per seed]}
-        a, b = ("base", "sft") if claim.id == "C3" else ("sft", "grpo")
+        a, b = ("base", "sft") if claim.id.startswith("C3") else ("sft", "grpo")
         return {claim.id: metrics.paired_bootstrap(y_true, preds[a], preds[b], n_boot, seed)}
     if claim.id == "C4":
         y_true, preds = data          # preds: {role: {format: [per seed]}}
@@ -227,25 +259,28 @@ def collapse_count(runs: dict) -> dict:
             "rule_p": min(1.0, 2 * min(test["p_claim"], test["p_other"]))}
 
 
-def measure(evidence: dict, floors: dict | None = None, n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
+def measure(evidence: dict, floors: dict | None = None, n_boot: int = 1000, seed: int = 0,
+            claims: tuple[Claim, ...] = CLAIMS) -> dict[str, dict]:
     """Each claim's contrast(s) (effect = mean over seeds, each seed's value, 95% seed x image CI, variance parts)
     by id, with ``not_measurable`` (a reason, or ""). ``floors`` maps a contrast id (C1-C3, C4's two gains) to the
     entries at floor of its (reference arm, treatment arm) (``queries.stage_outputs.claim_arm_floors``): a floor
     makes a contrast not measurable only where it decides the sign (``verdict_statistics.directional_floor``), and
     C4's difference is not measurable where either gain is. ``evidence`` maps each claim's artifact name to its
-    data (see ``steps.evaluation.measure_contrasts``); a missing one is a ``MissingEvidence``."""
+    data (see ``steps.evaluation.measure_contrasts``); a missing one is a ``MissingEvidence``. ``claims``: which to
+    measure (``active``); C6 is not measurable where C2 or C2 PadChest is."""
     floors = floors or {}
     out = {}
-    for claim in CLAIMS:
+    for claim in claims:
         for key, result in _effects(claim, evidence, n_boot, seed).items():
             reason = result.get("not_measurable", "")
             if key in floors and not reason:
                 why = directional_floor(result["lo"], result["hi"], *floors[key])
                 reason = f"floor: {why}" if why else ""
             out[key] = {**result, "not_measurable": reason}
-    if "C4" in out and not out["C4"]["not_measurable"]:
-        parts = [key for key in C4_GAINS if out[key]["not_measurable"]]
-        out["C4"]["not_measurable"] = f"as {' and '.join(parts)}" if parts else ""
+    for whole, parts in (("C4", C4_GAINS), ("C6", REPRODUCES)):
+        if whole in out and not out[whole]["not_measurable"]:
+            down = [key for key in parts if out[key]["not_measurable"]]
+            out[whole]["not_measurable"] = f"as {' and '.join(down)}" if down else ""
     return out
 
 
@@ -261,14 +296,16 @@ def _ci(r) -> str:
     return f"{r['effect']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]"
 
 
-def claims_table(contrasts: pd.DataFrame, sesoi_by_id: dict[str, float]) -> pd.DataFrame:
+def claims_table(contrasts: pd.DataFrame, sesoi_by_id: dict[str, float],
+                 claims: tuple[Claim, ...] = CLAIMS) -> pd.DataFrame:
     """One row per claim, leading with claim, verdict and effect [95% CI], then the note (floor, seeds needed,
     C4's two gains), SESOI, the paper's value and whether the CI holds it, each seed's value, and the long
     statement / metric / comparison; from the claim rows (``kind`` "claim" and "claim part") of the evaluation's
-    contrasts frame. ``sesoi_by_id``: ``sesoi(cfg)``."""
+    contrasts frame. ``sesoi_by_id``: ``sesoi(cfg)``; ``claims``: ``active(cfg)``. C6 is ruled after C2 and C2
+    PadChest, from their verdicts."""
     measured = contrasts.loc[contrasts["kind"].isin(["claim", "claim part"])].set_index("contrast")
-    rows = []
-    for claim in CLAIMS:
+    rows, ruled = [], {}
+    for claim in claims:
         needed = [claim.id, *(C4_GAINS if claim.id == "C4" else ())]
         missing = [k for k in needed if k not in measured.index]
         if missing:
@@ -280,6 +317,12 @@ def claims_table(contrasts: pd.DataFrame, sesoi_by_id: dict[str, float]) -> pd.D
         r = measured.loc[claim.id]
         if r.get("rule") == "count":
             v, note = r["rule_verdict"], r["rule_note"]
+        elif claim.id == "C6":
+            parts = {c: ruled[c] for c in REPRODUCES}
+            v = "not measurable" if r["not_measurable"] else combine(list(parts.values()))
+            note = "; ".join([f"{c}: {parts[c]}" for c in REPRODUCES]
+                             + [f"difference of the drops (PadChest - NIH) {_ci(r)}"]
+                             + ([f"not measurable: {r['not_measurable']}"] if r["not_measurable"] else []))
         else:
             v, note = judge(r, claim.direction, sesoi_by_id[claim.id], SESOI_OPTIONS[claim.id])
         if claim.id == "C4":
@@ -294,11 +337,12 @@ def claims_table(contrasts: pd.DataFrame, sesoi_by_id: dict[str, float]) -> pd.D
                               f"difference: {v}" + (f" ({note})" if note and not shared else ""),
                               *([f"both parts: {shared}"] if shared else [])])
             v = combine([v_gain, v])
+        ruled[claim.id] = v
         paper = np.nan if claim.paper_value is None else round(float(claim.paper_value), 4)
         rows.append({"claim": claim.id, "verdict": v, "effect [95% CI]": _ci(r), "note": note,
                      "sesoi": sesoi_by_id.get(claim.id, np.nan), "paper_value": paper,
-                     "paper_in_ci": "stated in words" if claim.paper_value is None else
-                     ("yes" if r["lo"] <= claim.paper_value <= r["hi"] else "no"),
+                     "paper_in_ci": "not in the paper" if not claim.in_paper else "stated in words"
+                     if claim.paper_value is None else ("yes" if r["lo"] <= claim.paper_value <= r["hi"] else "no"),
                      "per_seed": r["per_seed"], "seeds": int(r["seeds"]), "effect": r["effect"], "lo": r["lo"],
                      "hi": r["hi"], "statement": claim.statement, "metric": claim.metric,
                      "comparison": claim.comparison})
@@ -308,15 +352,20 @@ def claims_table(contrasts: pd.DataFrame, sesoi_by_id: dict[str, float]) -> pd.D
 def family_rows(table: pd.DataFrame, contrasts: pd.DataFrame) -> pd.DataFrame:
     """The claims as members of the family-wise view (``verdict_statistics.family_view``): one row per claim with
     its verdict, CI, df, sign, SESOI and p. A CI-ruled claim's p agrees with its CI (``p_from_ci``); C4's is the
-    larger of its two parts' (both must hold); C5's is the count rule's two-sided exact p. A not measurable claim
+    larger of its two parts' (both must hold), and so is C6's (C2's and C2 PadChest's, on the PadChest drop's CI);
+    C5's is the count rule's two-sided exact p. A not measurable claim
     leaves the family."""
     measured = contrasts.loc[contrasts["kind"].isin(["claim", "claim part"])].set_index("contrast")
-    direction = {c.id: c.direction for c in CLAIMS}
+    direction = {c.id: c.direction for c in CLAIMS + PADCHEST_CLAIMS}
     rows = []
     for r in table.itertuples():
         m = measured.loc[r.claim]
         count = m.get("rule") == "count"
         p = m["rule_p"] if count else p_from_ci(m["lo"], m["hi"], m["df"])
+        if r.claim == "C6":   # both drops must hold: the larger p, ruled on the PadChest drop's CI
+            m = measured.loc["C2 PadChest"]
+            r = r._replace(effect=m["effect"], lo=m["lo"], hi=m["hi"])
+            p = max(p_from_ci(x["lo"], x["hi"], x["df"]) for x in (measured.loc[c] for c in REPRODUCES))
         if r.claim == "C4":
             g = measured.loc["C4 general gain"]
             p = max(p, p_from_ci(g["lo"], g["hi"], g["df"]))
@@ -330,7 +379,7 @@ def family_rows(table: pd.DataFrame, contrasts: pd.DataFrame) -> pd.DataFrame:
 def caption(profile: str, phantom: bool, n_seeds: int) -> str:
     """The claims table's caption: where it was measured, how the CI was made, how the verdict is ruled."""
     where = f"in the phantom world (profile {profile}, tiny models)" if phantom else f"on profile {profile}"
-    return (f"five claims tested together, {where}, each at 95% (the family-wise view, Holm-adjusted over every "
+    return (f"the claims tested together, {where}, each at 95% (the family-wise view, Holm-adjusted over every "
             f"verdict of the report, is in 07's family_view); effect = mean "
             f"over {n_seeds} training seed(s); 95% CI: {metrics.CI_METHOD}; verdicts ruled before the run: "
             "supported / contradicted (CI excludes 0 on the paper's / the other side), no effect of the paper's size "

@@ -13,15 +13,26 @@ import pandas as pd
 from scipy import stats
 
 from ..config import INVALID_POLICIES, Config
-from ..labels import CHEXPERT_LABELS, NIH_LABEL_SETS, label_matrix, names_to_vector
+from ..labels import CHEXPERT_LABELS, NIH_LABEL_SETS, PADCHEST_EVAL_LABELS, label_matrix, names_to_vector
 from .verdict_statistics import bounded_mean_interval
 
 CI_METHOD = ("t-interval over training seeds (between-seed variance / n, df n - 1) plus the image noise the seeds "
              "share (image bootstrap), Satterthwaite df; one seed: the image bootstrap alone")
 
 
+TEST_DATASETS = ("CheXpert", "NIH", "PadChest")   # every test set, in table order
+
+
+def test_datasets(cfg: Config) -> tuple[str, ...]:
+    """The test sets a profile scores: CheXpert and NIH, and PadChest where ``data.padchest_root`` is set."""
+    return TEST_DATASETS if cfg.data.padchest_root else TEST_DATASETS[:2]
+
+
 def eval_labels(cfg: Config, dataset: str) -> tuple[str, ...]:
-    """The labels a test set is scored on: CheXpert's 14, or the profile's NIH label set."""
+    """The labels a test set is scored on: CheXpert's 14, the profile's NIH label set, or PadChest's registered
+    set (``labels.PADCHEST_EVAL_LABELS``)."""
+    if dataset == "PadChest":
+        return PADCHEST_EVAL_LABELS
     return CHEXPERT_LABELS if dataset == "CheXpert" else NIH_LABEL_SETS[cfg.evaluation.nih_label_set]
 
 

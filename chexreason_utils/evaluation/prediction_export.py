@@ -24,11 +24,11 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from . import claims, scores
+from . import claims, metrics, scores
 from ..config import Config, check_values, get_value, set_value
 from ..jsonl_store import write_if_changed
 
-DATASETS = ("validation", "CheXpert", "NIH")
+DATASETS = ("validation", *metrics.TEST_DATASETS)   # every data set a run may score (PadChest where it has it)
 SCORES = "scores.csv.gz"
 INPUTS = "recompute.json"
 ENTRY_KEYS = [k for k in scores.KEYS if k != "dataset"]
@@ -38,6 +38,7 @@ COLUMNS = ["entry", *ENTRY_KEYS, "seed", "chosen_step", "image_id", "labels", "v
 CONFIG_KEYS = ("arithmetic", "seeds", "evaluation.invalid_policy", "evaluation.nih_label_set", "evaluation.n_bootstrap",
                "evaluation.bootstrap_seed", "evaluation.test_grpo_reward", "evaluation.test_grpo_checkpoint",
                "evaluation.prompt_variant", "grpo.start_format", "sft.general_model_too", "sft.formats",
+               "data.padchest_root",
                *claims.SESOI_OPTIONS.values())
 TEXT = [*(k for k in ENTRY_KEYS if k != "step"), "image_id", "labels", "truth"]   # read as text, "" kept
 SEP = "|"
@@ -90,7 +91,7 @@ def write(folder: Path, cfg: Config, scored: list[Scored], score_frame: pd.DataF
     rows = pd.concat([_rows(i, e).assign(dataset=e.keys.dataset) for i, e in enumerate(scored)], ignore_index=True)
     rows["seed"], rows["chosen_step"] = rows["seed"].astype("Int64"), rows["chosen_step"].astype("Int64")
     out = []
-    for dataset in DATASETS:
+    for dataset in ("validation", *metrics.test_datasets(cfg)):
         part = rows.loc[rows["dataset"] == dataset, COLUMNS]
         out.append(predictions_file(folder, dataset))
         write_if_changed(out[-1], _gzip(part.to_csv(index=False)))
@@ -144,7 +145,7 @@ def _split(text) -> list[str]:
 def read(folder: Path) -> list[Scored]:
     """Every committed entry, in the scores frame's order, as ``write`` got it."""
     out = []
-    for dataset in DATASETS:
+    for dataset in ("validation", *metrics.test_datasets(read_config(folder))):
         path = _need(predictions_file(folder, dataset))
         frame = pd.read_csv(path, dtype={**dict.fromkeys(TEXT, str), "seed": "Int64", "chosen_step": "Int64"},
                             keep_default_na=False, na_values={k: [""] for k in ("seed", "chosen_step", "step")})

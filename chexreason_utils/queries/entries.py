@@ -1,5 +1,5 @@
 """What stage 04 scores (its entries: base models with each prompt variant, SFT formats of both models, GRPO
-checkpoints and their best-F1 / final selections, on validation, CheXpert and NIH) and their predictions, which
+checkpoints and their best-F1 / final selections, on validation and every test set) and their predictions, which
 04's tables, 05, 07 and 08 read."""
 from __future__ import annotations
 
@@ -9,13 +9,19 @@ import numpy as np
 
 from ..config import CHECKPOINT_CHOICES, Config, training_seeds
 from ..evaluation import scores
+from ..evaluation.metrics import test_datasets
 from ..evaluation.scores import EntryKeys
 from ..paths import RunPaths, checkpoint_name, model_tag
 from ..train.model_registry import ROLES, base_model, built_bases
 from .predictions import predict_many
 from .stage_outputs import grpo_models, read_checkpoint_scores, sft_start
 
-SETS = {"validation": "val", "CheXpert": "chexpert_test", "NIH": "nih_test"}   # dataset -> manifest
+SETS = {"validation": "val", "CheXpert": "chexpert_test", "NIH": "nih_test", "PadChest": "padchest_test"}   # dataset -> manifest
+
+
+def sets(cfg: Config) -> dict[str, str]:
+    """The data sets the profile scores (validation and ``metrics.test_datasets``) -> their manifests."""
+    return {d: SETS[d] for d in ("validation", *test_datasets(cfg))}
 
 
 @dataclass
@@ -79,7 +85,7 @@ def entries(cfg: Config, paths: RunPaths) -> list[Entry]:
                   {s: (model_tag(f"sft-{role}-{f}", s), paths.sft_model(role, f, s)) for s in seeds})
             for role in roles for f in cfg.sft.formats]
     out += _grpo_entries(cfg, paths, "validation")
-    for dataset in ("CheXpert", "NIH"):
+    for dataset in test_datasets(cfg):
         out += [_base(cfg, paths, dataset, role, zero_shot_prompt(cfg)) for role in ROLES]
         out.append(Entry(EntryKeys(dataset, "medical", stage="sft", name=fmt, checkpoint="sft", step=0, prompt=fmt),
                          {s: sft_start(cfg, paths, s) for s in seeds}))

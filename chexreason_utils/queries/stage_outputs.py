@@ -85,7 +85,7 @@ def read_family_members(paths: RunPaths) -> pd.DataFrame:
 
 
 def claim_arm_floors(cfg: Config, frame: pd.DataFrame) -> dict[str, tuple[str, str]]:
-    """Per claim contrast (C1-C3, C4's two scaffold gains), the entries at floor in its reference arm and in its
+    """Per claim contrast (C1-C3, C4's two scaffold gains, C2 and C3 on PadChest), the entries at floor in its reference arm and in its
     treatment arm (``scores.entries_at_floor``; "" for none), for the directional floor rule
     (``verdict_statistics.directional_floor``). A scaffold gain's reference arm is the model's other SFT formats."""
     chex = {"stage": "grpo", "name": cfg.evaluation.test_grpo_reward, "checkpoint": cfg.evaluation.test_grpo_checkpoint}
@@ -93,6 +93,9 @@ def claim_arm_floors(cfg: Config, frame: pd.DataFrame) -> dict[str, tuple[str, s
     arms = {"C1": ({"dataset": "CheXpert", **sft}, {"dataset": "CheXpert", **chex}),
             "C2": ({"dataset": "NIH", **sft}, {"dataset": "NIH", **chex}),
             "C3": ({"dataset": "NIH", "stage": "base", "model": "medical"}, {"dataset": "NIH", **sft})}
+    if cfg.data.padchest_root:
+        arms["C2 PadChest"] = ({"dataset": "PadChest", **sft}, {"dataset": "PadChest", **chex})
+        arms["C3 PadChest"] = ({"dataset": "PadChest", "stage": "base", "model": "medical"}, {"dataset": "PadChest", **sft})
     if cfg.sft.general_model_too:
         others = [f for f in cfg.sft.formats if f != claims.SCAFFOLD]
         for role in ("general", "medical"):

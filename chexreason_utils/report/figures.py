@@ -33,9 +33,9 @@ def world_examples(world_root: Path, per_site: int = 6) -> tuple[plt.Figure, pd.
             if f not in seen and r["site"] == "mimic":
                 seen.add(f)
                 picks.append((f, r))
-    for site in ("mimic", "chexpert", "nih"):
-        normal = next((r for r in records if r["site"] == site and not r["truth"] and r["view"] != "LATERAL"
-                       and r["view"] != "lateral"), None)
+    for site in ("mimic", "chexpert", "nih", "padchest"):
+        normal = next((r for r in records if r["site"] == site and not r["truth"]
+                       and r["view"] not in ("LATERAL", "lateral", "L")), None)
         if normal:
             picks.append((f"normal ({site})", normal))
     picks = picks[:18]
@@ -116,50 +116,55 @@ def _mean_and_seeds(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return table.loc[is_mean], table.loc[~is_mean]
 
 
+TEST_SET_TICKS = {"CheXpert": "CheXpert (in-ontology)", "NIH": "NIH (cross-dataset)",
+                  "PadChest": "PadChest (cross-dataset,\nfiner ontology)"}
+
+
 def headline(summary: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
-    """Macro-F1 per model on CheXpert and NIH: bars = mean over training seeds with the 95% seed x image CI
+    """Macro-F1 per model on every test set of ``summary`` (CheXpert, NIH, PadChest where scored): bars = mean over training seeds with the 95% seed x image CI
     (``metrics.CI_METHOD``), dots = each seed; rows whose model starts "image-only CNN" (the supervised image
     reference) are hatched grey bars, rows whose model starts "baseline: " dashed reference lines (columns model,
     dataset, seed, macro_f1, lo, hi)."""
     is_baseline = summary["model"].str.startswith("baseline: ")
     mean, seeds = _mean_and_seeds(summary.loc[~is_baseline])
-    fig, ax = plt.subplots(figsize=(9, 5))
+    sets = [d for d in TEST_SET_TICKS if (summary["dataset"] == d).any()]
+    fig, ax = plt.subplots(figsize=(3 + 3 * len(sets), 5))
     models = list(dict.fromkeys(mean["model"]))
     width = 0.8 / len(models)
     baselines = summary.loc[is_baseline]
     for k, (name, t) in enumerate(baselines.groupby("model", sort=False)):
         t = t.set_index("dataset")
-        for j, ds in enumerate(["CheXpert", "NIH"]):
+        for j, ds in enumerate(sets):
             ax.hlines(t.loc[ds, "macro_f1"], j - width / 2, j + 0.8 - width / 2, colors=f"C{k + 4}",
                       linestyles="--", linewidth=1.5, zorder=3, label=name if j == 0 else None)
     references = [m for m in models if m.startswith("image-only CNN")]
     for i, m in enumerate(models):
-        t = mean.loc[mean["model"] == m].set_index("dataset").loc[["CheXpert", "NIH"]]
-        x = np.arange(2) + i * width
+        t = mean.loc[mean["model"] == m].set_index("dataset").loc[sets]
+        x = np.arange(len(sets)) + i * width
         if m in references:
             shade = ("0.82", "0.62")[references.index(m) % 2]
             ax.bar(x, t["macro_f1"], width, label=m, color=shade, hatch="//", edgecolor="0.35", linewidth=0.5)
         else:
             ax.bar(x, t["macro_f1"], width, label=m, color=PALETTE.get(m.split()[0].lower(), None))
         ax.errorbar(x, t["macro_f1"], yerr=[t["macro_f1"] - t["lo"], t["hi"] - t["macro_f1"]], fmt="none", ecolor="k", capsize=3)
-        for j, ds in enumerate(["CheXpert", "NIH"]):
+        for j, ds in enumerate(sets):
             v = seeds.loc[(seeds["model"] == m) & (seeds["dataset"] == ds), "macro_f1"]
             ax.plot(np.full(len(v), x[j]), v, "o", color="k", ms=3, alpha=0.7)
-    ax.set_xticks(np.arange(2) + width * (len(models) - 1) / 2, ["CheXpert (in-ontology)", "NIH (cross-dataset)"])
+    ax.set_xticks(np.arange(len(sets)) + width * (len(models) - 1) / 2, [TEST_SET_TICKS[d] for d in sets])
     ax.set_ylabel("macro-F1 (bars: mean over seeds, 95% CI;\ndots: seeds)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     fig.tight_layout()
     return fig, summary
 
 
-def per_label_heatmaps(cx: pd.DataFrame, nih: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
-    """Rows = labels, columns = models, values = F1."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5), gridspec_kw={"width_ratios": [1, 1]})
-    for ax, (name, t) in zip(axes, (("CheXpert", cx), ("NIH", nih))):
+def per_label_heatmaps(tables: dict[str, pd.DataFrame]) -> tuple[plt.Figure, pd.DataFrame]:
+    """One heatmap per test set of ``tables`` (test set -> per-label F1): rows = labels, columns = models."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(6 * len(tables), 5.5), squeeze=False)
+    for ax, (name, t) in zip(axes[0], tables.items()):
         sns.heatmap(t, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", ax=ax, cbar=False, annot_kws={"size": 7})
         ax.set_title(f"{name}: per-label F1")
     fig.tight_layout()
-    data = pd.concat([cx.assign(dataset="CheXpert"), nih.assign(dataset="NIH")]).reset_index(names="label")
+    data = pd.concat([t.assign(dataset=name) for name, t in tables.items()]).reset_index(names="label")
     return fig, data
 
 

@@ -153,15 +153,15 @@ def test_columns(frame: pd.DataFrame, dataset: str, chexreason: dict) -> dict[in
 
 
 def headline_summary(frame: pd.DataFrame, chexreason: dict) -> pd.DataFrame:
-    """Macro-F1 of the medical model before and after each stage on both test sets: the mean over seeds with the
+    """Macro-F1 of the medical model before and after each stage on every test set: the mean over seeds with the
     95% seed x image CI (``aggregate`` "mean") and each seed, the supervised image-only reference likewise
     (``reference_name``), and the trivial baselines (``model`` "baseline: <name>") as reference (columns model,
     dataset, seed, aggregate, macro_f1, lo, hi, n)."""
     columns = {"MedGemma base": TEST_COLUMNS["MedGemma base"], "MedGemma SFT": TEST_COLUMNS["MedGemma SFT"],
                "ChexReason": {"stage": "grpo", **chexreason}}
     parts = [mean_and_seed_rows(frame, dataset=ds, **keys).assign(model=STAGE_NAMES[column])
-             for ds in ("CheXpert", "NIH") for column, keys in columns.items()]
-    for ds in ("CheXpert", "NIH"):
+             for ds in test_sets(frame) for column, keys in columns.items()]
+    for ds in test_sets(frame):
         parts += [mean_and_seed_rows(frame, dataset=ds, **scores.REFERENCE, name=name).assign(model=reference_name(name))
                   for name in reference_names(frame)]
         base = baseline_rows(frame, ds)
@@ -183,9 +183,16 @@ def per_label_columns(frame: pd.DataFrame, dataset: str, chexreason: dict) -> pd
     return pd.DataFrame(out)
 
 
-def checkpoint_curve(frame: pd.DataFrame, datasets=("CheXpert", "NIH")) -> pd.DataFrame:
+def test_sets(frame: pd.DataFrame) -> list[str]:
+    """The test sets a scores frame holds, in table order (``metrics.TEST_DATASETS``)."""
+    return [d for d in metrics.TEST_DATASETS if (frame["dataset"] == d).any()]
+
+
+def checkpoint_curve(frame: pd.DataFrame, datasets=None) -> pd.DataFrame:
     """Micro / macro-F1 and fail rate of the SFT start (step 0) and every scored GRPO checkpoint, per reward run,
-    test set and seed (columns reward, seed, step, dataset, macro_f1, micro_f1, fail_rate)."""
+    test set (``datasets``; None: every test set of the frame) and seed (columns reward, seed, step, dataset,
+    macro_f1, micro_f1, fail_rate)."""
+    datasets = test_sets(frame) if datasets is None else datasets
     steps = seed_rows(frame, dataset=list(datasets), stage="grpo")
     steps = steps.loc[steps["checkpoint"].map(is_checkpoint_name)]
     start = seed_rows(frame, dataset=list(datasets), stage="sft", model="medical")
@@ -270,16 +277,17 @@ def reference_columns(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
     return rows.pivot(index="label", columns="name", values="f1").reindex(columns=reference_names(frame))
 
 
-def test_table(per_seed: dict[int, pd.DataFrame], which: int, profile: str, fixed: tuple[str, ...] = (),
+def test_table(per_seed: dict[int, pd.DataFrame], which: int | None, profile: str, fixed: tuple[str, ...] = (),
                baselines: pd.DataFrame | None = None, references: pd.DataFrame | None = None) -> pd.DataFrame:
     """Table 5/6 layout: label rows, then the Macro row (mean over labels, zeros included); the paper's model
-    columns as one block, this run's (mean over training seeds) as the next, then one block per seed without the
-    ``fixed`` models, which do not depend on the seed, then the supervised image-only ``references``
-    (``reference_columns``, mean over seeds) and the ``baselines`` (``baseline_columns``) as reference blocks."""
-    rep = reference.per_label_table(which)
+    columns (Table ``which``; None: a test set the paper did not score, PadChest) as one block, this run's (mean
+    over training seeds) as the next, then one block per seed without the ``fixed`` models, which do not depend on
+    the seed, then the supervised image-only ``references`` (``reference_columns``, mean over seeds) and the
+    ``baselines`` (``baseline_columns``) as reference blocks."""
     n = len(per_seed)
     mean = sum(per_seed.values()) / n
-    parts = {REPORTED: rep, reproduced_label(profile, n): mean}
+    rep = reference.per_label_table(which) if which is not None else pd.DataFrame(index=mean.index)
+    parts = {REPORTED: rep, reproduced_label(profile, n): mean} if which is not None else {reproduced_label(profile, n): mean}
     if n > 1:
         parts.update({f"seed {s}": t.drop(columns=[c for c in fixed if c in t]) for s, t in per_seed.items()})
     if references is not None and len(references.columns):
@@ -287,8 +295,8 @@ def test_table(per_seed: dict[int, pd.DataFrame], which: int, profile: str, fixe
     if baselines is not None:
         parts["trivial baselines"] = baselines
     table = blocks(parts, list(rep.index), "model")
-    macro = pd.concat({REPORTED: pd.Series(reference.reported_macro(which)),
-                       **{name: part.mean() for name, part in parts.items() if name != REPORTED}})
+    reported = {REPORTED: pd.Series(reference.reported_macro(which))} if which is not None else {}
+    macro = pd.concat({**reported, **{name: part.mean() for name, part in parts.items() if name != REPORTED}})
     table.loc["Macro"] = macro.reindex(table.columns)
     return table.rename_axis("label")
 

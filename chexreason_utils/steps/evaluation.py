@@ -1,8 +1,8 @@
 """Stage 04 (evaluation): the one route from predictions to every table.
 
 ``evaluate_run`` lists every entry the paper's tables and our figures score — base models with each prompt
-variant, SFT formats of both models, GRPO checkpoints and their best-F1 / final selections, on validation, CheXpert
-and NIH — predicts all of them in one batch of independent jobs (cached), and writes two tidy frames under
+variant, SFT formats of both models, GRPO checkpoints and their best-F1 / final selections, on validation and every
+test set (CheXpert, NIH and, where the profile has it, PadChest) — predicts all of them in one batch of independent jobs (cached), and writes two tidy frames under
 ``04_evaluation/``: the scores frame (``scores``: entry × seed × label, with the mean over seeds and its CI, the
 supervised image-only reference (``training_runs.image_reference``) and the trivial baselines of every set) and the contrasts (the paired SFT -> GRPO differences and every claim's
 effect, with CIs), and the floor criterion (``reporting.floor_criterion``) that 05 shows. ``reporting`` builds the
@@ -19,11 +19,11 @@ from ..config import Config, training_seeds
 from ..data.manifests import load_manifest
 from ..evaluation import claims, competence_gate, metrics, prediction_export, scores
 from ..evaluation.prediction_export import Scored
-from ..evaluation.metrics import eval_labels, matrices, valid_mask
+from ..evaluation.metrics import eval_labels, matrices, test_datasets, valid_mask
 from ..labels import CHEXPERT_LABELS
 from ..paths import RunPaths
 from ..train.model_registry import ROLES
-from ..queries.entries import SETS, entries, entry_predictions, nih_entries, zero_shot_prompt
+from ..queries.entries import entries, entry_predictions, nih_entries, sets, zero_shot_prompt
 from ..queries.stage_outputs import Evaluation, claim_arm_floors
 from ..report import reporting
 from ..training_runs import image_reference
@@ -36,7 +36,7 @@ def evaluate_run(cfg: Config, paths: RunPaths) -> Evaluation:
     todo = entries(cfg, paths)
     scored = [Scored(e.keys, e.steps, by_seed) for e, by_seed in zip(todo, entry_predictions(cfg, paths, todo))]
     references = [Scored(image_reference.entry_keys(dataset, name), {}, by_seed)
-                  for name, by_dataset in image_reference.reference_predictions(cfg, paths, SETS).items()
+                  for name, by_dataset in image_reference.reference_predictions(cfg, paths, sets(cfg)).items()
                   for dataset, by_seed in by_dataset.items()]
     commonest = scores.commonest_set(load_manifest(paths, "sft")["truth"])
     collapse = collapse_evidence(cfg, paths)
@@ -69,7 +69,7 @@ def score(cfg: Config, scored: list[Scored], references: list[Scored], sft_commo
         parts.append(frame)
         if is_model:
             mats.append((entry, y_true, {s: p for s, (_, p) in pairs.items()}))
-    for dataset in SETS:
+    for dataset in dict.fromkeys(e.keys.dataset for e, _, _ in mats):
         y_true = next(y for e, y, _ in mats if e.keys.dataset == dataset)
         parts.append(scores.baseline_scores(dataset, y_true, _labels(cfg, dataset), [sft_commonest_set],
                                             E.n_bootstrap, E.bootstrap_seed))
@@ -93,7 +93,7 @@ def recompute(folder) -> dict[str, pd.DataFrame]:
                        inputs["collapse"])
     gate_rows = competence_gate.judge(evaluation.scores, gate, zero_shot_prompt(cfg))
     return {prediction_export.SCORES: evaluation.scores,
-            "claims.csv": claims.claims_table(evaluation.contrasts, claims.sesoi(cfg)),
+            "claims.csv": claims.claims_table(evaluation.contrasts, claims.sesoi(cfg), claims.active(cfg)),
             "competence_gate.csv": competence_gate.summary(gate_rows)}
 
 
@@ -129,14 +129,14 @@ def _matrices_of(mats: list, seeds: list[int], **keys) -> tuple[np.ndarray, list
 
 
 def measure_contrasts(cfg: Config, mats: list, frame: pd.DataFrame, collapse: dict | None) -> pd.DataFrame:
-    """The paired SFT -> GRPO differences on each test set and the change of the CheXpert - NIH gap (mean over
+    """The paired SFT -> GRPO differences on each test set and the change of the CheXpert - NIH (and - PadChest) gap (mean over
     seeds, paired per seed and image, seed x image CI, probability of improvement), and the effect of every claim
     (``claims.measure``, with the entries at floor from the scores ``frame`` and C5's ``collapse`` evidence,
     ``training_runs.diagnostics.collapse_evidence``)."""
     E, seeds = cfg.evaluation, training_seeds(cfg)
     chex = {"checkpoint": E.test_grpo_checkpoint, "name": E.test_grpo_reward}
     tests = {}
-    for ds in ("CheXpert", "NIH"):
+    for ds in test_datasets(cfg):
         y, sft = _matrices_of(mats, seeds, dataset=ds, stage="sft")
         _, grpo_preds = _matrices_of(mats, seeds, dataset=ds, stage="grpo", **chex)
         _, base = _matrices_of(mats, seeds, dataset=ds, stage="base", model="medical")
@@ -144,9 +144,10 @@ def measure_contrasts(cfg: Config, mats: list, frame: pd.DataFrame, collapse: di
     rows = [scores.contrast_row({"kind": "paired difference", "contrast": f"SFT -> GRPO on {ds}"},
                                 metrics.paired_bootstrap(y, p["sft"], p["grpo"], E.n_bootstrap, E.bootstrap_seed))
             for ds, (y, p) in tests.items()]
-    cx, nih = ((tests[d][0], tests[d][1]["sft"], tests[d][1]["grpo"]) for d in ("CheXpert", "NIH"))
-    rows.append(scores.contrast_row({"kind": "paired difference", "contrast": "change of the CheXpert - NIH gap, SFT -> GRPO"},
-                                    metrics.gap_change(cx, nih, E.n_bootstrap, E.bootstrap_seed)))
+    arms = {d: (y, p["sft"], p["grpo"]) for d, (y, p) in tests.items()}
+    rows += [scores.contrast_row({"kind": "paired difference", "contrast": f"change of the CheXpert - {d} gap, SFT -> GRPO"},
+                                 metrics.gap_change(arms["CheXpert"], arms[d], E.n_bootstrap, E.bootstrap_seed))
+             for d in arms if d != "CheXpert"]
     evidence: dict = dict(tests)
     if cfg.sft.general_model_too:
         by_role = {role: {f: _matrices_of(mats, seeds, dataset="validation", stage="sft", model=role, name=f)
@@ -155,7 +156,8 @@ def measure_contrasts(cfg: Config, mats: list, frame: pd.DataFrame, collapse: di
         evidence["validation formats"] = (y_val, {role: {f: p for f, (_, p) in by_fmt.items()}
                                                   for role, by_fmt in by_role.items()})
     evidence["collapse"] = collapse
-    measured = claims.measure(evidence, claim_arm_floors(cfg, frame), E.n_bootstrap, E.bootstrap_seed)
+    measured = claims.measure(evidence, claim_arm_floors(cfg, frame), E.n_bootstrap, E.bootstrap_seed,
+                              claims.active(cfg))
     rows += claims.contrast_rows(measured)
     return pd.DataFrame(rows)
 

@@ -26,7 +26,7 @@ from ..config import Config, training_seeds
 from ..data.phantom import NIH_VARIANT_FACTORS, nih_variant_current, write_nih_variant
 from ..jobs import run_jobs
 from ..data.manifests import in_run
-from ..evaluation.metrics import eval_labels, matrices
+from ..evaluation.metrics import eval_labels, matrices, test_datasets
 from ..paths import RunPaths
 from ..queries.stage_outputs import claim_arm_floors, pool_prevalence, read_evaluation
 from ..queries.entries import entry_predictions, test_entries
@@ -54,7 +54,7 @@ def label_count_decomposition(cfg: Config, paths: RunPaths) -> tuple[pd.DataFram
     arms = claim_arm_floors(cfg, read_evaluation(paths).scores)
     prevalence = pool_prevalence(paths)
     rows, oracle_rows = [], []
-    for dataset in reg.grid["test_set"]:
+    for dataset in [d for d in reg.grid["test_set"] if d in test_datasets(cfg)]:
         y_true, preds = _pair_matrices(cfg, paths, dataset)
         order = label_count.commonness_order(eval_labels(cfg, dataset), prevalence)
         for which in label_count.ORDERS:
@@ -192,7 +192,7 @@ def family_table(cfg: Config, paths: RunPaths, decomposition: pd.DataFrame,
     verdicts chance alone would give). The members are written to ``07_open_questions/family_members.csv``, which
     stage 08 extends with the experiments' readouts."""
     evaluation = read_evaluation(paths)
-    table = claims.claims_table(evaluation.contrasts, claims.sesoi(cfg))
+    table = claims.claims_table(evaluation.contrasts, claims.sesoi(cfg), claims.active(cfg))
     parts = [claims.family_rows(table, evaluation.contrasts)]
     parts.append(e0_family_rows(decomposition))
     if attribution is not None:

@@ -1,5 +1,5 @@
-"""Stage 01 (sampling): load the three datasets, sample SFT / RL / validation, select the test sets, write the
-manifests; the pool's label prevalence (the nuanced reward's false-positive weights read it)."""
+"""Stage 01 (sampling): load the datasets, sample SFT / RL / validation, select the test sets (PadChest's where
+``data.padchest_root`` is set), write the manifests; the pool's label prevalence (the nuanced reward's false-positive weights read it)."""
 from __future__ import annotations
 
 import pandas as pd
@@ -8,6 +8,7 @@ from ..config import Config
 from ..data import load_chexpert
 from ..data.mimic import load_pool
 from ..data.nih import nih_test_selection
+from ..data.padchest import padchest_test_selection
 from ..jsonl_store import write_if_changed
 from ..data.manifests import load_manifest, manifest_frame, write_manifest
 from ..evaluation.metrics import label_matrix
@@ -17,7 +18,7 @@ from ..run_records import count
 
 
 def build_manifests(cfg: Config, paths: RunPaths) -> dict:
-    """Load the three datasets, sample SFT / RL / validation, select the test sets, write the manifests."""
+    """Load the datasets, sample SFT / RL / validation, select the test sets, write the manifests."""
     d, s = cfg.data, cfg.sampling
     pool = load_pool(cfg, paths)
     chex = load_chexpert(paths.resolve(d.chexpert_root), "test", d.uncertainty_policy, d.chexpert_test_csv,
@@ -29,16 +30,21 @@ def build_manifests(cfg: Config, paths: RunPaths) -> dict:
     frames = {name: train.loc[train["subset"] == name].reset_index(drop=True) for name in ("sft", "rl", "val")}
     frames["chexpert_test"] = manifest_frame(chex.dataset, "test")
     frames["nih_test"] = nih_frame.reset_index(drop=True)
+    loads = [pool, chex, nih]
+    if d.padchest_root:
+        pad, pad_frame, selections["padchest_test"] = padchest_test_selection(cfg, paths.resolve(d.padchest_root))
+        frames["padchest_test"] = pad_frame.reset_index(drop=True)
+        loads.append(pad)
     frames[REFERENCE_POOL] = reference_pool(pool_frame, frames["val"], cfg.reference.pool_size, s.seed)
     for name, frame in frames.items():
         write_manifest(paths, name, frame)
     prevalence = label_table(pool_labels, "pool")
     write_if_changed(paths.pool_prevalence_file, prevalence.to_csv(index=False))
-    drops = pd.concat([r.report() for r in (pool, chex, nih)], ignore_index=True)
+    drops = pd.concat([r.report() for r in loads], ignore_index=True)
     write_if_changed(paths.load_report_file, drops.to_csv(index=False))
     for row in drops.loc[drops["reason"] != "kept"].itertuples():
         count(f"{row.source} dropped ({row.reason}{': ' + row.files if row.files else ''})", row.rows)
-    return {"frames": frames, "selections": selections, "pool_labels": pool_labels, "loads": (pool, chex, nih),
+    return {"frames": frames, "selections": selections, "pool_labels": pool_labels, "loads": tuple(loads),
             "drops": drops}
 
 

@@ -19,6 +19,7 @@ from .. import prompts
 from ..config import Config, training_seeds
 from ..data import DataLayoutError
 from ..data import mimic, nih
+from ..data.padchest import TABLE_FILES as PADCHEST_TABLES
 from ..data.phantom import CAPTIONS, generate_world, load_findings
 from ..labels import CHEXPERT_LABELS
 from ..jobs import run_jobs
@@ -255,7 +256,8 @@ def _zero_shot_job(cfg: Config, paths: RunPaths, seed: int, role: str, variant: 
 
 DATA_LAYOUT = ("MIMIC-CXR-JPG: <data.mimic_root>/mimic-cxr-2.0.0-{chexpert,metadata,split}.csv.gz + files/pNN/pSUBJECT/"
                "sSTUDY/DICOM.jpg; CheXpert: <data.chexpert_root>/<data.chexpert_test_csv> + the test/ images it lists; "
-               f"NIH ChestX-ray14: <data.nih_root>/{nih.ENTRY_FILES[0]} + {nih.SPLIT_LISTS['test']} + images*/")
+               f"NIH ChestX-ray14: <data.nih_root>/{nih.ENTRY_FILES[0]} + {nih.SPLIT_LISTS['test']} + images*/; "
+               f"PadChest (optional): <data.padchest_root>/{PADCHEST_TABLES[0]} + <ImageDir>/<ImageID>")
 
 
 def inventory(cfg: Config, paths: RunPaths) -> pd.DataFrame:
@@ -268,6 +270,10 @@ def inventory(cfg: Config, paths: RunPaths) -> pd.DataFrame:
               ("CheXpert test labels", paths.resolve(d.chexpert_root) / d.chexpert_test_csv),
               ("NIH Data_Entry", paths.resolve(d.nih_root) / nih.ENTRY_FILES[0]),
               ("NIH test list", paths.resolve(d.nih_root) / nih.SPLIT_LISTS["test"])]
+    if d.padchest_root:
+        root = paths.resolve(d.padchest_root)
+        checks.append(("PadChest labels", root / next((f for f in PADCHEST_TABLES if (root / f).exists()),
+                                                      PADCHEST_TABLES[0])))
     rows = [{"item": k, "where": str(v), "present": v.exists()} for k, v in checks]
     missing = [f"{r['item']} ({r['where']})" for r in rows if not r["present"]]
     if missing:
@@ -275,4 +281,6 @@ def inventory(cfg: Config, paths: RunPaths) -> pd.DataFrame:
                               "Point data.mimic_root, data.chexpert_root and data.nih_root at your copies "
                               "(-p data.mimic_root=/data/mimic-cxr-jpg/2.0.0 ...)")
     rows += [{"item": f"{role} model", "where": getattr(cfg.models, role), "present": None} for role in ROLES]
+    if not d.padchest_root:
+        rows.append({"item": "PadChest", "where": "not scored (data.padchest_root is empty)", "present": None})
     return pd.DataFrame(rows)

@@ -5,7 +5,7 @@ import pytest
 
 from chexreason_utils.data import DataLayoutError, load_chexpert, load_nih
 from chexreason_utils.labels import CHEXPERT_LABELS
-from chexreason_utils.data.sampling import select_nih_test, split_train_pool
+from chexreason_utils.data.sampling import select_test_set, split_train_pool
 
 HEADER = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position\n"
 
@@ -44,11 +44,11 @@ def _nih_like(n_edema=5, n_effusion_only=10, n_normal=35):
 def test_nih_selection_states_the_empty_truth_rule_and_reports_counts():
     frame, labels = _nih_like()
     scored = ("Edema", "No Finding")
-    picked, report = select_nih_test(frame, labels, 30, scored, "random", seed=0)
+    picked, report = select_test_set(frame, labels, 30, scored, "random", seed=0)
     assert labels[picked.index][:, CHEXPERT_LABELS.index("Pleural Effusion")].sum() == 0
     assert report.counts.sum() == 30 and "10 images with no positive among the scored labels excluded" in report.describe()
     assert "No Finding" in report.over                             # above max_fraction 0.30, reported
-    kept, report = select_nih_test(frame, labels, 50, scored, "random", seed=0, without_scored_positive="keep")
+    kept, report = select_test_set(frame, labels, 50, scored, "random", seed=0, without_scored_positive="keep")
     assert len(kept) == 50 and "10 selected images have no scored positive" in report.describe()
     assert report.shortfalls == {} and report.fractions["Edema"] == pytest.approx(0.10)
 
@@ -148,8 +148,14 @@ def test_setup_of_the_paper_profile_is_the_inventory_or_an_error_naming_the_miss
         for name in names:
             (folder / name).write_text("")
     table = inventory(cfg, paths)
-    assert table["present"].iloc[:6].all() and table["item"].iloc[-2:].tolist() == ["medical model", "general model"]
+    assert table["present"].iloc[:6].all() and table["item"].iloc[-3:].tolist() == ["medical model", "general model",
+                                                                                     "PadChest"]
+    assert table["where"].iloc[-1] == "not scored (data.padchest_root is empty)"
     assert not (paths.root / "world").exists()
+    pad = tmp_path / "padchest"
+    with pytest.raises(DataLayoutError, match="1 data file.*PadChest labels.*PADCHEST_chest_x_ray"):
+        inventory(load_profile("paper", {**{f"data.{k}_root": str(v) for k, v in roots.items()},
+                                         "data.padchest_root": str(pad)}), paths)
 
 
 def test_the_tiny_bases_are_built_only_from_tiny_models(tmp_path):

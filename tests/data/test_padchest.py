@@ -184,3 +184,76 @@ def test_the_docs_table_is_the_mapping_with_its_real_coverage(real_table):
     text = (REPO_ROOT / "docs" / "padchest.md").read_text()
     for row in table.itertuples():
         assert f"| {row.padchest_label} | {row.chexpert_label or '—'} | {row.rows:,} | {row.note} |" in text, row
+
+
+# --- the registered scored labels and the PadChest-like phantom site ------------------------------------------------
+
+def test_the_scored_labels_follow_their_registered_rule(real_table):
+    """labels.PADCHEST_EVAL_LABELS: the CheXpert labels the mapping gives to >= 1% of the real physician-labelled
+    frontal rows with a mappable label."""
+    from chexreason_utils.data.padchest import FRONTAL_PROJECTIONS
+    from chexreason_utils.data.padchest_mapping import map_frame
+    from chexreason_utils.labels import PADCHEST_EVAL_LABELS
+    rows = real_table.loc[real_table["Projection"].isin(FRONTAL_PROJECTIONS) & real_table["padchest_labels"].notna()
+                          & real_table["MethodLabel"].eq("Physician"), "padchest_labels"].tolist()
+    mapped = [m for m in map_frame(rows) if m]
+    share = {label: sum(label in m for m in mapped) / len(mapped) for label in CHEXPERT_LABELS}
+    assert len(mapped) == 19_472
+    assert PADCHEST_EVAL_LABELS == tuple(label for label in CHEXPERT_LABELS if share[label] >= 0.01)
+    assert "Pneumothorax" not in PADCHEST_EVAL_LABELS and round(share["Pneumothorax"], 4) == 0.0039
+
+
+@pytest.fixture(scope="module")
+def phantom_pair(tmp_path_factory):
+    """Two small worlds, one with a PadChest-like site."""
+    from chexreason_utils.config import WorldConfig
+    from chexreason_utils.data.phantom import generate_world
+    cfg = WorldConfig(n_mimic_studies=15, n_chexpert_test_studies=4, n_nih_images=8, n_pretrain=3)
+    root = tmp_path_factory.mktemp("worlds")
+    generate_world(root / "without", cfg)
+    generate_world(root / "with", WorldConfig(**{**cfg.__dict__, "n_padchest_studies": 400}))
+    return root / "without", root / "with"
+
+
+def test_the_phantom_site_leaves_the_other_sites_as_they_were(phantom_pair):
+    without, with_site = phantom_pair
+    files = lambda root: {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))  # noqa: E731
+                          if p.is_file() and p.name not in ("world_card.json", "phantom_findings.jsonl")}
+    a, b = files(without), files(with_site)
+    assert {k: v for k, v in b.items() if not k.startswith("PadChest/")} == a
+    findings = lambda root: (root / "phantom_findings.jsonl").read_text().splitlines()   # noqa: E731
+    assert findings(with_site)[:len(findings(without))] == findings(without)
+    card = json.loads((with_site / "world_card.json").read_text())
+    assert card["counts"]["padchest_studies"] == 400 and "padchest" in card
+    assert "n_padchest_studies" not in json.loads((without / "world_card.json").read_text())["config"]
+
+
+def test_the_phantom_site_is_read_by_the_real_loader(phantom_pair):
+    """Official layout: the loader reads it, drops laterals, costal views and unmappable rows by cause, keeps both
+    labellers, and every label it wrote is a real PadChest label of the mapping."""
+    root = phantom_pair[1] / "PadChest"
+    table = read_table(root / padchest_table.TABLE_NAME)
+    real_header = pd.read_csv(padchest_table.label_table_path(), nrows=0).columns
+    written_header = pd.read_csv(root / padchest_table.TABLE_NAME, nrows=0).columns
+    assert list(written_header) == list(real_header) and len(real_header) == 36   # the first column unnamed
+    assert set(table["Projection"]) <= {"PA", "AP", "AP_horizontal", "L", "COSTAL"} and (table["Projection"] == "L").any()
+    mapping = set(load_mapping()["padchest_label"])
+    assert {n for names in table["padchest_labels"] for n in names} <= mapping
+    loaded = load_padchest(root)
+    report = loaded.report().set_index("reason")["rows"]
+    assert report["lateral view"] == int((table["Projection"] == "L").sum())
+    assert report["kept"] + report.drop("kept").sum() == len(table)
+    assert set(label_methods_of(loaded)) == {"Physician", "RNN_model"}
+    physician = load_padchest(root, label_methods=["Physician"])
+    assert 0.1 < len(physician.dataset) / len(loaded.dataset) < 0.4   # PADCHEST_PHYSICIAN_SHARE 0.243
+
+
+def test_the_phantom_findings_follow_the_mapping(phantom_pair):
+    """What is drawn is the truth through the mapping: an image whose truth maps to Cardiomegaly has a heart drawn
+    large; an image with only unmapped labels has nothing drawn."""
+    from chexreason_utils.data.phantom import padchest_drawers, read_findings
+    drawer = padchest_drawers()
+    rows = [r for r in read_findings(phantom_pair[1]) if r["site"] == "padchest" and r["view"] != "L"]
+    assert rows
+    for r in rows:
+        assert set(r["findings"]) == {drawer[f] for f in r["truth"] if drawer[f]}

@@ -14,7 +14,7 @@ from chexreason_utils.config import WorldConfig
 from chexreason_utils.data import load_chexpert, load_mimic, load_nih
 from chexreason_utils.data.phantom import CHEXPERT_LOADINGS, MIMIC_PREVALENCE, copula_labels, generate_world
 from chexreason_utils.labels import CHEXPERT_LABELS
-from chexreason_utils.data.sampling import greedy_select, select_nih_test, split_train_pool
+from chexreason_utils.data.sampling import greedy_select, select_test_set, split_train_pool
 
 
 def _digest(root):
@@ -133,9 +133,9 @@ def test_nih_test_selection_rules():
     labels[45:, CHEXPERT_LABELS.index("Edema")] = 1
     labels[45:, CHEXPERT_LABELS.index("No Finding")] = 0
     frame = pd.DataFrame({"patient_id": [str(i) for i in range(50)]})
-    picked, report = select_nih_test(frame, labels, 20, ("Edema", "No Finding"), "greedy_balanced", 0)
+    picked, report = select_test_set(frame, labels, 20, ("Edema", "No Finding"), "greedy_balanced", 0)
     assert len(picked) == 20 and labels[picked.index, CHEXPERT_LABELS.index("Edema")].sum() == 5
     assert report.counts.to_dict() == {"Edema": 5, "No Finding": 15}
-    assert len(select_nih_test(frame, labels, 20, ("Edema", "No Finding"), "random", 0)[0]) == 20
-    with pytest.raises(ValueError, match="unknown NIH selection rule"):
-        select_nih_test(frame, labels, 20, ("Edema",), "best", 0)
+    assert len(select_test_set(frame, labels, 20, ("Edema", "No Finding"), "random", 0)[0]) == 20
+    with pytest.raises(ValueError, match="unknown test selection rule"):
+        select_test_set(frame, labels, 20, ("Edema",), "best", 0)

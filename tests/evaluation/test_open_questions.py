@@ -134,7 +134,7 @@ def test_the_smoke_run_writes_e0_and_e4_with_verdicts(smoke_run):
     assert set(table["order"]) == {"", *label_count.ORDERS}
     for order in label_count.ORDERS:   # under every order the two parts sum to the measured change
         parts = table.loc[table["order"].isin(["", order])].set_index(["test_set", "part"])["effect"]
-        for test_set in ("CheXpert", "NIH"):
+        for test_set in ("CheXpert", "NIH", "PadChest"):   # the smoke profile scores PadChest (E0's amendment)
             assert parts[(test_set, "measured change")] == pytest.approx(
                 parts[(test_set, "length part")] + parts[(test_set, "residual")], abs=2e-6)   # CSV keeps 6 digits
     for _, g in table.loc[table["order"] != ""].groupby(["test_set", "part"]):
@@ -150,7 +150,8 @@ def test_the_smoke_run_writes_e0_and_e4_with_verdicts(smoke_run):
     assert card["knobs_hash"] == knobs_hash(load_profile("smoke").world)
     assert "### E4 · Shift attribution" in paths.report.read_text()
     family = pd.read_csv(paths.figures / "family_view.csv")
-    assert family["readout"].tolist()[:5] == ["C1", "C2", "C3", "C4", "C5"] and len(family) == 5 + 4 + len(attribution)
+    claim_ids = ["C1", "C2", "C3", "C4", "C5", "C2 PadChest", "C3 PadChest", "C6"]
+    assert family["readout"].tolist()[:8] == claim_ids and len(family) == 8 + 2 * 3 + len(attribution)
     ruled = family.loc[family["verdict"] != "not measurable"]
     assert ruled["p_holm"].ge(ruled["p"] - 1e-12).all() and family.loc[family["verdict"] == "not measurable", "p_holm"].isna().all()
     assert set(family["verdict_holm"]) <= set(VERDICTS)
@@ -192,12 +193,12 @@ def test_e3_rl_prompts_hold_no_nih_test_patient(small_world, share):
     from chexreason_utils.data import load_nih
     from chexreason_utils.labels import NIH_EVAL_LABELS_PAPER
     from chexreason_utils.data.manifests import manifest_frame
-    from chexreason_utils.data.sampling import mix_rl_prompts, select_nih_test
+    from chexreason_utils.data.sampling import mix_rl_prompts, select_test_set
 
     root, _ = small_world
     nih = load_nih(root / "ChestX-ray14", splits=["train_val", "test"])
     frame = manifest_frame(nih.dataset)
-    test, _ = select_nih_test(frame, nih.labels(), 10, NIH_EVAL_LABELS_PAPER, "random", seed=1)
+    test, _ = select_test_set(frame, nih.labels(), 10, NIH_EVAL_LABELS_PAPER, "random", seed=1)
     rl = pd.DataFrame({"image_id": [f"m{i}" for i in range(16)], "patient_id": [str(10_000_000 + i) for i in range(16)],
                        "dataset": "MIMIC-CXR-JPG", "labels": [["Edema"]] * 16, "subset": "rl"})
     mixed = mix_rl_prompts(rl, frame, test, share, seed=3)

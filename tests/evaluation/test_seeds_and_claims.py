@@ -161,7 +161,7 @@ def test_claims_table_has_five_rows_leading_with_verdict_and_effect_ci():
     assert "gain(general) +" in table.loc["C4", "note"] and "gain(medical)" in table.loc["C4", "note"]
     assert table.loc["C5", "paper_in_ci"] == "stated in words"
     cap = claims.caption("tiny", True, 3)
-    assert "phantom world" in cap and "five claims tested together" in cap and metrics.CI_METHOD in cap
+    assert "phantom world" in cap and "the claims tested together" in cap and metrics.CI_METHOD in cap
 
 
 def test_c4_is_the_papers_two_part_claim():
@@ -290,3 +290,34 @@ def test_tables_show_the_mean_and_each_seed():
     assert ("seed 1", "SFT") in t5.columns and ("seed 1", "base") not in t5.columns
     ranks = reporting.format_ranking(rows.assign(model="m")).set_index("format")
     assert ranks.loc["x"].tolist() == [1, 1, 1]
+
+
+def test_the_padchest_claims_and_c6_rule_on_both_drops():
+    """C2 PadChest and C3 PadChest are ruled like C2 and C3; C6 ("the NIH drop reproduces on PadChest") is
+    supported only when both drops are, and its family member takes the larger of their two p."""
+    rng = np.random.default_rng(4)
+    ev = _evidence()
+    y = rng.integers(0, 2, (150, 5))
+    flip = lambda p: [np.where(rng.random(y.shape) < p, 1 - y, y) for _ in range(3)]   # noqa: E731
+    good, bad = flip(0.1), flip(0.4)
+    ev["NIH"] = (ev["NIH"][0], {"base": ev["NIH"][1]["base"], "sft": ev["NIH"][1]["grpo"], "grpo": ev["NIH"][1]["sft"]})
+    sesoi = {**SESOI, "C2 PadChest": SESOI["C2"], "C3 PadChest": SESOI["C3"], "C6": SESOI["C2"]}
+    active = claims.CLAIMS + claims.PADCHEST_CLAIMS
+
+    def table(pad):
+        contrasts = pd.DataFrame(claims.contrast_rows(claims.measure({**ev, "PadChest": pad}, n_boot=200, seed=0,
+                                                                     claims=active)))
+        return claims.claims_table(contrasts, sesoi, active).set_index("claim"), contrasts
+
+    drops, contrasts = table((y, {"base": bad[:1], "sft": good, "grpo": bad}))   # GRPO worse at both sites
+    assert drops.index.tolist() == ["C1", "C2", "C3", "C4", "C5", "C2 PadChest", "C3 PadChest", "C6"]
+    v = drops["verdict"]
+    assert (v["C2"], v["C2 PadChest"], v["C3 PadChest"], v["C6"]) == ("supported",) * 4
+    assert drops.loc["C6", "paper_in_ci"] == "not in the paper" and "C2 PadChest: supported" in drops.loc["C6", "note"]
+    family = claims.family_rows(drops.reset_index(), contrasts).set_index("readout")
+    assert family.loc["C6", "p"] == pytest.approx(max(family.loc["C2", "p"], family.loc["C2 PadChest", "p"]))
+    rises, _ = table((y, {"base": bad[:1], "sft": bad, "grpo": good}))            # GRPO better at PadChest
+    assert (rises.loc["C2 PadChest", "verdict"], rises.loc["C6", "verdict"]) == ("contradicted", "contradicted")
+    floored = claims.measure({**ev, "PadChest": (y, {"base": bad[:1], "sft": good, "grpo": bad})},
+                             {"C2 PadChest": ("SFT at floor", "GRPO at floor")}, n_boot=100, seed=0, claims=active)
+    assert floored["C6"]["not_measurable"] == "as C2 PadChest"
