@@ -522,8 +522,10 @@ class ClaimsConfig:
 
     sesoi_c1: float = option(0.032, "C1 SESOI, CheXpert macro-F1 (GRPO - SFT): half the paper's +0.064; a CI "
                                     "inside +-this is 'no effect of the paper's size'.", above=0)
-    sesoi_c2: float = option(0.028, "C2 SESOI, NIH macro-F1 (GRPO - SFT): half the paper's -0.056.", above=0)
-    sesoi_c3: float = option(0.028, "C3 SESOI, NIH macro-F1 (SFT - base): half the paper's +0.056.", above=0)
+    sesoi_c2: float = option(0.028, "C2 SESOI, NIH macro-F1 (GRPO - SFT): half the paper's -0.056; also C2 PadChest's "
+                                    "and C6's (the same drop at the third site).", above=0)
+    sesoi_c3: float = option(0.028, "C3 SESOI, NIH macro-F1 (SFT - base): half the paper's +0.056; also C3 "
+                                    "PadChest's.", above=0)
     sesoi_c4: float = option(0.099, "C4 SESOI, scaffold gain(general) - gain(medical) in validation macro-F1: half "
                                     "the paper's +0.198.", above=0)
     sesoi_c4_general_gain: float = option(0.056, "C4 SESOI of its first part, the general model's scaffold gain "

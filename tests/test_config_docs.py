@@ -110,5 +110,5 @@ def test_allowed_values_are_shown_with_the_help_and_cover_every_choice():
     assert "Allowed: >= 1." in by_key["evaluation.n_bootstrap"].text
     assert "Allowed: one of paper9 | with_effusion." in config_docs.describe(config.load_profile("smoke"))
     free = {k for k, o in by_key.items() if not o.allowed}
-    assert free <= {"evaluation.relabel_csv"} | {k for k, o in by_key.items()
+    assert free <= {"evaluation.relabel_csv", "data.padchest_root"} | {k for k, o in by_key.items()
                                                   if isinstance(config.get_value(config.Config(), k), bool)}

@@ -46,7 +46,7 @@ def test_every_registered_figure_and_table_is_made(smoke_run):
 def test_one_evaluation_route_the_tables_are_read_from_the_scores_frame(smoke_run):
     paths, _, _ = smoke_run
     frame = scores.read_scores(paths.scores_file)
-    assert set(frame["dataset"]) == {"validation", "CheXpert", "NIH"}
+    assert set(frame["dataset"]) == {"validation", "CheXpert", "NIH", "PadChest"}   # smoke scores PadChest
     assert set(frame["stage"]) == {"base", "sft", "grpo", "reference", "baseline"}
     assert set(frame["seed"].dropna()) == {0, 1} and set(frame["aggregate"]) == {"seed", "mean"}
     assert frame.loc[frame["aggregate"] == "mean", "seed"].isna().all()
@@ -61,10 +61,10 @@ def test_one_evaluation_route_the_tables_are_read_from_the_scores_frame(smoke_ru
     assert len(pd.read_csv(paths.figures / "paired_differences.csv")) == 3
 
 
-def test_claims_table_has_five_verdicts_from_every_seed(smoke_run):
+def test_claims_table_has_a_verdict_per_claim_from_every_seed(smoke_run):
     paths, _, _ = smoke_run
     table = pd.read_csv(paths.figures / "claims.csv")
-    assert table["claim"].tolist() == ["C1", "C2", "C3", "C4", "C5"]
+    assert table["claim"].tolist() == ["C1", "C2", "C3", "C4", "C5", "C2 PadChest", "C3 PadChest", "C6"]
     assert table[["effect", "lo", "hi", "verdict"]].notna().all().all() and (table["seeds"] == 2).all()
     assert table.columns[:3].tolist() == ["claim", "verdict", "effect [95% CI]"]
     assert set(table["verdict"]) <= set(verdict_statistics.VERDICTS)
@@ -82,7 +82,7 @@ def test_the_image_reference_is_scored_per_seed_everywhere_and_beats_the_trivial
     paths, _, _ = smoke_run
     frame = scores.read_scores(paths.scores_file)
     macro = frame.loc[(frame["label"] == "macro") & (frame["stage"] == "reference")]
-    for dataset in ("validation", "CheXpert", "NIH"):
+    for dataset in ("validation", "CheXpert", "NIH", "PadChest"):
         for name in scores.REFERENCES:
             rows = macro.loc[(macro["dataset"] == dataset) & (macro["name"] == name)]
             assert sorted(rows["seed"].dropna()) == [0, 1] and (rows["aggregate"] == scores.MEAN).sum() == 1
