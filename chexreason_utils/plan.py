@@ -32,7 +32,7 @@ from .train.real_models import build_on_meta, lora_summary, real_model
 from .evaluation.scoring_plan import planned_steps, scoring_plan
 
 GiB = 1024 ** 3
-TEST_IMAGES = {"chexpert_test": 518, "nih_test": 0}   # CheXpert: frontal images of the 500-study test set (docs/paper.md, Data)
+TEST_IMAGES = {"chexpert_test": 518, "nih_test": 0, "padchest_test": 0}   # CheXpert: frontal images of the 500-study test set (docs/paper.md, Data)
 TOKENS_PER_QWEN_IMAGE_TOKEN = 28 * 28
 
 
@@ -97,7 +97,8 @@ def plan_table(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     med, gen = model_shape(cfg.models.medical, cfg), model_shape(cfg.models.general, cfg)
     s, g, e = cfg.sft, cfg.grpo, cfg.evaluation
     n_val, n_nih = cfg.sampling.n_val, cfg.sampling.nih_test_size
-    test_sizes = {**TEST_IMAGES, "nih_test": n_nih}
+    test_sizes = {**TEST_IMAGES, "nih_test": n_nih,
+                  "padchest_test": cfg.sampling.padchest_test_size if cfg.data.padchest_root else 0}
     fmt = g.start_format
     sft_steps = math.ceil(cfg.sampling.n_sft * (1 - s.val_fraction) / (s.batch_size * s.grad_accum)) * s.epochs
     roles = [med, gen] if s.general_model_too else [med]
@@ -107,7 +108,7 @@ def plan_table(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     rollouts = g.max_steps * g.prompts_per_step * g.num_generations
     grpo_seq = prompt_tokens(med, fmt) + g.max_completion_length
     steps = planned_steps(g.max_steps, g.save_steps)
-    plan = scoring_plan(e, steps)
+    plan = scoring_plan(e, steps, test_sets=[t for t, n in test_sizes.items() if n])
     val_scored = int((plan["set"] == "val").sum()) + 1            # + the SFT start
     test_scored = plan.loc[plan["set"] != "val"].groupby("set")["step"].nunique()
     test_images = sum(test_sizes[t] * n for t, n in test_scored.items())   # an upper bound: best_f1 may repeat one

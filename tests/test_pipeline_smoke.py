@@ -57,8 +57,9 @@ def test_one_evaluation_route_the_tables_are_read_from_the_scores_frame(smoke_ru
     mean_macro = frame.loc[(frame["aggregate"] == "mean") & (frame["label"] == "macro")]
     assert mean_macro[["lo", "hi"]].notna().all().all() and (mean_macro["lo"] <= mean_macro["hi"]).all()
     contrasts = pd.read_csv(paths.contrasts_file)
-    assert contrasts.loc[contrasts["kind"] == "claim", "contrast"].tolist() == ["C1", "C2", "C3", "C4", "C5"]
-    assert len(pd.read_csv(paths.figures / "paired_differences.csv")) == 3
+    assert contrasts.loc[contrasts["kind"] == "claim", "contrast"].tolist() == ["C1", "C2", "C3", "C4", "C5",
+                                                                                "C2 PadChest", "C3 PadChest", "C6"]
+    assert len(pd.read_csv(paths.figures / "paired_differences.csv")) == 5   # 3 test sets, 2 gap changes
 
 
 def test_claims_table_has_a_verdict_per_claim_from_every_seed(smoke_run):

@@ -376,7 +376,7 @@ def _padchest_observed(truth: list[str], labeller: dict, rng: np.random.Generato
 
 def write_padchest(root: Path, cfg: WorldConfig, rng: np.random.Generator, records: list) -> dict:
     """The PadChest-like site in PadChest's official layout: ``PadChest/<table>`` (its 36 columns, as the real
-    release writes them) and ``PadChest/<ImageDir>/<ImageID>`` PNGs, 1-2 studies per patient, a frontal view per
+    release writes them) and ``PadChest/<ImageDir>/<ImageID>`` PNGs, about 1.6 studies per patient, a frontal view per
     study and sometimes a lateral or costal one; the study's labels come from its labeller (``MethodLabel``)."""
     base = root / "PadChest"
     n = cfg.n_padchest_studies
@@ -384,7 +384,7 @@ def write_padchest(root: Path, cfg: WorldConfig, rng: np.random.Generator, recor
     truth = copula_labels(rng, n, PADCHEST_PREVALENCE, padchest_loadings(),
                           factor_shift={f: AGE_EFFECT_ON_CARDIAC * (age - PADCHEST_AGE[0]) / PADCHEST_AGE[1]
                                         for f in ("cardiac", "chronic")})
-    patients = np.sort(rng.integers(1, max(2, int(n / 1.6)), n))
+    patients = np.sort(rng.integers(1, n + 1, n))   # about 1.6 studies per patient present, as the real table
     birth = {p: int(2015 - a) for p, a in zip(patients, age)}
     sex = {p: str(rng.choice(["M", "F"])) for p in np.unique(patients)}
     physician = rng.random(n) < PADCHEST_PHYSICIAN_SHARE
@@ -503,7 +503,8 @@ def _config_knobs(cfg: WorldConfig) -> dict:
 
 
 def knobs(cfg: WorldConfig) -> dict:
-    return {"config": _config_knobs(cfg), "sites": {k: asdict(v) for k, v in SITES.items()},
+    return {"config": _config_knobs(cfg),
+            "sites": {k: asdict(v) for k, v in SITES.items() if k != "padchest" or cfg.n_padchest_studies},
             "prevalence_targets": {"mimic": MIMIC_PREVALENCE, "chexpert_test": CHEXPERT_TEST_PREVALENCE,
                                    "nih": NIH_PREVALENCE},
             "prevalence_sources": PREVALENCE_SOURCES,

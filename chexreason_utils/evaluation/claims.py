@@ -319,10 +319,11 @@ def claims_table(contrasts: pd.DataFrame, sesoi_by_id: dict[str, float],
             v, note = r["rule_verdict"], r["rule_note"]
         elif claim.id == "C6":
             parts = {c: ruled[c] for c in REPRODUCES}
-            v = "not measurable" if r["not_measurable"] else combine(list(parts.values()))
+            down = r["not_measurable"] if isinstance(r["not_measurable"], str) else ""
+            v = "not measurable" if down else combine(list(parts.values()))
             note = "; ".join([f"{c}: {parts[c]}" for c in REPRODUCES]
-                             + [f"difference of the drops (PadChest - NIH) {_ci(r)}"]
-                             + ([f"not measurable: {r['not_measurable']}"] if r["not_measurable"] else []))
+                             + [f"(GRPO - SFT on PadChest) - (GRPO - SFT on NIH) {_ci(r)} (negative: PadChest drops more)"]
+                             + ([f"not measurable: {down}"] if down else []))
         else:
             v, note = judge(r, claim.direction, sesoi_by_id[claim.id], SESOI_OPTIONS[claim.id])
         if claim.id == "C4":
@@ -352,20 +353,24 @@ def claims_table(contrasts: pd.DataFrame, sesoi_by_id: dict[str, float],
 def family_rows(table: pd.DataFrame, contrasts: pd.DataFrame) -> pd.DataFrame:
     """The claims as members of the family-wise view (``verdict_statistics.family_view``): one row per claim with
     its verdict, CI, df, sign, SESOI and p. A CI-ruled claim's p agrees with its CI (``p_from_ci``); C4's is the
-    larger of its two parts' (both must hold), and so is C6's (C2's and C2 PadChest's, on the PadChest drop's CI);
+    larger of its two parts' (both must hold); C6's is the larger of C2's and C2 PadChest's p with that part's CI,
+    or, when C6 is contradicted, that of the part that contradicts (one is enough; a third member built from two
+    others makes Holm's m larger, the conservative side);
     C5's is the count rule's two-sided exact p. A not measurable claim
     leaves the family."""
     measured = contrasts.loc[contrasts["kind"].isin(["claim", "claim part"])].set_index("contrast")
     direction = {c.id: c.direction for c in CLAIMS + PADCHEST_CLAIMS}
+    verdicts = dict(zip(table["claim"], table["verdict"]))
     rows = []
     for r in table.itertuples():
         m = measured.loc[r.claim]
         count = m.get("rule") == "count"
         p = m["rule_p"] if count else p_from_ci(m["lo"], m["hi"], m["df"])
-        if r.claim == "C6":   # both drops must hold: the larger p, ruled on the PadChest drop's CI
-            m = measured.loc["C2 PadChest"]
+        if r.claim == "C6":   # supported needs both drops (the larger p); contradicted needs one (its part's p)
+            parts = [c for c in REPRODUCES if r.verdict != "contradicted" or verdicts[c] == "contradicted"]
+            m = measured.loc[max(parts, key=lambda c: p_from_ci(*measured.loc[c, ["lo", "hi", "df"]]))]
             r = r._replace(effect=m["effect"], lo=m["lo"], hi=m["hi"])
-            p = max(p_from_ci(x["lo"], x["hi"], x["df"]) for x in (measured.loc[c] for c in REPRODUCES))
+            p = p_from_ci(m["lo"], m["hi"], m["df"])
         if r.claim == "C4":
             g = measured.loc["C4 general gain"]
             p = max(p, p_from_ci(g["lo"], g["hi"], g["df"]))

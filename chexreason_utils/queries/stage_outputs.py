@@ -45,7 +45,7 @@ def grpo_checkpoint(paths: RunPaths, reward: str, which: str, seed: int) -> Path
 def grpo_models(cfg: Config, paths: RunPaths, reward: str, seed: int,
                 evaluation_set: str | None = None) -> list[tuple[int, str, Path]]:
     """(step, cache tag, folder) of the SFT start (step 0) and of the checkpoints of one GRPO run: all of them, or
-    those the profile's scoring plan (``scoring_plan``) scores on ``evaluation_set`` (val, chexpert_test, nih_test;
+    those the profile's scoring plan (``scoring_plan``) scores on ``evaluation_set`` (val or a test manifest;
     the test sets' best-F1 checkpoint is read from the run's validation scores)."""
     tag, folder = sft_start(cfg, paths, seed)
     out = [(0, tag, folder)]
@@ -55,7 +55,8 @@ def grpo_models(cfg: Config, paths: RunPaths, reward: str, seed: int,
         if evaluation_set != "val":
             table = read_checkpoint_scores(paths, reward, seed)
             best = int(table.loc[table["is_best_f1"], "step"].iloc[0]) if table["is_best_f1"].any() else None
-        plan = plan_scoring(cfg.evaluation, [checkpoint_step(c) for c in found], best)
+        plan = plan_scoring(cfg.evaluation, [checkpoint_step(c) for c in found], best,
+                            test_sets=() if evaluation_set == "val" else (evaluation_set,))
         found = checkpoints_to_score(found, plan, evaluation_set)
     for c in found:
         out.append((checkpoint_step(c), model_tag(f"grpo-{reward}-{c.name}", seed), c))

@@ -35,7 +35,7 @@ def world_examples(world_root: Path, per_site: int = 6) -> tuple[plt.Figure, pd.
                 picks.append((f, r))
     for site in ("mimic", "chexpert", "nih", "padchest"):
         normal = next((r for r in records if r["site"] == site and not r["truth"]
-                       and r["view"] not in ("LATERAL", "lateral", "L")), None)
+                       and r["view"] not in ("LATERAL", "lateral", "L", "COSTAL")), None)
         if normal:
             picks.append((f"normal ({site})", normal))
     picks = picks[:18]

@@ -278,7 +278,8 @@ def inventory(cfg: Config, paths: RunPaths) -> pd.DataFrame:
     missing = [f"{r['item']} ({r['where']})" for r in rows if not r["present"]]
     if missing:
         raise DataLayoutError(f"{len(missing)} data file(s) missing: {'; '.join(missing)}. Expected layout: {DATA_LAYOUT}. "
-                              "Point data.mimic_root, data.chexpert_root and data.nih_root at your copies "
+                              "Point data.mimic_root, data.chexpert_root, data.nih_root (and data.padchest_root, "
+                              "optional) at your copies "
                               "(-p data.mimic_root=/data/mimic-cxr-jpg/2.0.0 ...)")
     rows += [{"item": f"{role} model", "where": getattr(cfg.models, role), "present": None} for role in ROLES]
     if not d.padchest_root:
