@@ -127,6 +127,18 @@ def _table_body(md_file: Path) -> str:
     return "\n".join(lines[2:] if lines and lines[0].startswith("**") else lines)
 
 
+def _table_caption(md_file: Path) -> list[str]:
+    """The caption after a generated table's bold title (``**title** — caption``) as a paragraph; none where the table
+    has none. The lead tables and ``CAPTIONED`` show it: their captions carry a page's summary (the gate's verdict,
+    the claims' intervals, the family's count of readouts and of false verdicts chance alone would give)."""
+    first = md_file.read_text().split("\n", 1)[0]
+    _, sep, caption = first.partition("** — ")
+    return [caption[:1].upper() + caption[1:], ""] if first.startswith("**") and sep and caption else []
+
+
+CAPTIONED = ("family_view_experiments",)   # the experiments page's family-wise view
+
+
 def _provenance(art: figure_registry.Artifact, paths: RunPaths, notebooks: dict[str, Path]) -> str:
     page_dir = paths.figures
     made_by = ", ".join(source_link(d, page_dir) for d in art.made_by)
@@ -150,8 +162,9 @@ def _artifact(art: figure_registry.Artifact, paths: RunPaths, notebooks: dict[st
     if art.kind == "figure":
         png = art.files()[0]
         return [f"![{art.title}]({png})", "", _provenance(art, paths, notebooks) + " · " + _files(art, page_dir, ".png")]
-    return [_provenance(art, paths, notebooks), "", _table_body(page_dir / f"{art.id}.md"), "",
-            _files(art, page_dir, ".md")]
+    md = page_dir / f"{art.id}.md"
+    return [_provenance(art, paths, notebooks), "", *(_table_caption(md) if art.id in CAPTIONED else []),
+            _table_body(md), "", _files(art, page_dir, ".md")]
 
 
 LEAD_TABLES = {   # shown around the claims, in this order, when the run wrote them: id -> (heading, what it is)
@@ -170,7 +183,7 @@ def _lead_table(page_dir: Path, art_id: str) -> list[str]:
     if art is None or not md.exists():
         return []
     heading, intro = LEAD_TABLES[art_id]
-    return [f"## {heading}", "", intro, "", _table_body(md), "", _files(art, page_dir, ".md"), ""]
+    return [f"## {heading}", "", intro, "", *_table_caption(md), _table_body(md), "", _files(art, page_dir, ".md"), ""]
 
 
 def _claims(page_dir: Path) -> list[str]:
@@ -181,7 +194,7 @@ def _claims(page_dir: Path) -> list[str]:
                 f"**No claims table in this run.** The report looks for `{CLAIMS_ID}.md` (registered artifact "
                 f"`{CLAIMS_ID}`) in this folder; {'it is not registered yet' if art is None else 'this run did not write it'}.",
                 ""]
-    return ["## Claims", "", _table_body(md), "", _files(art, page_dir, ".md"), ""]
+    return ["## Claims", "", *_table_caption(md), _table_body(md), "", _files(art, page_dir, ".md"), ""]
 
 
 def experiment_of(art: figure_registry.Artifact) -> str:

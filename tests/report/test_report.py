@@ -71,6 +71,35 @@ def test_claims_come_first_when_the_run_wrote_them(tmp_path, monkeypatch):
     assert text.index("RL helps CheXpert") < text.index("## Figures")
 
 
+def test_the_family_view_and_the_gate_show_their_summary_caption(tmp_path):
+    """The lead tables' captions carry the page's summary: the gate's verdict, the number of readouts ruled and the
+    false verdicts chance alone would give (issue 37); a table without a caption shows none."""
+    paths = _fake_run(tmp_path)
+    body = "| readout | verdict |\n|:---|:---|\n| C1 | supported |\n"
+    (paths.figures / "family_view.md").write_text(
+        "**The family-wise view** — profile smoke: 12 readouts ruled; chance alone would give about 0.60 false "
+        "'supported / contradicted' verdicts\n\n" + body)
+    (paths.figures / "competence_gate.md").write_text(body)
+    text = report.write_report(paths, "smoke")[0].read_text()
+    family = text[text.index("## The family-wise view"):]
+    assert "Profile smoke: 12 readouts ruled; chance alone would give about 0.60 false" in family
+    assert family.index("12 readouts ruled") < family.index("| C1 | supported |")
+    gate = text[text.index("## The competence gate"):text.index("## Claims")]
+    assert "| C1 | supported |" in gate and "—" not in gate
+    check_markdown_file(report.write_report(paths, "smoke")[0])
+
+
+def test_the_experiments_page_shows_the_family_summary(tmp_path):
+    paths = _fake_run(tmp_path)
+    art = figure_registry.get("family_view_experiments")
+    for name in art.files():
+        (paths.figures / name).write_text("readout,verdict\nE1,supported\n")
+    (paths.figures / f"{art.id}.md").write_text("**Family** — profile smoke: 30 readouts ruled; chance alone would "
+                                                 "give about 1.50 false verdicts\n\n| readout | verdict |\n|:---|:---|\n")
+    text = report.write_experiments(paths, "smoke")[0].read_text()
+    assert "Profile smoke: 30 readouts ruled; chance alone would give about 1.50 false verdicts" in text
+
+
 def test_notebook_export_is_deterministic_and_skipped_when_up_to_date(tmp_path):
     paths = _fake_run(tmp_path)
     first = report.export_notebooks(paths.executed_notebooks, tmp_path / "a")["04_evaluation"].read_bytes()
