@@ -121,19 +121,17 @@ def _relative(path: Path, page_dir: Path) -> str:
     return Path(os.path.relpath(path, page_dir)).as_posix()
 
 
-def _table_body(md_file: Path) -> str:
-    """A generated table's Markdown without its bold title line (the report gives the heading)."""
+def _table(md_file: Path, caption: bool) -> list[str]:
+    """A generated table's Markdown (``plotting.save_table``: ``**title** — caption``, a blank line, the table)
+    without its bold title line (the page gives the heading). With ``caption``, the caption comes first as a
+    paragraph where the table has one: the lead tables and ``CAPTIONED`` show it, because their captions carry a
+    page's summary (the gate's verdict, the claims' intervals, the family's count of readouts and of false verdicts
+    chance alone would give)."""
     lines = md_file.read_text().splitlines()
-    return "\n".join(lines[2:] if lines and lines[0].startswith("**") else lines)
-
-
-def _table_caption(md_file: Path) -> list[str]:
-    """The caption after a generated table's bold title (``**title** — caption``) as a paragraph; none where the table
-    has none. The lead tables and ``CAPTIONED`` show it: their captions carry a page's summary (the gate's verdict,
-    the claims' intervals, the family's count of readouts and of false verdicts chance alone would give)."""
-    first = md_file.read_text().split("\n", 1)[0]
-    _, sep, caption = first.partition("** — ")
-    return [caption[:1].upper() + caption[1:], ""] if first.startswith("**") and sep and caption else []
+    if not (lines and lines[0].startswith("**")):
+        return ["\n".join(lines)]
+    _, sep, text = lines[0].partition("** — ")
+    return [*([text[:1].upper() + text[1:], ""] if caption and sep and text else []), "\n".join(lines[2:])]
 
 
 CAPTIONED = ("family_view_experiments",)   # the experiments page's family-wise view
@@ -163,8 +161,8 @@ def _artifact(art: figure_registry.Artifact, paths: RunPaths, notebooks: dict[st
         png = art.files()[0]
         return [f"![{art.title}]({png})", "", _provenance(art, paths, notebooks) + " · " + _files(art, page_dir, ".png")]
     md = page_dir / f"{art.id}.md"
-    return [_provenance(art, paths, notebooks), "", *(_table_caption(md) if art.id in CAPTIONED else []),
-            _table_body(md), "", _files(art, page_dir, ".md")]
+    return [_provenance(art, paths, notebooks), "", *_table(md, caption=art.id in CAPTIONED), "",
+            _files(art, page_dir, ".md")]
 
 
 LEAD_TABLES = {   # shown around the claims, in this order, when the run wrote them: id -> (heading, what it is)
@@ -183,7 +181,7 @@ def _lead_table(page_dir: Path, art_id: str) -> list[str]:
     if art is None or not md.exists():
         return []
     heading, intro = LEAD_TABLES[art_id]
-    return [f"## {heading}", "", intro, "", *_table_caption(md), _table_body(md), "", _files(art, page_dir, ".md"), ""]
+    return [f"## {heading}", "", intro, "", *_table(md, caption=True), "", _files(art, page_dir, ".md"), ""]
 
 
 def _claims(page_dir: Path) -> list[str]:
@@ -194,7 +192,7 @@ def _claims(page_dir: Path) -> list[str]:
                 f"**No claims table in this run.** The report looks for `{CLAIMS_ID}.md` (registered artifact "
                 f"`{CLAIMS_ID}`) in this folder; {'it is not registered yet' if art is None else 'this run did not write it'}.",
                 ""]
-    return ["## Claims", "", *_table_caption(md), _table_body(md), "", _files(art, page_dir, ".md"), ""]
+    return ["## Claims", "", *_table(md, caption=True), "", _files(art, page_dir, ".md"), ""]
 
 
 def experiment_of(art: figure_registry.Artifact) -> str:

@@ -80,13 +80,14 @@ def test_the_family_view_and_the_gate_show_their_summary_caption(tmp_path):
         "**The family-wise view** — profile smoke: 12 readouts ruled; chance alone would give about 0.60 false "
         "'supported / contradicted' verdicts\n\n" + body)
     (paths.figures / "competence_gate.md").write_text(body)
-    text = report.write_report(paths, "smoke")[0].read_text()
+    md = report.write_report(paths, "smoke")[0]
+    text = md.read_text()
     family = text[text.index("## The family-wise view"):]
     assert "Profile smoke: 12 readouts ruled; chance alone would give about 0.60 false" in family
     assert family.index("12 readouts ruled") < family.index("| C1 | supported |")
     gate = text[text.index("## The competence gate"):text.index("## Claims")]
     assert "| C1 | supported |" in gate and "—" not in gate
-    check_markdown_file(report.write_report(paths, "smoke")[0])
+    check_markdown_file(md)
 
 
 def test_the_experiments_page_shows_the_family_summary(tmp_path):
