@@ -41,6 +41,7 @@ SCAFFOLD = "reasoning_a"
 FLOOR_CLAIM = {"CheXpert": "C1", "NIH": "C2", "PadChest": "C2 PadChest"}   # the claim whose arms E0 and E4 split the change of
 REPRODUCES = ("C2", "C2 PadChest")   # the drops C6 asks for at both sites
 C4_GAINS = ("C4 general gain", "C4 medical gain")   # the parts of C4 reported beside its difference
+PARTS = {"C4": ("C4", C4_GAINS[0]), "C6": REPRODUCES}   # claims that hold only when every part holds
 
 
 class MissingEvidence(LookupError):
@@ -151,7 +152,7 @@ SESOI_OPTIONS = {"C1": "claims.sesoi_c1", "C2": "claims.sesoi_c2", "C3": "claims
 
 def active(cfg) -> tuple[Claim, ...]:
     """The claims a profile measures: C1-C5, and the PadChest claims where it scores PadChest."""
-    return CLAIMS + (PADCHEST_CLAIMS if cfg.data.padchest_root else ())
+    return CLAIMS + (PADCHEST_CLAIMS if "PadChest" in metrics.test_datasets(cfg) else ())
 
 
 def sesoi(cfg) -> dict[str, float]:
@@ -350,32 +351,30 @@ def claims_table(contrasts: pd.DataFrame, sesoi_by_id: dict[str, float],
     return pd.DataFrame(rows)
 
 
-def family_rows(table: pd.DataFrame, contrasts: pd.DataFrame) -> pd.DataFrame:
+def family_rows(table: pd.DataFrame, contrasts: pd.DataFrame, sesoi_by_id: dict[str, float]) -> pd.DataFrame:
     """The claims as members of the family-wise view (``verdict_statistics.family_view``): one row per claim with
-    its verdict, CI, df, sign, SESOI and p. A CI-ruled claim's p agrees with its CI (``p_from_ci``); C4's is the
-    larger of its two parts' (both must hold); C6's is the larger of C2's and C2 PadChest's p with that part's CI,
-    or, when C6 is contradicted, that of the part that contradicts (one is enough; a third member built from two
-    others makes Holm's m larger, the conservative side);
-    C5's is the count rule's two-sided exact p. A not measurable claim
-    leaves the family."""
+    its verdict, CI, df, sign, SESOI and p. A CI-ruled claim's p agrees with its CI (``p_from_ci``). A measurable
+    claim made of parts (``PARTS``: C4's difference and general gain, C6's two drops) is carried by a part whose
+    own verdict (its CI, its SESOI from ``sesoi_by_id``) is the claim's, the one with the larger p: supported needs
+    every part, contradicted one, no effect one; C6 as a third member built from two others makes Holm's m larger,
+    the conservative side. C5's is the count rule's two-sided exact p. A not measurable claim leaves the family."""
     measured = contrasts.loc[contrasts["kind"].isin(["claim", "claim part"])].set_index("contrast")
     direction = {c.id: c.direction for c in CLAIMS + PADCHEST_CLAIMS}
-    verdicts = dict(zip(table["claim"], table["verdict"]))
     rows = []
     for r in table.itertuples():
-        m = measured.loc[r.claim]
+        m, sesoi = measured.loc[r.claim], r.sesoi
         count = m.get("rule") == "count"
         p = m["rule_p"] if count else p_from_ci(m["lo"], m["hi"], m["df"])
-        if r.claim == "C6":   # supported needs both drops (the larger p); contradicted needs one (its part's p)
-            parts = [c for c in REPRODUCES if r.verdict != "contradicted" or verdicts[c] == "contradicted"]
-            m = measured.loc[max(parts, key=lambda c: p_from_ci(*measured.loc[c, ["lo", "hi", "df"]]))]
+        if r.claim in PARTS and r.verdict != "not measurable":
+            def own(c):
+                return verdict(*measured.loc[c, ["lo", "hi"]], direction[r.claim], sesoi_by_id[c])
+            parts = [c for c in PARTS[r.claim] if own(c) == r.verdict]   # never empty: the claim's verdict combines theirs
+            part = max(parts, key=lambda c: p_from_ci(*measured.loc[c, ["lo", "hi", "df"]]))
+            m, sesoi = measured.loc[part], sesoi_by_id[part]
             r = r._replace(effect=m["effect"], lo=m["lo"], hi=m["hi"])
             p = p_from_ci(m["lo"], m["hi"], m["df"])
-        if r.claim == "C4":
-            g = measured.loc["C4 general gain"]
-            p = max(p, p_from_ci(g["lo"], g["hi"], g["df"]))
         rows.append({"readout": r.claim, "verdict": r.verdict, "effect": r.effect, "lo": r.lo, "hi": r.hi,
-                     "df": np.inf if count else m["df"], "direction": direction[r.claim], "sesoi": r.sesoi, "p": p,
+                     "df": np.inf if count else m["df"], "direction": direction[r.claim], "sesoi": sesoi, "p": p,
                      "rule": "count" if count else "ci",
                      "not_measurable": r.note if r.verdict == "not measurable" else ""})
     return pd.DataFrame(rows)

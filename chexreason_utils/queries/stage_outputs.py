@@ -11,6 +11,7 @@ import pandas as pd
 from ..config import Config
 from ..evaluation import claims, scores
 from ..evaluation.scoring_plan import checkpoints_to_score, scoring_plan as plan_scoring
+from ..evaluation.metrics import test_datasets
 from ..paths import RunPaths, checkpoint_step, model_tag
 from ..train import grpo
 
@@ -94,7 +95,7 @@ def claim_arm_floors(cfg: Config, frame: pd.DataFrame) -> dict[str, tuple[str, s
     arms = {"C1": ({"dataset": "CheXpert", **sft}, {"dataset": "CheXpert", **chex}),
             "C2": ({"dataset": "NIH", **sft}, {"dataset": "NIH", **chex}),
             "C3": ({"dataset": "NIH", "stage": "base", "model": "medical"}, {"dataset": "NIH", **sft})}
-    if cfg.data.padchest_root:
+    if "PadChest" in test_datasets(cfg):
         arms["C2 PadChest"] = ({"dataset": "PadChest", **sft}, {"dataset": "PadChest", **chex})
         arms["C3 PadChest"] = ({"dataset": "PadChest", "stage": "base", "model": "medical"}, {"dataset": "PadChest", **sft})
     if cfg.sft.general_model_too:

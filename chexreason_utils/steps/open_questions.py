@@ -192,8 +192,9 @@ def family_table(cfg: Config, paths: RunPaths, decomposition: pd.DataFrame,
     verdicts chance alone would give). The members are written to ``07_open_questions/family_members.csv``, which
     stage 08 extends with the experiments' readouts."""
     evaluation = read_evaluation(paths)
-    table = claims.claims_table(evaluation.contrasts, claims.sesoi(cfg), claims.active(cfg))
-    parts = [claims.family_rows(table, evaluation.contrasts)]
+    sesoi = claims.sesoi(cfg)
+    table = claims.claims_table(evaluation.contrasts, sesoi, claims.active(cfg))
+    parts = [claims.family_rows(table, evaluation.contrasts, sesoi)]
     parts.append(e0_family_rows(decomposition))
     if attribution is not None:
         e4 = registration.get("E4")

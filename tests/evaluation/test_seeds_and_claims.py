@@ -174,6 +174,13 @@ def test_c4_is_the_papers_two_part_claim():
     table = _table(ev)
     assert table.loc["C4", "effect"] > 0 and table.loc["C4", "lo"] > 0           # the difference alone would pass
     assert table.loc["C4", "verdict"] == "contradicted" and "gain(general) -" in table.loc["C4", "note"]
+    # in the family-wise view the part that contradicts carries C4: its CI and p, not the supporting difference's
+    contrasts = pd.DataFrame(claims.contrast_rows(claims.measure(ev, n_boot=200, seed=0)))
+    family = claims.family_rows(claims.claims_table(contrasts, SESOI), contrasts, SESOI).set_index("readout")
+    gain = contrasts.set_index("contrast").loc["C4 general gain"]
+    assert gain["hi"] < 0 and family.loc["C4", "hi"] == gain["hi"] and family.loc["C4", "p"] < 0.05
+    assert family.loc["C4", "sesoi"] == SESOI["C4 general gain"]                   # the part's SESOI, not C4's
+    assert family.loc["C4", "p"] == pytest.approx(verdict_statistics.p_from_ci(gain["lo"], gain["hi"], gain["df"]))
     # the general model's other formats at floor and better than its scaffold (gain < 0): the floor decides the sign
     floor = "general sft only_label (sft) on validation: answers with 1 distinct label set(s)"
     ev = _evidence()
@@ -314,10 +321,12 @@ def test_the_padchest_claims_and_c6_rule_on_both_drops():
     v = drops["verdict"]
     assert (v["C2"], v["C2 PadChest"], v["C3 PadChest"], v["C6"]) == ("supported",) * 4
     assert drops.loc["C6", "paper_in_ci"] == "not in the paper" and "C2 PadChest: supported" in drops.loc["C6", "note"]
-    family = claims.family_rows(drops.reset_index(), contrasts).set_index("readout")
+    family = claims.family_rows(drops.reset_index(), contrasts, sesoi).set_index("readout")
     assert family.loc["C6", "p"] == pytest.approx(max(family.loc["C2", "p"], family.loc["C2 PadChest", "p"]))
-    rises, _ = table((y, {"base": bad[:1], "sft": bad, "grpo": good}))            # GRPO better at PadChest
+    rises, contrasts = table((y, {"base": bad[:1], "sft": bad, "grpo": good}))     # GRPO better at PadChest
     assert (rises.loc["C2 PadChest", "verdict"], rises.loc["C6", "verdict"]) == ("contradicted", "contradicted")
+    family = claims.family_rows(rises.reset_index(), contrasts, sesoi).set_index("readout")   # carried by PadChest's rise
+    assert family.loc["C6", "lo"] == family.loc["C2 PadChest", "lo"] > 0 and family.loc["C6", "p"] < 0.05
     floored = claims.measure({**ev, "PadChest": (y, {"base": bad[:1], "sft": good, "grpo": bad})},
                              {"C2 PadChest": ("SFT at floor", "GRPO at floor")}, n_boot=100, seed=0, claims=active)
     assert floored["C6"]["not_measurable"] == "as C2 PadChest"
