@@ -9,6 +9,7 @@ from ..data import load_chexpert
 from ..data.mimic import load_pool
 from ..data.nih import nih_test_selection
 from ..data.padchest import padchest_test_selection
+from ..data.pool_check import check_pools, pool_folders
 from ..jsonl_store import write_if_changed
 from ..data.manifests import load_manifest, manifest_frame, write_manifest
 from ..evaluation.metrics import label_matrix
@@ -36,6 +37,8 @@ def build_manifests(cfg: Config, paths: RunPaths) -> dict:
         frames["padchest_test"] = pad_frame.reset_index(drop=True)
         loads.append(pad)
     frames[REFERENCE_POOL] = reference_pool(pool_frame, frames["val"], cfg.reference.pool_size, s.seed)
+    if (paths.world / "pretrain").is_dir():   # the tiny bases' pools: no test image, no test patient
+        check_pools(pool_folders(paths.world / "pretrain"), {n: f for n, f in frames.items() if n.endswith("_test")})
     for name, frame in frames.items():
         write_manifest(paths, name, frame)
     prevalence = label_table(pool_labels, "pool")

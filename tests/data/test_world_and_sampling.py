@@ -139,3 +139,28 @@ def test_nih_test_selection_rules():
     assert len(select_test_set(frame, labels, 20, ("Edema", "No Finding"), "random", 0)[0]) == 20
     with pytest.raises(ValueError, match="unknown test selection rule"):
         select_test_set(frame, labels, 20, ("Edema",), "best", 0)
+
+
+def test_a_pretraining_pool_with_a_test_image_or_patient_is_named(tmp_path):
+    """data.pool_check: a pool row whose image has a test image's bytes, or whose patient_id is a test patient,
+    is an error naming the pool file, the row and the test set; a clean pool passes."""
+    from chexreason_utils.data.pool_check import PoolLeakError, check_pools, pool_folders
+
+    test_img = tmp_path / "site" / "t1.png"
+    test_img.parent.mkdir()
+    Image.fromarray(np.full((8, 8), 7, dtype=np.uint8)).save(test_img)
+    tests = {"nih_test": pd.DataFrame({"image_path": [str(test_img)], "patient_id": ["00042"]})}
+    pool = tmp_path / "pretrain" / "vision" / "medical"
+    (pool / "images").mkdir(parents=True)
+    Image.fromarray(np.full((8, 8), 9, dtype=np.uint8)).save(pool / "images" / "a.png")
+    rows = [{"image": "images/a.png", "text": "x"}]
+    (pool / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert pool_folders(tmp_path / "pretrain") == [pool] and check_pools([pool], tests) == 1
+    (pool / "images" / "b.png").write_bytes(test_img.read_bytes())
+    (pool / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows + [{"image": "images/b.png"}]))
+    with pytest.raises(PoolLeakError, match=r"captions.jsonl, row 2: image 'images/b.png' is the nih_test test image"):
+        check_pools([pool], tests)
+    rows.append({"image": "images/a.png", "patient_id": "00042"})
+    (pool / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(PoolLeakError, match="row 2: patient_id '00042' is a patient of the nih_test test set"):
+        check_pools([pool], tests)
