@@ -15,6 +15,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent   # chexreason_utils/ itself
 REPO_ROOT = Path(os.environ.get("CHEXREASON_ROOT", PACKAGE_DIR.parent))
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 FIGURE_ROOT = REPO_ROOT / "figures"
+FIGURES_PREFIX = "<figures>/"   # a manifest name of a file in the figure folder (run_relative)
 ADAPTER_CONFIG = "adapter_config.json"   # a PEFT adapter folder's config (peft names it so): an adapter, not full weights
 _CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")   # a trainer's checkpoint folder (transformers names them so)
 
@@ -192,6 +193,23 @@ class RunPaths:
     def prediction_file(self, tag: str, manifest: str, prompt: str) -> Path:
         """Cached predictions of one model (``tag``: see ``model_tag``) on one manifest with one prompt."""
         return self.predictions / f"{tag}__{manifest}__{prompt}.jsonl"
+
+
+def run_relative(paths: RunPaths, path: str | Path) -> str:
+    """How the manifest names a file: relative to the run folder, ``<figures>/...`` in the figure folder, else
+    absolute (so a run folder copied elsewhere, with its figures, reads as the same run)."""
+    path = Path(path)
+    for base, prefix in ((paths.root, ""), (paths.figures, FIGURES_PREFIX)):
+        if path.is_absolute() and path.is_relative_to(base):
+            return prefix + path.relative_to(base).as_posix()
+    return path.as_posix()
+
+
+def run_absolute(paths: RunPaths, name: str) -> Path:
+    """The file a manifest name (``run_relative``) stands for."""
+    if name.startswith(FIGURES_PREFIX):
+        return paths.figures / name[len(FIGURES_PREFIX):]
+    return paths.root / name   # an absolute name stays itself
 
 
 def checkpoint_name(step: int) -> str:

@@ -31,10 +31,9 @@ from typing import Any
 from . import arithmetic, config_reads, progress, run_records
 from .config import Config, load_profile
 from .report.figure_registry import ARTIFACTS
-from .paths import NOTEBOOK_DIR, PACKAGE_DIR, REPO_ROOT, RunPaths
+from .paths import NOTEBOOK_DIR, PACKAGE_DIR, REPO_ROOT, RunPaths, run_absolute, run_relative
 from .stage import READS_FILE, RECORD_FILES, WORKER_READS_FILE, stage_outputs
 
-FIGURES_PREFIX = "<figures>/"
 DIGEST_CACHE = "file_digests.json"
 WHERE_PARAMS = ("run_dir", "figure_dir", "overrides")   # not fingerprinted: where a run is, and (in the config
                                                         # values) what it changes
@@ -119,23 +118,6 @@ def _stat(path: Path) -> str:
     except FileNotFoundError:
         return "missing"
     return f"{st.st_size}:{st.st_mtime_ns}"
-
-
-def run_relative(paths: RunPaths, path: str | Path) -> str:
-    """How the manifest names a file: relative to the run folder, ``<figures>/...`` in the figure folder, else
-    absolute (so a run folder copied elsewhere, with its figures, reads as the same run)."""
-    path = Path(path)
-    for base, prefix in ((paths.root, ""), (paths.figures, FIGURES_PREFIX)):
-        if path.is_absolute() and path.is_relative_to(base):
-            return prefix + path.relative_to(base).as_posix()
-    return path.as_posix()
-
-
-def run_absolute(paths: RunPaths, name: str) -> Path:
-    """The file a manifest name (``run_relative``) stands for."""
-    if name.startswith(FIGURES_PREFIX):
-        return paths.figures / name[len(FIGURES_PREFIX):]
-    return paths.root / name   # an absolute name stays itself
 
 
 class FileDigests:

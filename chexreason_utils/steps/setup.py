@@ -25,7 +25,7 @@ from ..labels import CHEXPERT_LABELS
 from ..jobs import run_jobs
 from ..jsonl_store import write_if_changed
 from ..train.model_registry import ROLES, TINY_CLASSES, base_model, frozen_vision, vision_objective
-from ..paths import RunPaths
+from ..paths import RunPaths, run_relative
 from ..train.teacher import TemplateTeacher, TraceRequest
 from ..train.trainer_log import log_rows
 
@@ -79,6 +79,14 @@ def instruction_examples(cfg: Config, paths: RunPaths) -> dict[str, pd.DataFrame
     for examples in instructions.values():
         instruct.check_held_out(examples)
     return instructions
+
+
+def instruction_preview(examples: pd.DataFrame, paths: RunPaths, n: int = 3) -> pd.DataFrame:
+    """The first ``n`` instruction examples with their images named relative to the run folder: a page shows the
+    same text wherever the run folder lies (an absolute path, cut to the column width before the page replaces the
+    run folder's name, would not)."""
+    shown = examples.head(n)
+    return shown.assign(image=[run_relative(paths, p) for p in shown["image"]])
 
 
 def _role_seed_jobs(cfg: Config, paths: RunPaths, **extra) -> list[dict]:

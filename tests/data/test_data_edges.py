@@ -165,3 +165,19 @@ def test_the_tiny_bases_are_built_only_from_tiny_models(tmp_path):
 
     with pytest.raises(ValueError, match="models.medical = 'google/medgemma-4b-it' is not a tiny model"):
         instruction_examples(load_profile("paper"), RunPaths(tmp_path / "run", tmp_path / "figures"))
+
+
+def test_the_instruction_preview_reads_the_same_wherever_the_run_folder_lies(tmp_path):
+    import pandas as pd
+
+    from chexreason_utils.paths import RunPaths
+    from chexreason_utils.steps.setup import instruction_preview
+
+    shown = []
+    for root in (tmp_path / "a", tmp_path / "a-much-longer-folder-name"):
+        paths = RunPaths(root / "runs" / "tiny", root / "figures")
+        images = [str(paths.world / "pretrain" / "medical" / "images" / f"img-{i:05d}.png") for i in range(5)]
+        examples = pd.DataFrame({"instruction": ["Name the findings."] * 5, "image": images})
+        shown.append(instruction_preview(examples, paths))
+    assert len(shown[0]) == 3 and shown[0].equals(shown[1])
+    assert shown[0]["image"].iloc[0] == "world/pretrain/medical/images/img-00000.png"
