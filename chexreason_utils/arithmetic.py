@@ -12,6 +12,10 @@ EPYC gives other models. ``portable`` mode caps every one of them, in every proc
   ``CHEXREASON_MKLDNN``): its JIT
   kernels block by the CPU's cache sizes; ATen's own convolution goes through MKL's reproducible GEMM instead;
   ``ONEDNN_MAX_CPU_ISA`` caps whatever oneDNN still does;
+- NNPACK off for convolutions (``torch.backends.nnpack``, from ``CHEXREASON_NNPACK``): torch hands a 2-D
+  convolution of 16 or more images to NNPACK when oneDNN is off, and NNPACK blocks its sums by the CPU's cache sizes
+  (an AMD EPYC and an Intel Xeon pretrained different Gemma3 towers under every other cap); ATen's own convolution
+  (im2col and MKL's reproducible GEMM) takes them instead;
 - NumPy's dispatch at x86-64-v3 (AVX2; ``NPY_DISABLE_CPU_FEATURES``) and its OpenBLAS at Haswell kernels
   (``OPENBLAS_CORETYPE``): the phantom world's ``sin``/``exp`` differ between NumPy's AVX-512 and AVX2 loops;
 - one thread per process (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``): reductions split by
@@ -31,6 +35,7 @@ from pathlib import Path
 MODES = ("native", "portable")
 MODE_ENV = "CHEXREASON_ARITHMETIC"   # the mode in effect, inherited by kernels, workers and launched processes
 MKLDNN_ENV = "CHEXREASON_MKLDNN"     # "off": torch's convolutions without oneDNN (a setting torch takes in code)
+NNPACK_ENV = "CHEXREASON_NNPACK"     # "off": nor through NNPACK (the same)
 PORTABLE_ENV = {
     "ATEN_CPU_CAPABILITY": "avx2",
     "MKL_CBWR": "COMPATIBLE",
@@ -41,6 +46,7 @@ PORTABLE_ENV = {
     "MKL_NUM_THREADS": "1",
     "OPENBLAS_NUM_THREADS": "1",
     MKLDNN_ENV: "off",
+    NNPACK_ENV: "off",
 }
 # What the caps need: AVX2 and FMA for ATen's avx2 kernels, the rest of x86-64-v3 for NumPy's dispatch level.
 REQUIRED_FLAGS = ("avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "abm")
@@ -136,14 +142,16 @@ def _set(mode: str) -> None:
 
 def configure_torch() -> None:
     """The settings torch takes in code rather than from the environment (convolutions without oneDNN when
-    ``CHEXREASON_MKLDNN=off``), and a check that the ATen cap took effect. Every process calls it before its first
-    convolution (``seeding.seed_everything`` and the job workers do)."""
-    if MKLDNN_ENV not in os.environ and "ATEN_CPU_CAPABILITY" not in os.environ:
+    ``CHEXREASON_MKLDNN=off``, without NNPACK when ``CHEXREASON_NNPACK=off``), and a check that the ATen cap took
+    effect. Every process calls it before its first convolution (``seeding.seed_everything`` and the job workers do)."""
+    if not {MKLDNN_ENV, NNPACK_ENV, "ATEN_CPU_CAPABILITY"} & set(os.environ):
         return
     import torch
 
     if os.environ.get(MKLDNN_ENV) == "off":
         torch.backends.mkldnn.enabled = False
+    if os.environ.get(NNPACK_ENV) == "off":
+        torch.backends.nnpack.set_flags(False)
     wanted, running = os.environ.get("ATEN_CPU_CAPABILITY", "").upper(), torch.backends.cpu.get_cpu_capability()
     if wanted and wanted != running:
         raise ArithmeticModeError(f"ATEN_CPU_CAPABILITY asks for {wanted} kernels, but torch runs {running}: torch "

@@ -2,9 +2,11 @@
 
 ``compute`` generates the smoke profile's phantom world and a few more radiographs (NumPy), builds a tiny Gemma3 (MedGemma's class), fine-tunes it for a few
 SFT steps with trl's trainer, takes GRPO steps with the hard reward (and its frozen-policy control), and predicts a
-batch of images greedily, each through the companion's own functions. It returns an ordered list of
-``(name, sha256)``: the world's files, the images, every tensor of the base, SFT and GRPO models, the GRPO log's numbers and every
-prediction. ``DIGESTS`` holds the list made on the machine that committed it; ``compare`` names the first entry that
+batch of images greedily, each through the companion's own functions. Then it takes the steps whose convolutions run
+at batches of 16 or more, where torch would otherwise hand them to NNPACK: vision pretraining of the tiny Gemma3 and
+of a tiny Qwen2.5-VL on the world's pools, and a short fit of the image reference's CNN. It returns an ordered list of
+``(name, sha256)``: the world's files, the images, every tensor of the base, SFT and GRPO models, the GRPO log's
+numbers, every prediction, and the pretrained towers' and the CNN's tensors and losses. ``DIGESTS`` holds the list made on the machine that committed it; ``compare`` names the first entry that
 differs, so a CPU that computes otherwise points at the first tensor (and so the first kernel) that diverged.
 
 Run it with ``chexreason digest`` (``--write`` records a new list; ``--without VAR`` drops one cap to show what
@@ -20,6 +22,7 @@ from pathlib import Path
 DIGESTS = Path(__file__).with_name("portable_digests.json")
 FINDINGS = [["Cardiomegaly"], ["Pleural Effusion"], ["No Finding"], ["Lung Lesion", "Edema"]]   # GRPO's truths
 N_IMAGES, SFT_STEPS, GRPO_STEPS = 16, 3, 2
+N_POOL = 32   # vision pretraining images per pool: two batches of 16 (NNPACK's threshold) per epoch
 TARGET = ("<think>The cardiac silhouette is enlarged and the costophrenic angles are sharp.</think>"
           "<solution>Cardiomegaly</solution>")
 
@@ -35,6 +38,27 @@ def _tensors(prefix: str, folder: Path) -> list[tuple[str, str]]:
     for file in sorted(folder.glob("*.safetensors")):
         weights.update(load_file(file))
     return [(f"{prefix}/{name}", _sha(t.contiguous().numpy().tobytes())) for name, t in sorted(weights.items())]
+
+
+def _state(prefix: str, state: dict) -> list[tuple[str, str]]:
+    return [(f"{prefix}/{name}", _sha(t.detach().contiguous().numpy().tobytes())) for name, t in sorted(state.items())]
+
+
+def _numbers(name: str, values) -> tuple[str, str]:
+    return name, _sha(json.dumps([float(v) for v in values]).encode())
+
+
+def _pool(source: Path, folder: Path) -> Path:
+    """The first ``N_POOL`` rows of a world pool (``captions.jsonl`` and their images) copied into ``folder``."""
+    import shutil
+
+    rows = (source / "captions.jsonl").read_text().splitlines()[:N_POOL]
+    for row in rows:
+        image = json.loads(row)["image"]
+        (folder / image).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / image, folder / image)
+    (folder / "captions.jsonl").write_text("\n".join(rows) + "\n")
+    return folder
 
 
 def _log(prefix: str, log) -> list[tuple[str, str]]:
@@ -72,7 +96,7 @@ def compute(work: Path) -> list[tuple[str, str]]:
     from .data.phantom import generate_world
     from .evaluation import evaluate
     from .seeding import seed_everything
-    from .train import grpo, models, sft
+    from .train import grpo, image_reference, models, sft, vision_pretraining
 
     work = Path(work)
     cfg = load_profile("smoke")
@@ -105,7 +129,20 @@ def compute(work: Path) -> list[tuple[str, str]]:
                                  max_new_tokens=cfg.evaluation.max_new_tokens, device="cpu", progress=False)
     out += [(f"predict/{r['image_id']}", _sha(json.dumps([r["raw"], r["labels"]]).encode()))
             for r in predicted.to_dict("records")]
-    return out
+    vision = vision_pretraining.VisionSettings(epochs=2, batch_size=N_IMAGES)
+    qwen = models.build_tiny_qwen25vl(corpus, work / "qwen", hidden=m.tiny_hidden, layers=m.tiny_layers,
+                                      image_size=m.tiny_image_size, vocab=m.tiny_vocab)
+    for role, model in (("medical", base), ("general", qwen)):
+        pool = _pool(work / "world" / "pretrain" / "vision" / role, work / "pools" / role)
+        record = vision_pretraining.pretrain(model, pool, role, work / f"vision-{role}", vision)
+        out += _tensors(f"vision/{role}", work / f"vision-{role}")
+        out.append(_numbers(f"vision/{role}/losses", record["epoch_losses"]))
+    labels = image_reference.ReferenceSettings().labels
+    truth = [[float(label in FINDINGS[i % len(FINDINGS)]) for label in labels] for i in range(N_IMAGES)]
+    reference = image_reference.ReferenceSettings(epochs=2, batch_size=N_IMAGES)
+    images = image_reference.load_images(paths, reference.image_size)
+    cnn, losses = image_reference.train_network(images, truth, reference)
+    return out + _state("reference", cnn.state_dict()) + [_numbers("reference/losses", losses)]
 
 
 def read(path: Path = DIGESTS) -> tuple[dict, list[tuple[str, str]]]:

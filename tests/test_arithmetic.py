@@ -60,7 +60,8 @@ def test_an_unknown_cap_is_refused_by_name():
 
 def test_portable_caps_reach_numpy_torch_and_workers():
     """A process that enters portable mode before loading anything runs ATen at AVX2, NumPy without its AVX-512
-    loops, convolutions without oneDNN, one thread; a spawned worker inherits all of it."""
+    loops, convolutions through ATen's own (neither oneDNN nor NNPACK, even at 16 images), one thread; a spawned
+    worker inherits all of it."""
     if arithmetic.missing_flags():
         pytest.skip("portable arithmetic needs AVX2")
     done = _python("""
@@ -72,15 +73,20 @@ def test_portable_caps_reach_numpy_torch_and_workers():
         from chexreason_utils.jobs import run_jobs, shutdown
         seed_everything(0)
         from numpy._core._multiarray_umath import __cpu_dispatch__
+        with torch.profiler.profile() as prof:   # 16 images: the batch torch would hand to NNPACK
+            torch.nn.functional.conv2d(torch.ones(16, 3, 28, 28), torch.ones(8, 3, 14, 14), stride=14)
+        ran = {e.key for e in prof.key_averages()}
         here = {"aten": torch.backends.cpu.get_cpu_capability(), "mkldnn": torch.backends.mkldnn.enabled,
-                "threads": torch.get_num_threads(), "mode": arithmetic.in_effect()}
+                "threads": torch.get_num_threads(), "mode": arithmetic.in_effect(),
+                "nnpack": "aten::_nnpack_spatial_convolution" in ran, "aten_conv": "aten::thnn_conv2d" in ran}
         workers = run_jobs(arithmetic.record, [{}, {}], workers=2)
         shutdown()
         print(json.dumps({"here": here, "workers": workers}))
     """, {})
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    assert out["here"] == {"aten": "AVX2", "mkldnn": False, "threads": 1, "mode": "portable"}
+    assert out["here"] == {"aten": "AVX2", "mkldnn": False, "threads": 1, "mode": "portable", "nnpack": False,
+                           "aten_conv": True}
     for worker in out["workers"]:
         assert worker["mode"] == "portable" and worker["variables"] == arithmetic.PORTABLE_ENV
 
