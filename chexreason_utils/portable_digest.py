@@ -1,13 +1,15 @@
 """The bytes every machine checks: a short smoke training under portable arithmetic, digested tensor by tensor.
 
-``compute`` generates the smoke profile's phantom world and a few more radiographs (NumPy), builds a tiny Gemma3 (MedGemma's class), fine-tunes it for a few
-SFT steps with trl's trainer, takes GRPO steps with the hard reward (and its frozen-policy control), and predicts a
-batch of images greedily, each through the companion's own functions. Then it takes the steps whose convolutions run
-at batches of 16 or more, where torch would otherwise hand them to NNPACK: vision pretraining of the tiny Gemma3 and
-of a tiny Qwen2.5-VL on the world's pools, and a short fit of the image reference's CNN. It returns an ordered list of
-``(name, sha256)``: the world's files, the images, every tensor of the base, SFT and GRPO models, the GRPO log's
-numbers, every prediction, and the pretrained towers' and the CNN's tensors and losses. ``DIGESTS`` holds the list made on the machine that committed it; ``compare`` names the first entry that
-differs, so a CPU that computes otherwise points at the first tensor (and so the first kernel) that diverged.
+``compute`` generates the smoke profile's phantom world and a few more radiographs (NumPy), builds a tiny Gemma3
+(MedGemma's class), fine-tunes it for a few SFT steps with trl's trainer, takes GRPO steps with the hard reward (and
+its frozen-policy control), and predicts a batch of images greedily, each through the companion's own functions.
+Then it takes the steps whose convolutions run at batches of 16 or more, where torch would otherwise hand them to
+NNPACK: vision pretraining of the tiny Gemma3 and of a tiny Qwen2.5-VL on the world's pools, and a short fit of the
+image reference's CNN. It returns an ordered list of ``(name, sha256)``: the world's files, the images, every tensor
+of the base, SFT and GRPO models, the GRPO log's numbers, every prediction, and the pretrained towers' and the CNN's
+tensors and losses. ``DIGESTS`` holds the list made on the machine that committed it; ``compare`` names the first
+entry that differs, so a CPU that computes otherwise points at the first tensor (and so the first kernel) that
+diverged.
 
 Run it with ``chexreason digest`` (``--write`` records a new list; ``--without VAR`` drops one cap to show what
 it protects); the test suite runs it in a fresh process under portable arithmetic.
@@ -37,10 +39,11 @@ def _tensors(prefix: str, folder: Path) -> list[tuple[str, str]]:
     weights = {}
     for file in sorted(folder.glob("*.safetensors")):
         weights.update(load_file(file))
-    return [(f"{prefix}/{name}", _sha(t.contiguous().numpy().tobytes())) for name, t in sorted(weights.items())]
+    return _state(prefix, weights)
 
 
 def _state(prefix: str, state: dict) -> list[tuple[str, str]]:
+    """One digest per tensor of a state dict, in name order."""
     return [(f"{prefix}/{name}", _sha(t.detach().contiguous().numpy().tobytes())) for name, t in sorted(state.items())]
 
 
@@ -52,12 +55,14 @@ def _pool(source: Path, folder: Path) -> Path:
     """The first ``N_POOL`` rows of a world pool (``captions.jsonl`` and their images) copied into ``folder``."""
     import shutil
 
-    rows = (source / "captions.jsonl").read_text().splitlines()[:N_POOL]
+    from .data.phantom import CAPTIONS
+
+    rows = (source / CAPTIONS).read_text().splitlines()[:N_POOL]
     for row in rows:
         image = json.loads(row)["image"]
         (folder / image).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source / image, folder / image)
-    (folder / "captions.jsonl").write_text("\n".join(rows) + "\n")
+    (folder / CAPTIONS).write_text("\n".join(rows) + "\n")
     return folder
 
 
