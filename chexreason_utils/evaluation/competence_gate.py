@@ -153,11 +153,12 @@ def _row(part, model, entry, seed, f1, bar, sets, reason) -> dict:
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per part, model and entry: the macro-F1 of each seed, the bar, how many seeds pass, and the verdict
-    (pass only when every seed does)."""
+    """One row per part, model and entry: the macro-F1 of each seed, the bar (each seed's, in the same order, or
+    the one all seeds share), how many seeds pass, and the verdict (pass only when every seed does)."""
     def one(g: pd.DataFrame) -> pd.Series:
         values = " / ".join("—" if np.isnan(v) else f"{v:.3f}" for v in g["macro_f1"])
-        return pd.Series({"macro-F1 per seed": values, "bar": " / ".join(sorted({f"{v:.3f}" for v in g["bar"].dropna()})),
+        bars = [f"{v:.3f}" for v in g["bar"].dropna()]   # in the seeds' order, as the macro-F1s: one when all agree
+        return pd.Series({"macro-F1 per seed": values, "bar": bars[0] if len(set(bars)) == 1 else " / ".join(bars),
                           "seeds passing": f"{int(g['passes'].sum())} of {len(g)}",
                           "verdict": "pass" if g["passes"].all() else "fail"})
     return table.groupby(["part", "model", "entry"], sort=False).apply(one, include_groups=False).reset_index()

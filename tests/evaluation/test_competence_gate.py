@@ -56,6 +56,16 @@ def test_one_seed_below_its_own_reference_fails_part_a_although_the_mean_clears_
     assert cg.verdict(table) == "fails (a_reference)"
 
 
+def test_the_summary_lists_each_seeds_bar_beside_its_macro_f1():
+    """Seed 0's reference is the larger: its bar comes first, as its macro-F1 does, not in sorted order."""
+    table = cg.judge(frame(GOOD, {0: 0.50, 1: 0.48}, base=0.26), GATE, "free_reasoning")
+    rows = cg.summary(table).set_index(["part", "model", "entry"])
+    only_label = rows.loc[("a_reference", "medical", "only_label")]
+    assert only_label["macro-F1 per seed"] == "0.450 / 0.410" and only_label["bar"] == "0.400 / 0.384"
+    assert only_label["seeds passing"] == "2 of 2"
+    assert rows.loc[("b_off_floor", "general", "free_reasoning"), "bar"] == f"{BEST_HI + 0.05:.3f}"   # shared
+
+
 def test_part_b_needs_the_margin_over_the_best_baselines_upper_bound_and_five_label_sets():
     sft = {**GOOD, ("general", "free_reasoning"): {0: BEST_HI + 0.049, 1: 0.31}}
     sets = {("general", "only_label", 0): 4.0}
