@@ -628,7 +628,7 @@ def generate_world(root: str | Path, cfg: WorldConfig, force: bool = False) -> d
                               padchest_physician_studies=pad["physician_studies"])
         card["layouts"]["padchest"] = f"PadChest/{PADCHEST_TABLE} + PadChest/<ImageDir>/<ImageID>"
     card_path.write_text(json.dumps(card, indent=2, sort_keys=True))
-    return card
+    return json.loads(card_path.read_text())   # the card as a later run reads it back: same keys, same order
 
 
 def read_findings(root: str | Path) -> list[dict]:

@@ -175,8 +175,8 @@ def subgroups(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
     for ax, group in zip(axes, ("sex", "age band")):
         t = table.loc[table["group"] == group]
         sns.barplot(data=t, x="value", y="macro_f1", hue="model", ax=ax, errorbar=None)
-        sns.stripplot(data=t, x="value", y="macro_f1", hue="model", ax=ax, dodge=True, palette="dark:k", size=3,
-                      legend=False)
+        sns.stripplot(data=t, x="value", y="macro_f1", hue="model", ax=ax, dodge=True, jitter=False, palette="dark:k",
+                      size=3, legend=False)
         ax.set_title(f"NIH macro-F1 by {group}")
         ax.set_xlabel("")
     fig.tight_layout()
@@ -205,11 +205,15 @@ def scaffold_reversal(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
 
 
 def prompt_variants(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
-    """Zero-shot micro-F1 and fail rate per prompt variant, both models (columns model, variant, ...)."""
+    """Zero-shot micro-F1 and fail rate per prompt variant, both models: bars = mean over training seeds, dots =
+    each seed (columns model, variant, micro_f1, fail_rate; one row per seed). No error bar: seaborn's default
+    would bootstrap 3 seeds with the global random state, so the figure's bytes would follow whatever ran before."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    sns.barplot(data=table, x="variant", y="micro_f1", hue="model", ax=axes[0])
-    sns.barplot(data=table, x="variant", y="fail_rate", hue="model", ax=axes[1])
-    for ax in axes:
+    for ax, (col, label) in zip(axes, (("micro_f1", "validation micro-F1"), ("fail_rate", "fail rate"))):
+        sns.barplot(data=table, x="variant", y=col, hue="model", ax=ax, errorbar=None)
+        sns.stripplot(data=table, x="variant", y=col, hue="model", ax=ax, dodge=True, jitter=False, palette="dark:k",
+                      size=3, legend=False)
+        ax.set_ylabel(f"{label} (bars: mean of seeds; dots: seeds)")
         ax.tick_params(axis="x", rotation=45)
         ax.set_xlabel("")
     fig.tight_layout()

@@ -27,10 +27,12 @@ def _digest(root):
 
 def test_same_seed_same_bytes_and_card(tmp_path):
     cfg = WorldConfig(n_mimic_studies=20, n_chexpert_test_studies=5, n_nih_images=10, n_pretrain=4)
-    generate_world(tmp_path / "a", cfg)
+    fresh = generate_world(tmp_path / "a", cfg)
     generate_world(tmp_path / "b", cfg)
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
     card = json.loads((tmp_path / "a" / "world_card.json").read_text())
+    reread = generate_world(tmp_path / "a", cfg)   # skipped: the card read back, as notebook 00 shows it on a rerun
+    assert json.dumps(fresh) == json.dumps(reread) == json.dumps(card)   # same values, same key order
     assert card["config"]["seed"] == cfg.seed and set(card["prevalence_sources"]) == {"mimic", "chexpert_test", "nih"}
     other = WorldConfig(**{**cfg.__dict__, "seed": 8})
     generate_world(tmp_path / "c", other)
