@@ -208,15 +208,18 @@ def prompt_variants(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
     """Zero-shot micro-F1 and fail rate per prompt variant, both models: bars = mean over training seeds, dots =
     each seed (columns model, variant, micro_f1, fail_rate; one row per seed). No error bar: seaborn's default
     would bootstrap 3 seeds with the global random state, so the figure's bytes would follow whatever ran before."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    for ax, (col, label) in zip(axes, (("micro_f1", "validation micro-F1"), ("fail_rate", "fail rate"))):
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+    for ax, (col, label) in zip(axes, (("micro_f1", "zero-shot validation micro-F1"), ("fail_rate", "fail rate"))):
         sns.barplot(data=table, x="variant", y=col, hue="model", ax=ax, errorbar=None)
         sns.stripplot(data=table, x="variant", y=col, hue="model", ax=ax, dodge=True, jitter=False, palette="dark:k",
                       size=3, legend=False)
-        ax.set_ylabel(f"{label} (bars: mean of seeds; dots: seeds)")
-        ax.tick_params(axis="x", rotation=45)
-        ax.set_xlabel("")
-    fig.tight_layout()
+        ax.set_title(f"{label} (bars: mean of seeds; dots: seeds)")
+        ax.set(xlabel="", ylabel="", ylim=(0, 1.04))
+        plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
+        handles, labels = ax.get_legend_handles_labels()
+        ax.get_legend().remove()
+    fig.legend(handles, labels, title="model", loc="upper center", ncol=len(labels), bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
     return fig, table
 
 
