@@ -157,7 +157,7 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     the one all seeds share), how many seeds pass, and the verdict (pass only when every seed does)."""
     def one(g: pd.DataFrame) -> pd.Series:
         values = " / ".join("—" if np.isnan(v) else f"{v:.3f}" for v in g["macro_f1"])
-        bars = [f"{v:.3f}" for v in g["bar"].dropna()]   # in the seeds' order, as the macro-F1s: one when all agree
+        bars = ["—" if np.isnan(v) else f"{v:.3f}" for v in g["bar"]]   # in the seeds' order: one when all agree
         return pd.Series({"macro-F1 per seed": values, "bar": bars[0] if len(set(bars)) == 1 else " / ".join(bars),
                           "seeds passing": f"{int(g['passes'].sum())} of {len(g)}",
                           "verdict": "pass" if g["passes"].all() else "fail"})

@@ -64,6 +64,9 @@ def test_the_summary_lists_each_seeds_bar_beside_its_macro_f1():
     assert only_label["macro-F1 per seed"] == "0.450 / 0.410" and only_label["bar"] == "0.400 / 0.384"
     assert only_label["seeds passing"] == "2 of 2"
     assert rows.loc[("b_off_floor", "general", "free_reasoning"), "bar"] == f"{BEST_HI + 0.05:.3f}"   # shared
+    one_missing = cg.summary(cg.judge(frame(GOOD, {1: 0.48}, base=0.26), GATE, "free_reasoning"))   # seed 0: none
+    only_label = one_missing.set_index(["part", "model", "entry"]).loc[("a_reference", "medical", "only_label")]
+    assert only_label["bar"] == "— / 0.384" and only_label["macro-F1 per seed"] == "0.450 / 0.410"
 
 
 def test_part_b_needs_the_margin_over_the_best_baselines_upper_bound_and_five_label_sets():
