@@ -178,7 +178,7 @@ def subgroups(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
         sns.stripplot(data=t, x="value", y="macro_f1", hue="model", ax=ax, dodge=True, jitter=False, palette="dark:k",
                       size=3, legend=False)
         ax.set_title(f"NIH macro-F1 by {group}")
-        ax.set_xlabel("")
+        ax.set(xlabel="", ylabel="macro-F1 (bars: mean of seeds; dots: seeds)" if group == "sex" else "")
     fig.tight_layout()
     return fig, table
 

@@ -301,10 +301,13 @@ def test_table(per_seed: dict[int, pd.DataFrame], which: int | None, profile: st
     return table.rename_axis("label")
 
 
+AGE_BANDS = ("<40", "40-59", "60+", "unknown")   # youngest first: the order tables and figures show them in
+
+
 def age_band(age: float) -> str:
     if pd.isna(age):
-        return "unknown"
-    return "<40" if age < 40 else "40-59" if age < 60 else "60+"
+        return AGE_BANDS[-1]
+    return AGE_BANDS[0] if age < 40 else AGE_BANDS[1] if age < 60 else AGE_BANDS[2]
 
 
 def subgroup_scores(frame: pd.DataFrame, y_true: np.ndarray, preds: dict[str, dict[int, np.ndarray]],
@@ -314,7 +317,8 @@ def subgroup_scores(frame: pd.DataFrame, y_true: np.ndarray, preds: dict[str, di
     rows = []
     groups = {"sex": frame["sex"].fillna("unknown").astype(str), "age band": frame["age"].map(age_band)}
     for group, values in groups.items():
-        for value in sorted(values.unique()):
+        order = AGE_BANDS if group == "age band" else sorted(values.unique())
+        for value in [v for v in order if v in set(values)]:
             mask = (values == value).to_numpy()
             for model, by_seed in preds.items():
                 for s, y_pred in by_seed.items():

@@ -1,4 +1,5 @@
 """Tables in the paper's layouts: Markdown that renders, LaTeX ready to \\input, tidy CSV."""
+import numpy as np
 import pandas as pd
 import pytest
 from table_checks import check_latex_file, check_latex_structure, check_markdown_file, markdown_cells
@@ -138,3 +139,21 @@ def test_tables_carry_the_trivial_baselines_as_reference_rows():
     labels = reference.per_label_table(6).index
     t6 = reporting.test_table({0: pd.DataFrame({"ChexReason": 0.25}, index=labels)}, 6, "smoke", baselines=base)
     assert t6.loc["Macro", ("trivial baselines", "prevalence-matched random")] == pytest.approx(base["prevalence-matched random"].mean())
+
+
+def test_subgroup_scores_give_each_band_its_own_macro_f1_youngest_band_first():
+    """Ages 30, 45, 70, 50 and one unknown: bands in age order (not "40-59" before "<40"), each scored on its own
+    images; the unknown age has a band of its own rather than being dropped."""
+    frame = pd.DataFrame({"sex": ["F", "M", "F", None, "M"], "age": [30, 45, 70, 50, float("nan")]})
+    y_true = np.array([[1, 0], [0, 1], [1, 1], [0, 1], [1, 0]])
+    right = y_true.copy()
+    wrong_for_40s = y_true.copy()
+    wrong_for_40s[[1, 3]] = 1 - y_true[[1, 3]]
+    table = reporting.subgroup_scores(frame, y_true, {"SFT": {0: right, 1: wrong_for_40s}}, ["A", "B"])
+    ages = table.loc[table["group"] == "age band"]
+    assert list(dict.fromkeys(ages["value"])) == ["<40", "40-59", "60+", "unknown"]
+    by = ages.set_index(["value", "seed"])
+    assert by.loc[("40-59", 1), "macro_f1"] == 0.0 and by.loc[("40-59", 0), "macro_f1"] == pytest.approx(0.5)
+    assert by.loc[("<40", 1), "macro_f1"] == by.loc[("<40", 0), "macro_f1"]   # its one image is right in both
+    assert by.loc[("40-59", 0), "n"] == 2 and by.loc[("unknown", 0), "n"] == 1
+    assert set(table.loc[table["group"] == "sex", "value"]) == {"F", "M", "unknown"}
