@@ -155,9 +155,12 @@ def _row(part, model, entry, seed, f1, bar, sets, reason) -> dict:
 def summary(table: pd.DataFrame) -> pd.DataFrame:
     """One row per part, model and entry: the macro-F1 of each seed, the bar (each seed's, in the same order, or
     the one all seeds share), how many seeds pass, and the verdict (pass only when every seed does)."""
+    def cells(column: pd.Series) -> list[str]:   # one per seed, in the seeds' order
+        return ["—" if np.isnan(v) else f"{v:.3f}" for v in column]
+
     def one(g: pd.DataFrame) -> pd.Series:
-        values = " / ".join("—" if np.isnan(v) else f"{v:.3f}" for v in g["macro_f1"])
-        bars = ["—" if np.isnan(v) else f"{v:.3f}" for v in g["bar"]]   # in the seeds' order: one when all agree
+        values = " / ".join(cells(g["macro_f1"]))
+        bars = cells(g["bar"])   # one when all seeds agree
         return pd.Series({"macro-F1 per seed": values, "bar": bars[0] if len(set(bars)) == 1 else " / ".join(bars),
                           "seeds passing": f"{int(g['passes'].sum())} of {len(g)}",
                           "verdict": "pass" if g["passes"].all() else "fail"})

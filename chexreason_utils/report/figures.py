@@ -168,15 +168,22 @@ def per_label_heatmaps(tables: dict[str, pd.DataFrame]) -> tuple[plt.Figure, pd.
     return fig, data
 
 
+def _seed_bars(ax: plt.Axes, data: pd.DataFrame, x: str, y: str) -> None:
+    """Bars = the mean over training seeds per ``x`` and model, dots = each seed on the bar's centre line. No error
+    bar and no jitter: seaborn draws both from the global random state, so the figure's bytes would follow whatever
+    ran before it."""
+    sns.barplot(data=data, x=x, y=y, hue="model", ax=ax, errorbar=None)
+    sns.stripplot(data=data, x=x, y=y, hue="model", ax=ax, dodge=True, jitter=False, palette="dark:k", size=3,
+                  legend=False)
+
+
 def subgroups(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
     """NIH macro-F1 per subgroup: bars = mean over training seeds, dots = each seed (columns model, seed, group,
     value, macro_f1, n)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     for ax, group in zip(axes, ("sex", "age band")):
         t = table.loc[table["group"] == group]
-        sns.barplot(data=t, x="value", y="macro_f1", hue="model", ax=ax, errorbar=None)
-        sns.stripplot(data=t, x="value", y="macro_f1", hue="model", ax=ax, dodge=True, jitter=False, palette="dark:k",
-                      size=3, legend=False)
+        _seed_bars(ax, t, "value", "macro_f1")
         ax.set_title(f"NIH macro-F1 by {group}")
         ax.set(xlabel="", ylabel="macro-F1 (bars: mean of seeds; dots: seeds)" if group == "sex" else "")
     fig.tight_layout()
@@ -205,14 +212,11 @@ def scaffold_reversal(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
 
 
 def prompt_variants(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
-    """Zero-shot micro-F1 and fail rate per prompt variant, both models: bars = mean over training seeds, dots =
-    each seed (columns model, variant, micro_f1, fail_rate; one row per seed). No error bar: seaborn's default
-    would bootstrap 3 seeds with the global random state, so the figure's bytes would follow whatever ran before."""
+    """Zero-shot micro-F1 and fail rate per prompt variant, both models, as ``_seed_bars`` (columns model, variant,
+    micro_f1, fail_rate; one row per seed)."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
     for ax, (col, label) in zip(axes, (("micro_f1", "zero-shot validation micro-F1"), ("fail_rate", "fail rate"))):
-        sns.barplot(data=table, x="variant", y=col, hue="model", ax=ax, errorbar=None)
-        sns.stripplot(data=table, x="variant", y=col, hue="model", ax=ax, dodge=True, jitter=False, palette="dark:k",
-                      size=3, legend=False)
+        _seed_bars(ax, table, "variant", col)
         ax.set_title(f"{label} (bars: mean of seeds; dots: seeds)")
         ax.set(xlabel="", ylabel="", ylim=(0, 1.04))
         plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")

@@ -317,8 +317,8 @@ def subgroup_scores(frame: pd.DataFrame, y_true: np.ndarray, preds: dict[str, di
     rows = []
     groups = {"sex": frame["sex"].fillna("unknown").astype(str), "age band": frame["age"].map(age_band)}
     for group, values in groups.items():
-        order = AGE_BANDS if group == "age band" else sorted(values.unique())
-        for value in [v for v in order if v in set(values)]:
+        present = set(values)
+        for value in [v for v in AGE_BANDS if v in present] if group == "age band" else sorted(present):
             mask = (values == value).to_numpy()
             for model, by_seed in preds.items():
                 for s, y_pred in by_seed.items():
